@@ -1,0 +1,296 @@
+"""
+The client port: L{ChatProtocol} and L{ChatFactory} (PROTOCOL.md §1).
+
+The protocol is thin: it frames lines, parses each with the pure
+L{parse_request}, calls the core (L{multirealm.realm.Realm}) through one
+C{command_<name>} method per command, and writes one JSON reply per request
+in request order, however the core's answers interleave.
+"""
+
+import json
+from collections import deque
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from multirealm import errors
+from multirealm.commands import COMMANDS, parse_request
+from multirealm.framing import RequestLineReceiver
+from multirealm.names import Address
+from multirealm.ratelimit import TokenBucket
+
+log = Logger()
+
+REPLY_END = b"\r\n\r\n"
+SAME_SESSION = "-"
+
+
+def encode(reply):
+    """One reply or event on the wire: a JSON object, then an empty line."""
+    return json.dumps(reply).encode("ascii") + REPLY_END
+
+
+def ok(**fields):
+    return {"status": "OK", **fields}
+
+
+def error_reply(error):
+    return {"status": "ERROR", "code": error.code, "message": error.message}
+
+
+@attrs.frozen
+class Caller:
+    """Who sent a request that carries a session: the user and the token."""
+
+    user: str
+    token: str
+
+
+class ChatProtocol(RequestLineReceiver):
+    """
+    One client connection.
+
+    Replies wait in C{_replies}, a queue of one-item lists (slots) in
+    request order: an answer that comes early waits for those before it.
+
+    Reading stops (C{pauseProducing}) for any of three reasons, kept apart
+    in C{_holds}: the transport's write buffer is full (a client that does
+    not read its replies), too many replies are pending, or a C{register}
+    / C{auth} is running.  The last keeps pipelined requests in order
+    across the password hashing, which runs in a thread pool: C{auth} then
+    C{send - ...}, or C{register} then C{auth}, work when sent in one burst.
+    """
+
+    MAX_PENDING = 1000
+
+    def connectionMade(self):
+        factory = self.factory
+        self.realm = factory.realm
+        self.MAX_LENGTH = factory.limits.max_line_bytes
+        self._bucket = TokenBucket(
+            factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
+        )
+        self._replies = deque()
+        self._holds = set()
+        self._session = None  # token of the last successful auth here
+        self._quitting = False
+        self.transport.registerProducer(self, True)
+
+    def connectionLost(self, reason):
+        self.connected = False
+        self._replies.clear()
+        self._quitting = True
+
+    # -- flow control -------------------------------------------------------
+
+    def _hold(self, reason):
+        self._holds.add(reason)
+        if not self.paused:
+            RequestLineReceiver.pauseProducing(self)
+
+    def _release(self, reason):
+        self._holds.discard(reason)
+        if self.paused and not self._holds and self.connected:
+            RequestLineReceiver.resumeProducing(self)
+
+    # The transport calls these when its write buffer fills and drains.
+    def pauseProducing(self):
+        self._hold("writes")
+
+    def resumeProducing(self):
+        self._release("writes")
+
+    # -- requests -----------------------------------------------------------
+
+    def lineReceived(self, line):
+        line = line.rstrip(b" \t\r")
+        if not line or self._quitting:
+            return
+        if not self._bucket.allow():
+            return self._answer(errors.RateLimited("too many requests: slow down"))
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._answer(errors.BadEncoding("request is not valid UTF-8"))
+        try:
+            result = self._dispatch(parse_request(text))
+        except errors.ChatError as e:
+            result = e
+        except Exception:
+            log.failure("request failed", line=text[:200])
+            result = errors.ChatError("internal error: the server logged it")
+        self._answer(result)
+
+    def lineTooLong(self):
+        self._bucket.allow()
+        self._answer(
+            errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
+        )
+
+    def _answer(self, result):
+        """Queue the reply to one request: a dict, a ChatError or a Deferred."""
+        if isinstance(result, defer.Deferred):
+            slot = [None]
+            self._replies.append(slot)
+            result.addCallbacks(_format, _format_failure).addCallback(self._fill, slot)
+            if len(self._replies) >= self.MAX_PENDING:
+                self._hold("pending")
+        elif self._replies:
+            self._replies.append([_format(result)])
+        else:
+            self._write(_format(result))
+
+    def _fill(self, payload, slot):
+        slot[0] = payload
+        replies = self._replies
+        while replies and replies[0][0] is not None:
+            self._write(replies.popleft()[0])
+        if len(replies) < self.MAX_PENDING // 2:
+            self._release("pending")
+
+    def _write(self, payload):
+        self.transport.write(payload)
+        if self._quitting and not self._replies:
+            self.transport.loseConnection()
+
+    def _dispatch(self, request):
+        command = request.command
+        if command is None or not command.session:
+            if request.error is not None:
+                raise request.error
+            return getattr(self, "command_" + command.name)(**request.args)
+        if request.session is None:
+            raise request.error
+        token = request.session
+        if token == SAME_SESSION:
+            if self._session is None:
+                raise errors.InvalidSession(
+                    "no session on this connection yet: auth first, or give the session id"
+                )
+            token = self._session
+        user = self.realm.session_user(token)
+        if isinstance(user, defer.Deferred):
+            return user.addCallback(self._run, token, request)
+        return self._run(user, token, request)
+
+    def _run(self, user, token, request):
+        if request.error is not None:
+            raise request.error
+        handler = getattr(self, "command_" + request.command.name)
+        return handler(Caller(user, token), **request.args)
+
+    def _hold_until(self, deferred):
+        """
+        Hold later requests of this connection until C{deferred} (with
+        every callback already added to it) has fired.
+        """
+        self._hold("auth")
+
+        def release(result):
+            self._release("auth")
+            return result
+
+        return deferred.addBoth(release)
+
+    # -- commands: accounts -------------------------------------------------
+
+    def command_register(self, username, password):
+        d = self.realm.register(username, password)
+        return self._hold_until(d.addCallback(lambda _: ok(message=f"user {username} registered")))
+
+    def command_auth(self, username, password):
+        def logged_in(token):
+            self._session = token
+            return ok(tokenid=token)
+
+        return self._hold_until(self.realm.login(username, password).addCallback(logged_in))
+
+    def command_logout(self, caller):
+        if self._session == caller.token:
+            self._session = None
+        return self.realm.logout(caller.token).addCallback(lambda _: ok(message="logged out"))
+
+    def command_listusers(self):
+        return self.realm.list_users().addCallback(lambda users: ok(users=users))
+
+    def command_help(self):
+        return ok(commands=[f"{c.usage}  -- {c.summary}" for c in COMMANDS.values()])
+
+    def command_quit(self):
+        self._quitting = True
+        return ok(message="bye")
+
+    # -- commands: messages -------------------------------------------------
+
+    def command_send(self, caller, to, message):
+        return self.realm.send(caller.user, self.realm.address(to), message).addCallback(_sent)
+
+    def command_sendrealm(self, caller, to, message):
+        recipient = self.realm.remote_address(to)
+        return self.realm.send(caller.user, recipient, message).addCallback(_sent)
+
+    def command_sendgroup(self, caller, group, message):
+        group = self.realm.address(group, "group name")
+        return self.realm.send_group(caller.user, group, message).addCallback(_sent)
+
+    def command_sendgrouprealm(self, caller, group, message):
+        group = self.realm.remote_address(group, "group name")
+        return self.realm.send_group(caller.user, group, message).addCallback(_sent)
+
+    def command_inbox(self, caller, after_id):
+        return self.realm.inbox(caller.user, after_id).addCallback(self._history)
+
+    def command_groupinbox(self, caller, group, after_id):
+        group = self.realm.address(group, "group name")
+        return self.realm.group_inbox(caller.user, group, after_id).addCallback(self._history)
+
+    def _history(self, history):
+        realm = self.realm.name
+        return ok(messages=[m.to_wire(realm) for m in history.messages], more=history.more)
+
+    # -- commands: groups and realms ----------------------------------------
+
+    def command_creategroup(self, caller, group, member):
+        group = Address.parse(group, self.realm.name, "group name")
+        members = [self.realm.address(m) for m in member]
+        d = self.realm.create_group(caller.user, group, members)
+        return d.addCallback(lambda _: ok(message=f"group {group.name} created"))
+
+    def command_leavegroup(self, caller, group):
+        group = self.realm.address(group, "group name")
+        d = self.realm.leave_group(caller.user, group)
+        return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
+
+    def command_listgroups(self):
+        return self.realm.list_groups().addCallback(lambda groups: ok(groups=groups))
+
+    def command_listrealms(self):
+        return self.realm.list_realms().addCallback(lambda realms: ok(realms=realms))
+
+
+def _sent(message):
+    return ok(message="Message Sent", id=message.id, timestamp=message.timestamp)
+
+
+def _format(result):
+    if isinstance(result, errors.ChatError):
+        return encode(error_reply(result))
+    return encode(result)
+
+
+def _format_failure(failure):
+    if failure.check(errors.ChatError):
+        return encode(error_reply(failure.value))
+    log.failure("request failed", failure)
+    return encode(error_reply(errors.ChatError("internal error: the server logged it")))
+
+
+class ChatFactory(Factory):
+    protocol = ChatProtocol
+
+    def __init__(self, realm, limits, clock):
+        self.realm = realm
+        self.limits = limits
+        self.clock = clock

@@ -1,0 +1,139 @@
+"""
+The chat commands and the pure parser of request lines (PROTOCOL.md §1).
+
+The table L{COMMANDS} is the one place a command is declared: its words,
+whether it takes a session, its usage line for C{help}.  L{parse_request}
+turns a decoded line into a L{Request} and never raises.  A request whose
+arguments are wrong still carries its session word, because a bad session
+is reported before bad arguments.
+"""
+
+import attrs
+
+from multirealm import errors
+
+SESSION = "sessionid"
+
+
+@attrs.frozen
+class Command:
+    """
+    C{name} then, in order: the session id (if C{session}), the fixed
+    words C{words}, then either the free text C{text} (the rest of the
+    line, required), the list C{variadic} (all remaining words), or the
+    optional words C{optional}.
+    """
+
+    name: str
+    summary: str
+    session: bool = False
+    words: tuple = ()
+    text: str | None = None
+    variadic: str | None = None
+    optional: tuple = ()
+
+    @property
+    def usage(self):
+        parts = [self.name]
+        if self.session:
+            parts.append(f"<{SESSION}>")
+        parts += [f"<{w}>" for w in self.words]
+        if self.text:
+            parts.append(f"<{self.text}>")
+        if self.variadic:
+            parts.append(f"<{self.variadic}> ...")
+        parts += [f"[<{w}>]" for w in self.optional]
+        return " ".join(parts)
+
+
+COMMANDS = {
+    c.name: c
+    for c in [
+        Command("register", "create an account", words=("username", "password")),
+        Command("auth", "log in; replies with a session id", words=("username", "password")),
+        Command("logout", "end a session everywhere", session=True),
+        Command("listusers", "this realm's users"),
+        Command("listgroups", "this realm's groups"),
+        Command("listrealms", "the linked realms and their queues"),
+        Command("send", "private message; <to> may be user@realm", True, ("to",), "message"),
+        Command(
+            "sendgroup", "message to a group; <group> may be group@realm", True, ("group",), "message"
+        ),
+        Command(
+            "sendrealm", "private message to a user of another realm", True, ("to",), "message"
+        ),
+        Command(
+            "sendgrouprealm", "message to a group of another realm", True, ("group",), "message"
+        ),
+        Command("inbox", "your private messages, oldest first", True, optional=("after_id",)),
+        Command(
+            "groupinbox", "a group's messages, oldest first", True, ("group",),
+            optional=("after_id",),
+        ),
+        Command(
+            "creategroup", "create a group; you are always a member", True, ("group",),
+            variadic="member",
+        ),
+        Command("leavegroup", "leave a group", True, ("group",)),
+        Command("help", "this list"),
+        Command("quit", "close the connection"),
+    ]
+}
+
+
+@attrs.frozen
+class Request:
+    """
+    A parsed line.  C{error}, if set, is the L{errors.ChatError} to answer
+    with, after the session (if any) has been checked.
+    """
+
+    command: Command | None
+    session: str | None = None
+    args: dict = attrs.field(factory=dict)
+    error: errors.ChatError | None = None
+
+
+def _next_word(text):
+    """Split off the first space-separated word: (word, rest)."""
+    text = text.lstrip(" ")
+    word, _, rest = text.partition(" ")
+    return word, rest.lstrip(" ")
+
+
+def parse_request(line):
+    """
+    Parse one request line (decoded, trailing whitespace stripped, not
+    empty) into a L{Request}.  Never raises.
+    """
+    name, rest = _next_word(line)
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        return Request(None, error=errors.UnknownCommand(f"unknown command {name!r}; try help"))
+
+    usage = f"usage: {command.usage}"
+    session = None
+    if command.session:
+        session, rest = _next_word(rest)
+        if not session:
+            return Request(command, error=errors.InvalidSession(f"no session id; {usage}"))
+
+    args = {}
+    for word in command.words:
+        args[word], rest = _next_word(rest)
+        if not args[word]:
+            return Request(command, session, error=errors.BadRequest(f"missing <{word}>; {usage}"))
+    if command.text:
+        if not rest:
+            return Request(
+                command, session, error=errors.BadRequest(f"empty <{command.text}>; {usage}")
+            )
+        args[command.text], rest = rest, ""
+    elif command.variadic:
+        args[command.variadic], rest = tuple(w for w in rest.split(" ") if w), ""
+    for word in command.optional:
+        value, rest = _next_word(rest)
+        args[word] = value or None
+    if rest:
+        return Request(command, session, error=errors.BadRequest(f"too many words; {usage}"))
+    return Request(command, session, args)

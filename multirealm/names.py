@@ -1,0 +1,61 @@
+"""
+User, group and realm names, and C{name@realm} addresses (PROTOCOL.md §1.1).
+"""
+
+import re
+
+import attrs
+
+from multirealm.errors import InvalidName
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -"
+
+
+def is_valid_name(name):
+    return _NAME.fullmatch(name) is not None
+
+
+def check_name(name, what="name"):
+    """
+    Return C{name} if it follows the naming rule, else raise L{InvalidName}.
+    """
+    if not is_valid_name(name):
+        raise InvalidName(f"{what} {name!r} is not valid: use {NAME_RULE}")
+    return name
+
+
+@attrs.frozen
+class Address:
+    """
+    A user or group on some realm: C{heru@2} is C{Address("heru", "2")}.
+    """
+
+    name: str
+    realm: str
+
+    def __str__(self):
+        return f"{self.name}@{self.realm}"
+
+    def relative_to(self, realm):
+        """
+        The wire form seen from C{realm}: bare for its own names, else
+        C{name@realm}.
+        """
+        return self.name if self.realm == realm else str(self)
+
+    @classmethod
+    def parse(cls, text, default_realm, what="name"):
+        """
+        Parse C{name} or C{name@realm}; a bare name is on C{default_realm}.
+
+        @raise InvalidName: if either part breaks the naming rule.
+        """
+        name, at, realm = text.partition("@")
+        check_name(name, what)
+        if at:
+            check_name(realm, "realm name")
+        else:
+            realm = default_realm
+        return cls(name, realm)

@@ -1,0 +1,28 @@
+"""
+A token bucket: the per-connection request rate limit.
+"""
+
+
+class TokenBucket:
+    """
+    Allows bursts of up to C{burst} requests, refilled at C{rate} a second.
+
+    @param clock: an L{IReactorTime}; only C{seconds()} is used.
+    """
+
+    def __init__(self, rate, burst, clock):
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock.seconds()
+
+    def allow(self):
+        """Take a token if one is there; True if the request may go on."""
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False

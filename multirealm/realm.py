@@ -1,0 +1,225 @@
+"""
+The core of one realm: accounts, sessions, messages and groups.
+
+L{Realm} knows no sockets.  Each operation takes plain values (the caller's
+user name, the words of the request) and returns a value or a Deferred;
+refusals raise L{errors.ChatError}.  The chat protocol is one caller; the
+realm link (federation) will be another.
+"""
+
+import functools
+import hashlib
+import secrets
+
+from twisted.internet import defer
+
+from multirealm import errors
+from multirealm.model import GROUP, PRIVATE, Message, format_timestamp, new_message_id
+from multirealm.names import Address, check_name
+from multirealm.store import group_timeline, user_timeline
+
+
+def _deferred(coroutine_function):
+    """Make an C{async def} method return a Deferred, as every core method does."""
+
+    @functools.wraps(coroutine_function)
+    def wrapper(*args, **kwargs):
+        return defer.ensureDeferred(coroutine_function(*args, **kwargs))
+
+    return wrapper
+
+
+def _token_hash(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Realm:
+    """
+    @param name: this realm's name.
+    @param peers: names of the realms this one links to.
+    @param limits: the network's L{multirealm.config.Limits}.
+    @param store: an L{multirealm.store.IStore}.
+    @param hasher: a L{multirealm.passwords.PasswordHasher}.
+    @param clock: an L{IReactorTime} giving the time of timestamps,
+        session expiry and message ids.
+    """
+
+    def __init__(self, name, peers, limits, store, hasher, clock):
+        self.name = name
+        self.peers = tuple(peers)
+        self.limits = limits
+        self._store = store
+        self._hasher = hasher
+        self._clock = clock
+        # token hash -> (user, expires): sessions seen since start.  The
+        # store stays the truth; this saves a database round trip on every
+        # request.  Every logout goes through this object, so it never
+        # holds a session the store has ended.
+        self._sessions = {}
+
+    def _now(self):
+        return self._clock.seconds()
+
+    # -- accounts and sessions ----------------------------------------------
+
+    @_deferred
+    async def register(self, name, password):
+        check_name(name, "username")
+        password_hash = await self._hasher.hash(password)
+        await self._store.create_user(name, password_hash, format_timestamp(self._now()))
+
+    @_deferred
+    async def login(self, name, password):
+        """Check the password; return a new session token."""
+        stored = None
+        try:
+            check_name(name, "username")
+        except errors.InvalidName:
+            pass  # no such user: still hash, so timing tells nothing
+        else:
+            stored = await self._store.password_hash(name)
+        if not await self._hasher.verify(password, stored):
+            raise errors.BadCredentials("wrong username or password")
+        token = secrets.token_urlsafe(32)
+        expires = self._now() + self.limits.session_days * 86400
+        token_hash = _token_hash(token)
+        await self._store.create_session(token_hash, name, expires)
+        self._sessions[token_hash] = (name, expires)
+        return token
+
+    @_deferred
+    async def logout(self, token):
+        token_hash = _token_hash(token)
+        self._sessions.pop(token_hash, None)
+        await self._store.delete_session(token_hash)
+
+    def session_user(self, token):
+        """
+        The user name of a live session, at once when the session is known
+        here, else a Deferred.  L{errors.InvalidSession} if there is none.
+        """
+        token_hash = _token_hash(token)
+        known = self._sessions.get(token_hash)
+        if known is not None:
+            user, expires = known
+            if expires > self._now():
+                return user
+            del self._sessions[token_hash]
+            raise errors.InvalidSession("session expired: log in again with auth")
+        return self._store.session_user(token_hash, self._now()).addCallback(
+            self._remember_session, token_hash
+        )
+
+    def _remember_session(self, found, token_hash):
+        if found is None:
+            raise errors.InvalidSession("unknown or expired session: log in with auth")
+        self._sessions[token_hash] = found
+        return found[0]
+
+    def list_users(self):
+        return self._store.list_users()
+
+    # -- addresses ----------------------------------------------------------
+
+    def address(self, text, what="username"):
+        """Parse C{name} or C{name@realm}; the realm must be this one or a peer."""
+        address = Address.parse(text, self.name, what)
+        if address.realm != self.name and address.realm not in self.peers:
+            raise errors.NoSuchRealm(f"realm {address.realm!r} is not linked to this realm")
+        return address
+
+    def remote_address(self, text, what="username"):
+        """
+        An address on another realm (C{sendrealm}): C{name@realm}, or a bare
+        name when this realm has exactly one peer.
+        """
+        if "@" in text:
+            return self.address(text, what)
+        if len(self.peers) != 1:
+            raise errors.AmbiguousRealm(
+                f"{what} {text!r} has no realm and this realm has {len(self.peers)} peers:"
+                f" write {text}@REALM"
+            )
+        check_name(text, what)
+        return Address(text, self.peers[0])
+
+    # -- messages -----------------------------------------------------------
+
+    def _new_message(self, kind, sender, recipient, text):
+        now = self._now()
+        return Message(
+            id=new_message_id(lambda: now),
+            kind=kind,
+            sender=Address(sender, self.name),
+            recipient=recipient,
+            text=text,
+            timestamp=format_timestamp(now),
+        )
+
+    def send(self, sender, recipient, text):
+        """
+        Accept a private message from local user C{sender} to the
+        L{Address} C{recipient}; fires with the L{Message} once durable.
+        """
+        message = self._new_message(PRIVATE, sender, recipient, text)
+        return self._store.add_private_message(message).addCallback(lambda _: message)
+
+    def send_group(self, sender, group, text):
+        """Accept a message to the group at L{Address} C{group}."""
+        message = self._new_message(GROUP, sender, group, text)
+        return self._store.add_group_message(message).addCallback(lambda _: message)
+
+    def inbox(self, user, after_id=None):
+        return self._store.history(
+            user_timeline(Address(user, self.name)), after_id, self.limits.history_limit
+        )
+
+    @_deferred
+    async def group_inbox(self, user, group, after_id=None):
+        self._require_local_group(group)
+        found = await self._store.group(group.name)
+        if Address(user, self.name) not in found.members:
+            raise errors.NotAMember(f"{user} is not a member of group {group.name!r}")
+        return await self._store.history(
+            group_timeline(group), after_id, self.limits.history_limit
+        )
+
+    # -- groups -------------------------------------------------------------
+
+    def _require_local_group(self, group):
+        if group.realm != self.name:
+            raise errors.NoSuchGroup(
+                f"group {group} lives on realm {group.realm}: reading or leaving groups"
+                " of other realms needs federation, which is not built yet"
+            )
+
+    def create_group(self, creator, group, members):
+        """Create the local group C{group} with C{creator} and C{members}."""
+        if group.realm != self.name:
+            raise errors.BadRequest(
+                f"groups are created on their own realm: connect to realm {group.realm}"
+            )
+        creator = Address(creator, self.name)
+        everyone = (creator, *(m for m in members if m != creator))
+        return self._store.create_group(
+            group.name, creator, everyone, format_timestamp(self._now())
+        )
+
+    def leave_group(self, user, group):
+        self._require_local_group(group)
+        return self._store.leave_group(group.name, Address(user, self.name))
+
+    def list_groups(self):
+        return self._store.list_groups()
+
+    # -- realms -------------------------------------------------------------
+
+    def list_realms(self):
+        """Each peer with its link state and how many messages wait for it."""
+        return self._store.pending_counts().addCallback(
+            lambda pending: [
+                {"name": peer, "linked": False, "pending": pending.get(peer, 0)}
+                for peer in self.peers
+            ]
+        )
+

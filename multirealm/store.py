@@ -1,0 +1,519 @@
+"""
+The durable store: L{IStore} and its SQLite implementation.
+
+All SQL of the project lives here.  Every operation runs on one database
+thread owned by the store, never on the reactor thread, and returns a
+Deferred that fires on the reactor thread once the operation's transaction
+has committed (group commit): the thread takes every operation queued while
+it was busy, runs them in one transaction, commits once, and then answers
+them all.  Under load many messages share one fsync; when idle an operation
+commits at once.
+
+Because one thread runs every operation in the order it was queued, a read
+sees every write queued before it, and no result is revealed before the
+write it depends on is durable.
+"""
+
+import os
+import queue
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from multirealm import errors
+from multirealm.model import Group, History, Message
+from multirealm.names import Address
+
+log = Logger()
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,   -- sha256 of the token: a stolen file holds no usable token
+    user TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    creator TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE members (
+    group_name TEXT NOT NULL,
+    member TEXT NOT NULL,          -- qualified address, user@realm
+    PRIMARY KEY (group_name, member)
+) WITHOUT ROWID;
+-- seq is the realm's own arrival order; messages are never deleted, so an
+-- INTEGER PRIMARY KEY never reuses a value.
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    timestamp TEXT NOT NULL
+);
+-- Which conversations a message appears in: 'user:alice@1' for a user's
+-- private history, 'group:team@1' for a group's.
+CREATE TABLE timeline (
+    owner TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (owner, seq)
+) WITHOUT ROWID;
+-- Messages waiting to be handed to another realm (PROTOCOL.md §2),
+-- written in the same transaction as the message.
+CREATE TABLE outbox (
+    realm TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (realm, seq)
+) WITHOUT ROWID;
+"""
+
+
+def user_timeline(address):
+    return f"user:{address}"
+
+
+def group_timeline(address):
+    return f"group:{address}"
+
+
+class IStore(Interface):
+    """
+    Durable state of one realm.  Every method returns a Deferred that fires
+    once the effect is committed; refusals fail with a L{errors.ChatError}.
+    Addresses are L{Address} values; stored qualified (C{user@realm}).
+    """
+
+    def start():
+        """Start serving operations."""
+
+    def stop():
+        """Finish queued operations, close; Deferred fires when done."""
+
+    def create_user(name, password_hash, created):
+        """Add a local user; L{errors.UserExists} if taken."""
+
+    def password_hash(name):
+        """The stored hash of a local user, or None."""
+
+    def list_users():
+        """Sorted names of this realm's users."""
+
+    def create_session(token_hash, user, expires):
+        """Record a session of C{user} valid until C{expires} (epoch s)."""
+
+    def session_user(token_hash, now):
+        """The user of a live session, or None (expired ones are removed)."""
+
+    def delete_session(token_hash):
+        """End a session; True if it existed."""
+
+    def add_private_message(message):
+        """
+        Store a private message: in the history of each party of this realm,
+        and queued for the recipient's realm if that is another.  A recipient
+        of this realm must exist (L{errors.NoSuchUser}).
+        """
+
+    def add_group_message(message):
+        """
+        Store a group message.  For a group of this realm: the group must
+        exist (L{errors.NoSuchGroup}) and have the sender as a member
+        (L{errors.NotAMember}); the message goes into its history and is
+        queued once for every other realm with members.  For a group of
+        another realm: it goes into this realm's copy of that group's
+        history and is queued for the group's realm.
+        """
+
+    def history(timeline, after_id, limit):
+        """
+        A L{History} page of C{timeline}: without C{after_id} its newest
+        C{limit} messages, with it the oldest C{limit} after that id;
+        L{errors.BadRequest} for an unknown id.
+        """
+
+    def create_group(name, creator, members, created):
+        """
+        Create local group C{name}; C{members} (addresses, the creator among
+        them) whose realm is C{creator.realm} must be users here.
+        """
+
+    def group(name):
+        """The local L{Group}, or L{errors.NoSuchGroup}."""
+
+    def leave_group(name, member):
+        """Remove C{member} from local group C{name}."""
+
+    def list_groups():
+        """Sorted names of this realm's groups."""
+
+    def pending_counts():
+        """{realm: number of messages waiting in its outbox}."""
+
+
+class _Operation:
+    __slots__ = ("function", "args", "deferred", "writes")
+
+    def __init__(self, function, args, writes):
+        self.function = function
+        self.args = args
+        self.writes = writes
+        self.deferred = defer.Deferred()
+
+
+_STOP = object()
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """
+    L{IStore} on one SQLite file in WAL mode with C{synchronous=FULL}: a
+    commit survives a power loss, and group commit keeps that affordable.
+    """
+
+    # Upper bound of operations in one transaction, so one huge burst does
+    # not hold every reply back behind a single giant commit.
+    MAX_BATCH = 2000
+
+    def __init__(self, path, realm, reactor):
+        """
+        Open (creating if need be) the database at C{path}.  This runs on the
+        calling thread: it is start-up work, done before the realm accepts
+        any connection, so that a bad data directory fails start-up at once.
+        """
+        self._reactor = reactor
+        self.path = path
+        self.realm = realm
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._stopped = None
+
+    def _migrate(self):
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise RuntimeError(
+                f"{self.path}: schema version {version}, this code knows {SCHEMA_VERSION}"
+            )
+        # executescript runs the whole schema as one transaction.
+        self._db.executescript(
+            f"BEGIN; {_SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+
+    # -- the database thread ------------------------------------------------
+
+    def start(self):
+        self._stopped = defer.Deferred()
+        self._thread = threading.Thread(
+            target=self._run, name=f"multirealm-store {self.path}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self):
+        if self._thread is None:
+            return defer.succeed(None)
+        self._queue.put(_STOP)
+        self._thread = None
+        return self._stopped
+
+    def _submit(self, function, *args, writes=True):
+        operation = _Operation(function, args, writes)
+        self._queue.put(operation)
+        return operation.deferred
+
+    def _run(self):
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = batch[-1] is _STOP
+                batch = [op for op in batch if op is not _STOP]
+                if batch:
+                    self._reactor.callFromThread(self._answer, self._run_batch(batch))
+                if stopping:
+                    break
+        finally:
+            self._db.close()
+            self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _run_batch(self, batch):
+        """Run operations in one transaction; return (operation, result) pairs."""
+        db = self._db
+        results = []
+        db.execute("BEGIN IMMEDIATE")
+        for op in batch:
+            if op.writes:
+                db.execute("SAVEPOINT op")
+            try:
+                result = op.function(db, *op.args)
+            except BaseException:
+                if op.writes:
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                results.append((op, Failure()))
+            else:
+                if op.writes:
+                    db.execute("RELEASE op")
+                results.append((op, result))
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            failure = Failure()
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [(op, failure) for op in batch]
+        return results
+
+    @staticmethod
+    def _answer(results):
+        for op, result in results:
+            if isinstance(result, Failure):
+                op.deferred.errback(result)
+            else:
+                op.deferred.callback(result)
+
+    # -- accounts and sessions ----------------------------------------------
+
+    def create_user(self, name, password_hash, created):
+        return self._submit(_create_user, name, password_hash, created)
+
+    def password_hash(self, name):
+        return self._submit(_password_hash, name, writes=False)
+
+    def list_users(self):
+        return self._submit(_column_list, "SELECT name FROM users ORDER BY name", writes=False)
+
+    def create_session(self, token_hash, user, expires):
+        return self._submit(_create_session, token_hash, user, expires)
+
+    def session_user(self, token_hash, now):
+        return self._submit(_session_user, token_hash, now)
+
+    def delete_session(self, token_hash):
+        return self._submit(_delete_session, token_hash)
+
+    # -- messages -----------------------------------------------------------
+
+    def add_private_message(self, message):
+        return self._submit(_add_private_message, self.realm, message)
+
+    def add_group_message(self, message):
+        return self._submit(_add_group_message, self.realm, message)
+
+    def history(self, timeline, after_id, limit):
+        return self._submit(_history, timeline, after_id, limit, writes=False)
+
+    # -- groups -------------------------------------------------------------
+
+    def create_group(self, name, creator, members, created):
+        return self._submit(_create_group, name, creator, members, created)
+
+    def group(self, name):
+        return self._submit(_group, name, writes=False)
+
+    def leave_group(self, name, member):
+        return self._submit(_leave_group, name, member)
+
+    def list_groups(self):
+        return self._submit(_column_list, "SELECT name FROM groups ORDER BY name", writes=False)
+
+    def pending_counts(self):
+        return self._submit(_pending_counts, writes=False)
+
+
+# The operations below run on the database thread, inside a transaction.
+
+
+def _column_list(db, sql):
+    return [row[0] for row in db.execute(sql)]
+
+
+def _create_user(db, name, password_hash, created):
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO users (name, password_hash, created) VALUES (?, ?, ?)",
+        (name, password_hash, created),
+    )
+    if cursor.rowcount == 0:
+        raise errors.UserExists(f"user {name!r} already exists")
+
+
+def _password_hash(db, name):
+    row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def _create_session(db, token_hash, user, expires):
+    db.execute(
+        "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",
+        (token_hash, user, expires),
+    )
+
+
+def _session_user(db, token_hash, now):
+    row = db.execute(
+        "SELECT user, expires FROM sessions WHERE token_hash = ?", (token_hash,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[1] <= now:
+        db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        return None
+    return row[0], row[1]
+
+
+def _delete_session(db, token_hash):
+    return db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+
+def _require_member(db, group, address):
+    exists = db.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone()
+    if exists is None:
+        raise errors.NoSuchGroup(f"no group {group!r}")
+    member = db.execute(
+        "SELECT 1 FROM members WHERE group_name = ? AND member = ?", (group, str(address))
+    ).fetchone()
+    if member is None:
+        raise errors.NotAMember(f"{address} is not a member of group {group!r}")
+
+
+def _insert_message(db, message, timelines, outbox_realms):
+    seq = db.execute(
+        "INSERT INTO messages (id, kind, sender, recipient, body, timestamp)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            message.id,
+            message.kind,
+            str(message.sender),
+            str(message.recipient),
+            message.text,
+            message.timestamp,
+        ),
+    ).lastrowid
+    db.executemany("INSERT INTO timeline (owner, seq) VALUES (?, ?)", [(t, seq) for t in timelines])
+    db.executemany(
+        "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
+    )
+
+
+def _add_private_message(db, realm, message):
+    sender, recipient = message.sender, message.recipient
+    timelines = {user_timeline(a) for a in (sender, recipient) if a.realm == realm}
+    if recipient.realm == realm:
+        if db.execute("SELECT 1 FROM users WHERE name = ?", (recipient.name,)).fetchone() is None:
+            raise errors.NoSuchUser(f"no user {recipient.name!r}")
+        outbox = ()
+    else:
+        outbox = (recipient.realm,)
+    _insert_message(db, message, timelines, outbox)
+
+
+def _add_group_message(db, realm, message):
+    group = message.recipient
+    if group.realm == realm:
+        _require_member(db, group.name, message.sender)
+        outbox = {
+            _address(row[0]).realm
+            for row in db.execute("SELECT member FROM members WHERE group_name = ?", (group.name,))
+        }
+        outbox.discard(realm)
+    else:
+        outbox = (group.realm,)
+    _insert_message(db, message, (group_timeline(group),), outbox)
+
+
+def _address(text):
+    name, _, realm = text.rpartition("@")
+    return Address(name, realm)
+
+
+def _history(db, timeline, after_id, limit):
+    select = (
+        "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp"
+        " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.owner = ?"
+    )
+    if after_id is None:
+        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (timeline, limit + 1)).fetchall()
+        rows.reverse()
+        more = len(rows) > limit
+        rows = rows[1:] if more else rows
+    else:
+        after = db.execute("SELECT seq FROM messages WHERE id = ?", (after_id,)).fetchone()
+        if after is None:
+            raise errors.BadRequest(f"no message with id {after_id!r}")
+        rows = db.execute(
+            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (timeline, after[0], limit + 1)
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+    messages = tuple(
+        Message(
+            id=row[0],
+            kind=row[1],
+            sender=_address(row[2]),
+            recipient=_address(row[3]),
+            text=row[4],
+            timestamp=row[5],
+        )
+        for row in rows
+    )
+    return History(messages, more)
+
+
+def _create_group(db, name, creator, members, created):
+    if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is not None:
+        raise errors.GroupExists(f"group {name!r} already exists")
+    for member in members:
+        if member.realm == creator.realm:
+            found = db.execute("SELECT 1 FROM users WHERE name = ?", (member.name,)).fetchone()
+            if found is None:
+                raise errors.NoSuchUser(f"no user {member.name!r}")
+    db.execute(
+        "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
+        (name, str(creator), created),
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO members (group_name, member) VALUES (?, ?)",
+        [(name, str(m)) for m in members],
+    )
+
+
+def _group(db, name):
+    if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is None:
+        raise errors.NoSuchGroup(f"no group {name!r}")
+    members = db.execute(
+        "SELECT member FROM members WHERE group_name = ? ORDER BY member", (name,)
+    ).fetchall()
+    return Group(name, tuple(_address(m[0]) for m in members))
+
+
+def _leave_group(db, name, member):
+    _require_member(db, name, member)
+    db.execute(
+        "DELETE FROM members WHERE group_name = ? AND member = ?", (name, str(member))
+    )
+
+
+def _pending_counts(db):
+    return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))

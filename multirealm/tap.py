@@ -1,0 +1,59 @@
+"""
+The C{twistd multirealm} command: L{Options} and L{makeService}.
+
+Start-up problems (a wrong realms.ini, an unknown realm, a data directory
+that cannot be opened, a port in use) print one line on stderr and exit
+with status 1, never a traceback.
+"""
+
+import sqlite3
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+
+from multirealm import config as configuration
+from multirealm.service import build_realm_service
+
+
+class Options(usage.Options):
+    synopsis = "--realm=NAME [--config=realms.ini]"
+    longdesc = "Run one realm of a multirealm chat network, as described in realms.ini."
+    optParameters = [
+        ["realm", "r", None, "Name of the realm to run (a [realm:NAME] section)."],
+        ["config", "c", configuration.DEFAULT_CONFIG, "Path of realms.ini."],
+    ]
+
+    def postOptions(self):
+        if not self["realm"]:
+            raise usage.UsageError("--realm is required, e.g. --realm=1")
+
+
+def _fail(message):
+    sys.stderr.write(f"multirealm: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+class _ExitOnStartupError(MultiService):
+    """Turns a port that cannot be bound into one line and exit status 1."""
+
+    def privilegedStartService(self):
+        try:
+            MultiService.privilegedStartService(self)
+        except CannotListenError as e:
+            _fail(f"cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
+
+
+def makeService(options):
+    try:
+        network = configuration.load(options["config"])
+        realm_service = build_realm_service(network, options["realm"])
+    except configuration.ConfigError as e:
+        _fail(str(e))
+    except (OSError, sqlite3.Error) as e:
+        _fail(f"cannot open the data of realm {options['realm']}: {e}")
+    top = _ExitOnStartupError()
+    realm_service.setServiceParent(top)
+    return top
