@@ -187,9 +187,13 @@ class SQLiteStore:
     # not hold every reply back behind a single giant commit.
     MAX_BATCH = 2000
 
-    def __init__(self, path, realm, reactor):
+    def __init__(self, path, realm, reactor, inline=False):
         """
-        Open (creating if need be) the database at C{path}.  This runs on the
+        Open (creating if need be) the database at C{path}.
+
+        With C{inline}, every operation runs at once on the calling thread in
+        a transaction of its own, and its Deferred has fired on return: for
+        deterministic tests only (it blocks the caller).  This runs on the
         calling thread: it is start-up work, done before the realm accepts
         any connection, so that a bad data directory fails start-up at once.
         """
@@ -201,9 +205,10 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
+        self._inline = inline
         self._queue = queue.SimpleQueue()
         self._thread = None
-        self._stopped = None
+        self._stop_waiters = []
 
     def _migrate(self):
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -221,22 +226,42 @@ class SQLiteStore:
     # -- the database thread ------------------------------------------------
 
     def start(self):
-        self._stopped = defer.Deferred()
+        if self._inline:
+            return
         self._thread = threading.Thread(
             target=self._run, name=f"multirealm-store {self.path}", daemon=True
         )
         self._thread.start()
 
     def stop(self):
-        if self._thread is None:
+        """
+        Let the database thread finish every queued operation, then close.
+        The returned Deferred fires once the database is closed.
+        """
+        if self._thread is None:  # inline, or never started
+            self._db.close()
             return defer.succeed(None)
-        self._queue.put(_STOP)
+        waiter = defer.Deferred()
+        if not self._stop_waiters:
+            self._queue.put(_STOP)
+        self._stop_waiters.append(waiter)
+        return waiter
+
+    def _stopped(self):
         self._thread = None
-        return self._stopped
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _submit(self, function, *args, writes=True):
         operation = _Operation(function, args, writes)
-        self._queue.put(operation)
+        if self._stop_waiters:
+            # The thread may be gone already: refuse rather than hang.
+            return defer.fail(errors.ChatError("the realm is shutting down; try again"))
+        if self._inline:
+            self._answer(self._run_batch([operation]))
+        else:
+            self._queue.put(operation)
         return operation.deferred
 
     def _run(self):
@@ -256,7 +281,7 @@ class SQLiteStore:
                     break
         finally:
             self._db.close()
-            self._reactor.callFromThread(self._stopped.callback, None)
+            self._reactor.callFromThread(self._stopped)
 
     def _run_batch(self, batch):
         """Run operations in one transaction; return (operation, result) pairs."""

@@ -1,0 +1,96 @@
+"""
+Shared test fixtures: a realm on a temporary database, a cheap password
+hasher, and a chat connection over a StringTransport.
+"""
+
+import json
+import os
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.testing import StringTransport
+
+from multirealm.chat import ChatFactory
+from multirealm.config import Limits
+from multirealm.passwords import hash_password, verify_password
+from multirealm.realm import Realm
+from multirealm.store import SQLiteStore
+
+# The real scrypt, at a cost that keeps the suite fast.
+CHEAP_COST = (2**4, 1, 1)
+
+
+class InlineHasher:
+    """The real hashing functions, run at once on the calling thread."""
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def hash(self, password):
+        return defer.execute(hash_password, password, CHEAP_COST)
+
+    def verify(self, password, stored):
+        return defer.execute(verify_password, password, stored, CHEAP_COST)
+
+
+def make_store(testcase, name="1", inline=True, path=None):
+    """A SQLiteStore in a fresh temporary folder, stopped at cleanup."""
+    if path is None:
+        path = os.path.join(testcase.mktemp(), "realm.sqlite3")
+    store = SQLiteStore(path, name, reactor, inline=inline)
+    store.start()
+    testcase.addCleanup(store.stop)
+    return store
+
+
+def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=None):
+    """A Realm with an inline store (synchronous Deferreds) and a Clock."""
+    clock = clock or task.Clock()
+    clock.advance(1_700_000_000)  # a plausible "now" for timestamps
+    store = store or make_store(testcase, name)
+    return Realm(name, peers, limits or Limits(), store, InlineHasher(), clock)
+
+
+class Client:
+    """A ChatProtocol on a StringTransport, read as parsed replies."""
+
+    def __init__(self, realm, limits=None, clock=None):
+        self.clock = clock or realm._clock
+        self.factory = ChatFactory(realm, limits or realm.limits, self.clock)
+        self.protocol = self.factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self._read = 0
+
+    def send(self, *lines):
+        self.protocol.dataReceived(b"".join(line.encode() + b"\r\n" for line in lines))
+
+    def raw(self, data):
+        self.protocol.dataReceived(data)
+
+    def replies(self):
+        """Every reply written since the last call, parsed."""
+        data = self.transport.value()[self._read :]
+        self._read = len(self.transport.value())
+        return parse_replies(data)
+
+    def ask(self, line):
+        """Send one request line; return its one reply."""
+        self.send(line)
+        (reply,) = self.replies()
+        return reply
+
+    def login(self, user, password="pw"):
+        self.ask(f"register {user} {password}")
+        reply = self.ask(f"auth {user} {password}")
+        assert reply["status"] == "OK", reply
+        return reply["tokenid"]
+
+
+def parse_replies(data):
+    """Split wire bytes into replies; every reply must end with CRLF CRLF."""
+    assert data.endswith(b"\r\n\r\n") or data == b"", data[-50:]
+    chunks = data.split(b"\r\n\r\n")[:-1]
+    return [json.loads(chunk) for chunk in chunks]
