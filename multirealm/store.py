@@ -209,6 +209,8 @@ class SQLiteStore:
         self._queue = queue.SimpleQueue()
         self._thread = None
         self._stop_waiters = []
+        # Operations queued before start() wait for it; after stop() they fail.
+        self._accepting = True
 
     def _migrate(self):
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -226,19 +228,21 @@ class SQLiteStore:
     # -- the database thread ------------------------------------------------
 
     def start(self):
-        if self._inline:
-            return
-        self._thread = threading.Thread(
-            target=self._run, name=f"multirealm-store {self.path}", daemon=True
-        )
-        self._thread.start()
+        self._accepting = True
+        if not self._inline:
+            self._thread = threading.Thread(
+                target=self._run, name=f"multirealm-store {self.path}", daemon=True
+            )
+            self._thread.start()
 
     def stop(self):
         """
         Let the database thread finish every queued operation, then close.
-        The returned Deferred fires once the database is closed.
+        The returned Deferred fires once the database is closed; operations
+        submitted from now on fail at once.
         """
-        if self._thread is None:  # inline, or never started
+        self._accepting = False
+        if self._thread is None:  # inline, never started, or stopped
             self._db.close()
             return defer.succeed(None)
         waiter = defer.Deferred()
@@ -254,10 +258,9 @@ class SQLiteStore:
             waiter.callback(None)
 
     def _submit(self, function, *args, writes=True):
-        operation = _Operation(function, args, writes)
-        if self._stop_waiters:
-            # The thread may be gone already: refuse rather than hang.
+        if not self._accepting:
             return defer.fail(errors.ChatError("the realm is shutting down; try again"))
+        operation = _Operation(function, args, writes)
         if self._inline:
             self._answer(self._run_batch([operation]))
         else:

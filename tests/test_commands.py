@@ -1,0 +1,92 @@
+"""
+The pure request parser, with examples and with hypothesis.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.commands import COMMANDS, Request, parse_request
+from tests.helpers import Client, make_realm
+
+
+class ParseExamples(unittest.TestCase):
+    def test_free_text_keeps_inner_spacing(self):
+        request = parse_request("send   tok   heru   a  b   c")
+        self.assertEqual(request.session, "tok")
+        self.assertEqual(request.args, {"to": "heru", "message": "a  b   c"})
+        self.assertIsNone(request.error)
+
+    def test_optional_word(self):
+        self.assertEqual(parse_request("inbox tok").args, {"after_id": None})
+        self.assertEqual(parse_request("inbox tok X1").args, {"after_id": "X1"})
+
+    def test_variadic_members(self):
+        request = parse_request("creategroup tok team a  b@2 c")
+        self.assertEqual(request.args, {"group": "team", "member": ("a", "b@2", "c")})
+        self.assertEqual(parse_request("creategroup tok team").args["member"], ())
+
+    def test_missing_session_is_an_invalid_session(self):
+        request = parse_request("inbox")
+        self.assertIsInstance(request.error, errors.InvalidSession)
+
+    def test_bad_arguments_keep_the_session_word(self):
+        request = parse_request("send tok")
+        self.assertEqual(request.session, "tok")
+        self.assertIsInstance(request.error, errors.BadRequest)
+
+    def test_too_many_words(self):
+        self.assertIsInstance(parse_request("listusers now").error, errors.BadRequest)
+        self.assertIsInstance(parse_request("register a b c").error, errors.BadRequest)
+
+    def test_unknown(self):
+        request = parse_request("nope x")
+        self.assertIsNone(request.command)
+        self.assertIsInstance(request.error, errors.UnknownCommand)
+
+    def test_usage_lines(self):
+        self.assertEqual(COMMANDS["send"].usage, "send <sessionid> <to> <message>")
+        self.assertEqual(COMMANDS["inbox"].usage, "inbox <sessionid> [<after_id>]")
+        self.assertEqual(
+            COMMANDS["creategroup"].usage, "creategroup <sessionid> <group> <member> ..."
+        )
+
+
+words = st.one_of(st.sampled_from(sorted(COMMANDS) + ["-", "tok", "heru@2", ""]), st.text())
+
+
+class ParseProperties(unittest.TestCase):
+    @given(st.text())
+    def test_any_text_parses_to_a_request(self, line):
+        request = parse_request(line.rstrip(" \t") or "x")
+        self.assertIsInstance(request, Request)
+        self.assertTrue(request.command is not None or request.error is not None)
+
+    @given(st.lists(words, max_size=8))
+    def test_command_like_lines_parse_without_raising(self, parts):
+        line = " ".join(parts).rstrip(" \t")
+        if line:
+            request = parse_request(line)
+            if request.error is None:
+                self.assertIsNotNone(request.command)
+                for word in request.command.words:
+                    self.assertTrue(request.args[word])
+                    self.assertNotIn(" ", request.args[word])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=60), min_size=1, max_size=6))
+    def test_random_lines_get_exactly_one_reply_each(self, lines):
+        realm = make_realm(self)
+        client = Client(realm)
+        lines = [line.replace(b"\n", b"") for line in lines]
+        client.raw(b"".join(line + b"\r\n" for line in lines))
+        expected = sum(1 for line in lines if line.rstrip(b" \t\r"))
+        if any(line.rstrip(b" \t\r").lower() == b"quit" for line in lines):
+            expected = None  # quit ends the session early
+        replies = client.replies()
+        if expected is not None:
+            self.assertEqual(len(replies), expected)
+        for reply in replies:
+            self.assertIn(reply["status"], ("OK", "ERROR"))
+            self.assertNotEqual(reply.get("code"), "internal")

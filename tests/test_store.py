@@ -1,0 +1,184 @@
+"""
+SQLiteStore: durability across restarts, group commit, isolation of one
+failing operation inside a batch, history paging, the outbox.
+"""
+
+import os
+import threading
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.model import GROUP, PRIVATE, Message
+from multirealm.names import Address
+from multirealm.store import SQLiteStore, group_timeline, user_timeline
+
+
+def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
+    return Message(
+        id=f"ID{n:04d}",
+        kind=kind,
+        sender=Address(sender, "1"),
+        recipient=Address(recipient, realm),
+        text=f"text {n}",
+        timestamp="2026-01-01T00:00:00.000+00:00",
+    )
+
+
+class StoreTestCase(unittest.TestCase):
+    def setUp(self):
+        self.path = os.path.join(self.mktemp(), "realm.sqlite3")
+
+    def open(self, start=True):
+        store = SQLiteStore(self.path, "1", reactor)
+        if start:
+            store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    @defer.inlineCallbacks
+    def populate(self, store):
+        yield store.create_user("alice", "hash-a", "t")
+        yield store.create_user("heru", "hash-h", "t")
+
+
+class DurabilityTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_everything_survives_a_restart(self):
+        store = self.open()
+        yield self.populate(store)
+        yield store.create_session("tokhash", "alice", 2e9)
+        yield store.create_group("team", Address("alice", "1"), [Address("alice", "1")], "t")
+        yield store.add_private_message(message(1))
+        yield store.stop()
+
+        again = self.open()
+        self.assertEqual((yield again.list_users()), ["alice", "heru"])
+        self.assertEqual((yield again.password_hash("alice")), "hash-a")
+        self.assertEqual((yield again.session_user("tokhash", 1e9)), ("alice", 2e9))
+        self.assertEqual((yield again.list_groups()), ["team"])
+        history = yield again.history(user_timeline(Address("heru", "1")), None, 10)
+        self.assertEqual(history.messages, (message(1),))
+
+    @defer.inlineCallbacks
+    def test_acknowledged_write_is_on_disk_without_a_clean_stop(self):
+        store = self.open()
+        yield self.populate(store)
+        yield store.add_private_message(message(1))
+        # A second store on the same file, as after kill -9: the first one
+        # was never stopped or closed.
+        other = self.open()
+        history = yield other.history(user_timeline(Address("alice", "1")), None, 10)
+        self.assertEqual(len(history.messages), 1)
+
+    @defer.inlineCallbacks
+    def test_expired_session_is_removed(self):
+        store = self.open()
+        yield self.populate(store)
+        yield store.create_session("tokhash", "alice", 100.0)
+        self.assertIsNone((yield store.session_user("tokhash", 100.0)))
+        self.assertFalse((yield store.delete_session("tokhash")))
+
+
+class BatchTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_operations_queued_together_share_one_commit(self):
+        store = self.open(start=False)
+        statements = []
+        store._db.set_trace_callback(statements.append)
+        results = [store.create_user(f"u{i}", "h", "t") for i in range(300)]
+        store.start()
+        yield defer.gatherResults(results)
+        self.assertEqual(statements.count("COMMIT"), 1)
+        self.assertEqual(len((yield store.list_users())), 300)
+
+    @defer.inlineCallbacks
+    def test_a_failing_operation_leaves_the_rest_of_its_batch(self):
+        store = self.open(start=False)
+
+        def half_done_then_broken(db):
+            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
+            raise ValueError("bug")
+
+        first = store.create_user("a", "h", "t")
+        duplicate = store.create_user("a", "h", "t")
+        broken = store._submit(half_done_then_broken)
+        last = store.create_user("b", "h", "t")
+        store.start()
+        yield first
+        yield self.assertFailure(duplicate, errors.UserExists)
+        yield self.assertFailure(broken, ValueError)
+        yield last
+        self.assertEqual((yield store.list_users()), ["a", "b"])
+
+    @defer.inlineCallbacks
+    def test_operations_run_off_the_calling_thread(self):
+        store = self.open()
+        ident = yield store._submit(lambda db: threading.get_ident(), writes=False)
+        self.assertNotEqual(ident, threading.get_ident())
+
+    @defer.inlineCallbacks
+    def test_stop_finishes_queued_work_then_refuses(self):
+        store = SQLiteStore(self.path, "1", reactor)
+        store.start()
+        done = [store.create_user(f"u{i}", "h", "t") for i in range(50)]
+        yield store.stop()
+        yield defer.gatherResults(done)
+        yield self.assertFailure(store.list_users(), errors.ChatError)
+        again = self.open()
+        self.assertEqual(len((yield again.list_users())), 50)
+
+
+class MessageTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_private_message_to_unknown_local_user(self):
+        store = self.open()
+        yield self.populate(store)
+        yield self.assertFailure(
+            store.add_private_message(message(1, recipient="nobody")), errors.NoSuchUser
+        )
+
+    @defer.inlineCallbacks
+    def test_remote_recipient_is_queued_in_the_same_transaction(self):
+        store = self.open()
+        yield self.populate(store)
+        yield store.add_private_message(message(1, recipient="heru", realm="2"))
+        self.assertEqual((yield store.pending_counts()), {"2": 1})
+        history = yield store.history(user_timeline(Address("alice", "1")), None, 10)
+        self.assertEqual(history.messages[0].recipient, Address("heru", "2"))
+
+    @defer.inlineCallbacks
+    def test_group_message_needs_membership(self):
+        store = self.open()
+        yield self.populate(store)
+        members = [Address("alice", "1"), Address("bob", "2"), Address("cy", "3")]
+        yield store.create_group("team", Address("alice", "1"), members, "t")
+        group_message = message(1, sender="alice", recipient="team", kind=GROUP)
+        yield store.add_group_message(group_message)
+        self.assertEqual((yield store.pending_counts()), {"2": 1, "3": 1})
+        outsider = message(2, sender="heru", recipient="team", kind=GROUP)
+        yield self.assertFailure(store.add_group_message(outsider), errors.NotAMember)
+        nogroup = message(3, sender="alice", recipient="none", kind=GROUP)
+        yield self.assertFailure(store.add_group_message(nogroup), errors.NoSuchGroup)
+        history = yield store.history(group_timeline(Address("team", "1")), None, 10)
+        self.assertEqual(history.messages, (group_message,))
+
+    @defer.inlineCallbacks
+    def test_history_pages(self):
+        store = self.open()
+        yield self.populate(store)
+        for n in range(10):
+            yield store.add_private_message(message(n))
+        box = user_timeline(Address("heru", "1"))
+        newest = yield store.history(box, None, 4)
+        self.assertEqual([m.id for m in newest.messages], ["ID0006", "ID0007", "ID0008", "ID0009"])
+        self.assertTrue(newest.more)
+        page = yield store.history(box, "ID0001", 4)
+        self.assertEqual([m.id for m in page.messages], ["ID0002", "ID0003", "ID0004", "ID0005"])
+        self.assertTrue(page.more)
+        tail = yield store.history(box, "ID0005", 4)
+        self.assertFalse(tail.more)
+        exact = yield store.history(box, None, 10)
+        self.assertFalse(exact.more)
+        yield self.assertFailure(store.history(box, "NOPE", 4), errors.BadRequest)
