@@ -161,6 +161,26 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / PAGE_TICKS
 
 
+def thread_cpu(pid):
+    """{thread name: utime + stime seconds} for every thread of the process."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        name = "reactor" if tid == str(pid) else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / PAGE_TICKS
+    return out
+
+
 class Sampler(threading.Thread):
     """Samples a process's VmRSS every C{interval} seconds until stopped."""
 
@@ -239,6 +259,10 @@ def start_trivial(run_dir):
     return proc, port, log_path
 
 
+# twistd stops cleanly on SIGTERM and then re-raises the signal on itself,
+# so its exit status is -SIGTERM; the trivial server exits 0.
+CLEAN_EXITS = (0, -signal.SIGTERM, None)
+
 LOG_PROBLEMS = ("Traceback", "Unhandled", "request failed", "CRITICAL", "[ERROR]", "Error")
 
 
@@ -276,9 +300,11 @@ def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
             line = line.rstrip("\n")
             if line == "MEASURE_START":
                 cpu["start"] = proc_cpu(server_pid)
+                cpu["threads0"] = thread_cpu(server_pid)
                 cpu["t0"] = time.monotonic()
             elif line == "MEASURE_END":
                 cpu["end"] = proc_cpu(server_pid)
+                cpu["threads1"] = thread_cpu(server_pid)
                 cpu["t1"] = time.monotonic()
             elif line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT "):])
@@ -297,7 +323,12 @@ def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
         raise RuntimeError(f"loadgen failed (exit {proc.returncode}): {' '.join(args_list)}")
     server_cpu = None
     if cpu.get("start") is not None and cpu.get("end") is not None:
-        server_cpu = (cpu["end"] - cpu["start"], cpu["t1"] - cpu["t0"])
+        window = cpu["t1"] - cpu["t0"]
+        threads = {
+            name: round(100.0 * (cpu["threads1"].get(name, 0.0) - cpu["threads0"].get(name, 0.0)) / window, 1)
+            for name in cpu["threads1"]
+        }
+        server_cpu = (cpu["end"] - cpu["start"], window, {k: v for k, v in threads.items() if v > 0})
     return result, server_cpu, sampler
 
 
@@ -391,6 +422,7 @@ def measured_run(work, server, mode, connections, inflight, opts, template, toke
         exit_code=code,
         server_cpu_s=round(server_cpu[0], 2) if server_cpu else None,
         server_cpu_pct=round(100.0 * server_cpu[0] / server_cpu[1], 1) if server_cpu else None,
+        server_thread_cpu_pct=server_cpu[2] if server_cpu else None,
         server_hwm_mib=round(sampler.hwm, 1),
         server_rss_max_mib=round(sampler.max_rss, 1),
         log_problems=log_problems(log_path),
@@ -532,19 +564,22 @@ def main(argv=None):
     idle = None
     failures = []
     try:
-        if "realm" in servers:
-            if do_idle or configs:
+        template = tokens = None
+        if "realm" in servers and (do_idle or configs):
+            try:
                 idle, template, tokens = realm_setup(work, users, opts.idle_seconds)
-                if not do_idle:
-                    idle = None
+            except RuntimeError as e:
+                log(f"FAILED: realm setup: {e}")
+                failures.append(f"realm setup / idle test: {e}")
+                servers = [s for s in servers if s != "realm"]
+            if not do_idle:
+                idle = None
         for server in servers:
             for mode, n, k in configs:
                 log(f"run: {server} {mode} {n} connections x {k} in flight "
                     f"({opts.warmup} s warm-up, {opts.duration} s measured)")
                 try:
-                    r = measured_run(work, server, mode, n, k, opts,
-                                     template if server == "realm" else None,
-                                     tokens if server == "realm" else None)
+                    r = measured_run(work, server, mode, n, k, opts, template, tokens)
                 except RuntimeError as e:
                     log(f"FAILED: {e}")
                     failures.append(f"{server} {mode} {n}x{k}: {e}")
@@ -586,6 +621,14 @@ def print_report(info, opts, results, idle, failures, users):
     out.append("")
     if results:
         out.append(table(results))
+        out.append("")
+    split = [r for r in results if r["server"] == "realm" and r.get("server_thread_cpu_pct")]
+    if split:
+        out.append("Realm CPU by thread during the measured window (% of one core; both threads share CPU 0):")
+        for r in split:
+            parts = ", ".join(f"{name} {pct:.0f}%" for name, pct in
+                              sorted(r["server_thread_cpu_pct"].items(), key=lambda kv: -kv[1]))
+            out.append(f"- {r['mode']} {r['connections']}x{r['inflight']}: {parts}")
         out.append("")
     if idle:
         ok = idle.get("rss_idle_mib") is not None and idle["rss_idle_mib"] < 100
@@ -632,7 +675,7 @@ def print_report(info, opts, results, idle, failures, users):
             problems.append(f"{tag}: the server closed {r['closed_by_server']} connections")
         if not r["server_alive"]:
             problems.append(f"{tag}: the server died during the run (exit {r['exit_code']}); log {r['log']}")
-        elif r["exit_code"] not in (0, None):
+        elif r["exit_code"] not in CLEAN_EXITS:
             problems.append(f"{tag}: the server exited with {r['exit_code']} on SIGTERM; log {r['log']}")
         if r["log_problems"]:
             problems.append(f"{tag}: {len(r['log_problems'])} suspicious log lines, first: {r['log_problems'][0]}")
@@ -641,6 +684,8 @@ def print_report(info, opts, results, idle, failures, users):
     if idle:
         if not idle["server_alive"]:
             problems.append(f"idle test: the realm died (exit {idle['exit_code']}); log {idle['log']}")
+        elif idle["exit_code"] not in CLEAN_EXITS:
+            problems.append(f"idle test: the realm exited with {idle['exit_code']} on SIGTERM; log {idle['log']}")
         if idle["log_problems"]:
             problems.append(f"idle test: {len(idle['log_problems'])} suspicious log lines, "
                             f"first: {idle['log_problems'][0]}")

@@ -33,8 +33,6 @@ class Limits:
     rate_limit_burst: int = 2000
     rate_limit_per_second: float = 1000.0
     session_days: float = 30.0
-    # Longest wait between two attempts of a realm link (PROTOCOL.md §2).
-    link_max_delay: float = 5.0
 
 
 @attrs.frozen
@@ -130,9 +128,6 @@ def _read_limits(section):
             "rate_limit_per_second", d.rate_limit_per_second, kind=float, minimum=0.001
         ),
         session_days=section.number("session_days", d.session_days, kind=float, minimum=0.001),
-        link_max_delay=section.number(
-            "link_max_delay", d.link_max_delay, kind=float, minimum=0.1
-        ),
     )
 
 

@@ -31,8 +31,11 @@ class Options(usage.Options):
 
 
 def _fail(message):
-    sys.stderr.write(f"multirealm: {message}\n")
-    sys.stderr.flush()
+    # twistd has redirected sys.stderr into its log by the time services
+    # start; the line is for the person at the terminal, so use the real one.
+    stderr = sys.__stderr__ or sys.stderr
+    stderr.write(f"multirealm: {message}\n")
+    stderr.flush()
     raise SystemExit(1)
 
 

@@ -1,0 +1,122 @@
+"""
+realms.ini: the shipped file, defaults, and errors that name file, section
+and key.
+"""
+
+import os
+
+from twisted.trial import unittest
+
+from multirealm import config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = os.path.join(os.path.dirname(HERE), "realms.ini")
+
+MINIMAL = """
+[network]
+secret = s3cret
+
+[realm:a]
+host = 127.0.0.1
+chat_port = 1
+realm_port = 2
+http_port = 3
+data_dir = data/a
+
+[realm:b]
+host = 127.0.0.1
+chat_port = 4
+realm_port = 5
+http_port = 6
+data_dir = /abs/b
+"""
+
+
+class ConfigTests(unittest.TestCase):
+    def write(self, text):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def assertConfigError(self, text, *fragments):
+        path = self.write(text)
+        error = self.assertRaises(config.ConfigError, config.load, path)
+        for fragment in (path, *fragments):
+            self.assertIn(fragment, str(error))
+        return error
+
+    def test_shipped_file_is_the_original_layout(self):
+        network = config.load(SHIPPED)
+        one, two = network.realm("1"), network.realm("2")
+        self.assertEqual((one.chat_port, one.realm_port, one.http_port), (8889, 8890, 8000))
+        self.assertEqual((two.chat_port, two.realm_port, two.http_port), (8888, 8891, 8001))
+        self.assertEqual(one.peers, ("2",))
+        self.assertEqual(one.data_dir, os.path.join(os.path.dirname(SHIPPED), "data", "realm1"))
+        self.assertEqual(network.limits.max_line_bytes, 65536)
+        self.assertEqual(network.limits.history_limit, 1000)
+
+    def test_defaults_and_relative_paths(self):
+        path = self.write(MINIMAL)
+        network = config.load(path)
+        self.assertEqual(network.limits, config.Limits())
+        self.assertEqual(network.realm("a").data_dir, os.path.join(os.path.dirname(path), "data", "a"))
+        self.assertEqual(network.realm("b").data_dir, "/abs/b")
+        self.assertEqual(network.link_secret("a", "b"), "s3cret")
+
+    def test_values_are_frozen(self):
+        network = config.load(self.write(MINIMAL))
+        self.assertRaises(AttributeError, setattr, network.realm("a"), "chat_port", 9)
+        with self.assertRaises(TypeError):
+            network.realms["c"] = None
+
+    def test_link_secret_per_pair(self):
+        network = config.load(self.write(MINIMAL + "[link:b:a]\nsecret = pair\n"))
+        self.assertEqual(network.link_secret("a", "b"), "pair")
+
+    def test_peers_subset(self):
+        text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = b")
+        self.assertEqual(config.load(self.write(text)).realm("a").peers, ("b",))
+
+    def test_missing_file(self):
+        path = os.path.join(self.mktemp(), "realms.ini")
+        error = self.assertRaises(config.ConfigError, config.load, path)
+        self.assertIn(path, str(error))
+
+    def test_bad_port_names_section_and_key(self):
+        self.assertConfigError(
+            MINIMAL.replace("chat_port = 4", "chat_port = lots"), "[realm:b]", "chat_port", "lots"
+        )
+        self.assertConfigError(
+            MINIMAL.replace("chat_port = 4", "chat_port = 70000"), "[realm:b]", "chat_port"
+        )
+
+    def test_missing_key(self):
+        self.assertConfigError(MINIMAL.replace("host = 127.0.0.1\nchat_port = 1", "chat_port = 1"),
+                               "[realm:a]", "host", "missing")
+
+    def test_bad_limit(self):
+        self.assertConfigError(
+            MINIMAL.replace("secret = s3cret", "secret = s\nhistory_limit = 0"),
+            "[network]", "history_limit",
+        )
+
+    def test_unknown_peer(self):
+        text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
+        self.assertConfigError(text, "[realm:a]", "peers", "z")
+
+    def test_unknown_realm_is_named(self):
+        network = config.load(self.write(MINIMAL))
+        error = self.assertRaises(config.ConfigError, network.realm, "3")
+        self.assertIn("[realm:3]", str(error))
+
+    def test_bad_sections(self):
+        self.assertConfigError(MINIMAL + "[bogus]\n", "[bogus]")
+        self.assertConfigError(MINIMAL + "[link:a:zz]\nsecret = x\n", "[link:a:zz]")
+        self.assertConfigError(MINIMAL.replace("[realm:b]", "[realm:b@d]"), "[realm:b@d]")
+        self.assertConfigError("[realm:a]\nhost = x\n", "[network]")
+
+    def test_not_ini(self):
+        self.assertConfigError("this is not ini\n", "cannot read")

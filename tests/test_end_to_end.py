@@ -1,0 +1,201 @@
+"""
+End to end: C{twistd -n multirealm} started as a subprocess the way a user
+starts it, on free loopback ports from a temporary realms.ini, driven over a
+real socket.  Every wait is bounded; every process is killed at cleanup.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+DEADLINE = 20.0  # seconds any one wait may take
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def twistd():
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return beside if os.path.exists(beside) else shutil.which("twistd")
+
+
+REALMS_INI = """
+[network]
+secret = test-secret
+history_limit = 50
+
+[realm:1]
+host = 127.0.0.1
+chat_port = {chat1}
+realm_port = {realm1}
+http_port = {http1}
+data_dir = data/realm1
+
+[realm:2]
+host = 127.0.0.1
+chat_port = {chat2}
+realm_port = {realm2}
+http_port = {http2}
+data_dir = data/realm2
+"""
+
+
+class Connection:
+    """A blocking client socket that reads replies ended by CRLF CRLF."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.buffer = b""
+
+    def ask(self, *lines):
+        self.sock.sendall(b"".join(line.encode() + b"\r\n" for line in lines))
+        replies = [self.read() for _ in lines]
+        return replies if len(lines) > 1 else replies[0]
+
+    def read(self):
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buffer += chunk
+        reply, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        return json.loads(reply)
+
+    def close(self):
+        self.sock.close()
+
+
+class TwistdTestCase(unittest.TestCase):
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.ports = {
+            key: free_port() for key in ["chat1", "realm1", "http1", "chat2", "realm2", "http2"]
+        }
+        self.config = os.path.join(self.folder, "realms.ini")
+        with open(self.config, "w") as f:
+            f.write(REALMS_INI.format(**self.ports))
+
+    def run_twistd(self, *args):
+        """Start twistd; return the Popen, killed at cleanup."""
+        process = subprocess.Popen(
+            [twistd(), "-n", "--pidfile=", "multirealm", *args],
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(self.kill, process)
+        return process
+
+    def kill(self, process):
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=DEADLINE)
+
+    def start_realm(self, realm="1"):
+        process = self.run_twistd(f"--realm={realm}", f"--config={self.config}")
+        port = self.ports[f"chat{realm}"]
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                return process, Connection(port)
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    out, err = process.communicate(timeout=DEADLINE)
+                    self.fail(f"realm did not start: {err.decode()} {out.decode()[-2000:]}")
+                time.sleep(0.05)
+
+    def stop(self, process, sig=signal.SIGTERM):
+        """Signal the realm; return what it logged."""
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=DEADLINE)
+        return out.decode() + err.decode()
+
+
+class SessionTests(TwistdTestCase):
+    def test_a_whole_session_over_a_socket(self):
+        process, alice = self.start_realm()
+        self.addCleanup(alice.close)
+        heru = Connection(self.ports["chat1"])
+        self.addCleanup(heru.close)
+        replies = alice.ask(
+            "register alice secret",
+            "register heru progjar",
+            "auth alice secret",
+            "send - heru Hello, how are you?",
+            "creategroup - team heru",
+            "sendgroup - team Hello, everyone!",
+        )
+        self.assertEqual([r["status"] for r in replies], ["OK"] * 6, replies)
+        self.assertEqual(heru.ask("auth heru progjar")["status"], "OK")
+        (private,) = heru.ask("inbox -")["messages"]
+        self.assertEqual(
+            (private["msg_from"], private["msg"]), ("alice", "Hello, how are you?")
+        )
+        (group,) = heru.ask("groupinbox - team")["messages"]
+        self.assertEqual(group["msg"], "Hello, everyone!")
+        self.assertEqual(heru.ask("inbox -")["messages"], [private])
+        self.assertEqual(alice.ask("listgroups")["groups"], ["team"])
+        self.assertEqual(alice.ask("quit")["message"], "bye")
+        self.assertEqual(alice.sock.recv(10), b"")
+
+    def test_acknowledged_messages_and_sessions_survive_kill_9(self):
+        process, client = self.start_realm()
+        replies = client.ask(
+            "register alice pw", "auth alice pw", *[f"send - alice note {i}" for i in range(50)]
+        )
+        self.assertEqual({r["status"] for r in replies}, {"OK"})
+        token = replies[1]["tokenid"]
+        client.close()
+        self.stop(process, signal.SIGKILL)
+
+        process, client = self.start_realm()
+        self.addCleanup(client.close)
+        history = client.ask(f"inbox {token}")
+        self.assertEqual([m["msg"] for m in history["messages"]], [f"note {i}" for i in range(50)])
+        log = self.stop(process)
+        self.assertIn("Server Shut Down", log)
+        self.assertNotIn("Traceback", log)
+
+
+class StartupErrorTests(TwistdTestCase):
+    def assertFailsWith(self, args, *fragments):
+        process = self.run_twistd(*args)
+        out, err = process.communicate(timeout=DEADLINE)
+        err = err.decode()
+        self.assertNotEqual(process.returncode, 0)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertNotIn("Traceback", err + out.decode())
+        for fragment in fragments:
+            self.assertIn(fragment, err)
+
+    def test_unknown_realm(self):
+        self.assertFailsWith(["--realm=3", f"--config={self.config}"], "[realm:3]")
+
+    def test_missing_config(self):
+        missing = os.path.join(self.folder, "nope.ini")
+        self.assertFailsWith(["--realm=1", f"--config={missing}"], missing)
+
+    def test_bad_key(self):
+        with open(self.config, "a") as f:
+            f.write("[realm:3]\nhost = 127.0.0.1\nchat_port = x\n")
+        self.assertFailsWith(["--realm=1", f"--config={self.config}"], "[realm:3]", "chat_port")
+
+    def test_port_in_use(self):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", self.ports["chat1"]))
+            busy.listen()
+            self.assertFailsWith(
+                ["--realm=1", f"--config={self.config}"], str(self.ports["chat1"])
+            )
