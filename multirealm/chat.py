@@ -119,7 +119,8 @@ class ChatProtocol(RequestLineReceiver):
         except errors.ChatError as e:
             result = e
         except Exception:
-            log.failure("request failed", line=text[:200])
+            # The command name only: the rest of the line may be a password.
+            log.failure("request {command!r} failed", command=text.partition(" ")[0][:40])
             result = errors.ChatError("internal error: the server logged it")
         self._answer(result)
 
@@ -289,6 +290,7 @@ def _format_failure(failure):
 
 class ChatFactory(Factory):
     protocol = ChatProtocol
+    noisy = False
 
     def __init__(self, realm, limits, clock):
         self.realm = realm

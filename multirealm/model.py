@@ -66,9 +66,3 @@ class History:
 
     messages: tuple
     more: bool
-
-
-@attrs.frozen
-class Group:
-    name: str
-    members: tuple  # of Address

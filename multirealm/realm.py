@@ -12,11 +12,14 @@ import hashlib
 import secrets
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message, format_timestamp, new_message_id
 from multirealm.names import Address, check_name
 from multirealm.store import group_timeline, user_timeline
+
+log = Logger()
 
 
 def _deferred(coroutine_function):
@@ -67,6 +70,7 @@ class Realm:
         check_name(name, "username")
         password_hash = await self._hasher.hash(password)
         await self._store.create_user(name, password_hash, format_timestamp(self._now()))
+        log.info("registered {user} on realm {realm}", user=name, realm=self.name)
 
     @_deferred
     async def login(self, name, password):
@@ -79,6 +83,7 @@ class Realm:
         else:
             stored = await self._store.password_hash(name)
         if not await self._hasher.verify(password, stored):
+            log.info("failed login as {user!r} on realm {realm}", user=name, realm=self.name)
             raise errors.BadCredentials("wrong username or password")
         token = secrets.token_urlsafe(32)
         expires = self._now() + self.limits.session_days * 86400
@@ -174,14 +179,10 @@ class Realm:
             user_timeline(Address(user, self.name)), after_id, self.limits.history_limit
         )
 
-    @_deferred
-    async def group_inbox(self, user, group, after_id=None):
+    def group_inbox(self, user, group, after_id=None):
         self._require_local_group(group)
-        found = await self._store.group(group.name)
-        if Address(user, self.name) not in found.members:
-            raise errors.NotAMember(f"{user} is not a member of group {group.name!r}")
-        return await self._store.history(
-            group_timeline(group), after_id, self.limits.history_limit
+        return self._store.group_history(
+            group.name, Address(user, self.name), after_id, self.limits.history_limit
         )
 
     # -- groups -------------------------------------------------------------

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from multirealm import errors
-from multirealm.model import Group, History, Message
+from multirealm.model import History, Message
 from multirealm.names import Address
 
 log = Logger()
@@ -150,8 +150,11 @@ class IStore(Interface):
         them) whose realm is C{creator.realm} must be users here.
         """
 
-    def group(name):
-        """The local L{Group}, or L{errors.NoSuchGroup}."""
+    def group_history(name, reader, after_id, limit):
+        """
+        L{history} of local group C{name}, if C{reader} (an address) is a
+        member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.
+        """
 
     def leave_group(name, member):
         """Remove C{member} from local group C{name}."""
@@ -358,8 +361,10 @@ class SQLiteStore:
     def create_group(self, name, creator, members, created):
         return self._submit(_create_group, name, creator, members, created)
 
-    def group(self, name):
-        return self._submit(_group, name, writes=False)
+    def group_history(self, name, reader, after_id, limit):
+        return self._submit(
+            _group_history, self.realm, name, reader, after_id, limit, writes=False
+        )
 
     def leave_group(self, name, member):
         return self._submit(_leave_group, name, member)
@@ -527,13 +532,9 @@ def _create_group(db, name, creator, members, created):
     )
 
 
-def _group(db, name):
-    if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is None:
-        raise errors.NoSuchGroup(f"no group {name!r}")
-    members = db.execute(
-        "SELECT member FROM members WHERE group_name = ? ORDER BY member", (name,)
-    ).fetchall()
-    return Group(name, tuple(_address(m[0]) for m in members))
+def _group_history(db, realm, name, reader, after_id, limit):
+    _require_member(db, name, reader)
+    return _history(db, group_timeline(Address(name, realm)), after_id, limit)
 
 
 def _leave_group(db, name, member):
