@@ -113,8 +113,9 @@ class ErrorTally:
                 code = json.loads(reply).get("code", "(no code)")
             except ValueError:
                 code = "(not JSON)"
+            first = code not in self.codes
             self.codes[code] = self.codes.get(code, 0) + 1
-            if len(self.samples) < MAX_ERROR_SAMPLES:
+            if first and len(self.samples) < MAX_ERROR_SAMPLES:  # one sample per code
                 self.samples.append(reply.decode("utf-8", "replace")[:300])
 
 

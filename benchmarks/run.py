@@ -13,7 +13,7 @@ realm's RSS is read.  The realm's database after setup is kept as a
 template that every measured run starts from, so each realm run starts
 with the same users and sessions and an otherwise empty message table.
 
-    /tmp/venv/bin/python benchmarks/run.py            # full run, ~7 minutes
+    /tmp/venv/bin/python benchmarks/run.py            # full run, about 4-5 minutes
     /tmp/venv/bin/python benchmarks/run.py --quick    # smoke check, < 1 minute
 """
 
@@ -438,6 +438,8 @@ def measured_run(work, server, mode, connections, inflight, opts, template, toke
         alive = proc.poll() is None
     finally:
         code = stop(proc)
+    if server == "realm":
+        result["stored_messages"] = count_messages(os.path.join(data_dir, "realm.sqlite3"))
     result.update(
         server=server,
         mode=mode,
@@ -453,6 +455,21 @@ def measured_run(work, server, mode, connections, inflight, opts, template, toke
         log=log_path,
     )
     return result
+
+
+def count_messages(path):
+    """Rows in the realm's message table after it stopped (None if unreadable)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        log(f"cannot count the messages in {path}: {e}")
+        return None
 
 
 # -- report ------------------------------------------------------------------------
@@ -491,8 +508,7 @@ def machine_info():
     lscpu = sh(["lscpu"]).splitlines()
     model = next((l.split(":", 1)[1].strip() for l in lscpu if l.startswith("Model name")), "?")
     hyper = next((l.split(":", 1)[1].strip() for l in lscpu if l.startswith("Hypervisor vendor")), None)
-    commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=REPO)
-    dirty = sh(["git", "status", "--porcelain", "--", "multirealm"], cwd=REPO)
+    commit = code_version()
     try:
         import twisted
         tw = twisted.__version__
@@ -505,8 +521,28 @@ def machine_info():
         "kernel": platform.release(),
         "python": platform.python_version(),
         "twisted": tw,
-        "commit": commit + (" (multirealm/ has uncommitted changes)" if dirty else ""),
+        "commit": commit,
     }
+
+
+def code_version():
+    """The commit, and a digest of the server code (multirealm/*.py) as it is on disk."""
+    import hashlib
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=REPO, timeout=10).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "multirealm"], capture_output=True,
+                               text=True, cwd=REPO, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "?", ""
+    digest = hashlib.sha256()
+    folder = os.path.join(REPO, "multirealm")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return f"{commit}{' + uncommitted changes in multirealm/' if dirty else ''} (code sha256 {digest.hexdigest()[:12]})"
 
 
 # -- main --------------------------------------------------------------------------
@@ -582,8 +618,10 @@ def main(argv=None):
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    # Explicitly, SIGINT too: a shell starts background jobs with SIGINT
+    # ignored, and Python then installs no handler of its own.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
 
     info = machine_info()
     work = tempfile.mkdtemp(prefix="multirealm-bench-")
@@ -629,20 +667,24 @@ def main(argv=None):
                 log(f"  {r['msgs_per_s']:,.0f} msgs/s, p50 {fmt(r['p50_ms'], '.2f')} ms, "
                     f"p99 {fmt(r['p99_ms'], '.2f')} ms, errors {r['errors']}, unanswered {r['unanswered']}, "
                     f"server CPU {fmt(r['server_cpu_pct'], '.0f')}%, loadgen CPU {fmt(r['loadgen_cpu_pct'], '.0f')}%")
-    except KeyboardInterrupt:
-        log("interrupted: stopping every process")
-        raise
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e or 'Ctrl-C'}): stopping every process")
+        failures.append(f"interrupted ({e or 'Ctrl-C'}): the results are partial")
     finally:
         kill_all()
-        if not opts.keep and not failures:
+        # Keep the logs and databases of a run that failed; not of an interrupted one.
+        if not opts.keep and not [f for f in failures if not f.startswith("interrupted")]:
             shutil.rmtree(work, ignore_errors=True)
         else:
             log(f"work folder kept: {work}")
 
+    info["commit_at_end"] = code_version()
     print_report(info, opts, results, idle, failures, users)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump({"machine": info, "results": results, "idle": idle, "failures": failures}, f, indent=1)
+    if any(f.startswith("interrupted") for f in failures):
+        return 130
     return 1 if failures else 0
 
 
@@ -653,6 +695,8 @@ def print_report(info, opts, results, idle, failures, users):
     out.append(f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
                f"Python {info['python']}, Twisted {info['twisted']}")
     out.append(f"- code: commit {info['commit']}")
+    if info.get("commit_at_end") and info["commit_at_end"] != info["commit"]:
+        out.append(f"- WARNING: the server code changed during the benchmark; at the end: {info['commit_at_end']}")
     out.append(f"- server pinned to CPU {SERVER_CPU} (taskset), load generator to CPU {LOADGEN_CPU}: "
                "they share this machine, one core each")
     out.append(f"- {opts.warmup} s warm-up, then {opts.duration} s measured per run; a fresh server process per run")
@@ -712,6 +756,10 @@ def print_report(info, opts, results, idle, failures, users):
             problems.append(f"{tag}: {r['unanswered']} requests never answered (of {r['sent_total']} sent)")
         if r["replies_total"] + r["unanswered"] != r["sent_total"]:
             problems.append(f"{tag}: sent {r['sent_total']}, got {r['replies_total']} replies")
+        stored = r.get("stored_messages")
+        if r["server"] == "realm" and stored is not None and stored != r["ok_total"]:
+            problems.append(f"{tag}: {r['ok_total']} OK replies but {stored} messages in the database "
+                            "after a clean stop")
         if r["closed_by_server"]:
             problems.append(f"{tag}: the server closed {r['closed_by_server']} connections")
         if not r["server_alive"]:
