@@ -75,6 +75,7 @@ class ChatProtocol(RequestLineReceiver):
         self._replies = deque()
         self._holds = set()
         self._session = None  # token of the last successful auth here
+        self._caller = None  # the last Caller, reused while its session sends
         self._quitting = False
         self.transport.registerProducer(self, True)
 
@@ -135,7 +136,7 @@ class ChatProtocol(RequestLineReceiver):
         if isinstance(result, defer.Deferred):
             slot = [None]
             self._replies.append(slot)
-            result.addCallbacks(_format, _format_failure).addCallback(self._fill, slot)
+            result.addCallbacks(self._fill, self._fill_failure, (slot,), None, (slot,))
             if len(self._replies) >= self.MAX_PENDING:
                 self._hold("pending")
         elif self._replies:
@@ -143,12 +144,19 @@ class ChatProtocol(RequestLineReceiver):
         else:
             self._write(_format(result))
 
-    def _fill(self, payload, slot):
-        slot[0] = payload
+    def _fill_failure(self, failure, slot):
+        if failure.check(errors.ChatError):
+            self._fill(failure.value, slot)
+        else:
+            log.failure("request failed", failure)
+            self._fill(errors.ChatError("internal error: the server logged it"), slot)
+
+    def _fill(self, result, slot):
+        slot[0] = _format(result)
         replies = self._replies
         while replies and replies[0][0] is not None:
             self._write(replies.popleft()[0])
-        if len(replies) < self.MAX_PENDING // 2:
+        if len(replies) < self.MAX_PENDING // 2 and "pending" in self._holds:
             self._release("pending")
 
     def _write(self, payload):
@@ -179,8 +187,11 @@ class ChatProtocol(RequestLineReceiver):
     def _run(self, user, token, request):
         if request.error is not None:
             raise request.error
+        caller = self._caller
+        if caller is None or caller.token != token or caller.user != user:
+            caller = self._caller = Caller(user, token)
         handler = getattr(self, "command_" + request.command.name)
-        return handler(Caller(user, token), **request.args)
+        return handler(caller, **request.args)
 
     def _hold_until(self, deferred):
         """
@@ -279,13 +290,6 @@ def _format(result):
     if isinstance(result, errors.ChatError):
         return encode(error_reply(result))
     return encode(result)
-
-
-def _format_failure(failure):
-    if failure.check(errors.ChatError):
-        return encode(error_reply(failure.value))
-    log.failure("request failed", failure)
-    return encode(error_reply(errors.ChatError("internal error: the server logged it")))
 
 
 class ChatFactory(Factory):

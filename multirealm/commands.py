@@ -111,23 +111,21 @@ def parse_request(line):
     if command is None:
         return Request(None, error=errors.UnknownCommand(f"unknown command {name!r}; try help"))
 
-    usage = f"usage: {command.usage}"
     session = None
     if command.session:
         session, rest = _next_word(rest)
         if not session:
-            return Request(command, error=errors.InvalidSession(f"no session id; {usage}"))
+            return Request(command, error=errors.InvalidSession(_usage("no session id", command)))
 
     args = {}
     for word in command.words:
         args[word], rest = _next_word(rest)
         if not args[word]:
-            return Request(command, session, error=errors.BadRequest(f"missing <{word}>; {usage}"))
+            return Request(command, session, error=errors.BadRequest(_usage(f"missing <{word}>", command)))
     if command.text:
         if not rest:
-            return Request(
-                command, session, error=errors.BadRequest(f"empty <{command.text}>; {usage}")
-            )
+            problem = f"empty <{command.text}>"
+            return Request(command, session, error=errors.BadRequest(_usage(problem, command)))
         args[command.text], rest = rest, ""
     elif command.variadic:
         args[command.variadic], rest = tuple(w for w in rest.split(" ") if w), ""
@@ -135,5 +133,9 @@ def parse_request(line):
         value, rest = _next_word(rest)
         args[word] = value or None
     if rest:
-        return Request(command, session, error=errors.BadRequest(f"too many words; {usage}"))
+        return Request(command, session, error=errors.BadRequest(_usage("too many words", command)))
     return Request(command, session, args)
+
+
+def _usage(problem, command):
+    return f"{problem}; usage: {command.usage}"

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from multirealm import errors
-from multirealm.model import GROUP, PRIVATE, Message, format_timestamp, new_message_id
+from multirealm.model import GROUP, PRIVATE, Message, MessageIds, format_timestamp
 from multirealm.names import Address, check_name
 from multirealm.store import group_timeline, user_timeline
 
@@ -54,11 +54,13 @@ class Realm:
         self._store = store
         self._hasher = hasher
         self._clock = clock
-        # token hash -> (user, expires): sessions seen since start.  The
-        # store stays the truth; this saves a database round trip on every
-        # request.  Every logout goes through this object, so it never
-        # holds a session the store has ended.
+        # token -> (user, expires): sessions seen since start.  The store
+        # stays the truth (it keeps only token hashes); this saves a hash
+        # and a database round trip on every request.  Every logout goes
+        # through this object, so it never holds a session the store ended.
         self._sessions = {}
+        self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
+        self._ids = MessageIds()
 
     def _now(self):
         return self._clock.seconds()
@@ -87,38 +89,34 @@ class Realm:
             raise errors.BadCredentials("wrong username or password")
         token = secrets.token_urlsafe(32)
         expires = self._now() + self.limits.session_days * 86400
-        token_hash = _token_hash(token)
-        await self._store.create_session(token_hash, name, expires)
-        self._sessions[token_hash] = (name, expires)
+        await self._store.create_session(_token_hash(token), name, expires)
+        self._sessions[token] = (name, expires)
         return token
 
     @_deferred
     async def logout(self, token):
-        token_hash = _token_hash(token)
-        self._sessions.pop(token_hash, None)
-        await self._store.delete_session(token_hash)
+        self._sessions.pop(token, None)
+        await self._store.delete_session(_token_hash(token))
 
     def session_user(self, token):
         """
         The user name of a live session, at once when the session is known
         here, else a Deferred.  L{errors.InvalidSession} if there is none.
         """
-        token_hash = _token_hash(token)
-        known = self._sessions.get(token_hash)
+        known = self._sessions.get(token)
         if known is not None:
             user, expires = known
             if expires > self._now():
                 return user
-            del self._sessions[token_hash]
+            del self._sessions[token]
             raise errors.InvalidSession("session expired: log in again with auth")
-        return self._store.session_user(token_hash, self._now()).addCallback(
-            self._remember_session, token_hash
-        )
+        d = self._store.session_user(_token_hash(token), self._now())
+        return d.addCallback(self._remember_session, token)
 
-    def _remember_session(self, found, token_hash):
+    def _remember_session(self, found, token):
         if found is None:
             raise errors.InvalidSession("unknown or expired session: log in with auth")
-        self._sessions[token_hash] = found
+        self._sessions[token] = found
         return found[0]
 
     def list_users(self):
@@ -151,14 +149,17 @@ class Realm:
     # -- messages -----------------------------------------------------------
 
     def _new_message(self, kind, sender, recipient, text):
-        now = self._now()
+        milliseconds = int(self._now() * 1000)
+        if milliseconds != self._stamp[0]:
+            # Messages of the same millisecond share one formatted timestamp.
+            self._stamp = (milliseconds, format_timestamp(milliseconds / 1000))
         return Message(
-            id=new_message_id(lambda: now),
+            id=self._ids.new(milliseconds),
             kind=kind,
             sender=Address(sender, self.name),
             recipient=recipient,
             text=text,
-            timestamp=format_timestamp(now),
+            timestamp=self._stamp[1],
         )
 
     def send(self, sender, recipient, text):
@@ -166,13 +167,13 @@ class Realm:
         Accept a private message from local user C{sender} to the
         L{Address} C{recipient}; fires with the L{Message} once durable.
         """
-        message = self._new_message(PRIVATE, sender, recipient, text)
-        return self._store.add_private_message(message).addCallback(lambda _: message)
+        return self._store.add_private_message(
+            self._new_message(PRIVATE, sender, recipient, text)
+        )
 
     def send_group(self, sender, group, text):
         """Accept a message to the group at L{Address} C{group}."""
-        message = self._new_message(GROUP, sender, group, text)
-        return self._store.add_group_message(message).addCallback(lambda _: message)
+        return self._store.add_group_message(self._new_message(GROUP, sender, group, text))
 
     def inbox(self, user, after_id=None):
         return self._store.history(

@@ -122,14 +122,15 @@ class IStore(Interface):
 
     def add_private_message(message):
         """
-        Store a private message: in the history of each party of this realm,
-        and queued for the recipient's realm if that is another.  A recipient
-        of this realm must exist (L{errors.NoSuchUser}).
+        Store a private message in the history of each party of this realm,
+        and queue it for the recipient's realm if that is another; fires
+        with the message.  A recipient of this realm must exist
+        (L{errors.NoSuchUser}).
         """
 
     def add_group_message(message):
         """
-        Store a group message.  For a group of this realm: the group must
+        Store a group message; fires with the message.  For a group of this realm: the group must
         exist (L{errors.NoSuchGroup}) and have the sender as a member
         (L{errors.NotAMember}); the message goes into its history and is
         queued once for every other realm with members.  For a group of
@@ -179,6 +180,10 @@ class _Operation:
 _STOP = object()
 
 
+class _NeedsIsolation(Exception):
+    """A batch must run again with a savepoint around each operation."""
+
+
 @implementer(IStore)
 class SQLiteStore:
     """
@@ -209,6 +214,12 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
         self._inline = inline
+        # Names of local users seen to exist, so that most messages skip a
+        # SELECT.  Users are never deleted, so a name stays valid; the set
+        # is cleared whenever a transaction rolls back (a name seen inside
+        # it may be gone) and when it grows past _KNOWN_USERS_MAX.  Only
+        # the database thread touches it.
+        self._known_users = set()
         self._queue = queue.SimpleQueue()
         self._thread = None
         self._stop_waiters = []
@@ -290,30 +301,52 @@ class SQLiteStore:
             self._reactor.callFromThread(self._stopped)
 
     def _run_batch(self, batch):
-        """Run operations in one transaction; return (operation, result) pairs."""
+        """
+        Run operations in one transaction; return (operation, result) pairs.
+
+        The batch first runs without savepoints: an operation refused with a
+        L{errors.ChatError} before it changed any row leaves nothing to
+        undo, which is how every operation here refuses.  Anything else (a
+        refusal after a change, a bug, a disk error) rolls the transaction
+        back and runs the batch again with each writing operation in a
+        savepoint of its own, so one failure never undoes its neighbours.
+        """
+        try:
+            return self._transaction(batch, isolated=False)
+        except _NeedsIsolation:
+            return self._transaction(batch, isolated=True)
+
+    def _transaction(self, batch, isolated):
         db = self._db
         results = []
         db.execute("BEGIN IMMEDIATE")
-        for op in batch:
-            if op.writes:
-                db.execute("SAVEPOINT op")
-            try:
-                result = op.function(db, *op.args)
-            except BaseException:
-                if op.writes:
-                    db.execute("ROLLBACK TO op")
-                    db.execute("RELEASE op")
-                results.append((op, Failure()))
-            else:
-                if op.writes:
-                    db.execute("RELEASE op")
-                results.append((op, result))
         try:
+            for op in batch:
+                savepoint = isolated and op.writes
+                if savepoint:
+                    db.execute("SAVEPOINT op")
+                changes = db.total_changes
+                try:
+                    result = op.function(db, *op.args)
+                except Exception as e:
+                    if savepoint:
+                        db.execute("ROLLBACK TO op")
+                        db.execute("RELEASE op")
+                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
+                        raise _NeedsIsolation() from e
+                    results.append((op, Failure()))
+                else:
+                    if savepoint:
+                        db.execute("RELEASE op")
+                    results.append((op, result))
             db.execute("COMMIT")
-        except BaseException:
-            failure = Failure()
+        except BaseException as e:
+            self._known_users.clear()
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if isinstance(e, _NeedsIsolation):
+                raise
+            failure = Failure()
             return [(op, failure) for op in batch]
         return results
 
@@ -348,7 +381,7 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
-        return self._submit(_add_private_message, self.realm, message)
+        return self._submit(_add_private_message, self.realm, self._known_users, message)
 
     def add_group_message(self, message):
         return self._submit(_add_group_message, self.realm, message)
@@ -445,21 +478,30 @@ def _insert_message(db, message, timelines, outbox_realms):
         ),
     ).lastrowid
     db.executemany("INSERT INTO timeline (owner, seq) VALUES (?, ?)", [(t, seq) for t in timelines])
-    db.executemany(
-        "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
-    )
+    if outbox_realms:
+        db.executemany(
+            "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
+        )
+    return message
 
 
-def _add_private_message(db, realm, message):
+_KNOWN_USERS_MAX = 100_000
+
+
+def _add_private_message(db, realm, known_users, message):
     sender, recipient = message.sender, message.recipient
     timelines = {user_timeline(a) for a in (sender, recipient) if a.realm == realm}
     if recipient.realm == realm:
-        if db.execute("SELECT 1 FROM users WHERE name = ?", (recipient.name,)).fetchone() is None:
-            raise errors.NoSuchUser(f"no user {recipient.name!r}")
+        if recipient.name not in known_users:
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (recipient.name,)).fetchone() is None:
+                raise errors.NoSuchUser(f"no user {recipient.name!r}")
+            if len(known_users) >= _KNOWN_USERS_MAX:
+                known_users.clear()
+            known_users.add(recipient.name)
         outbox = ()
     else:
         outbox = (recipient.realm,)
-    _insert_message(db, message, timelines, outbox)
+    return _insert_message(db, message, timelines, outbox)
 
 
 def _add_group_message(db, realm, message):
@@ -473,7 +515,7 @@ def _add_group_message(db, realm, message):
         outbox.discard(realm)
     else:
         outbox = (group.realm,)
-    _insert_message(db, message, (group_timeline(group),), outbox)
+    return _insert_message(db, message, (group_timeline(group),), outbox)
 
 
 def _address(text):

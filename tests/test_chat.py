@@ -91,7 +91,7 @@ class MessageTests(ChatTestCase):
     def test_private_message_in_both_inboxes(self):
         sent = self.alice.ask(f"send {self.token} heru Hello,  how are  you?")
         self.assertEqual(sent["status"], "OK")
-        self.assertEqual(len(sent["id"]), 26)
+        self.assertRegex(sent["id"], "^[0-9a-f]{32}$")
         for client in [self.alice, self.heru]:
             (message,) = client.ask("inbox -")["messages"]
             self.assertEqual(

@@ -113,6 +113,21 @@ class BatchTests(StoreTestCase):
         self.assertEqual((yield store.list_users()), ["a", "b"])
 
     @defer.inlineCallbacks
+    def test_a_refusal_after_a_change_is_undone_too(self):
+        store = self.open(start=False)
+
+        def refuse_late(db):
+            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
+            raise errors.UserExists("too late to refuse cleanly")
+
+        late = store._submit(refuse_late)
+        kept = store.create_user("a", "h", "t")
+        store.start()
+        yield self.assertFailure(late, errors.UserExists)
+        yield kept
+        self.assertEqual((yield store.list_users()), ["a"])
+
+    @defer.inlineCallbacks
     def test_operations_run_off_the_calling_thread(self):
         store = self.open()
         ident = yield store._submit(lambda db: threading.get_ident(), writes=False)
