@@ -282,11 +282,20 @@ class ChatProtocol(RequestLineReceiver):
         return self.realm.list_realms().addCallback(lambda realms: ok(realms=realms))
 
 
+# The reply to every sending command, the hottest reply there is, formatted
+# without json.dumps: its two fields are ASCII by construction (a hex id, an
+# ISO timestamp), so these are the bytes json.dumps would give.
+_SENT = b'{"status": "OK", "message": "Message Sent", "id": "%s", "timestamp": "%s"}' + REPLY_END
+
+
 def _sent(message):
-    return ok(message="Message Sent", id=message.id, timestamp=message.timestamp)
+    return _SENT % (message.id.encode("ascii"), message.timestamp.encode("ascii"))
 
 
 def _format(result):
+    """Wire bytes of a reply: a dict, a ChatError, or bytes already encoded."""
+    if isinstance(result, bytes):
+        return result
     if isinstance(result, errors.ChatError):
         return encode(error_reply(result))
     return encode(result)

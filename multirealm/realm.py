@@ -47,6 +47,8 @@ class Realm:
         session expiry and message ids.
     """
 
+    _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
+
     def __init__(self, name, peers, limits, store, hasher, clock):
         self.name = name
         self.peers = tuple(peers)
@@ -61,6 +63,7 @@ class Realm:
         self._sessions = {}
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
+        self._addresses = {}  # text -> Address: valid addresses parsed before
 
     def _now(self):
         return self._clock.seconds()
@@ -126,9 +129,14 @@ class Realm:
 
     def address(self, text, what="username"):
         """Parse C{name} or C{name@realm}; the realm must be this one or a peer."""
-        address = Address.parse(text, self.name, what)
-        if address.realm != self.name and address.realm not in self.peers:
-            raise errors.NoSuchRealm(f"realm {address.realm!r} is not linked to this realm")
+        address = self._addresses.get(text)
+        if address is None:
+            address = Address.parse(text, self.name, what)
+            if address.realm != self.name and address.realm not in self.peers:
+                raise errors.NoSuchRealm(f"realm {address.realm!r} is not linked to this realm")
+            if len(self._addresses) >= self._ADDRESSES_MAX:
+                self._addresses.clear()
+            self._addresses[text] = address
         return address
 
     def remote_address(self, text, what="username"):

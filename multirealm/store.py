@@ -220,7 +220,8 @@ class SQLiteStore:
         # it may be gone) and when it grows past _KNOWN_USERS_MAX.  Only
         # the database thread touches it.
         self._known_users = set()
-        self._queue = queue.SimpleQueue()
+        self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
+        self._pending = []  # operations of this reactor turn
         self._thread = None
         self._stop_waiters = []
         # Operations queued before start() wait for it; after stop() they fail.
@@ -261,6 +262,7 @@ class SQLiteStore:
             return defer.succeed(None)
         waiter = defer.Deferred()
         if not self._stop_waiters:
+            self._hand_over()
             self._queue.put(_STOP)
         self._stop_waiters.append(waiter)
         return waiter
@@ -277,21 +279,34 @@ class SQLiteStore:
         operation = _Operation(function, args, writes)
         if self._inline:
             self._answer(self._run_batch([operation]))
-        else:
-            self._queue.put(operation)
+            return operation.deferred
+        # Operations of one reactor turn go to the database thread together,
+        # at the start of the next turn: one hand-over, not one per request.
+        self._pending.append(operation)
+        if len(self._pending) == 1:
+            self._reactor.callLater(0, self._hand_over)
         return operation.deferred
+
+    def _hand_over(self):
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._queue.put(pending)
 
     def _run(self):
         try:
             while True:
-                batch = [self._queue.get()]
-                while len(batch) < self.MAX_BATCH:
+                # Everything handed over while the last batch ran becomes
+                # the next batch (group commit), up to about MAX_BATCH.
+                handed = [self._queue.get()]
+                size = len(handed[0]) if handed[0] is not _STOP else 0
+                while size < self.MAX_BATCH and handed[-1] is not _STOP:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        handed.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                stopping = batch[-1] is _STOP
-                batch = [op for op in batch if op is not _STOP]
+                    size += len(handed[-1]) if handed[-1] is not _STOP else 0
+                stopping = handed[-1] is _STOP
+                batch = [op for ops in handed if ops is not _STOP for op in ops]
                 if batch:
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
                 if stopping:

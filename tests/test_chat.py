@@ -3,6 +3,8 @@ ChatProtocol over a StringTransport: framing, commands, every error code a
 single realm can give, reply order, flow control.
 """
 
+import json
+
 import attrs
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -105,6 +107,13 @@ class MessageTests(ChatTestCase):
                 },
             )
         self.assertTrue(sent["timestamp"].endswith("+00:00"))
+
+    def test_sent_reply_is_exactly_what_json_gives(self):
+        self.alice.send("send - heru hi")
+        raw = self.alice.transport.value()[self.alice._read :]
+        reply = self.alice.replies()[0]
+        self.assertEqual(raw, json.dumps(reply).encode("ascii") + b"\r\n\r\n")
+        self.assertEqual(list(reply), ["status", "message", "id", "timestamp"])
 
     def test_inbox_holds_both_directions_oldest_first(self):
         self.alice.ask("send - heru one")
