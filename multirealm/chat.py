@@ -117,16 +117,12 @@ class ChatProtocol(RequestLineReceiver):
             return self._answer(errors.BadEncoding("request is not valid UTF-8"))
         try:
             result = self._dispatch(parse_request(text))
-        except errors.ChatError as e:
-            result = e
         except Exception:
-            # The command name only: the rest of the line may be a password.
-            log.failure("request {command!r} failed", command=text.partition(" ")[0][:40])
-            result = errors.ChatError("internal error: the server logged it")
+            result = defer.fail()  # answered like a failure that came later
         self._answer(result)
 
     def lineTooLong(self):
-        self._bucket.allow()
+        self._bucket.allow()  # the line counts against the rate all the same
         self._answer(
             errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
         )
@@ -148,7 +144,8 @@ class ChatProtocol(RequestLineReceiver):
         if failure.check(errors.ChatError):
             self._fill(failure.value, slot)
         else:
-            log.failure("request failed", failure)
+            # The traceback only: the request line may hold a password.
+            log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
             self._fill(errors.ChatError("internal error: the server logged it"), slot)
 
     def _fill(self, result, slot):
@@ -166,12 +163,14 @@ class ChatProtocol(RequestLineReceiver):
 
     def _dispatch(self, request):
         command = request.command
-        if command is None or not command.session:
+        if command is None:
+            raise request.error
+        if not command.session:
             if request.error is not None:
                 raise request.error
             return getattr(self, "command_" + command.name)(**request.args)
         if request.session is None:
-            raise request.error
+            raise request.error  # the session id itself is missing
         token = request.session
         if token == SAME_SESSION:
             if self._session is None:

@@ -100,6 +100,9 @@ class Realm:
     async def logout(self, token):
         self._sessions.pop(token, None)
         await self._store.delete_session(_token_hash(token))
+        # A lookup of this token queued before the delete may have cached
+        # it again meanwhile; answers come in queue order, so this is after.
+        self._sessions.pop(token, None)
 
     def session_user(self, token):
         """

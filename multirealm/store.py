@@ -197,13 +197,14 @@ class SQLiteStore:
 
     def __init__(self, path, realm, reactor, inline=False):
         """
-        Open (creating if need be) the database at C{path}.
+        Open (creating if need be) the database at C{path}.  This runs on
+        the calling thread: it is start-up work, done before the realm
+        accepts any connection, so that a bad data directory fails start-up
+        at once.
 
         With C{inline}, every operation runs at once on the calling thread in
         a transaction of its own, and its Deferred has fired on return: for
-        deterministic tests only (it blocks the caller).  This runs on the
-        calling thread: it is start-up work, done before the realm accepts
-        any connection, so that a bad data directory fails start-up at once.
+        deterministic tests only (it blocks the caller).
         """
         self._reactor = reactor
         self.path = path
@@ -293,24 +294,26 @@ class SQLiteStore:
             self._queue.put(pending)
 
     def _run(self):
+        stopping = False
         try:
-            while True:
+            while not stopping:
                 # Everything handed over while the last batch ran becomes
                 # the next batch (group commit), up to about MAX_BATCH.
-                handed = [self._queue.get()]
-                size = len(handed[0]) if handed[0] is not _STOP else 0
-                while size < self.MAX_BATCH and handed[-1] is not _STOP:
+                batch = []
+                handed = self._queue.get()
+                while True:
+                    if handed is _STOP:
+                        stopping = True
+                        break
+                    batch.extend(handed)
+                    if len(batch) >= self.MAX_BATCH:
+                        break
                     try:
-                        handed.append(self._queue.get_nowait())
+                        handed = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    size += len(handed[-1]) if handed[-1] is not _STOP else 0
-                stopping = handed[-1] is _STOP
-                batch = [op for ops in handed if ops is not _STOP for op in ops]
                 if batch:
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
-                if stopping:
-                    break
         finally:
             self._db.close()
             self._reactor.callFromThread(self._stopped)

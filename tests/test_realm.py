@@ -1,0 +1,60 @@
+"""
+The core on its own, with the threaded store where ordering matters.
+"""
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.model import MessageIds
+from tests.helpers import make_realm, make_store
+
+
+class SessionTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_sessions_survive_a_new_core_on_the_same_store(self):
+        store = make_store(self, inline=False)
+        first = make_realm(self, store=store)
+        yield first.register("alice", "pw")
+        token = yield first.login("alice", "pw")
+        again = make_realm(self, store=store)
+        self.assertEqual((yield again.session_user(token)), "alice")
+
+    @defer.inlineCallbacks
+    def test_logout_wins_over_a_lookup_queued_before_it(self):
+        store = make_store(self, inline=False)
+        first = make_realm(self, store=store)
+        yield first.register("alice", "pw")
+        token = yield first.login("alice", "pw")
+        core = make_realm(self, store=store)  # knows no session yet
+        lookup = core.session_user(token)  # a database lookup, queued first
+        user, _ = yield defer.gatherResults([lookup, core.logout(token)])
+        self.assertEqual(user, "alice")  # that lookup still saw the session
+        with self.assertRaises(errors.InvalidSession):
+            yield defer.maybeDeferred(core.session_user, token)
+
+    @defer.inlineCallbacks
+    def test_unknown_token(self):
+        realm = make_realm(self)
+        with self.assertRaises(errors.InvalidSession):
+            yield defer.maybeDeferred(realm.session_user, "nope")
+
+
+class MessageIdTests(unittest.TestCase):
+    def test_ids_are_unique_hex_and_start_with_the_time(self):
+        ids = MessageIds()
+        minted = [ids.new(1_700_000_000_123 + n // 1000) for n in range(5000)]
+        self.assertEqual(len(set(minted)), 5000)  # spans several urandom pools
+        for n, message_id in enumerate(minted):
+            self.assertRegex(message_id, "^[0-9a-f]{32}$")
+            self.assertEqual(int(message_id[:12], 16), 1_700_000_000_123 + n // 1000)
+
+    def test_timestamps_are_utc_iso_with_milliseconds(self):
+        clock = task.Clock()
+        realm = make_realm(self, clock=clock)
+        clock.advance(0.25)
+        message = realm._new_message("private", "alice", realm.address("heru"), "hi")
+        self.assertEqual(message.timestamp, "2023-11-14T22:13:20.250+00:00")
+        clock.advance(0.001)
+        later = realm._new_message("private", "alice", realm.address("heru"), "hi")
+        self.assertEqual(later.timestamp, "2023-11-14T22:13:20.251+00:00")
