@@ -9,8 +9,11 @@ import hashlib
 import hmac
 import os
 
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from multirealm import errors
 
 # 16 MiB and about 50 ms a hash: OWASP's floor for scrypt.
 DEFAULT_COST = (2**14, 8, 1)
@@ -50,12 +53,20 @@ class PasswordHasher:
     Hashes and verifies passwords in a small thread pool of its own, so a
     burst of C{register}/C{auth} never stalls the reactor (scrypt releases
     the GIL).  L{start} and L{stop} follow the realm service.
+
+    At most C{max_waiting} hashes wait or run at once, across all
+    connections: past that a request fails at once with
+    L{errors.RateLimited} instead of queueing ever more work (each hash
+    costs ~50 ms of a core; 1,024 is about 25 s of backlog on two threads,
+    room for every client of a busy realm logging in at once).
     """
 
-    def __init__(self, reactor, cost=DEFAULT_COST, threads=2):
+    def __init__(self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024):
         self._reactor = reactor
         self._cost = cost
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="multirealm-passwords")
+        self._max_waiting = max_waiting
+        self._waiting = 0
 
     def start(self):
         self._pool.start()
@@ -64,9 +75,18 @@ class PasswordHasher:
         self._pool.stop()
 
     def hash(self, password):
-        return deferToThreadPool(self._reactor, self._pool, hash_password, password, self._cost)
+        return self._in_pool(hash_password, password, self._cost)
 
     def verify(self, password, stored):
-        return deferToThreadPool(
-            self._reactor, self._pool, verify_password, password, stored, self._cost
-        )
+        return self._in_pool(verify_password, password, stored, self._cost)
+
+    def _in_pool(self, function, *args):
+        if self._waiting >= self._max_waiting:
+            return defer.fail(errors.RateLimited("too many logins at once: try again shortly"))
+        self._waiting += 1
+
+        def done(result):
+            self._waiting -= 1
+            return result
+
+        return deferToThreadPool(self._reactor, self._pool, function, *args).addBoth(done)

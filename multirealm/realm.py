@@ -125,6 +125,13 @@ class Realm:
         self._sessions[token] = found
         return found[0]
 
+    def purge_expired_sessions(self):
+        """Forget every expired session, here and in the store."""
+        now = self._now()
+        for token in [t for t, (_, expires) in self._sessions.items() if expires <= now]:
+            del self._sessions[token]
+        return self._store.purge_sessions(now)
+
     def list_users(self):
         return self._store.list_users()
 

@@ -4,6 +4,7 @@ Build the service tree of one realm: L{build_realm_service}.
 
 import os
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 
 from multirealm.chat import ChatFactory
@@ -12,6 +13,7 @@ from multirealm.realm import Realm
 from multirealm.store import SQLiteStore
 
 DATABASE_FILE = "realm.sqlite3"
+SESSION_PURGE_SECONDS = 3600
 
 
 class ListeningService(Service):
@@ -83,6 +85,11 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None):
     core = RealmCoreService(realm, store, hasher)
     core.setName("core")
     core.setServiceParent(top)
+    # Expired sessions are refused when used; this also removes the ones
+    # nobody uses again, so the table does not grow for ever.
+    purge = TimerService(SESSION_PURGE_SECONDS, realm.purge_expired_sessions)
+    purge.clock = reactor
+    purge.setServiceParent(top)
     chat = ListeningService(
         reactor,
         realm_config.chat_port,

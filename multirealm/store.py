@@ -120,6 +120,9 @@ class IStore(Interface):
     def delete_session(token_hash):
         """End a session; True if it existed."""
 
+    def purge_sessions(now):
+        """Remove every session expired by C{now}; fires with how many."""
+
     def add_private_message(message):
         """
         Store a private message in the history of each party of this realm,
@@ -396,6 +399,9 @@ class SQLiteStore:
     def delete_session(self, token_hash):
         return self._submit(_delete_session, token_hash)
 
+    def purge_sessions(self, now):
+        return self._submit(_purge_sessions, now)
+
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
@@ -469,6 +475,10 @@ def _session_user(db, token_hash, now):
 
 def _delete_session(db, token_hash):
     return db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+
+def _purge_sessions(db, now):
+    return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
 
 
 def _require_member(db, group, address):

@@ -3,7 +3,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from multirealm import passwords
+from multirealm import errors, passwords
 from multirealm.passwords import PasswordHasher, hash_password, verify_password
 from tests.helpers import CHEAP_COST
 
@@ -42,3 +42,13 @@ class PasswordTests(unittest.TestCase):
         self.assertFalse((yield hasher.verify("no", stored)))
         self.assertEqual(len(threads), 1)
         self.assertNotEqual(threads[0], threading.get_ident())
+
+    @defer.inlineCallbacks
+    def test_a_flood_of_hashes_is_refused_not_queued(self):
+        hasher = PasswordHasher(reactor, cost=CHEAP_COST, max_waiting=3)
+        hasher.start()
+        self.addCleanup(hasher.stop)
+        first = [hasher.hash("pw") for _ in range(3)]
+        yield self.assertFailure(hasher.hash("pw"), errors.RateLimited)
+        yield defer.gatherResults(first)
+        self.assertTrue((yield hasher.hash("pw")).startswith("scrypt$"))

@@ -34,6 +34,18 @@ class SessionTests(unittest.TestCase):
             yield defer.maybeDeferred(core.session_user, token)
 
     @defer.inlineCallbacks
+    def test_expired_sessions_are_purged_here_and_in_the_store(self):
+        realm = make_realm(self)
+        yield realm.register("alice", "pw")
+        old = yield realm.login("alice", "pw")
+        realm._clock.advance(realm.limits.session_days * 86400 - 10)
+        fresh = yield realm.login("alice", "pw")
+        realm._clock.advance(20)
+        self.assertEqual((yield realm.purge_expired_sessions()), 1)
+        self.assertNotIn(old, realm._sessions)
+        self.assertEqual(realm.session_user(fresh), "alice")
+
+    @defer.inlineCallbacks
     def test_unknown_token(self):
         realm = make_realm(self)
         with self.assertRaises(errors.InvalidSession):

@@ -1,0 +1,81 @@
+"""
+The realm's service tree in this process, on a real loopback port.
+"""
+
+import os
+
+from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.protocols.basic import LineReceiver
+from twisted.trial import unittest
+
+from multirealm import config
+from multirealm.service import build_realm_service
+from tests.helpers import InlineHasher, parse_replies
+
+REALMS_INI = """
+[network]
+secret = s
+
+[realm:1]
+host = 127.0.0.1
+chat_port = 0
+realm_port = 0
+http_port = 0
+data_dir = data/realm1
+"""
+
+
+class Collector(LineReceiver):
+    """Sends request lines; fires C{done} with the replies once all came."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        self.data = b""
+        self.done = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(b"".join(line + b"\r\n" for line in self.lines))
+
+    def dataReceived(self, data):
+        self.data += data
+        if self.data.count(b"\r\n\r\n") == len(self.lines):
+            self.transport.loseConnection()
+            self.done.callback(parse_replies(self.data))
+
+
+class ServiceTests(unittest.TestCase):
+    def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(REALMS_INI)
+        self.network = config.load(path)
+
+    def start(self):
+        service = build_realm_service(self.network, "1", reactor, hasher=InlineHasher())
+        service.privilegedStartService()
+        service.startService()
+        return service
+
+    @defer.inlineCallbacks
+    def talk(self, service, *lines):
+        port = service.getServiceNamed("chat").port.getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        client = Collector([line.encode() for line in lines])
+        yield endpoints.connectProtocol(endpoint, client)
+        replies = yield client.done.addTimeout(10, reactor)
+        return replies
+
+    @defer.inlineCallbacks
+    def test_serves_then_stops_and_keeps_everything(self):
+        service = self.start()
+        replies = yield self.talk(service, "register a pw", "auth a pw", "send - a note to self")
+        self.assertEqual([r["status"] for r in replies], ["OK"] * 3)
+        token = replies[1]["tokenid"]
+        yield service.stopService()
+
+        again = self.start()
+        self.addCleanup(again.stopService)
+        (inbox,) = yield self.talk(again, f"inbox {token}")
+        self.assertEqual([m["msg"] for m in inbox["messages"]], ["note to self"])
