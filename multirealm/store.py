@@ -64,12 +64,18 @@ CREATE TABLE messages (
     body TEXT NOT NULL,
     timestamp TEXT NOT NULL
 );
--- Which conversations a message appears in: 'user:alice@1' for a user's
--- private history, 'group:team@1' for a group's.
+-- One mailbox per conversation: 'user:alice@1' for a user's private
+-- history, 'group:team@1' for a group's.
+CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE
+);
+-- Which mailboxes a message appears in.  Keyed by the mailbox's number, not
+-- its name: smaller index pages, fewer of them written per commit.
 CREATE TABLE timeline (
-    owner TEXT NOT NULL,
+    mailbox INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    PRIMARY KEY (owner, seq)
+    PRIMARY KEY (mailbox, seq)
 ) WITHOUT ROWID;
 -- Messages waiting to be handed to another realm (PROTOCOL.md §2),
 -- written in the same transaction as the message.
@@ -187,6 +193,27 @@ class _NeedsIsolation(Exception):
     """A batch must run again with a savepoint around each operation."""
 
 
+class _ThreadCache:
+    """
+    What the database thread remembers between operations so that most
+    messages skip a SELECT: local users seen to exist, and mailbox numbers.
+    Users and mailboxes are never deleted, so an entry stays true; all is
+    forgotten when a transaction or savepoint rolls back (an entry made
+    inside it may be gone), and a part when it grows past C{MAX}.  Only the
+    database thread touches it.
+    """
+
+    MAX = 100_000
+
+    def __init__(self):
+        self.users = set()
+        self.mailboxes = {}
+
+    def clear(self):
+        self.users.clear()
+        self.mailboxes.clear()
+
+
 @implementer(IStore)
 class SQLiteStore:
     """
@@ -218,12 +245,7 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
         self._inline = inline
-        # Names of local users seen to exist, so that most messages skip a
-        # SELECT.  Users are never deleted, so a name stays valid; the set
-        # is cleared whenever a transaction rolls back (a name seen inside
-        # it may be gone) and when it grows past _KNOWN_USERS_MAX.  Only
-        # the database thread touches it.
-        self._known_users = set()
+        self._cache = _ThreadCache()
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
         self._pending = []  # operations of this reactor turn
         self._thread = None
@@ -353,6 +375,7 @@ class SQLiteStore:
                     if savepoint:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
+                        self._cache.clear()  # it may name rows just undone
                     elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
                         raise _NeedsIsolation() from e
                     results.append((op, Failure()))
@@ -362,7 +385,7 @@ class SQLiteStore:
                     results.append((op, result))
             db.execute("COMMIT")
         except BaseException as e:
-            self._known_users.clear()
+            self._cache.clear()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(e, _NeedsIsolation):
@@ -405,22 +428,22 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
-        return self._submit(_add_private_message, self.realm, self._known_users, message)
+        return self._submit(_add_private_message, self._cache, self.realm, message)
 
     def add_group_message(self, message):
-        return self._submit(_add_group_message, self.realm, message)
+        return self._submit(_add_group_message, self._cache, self.realm, message)
 
     def history(self, timeline, after_id, limit):
-        return self._submit(_history, timeline, after_id, limit, writes=False)
+        return self._submit(_history, self._cache, timeline, after_id, limit, writes=False)
 
     # -- groups -------------------------------------------------------------
 
     def create_group(self, name, creator, members, created):
-        return self._submit(_create_group, name, creator, members, created)
+        return self._submit(_create_group, self._cache, name, creator, members, created)
 
     def group_history(self, name, reader, after_id, limit):
         return self._submit(
-            _group_history, self.realm, name, reader, after_id, limit, writes=False
+            _group_history, self._cache, self.realm, name, reader, after_id, limit, writes=False
         )
 
     def leave_group(self, name, member):
@@ -492,7 +515,35 @@ def _require_member(db, group, address):
         raise errors.NotAMember(f"{address} is not a member of group {group!r}")
 
 
-def _insert_message(db, message, timelines, outbox_realms):
+def _user_exists(db, cache, name):
+    if name in cache.users:
+        return True
+    if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
+        return False
+    if len(cache.users) >= cache.MAX:
+        cache.users.clear()
+    cache.users.add(name)
+    return True
+
+
+def _mailbox(db, cache, owner, create):
+    """The number of C{owner}'s mailbox; with C{create}, made if missing."""
+    number = cache.mailboxes.get(owner)
+    if number is None:
+        row = db.execute("SELECT id FROM mailboxes WHERE owner = ?", (owner,)).fetchone()
+        if row is not None:
+            number = row[0]
+        elif create:
+            number = db.execute("INSERT INTO mailboxes (owner) VALUES (?)", (owner,)).lastrowid
+        else:
+            return None
+        if len(cache.mailboxes) >= cache.MAX:
+            cache.mailboxes.clear()
+        cache.mailboxes[owner] = number
+    return number
+
+
+def _insert_message(db, cache, message, timelines, outbox_realms):
     seq = db.execute(
         "INSERT INTO messages (id, kind, sender, recipient, body, timestamp)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -505,7 +556,10 @@ def _insert_message(db, message, timelines, outbox_realms):
             message.timestamp,
         ),
     ).lastrowid
-    db.executemany("INSERT INTO timeline (owner, seq) VALUES (?, ?)", [(t, seq) for t in timelines])
+    db.executemany(
+        "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
+        [(_mailbox(db, cache, owner, create=True), seq) for owner in timelines],
+    )
     if outbox_realms:
         db.executemany(
             "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
@@ -513,26 +567,19 @@ def _insert_message(db, message, timelines, outbox_realms):
     return message
 
 
-_KNOWN_USERS_MAX = 100_000
-
-
-def _add_private_message(db, realm, known_users, message):
+def _add_private_message(db, cache, realm, message):
     sender, recipient = message.sender, message.recipient
     timelines = {user_timeline(a) for a in (sender, recipient) if a.realm == realm}
     if recipient.realm == realm:
-        if recipient.name not in known_users:
-            if db.execute("SELECT 1 FROM users WHERE name = ?", (recipient.name,)).fetchone() is None:
-                raise errors.NoSuchUser(f"no user {recipient.name!r}")
-            if len(known_users) >= _KNOWN_USERS_MAX:
-                known_users.clear()
-            known_users.add(recipient.name)
+        if not _user_exists(db, cache, recipient.name):
+            raise errors.NoSuchUser(f"no user {recipient.name!r}")
         outbox = ()
     else:
         outbox = (recipient.realm,)
-    return _insert_message(db, message, timelines, outbox)
+    return _insert_message(db, cache, message, timelines, outbox)
 
 
-def _add_group_message(db, realm, message):
+def _add_group_message(db, cache, realm, message):
     group = message.recipient
     if group.realm == realm:
         _require_member(db, group.name, message.sender)
@@ -543,7 +590,7 @@ def _add_group_message(db, realm, message):
         outbox.discard(realm)
     else:
         outbox = (group.realm,)
-    return _insert_message(db, message, (group_timeline(group),), outbox)
+    return _insert_message(db, cache, message, (group_timeline(group),), outbox)
 
 
 def _address(text):
@@ -551,13 +598,14 @@ def _address(text):
     return Address(name, realm)
 
 
-def _history(db, timeline, after_id, limit):
+def _history(db, cache, timeline, after_id, limit):
+    mailbox = _mailbox(db, cache, timeline, create=False)
     select = (
         "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp"
-        " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.owner = ?"
+        " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
     )
     if after_id is None:
-        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (timeline, limit + 1)).fetchall()
+        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (mailbox, limit + 1)).fetchall()
         rows.reverse()
         more = len(rows) > limit
         rows = rows[1:] if more else rows
@@ -566,7 +614,7 @@ def _history(db, timeline, after_id, limit):
         if after is None:
             raise errors.BadRequest(f"no message with id {after_id!r}")
         rows = db.execute(
-            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (timeline, after[0], limit + 1)
+            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (mailbox, after[0], limit + 1)
         ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -584,14 +632,12 @@ def _history(db, timeline, after_id, limit):
     return History(messages, more)
 
 
-def _create_group(db, name, creator, members, created):
+def _create_group(db, cache, name, creator, members, created):
     if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is not None:
         raise errors.GroupExists(f"group {name!r} already exists")
     for member in members:
-        if member.realm == creator.realm:
-            found = db.execute("SELECT 1 FROM users WHERE name = ?", (member.name,)).fetchone()
-            if found is None:
-                raise errors.NoSuchUser(f"no user {member.name!r}")
+        if member.realm == creator.realm and not _user_exists(db, cache, member.name):
+            raise errors.NoSuchUser(f"no user {member.name!r}")
     db.execute(
         "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
         (name, str(creator), created),
@@ -602,9 +648,9 @@ def _create_group(db, name, creator, members, created):
     )
 
 
-def _group_history(db, realm, name, reader, after_id, limit):
+def _group_history(db, cache, realm, name, reader, after_id, limit):
     _require_member(db, name, reader)
-    return _history(db, group_timeline(Address(name, realm)), after_id, limit)
+    return _history(db, cache, group_timeline(Address(name, realm)), after_id, limit)
 
 
 def _leave_group(db, name, member):

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message
 from multirealm.names import Address
-from multirealm.store import SQLiteStore, group_timeline, user_timeline
+from multirealm.store import SQLiteStore, _mailbox, group_timeline, user_timeline
 
 
 def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
@@ -36,6 +36,12 @@ class StoreTestCase(unittest.TestCase):
             store.start()
         self.addCleanup(store.stop)
         return store
+
+    def populate_inline_free(self, store):
+        """Add alice and heru before the store's thread starts."""
+        return defer.gatherResults(
+            [store.create_user("alice", "h", "t"), store.create_user("heru", "h", "t")]
+        )
 
     @defer.inlineCallbacks
     def populate(self, store):
@@ -126,6 +132,29 @@ class BatchTests(StoreTestCase):
         yield self.assertFailure(late, errors.UserExists)
         yield kept
         self.assertEqual((yield store.list_users()), ["a"])
+
+    @defer.inlineCallbacks
+    def test_an_undone_operation_leaves_no_stale_cache(self):
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)  # queued first, same batch
+
+        def make_alices_mailbox_then_break(db):
+            _mailbox(db, store._cache, user_timeline(Address("alice", "1")), create=True)
+            raise ValueError("bug")
+
+        broken = store._submit(make_alices_mailbox_then_break)
+        to_heru = store.add_private_message(message(1, sender="heru", recipient="heru"))
+        store.start()
+        yield users
+        yield self.assertFailure(broken, ValueError)
+        yield to_heru
+        # A note to self lands in alice's mailbox only: with a stale cache it
+        # would land in whichever mailbox took the undone one's number.
+        yield store.add_private_message(message(2, sender="alice", recipient="alice"))
+        heru = yield store.history(user_timeline(Address("heru", "1")), None, 10)
+        alice = yield store.history(user_timeline(Address("alice", "1")), None, 10)
+        self.assertEqual([m.id for m in heru.messages], ["ID0001"])
+        self.assertEqual([m.id for m in alice.messages], ["ID0002"])
 
     @defer.inlineCallbacks
     def test_operations_run_off_the_calling_thread(self):
