@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message, MessageIds, format_timestamp
 from multirealm.names import Address, check_name
-from multirealm.store import group_timeline, user_timeline
+from multirealm.store import group_mailbox, user_mailbox
 
 log = Logger()
 
@@ -195,7 +195,7 @@ class Realm:
 
     def inbox(self, user, after_id=None):
         return self._store.history(
-            user_timeline(Address(user, self.name)), after_id, self.limits.history_limit
+            user_mailbox(Address(user, self.name)), after_id, self.limits.history_limit
         )
 
     def group_inbox(self, user, group, after_id=None):

@@ -87,11 +87,13 @@ CREATE TABLE outbox (
 """
 
 
-def user_timeline(address):
+def user_mailbox(address):
+    """The mailbox of a user's private history."""
     return f"user:{address}"
 
 
-def group_timeline(address):
+def group_mailbox(address):
+    """The mailbox of a group's history."""
     return f"group:{address}"
 
 
@@ -139,17 +141,18 @@ class IStore(Interface):
 
     def add_group_message(message):
         """
-        Store a group message; fires with the message.  For a group of this realm: the group must
-        exist (L{errors.NoSuchGroup}) and have the sender as a member
-        (L{errors.NotAMember}); the message goes into its history and is
-        queued once for every other realm with members.  For a group of
-        another realm: it goes into this realm's copy of that group's
-        history and is queued for the group's realm.
+        Store a group message; fires with the message.  For a group of this
+        realm: the group must exist (L{errors.NoSuchGroup}) and have the
+        sender as a member (L{errors.NotAMember}); the message goes into its
+        history and is queued once for every other realm with members.  For
+        a group of another realm: it goes into this realm's copy of that
+        group's history and is queued for the group's realm.
         """
 
-    def history(timeline, after_id, limit):
+    def history(mailbox, after_id, limit):
         """
-        A L{History} page of C{timeline}: without C{after_id} its newest
+        A L{History} page of C{mailbox} (L{user_mailbox}, L{group_mailbox}):
+        without C{after_id} its newest
         C{limit} messages, with it the oldest C{limit} after that id;
         L{errors.BadRequest} for an unknown id.
         """
@@ -433,8 +436,8 @@ class SQLiteStore:
     def add_group_message(self, message):
         return self._submit(_add_group_message, self._cache, self.realm, message)
 
-    def history(self, timeline, after_id, limit):
-        return self._submit(_history, self._cache, timeline, after_id, limit, writes=False)
+    def history(self, mailbox, after_id, limit):
+        return self._submit(_history, self._cache, mailbox, after_id, limit, writes=False)
 
     # -- groups -------------------------------------------------------------
 
@@ -543,7 +546,7 @@ def _mailbox(db, cache, owner, create):
     return number
 
 
-def _insert_message(db, cache, message, timelines, outbox_realms):
+def _insert_message(db, cache, message, mailboxes, outbox_realms):
     seq = db.execute(
         "INSERT INTO messages (id, kind, sender, recipient, body, timestamp)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -558,7 +561,7 @@ def _insert_message(db, cache, message, timelines, outbox_realms):
     ).lastrowid
     db.executemany(
         "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
-        [(_mailbox(db, cache, owner, create=True), seq) for owner in timelines],
+        [(_mailbox(db, cache, owner, create=True), seq) for owner in mailboxes],
     )
     if outbox_realms:
         db.executemany(
@@ -569,14 +572,14 @@ def _insert_message(db, cache, message, timelines, outbox_realms):
 
 def _add_private_message(db, cache, realm, message):
     sender, recipient = message.sender, message.recipient
-    timelines = {user_timeline(a) for a in (sender, recipient) if a.realm == realm}
+    mailboxes = {user_mailbox(a) for a in (sender, recipient) if a.realm == realm}
     if recipient.realm == realm:
         if not _user_exists(db, cache, recipient.name):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
         outbox = ()
     else:
         outbox = (recipient.realm,)
-    return _insert_message(db, cache, message, timelines, outbox)
+    return _insert_message(db, cache, message, mailboxes, outbox)
 
 
 def _add_group_message(db, cache, realm, message):
@@ -590,7 +593,7 @@ def _add_group_message(db, cache, realm, message):
         outbox.discard(realm)
     else:
         outbox = (group.realm,)
-    return _insert_message(db, cache, message, (group_timeline(group),), outbox)
+    return _insert_message(db, cache, message, (group_mailbox(group),), outbox)
 
 
 def _address(text):
@@ -598,8 +601,8 @@ def _address(text):
     return Address(name, realm)
 
 
-def _history(db, cache, timeline, after_id, limit):
-    mailbox = _mailbox(db, cache, timeline, create=False)
+def _history(db, cache, owner, after_id, limit):
+    mailbox = _mailbox(db, cache, owner, create=False)
     select = (
         "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp"
         " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
@@ -650,7 +653,7 @@ def _create_group(db, cache, name, creator, members, created):
 
 def _group_history(db, cache, realm, name, reader, after_id, limit):
     _require_member(db, name, reader)
-    return _history(db, cache, group_timeline(Address(name, realm)), after_id, limit)
+    return _history(db, cache, group_mailbox(Address(name, realm)), after_id, limit)
 
 
 def _leave_group(db, name, member):

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message
 from multirealm.names import Address
-from multirealm.store import SQLiteStore, _mailbox, group_timeline, user_timeline
+from multirealm.store import SQLiteStore, _mailbox, group_mailbox, user_mailbox
 
 
 def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
@@ -64,7 +64,7 @@ class DurabilityTests(StoreTestCase):
         self.assertEqual((yield again.password_hash("alice")), "hash-a")
         self.assertEqual((yield again.session_user("tokhash", 1e9)), ("alice", 2e9))
         self.assertEqual((yield again.list_groups()), ["team"])
-        history = yield again.history(user_timeline(Address("heru", "1")), None, 10)
+        history = yield again.history(user_mailbox(Address("heru", "1")), None, 10)
         self.assertEqual(history.messages, (message(1),))
 
     @defer.inlineCallbacks
@@ -75,7 +75,7 @@ class DurabilityTests(StoreTestCase):
         # A second store on the same file, as after kill -9: the first one
         # was never stopped or closed.
         other = self.open()
-        history = yield other.history(user_timeline(Address("alice", "1")), None, 10)
+        history = yield other.history(user_mailbox(Address("alice", "1")), None, 10)
         self.assertEqual(len(history.messages), 1)
 
     @defer.inlineCallbacks
@@ -139,7 +139,7 @@ class BatchTests(StoreTestCase):
         users = self.populate_inline_free(store)  # queued first, same batch
 
         def make_alices_mailbox_then_break(db):
-            _mailbox(db, store._cache, user_timeline(Address("alice", "1")), create=True)
+            _mailbox(db, store._cache, user_mailbox(Address("alice", "1")), create=True)
             raise ValueError("bug")
 
         broken = store._submit(make_alices_mailbox_then_break)
@@ -151,8 +151,8 @@ class BatchTests(StoreTestCase):
         # A note to self lands in alice's mailbox only: with a stale cache it
         # would land in whichever mailbox took the undone one's number.
         yield store.add_private_message(message(2, sender="alice", recipient="alice"))
-        heru = yield store.history(user_timeline(Address("heru", "1")), None, 10)
-        alice = yield store.history(user_timeline(Address("alice", "1")), None, 10)
+        heru = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
+        alice = yield store.history(user_mailbox(Address("alice", "1")), None, 10)
         self.assertEqual([m.id for m in heru.messages], ["ID0001"])
         self.assertEqual([m.id for m in alice.messages], ["ID0002"])
 
@@ -189,7 +189,7 @@ class MessageTests(StoreTestCase):
         yield self.populate(store)
         yield store.add_private_message(message(1, recipient="heru", realm="2"))
         self.assertEqual((yield store.pending_counts()), {"2": 1})
-        history = yield store.history(user_timeline(Address("alice", "1")), None, 10)
+        history = yield store.history(user_mailbox(Address("alice", "1")), None, 10)
         self.assertEqual(history.messages[0].recipient, Address("heru", "2"))
 
     @defer.inlineCallbacks
@@ -205,7 +205,7 @@ class MessageTests(StoreTestCase):
         yield self.assertFailure(store.add_group_message(outsider), errors.NotAMember)
         nogroup = message(3, sender="alice", recipient="none", kind=GROUP)
         yield self.assertFailure(store.add_group_message(nogroup), errors.NoSuchGroup)
-        history = yield store.history(group_timeline(Address("team", "1")), None, 10)
+        history = yield store.history(group_mailbox(Address("team", "1")), None, 10)
         self.assertEqual(history.messages, (group_message,))
 
     @defer.inlineCallbacks
@@ -214,7 +214,7 @@ class MessageTests(StoreTestCase):
         yield self.populate(store)
         for n in range(10):
             yield store.add_private_message(message(n))
-        box = user_timeline(Address("heru", "1"))
+        box = user_mailbox(Address("heru", "1"))
         newest = yield store.history(box, None, 4)
         self.assertEqual([m.id for m in newest.messages], ["ID0006", "ID0007", "ID0008", "ID0009"])
         self.assertTrue(newest.more)
