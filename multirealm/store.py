@@ -365,8 +365,8 @@ class SQLiteStore:
     def _transaction(self, batch, isolated):
         db = self._db
         results = []
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 savepoint = isolated and op.writes
                 if savepoint:
@@ -379,7 +379,9 @@ class SQLiteStore:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
                         self._cache.clear()  # it may name rows just undone
-                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
+                    elif not isolated and not (
+                        isinstance(e, errors.ChatError) and db.total_changes == changes
+                    ):
                         raise _NeedsIsolation() from e
                     results.append((op, Failure()))
                 else:

@@ -4,6 +4,7 @@ failing operation inside a batch, history paging, the outbox.
 """
 
 import os
+import sqlite3
 import threading
 
 from twisted.internet import defer, reactor
@@ -117,6 +118,35 @@ class BatchTests(StoreTestCase):
         yield self.assertFailure(broken, ValueError)
         yield last
         self.assertEqual((yield store.list_users()), ["a", "b"])
+
+    @defer.inlineCallbacks
+    def test_a_failing_read_fails_alone_and_the_store_goes_on(self):
+        store = self.open(start=False)
+
+        def broken_read(db):
+            raise ValueError("bug in a query")
+
+        before = store.create_user("a", "h", "t")
+        broken = store._submit(broken_read, writes=False)
+        after = store.create_user("b", "h", "t")
+        store.start()
+        yield before
+        yield self.assertFailure(broken, ValueError)
+        yield after
+        self.assertEqual((yield store.list_users()), ["a", "b"])
+
+    @defer.inlineCallbacks
+    def test_a_failing_begin_fails_the_batch_and_the_store_goes_on(self):
+        store = self.open()
+        blocker = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(blocker.close)
+        blocker.execute("PRAGMA busy_timeout = 0")
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        store._db.execute("PRAGMA busy_timeout = 0")
+        yield self.assertFailure(store.create_user("a", "h", "t"), sqlite3.OperationalError)
+        blocker.execute("ROLLBACK")
+        yield store.create_user("a", "h", "t")
+        self.assertEqual((yield store.list_users()), ["a"])
 
     @defer.inlineCallbacks
     def test_a_refusal_after_a_change_is_undone_too(self):
