@@ -309,18 +309,13 @@ def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
     try:
         for line in proc.stdout:
             line = line.rstrip("\n")
-            if line == "MEASURE_START":
-                cpu["start"] = proc_cpu(server_pid)
-                cpu["threads0"] = thread_cpu(server_pid)
-                cpu["machine0"] = machine_cpu()
-                cpu["lg0"] = proc_cpu(proc.pid)
-                cpu["t0"] = time.monotonic()
-            elif line == "MEASURE_END":
-                cpu["end"] = proc_cpu(server_pid)
-                cpu["threads1"] = thread_cpu(server_pid)
-                cpu["machine1"] = machine_cpu()
-                cpu["lg1"] = proc_cpu(proc.pid)
-                cpu["t1"] = time.monotonic()
+            if line in ("MEASURE_START", "MEASURE_END"):
+                edge = "0" if line == "MEASURE_START" else "1"
+                cpu["start" if edge == "0" else "end"] = proc_cpu(server_pid)
+                cpu["threads" + edge] = thread_cpu(server_pid)
+                cpu["machine" + edge] = machine_cpu()
+                cpu["lg" + edge] = proc_cpu(proc.pid)
+                cpu["t" + edge] = time.monotonic()
             elif line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT "):])
             elif on_line is not None:

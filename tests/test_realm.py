@@ -12,20 +12,23 @@ from tests.helpers import make_realm, make_store
 
 class SessionTests(unittest.TestCase):
     @defer.inlineCallbacks
-    def test_sessions_survive_a_new_core_on_the_same_store(self):
+    def alice_session(self):
+        """A threaded store holding user alice and a session of hers."""
         store = make_store(self, inline=False)
         first = make_realm(self, store=store)
         yield first.register("alice", "pw")
         token = yield first.login("alice", "pw")
+        return store, token
+
+    @defer.inlineCallbacks
+    def test_sessions_survive_a_new_core_on_the_same_store(self):
+        store, token = yield self.alice_session()
         again = make_realm(self, store=store)
         self.assertEqual((yield again.session_user(token)), "alice")
 
     @defer.inlineCallbacks
     def test_logout_wins_over_a_lookup_queued_before_it(self):
-        store = make_store(self, inline=False)
-        first = make_realm(self, store=store)
-        yield first.register("alice", "pw")
-        token = yield first.login("alice", "pw")
+        store, token = yield self.alice_session()
         core = make_realm(self, store=store)  # knows no session yet
         lookup = core.session_user(token)  # a database lookup, queued first
         user, _ = yield defer.gatherResults([lookup, core.logout(token)])
