@@ -12,8 +12,10 @@ from collections import deque
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.commands import COMMANDS, parse_request
@@ -48,6 +50,7 @@ class Caller:
     token: str
 
 
+@implementer(IHalfCloseableProtocol)
 class ChatProtocol(RequestLineReceiver):
     """
     One client connection.
@@ -61,6 +64,10 @@ class ChatProtocol(RequestLineReceiver):
     / C{auth} is running.  The last keeps pipelined requests in order
     across the password hashing, which runs in a thread pool: C{auth} then
     C{send - ...}, or C{register} then C{auth}, work when sent in one burst.
+
+    A client may half-close (C{nc -N}, C{printf ... | nc -q 5}): every
+    request it sent before its end still gets its reply, then the server
+    closes.
     """
 
     MAX_PENDING = 1000
@@ -77,7 +84,15 @@ class ChatProtocol(RequestLineReceiver):
         self._session = None  # token of the last successful auth here
         self._caller = None  # the last Caller, reused while its session sends
         self._quitting = False
+        self._input_done = False  # the client half-closed: nothing more comes
         self.transport.registerProducer(self, True)
+
+    def readConnectionLost(self):
+        self._input_done = True
+        self._close_when_answered()
+
+    def writeConnectionLost(self):
+        pass  # we never half-close our side
 
     def connectionLost(self, reason):
         self.connected = False
@@ -94,7 +109,23 @@ class ChatProtocol(RequestLineReceiver):
     def _release(self, reason):
         self._holds.discard(reason)
         if self.paused and not self._holds and self.connected:
-            RequestLineReceiver.resumeProducing(self)
+            if self._input_done:
+                # Nothing more to read: just go on with the lines received.
+                self.paused = False
+                self.dataReceived(b"")
+            else:
+                RequestLineReceiver.resumeProducing(self)
+
+    def dataReceived(self, data):
+        RequestLineReceiver.dataReceived(self, data)
+        self._close_when_answered()
+
+    def _close_when_answered(self):
+        """After quit or the client's end, close once every reply is out."""
+        if self._replies or self._busyReceiving or not self.connected:
+            return
+        if self._quitting or (self._input_done and not self.paused):
+            self.transport.loseConnection()
 
     # The transport calls these when its write buffer fills and drains.
     def pauseProducing(self):
@@ -158,8 +189,7 @@ class ChatProtocol(RequestLineReceiver):
 
     def _write(self, payload):
         self.transport.write(payload)
-        if self._quitting and not self._replies:
-            self.transport.loseConnection()
+        self._close_when_answered()
 
     def _dispatch(self, request):
         command = request.command

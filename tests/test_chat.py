@@ -395,6 +395,32 @@ class FlowControlTests(unittest.TestCase):
         self.assertEqual(codes(client.replies()), ["OK"])
 
 
+class HalfCloseTests(unittest.TestCase):
+    """A client that ends its side after its requests still gets every reply."""
+
+    def test_pending_and_held_requests_are_answered_then_closed(self):
+        realm = make_realm(self)
+        client = Client(realm)
+        gate = defer.Deferred()
+        realm.list_users = lambda: gate
+        client.protocol._hold("auth")  # as while a register is hashing
+        client.send("listusers", "help")
+        client.protocol.readConnectionLost()  # the client's EOF
+        self.assertFalse(client.transport.disconnecting)
+        client.protocol._release("auth")
+        self.assertFalse(client.transport.disconnecting)  # listusers pending
+        gate.callback(["zed"])
+        self.assertEqual(codes(client.replies()), ["OK", "OK"])
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_nothing_pending_closes_at_once(self):
+        client = Client(make_realm(self))
+        client.send("listusers")
+        client.protocol.readConnectionLost()
+        self.assertEqual(codes(client.replies()), ["OK"])
+        self.assertTrue(client.transport.disconnecting)
+
+
 class InternalErrorTests(unittest.TestCase):
     def test_a_bug_answers_internal_and_the_connection_goes_on(self):
         realm = make_realm(self)

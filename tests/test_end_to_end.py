@@ -150,6 +150,17 @@ class SessionTests(TwistdTestCase):
         self.assertEqual(alice.ask("quit")["message"], "bye")
         self.assertEqual(alice.sock.recv(10), b"")
 
+    def test_a_client_that_half_closes_gets_every_reply(self):
+        # As "printf ... | nc -q 5": the requests, then the client's end.
+        process, client = self.start_realm()
+        self.addCleanup(client.close)
+        lines = ["register h pw", "auth h pw", "send - h hi", "inbox -", "listusers"]
+        client.sock.sendall(b"".join(line.encode() + b"\r\n" for line in lines))
+        client.sock.shutdown(socket.SHUT_WR)
+        replies = [client.read() for _ in lines]
+        self.assertEqual([r["status"] for r in replies], ["OK"] * len(lines))
+        self.assertEqual(client.sock.recv(10), b"")  # then the server closed
+
     def test_acknowledged_messages_and_sessions_survive_kill_9(self):
         process, client = self.start_realm()
         replies = client.ask(
