@@ -35,7 +35,6 @@ their codes.  Everything goes to 127.0.0.1 only.
 import argparse
 import json
 import math
-import os
 import resource
 import selectors
 import socket

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message, MessageIds, format_timestamp
 from multirealm.names import Address, check_name
-from multirealm.store import group_mailbox, user_mailbox
+from multirealm.sql import user_mailbox
 
 log = Logger()
 

@@ -4,7 +4,7 @@ The realm's service tree in this process, on a real loopback port.
 
 import os
 
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import defer, endpoints, reactor
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 

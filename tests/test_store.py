@@ -13,7 +13,8 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message
 from multirealm.names import Address
-from multirealm.store import SQLiteStore, _mailbox, group_mailbox, user_mailbox
+from multirealm.sql import group_mailbox, mailbox_number, user_mailbox
+from multirealm.store import SQLiteStore
 
 
 def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
@@ -169,7 +170,7 @@ class BatchTests(StoreTestCase):
         users = self.populate_inline_free(store)  # queued first, same batch
 
         def make_alices_mailbox_then_break(db):
-            _mailbox(db, store._cache, user_mailbox(Address("alice", "1")), create=True)
+            mailbox_number(db, store._cache, user_mailbox(Address("alice", "1")), create=True)
             raise ValueError("bug")
 
         broken = store._submit(make_alices_mailbox_then_break)

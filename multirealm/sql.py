@@ -1,0 +1,311 @@
+"""
+The SQL of the store: the schema, and the operations that run on the
+store's database thread inside a transaction (L{multirealm.store} runs
+them, batches them and answers them).
+
+Every operation takes the sqlite3 connection first.  An operation refuses
+with a L{errors.ChatError} only before it changes any row; the store
+relies on that to run batches without savepoints.
+"""
+
+from multirealm import errors
+from multirealm.model import History, Message
+from multirealm.names import Address
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,   -- sha256 of the token: a stolen file holds no usable token
+    user TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    creator TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE members (
+    group_name TEXT NOT NULL,
+    member TEXT NOT NULL,          -- qualified address, user@realm
+    PRIMARY KEY (group_name, member)
+) WITHOUT ROWID;
+-- seq is the realm's own arrival order; messages are never deleted, so an
+-- INTEGER PRIMARY KEY never reuses a value.
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    timestamp TEXT NOT NULL
+);
+-- One mailbox per conversation: 'user:alice@1' for a user's private
+-- history, 'group:team@1' for a group's.
+CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE
+);
+-- Which mailboxes a message appears in.  Keyed by the mailbox's number, not
+-- its name: smaller index pages, fewer of them written per commit.
+CREATE TABLE timeline (
+    mailbox INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+) WITHOUT ROWID;
+-- Messages waiting to be handed to another realm (PROTOCOL.md §2),
+-- written in the same transaction as the message.
+CREATE TABLE outbox (
+    realm TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (realm, seq)
+) WITHOUT ROWID;
+"""
+
+
+def user_mailbox(address):
+    """The mailbox of a user's private history."""
+    return f"user:{address}"
+
+
+def group_mailbox(address):
+    """The mailbox of a group's history."""
+    return f"group:{address}"
+
+
+class ThreadCache:
+    """
+    What the database thread remembers between operations so that most
+    messages skip a SELECT: local users seen to exist, and mailbox numbers.
+    Users and mailboxes are never deleted, so an entry stays true; all is
+    forgotten when a transaction or savepoint rolls back (an entry made
+    inside it may be gone), and a part when it grows past C{MAX}.  Only the
+    database thread touches it.
+    """
+
+    MAX = 100_000
+
+    def __init__(self):
+        self.users = set()
+        self.mailboxes = {}
+
+    def clear(self):
+        self.users.clear()
+        self.mailboxes.clear()
+
+
+
+
+def list_users(db):
+    return [row[0] for row in db.execute("SELECT name FROM users ORDER BY name")]
+
+
+def list_groups(db):
+    return [row[0] for row in db.execute("SELECT name FROM groups ORDER BY name")]
+
+
+def create_user(db, name, password_hash, created):
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO users (name, password_hash, created) VALUES (?, ?, ?)",
+        (name, password_hash, created),
+    )
+    if cursor.rowcount == 0:
+        raise errors.UserExists(f"user {name!r} already exists")
+
+
+def password_hash(db, name):
+    row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def create_session(db, token_hash, user, expires):
+    db.execute(
+        "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",
+        (token_hash, user, expires),
+    )
+
+
+def session_user(db, token_hash, now):
+    row = db.execute(
+        "SELECT user, expires FROM sessions WHERE token_hash = ?", (token_hash,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[1] <= now:
+        db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        return None
+    return row[0], row[1]
+
+
+def delete_session(db, token_hash):
+    return db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+
+def purge_sessions(db, now):
+    return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
+
+
+def require_member(db, group, address):
+    exists = db.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone()
+    if exists is None:
+        raise errors.NoSuchGroup(f"no group {group!r}")
+    member = db.execute(
+        "SELECT 1 FROM members WHERE group_name = ? AND member = ?", (group, str(address))
+    ).fetchone()
+    if member is None:
+        raise errors.NotAMember(f"{address} is not a member of group {group!r}")
+
+
+def user_exists(db, cache, name):
+    if name in cache.users:
+        return True
+    if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
+        return False
+    if len(cache.users) >= cache.MAX:
+        cache.users.clear()
+    cache.users.add(name)
+    return True
+
+
+def mailbox_number(db, cache, owner, create):
+    """The number of C{owner}'s mailbox; with C{create}, made if missing."""
+    number = cache.mailboxes.get(owner)
+    if number is None:
+        row = db.execute("SELECT id FROM mailboxes WHERE owner = ?", (owner,)).fetchone()
+        if row is not None:
+            number = row[0]
+        elif create:
+            number = db.execute("INSERT INTO mailboxes (owner) VALUES (?)", (owner,)).lastrowid
+        else:
+            return None
+        if len(cache.mailboxes) >= cache.MAX:
+            cache.mailboxes.clear()
+        cache.mailboxes[owner] = number
+    return number
+
+
+def insert_message(db, cache, message, mailboxes, outbox_realms):
+    seq = db.execute(
+        "INSERT INTO messages (id, kind, sender, recipient, body, timestamp)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            message.id,
+            message.kind,
+            str(message.sender),
+            str(message.recipient),
+            message.text,
+            message.timestamp,
+        ),
+    ).lastrowid
+    db.executemany(
+        "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
+        [(mailbox_number(db, cache, owner, create=True), seq) for owner in mailboxes],
+    )
+    if outbox_realms:
+        db.executemany(
+            "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
+        )
+    return message
+
+
+def add_private_message(db, cache, realm, message):
+    sender, recipient = message.sender, message.recipient
+    mailboxes = {user_mailbox(a) for a in (sender, recipient) if a.realm == realm}
+    if recipient.realm == realm:
+        if not user_exists(db, cache, recipient.name):
+            raise errors.NoSuchUser(f"no user {recipient.name!r}")
+        outbox = ()
+    else:
+        outbox = (recipient.realm,)
+    return insert_message(db, cache, message, mailboxes, outbox)
+
+
+def add_group_message(db, cache, realm, message):
+    group = message.recipient
+    if group.realm == realm:
+        require_member(db, group.name, message.sender)
+        outbox = {
+            address(row[0]).realm
+            for row in db.execute("SELECT member FROM members WHERE group_name = ?", (group.name,))
+        }
+        outbox.discard(realm)
+    else:
+        outbox = (group.realm,)
+    return insert_message(db, cache, message, (group_mailbox(group),), outbox)
+
+
+def address(text):
+    name, _, realm = text.rpartition("@")
+    return Address(name, realm)
+
+
+def history(db, cache, owner, after_id, limit):
+    mailbox = mailbox_number(db, cache, owner, create=False)
+    select = (
+        "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp"
+        " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
+    )
+    if after_id is None:
+        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (mailbox, limit + 1)).fetchall()
+        rows.reverse()
+        more = len(rows) > limit
+        rows = rows[1:] if more else rows
+    else:
+        after = db.execute("SELECT seq FROM messages WHERE id = ?", (after_id,)).fetchone()
+        if after is None:
+            raise errors.BadRequest(f"no message with id {after_id!r}")
+        rows = db.execute(
+            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (mailbox, after[0], limit + 1)
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+    messages = tuple(
+        Message(
+            id=row[0],
+            kind=row[1],
+            sender=address(row[2]),
+            recipient=address(row[3]),
+            text=row[4],
+            timestamp=row[5],
+        )
+        for row in rows
+    )
+    return History(messages, more)
+
+
+def create_group(db, cache, name, creator, members, created):
+    if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is not None:
+        raise errors.GroupExists(f"group {name!r} already exists")
+    for member in members:
+        if member.realm == creator.realm and not user_exists(db, cache, member.name):
+            raise errors.NoSuchUser(f"no user {member.name!r}")
+    db.execute(
+        "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
+        (name, str(creator), created),
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO members (group_name, member) VALUES (?, ?)",
+        [(name, str(m)) for m in members],
+    )
+
+
+def group_history(db, cache, realm, name, reader, after_id, limit):
+    require_member(db, name, reader)
+    return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit)
+
+
+def leave_group(db, name, member):
+    require_member(db, name, member)
+    db.execute(
+        "DELETE FROM members WHERE group_name = ? AND member = ?", (name, str(member))
+    )
+
+
+def pending_counts(db):
+    return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))
