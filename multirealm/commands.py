@@ -22,6 +22,11 @@ class Command:
     words C{words}, then either the free text C{text} (the rest of the
     line, required), the list C{variadic} (all remaining words), or the
     optional words C{optional}.
+
+    C{serial}: later requests on the same connection wait until this one
+    is answered (C{register} and C{auth} hash a password in a thread pool,
+    and a pipelined C{auth} then C{send - ...} must see the session).
+    C{closes}: the connection closes once this request is answered.
     """
 
     name: str
@@ -31,6 +36,8 @@ class Command:
     text: str | None = None
     variadic: str | None = None
     optional: tuple = ()
+    serial: bool = False
+    closes: bool = False
 
     @property
     def usage(self):
@@ -49,8 +56,11 @@ class Command:
 COMMANDS = {
     c.name: c
     for c in [
-        Command("register", "create an account", words=("username", "password")),
-        Command("auth", "log in; replies with a session id", words=("username", "password")),
+        Command("register", "create an account", words=("username", "password"), serial=True),
+        Command(
+            "auth", "log in; replies with a session id", words=("username", "password"),
+            serial=True,
+        ),
         Command("logout", "end a session everywhere", session=True),
         Command("listusers", "this realm's users"),
         Command("listgroups", "this realm's groups"),
@@ -76,7 +86,7 @@ COMMANDS = {
         ),
         Command("leavegroup", "leave a group", True, ("group",)),
         Command("help", "this list"),
-        Command("quit", "close the connection"),
+        Command("quit", "close the connection", closes=True),
     ]
 }
 

@@ -1,5 +1,6 @@
 """
-The errors a request can end in, one class per stable code of PROTOCOL.md §4.
+The errors a request can end in, one class per stable code of
+docs/protocol.md ("Error codes").
 
 Anything that refuses a request raises a L{ChatError}; the chat protocol turns
 it into C{{"status": "ERROR", "code": ..., "message": ...}}.  Any other
@@ -17,25 +18,97 @@ class ChatError(Exception):
         self.message = message
 
 
-def _error(name, code, doc):
-    return type(name, (ChatError,), {"code": code, "__doc__": doc})
+class BadRequest(ChatError):
+    """Wrong or missing arguments."""
+
+    code = "bad_request"
 
 
-BadRequest = _error("BadRequest", "bad_request", "Wrong or missing arguments.")
-UnknownCommand = _error("UnknownCommand", "unknown_command", "No such command.")
-LineTooLong = _error("LineTooLong", "line_too_long", "A request line over the limit.")
-BadEncoding = _error("BadEncoding", "bad_encoding", "A request line that is not UTF-8.")
-BadCredentials = _error("BadCredentials", "bad_credentials", "Wrong user or password.")
-UserExists = _error("UserExists", "user_exists", "That username is taken.")
-InvalidName = _error("InvalidName", "invalid_name", "A name breaking the naming rule.")
-InvalidSession = _error("InvalidSession", "invalid_session", "A bad or unknown session.")
-NoSuchUser = _error("NoSuchUser", "no_such_user", "No user of that name.")
-NoSuchGroup = _error("NoSuchGroup", "no_such_group", "No group of that name.")
-NoSuchRealm = _error("NoSuchRealm", "no_such_realm", "No realm of that name.")
-AmbiguousRealm = _error(
-    "AmbiguousRealm", "ambiguous_realm", "A bare name where several realms could be meant."
-)
-GroupExists = _error("GroupExists", "group_exists", "That group name is taken.")
-NotAMember = _error("NotAMember", "not_a_member", "Only members may do that.")
-Forbidden = _error("Forbidden", "forbidden", "Not allowed for this user.")
-RateLimited = _error("RateLimited", "rate_limited", "Too many requests.")
+class UnknownCommand(ChatError):
+    """No such command."""
+
+    code = "unknown_command"
+
+
+class LineTooLong(ChatError):
+    """A request line over the limit."""
+
+    code = "line_too_long"
+
+
+class BadEncoding(ChatError):
+    """A request line that is not UTF-8."""
+
+    code = "bad_encoding"
+
+
+class BadCredentials(ChatError):
+    """Wrong user or password."""
+
+    code = "bad_credentials"
+
+
+class UserExists(ChatError):
+    """That username is taken."""
+
+    code = "user_exists"
+
+
+class InvalidName(ChatError):
+    """A name breaking the naming rule."""
+
+    code = "invalid_name"
+
+
+class InvalidSession(ChatError):
+    """A bad or unknown session."""
+
+    code = "invalid_session"
+
+
+class NoSuchUser(ChatError):
+    """No user of that name."""
+
+    code = "no_such_user"
+
+
+class NoSuchGroup(ChatError):
+    """No group of that name."""
+
+    code = "no_such_group"
+
+
+class NoSuchRealm(ChatError):
+    """No realm of that name."""
+
+    code = "no_such_realm"
+
+
+class AmbiguousRealm(ChatError):
+    """A bare name where several realms could be meant."""
+
+    code = "ambiguous_realm"
+
+
+class GroupExists(ChatError):
+    """That group name is taken."""
+
+    code = "group_exists"
+
+
+class NotAMember(ChatError):
+    """Only members may do that."""
+
+    code = "not_a_member"
+
+
+class Forbidden(ChatError):
+    """Not allowed for this user (or, on a realm link, for this realm)."""
+
+    code = "forbidden"
+
+
+class RateLimited(ChatError):
+    """Too many requests."""
+
+    code = "rate_limited"

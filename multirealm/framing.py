@@ -1,8 +1,9 @@
 """
-Line framing for the request/reply protocols (PROTOCOL.md §1, Framing).
+Line framing for the request/reply protocols (docs/protocol.md, "Framing").
 
-L{RequestLineReceiver} is a L{LineReceiver} whose C{dataReceived} is
-rewritten for the contract:
+L{RequestLineReceiver} is a L{LineReceiver} whose receiving side is
+rewritten for the contract, on a buffer of its own (it does not touch
+C{LineReceiver}'s private state):
 
   - a line ends with C{\\n}; a C{\\r} before it is dropped with the rest of
     the trailing whitespace by the subclass;
@@ -14,8 +15,9 @@ rewritten for the contract:
     of pipelined lines costs linear time (the stock implementation copies
     the rest of the buffer for every line).
 
-Pausing (C{pauseProducing}/C{resumeProducing}) and raw mode keep the
-semantics of L{LineReceiver}.
+C{LineReceiver}'s public interface keeps its meaning: C{paused} with
+C{pauseProducing}/C{resumeProducing}, C{line_mode} with C{setRawMode},
+C{setLineMode} and C{rawDataReceived}, C{clearLineBuffer}.
 """
 
 from twisted.protocols.basic import LineReceiver
@@ -25,7 +27,9 @@ class RequestLineReceiver(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 65536
 
+    _unread = b""  # bytes received and not yet framed, from _pos on
     _pos = 0
+    _framing = False  # inside the loop of _frame (guards re-entry)
     _discarding = False  # inside the tail of a line already reported too long
 
     def lineTooLong(self):
@@ -36,29 +40,33 @@ class RequestLineReceiver(LineReceiver):
         raise NotImplementedError
 
     def dataReceived(self, data):
-        self._buffer += data
-        if self._busyReceiving:
+        self._unread += data
+        if self._framing:
             # Re-entered from a callback (resumeProducing, setLineMode with
             # extra bytes): the running loop below sees the new bytes.
             return
-        self._busyReceiving = True
+        self._framing = True
         try:
-            self._processBuffer()
+            self._frame()
         finally:
-            self._busyReceiving = False
-            self._buffer = self._buffer[self._pos :]
+            self._framing = False
+            self._unread = self._unread[self._pos :]
             self._pos = 0
 
-    def _processBuffer(self):
+    def clearLineBuffer(self):
+        rest, self._unread, self._pos = self._unread[self._pos :], b"", 0
+        return rest
+
+    def _frame(self):
         limit = self.MAX_LENGTH + 1  # room for the \r of a CRLF
         while not self.paused:
-            buffer = self._buffer
+            buffer = self._unread
             if not self.line_mode:
                 rest = buffer[self._pos :]
-                self._buffer, self._pos = b"", 0
+                self._unread, self._pos = b"", 0
                 if rest:
                     self.rawDataReceived(rest)
-                if not self.line_mode and not self._buffer:
+                if not self.line_mode and not self._unread:
                     return
                 continue
             end = buffer.find(b"\n", self._pos)
@@ -79,3 +87,8 @@ class RequestLineReceiver(LineReceiver):
                 self.lineReceived(line)
             if self.transport is None or self.transport.disconnecting:
                 return
+
+    @property
+    def receiving(self):
+        """True while lines received in one chunk are being handed on."""
+        return self._framing

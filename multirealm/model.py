@@ -12,6 +12,7 @@ from multirealm.names import Address
 PRIVATE = "private"
 GROUP = "group"
 
+
 class MessageIds:
     """
     Mints network-unique message ids: 32 hex digits, the first 12 the epoch
@@ -45,11 +46,24 @@ def format_timestamp(seconds):
 
 
 @attrs.frozen
+class FileRef:
+    """
+    A file carried by a message: C{name} is the sender's label (never a
+    path), C{id} names the stored bytes, C{size} is in bytes (64-bit).
+    """
+
+    name: str
+    id: str
+    size: int
+
+
+@attrs.frozen
 class Message:
     """
     One accepted message.  C{kind} is L{PRIVATE} (C{recipient} is a user) or
     L{GROUP} (C{recipient} is a group).  Addresses are always qualified with
-    their realm; L{to_wire} renders them relative to the reading realm.
+    their realm; L{to_wire} renders them relative to the reading realm.  A
+    file message has a L{FileRef} in C{file} and an empty C{text}.
     """
 
     id: str
@@ -58,15 +72,51 @@ class Message:
     recipient: Address
     text: str
     timestamp: str
+    file: FileRef | None = None
 
     def to_wire(self, realm):
+        if self.file is None:
+            return {
+                "id": self.id,
+                "msg_from": self.sender.relative_to(realm),
+                "msg_to": self.recipient.relative_to(realm),
+                "msg": self.text,
+                "timestamp": self.timestamp,
+            }
         return {
             "id": self.id,
             "msg_from": self.sender.relative_to(realm),
             "msg_to": self.recipient.relative_to(realm),
-            "msg": self.text,
+            "file": self.file.name,
+            "file_id": self.file.id,
+            "size": self.file.size,
             "timestamp": self.timestamp,
         }
+
+
+@attrs.frozen
+class Delivery:
+    """
+    What storing one message did, reported by the store once committed and
+    announced by the core's notifier (L{multirealm.core.notifier}).
+
+    @ivar message: the L{Message} as stored.
+    @ivar origin: the realm that minted or handed over the message: this
+        realm for a message sent here, the peer for one received.
+    @ivar local_users: names of this realm's users whose history received
+        it: the local sender and recipient of a private message, every
+        local member of a group of this realm.
+    @ivar queued_for: peer realms it was queued for, in the same
+        transaction.
+    @ivar duplicate: True if (origin, id) was stored before: nothing was
+        written and nothing is announced.
+    """
+
+    message: Message
+    origin: str
+    local_users: frozenset = frozenset()
+    queued_for: frozenset = frozenset()
+    duplicate: bool = False
 
 
 @attrs.frozen
@@ -75,3 +125,13 @@ class History:
 
     messages: tuple
     more: bool
+
+
+def user_mailbox(address):
+    """The mailbox of a user's private history, named by the user's L{Address}."""
+    return f"user:{address}"
+
+
+def group_mailbox(address):
+    """The mailbox of a group's history, named by the group's L{Address}."""
+    return f"group:{address}"

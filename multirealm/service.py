@@ -1,47 +1,57 @@
 """
-Build the service tree of one realm: L{build_realm_service}.
+Build the service tree of one realm: L{build_realm_service}.  The one
+place that wires the core to its adapters (storage, chat).
 """
 
 import os
 
+from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
 
-from multirealm.chat import ChatFactory
-from multirealm.passwords import PasswordHasher
-from multirealm.realm import Realm
-from multirealm.store import SQLiteStore
+from multirealm.chat.protocol import ChatFactory
+from multirealm.core.passwords import PasswordHasher
+from multirealm.core.realm import Realm
+from multirealm.storage.store import SQLiteStore
 
 DATABASE_FILE = "realm.sqlite3"
 SESSION_PURGE_SECONDS = 3600
 
 
-class ListeningService(Service):
+def tcp_description(host, port):
+    """The endpoint description of a TCP port on C{host} (IPv6 literals quoted)."""
+    return f"tcp:port={port}:interface={endpoints.quoteStringArgument(host)}"
+
+
+class _PortRecorder:
     """
-    Listen on a TCP port while running.  C{port} is the listening port once
-    started (its C{getHost().port} is the real number when configured as 0).
-    Binding happens in C{privilegedStartService} and raises
-    L{twisted.internet.error.CannotListenError} at once if the port is taken.
+    An endpoint that keeps the port it listens on as C{port}, so that the
+    real number of a port configured as 0 can be read (tests, logs).
     """
 
-    def __init__(self, reactor, port, factory, interface):
-        self._reactor = reactor
-        self._port_number = port
-        self._factory = factory
-        self._interface = interface
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
         self.port = None
 
-    def privilegedStartService(self):
-        self.port = self._reactor.listenTCP(
-            self._port_number, self._factory, interface=self._interface
-        )
-        Service.privilegedStartService(self)
+    def listen(self, factory):
+        def listening(port):
+            self.port = port
+            return port
 
-    def stopService(self):
-        Service.stopService(self)
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
+        return self._endpoint.listen(factory).addCallback(listening)
+
+
+def listening_service(description, factory, reactor):
+    """
+    A service listening on the endpoint C{description} while it runs
+    (C{strports.service}: binding in C{privilegedStartService}, raising
+    L{twisted.internet.error.CannotListenError} at once if the port is
+    taken).  Its C{endpoint.port} is the listening port once started.
+    """
+    service = strports.service(description, factory, reactor=reactor)
+    service.endpoint = _PortRecorder(service.endpoint)
+    return service
 
 
 class RealmCoreService(Service):
@@ -65,21 +75,26 @@ class RealmCoreService(Service):
         return self.store.stop()
 
 
-def build_realm_service(config, realm_name, reactor=None, hasher=None):
+def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=None):
     """
     The L{MultiService} of realm C{realm_name} of the L{NetworkConfig}
-    C{config}.  Opens the realm's database (creating its data directory),
-    so a bad data directory fails here, before anything listens.
+    C{config}.  Opens the realm's database (creating its data directory
+    and bringing its schema up to date), so a bad data directory fails
+    here, before anything listens.
+
+    C{clock} (default: C{reactor}) gives the realm its time and runs its
+    timers.
 
     Its children, by name: C{core} (a L{RealmCoreService}, whose C{realm} is
-    the L{Realm}) and C{chat} (a L{ListeningService}).
+    the L{Realm}) and C{chat} (see L{listening_service}).
     """
     if reactor is None:
         from twisted.internet import reactor
+    clock = clock or reactor
     realm_config = config.realm(realm_name)
     store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
     hasher = hasher or PasswordHasher(reactor)
-    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, reactor)
+    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock)
 
     top = MultiService()
     core = RealmCoreService(realm, store, hasher)
@@ -88,13 +103,13 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None):
     # Expired sessions are refused when used; this also removes the ones
     # nobody uses again, so the table does not grow for ever.
     purge = TimerService(SESSION_PURGE_SECONDS, realm.purge_expired_sessions)
-    purge.clock = reactor
+    purge.clock = clock
+    purge.setName("session-purge")
     purge.setServiceParent(top)
-    chat = ListeningService(
+    chat = listening_service(
+        tcp_description(realm_config.host, realm_config.chat_port),
+        ChatFactory(realm, config.limits, clock),
         reactor,
-        realm_config.chat_port,
-        ChatFactory(realm, config.limits, reactor),
-        realm_config.host,
     )
     chat.setName("chat")
     chat.setServiceParent(top)

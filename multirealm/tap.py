@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from multirealm import config as configuration
 from multirealm.service import build_realm_service
+from multirealm.storage.schema import SchemaError
 
 
 class Options(usage.Options):
@@ -55,6 +56,8 @@ def makeService(options):
         realm_service = build_realm_service(network, options["realm"])
     except configuration.ConfigError as e:
         _fail(str(e))
+    except SchemaError as e:
+        _fail(f"cannot use the data of realm {options['realm']}: {e}")
     except (OSError, sqlite3.Error) as e:
         _fail(f"cannot open the data of realm {options['realm']}: {e}")
     top = _ExitOnStartupError()

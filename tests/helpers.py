@@ -9,11 +9,11 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import StringTransport
 
-from multirealm.chat import ChatFactory
+from multirealm.chat.protocol import ChatFactory
 from multirealm.config import Limits
-from multirealm.passwords import hash_password, verify_password
-from multirealm.realm import Realm
-from multirealm.store import SQLiteStore
+from multirealm.core.passwords import hash_password, verify_password
+from multirealm.core.realm import Realm
+from multirealm.storage.store import SQLiteStore
 
 # The real scrypt, at a cost that keeps the suite fast.
 CHEAP_COST = (2**4, 1, 1)
@@ -46,9 +46,13 @@ def make_store(testcase, name="1", inline=True, path=None):
 
 
 def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=None):
-    """A Realm with an inline store (synchronous Deferreds) and a Clock."""
-    clock = clock or task.Clock()
-    clock.advance(1_700_000_000)  # a plausible "now" for timestamps
+    """
+    A Realm with an inline store (synchronous Deferreds) and a Clock.  A
+    clock made here starts at a plausible "now"; one given is used as it is.
+    """
+    if clock is None:
+        clock = task.Clock()
+        clock.advance(1_700_000_000)  # a plausible "now" for timestamps
     store = store or make_store(testcase, name)
     return Realm(name, peers, limits or Limits(), store, InlineHasher(), clock)
 
@@ -57,7 +61,7 @@ class Client:
     """A ChatProtocol on a StringTransport, read as parsed replies."""
 
     def __init__(self, realm, limits=None, clock=None):
-        self.clock = clock or realm._clock
+        self.clock = clock or realm.clock
         self.factory = ChatFactory(realm, limits or realm.limits, self.clock)
         self.protocol = self.factory.buildProtocol(None)
         self.transport = StringTransport()
@@ -94,3 +98,16 @@ def parse_replies(data):
     assert data.endswith(b"\r\n\r\n") or data == b"", data[-50:]
     chunks = data.split(b"\r\n\r\n")[:-1]
     return [json.loads(chunk) for chunk in chunks]
+
+
+@defer.inlineCallbacks
+def wait_until(predicate, timeout=10.0, step=0.01):
+    """
+    Poll C{predicate} on the real reactor every C{step} seconds; fail with
+    C{AssertionError} if it is still false after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {predicate}")
+        yield task.deferLater(reactor, step)

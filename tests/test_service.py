@@ -60,7 +60,7 @@ class ServiceTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def talk(self, service, *lines):
-        port = service.getServiceNamed("chat").port.getHost().port
+        port = service.getServiceNamed("chat").endpoint.port.getHost().port
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
         client = Collector([line.encode() for line in lines])
         yield endpoints.connectProtocol(endpoint, client)

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from multirealm.commands import COMMANDS
 from multirealm.config import Limits
-from tests.helpers import Client, make_realm, make_store, parse_replies
+from tests.helpers import Client, make_realm, make_store, parse_replies, wait_until
 
 
 def codes(replies):
@@ -69,7 +69,7 @@ class AccountTests(ChatTestCase):
         self.assertEqual(self.error(Client(self.realm), "inbox -"), "invalid_session")
 
     def test_session_expires(self):
-        clock = self.realm._clock
+        clock = self.realm.clock
         clock.advance(self.realm.limits.session_days * 86400 - 1)
         self.assertEqual(self.alice.ask("inbox -")["status"], "OK")
         clock.advance(2)
@@ -323,8 +323,7 @@ class OrderTests(unittest.TestCase):
         lines += [f"send - heru n{i}" for i in range(200)]
         lines += ["listusers", "frob", "inbox -", "send - nobody x", "help"]
         client.send(*lines)
-        while client.transport.value().count(b"\r\n\r\n") < len(lines):
-            yield task.deferLater(reactor, 0.01)
+        yield wait_until(lambda: client.transport.value().count(b"\r\n\r\n") >= len(lines))
         replies = client.replies()
         self.assertEqual(len(replies), len(lines))
         self.assertEqual(codes(replies[:203]), ["OK"] * 203)
@@ -355,7 +354,7 @@ class FlowControlTests(unittest.TestCase):
         client = Client(realm)
         client.send(*["listusers"] * 5)
         self.assertEqual(codes(client.replies()), ["OK"] * 3 + ["rate_limited"] * 2)
-        realm._clock.advance(1)
+        realm.clock.advance(1)
         client.send(*["listusers"] * 3)
         self.assertEqual(codes(client.replies()), ["OK", "OK", "rate_limited"])
 
@@ -403,14 +402,15 @@ class HalfCloseTests(unittest.TestCase):
         client = Client(realm)
         gate = defer.Deferred()
         realm.list_users = lambda: gate
-        client.protocol._hold("auth")  # as while a register is hashing
-        client.send("listusers", "help")
+        hashing = defer.Deferred()  # a register whose password is hashing
+        realm.register = lambda username, password: hashing
+        client.send("register zed pw", "listusers", "help")
         client.protocol.readConnectionLost()  # the client's EOF
         self.assertFalse(client.transport.disconnecting)
-        client.protocol._release("auth")
+        hashing.callback(None)
         self.assertFalse(client.transport.disconnecting)  # listusers pending
         gate.callback(["zed"])
-        self.assertEqual(codes(client.replies()), ["OK", "OK"])
+        self.assertEqual(codes(client.replies()), ["OK", "OK", "OK"])
         self.assertTrue(client.transport.disconnecting)
 
     def test_nothing_pending_closes_at_once(self):

@@ -1,9 +1,11 @@
 """
-The durable store: L{IStore} and its SQLite implementation.
+The durable store: L{SQLiteStore}, the SQLite implementation of
+L{multirealm.core.interfaces.IStore}.
 
-The SQL itself lives in L{multirealm.sql}; this module runs it.  Every
-operation runs on one database
-thread owned by the store, never on the reactor thread, and returns a
+The SQL itself lives in L{multirealm.storage.queries} and the tables in
+L{multirealm.storage.schema}; this module runs them.  Every operation runs
+on one database thread owned by the store, never on the reactor thread,
+and returns a
 Deferred that fires on the reactor thread once the operation's transaction
 has committed (group commit): the thread takes every operation queued while
 it was busy, runs them in one transaction, commits once, and then answers
@@ -22,91 +24,12 @@ import threading
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from multirealm import errors, sql
-
-class IStore(Interface):
-    """
-    Durable state of one realm.  Every method returns a Deferred that fires
-    once the effect is committed; refusals fail with a L{errors.ChatError}.
-    Addresses are L{Address} values; stored qualified (C{user@realm}).
-    """
-
-    def start():
-        """Start serving operations."""
-
-    def stop():
-        """Finish queued operations, close; Deferred fires when done."""
-
-    def create_user(name, password_hash, created):
-        """Add a local user; L{errors.UserExists} if taken."""
-
-    def password_hash(name):
-        """The stored hash of a local user, or None."""
-
-    def list_users():
-        """Sorted names of this realm's users."""
-
-    def create_session(token_hash, user, expires):
-        """Record a session of C{user} valid until C{expires} (epoch s)."""
-
-    def session_user(token_hash, now):
-        """The user of a live session, or None (expired ones are removed)."""
-
-    def delete_session(token_hash):
-        """End a session; True if it existed."""
-
-    def purge_sessions(now):
-        """Remove every session expired by C{now}; fires with how many."""
-
-    def add_private_message(message):
-        """
-        Store a private message in the history of each party of this realm,
-        and queue it for the recipient's realm if that is another; fires
-        with the message.  A recipient of this realm must exist
-        (L{errors.NoSuchUser}).
-        """
-
-    def add_group_message(message):
-        """
-        Store a group message; fires with the message.  For a group of this
-        realm: the group must exist (L{errors.NoSuchGroup}) and have the
-        sender as a member (L{errors.NotAMember}); the message goes into its
-        history and is queued once for every other realm with members.  For
-        a group of another realm: it goes into this realm's copy of that
-        group's history and is queued for the group's realm.
-        """
-
-    def history(mailbox, after_id, limit):
-        """
-        A L{History} page of C{mailbox} (named by L{sql.user_mailbox} or
-        L{sql.group_mailbox}): without C{after_id} its newest C{limit}
-        messages, with it the oldest C{limit} after that id;
-        L{errors.BadRequest} for an unknown id.
-        """
-
-    def create_group(name, creator, members, created):
-        """
-        Create local group C{name}; C{members} (addresses, the creator among
-        them) whose realm is C{creator.realm} must be users here.
-        """
-
-    def group_history(name, reader, after_id, limit):
-        """
-        L{history} of local group C{name}, if C{reader} (an address) is a
-        member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.
-        """
-
-    def leave_group(name, member):
-        """Remove C{member} from local group C{name}."""
-
-    def list_groups():
-        """Sorted names of this realm's groups."""
-
-    def pending_counts():
-        """{realm: number of messages waiting in its outbox}."""
-
+from multirealm import errors
+from multirealm.core.interfaces import IStore
+from multirealm.storage import queries
+from multirealm.storage import schema
 
 class _Operation:
     __slots__ = ("function", "args", "deferred", "writes")
@@ -154,28 +77,18 @@ class SQLiteStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        self.migrated = schema.migrate(self._db, path)  # (from, to) versions
         self._inline = inline
-        self._cache = sql.ThreadCache()
+        # What the database thread remembers between operations; only that
+        # thread touches it (tests reach it through operations they submit).
+        self.thread_cache = queries.ThreadCache()
+        self.commits = 0  # transactions committed: a figure for tests and tuning
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
         self._pending = []  # operations of this reactor turn
         self._thread = None
         self._stop_waiters = []
         # Operations queued before start() wait for it; after stop() they fail.
         self._accepting = True
-
-    def _migrate(self):
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == sql.SCHEMA_VERSION:
-            return
-        if version != 0:
-            raise RuntimeError(
-                f"{self.path}: schema version {version}, this code knows {sql.SCHEMA_VERSION}"
-            )
-        # executescript runs the whole schema as one transaction.
-        self._db.executescript(
-            f"BEGIN; {sql.SCHEMA}; PRAGMA user_version = {sql.SCHEMA_VERSION}; COMMIT;"
-        )
 
     # -- the database thread ------------------------------------------------
 
@@ -210,7 +123,28 @@ class SQLiteStore:
         for waiter in waiters:
             waiter.callback(None)
 
-    def _submit(self, function, *args, writes=True):
+    def durability(self):
+        """
+        Fires with C{{"journal_mode": ..., "synchronous": ...}} as the
+        store's own connection runs them (C{"wal"} and 2, FULL).
+        """
+
+        def read(db):
+            return {
+                "journal_mode": db.execute("PRAGMA journal_mode").fetchone()[0],
+                "synchronous": db.execute("PRAGMA synchronous").fetchone()[0],
+            }
+
+        return self.submit(read, writes=False)
+
+    def submit(self, function, *args, writes=True):
+        """
+        Run C{function(db, *args)} on the database thread inside the next
+        batch's transaction; the Deferred fires with its result once
+        committed.  C{writes=False} declares that it changes no row.  The
+        L{multirealm.storage.queries} contract holds: refuse with a
+        L{errors.ChatError} only before changing a row.
+        """
         if not self._accepting:
             return defer.fail(errors.ChatError("the realm is shutting down; try again"))
         operation = _Operation(function, args, writes)
@@ -286,7 +220,7 @@ class SQLiteStore:
                     if savepoint:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
-                        self._cache.clear()  # it may name rows just undone
+                        self.thread_cache.clear()  # it may name rows just undone
                     elif not isolated and not (
                         isinstance(e, errors.ChatError) and db.total_changes == changes
                     ):
@@ -297,8 +231,9 @@ class SQLiteStore:
                         db.execute("RELEASE op")
                     results.append((op, result))
             db.execute("COMMIT")
+            self.commits += 1
         except BaseException as e:
-            self._cache.clear()
+            self.thread_cache.clear()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(e, _NeedsIsolation):
@@ -318,52 +253,57 @@ class SQLiteStore:
     # -- accounts and sessions ----------------------------------------------
 
     def create_user(self, name, password_hash, created):
-        return self._submit(sql.create_user, name, password_hash, created)
+        return self.submit(queries.create_user, name, password_hash, created)
 
     def password_hash(self, name):
-        return self._submit(sql.password_hash, name, writes=False)
+        return self.submit(queries.password_hash, name, writes=False)
 
     def list_users(self):
-        return self._submit(sql.list_users, writes=False)
+        return self.submit(queries.list_users, writes=False)
 
     def create_session(self, token_hash, user, expires):
-        return self._submit(sql.create_session, token_hash, user, expires)
+        return self.submit(queries.create_session, token_hash, user, expires)
 
     def session_user(self, token_hash, now):
-        return self._submit(sql.session_user, token_hash, now)
+        return self.submit(queries.session_user, token_hash, now)
 
     def delete_session(self, token_hash):
-        return self._submit(sql.delete_session, token_hash)
+        return self.submit(queries.delete_session, token_hash)
 
     def purge_sessions(self, now):
-        return self._submit(sql.purge_sessions, now)
+        return self.submit(queries.purge_sessions, now)
 
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
-        return self._submit(sql.add_private_message, self._cache, self.realm, message)
+        return self.submit(queries.add_private_message, self.thread_cache, self.realm, message)
 
     def add_group_message(self, message):
-        return self._submit(sql.add_group_message, self._cache, self.realm, message)
+        return self.submit(queries.add_group_message, self.thread_cache, self.realm, message)
+
+    def receive_message(self, origin, message):
+        return self.submit(
+            queries.receive_message, self.thread_cache, self.realm, origin, message
+        )
 
     def history(self, mailbox, after_id, limit):
-        return self._submit(sql.history, self._cache, mailbox, after_id, limit, writes=False)
+        return self.submit(queries.history, self.thread_cache, mailbox, after_id, limit, writes=False)
 
     # -- groups -------------------------------------------------------------
 
     def create_group(self, name, creator, members, created):
-        return self._submit(sql.create_group, self._cache, name, creator, members, created)
+        return self.submit(queries.create_group, self.thread_cache, name, creator, members, created)
 
     def group_history(self, name, reader, after_id, limit):
-        return self._submit(
-            sql.group_history, self._cache, self.realm, name, reader, after_id, limit, writes=False
+        return self.submit(
+            queries.group_history, self.thread_cache, self.realm, name, reader, after_id, limit, writes=False
         )
 
     def leave_group(self, name, member):
-        return self._submit(sql.leave_group, name, member)
+        return self.submit(queries.leave_group, name, member)
 
     def list_groups(self):
-        return self._submit(sql.list_groups, writes=False)
+        return self.submit(queries.list_groups, writes=False)
 
     def pending_counts(self):
-        return self._submit(sql.pending_counts, writes=False)
+        return self.submit(queries.pending_counts, writes=False)

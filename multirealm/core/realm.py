@@ -1,23 +1,31 @@
 """
 The core of one realm: accounts, sessions, messages and groups.
 
-L{Realm} knows no sockets.  Each operation takes plain values (the caller's
-user name, the words of the request) and returns a value or a Deferred;
-refusals raise L{errors.ChatError}.  The chat protocol is one caller; the
-realm link (federation) will be another.
+L{Realm} knows no sockets and no SQL.  Each operation takes plain values
+(the caller's user name, the words of the request) and returns a value or a
+Deferred; refusals raise L{errors.ChatError}.  The chat protocol is one
+caller; the realm link (federation) is another, through L{Realm.receive}.
+Every stored message is announced, after its commit, through
+L{Realm.notifier}.
 """
 
 import functools
-import hashlib
-import secrets
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from multirealm import errors
-from multirealm.model import GROUP, PRIVATE, Message, MessageIds, format_timestamp
+from multirealm.core.notifier import Notifier
+from multirealm.core.sessions import Sessions
+from multirealm.model import (
+    GROUP,
+    PRIVATE,
+    Message,
+    MessageIds,
+    format_timestamp,
+    user_mailbox,
+)
 from multirealm.names import Address, check_name
-from multirealm.sql import user_mailbox
 
 log = Logger()
 
@@ -32,19 +40,18 @@ def _deferred(coroutine_function):
     return wrapper
 
 
-def _token_hash(token):
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 class Realm:
     """
     @param name: this realm's name.
     @param peers: names of the realms this one links to.
     @param limits: the network's L{multirealm.config.Limits}.
-    @param store: an L{multirealm.store.IStore}.
-    @param hasher: a L{multirealm.passwords.PasswordHasher}.
+    @param store: an L{multirealm.core.interfaces.IStore}.
+    @param hasher: a L{multirealm.core.passwords.PasswordHasher}.
     @param clock: an L{IReactorTime} giving the time of timestamps,
         session expiry and message ids.
+
+    @ivar notifier: the L{Notifier} that announces every stored message.
+    @ivar sessions: the L{Sessions} of this realm.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
@@ -53,20 +60,17 @@ class Realm:
         self.name = name
         self.peers = tuple(peers)
         self.limits = limits
+        self.clock = clock
+        self.notifier = Notifier()
+        self.sessions = Sessions(store, clock, limits.session_days * 86400)
         self._store = store
         self._hasher = hasher
-        self._clock = clock
-        # token -> (user, expires): sessions seen since start.  The store
-        # stays the truth (it keeps only token hashes); this saves a hash
-        # and a database round trip on every request.  Every logout goes
-        # through this object, so it never holds a session the store ended.
-        self._sessions = {}
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
 
     def _now(self):
-        return self._clock.seconds()
+        return self.clock.seconds()
 
     # -- accounts and sessions ----------------------------------------------
 
@@ -90,47 +94,22 @@ class Realm:
         if not await self._hasher.verify(password, stored):
             log.info("failed login as {user!r} on realm {realm}", user=name, realm=self.name)
             raise errors.BadCredentials("wrong username or password")
-        token = secrets.token_urlsafe(32)
-        expires = self._now() + self.limits.session_days * 86400
-        await self._store.create_session(_token_hash(token), name, expires)
-        self._sessions[token] = (name, expires)
-        return token
+        return await self.sessions.create(name)
 
     @_deferred
     async def logout(self, token):
-        self._sessions.pop(token, None)
-        await self._store.delete_session(_token_hash(token))
-        # A lookup of this token queued before the delete may have cached
-        # it again meanwhile; answers come in queue order, so this is after.
-        self._sessions.pop(token, None)
+        await self.sessions.end(token)
 
     def session_user(self, token):
         """
         The user name of a live session, at once when the session is known
         here, else a Deferred.  L{errors.InvalidSession} if there is none.
         """
-        known = self._sessions.get(token)
-        if known is not None:
-            user, expires = known
-            if expires > self._now():
-                return user
-            del self._sessions[token]
-            raise errors.InvalidSession("session expired: log in again with auth")
-        d = self._store.session_user(_token_hash(token), self._now())
-        return d.addCallback(self._remember_session, token)
-
-    def _remember_session(self, found, token):
-        if found is None:
-            raise errors.InvalidSession("unknown or expired session: log in with auth")
-        self._sessions[token] = found
-        return found[0]
+        return self.sessions.user_of(token)
 
     def purge_expired_sessions(self):
         """Forget every expired session, here and in the store."""
-        now = self._now()
-        for token in [t for t, (_, expires) in self._sessions.items() if expires <= now]:
-            del self._sessions[token]
-        return self._store.purge_sessions(now)
+        return self.sessions.purge_expired()
 
     def list_users(self):
         return self._store.list_users()
@@ -166,7 +145,8 @@ class Realm:
 
     # -- messages -----------------------------------------------------------
 
-    def _new_message(self, kind, sender, recipient, text):
+    def new_message(self, kind, sender, recipient, text):
+        """A L{Message} from local user C{sender}, with a new id and the time now."""
         milliseconds = int(self._now() * 1000)
         if milliseconds != self._stamp[0]:
             # Messages of the same millisecond share one formatted timestamp.
@@ -180,18 +160,71 @@ class Realm:
             timestamp=self._stamp[1],
         )
 
+    def _committed(self, delivery):
+        """Announce a message sent here (after its commit); fire with the message."""
+        return self._announce(delivery).message
+
     def send(self, sender, recipient, text):
         """
         Accept a private message from local user C{sender} to the
         L{Address} C{recipient}; fires with the L{Message} once durable.
         """
-        return self._store.add_private_message(
-            self._new_message(PRIVATE, sender, recipient, text)
-        )
+        message = self.new_message(PRIVATE, sender, recipient, text)
+        return self._store.add_private_message(message).addCallback(self._committed)
 
     def send_group(self, sender, group, text):
         """Accept a message to the group at L{Address} C{group}."""
-        return self._store.add_group_message(self._new_message(GROUP, sender, group, text))
+        message = self.new_message(GROUP, sender, group, text)
+        return self._store.add_group_message(message).addCallback(self._committed)
+
+    def receive(self, origin, message):
+        """
+        Store a L{Message} that peer realm C{origin} handed over, keeping
+        its id and timestamp; fires with the L{multirealm.model.Delivery}
+        once durable (C{duplicate} if this (origin, id) was stored before:
+        answer it OK all the same).
+
+        A link speaks only for its own realm: the sender must be of
+        C{origin}, except in a message to a group of C{origin}, which the
+        group's home realm forwards on behalf of members of any realm.
+        L{errors.Forbidden} otherwise.
+        """
+        try:
+            self._check_received(origin, message)
+        except errors.ChatError:
+            return defer.fail()
+        d = self._store.receive_message(origin, message)
+        return d.addCallback(self._announce)
+
+    def _check_received(self, origin, message):
+        if origin not in self.peers:
+            raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
+        if message.kind == PRIVATE:
+            if message.sender.realm != origin:
+                raise errors.Forbidden(
+                    f"realm {origin} cannot send for {message.sender}: not one of its users"
+                )
+            if message.recipient.realm != self.name:
+                raise errors.BadRequest(f"{message.recipient} is not a user of realm {self.name}")
+        elif message.kind == GROUP:
+            group = message.recipient
+            if group.realm == self.name:
+                if message.sender.realm != origin:
+                    raise errors.Forbidden(
+                        f"realm {origin} cannot send for {message.sender}: not one of its users"
+                    )
+            elif group.realm != origin:
+                raise errors.Forbidden(
+                    f"realm {origin} cannot forward to {group}: the group lives on {group.realm}"
+                )
+        else:
+            raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
+
+    def _announce(self, delivery):
+        """Announce a stored message unless it was a duplicate; fire with the delivery."""
+        if not delivery.duplicate:
+            self.notifier.notify(delivery)
+        return delivery
 
     def inbox(self, user, after_id=None):
         return self._store.history(
@@ -242,4 +275,3 @@ class Realm:
                 for peer in self.peers
             ]
         )
-

@@ -13,8 +13,9 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, Message
 from multirealm.names import Address
-from multirealm.sql import group_mailbox, mailbox_number, user_mailbox
-from multirealm.store import SQLiteStore
+from multirealm.model import group_mailbox, user_mailbox
+from multirealm.storage.queries import mailbox_number
+from multirealm.storage.store import SQLiteStore
 
 
 def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
@@ -111,7 +112,7 @@ class BatchTests(StoreTestCase):
 
         first = store.create_user("a", "h", "t")
         duplicate = store.create_user("a", "h", "t")
-        broken = store._submit(half_done_then_broken)
+        broken = store.submit(half_done_then_broken)
         last = store.create_user("b", "h", "t")
         store.start()
         yield first
@@ -128,7 +129,7 @@ class BatchTests(StoreTestCase):
             raise ValueError("bug in a query")
 
         before = store.create_user("a", "h", "t")
-        broken = store._submit(broken_read, writes=False)
+        broken = store.submit(broken_read, writes=False)
         after = store.create_user("b", "h", "t")
         store.start()
         yield before
@@ -157,7 +158,7 @@ class BatchTests(StoreTestCase):
             db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
             raise errors.UserExists("too late to refuse cleanly")
 
-        late = store._submit(refuse_late)
+        late = store.submit(refuse_late)
         kept = store.create_user("a", "h", "t")
         store.start()
         yield self.assertFailure(late, errors.UserExists)
@@ -170,10 +171,10 @@ class BatchTests(StoreTestCase):
         users = self.populate_inline_free(store)  # queued first, same batch
 
         def make_alices_mailbox_then_break(db):
-            mailbox_number(db, store._cache, user_mailbox(Address("alice", "1")), create=True)
+            mailbox_number(db, store.thread_cache, user_mailbox(Address("alice", "1")), create=True)
             raise ValueError("bug")
 
-        broken = store._submit(make_alices_mailbox_then_break)
+        broken = store.submit(make_alices_mailbox_then_break)
         to_heru = store.add_private_message(message(1, sender="heru", recipient="heru"))
         store.start()
         yield users
@@ -190,7 +191,7 @@ class BatchTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_operations_run_off_the_calling_thread(self):
         store = self.open()
-        ident = yield store._submit(lambda db: threading.get_ident(), writes=False)
+        ident = yield store.submit(lambda db: threading.get_ident(), writes=False)
         self.assertNotEqual(ident, threading.get_ident())
 
     @defer.inlineCallbacks

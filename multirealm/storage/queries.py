@@ -1,7 +1,8 @@
 """
-The SQL of the store: the schema, and the operations that run on the
-store's database thread inside a transaction (L{multirealm.store} runs
-them, batches them and answers them).
+The SQL of the store: the operations that run on the store's database
+thread inside a transaction (L{multirealm.storage.store} runs them, batches
+them and answers them).  The tables are made by the numbered steps of
+L{multirealm.storage.schema}.
 
 Every operation takes the sqlite3 connection first.  An operation refuses
 with a L{errors.ChatError} only before it changes any row; the store
@@ -9,75 +10,9 @@ relies on that to run batches without savepoints.
 """
 
 from multirealm import errors
-from multirealm.model import History, Message
+from multirealm.model import GROUP as GROUP_KIND
+from multirealm.model import Delivery, FileRef, History, Message, group_mailbox, user_mailbox
 from multirealm.names import Address
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE users (
-    name TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE TABLE sessions (
-    token_hash TEXT PRIMARY KEY,   -- sha256 of the token: a stolen file holds no usable token
-    user TEXT NOT NULL,
-    expires REAL NOT NULL
-);
-CREATE TABLE groups (
-    name TEXT PRIMARY KEY,
-    creator TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE TABLE members (
-    group_name TEXT NOT NULL,
-    member TEXT NOT NULL,          -- qualified address, user@realm
-    PRIMARY KEY (group_name, member)
-) WITHOUT ROWID;
--- seq is the realm's own arrival order; messages are never deleted, so an
--- INTEGER PRIMARY KEY never reuses a value.
-CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    body TEXT NOT NULL,
-    timestamp TEXT NOT NULL
-);
--- One mailbox per conversation: 'user:alice@1' for a user's private
--- history, 'group:team@1' for a group's.
-CREATE TABLE mailboxes (
-    id INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL UNIQUE
-);
--- Which mailboxes a message appears in.  Keyed by the mailbox's number, not
--- its name: smaller index pages, fewer of them written per commit.
-CREATE TABLE timeline (
-    mailbox INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (mailbox, seq)
-) WITHOUT ROWID;
--- Messages waiting to be handed to another realm (PROTOCOL.md §2),
--- written in the same transaction as the message.
-CREATE TABLE outbox (
-    realm TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (realm, seq)
-) WITHOUT ROWID;
-"""
-
-
-def user_mailbox(address):
-    """The mailbox of a user's private history."""
-    return f"user:{address}"
-
-
-def group_mailbox(address):
-    """The mailbox of a group's history."""
-    return f"group:{address}"
-
 
 class ThreadCache:
     """
@@ -98,8 +33,6 @@ class ThreadCache:
     def clear(self):
         self.users.clear()
         self.mailboxes.clear()
-
-
 
 
 def list_users(db):
@@ -190,17 +123,26 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
-def insert_message(db, cache, message, mailboxes, outbox_realms):
+def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
+    """
+    Add C{message} to the C{mailboxes} named and to the outbox of each of
+    C{outbox_realms}; return the L{Delivery}.
+    """
+    file = message.file
     seq = db.execute(
-        "INSERT INTO messages (id, kind, sender, recipient, body, timestamp)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
+        " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            origin,
             message.id,
             message.kind,
             str(message.sender),
             str(message.recipient),
             message.text,
             message.timestamp,
+            file and file.name,
+            file and file.id,
+            file and file.size,
         ),
     ).lastrowid
     db.executemany(
@@ -211,33 +153,74 @@ def insert_message(db, cache, message, mailboxes, outbox_realms):
         db.executemany(
             "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
         )
-    return message
+    return Delivery(message, origin, frozenset(local_users), frozenset(outbox_realms))
 
 
 def add_private_message(db, cache, realm, message):
     sender, recipient = message.sender, message.recipient
-    mailboxes = {user_mailbox(a) for a in (sender, recipient) if a.realm == realm}
+    local = [a for a in (sender, recipient) if a.realm == realm]
     if recipient.realm == realm:
         if not user_exists(db, cache, recipient.name):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
         outbox = ()
     else:
         outbox = (recipient.realm,)
-    return insert_message(db, cache, message, mailboxes, outbox)
+    mailboxes = {user_mailbox(a) for a in local}
+    return insert_message(
+        db, cache, realm, message, mailboxes, outbox, {a.name for a in local}
+    )
+
+
+def group_members(db, realm, group):
+    """(local member names, other realms with members) of local group C{group}."""
+    local, realms = set(), set()
+    for (member,) in db.execute("SELECT member FROM members WHERE group_name = ?", (group,)):
+        member = address(member)
+        if member.realm == realm:
+            local.add(member.name)
+        else:
+            realms.add(member.realm)
+    return local, realms
 
 
 def add_group_message(db, cache, realm, message):
     group = message.recipient
     if group.realm == realm:
         require_member(db, group.name, message.sender)
-        outbox = {
-            address(row[0]).realm
-            for row in db.execute("SELECT member FROM members WHERE group_name = ?", (group.name,))
-        }
-        outbox.discard(realm)
+        local, outbox = group_members(db, realm, group.name)
     else:
-        outbox = (group.realm,)
-    return insert_message(db, cache, message, (group_mailbox(group),), outbox)
+        # A copy of another realm's group: this realm does not know its
+        # members yet (federation replicates them).
+        local, outbox = (), (group.realm,)
+    return insert_message(db, cache, realm, message, (group_mailbox(group),), outbox, local)
+
+
+def receive_message(db, cache, realm, origin, message):
+    """
+    Store a message handed over by peer realm C{origin}: at most once per
+    (C{origin}, id).  The core has checked that C{origin} may speak for its
+    sender.
+    """
+    known = db.execute(
+        "SELECT 1 FROM messages WHERE id = ? AND origin = ?", (message.id, origin)
+    ).fetchone()
+    if known is not None:
+        return Delivery(message, origin, duplicate=True)
+    recipient = message.recipient
+    if message.kind == GROUP_KIND:
+        if recipient.realm == realm:
+            require_member(db, recipient.name, message.sender)
+            local, outbox = group_members(db, realm, recipient.name)
+            outbox.discard(origin)  # never back to the realm it came from
+        else:
+            local, outbox = (), ()
+        mailboxes = (group_mailbox(recipient),)
+    else:
+        if not user_exists(db, cache, recipient.name):
+            raise errors.NoSuchUser(f"no user {recipient.name!r}")
+        local, outbox = (recipient.name,), ()
+        mailboxes = (user_mailbox(recipient),)
+    return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 
 
 def address(text):
@@ -248,7 +231,8 @@ def address(text):
 def history(db, cache, owner, after_id, limit):
     mailbox = mailbox_number(db, cache, owner, create=False)
     select = (
-        "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp"
+        "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
+        " m.file_name, m.file_id, m.file_size"
         " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
     )
     if after_id is None:
@@ -257,8 +241,10 @@ def history(db, cache, owner, after_id, limit):
         more = len(rows) > limit
         rows = rows[1:] if more else rows
     else:
-        after = db.execute("SELECT seq FROM messages WHERE id = ?", (after_id,)).fetchone()
-        if after is None:
+        after = db.execute(
+            "SELECT min(seq) FROM messages WHERE id = ?", (after_id,)
+        ).fetchone()
+        if after[0] is None:
             raise errors.BadRequest(f"no message with id {after_id!r}")
         rows = db.execute(
             select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (mailbox, after[0], limit + 1)
@@ -273,6 +259,7 @@ def history(db, cache, owner, after_id, limit):
             recipient=address(row[3]),
             text=row[4],
             timestamp=row[5],
+            file=None if row[7] is None else FileRef(row[6], row[7], row[8]),
         )
         for row in rows
     )

@@ -3,8 +3,9 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from multirealm import errors, passwords
-from multirealm.passwords import PasswordHasher, hash_password, verify_password
+from multirealm import errors
+from multirealm.core import passwords
+from multirealm.core.passwords import PasswordHasher, hash_password, verify_password
 from tests.helpers import CHEAP_COST
 
 

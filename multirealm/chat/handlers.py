@@ -1,0 +1,151 @@
+"""
+The chat commands: request -> core -> reply (docs/protocol.md, "Commands").
+
+L{Handlers} holds one C{command_<name>} method per entry of
+L{multirealm.commands.COMMANDS}, the shape of Twisted words' C{irc_<VERB>}
+dispatch.  A handler takes the parsed words, calls the core
+(L{multirealm.core.realm.Realm}) and returns the reply: a dict, bytes
+already encoded, or a Deferred of either; a refusal raises or fails with an
+L{errors.ChatError}.  Framing, ordering and flow control are the
+protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
+"""
+
+import attrs
+from twisted.internet import defer
+
+from multirealm import errors, wire
+from multirealm.commands import COMMANDS
+from multirealm.wire import ok
+
+SAME_SESSION = "-"
+
+
+@attrs.frozen
+class Caller:
+    """Who sent a request that carries a session: the user and the token."""
+
+    user: str
+    token: str
+
+
+class Handlers:
+    """
+    The commands of one connection.  C{session} is the token of the last
+    successful C{auth} on this connection: what C{-} stands for.
+    """
+
+    def __init__(self, realm):
+        self.realm = realm
+        self.session = None
+        self._caller = None  # the last Caller, reused while its session sends
+
+    def handle(self, request):
+        """
+        The reply to a parsed L{multirealm.commands.Request}: a value or a
+        Deferred; raises L{errors.ChatError} for a refusal known at once.
+        A bad or unknown session is reported before bad arguments.
+        """
+        command = request.command
+        if command is None:
+            raise request.error
+        if not command.session:
+            if request.error is not None:
+                raise request.error
+            return getattr(self, "command_" + command.name)(**request.args)
+        if request.session is None:
+            raise request.error  # the session id itself is missing
+        token = request.session
+        if token == SAME_SESSION:
+            if self.session is None:
+                raise errors.InvalidSession(
+                    "no session on this connection yet: auth first, or give the session id"
+                )
+            token = self.session
+        user = self.realm.session_user(token)
+        if isinstance(user, defer.Deferred):
+            return user.addCallback(self._run, token, request)
+        return self._run(user, token, request)
+
+    def _run(self, user, token, request):
+        if request.error is not None:
+            raise request.error
+        caller = self._caller
+        if caller is None or caller.token != token or caller.user != user:
+            caller = self._caller = Caller(user, token)
+        handler = getattr(self, "command_" + request.command.name)
+        return handler(caller, **request.args)
+
+    # -- accounts -----------------------------------------------------------
+
+    def command_register(self, username, password):
+        d = self.realm.register(username, password)
+        return d.addCallback(lambda _: ok(message=f"user {username} registered"))
+
+    def command_auth(self, username, password):
+        def logged_in(token):
+            self.session = token
+            return ok(tokenid=token)
+
+        return self.realm.login(username, password).addCallback(logged_in)
+
+    def command_logout(self, caller):
+        if self.session == caller.token:
+            self.session = None
+        return self.realm.logout(caller.token).addCallback(lambda _: ok(message="logged out"))
+
+    def command_listusers(self):
+        return self.realm.list_users().addCallback(lambda users: ok(users=users))
+
+    def command_help(self):
+        return ok(commands=[f"{c.usage}  -- {c.summary}" for c in COMMANDS.values()])
+
+    def command_quit(self):
+        return ok(message="bye")
+
+    # -- messages -----------------------------------------------------------
+
+    def command_send(self, caller, to, message):
+        recipient = self.realm.address(to)
+        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+
+    def command_sendrealm(self, caller, to, message):
+        recipient = self.realm.remote_address(to)
+        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+
+    def command_sendgroup(self, caller, group, message):
+        group = self.realm.address(group, "group name")
+        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+
+    def command_sendgrouprealm(self, caller, group, message):
+        group = self.realm.remote_address(group, "group name")
+        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+
+    def command_inbox(self, caller, after_id):
+        return self.realm.inbox(caller.user, after_id).addCallback(self._history)
+
+    def command_groupinbox(self, caller, group, after_id):
+        group = self.realm.address(group, "group name")
+        return self.realm.group_inbox(caller.user, group, after_id).addCallback(self._history)
+
+    def _history(self, history):
+        realm = self.realm.name
+        return ok(messages=[m.to_wire(realm) for m in history.messages], more=history.more)
+
+    # -- groups and realms --------------------------------------------------
+
+    def command_creategroup(self, caller, group, member):
+        group = self.realm.address(group, "group name")
+        members = [self.realm.address(m) for m in member]
+        d = self.realm.create_group(caller.user, group, members)
+        return d.addCallback(lambda _: ok(message=f"group {group.name} created"))
+
+    def command_leavegroup(self, caller, group):
+        group = self.realm.address(group, "group name")
+        d = self.realm.leave_group(caller.user, group)
+        return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
+
+    def command_listgroups(self):
+        return self.realm.list_groups().addCallback(lambda groups: ok(groups=groups))
+
+    def command_listrealms(self):
+        return self.realm.list_realms().addCallback(lambda realms: ok(realms=realms))

@@ -1,0 +1,193 @@
+"""
+The client port: L{ChatProtocol} and L{ChatFactory} (docs/protocol.md).
+
+The protocol is thin: it frames lines (L{RequestLineReceiver}), applies
+the rate limit, decodes and parses each line with the pure
+L{parse_request}, hands the request to the connection's
+L{multirealm.chat.handlers.Handlers}, and queues the reply in the
+connection's L{OutboundQueue}, which writes replies in request order
+however the core's answers interleave.
+"""
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from multirealm import errors, wire
+from multirealm.chat.handlers import Handlers
+from multirealm.chat.outbound import OutboundQueue
+from multirealm.commands import parse_request
+from multirealm.framing import RequestLineReceiver
+from multirealm.ratelimit import TokenBucket
+
+log = Logger()
+
+
+@implementer(IHalfCloseableProtocol)
+class ChatProtocol(RequestLineReceiver):
+    """
+    One client connection.
+
+    Reading stops (C{pauseProducing}) for any of three reasons, kept apart
+    in C{_holds}: the transport's write buffer is full (a client that does
+    not read its replies), too many replies are pending, or a C{serial}
+    command (C{register}, C{auth}) is running.  The last keeps pipelined
+    requests in order across the password hashing, which runs in a thread
+    pool: C{auth} then C{send - ...}, or C{register} then C{auth}, work
+    when sent in one burst.
+
+    A client may half-close (C{nc -N}, C{printf ... | nc -q 5}): every
+    request it sent before its end still gets its reply, then the server
+    closes.
+    """
+
+    MAX_PENDING = 1000
+
+    def connectionMade(self):
+        factory = self.factory
+        self.realm = factory.realm
+        self.MAX_LENGTH = factory.limits.max_line_bytes
+        self._bucket = TokenBucket(
+            factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
+        )
+        self.handlers = Handlers(self.realm)
+        self._holds = set()
+        self._quitting = False
+        self._input_done = False  # the client half-closed: nothing more comes
+        self._outbound = OutboundQueue(
+            self.transport,
+            on_pause=lambda: self._hold("writes"),
+            on_resume=lambda: self._release("writes"),
+            on_written=self._replies_written,
+        )
+
+    def readConnectionLost(self):
+        self._input_done = True
+        self._close_when_answered()
+
+    def writeConnectionLost(self):
+        pass  # we never half-close our side
+
+    def connectionLost(self, reason):
+        self.connected = False
+        self._quitting = True
+        self._outbound.close()
+
+    # -- flow control -------------------------------------------------------
+
+    def _hold(self, reason):
+        self._holds.add(reason)
+        if not self.paused:
+            RequestLineReceiver.pauseProducing(self)
+
+    def _release(self, reason):
+        self._holds.discard(reason)
+        if self.paused and not self._holds and self.connected:
+            if self._input_done:
+                # Nothing more to read: just go on with the lines received.
+                self.paused = False
+                self.dataReceived(b"")
+            else:
+                RequestLineReceiver.resumeProducing(self)
+
+    def dataReceived(self, data):
+        RequestLineReceiver.dataReceived(self, data)
+        self._close_when_answered()
+
+    def _replies_written(self):
+        if "pending" in self._holds and len(self._outbound) < self.MAX_PENDING // 2:
+            self._release("pending")
+        self._close_when_answered()
+
+    def _close_when_answered(self):
+        """After quit or the client's end, close once every reply is out."""
+        if self._outbound or self.receiving or not self.connected:
+            return
+        if self._quitting or (self._input_done and not self.paused):
+            self.transport.loseConnection()
+
+    # -- requests -----------------------------------------------------------
+
+    def lineReceived(self, line):
+        line = line.rstrip(b" \t\r")
+        if not line or self._quitting:
+            return
+        if not self._bucket.allow():
+            return self._answer(errors.RateLimited("too many requests: slow down"))
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._answer(errors.BadEncoding("request is not valid UTF-8"))
+        request = parse_request(text)
+        try:
+            result = self.handlers.handle(request)
+        except errors.ChatError as e:
+            result = e
+        except Exception:
+            result = defer.fail()  # answered like a failure that came later
+        else:
+            command = request.command
+            if command.closes:
+                self._quitting = True
+            elif command.serial and isinstance(result, defer.Deferred):
+                self._hold_until(result)
+        self._answer(result)
+
+    def lineTooLong(self):
+        self._bucket.allow()  # the line counts against the rate all the same
+        self._answer(
+            errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
+        )
+
+    def _answer(self, result):
+        """Queue the reply to one request: a dict, bytes, a ChatError or a Deferred."""
+        if isinstance(result, defer.Deferred):
+            slot = self._outbound.reserve()
+            result.addCallbacks(self._fill, self._fill_failure, (slot,), None, (slot,))
+            if len(self._outbound) >= self.MAX_PENDING:
+                self._hold("pending")
+        else:
+            self._outbound.reply(_reply_bytes(result))
+
+    def _fill(self, result, slot):
+        self._outbound.fill(slot, _reply_bytes(result))
+
+    def _fill_failure(self, failure, slot):
+        if failure.check(errors.ChatError):
+            self._fill(failure.value, slot)
+        else:
+            # The traceback only: the request line may hold a password.
+            log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
+            self._fill(errors.ChatError("internal error: the server logged it"), slot)
+
+    def _hold_until(self, deferred):
+        """
+        Hold later requests of this connection until C{deferred} (with
+        every callback already added to it) has fired.
+        """
+        self._hold("serial")
+
+        def release(result):
+            self._release("serial")
+            return result
+
+        deferred.addBoth(release)
+
+
+def _reply_bytes(result):
+    """A reply as the outbound queue takes it: bytes, or a Streamed as it is."""
+    if isinstance(result, (bytes, dict, errors.ChatError)):
+        return wire.to_bytes(result)
+    return result  # a Streamed reply
+
+
+class ChatFactory(Factory):
+    protocol = ChatProtocol
+    noisy = False
+
+    def __init__(self, realm, limits, clock):
+        self.realm = realm
+        self.limits = limits
+        self.clock = clock

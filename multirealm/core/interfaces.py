@@ -1,0 +1,114 @@
+"""
+What the core expects of the adapters around it: the store (L{IStore}) and
+the subscribers of the notifier (L{IMessageObserver}).
+"""
+
+from zope.interface import Interface
+
+
+class IMessageObserver(Interface):
+    """Hears of every message a realm stores, after its commit."""
+
+    def message_committed(delivery):
+        """
+        A L{multirealm.model.Delivery} was committed.  Called on the reactor
+        thread, in commit order, once per stored message; never for a
+        duplicate or for a message whose transaction rolled back.  Must not
+        block; its return value is ignored.
+        """
+
+
+class IStore(Interface):
+    """
+    Durable state of one realm.  Every method returns a Deferred that fires
+    once the effect is committed; refusals fail with an
+    L{multirealm.errors.ChatError}.  Addresses are
+    L{multirealm.names.Address} values, stored qualified (C{user@realm}).
+    """
+
+    def start():
+        """Start serving operations."""
+
+    def stop():
+        """Finish queued operations, close; Deferred fires when done."""
+
+    def create_user(name, password_hash, created):
+        """Add a local user; L{errors.UserExists} if taken."""
+
+    def password_hash(name):
+        """The stored hash of a local user, or None."""
+
+    def list_users():
+        """Sorted names of this realm's users."""
+
+    def create_session(token_hash, user, expires):
+        """Record a session of C{user} valid until C{expires} (epoch s)."""
+
+    def session_user(token_hash, now):
+        """(user, expires) of a live session, or None (an expired one is removed)."""
+
+    def delete_session(token_hash):
+        """End a session; True if it existed."""
+
+    def purge_sessions(now):
+        """Remove every session expired by C{now}; fires with how many."""
+
+    def add_private_message(message):
+        """
+        Store a private message minted here in the history of each party of
+        this realm, and queue it for the recipient's realm if that is
+        another; fires with a L{multirealm.model.Delivery}.  A recipient of
+        this realm must exist (L{errors.NoSuchUser}).
+        """
+
+    def add_group_message(message):
+        """
+        Store a group message minted here; fires with a
+        L{multirealm.model.Delivery}.  For a group of this realm: the group
+        must exist (L{errors.NoSuchGroup}) and have the sender as a member
+        (L{errors.NotAMember}); the message goes into its history and is
+        queued once for every other realm with members.  For a group of
+        another realm: it goes into this realm's copy of that group's
+        history and is queued for the group's realm.
+        """
+
+    def receive_message(origin, message):
+        """
+        Store a message that peer realm C{origin} handed over, keeping its
+        id and timestamp; fires with a L{multirealm.model.Delivery}.  Keyed
+        by (C{origin}, id): a second delivery stores nothing and reports
+        C{duplicate}.  A private message goes to its local recipient
+        (L{errors.NoSuchUser}); a message to a group of this realm needs a
+        member sender and is queued for every other realm with members
+        except C{origin}; a message to a group of C{origin} goes into this
+        realm's copy of its history.
+        """
+
+    def history(mailbox, after_id, limit):
+        """
+        A L{multirealm.model.History} page of C{mailbox} (named by
+        L{multirealm.model.user_mailbox} or L{multirealm.model.group_mailbox}):
+        without C{after_id} its newest C{limit} messages, with it the oldest
+        C{limit} after that id; L{errors.BadRequest} for an unknown id.
+        """
+
+    def create_group(name, creator, members, created):
+        """
+        Create local group C{name}; C{members} (addresses, the creator among
+        them) whose realm is C{creator.realm} must be users here.
+        """
+
+    def group_history(name, reader, after_id, limit):
+        """
+        L{history} of local group C{name}, if C{reader} (an address) is a
+        member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.
+        """
+
+    def leave_group(name, member):
+        """Remove C{member} from local group C{name}."""
+
+    def list_groups():
+        """Sorted names of this realm's groups."""
+
+    def pending_counts():
+        """{realm: number of messages waiting in its outbox}."""

@@ -1,0 +1,80 @@
+"""
+Sessions: token -> user, the one lookup every adapter uses (chat today,
+web and live events later).
+
+The store is the truth and keeps only the SHA-256 of each token, so a
+stolen database holds no usable token.  L{Sessions} keeps the sessions seen
+since start in memory, which saves a hash and a database round trip on
+every request.  Every logout goes through this object, so the memory never
+holds a session the store ended.
+"""
+
+import hashlib
+import secrets
+
+from multirealm import errors
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Sessions:
+    """
+    @param store: an L{multirealm.core.interfaces.IStore}.
+    @param clock: an L{IReactorTime}: only C{seconds()} is used.
+    @param lifetime: seconds a session works after it is made.
+    """
+
+    def __init__(self, store, clock, lifetime):
+        self._store = store
+        self._clock = clock
+        self._lifetime = lifetime
+        self._known = {}  # token -> (user, expires)
+
+    async def create(self, user):
+        """A new session of C{user}, stored; returns its token."""
+        token = secrets.token_urlsafe(32)  # 256 bits
+        expires = self._clock.seconds() + self._lifetime
+        await self._store.create_session(token_hash(token), user, expires)
+        self._known[token] = (user, expires)
+        return token
+
+    async def end(self, token):
+        self._known.pop(token, None)
+        await self._store.delete_session(token_hash(token))
+        # A lookup of this token queued before the delete may have cached
+        # it again meanwhile; answers come in queue order, so this is after.
+        self._known.pop(token, None)
+
+    def user_of(self, token):
+        """
+        The user name of a live session, at once when the session is known
+        here, else a Deferred.  L{errors.InvalidSession} if there is none.
+        """
+        known = self._known.get(token)
+        if known is not None:
+            user, expires = known
+            if expires > self._clock.seconds():
+                return user
+            del self._known[token]
+            raise errors.InvalidSession("session expired: log in again with auth")
+        d = self._store.session_user(token_hash(token), self._clock.seconds())
+        return d.addCallback(self._remember, token)
+
+    def _remember(self, found, token):
+        if found is None:
+            raise errors.InvalidSession("unknown or expired session: log in with auth")
+        self._known[token] = found
+        return found[0]
+
+    def is_known(self, token):
+        """True if C{token} is held in memory (expired or not)."""
+        return token in self._known
+
+    def purge_expired(self):
+        """Forget every expired session, here and in the store."""
+        now = self._clock.seconds()
+        for token in [t for t, (_, expires) in self._known.items() if expires <= now]:
+            del self._known[token]
+        return self._store.purge_sessions(now)

@@ -1,0 +1,67 @@
+"""
+Schema migrations: numbered steps applied in order at start, the shape of
+Synapse's C{schema/delta/NN}.
+
+Each step is a file C{NNN_what.sql} in this folder.  The database's
+C{PRAGMA user_version} is the number of the last step applied.  At start,
+L{migrate} applies every later step, each in a transaction of its own with
+the new version, so a crash mid-way leaves the database at the last step
+that completed.  A database of a later version than this code knows is
+refused: running old code on it could lose data.
+
+A new step is a new file with the next number; a released step is never
+edited.
+"""
+
+import re
+from importlib import resources
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this code; the message says why."""
+
+
+_STEP_NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
+
+
+def steps():
+    """[(number, sql text)] of every step, in order; numbers run 1, 2, 3 ..."""
+    found = []
+    for entry in resources.files(__name__).iterdir():
+        match = _STEP_NAME.fullmatch(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [number for number, _ in found] != list(range(1, len(found) + 1)):
+        raise SchemaError(f"schema steps are not numbered 1..N: {[n for n, _ in found]}")
+    return found
+
+
+def latest():
+    return len(steps())
+
+
+def migrate(db, path, up_to=None):
+    """
+    Bring the database C{db} (an sqlite3 connection in autocommit mode) up
+    to step C{up_to} (default: the latest).  Returns (from, to) versions.
+
+    @raise SchemaError: the database is newer than this code.
+    """
+    all_steps = steps()
+    target = len(all_steps) if up_to is None else up_to
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(all_steps):
+        raise SchemaError(
+            f"{path}: the database is at schema version {version}, newer than this"
+            f" code knows ({len(all_steps)}): run a newer multirealm"
+        )
+    for number, sql in all_steps[version:target]:
+        # executescript runs the step and the version bump as one transaction.
+        try:
+            db.executescript(f"BEGIN; {sql}\nPRAGMA user_version = {number}; COMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    return version, max(version, target)
