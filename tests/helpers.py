@@ -8,9 +8,11 @@ import os
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
 
 from multirealm.chat.protocol import ChatFactory
 from multirealm.config import Limits
+from multirealm.core.interfaces import IMessageObserver
 from multirealm.core.passwords import hash_password, verify_password
 from multirealm.core.realm import Realm
 from multirealm.storage.store import SQLiteStore
@@ -111,3 +113,18 @@ def wait_until(predicate, timeout=10.0, step=0.01):
         if reactor.seconds() > deadline:
             raise AssertionError(f"still not true after {timeout} s: {predicate}")
         yield task.deferLater(reactor, step)
+
+
+@implementer(IMessageObserver)
+class Recorder:
+    """A notifier subscriber that keeps every delivery it hears of."""
+
+    def __init__(self):
+        self.deliveries = []
+
+    def message_committed(self, delivery):
+        self.deliveries.append(delivery)
+
+    @property
+    def texts(self):
+        return [d.message.text for d in self.deliveries]

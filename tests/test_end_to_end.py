@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -210,3 +211,20 @@ class StartupErrorTests(TwistdTestCase):
             self.assertFailsWith(
                 ["--realm=1", f"--config={self.config}"], str(self.ports["chat1"])
             )
+
+    def database(self):
+        """The path of realm 1's database, its folder made."""
+        folder = os.path.join(self.folder, "data", "realm1")
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, "realm.sqlite3")
+
+    def test_database_newer_than_the_code(self):
+        path = self.database()
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA user_version = 999")
+        self.assertFailsWith(["--realm=1", f"--config={self.config}"], path, "999")
+
+    def test_database_that_cannot_be_opened(self):
+        with open(self.database(), "wb") as f:
+            f.write(b"this is not an SQLite database, it is a text file." * 100)
+        self.assertFailsWith(["--realm=1", f"--config={self.config}"], "realm 1")

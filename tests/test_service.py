@@ -4,7 +4,7 @@ The realm's service tree in this process, on a real loopback port.
 
 import os
 
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
@@ -79,3 +79,26 @@ class ServiceTests(unittest.TestCase):
         self.addCleanup(again.stopService)
         (inbox,) = yield self.talk(again, f"inbox {token}")
         self.assertEqual([m["msg"] for m in inbox["messages"]], ["note to self"])
+
+    @defer.inlineCallbacks
+    def test_expired_sessions_are_purged_hourly(self):
+        clock = task.Clock()
+        clock.advance(1_700_000_000)
+        service = build_realm_service(self.network, "1", reactor, InlineHasher(), clock=clock)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        core = service.getServiceNamed("core")
+        yield core.realm.register("alice", "pw")
+        yield core.realm.login("alice", "pw")
+
+        def stored_sessions():
+            return core.store.submit(
+                lambda db: db.execute("SELECT count(*) FROM sessions").fetchone()[0],
+                writes=False,
+            )
+
+        clock.advance(self.network.limits.session_days * 86400 - 3600)
+        self.assertEqual((yield stored_sessions()), 1)  # not expired yet
+        clock.advance(2 * 3600)  # expired, and the hourly purge has run since
+        self.assertEqual((yield stored_sessions()), 0)

@@ -18,10 +18,12 @@ order:
     resumes the stream and tells its owner (the protocol stops reading).
 """
 
+import base64
 from collections import deque
 
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from zope.interface import implementer
 
 log = Logger()
@@ -182,3 +184,27 @@ class OutboundQueue:
 
     def stopProducing(self):
         self.close()
+
+
+class _Base64FileSender(FileSender):
+    # A multiple of 3, so that each chunk encodes on its own without padding.
+    CHUNK_SIZE = 3 * 2**14
+
+
+def base64_file(file):
+    """
+    A part of a L{Streamed} reply: the base64 of C{file} (open, binary,
+    read from where it stands to its end), read and encoded a chunk at a
+    time.  The file is closed when done.
+    """
+
+    def start(consumer):
+        d = _Base64FileSender().beginFileTransfer(file, consumer, base64.b64encode)
+
+        def close(result):
+            file.close()
+            return result
+
+        return d.addBoth(close)
+
+    return start

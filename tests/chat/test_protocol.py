@@ -235,6 +235,7 @@ class GroupTests(ChatTestCase):
 
     def test_group_on_another_realm_cannot_be_created_here(self):
         self.assertEqual(self.error(self.alice, "creategroup - g@2"), "bad_request")
+        self.assertEqual(self.error(self.alice, "creategroup - g@x"), "no_such_realm")
 
     def test_leaving(self):
         self.assertEqual(self.heru.ask("leavegroup - team")["status"], "OK")
@@ -387,11 +388,13 @@ class FlowControlTests(unittest.TestCase):
 
     def test_full_write_buffer_stops_reading(self):
         client = Client(make_realm(self))
-        client.protocol.pauseProducing()  # what the transport does when full
-        client.send("listusers")
+        client.transport.producer.pauseProducing()  # what the transport does when full
+        client.send("listusers", "help")
+        self.assertEqual(client.transport.producerState, "paused")  # reading stopped
         self.assertEqual(client.replies(), [])
-        client.protocol.resumeProducing()
-        self.assertEqual(codes(client.replies()), ["OK"])
+        client.transport.producer.resumeProducing()
+        self.assertEqual(client.transport.producerState, "producing")
+        self.assertEqual(codes(client.replies()), ["OK", "OK"])
 
 
 class HalfCloseTests(unittest.TestCase):

@@ -6,8 +6,9 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from multirealm import errors
-from multirealm.model import MessageIds
-from tests.helpers import make_realm, make_store
+from multirealm.model import GROUP, PRIVATE, Message, MessageIds
+from multirealm.names import Address
+from tests.helpers import Recorder, make_realm, make_store
 
 
 class SessionTests(unittest.TestCase):
@@ -73,3 +74,61 @@ class MessageIdTests(unittest.TestCase):
         clock.advance(0.001)
         later = realm.new_message("private", "alice", realm.address("heru"), "hi")
         self.assertEqual(later.timestamp, "2023-11-14T22:13:20.251+00:00")
+
+
+class ReceiveTests(unittest.TestCase):
+    """Realm.receive: messages minted by peers, checked, stored once."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.realm = make_realm(self, peers=("2", "3"))
+        yield self.realm.register("heru", "pw")
+        yield self.realm.create_group(
+            "heru", Address("team", "1"), [Address("bob", "2"), Address("cy", "3")]
+        )
+        self.recorder = Recorder()
+        self.realm.notifier.subscribe(self.recorder)
+
+    def from_peer(self, sender, recipient, kind=PRIVATE, id="a" * 32):
+        return Message(id, kind, sender, recipient, "hi", "2020-02-02T02:02:02.000+00:00")
+
+    @defer.inlineCallbacks
+    def test_stored_once_announced_once_answered_ok_twice(self):
+        message = self.from_peer(Address("bob", "2"), Address("heru", "1"))
+        first = yield self.realm.receive("2", message)
+        second = yield self.realm.receive("2", message)
+        self.assertEqual((first.duplicate, second.duplicate), (False, True))
+        self.assertEqual([d.message for d in self.recorder.deliveries], [message])
+        self.assertEqual((yield self.realm.inbox("heru")).messages, (message,))
+
+    @defer.inlineCallbacks
+    def test_a_link_cannot_speak_for_another_realms_user(self):
+        forged = self.from_peer(Address("cy", "3"), Address("heru", "1"))
+        yield self.assertFailure(self.realm.receive("2", forged), errors.Forbidden)
+        local = self.from_peer(Address("heru", "1"), Address("heru", "1"))
+        yield self.assertFailure(self.realm.receive("2", local), errors.Forbidden)
+        self.assertEqual((yield self.realm.inbox("heru")).messages, ())
+
+    @defer.inlineCallbacks
+    def test_only_linked_realms_and_only_for_this_realm(self):
+        stranger = self.from_peer(Address("x", "9"), Address("heru", "1"))
+        yield self.assertFailure(self.realm.receive("9", stranger), errors.NoSuchRealm)
+        elsewhere = self.from_peer(Address("bob", "2"), Address("cy", "3"))
+        yield self.assertFailure(self.realm.receive("2", elsewhere), errors.BadRequest)
+
+    @defer.inlineCallbacks
+    def test_a_members_group_message_goes_to_the_other_realms_only(self):
+        post = self.from_peer(Address("bob", "2"), Address("team", "1"), GROUP)
+        delivery = yield self.realm.receive("2", post)
+        self.assertEqual(delivery.queued_for, {"3"})
+        self.assertEqual((yield self.realm.list_realms()),
+                         [{"name": "2", "linked": False, "pending": 0},
+                          {"name": "3", "linked": False, "pending": 1}])
+
+    @defer.inlineCallbacks
+    def test_the_home_realm_forwards_for_members_of_any_realm(self):
+        forwarded = self.from_peer(Address("cy", "3"), Address("club", "2"), GROUP)
+        delivery = yield self.realm.receive("2", forwarded)
+        self.assertEqual(delivery.queued_for, frozenset())
+        not_home = self.from_peer(Address("cy", "3"), Address("club", "3"), GROUP, id="b" * 32)
+        yield self.assertFailure(self.realm.receive("2", not_home), errors.Forbidden)

@@ -7,22 +7,26 @@ import os
 import sqlite3
 import threading
 
+import attrs
+
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from multirealm import errors
-from multirealm.model import GROUP, PRIVATE, Message
+from multirealm.core.interfaces import IStore
+from multirealm.model import GROUP, PRIVATE, FileRef, Message
 from multirealm.names import Address
 from multirealm.model import group_mailbox, user_mailbox
 from multirealm.storage.queries import mailbox_number
 from multirealm.storage.store import SQLiteStore
 
 
-def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1"):
+def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1", sender_realm="1"):
     return Message(
         id=f"ID{n:04d}",
         kind=kind,
-        sender=Address(sender, "1"),
+        sender=Address(sender, sender_realm),
         recipient=Address(recipient, realm),
         text=f"text {n}",
         timestamp="2026-01-01T00:00:00.000+00:00",
@@ -53,6 +57,16 @@ class StoreTestCase(unittest.TestCase):
 
 
 class DurabilityTests(StoreTestCase):
+    def test_provides_istore(self):
+        self.assertTrue(verifyObject(IStore, self.open(start=False)))
+
+    @defer.inlineCallbacks
+    def test_commits_are_durable_wal_with_synchronous_full(self):
+        # WAL plus synchronous=FULL: a commit survives a power loss.  With
+        # NORMAL (1) or OFF (0) the last commits can be lost.
+        durability = yield self.open().durability()
+        self.assertEqual(durability, {"journal_mode": "wal", "synchronous": 2})
+
     @defer.inlineCallbacks
     def test_everything_survives_a_restart(self):
         store = self.open()
@@ -94,12 +108,10 @@ class BatchTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_operations_queued_together_share_one_commit(self):
         store = self.open(start=False)
-        statements = []
-        store._db.set_trace_callback(statements.append)
         results = [store.create_user(f"u{i}", "h", "t") for i in range(300)]
         store.start()
         yield defer.gatherResults(results)
-        self.assertEqual(statements.count("COMMIT"), 1)
+        self.assertEqual(store.commits, 1)
         self.assertEqual(len((yield store.list_users())), 300)
 
     @defer.inlineCallbacks
@@ -140,11 +152,11 @@ class BatchTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_a_failing_begin_fails_the_batch_and_the_store_goes_on(self):
         store = self.open()
+        yield store.submit(lambda db: db.execute("PRAGMA busy_timeout = 0"), writes=False)
         blocker = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(blocker.close)
         blocker.execute("PRAGMA busy_timeout = 0")
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
-        store._db.execute("PRAGMA busy_timeout = 0")
         yield self.assertFailure(store.create_user("a", "h", "t"), sqlite3.OperationalError)
         blocker.execute("ROLLBACK")
         yield store.create_user("a", "h", "t")
@@ -258,3 +270,124 @@ class MessageTests(StoreTestCase):
         exact = yield store.history(box, None, 10)
         self.assertFalse(exact.more)
         yield self.assertFailure(store.history(box, "NOPE", 4), errors.BadRequest)
+
+
+class DeliveryReportTests(StoreTestCase):
+    """What a message-adding operation reports: the notifier's input."""
+
+    @defer.inlineCallbacks
+    def test_private_message_reports_local_parties_and_queued_realms(self):
+        store = self.open()
+        yield self.populate(store)
+        local = yield store.add_private_message(message(1))
+        self.assertEqual(local.message, message(1))
+        self.assertEqual(local.origin, "1")
+        self.assertEqual(local.local_users, {"alice", "heru"})
+        self.assertEqual(local.queued_for, frozenset())
+        self.assertFalse(local.duplicate)
+        remote = yield store.add_private_message(message(2, realm="2"))
+        self.assertEqual((remote.local_users, remote.queued_for), ({"alice"}, {"2"}))
+
+    @defer.inlineCallbacks
+    def test_group_message_reports_local_members_and_member_realms(self):
+        store = self.open()
+        yield self.populate(store)
+        members = [Address("alice", "1"), Address("heru", "1"), Address("bob", "2")]
+        yield store.create_group("team", Address("alice", "1"), members, "t")
+        delivery = yield store.add_group_message(message(1, recipient="team", kind=GROUP))
+        self.assertEqual(delivery.local_users, {"alice", "heru"})
+        self.assertEqual(delivery.queued_for, {"2"})
+
+
+class ReceiveTests(StoreTestCase):
+    """Messages minted by other realms: kept as they are, stored once."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        super().setUp()
+        self.store = self.open()
+        yield self.populate(self.store)
+        members = [Address("alice", "1"), Address("bob", "2"), Address("cy", "3")]
+        yield self.store.create_group("team", Address("alice", "1"), members, "t")
+
+    def inbox(self, user="heru"):
+        return self.store.history(user_mailbox(Address(user, "1")), None, 10)
+
+    @defer.inlineCallbacks
+    def test_keeps_the_peers_id_and_timestamp(self):
+        theirs = attrs.evolve(message(7, sender="bob", sender_realm="2"), timestamp="2020-01-01")
+        delivery = yield self.store.receive_message("2", theirs)
+        self.assertEqual((delivery.origin, delivery.duplicate), ("2", False))
+        self.assertEqual(delivery.local_users, {"heru"})
+        self.assertEqual((yield self.inbox()).messages, (theirs,))
+
+    @defer.inlineCallbacks
+    def test_a_second_delivery_is_a_duplicate_stored_once(self):
+        theirs = message(7, sender="bob", sender_realm="2")
+        yield self.store.receive_message("2", theirs)
+        again = yield self.store.receive_message("2", theirs)
+        self.assertTrue(again.duplicate)
+        self.assertEqual(len((yield self.inbox()).messages), 1)
+
+    @defer.inlineCallbacks
+    def test_ids_are_keyed_by_origin_so_no_realm_blocks_another(self):
+        ours = message(1)  # alice -> heru, minted here
+        yield self.store.add_private_message(ours)
+        # Realm 3 reuses our id, then realm 2 uses the same id as well.
+        from3 = message(1, sender="cy", sender_realm="3")
+        from2 = message(1, sender="bob", sender_realm="2")
+        self.assertFalse((yield self.store.receive_message("3", from3)).duplicate)
+        self.assertFalse((yield self.store.receive_message("2", from2)).duplicate)
+        self.assertEqual((yield self.inbox()).messages, (ours, from3, from2))
+
+    @defer.inlineCallbacks
+    def test_unknown_local_recipient(self):
+        theirs = message(7, sender="bob", sender_realm="2", recipient="nobody")
+        yield self.assertFailure(self.store.receive_message("2", theirs), errors.NoSuchUser)
+
+    @defer.inlineCallbacks
+    def test_group_message_from_a_members_realm_is_not_queued_back(self):
+        post = message(8, sender="bob", sender_realm="2", recipient="team", kind=GROUP)
+        delivery = yield self.store.receive_message("2", post)
+        self.assertEqual(delivery.queued_for, {"3"})
+        self.assertEqual(delivery.local_users, {"alice"})
+        self.assertEqual((yield self.store.pending_counts()), {"3": 1})
+        history = yield self.store.history(group_mailbox(Address("team", "1")), None, 10)
+        self.assertEqual(history.messages, (post,))
+
+    @defer.inlineCallbacks
+    def test_group_message_from_a_non_member_is_refused(self):
+        post = message(8, sender="eve", sender_realm="2", recipient="team", kind=GROUP)
+        yield self.assertFailure(self.store.receive_message("2", post), errors.NotAMember)
+        self.assertEqual((yield self.store.pending_counts()), {})
+
+    @defer.inlineCallbacks
+    def test_a_remote_groups_message_lands_in_the_local_copy_only(self):
+        post = message(9, sender="cy", sender_realm="3", recipient="club", realm="2", kind=GROUP)
+        delivery = yield self.store.receive_message("2", post)
+        self.assertEqual(delivery.queued_for, frozenset())
+        history = yield self.store.history(group_mailbox(Address("club", "2")), None, 10)
+        self.assertEqual(history.messages, (post,))
+
+    @defer.inlineCallbacks
+    def test_a_received_message_survives_a_restart(self):
+        theirs = message(7, sender="bob", sender_realm="2")
+        yield self.store.receive_message("2", theirs)
+        yield self.store.stop()
+        again = self.open()
+        self.assertEqual(
+            (yield again.history(user_mailbox(Address("heru", "1")), None, 10)).messages, (theirs,)
+        )
+        self.assertTrue((yield again.receive_message("2", theirs)).duplicate)
+
+    @defer.inlineCallbacks
+    def test_a_file_message_round_trips(self):
+        with_file = attrs.evolve(message(3), text="", file=FileRef("a.txt", "f" * 32, 2**40))
+        yield self.store.add_private_message(with_file)
+        (stored,) = (yield self.inbox()).messages
+        self.assertEqual(stored, with_file)
+        self.assertEqual(
+            stored.to_wire("1"),
+            {"id": "ID0003", "msg_from": "alice", "msg_to": "heru", "file": "a.txt",
+             "file_id": "f" * 32, "size": 2**40, "timestamp": "2026-01-01T00:00:00.000+00:00"},
+        )

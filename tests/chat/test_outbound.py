@@ -1,0 +1,163 @@
+"""
+The outbound queue: replies in request order, streamed replies written by
+a pull producer a chunk at a time while the transport has room.
+"""
+
+import base64
+import io
+import json
+import os
+
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from multirealm import wire
+from multirealm.chat.outbound import OutboundQueue, Streamed, base64_file
+from tests.helpers import Client, make_realm, parse_replies
+
+MIB = 2**20
+
+
+class BoundedTransport(StringTransport):
+    """
+    A transport with a buffer of C{size} bytes, as a socket's: its producer
+    is paused once more is buffered, and resumed by L{drain}.
+    """
+
+    size = 65536
+
+    def __init__(self):
+        super().__init__()
+        self.out = b""
+        self.most_buffered = 0
+
+    def write(self, data):
+        super().write(data)
+        buffered = len(self.io.getvalue())
+        self.most_buffered = max(self.most_buffered, buffered)
+        if buffered > self.size and self.producer and self.producerState != "paused":
+            self.producer.pauseProducing()
+
+    def drain(self):
+        """The peer reads everything buffered; returns how many bytes."""
+        data = self.io.getvalue()
+        self.out += data
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return len(data)
+
+
+class Listener:
+    def __init__(self):
+        self.events = []
+
+    def pause(self):
+        self.events.append("pause")
+
+    def resume(self):
+        self.events.append("resume")
+
+    def written(self):
+        self.events.append("written")
+
+
+def streamed_reply(payload):
+    """A getfile-shaped reply whose content is streamed from a file."""
+    head = b'{"status": "OK", "size": %d, "content": "' % len(payload)
+    return Streamed(head, base64_file(io.BytesIO(payload)), b'"}' + wire.REPLY_END)
+
+
+class OutboundQueueTests(unittest.TestCase):
+    def queue(self, transport=None):
+        self.transport = transport or StringTransport()
+        self.listener = Listener()
+        return OutboundQueue(
+            self.transport, self.listener.pause, self.listener.resume, self.listener.written
+        )
+
+    def test_replies_come_in_reservation_order(self):
+        queue = self.queue()
+        first, second, third = queue.reserve(), queue.reserve(), queue.reserve()
+        queue.fill(third, b"3")
+        queue.fill(second, b"2")
+        self.assertEqual(self.transport.value(), b"")
+        queue.fill(first, b"1")
+        self.assertEqual(self.transport.value(), b"123")
+        self.assertEqual(len(queue), 0)
+        queue.reply(b"4")
+        self.assertEqual(self.transport.value(), b"1234")
+
+    def test_a_streamed_reply_is_written_only_while_the_transport_has_room(self):
+        transport = BoundedTransport()
+        queue = self.queue(transport)
+        payload = os.urandom(MIB)
+        before, streamed, after = queue.reserve(), queue.reserve(), queue.reserve()
+        queue.fill(after, b"after" + wire.REPLY_END)
+        queue.fill(streamed, streamed_reply(payload))
+        queue.fill(before, b"before" + wire.REPLY_END)
+        drains = 0
+        while transport.drain():
+            drains += 1
+            self.assertLess(drains, 1000)
+        self.assertEqual(len(queue), 0)
+        # Never more than the transport's buffer plus one chunk was waiting.
+        self.assertLess(transport.most_buffered, transport.size + 3 * 2**14 * 4 // 3 + 100)
+        self.assertGreater(drains, 5)  # the transport really pushed back
+        self.assertTrue(transport.out.startswith(b"before\r\n\r\n{"))
+        self.assertTrue(transport.out.endswith(b"}\r\n\r\nafter\r\n\r\n"))
+        (reply,) = parse_replies(transport.out[len("before\r\n\r\n") : -len("after\r\n\r\n")])
+        self.assertEqual(base64.b64decode(reply["content"]), payload)
+        self.assertIn("pause", self.listener.events)
+
+    def test_a_lost_connection_stops_the_stream_and_closes_its_file(self):
+        transport = BoundedTransport()
+        queue = self.queue(transport)
+        source = io.BytesIO(os.urandom(MIB))
+        head = b'{"content": "'
+        queue.reply(Streamed(head, base64_file(source), b'"}\r\n\r\n'))
+        self.assertLess(len(transport.value()), transport.size + 3 * 2**14 * 2)
+        transport.producer.stopProducing()  # what the transport does on close
+        self.assertTrue(source.closed)
+        self.assertEqual(len(queue), 0)
+        queue.reply(b"too late")
+        self.assertNotIn(b"too late", transport.value())
+
+    def test_a_stream_that_fails_midway_closes_the_connection(self):
+        queue = self.queue()
+
+        def broken(consumer):
+            consumer.write(b"partial")
+            return defer.fail(OSError("disk read failed"))
+
+        queue.reply(Streamed(b"{", broken, b"}\r\n\r\n"))
+        queue.reply(b"next\r\n\r\n")
+        self.assertEqual(self.transport.value(), b"{partial")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_only_pull_producers_stream(self):
+        queue = self.queue()
+        self.assertRaises(ValueError, queue.registerProducer, object(), True)
+
+
+class StreamedReplyOnTheConnectionTests(unittest.TestCase):
+    def test_a_1_mib_reply_streams_in_order_between_two_ordinary_replies(self):
+        realm = make_realm(self)
+        client = Client(realm)
+        client.transport = BoundedTransport()
+        client.protocol.makeConnection(client.transport)
+        payload = os.urandom(MIB)
+        answer = defer.Deferred()
+        client.protocol.handlers.command_listgroups = lambda: answer
+        client.send("help", "listgroups", "listusers")
+        answer.callback(streamed_reply(payload))
+        while client.transport.drain():
+            pass
+        help_reply, streamed, users = parse_replies(client.transport.out)
+        self.assertIn("commands", help_reply)
+        self.assertEqual(base64.b64decode(streamed["content"]), payload)
+        self.assertEqual(streamed["size"], MIB)
+        self.assertEqual(users, {"status": "OK", "users": []})
+        json.dumps(streamed)  # it is one well-formed JSON object

@@ -1,0 +1,95 @@
+"""
+Schema migrations: numbered steps, applied in order at start; an old
+database migrates and keeps everything; a newer one is refused.
+"""
+
+import os
+import sqlite3
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from multirealm.model import user_mailbox
+from multirealm.names import Address
+from multirealm.storage import schema
+from multirealm.storage.store import SQLiteStore
+
+
+def version(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+class MigrationTests(unittest.TestCase):
+    def setUp(self):
+        self.path = os.path.join(self.mktemp(), "realm.sqlite3")
+        os.makedirs(os.path.dirname(self.path))
+
+    def open(self):
+        store = SQLiteStore(self.path, "1", reactor)
+        store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    def make_release_1_database(self):
+        """A database as the first release left it, with a user and a message."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(db.close)
+        self.assertEqual(schema.migrate(db, self.path, up_to=1), (0, 1))
+        db.executescript(
+            """
+            INSERT INTO users VALUES ('alice', 'h', 't'), ('heru', 'h', 't');
+            INSERT INTO messages (seq, id, kind, sender, recipient, body, timestamp)
+                VALUES (1, '0123456789abcdef0123456789abcdef', 'private', 'alice@1',
+                        'heru@1', 'from release 1', '2026-01-01T00:00:00.000+00:00');
+            INSERT INTO mailboxes VALUES (1, 'user:alice@1'), (2, 'user:heru@1');
+            INSERT INTO timeline VALUES (1, 1), (2, 1);
+            """
+        )
+        db.close()
+
+    def test_steps_are_numbered_from_one(self):
+        numbers = [number for number, _ in schema.steps()]
+        self.assertEqual(numbers, list(range(1, len(numbers) + 1)))
+        self.assertGreaterEqual(schema.latest(), 2)
+
+    def test_a_new_database_gets_every_step(self):
+        store = self.open()
+        self.assertEqual(store.migrated, (0, schema.latest()))
+        self.assertEqual(version(self.path), schema.latest())
+
+    @defer.inlineCallbacks
+    def test_a_release_1_database_migrates_and_keeps_its_messages(self):
+        self.make_release_1_database()
+        store = self.open()
+        self.assertEqual(store.migrated, (1, schema.latest()))
+        history = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
+        (old,) = history.messages
+        self.assertEqual((old.id, old.text, old.file), ("0123456789abcdef0123456789abcdef",
+                                                        "from release 1", None))
+        # It was minted here: a peer reusing its id does not collide with it.
+        origin = yield store.submit(
+            lambda db: db.execute("SELECT origin FROM messages").fetchall(), writes=False
+        )
+        self.assertEqual(origin, [("1",)])
+        # Opening again does nothing more.
+        yield store.stop()
+        self.assertEqual(self.open().migrated, (schema.latest(), schema.latest()))
+
+    def test_a_newer_database_is_refused(self):
+        with sqlite3.connect(self.path) as db:
+            db.execute("PRAGMA user_version = 999")
+        with self.assertRaises(schema.SchemaError) as caught:
+            SQLiteStore(self.path, "1", reactor)
+        self.assertIn(self.path, str(caught.exception))
+        self.assertIn("999", str(caught.exception))
+
+    def test_a_failing_step_leaves_the_database_at_the_last_good_step(self):
+        broken = [schema.steps()[0], (2, "CREATE TABLE half (a); INSERT INTO nowhere VALUES (1);")]
+        self.patch(schema, "steps", lambda: broken)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(db.close)
+        self.assertRaises(sqlite3.OperationalError, schema.migrate, db, self.path)
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 1)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        self.assertNotIn("half", tables)
