@@ -4,6 +4,7 @@ Value classes shared by the core, the store and the protocols.
 
 import os
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import attrs
 
@@ -94,20 +95,23 @@ class Message:
         }
 
 
-@attrs.frozen
-class Delivery:
+class Delivery(NamedTuple):
     """
     What storing one message did, reported by the store once committed and
     announced by the core's notifier (L{multirealm.core.notifier}).
 
+    A named tuple rather than an attrs class: one is made for every
+    message on the database thread, and a tuple is the cheapest immutable
+    value Python makes.
+
     @ivar message: the L{Message} as stored.
     @ivar origin: the realm that minted or handed over the message: this
         realm for a message sent here, the peer for one received.
-    @ivar local_users: names of this realm's users whose history received
-        it: the local sender and recipient of a private message, every
-        local member of a group of this realm.
-    @ivar queued_for: peer realms it was queued for, in the same
-        transaction.
+    @ivar local_users: frozenset of the names of this realm's users whose
+        history received it: the local sender and recipient of a private
+        message, every local member of a group of this realm.
+    @ivar queued_for: frozenset of the peer realms it was queued for, in
+        the same transaction.
     @ivar duplicate: True if (origin, id) was stored before: nothing was
         written and nothing is announced.
     """

@@ -85,8 +85,15 @@ class OutboundQueue:
     def fill(self, slot, reply):
         """Give the reply (bytes or L{Streamed}) of a reserved slot."""
         slot[0] = reply
-        if self._slots and self._slots[0] is slot:
-            self._run()
+        slots = self._slots
+        if slots and slots[0] is slot:
+            if type(reply) is bytes and not self._running and len(slots) == 1:
+                # The common case, a lone reply answered: no loop needed.
+                slots.popleft()
+                self._transport.write(reply)
+                self._on_written()
+            else:
+                self._run()
 
     def reply(self, reply):
         """A reply that is ready at once: written now if nothing is ahead of it."""

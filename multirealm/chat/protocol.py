@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.chat.handlers import Handlers
-from multirealm.chat.outbound import OutboundQueue
+from multirealm.chat.outbound import OutboundQueue, Streamed
 from multirealm.commands import parse_request
 from multirealm.framing import RequestLineReceiver
 from multirealm.ratelimit import TokenBucket
@@ -103,9 +103,11 @@ class ChatProtocol(RequestLineReceiver):
 
     def _close_when_answered(self):
         """After quit or the client's end, close once every reply is out."""
+        if not (self._quitting or self._input_done):
+            return  # the common case, checked first: this runs for every reply
         if self._outbound or self.receiving or not self.connected:
             return
-        if self._quitting or (self._input_done and not self.paused):
+        if self._quitting or not self.paused:
             self.transport.loseConnection()
 
     # -- requests -----------------------------------------------------------
@@ -178,9 +180,9 @@ class ChatProtocol(RequestLineReceiver):
 
 def _reply_bytes(result):
     """A reply as the outbound queue takes it: bytes, or a Streamed as it is."""
-    if isinstance(result, (bytes, dict, errors.ChatError)):
-        return wire.to_bytes(result)
-    return result  # a Streamed reply
+    if type(result) is bytes or isinstance(result, Streamed):
+        return result
+    return wire.to_bytes(result)
 
 
 class ChatFactory(Factory):

@@ -32,6 +32,14 @@ class IStore(Interface):
     def stop():
         """Finish queued operations, close; Deferred fires when done."""
 
+    def report_deliveries_to(listener):
+        """
+        Call C{listener(delivery)} for every message an operation stored,
+        once its transaction has committed, in commit order, before that
+        operation's Deferred fires; never for a duplicate or for anything
+        rolled back.  A later call replaces the listener.
+        """
+
     def create_user(name, password_hash, created):
         """Add a local user; L{errors.UserExists} if taken."""
 

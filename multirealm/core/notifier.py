@@ -3,8 +3,9 @@ The post-commit notifier: the one place that announces stored messages.
 
 Every store operation that adds a message reports a L{Delivery} (what was
 stored, whose history received it, which peer realms it was queued for).
-Once the transaction has committed, the core hands it to L{Notifier.notify},
-and every subscriber (an L{IMessageObserver}) hears of it: the federation
+Once the transaction has committed, the store hands it to the realm's
+L{Notifier.notify} (wired by the core: L{IStore.report_deliveries_to}), and
+every subscriber (an L{IMessageObserver}) hears of it: the federation
 queue of a peer wakes, live delivery pushes to subscribed connections.
 The shape is Synapse's C{Notifier} and Twisted words' C{IChatClient.receive}.
 
@@ -36,6 +37,8 @@ class Notifier:
         logged and does not keep the others, or the sender's reply, from
         going on.
         """
+        if not self._observers:
+            return
         for observer in tuple(self._observers):
             try:
                 observer.message_committed(delivery)

@@ -6,7 +6,10 @@ L{Realm} knows no sockets and no SQL.  Each operation takes plain values
 Deferred; refusals raise L{errors.ChatError}.  The chat protocol is one
 caller; the realm link (federation) is another, through L{Realm.receive}.
 Every stored message is announced, after its commit, through
-L{Realm.notifier}.
+L{Realm.notifier}: the realm hands the notifier to its store, which calls
+it for each message it stored, once the transaction has committed and
+before the operation's Deferred fires.  So no operation, present or
+future, can store a message and forget to announce it.
 """
 
 import functools
@@ -63,6 +66,7 @@ class Realm:
         self.clock = clock
         self.notifier = Notifier()
         self.sessions = Sessions(store, clock, limits.session_days * 86400)
+        store.report_deliveries_to(self.notifier.notify)
         self._store = store
         self._hasher = hasher
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
@@ -160,22 +164,17 @@ class Realm:
             timestamp=self._stamp[1],
         )
 
-    def _committed(self, delivery):
-        """Announce a message sent here (after its commit); fire with the message."""
-        return self._announce(delivery).message
-
     def send(self, sender, recipient, text):
         """
         Accept a private message from local user C{sender} to the
-        L{Address} C{recipient}; fires with the L{Message} once durable.
+        L{Address} C{recipient}; fires with its L{multirealm.model.Delivery}
+        once durable.
         """
-        message = self.new_message(PRIVATE, sender, recipient, text)
-        return self._store.add_private_message(message).addCallback(self._committed)
+        return self._store.add_private_message(self.new_message(PRIVATE, sender, recipient, text))
 
     def send_group(self, sender, group, text):
-        """Accept a message to the group at L{Address} C{group}."""
-        message = self.new_message(GROUP, sender, group, text)
-        return self._store.add_group_message(message).addCallback(self._committed)
+        """Accept a message to the group at L{Address} C{group}; as L{send}."""
+        return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
 
     def receive(self, origin, message):
         """
@@ -193,8 +192,7 @@ class Realm:
             self._check_received(origin, message)
         except errors.ChatError:
             return defer.fail()
-        d = self._store.receive_message(origin, message)
-        return d.addCallback(self._announce)
+        return self._store.receive_message(origin, message)
 
     def _check_received(self, origin, message):
         if origin not in self.peers:
@@ -219,12 +217,6 @@ class Realm:
                 )
         else:
             raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
-
-    def _announce(self, delivery):
-        """Announce a stored message unless it was a duplicate; fire with the delivery."""
-        if not delivery.duplicate:
-            self.notifier.notify(delivery)
-        return delivery
 
     def inbox(self, user, after_id=None):
         return self._store.history(

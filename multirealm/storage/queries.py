@@ -123,28 +123,37 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
+_INSERT_TEXT = (
+    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_FILE = (
+    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
+    " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
     """
     Add C{message} to the C{mailboxes} named and to the outbox of each of
-    C{outbox_realms}; return the L{Delivery}.
+    C{outbox_realms} (a frozenset); return the L{Delivery}, whose
+    C{local_users} (a frozenset of names) are the users of those mailboxes.
     """
+    values = (
+        origin,
+        message.id,
+        message.kind,
+        str(message.sender),
+        str(message.recipient),
+        message.text,
+        message.timestamp,
+    )
     file = message.file
-    seq = db.execute(
-        "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
-        " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            origin,
-            message.id,
-            message.kind,
-            str(message.sender),
-            str(message.recipient),
-            message.text,
-            message.timestamp,
-            file and file.name,
-            file and file.id,
-            file and file.size,
-        ),
-    ).lastrowid
+    if file is None:
+        # A statement of its own: binding three NULLs costs a measurable 1 us.
+        seq = db.execute(_INSERT_TEXT, values).lastrowid
+    else:
+        seq = db.execute(_INSERT_FILE, values + (file.name, file.id, file.size)).lastrowid
     db.executemany(
         "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
         [(mailbox_number(db, cache, owner, create=True), seq) for owner in mailboxes],
@@ -153,26 +162,29 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
         db.executemany(
             "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
         )
-    return Delivery(message, origin, frozenset(local_users), frozenset(outbox_realms))
+    return Delivery(message, origin, local_users, outbox_realms)
 
 
 def add_private_message(db, cache, realm, message):
-    sender, recipient = message.sender, message.recipient
-    local = [a for a in (sender, recipient) if a.realm == realm]
+    sender, recipient = message.sender, message.recipient  # the sender is local
     if recipient.realm == realm:
         if not user_exists(db, cache, recipient.name):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
-        outbox = ()
+        local = frozenset((sender.name, recipient.name))
+        mailboxes = {user_mailbox(sender), user_mailbox(recipient)}
+        outbox = frozenset()
     else:
-        outbox = (recipient.realm,)
-    mailboxes = {user_mailbox(a) for a in local}
-    return insert_message(
-        db, cache, realm, message, mailboxes, outbox, {a.name for a in local}
-    )
+        local = frozenset((sender.name,))
+        mailboxes = (user_mailbox(sender),)
+        outbox = frozenset((recipient.realm,))
+    return insert_message(db, cache, realm, message, mailboxes, outbox, local)
 
 
-def group_members(db, realm, group):
-    """(local member names, other realms with members) of local group C{group}."""
+def group_members(db, realm, group, but=None):
+    """
+    (local member names, other realms with members, except C{but}) of
+    local group C{group}, as frozensets.
+    """
     local, realms = set(), set()
     for (member,) in db.execute("SELECT member FROM members WHERE group_name = ?", (group,)):
         member = address(member)
@@ -180,7 +192,8 @@ def group_members(db, realm, group):
             local.add(member.name)
         else:
             realms.add(member.realm)
-    return local, realms
+    realms.discard(but)
+    return frozenset(local), frozenset(realms)
 
 
 def add_group_message(db, cache, realm, message):
@@ -191,7 +204,7 @@ def add_group_message(db, cache, realm, message):
     else:
         # A copy of another realm's group: this realm does not know its
         # members yet (federation replicates them).
-        local, outbox = (), (group.realm,)
+        local, outbox = frozenset(), frozenset((group.realm,))
     return insert_message(db, cache, realm, message, (group_mailbox(group),), outbox, local)
 
 
@@ -210,15 +223,15 @@ def receive_message(db, cache, realm, origin, message):
     if message.kind == GROUP_KIND:
         if recipient.realm == realm:
             require_member(db, recipient.name, message.sender)
-            local, outbox = group_members(db, realm, recipient.name)
-            outbox.discard(origin)  # never back to the realm it came from
+            # Never queued back to the realm it came from.
+            local, outbox = group_members(db, realm, recipient.name, but=origin)
         else:
-            local, outbox = (), ()
+            local, outbox = frozenset(), frozenset()
         mailboxes = (group_mailbox(recipient),)
     else:
         if not user_exists(db, cache, recipient.name):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
-        local, outbox = (recipient.name,), ()
+        local, outbox = frozenset((recipient.name,)), frozenset()
         mailboxes = (user_mailbox(recipient),)
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 

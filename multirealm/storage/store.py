@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.core.interfaces import IStore
+from multirealm.model import Delivery
 from multirealm.storage import queries
 from multirealm.storage import schema
 
@@ -83,6 +84,7 @@ class SQLiteStore:
         # thread touches it (tests reach it through operations they submit).
         self.thread_cache = queries.ThreadCache()
         self.commits = 0  # transactions committed: a figure for tests and tuning
+        self._report = None  # called with each committed Delivery
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
         self._pending = []  # operations of this reactor turn
         self._thread = None
@@ -242,13 +244,19 @@ class SQLiteStore:
             return [(op, failure) for op in batch]
         return results
 
-    @staticmethod
-    def _answer(results):
+    def report_deliveries_to(self, listener):
+        self._report = listener
+
+    def _answer(self, results):
+        """On the reactor thread, after the commit: report, then answer."""
+        report = self._report
         for op, result in results:
             if isinstance(result, Failure):
                 op.deferred.errback(result)
-            else:
-                op.deferred.callback(result)
+                continue
+            if type(result) is Delivery and not result.duplicate and report is not None:
+                report(result)
+            op.deferred.callback(result)
 
     # -- accounts and sessions ----------------------------------------------
 

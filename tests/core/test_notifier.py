@@ -77,7 +77,8 @@ class RealmAnnouncesTests(unittest.TestCase):
         observer.message_committed = committed
         sent = yield self.realm.send("alice", Address("heru", "1"), "hello")
         (delivery,) = observer.deliveries
-        self.assertEqual(delivery.message, sent)
+        self.assertEqual(delivery, sent)
+        self.assertEqual(delivery.message.text, "hello")
         self.assertEqual(delivery.local_users, {"alice", "heru"})
         self.assertEqual(seen_when_announced, [1])
 
