@@ -61,7 +61,7 @@ class Handlers:
                     "no session on this connection: auth first, or give the session id"
                 )
             token = self.session
-        user = self.realm.session_user(token)
+        user = self.realm.sessions.user_of(token)
         if isinstance(user, defer.Deferred):
             return user.addCallback(self._run, token, request)
         return self._run(user, token, request)

@@ -123,6 +123,8 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
+NOBODY = NOWHERE = frozenset()  # no local users; no peer realms
+
 _INSERT_TEXT = (
     "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -172,7 +174,7 @@ def add_private_message(db, cache, realm, message):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
         local = frozenset((sender.name, recipient.name))
         mailboxes = {user_mailbox(sender), user_mailbox(recipient)}
-        outbox = frozenset()
+        outbox = NOWHERE
     else:
         local = frozenset((sender.name,))
         mailboxes = (user_mailbox(sender),)
@@ -204,7 +206,7 @@ def add_group_message(db, cache, realm, message):
     else:
         # A copy of another realm's group: this realm does not know its
         # members yet (federation replicates them).
-        local, outbox = frozenset(), frozenset((group.realm,))
+        local, outbox = NOBODY, frozenset((group.realm,))
     return insert_message(db, cache, realm, message, (group_mailbox(group),), outbox, local)
 
 
@@ -226,12 +228,12 @@ def receive_message(db, cache, realm, origin, message):
             # Never queued back to the realm it came from.
             local, outbox = group_members(db, realm, recipient.name, but=origin)
         else:
-            local, outbox = frozenset(), frozenset()
+            local, outbox = NOBODY, NOWHERE
         mailboxes = (group_mailbox(recipient),)
     else:
         if not user_exists(db, cache, recipient.name):
             raise errors.NoSuchUser(f"no user {recipient.name!r}")
-        local, outbox = frozenset((recipient.name,)), frozenset()
+        local, outbox = frozenset((recipient.name,)), NOWHERE
         mailboxes = (user_mailbox(recipient),)
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 
