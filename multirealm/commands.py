@@ -27,6 +27,8 @@ class Command:
     is answered (C{register} and C{auth} hash a password in a thread pool,
     and a pipelined C{auth} then C{send - ...} must see the session).
     C{closes}: the connection closes once this request is answered.
+    C{heavy}: its reply may be long (a history or list page, bounded by
+    C{history_reply_bytes}); it counts as that long until answered.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Command:
     optional: tuple = ()
     serial: bool = False
     closes: bool = False
+    heavy: bool = False
 
     @property
     def usage(self):
@@ -62,8 +65,14 @@ COMMANDS = {
             serial=True,
         ),
         Command("logout", "end a session everywhere", session=True),
-        Command("listusers", "this realm's users"),
-        Command("listgroups", "this realm's groups"),
+        Command(
+            "listusers", "this realm's users, a page at a time", optional=("realm", "after"),
+            heavy=True,
+        ),
+        Command(
+            "listgroups", "this realm's groups, a page at a time", optional=("realm", "after"),
+            heavy=True,
+        ),
         Command("listrealms", "the linked realms and their queues"),
         Command("send", "private message; <to> may be user@realm", True, ("to",), "message"),
         Command(
@@ -75,10 +84,13 @@ COMMANDS = {
         Command(
             "sendgrouprealm", "message to a group of another realm", True, ("group",), "message"
         ),
-        Command("inbox", "your private messages, oldest first", True, optional=("after_id",)),
+        Command(
+            "inbox", "your private messages, oldest first", True, optional=("after_id",),
+            heavy=True,
+        ),
         Command(
             "groupinbox", "a group's messages, oldest first", True, ("group",),
-            optional=("after_id",),
+            optional=("after_id",), heavy=True,
         ),
         Command(
             "creategroup", "create a group; you are always a member", True, ("group",),

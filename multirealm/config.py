@@ -33,6 +33,15 @@ class Limits:
     rate_limit_burst: int = 2000
     rate_limit_per_second: float = 1000.0
     session_days: float = 30.0
+    # Replies are bounded in bytes, not only in entries: a history page is
+    # cut at history_reply_bytes (with "more": true), a list page at
+    # list_limit names; a connection is not read while more than
+    # reply_buffer_bytes of its replies wait to be written, nor, once all
+    # connections together hold realm_reply_buffer_bytes, while it has any.
+    history_reply_bytes: int = 1024 * 1024
+    list_limit: int = 1000
+    reply_buffer_bytes: int = 4 * 1024 * 1024
+    realm_reply_buffer_bytes: int = 64 * 1024 * 1024
 
 
 @attrs.frozen
@@ -128,6 +137,14 @@ def _read_limits(section):
             "rate_limit_per_second", d.rate_limit_per_second, kind=float, minimum=0.001
         ),
         session_days=section.number("session_days", d.session_days, kind=float, minimum=0.001),
+        history_reply_bytes=section.number(
+            "history_reply_bytes", d.history_reply_bytes, minimum=1024
+        ),
+        list_limit=section.number("list_limit", d.list_limit, minimum=1),
+        reply_buffer_bytes=section.number("reply_buffer_bytes", d.reply_buffer_bytes, minimum=1024),
+        realm_reply_buffer_bytes=section.number(
+            "realm_reply_buffer_bytes", d.realm_reply_buffer_bytes, minimum=1024
+        ),
     )
 
 

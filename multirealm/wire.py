@@ -8,6 +8,7 @@ module is a leaf: the server and a client program share it.
 """
 
 import json
+from json.encoder import encode_basestring_ascii as _json_string
 
 from multirealm import errors
 
@@ -45,3 +46,27 @@ def to_bytes(result):
     if isinstance(result, errors.ChatError):
         return encode(error_reply(result))
     return encode(result)
+
+
+# {"status": "OK", "messages": [], "more": false} and the empty line.
+HISTORY_REPLY_OVERHEAD = 64
+# The keys, quotes and separators of one message object in "messages".
+_MESSAGE_OVERHEAD = 110
+
+
+def message_bytes(message):
+    """
+    An upper bound of the bytes one message takes in a history reply, as
+    C{json.dumps} writes it (escapes and all: a control character takes six
+    bytes).  Addresses are counted qualified, the longest they are shown.
+    """
+    file = message.file
+    shown = message.text if file is None else file.name
+    return (
+        (_MESSAGE_OVERHEAD if file is None else _MESSAGE_OVERHEAD + 40 + len(file.id))
+        + len(message.id)
+        + len(message.timestamp)
+        + len(_json_string(str(message.sender)))
+        + len(_json_string(str(message.recipient)))
+        + len(_json_string(shown))
+    )

@@ -59,14 +59,47 @@ def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=
     return Realm(name, peers, limits or Limits(), store, InlineHasher(), clock)
 
 
+class BoundedTransport(StringTransport):
+    """
+    A transport with a buffer of C{size} bytes, as a socket's: its producer
+    is paused once more is buffered, and resumed by L{drain}.
+    """
+
+    size = 65536
+
+    def __init__(self):
+        super().__init__()
+        self.out = b""
+        self.most_buffered = 0
+        self.full = False  # its producer was paused and not resumed yet
+
+    def write(self, data):
+        super().write(data)
+        buffered = len(self.io.getvalue())
+        self.most_buffered = max(self.most_buffered, buffered)
+        if buffered > self.size and self.producer is not None and not self.full:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drain(self):
+        """The peer reads everything buffered; returns how many bytes."""
+        data = self.io.getvalue()
+        self.out += data
+        self.clear()
+        if self.producer is not None and self.full:
+            self.full = False
+            self.producer.resumeProducing()
+        return len(data)
+
+
 class Client:
     """A ChatProtocol on a StringTransport, read as parsed replies."""
 
-    def __init__(self, realm, limits=None, clock=None):
+    def __init__(self, realm, limits=None, clock=None, transport=None, factory=None):
         self.clock = clock or realm.clock
-        self.factory = ChatFactory(realm, limits or realm.limits, self.clock)
+        self.factory = factory or ChatFactory(realm, limits or realm.limits, self.clock)
         self.protocol = self.factory.buildProtocol(None)
-        self.transport = StringTransport()
+        self.transport = transport or StringTransport()
         self.protocol.makeConnection(self.transport)
         self._read = 0
 

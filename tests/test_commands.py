@@ -37,7 +37,7 @@ class ParseExamples(unittest.TestCase):
         self.assertIsInstance(request.error, errors.BadRequest)
 
     def test_too_many_words(self):
-        self.assertIsInstance(parse_request("listusers now").error, errors.BadRequest)
+        self.assertIsInstance(parse_request("listusers 1 alice more").error, errors.BadRequest)
         self.assertIsInstance(parse_request("register a b c").error, errors.BadRequest)
 
     def test_unknown(self):

@@ -93,8 +93,11 @@ class Handlers:
             self.session = None
         return self.realm.logout(caller.token).addCallback(lambda _: ok(message="logged out"))
 
-    def command_listusers(self):
-        return self.realm.list_users().addCallback(lambda users: ok(users=users))
+    def command_listusers(self, realm, after):
+        self.realm.check_listed_realm(realm)
+        return self.realm.list_users(after).addCallback(
+            lambda page: ok(users=page[0], more=page[1])
+        )
 
     def command_help(self):
         return ok(commands=[f"{c.usage}  -- {c.summary}" for c in COMMANDS.values()])
@@ -144,8 +147,11 @@ class Handlers:
         d = self.realm.leave_group(caller.user, group)
         return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
 
-    def command_listgroups(self):
-        return self.realm.list_groups().addCallback(lambda groups: ok(groups=groups))
+    def command_listgroups(self, realm, after):
+        self.realm.check_listed_realm(realm)
+        return self.realm.list_groups(after).addCallback(
+            lambda page: ok(groups=page[0], more=page[1])
+        )
 
     def command_listrealms(self):
         return self.realm.list_realms().addCallback(lambda realms: ok(realms=realms))

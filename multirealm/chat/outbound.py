@@ -14,8 +14,13 @@ order:
     pull producers (the C{FileSender} shape), so a reply of any length is
     written a chunk at a time, only while the transport has room, and
     never held whole in memory;
-  - when the transport's buffer fills or drains, the queue pauses or
-    resumes the stream and tells its owner (the protocol stops reading).
+  - when the transport's buffer fills, the queue stops writing (replies
+    wait in the queue, counted) and tells its owner (the protocol stops
+    reading); when it drains, both go on;
+  - it counts, in C{pending_bytes}, the bytes of replies waiting in it,
+    and for a request not answered yet the most its reply may take (given
+    at L{OutboundQueue.reserve}), and reports every change to the realm's
+    L{ReplyBudget}, so the protocol can stop reading a connection by bytes.
 """
 
 import base64
@@ -47,6 +52,37 @@ class Streamed:
         return self._parts.popleft() if self._parts else None
 
 
+class ReplyBudget:
+    """
+    The bytes of replies waiting in every connection's outbound queue of a
+    realm, against a limit.  A connection told that the budget is
+    L{exhausted} stops reading and L{wait}s; it is called back (its
+    C{budget_available()}) once the total is under the limit again.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self._waiting = set()
+
+    @property
+    def exhausted(self):
+        return self.used > self.limit
+
+    def add(self, count):
+        self.used += count
+        if count < 0 and self._waiting and self.used <= self.limit:
+            waiting, self._waiting = self._waiting, set()
+            for waiter in waiting:
+                waiter.budget_available()
+
+    def wait(self, waiter):
+        self._waiting.add(waiter)
+
+    def forget(self, waiter):
+        self._waiting.discard(waiter)
+
+
 @implementer(IPushProducer, IConsumer)
 class OutboundQueue:
     """
@@ -55,15 +91,20 @@ class OutboundQueue:
     @param on_pause: called when the transport's buffer is full.
     @param on_resume: called when it has drained.
     @param on_written: called after one or more replies were written out.
+    @param budget: the realm's L{ReplyBudget}, told of every change of
+        C{pending_bytes}.
     """
 
-    def __init__(self, transport, on_pause, on_resume, on_written):
+    def __init__(self, transport, on_pause, on_resume, on_written, budget=None):
         self._transport = transport
         self._on_pause = on_pause
         self._on_resume = on_resume
         self._on_written = on_written
-        # One list per request, in request order: [None] until answered,
-        # then [reply], reply being bytes or a Streamed.
+        self._budget = budget or ReplyBudget(float("inf"))
+        self.pending_bytes = 0
+        # One list per request, in request order: [reply, charge].  reply
+        # is None until answered, then bytes or a Streamed; charge is what
+        # the slot counts in pending_bytes.
         self._slots = deque()
         self._streaming = False  # a part of the head reply is being produced
         self._producer = None  # the pull producer of that part, once registered
@@ -72,24 +113,45 @@ class OutboundQueue:
         self._closed = False
         transport.registerProducer(self, True)
 
-    def __len__(self):
-        """Replies reserved and not yet completely written."""
+    @property
+    def waiting(self):
+        """
+        Replies reserved and not yet completely written.  (Not C{__len__}:
+        Twisted tests a transport's producer for truth, and an empty queue
+        must not read as no producer.)
+        """
         return len(self._slots)
 
-    def reserve(self):
-        """A place for the reply of a request just read; fill it later."""
-        slot = [None]
+    def _charge(self, count):
+        self.pending_bytes += count
+        self._budget.add(count)
+
+    def reserve(self, most=0):
+        """
+        A place for the reply of a request just read, counted as C{most}
+        bytes until it is filled.
+        """
+        slot = [None, most]
         self._slots.append(slot)
+        if most:
+            self._charge(most)
         return slot
 
     def fill(self, slot, reply):
         """Give the reply (bytes or L{Streamed}) of a reserved slot."""
+        if self._closed:
+            return
+        size = len(reply) if type(reply) is bytes else 0
+        if size != slot[1]:
+            self._charge(size - slot[1])
+            slot[1] = size
         slot[0] = reply
         slots = self._slots
-        if slots and slots[0] is slot:
-            if type(reply) is bytes and not self._running and len(slots) == 1:
+        if slots[0] is slot:
+            if size and not self._running and not self._paused and len(slots) == 1:
                 # The common case, a lone reply answered: no loop needed.
                 slots.popleft()
+                self._charge(-size)
                 self._transport.write(reply)
                 self._on_written()
             else:
@@ -97,16 +159,19 @@ class OutboundQueue:
 
     def reply(self, reply):
         """A reply that is ready at once: written now if nothing is ahead of it."""
-        if not self._slots and type(reply) is bytes and not self._closed:
+        if self._closed:
+            return
+        if not self._slots and type(reply) is bytes and not self._paused:
             self._transport.write(reply)
             self._on_written()
         else:
-            self._slots.append([reply])
-            self._run()
+            self.fill(self.reserve(), reply)
 
     def close(self):
         """The connection is gone: drop what is queued, stop any stream."""
         self._closed = True
+        self._budget.add(-self.pending_bytes)
+        self.pending_bytes = 0
         self._slots.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
@@ -127,11 +192,15 @@ class OutboundQueue:
                         break
                     self._producer.resumeProducing()
                     continue
-                reply = slots[0][0]
+                if self._paused:
+                    break  # the transport is full: replies wait here, counted
+                head = slots[0]
+                reply = head[0]
                 if reply is None:
                     break  # the oldest request is not answered yet
                 if type(reply) is bytes:
                     slots.popleft()
+                    self._charge(-head[1])
                     self._transport.write(reply)
                     written = True
                     continue

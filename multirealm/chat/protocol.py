@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.chat.handlers import Handlers
-from multirealm.chat.outbound import OutboundQueue, Streamed
+from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.commands import parse_request
 from multirealm.framing import RequestLineReceiver
 from multirealm.ratelimit import TokenBucket
@@ -30,10 +30,13 @@ class ChatProtocol(RequestLineReceiver):
     """
     One client connection.
 
-    Reading stops (C{pauseProducing}) for any of three reasons, kept apart
+    Reading stops (C{pauseProducing}) for any of four reasons, kept apart
     in C{_holds}: the transport's write buffer is full (a client that does
-    not read its replies), too many replies are pending, or a C{serial}
-    command (C{register}, C{auth}) is running.  The last keeps pipelined
+    not read its replies), too many replies are pending, too many bytes of
+    replies wait (this connection's C{reply_buffer_bytes}, or the realm's
+    L{ReplyBudget} while this connection holds any), or a C{serial}
+    command (C{register}, C{auth}) is running.  A history or list request
+    counts as its largest possible reply until it is answered.  The last keeps pipelined
     requests in order across the password hashing, which runs in a thread
     pool: C{auth} then C{send - ...}, or C{register} then C{auth}, work
     when sent in one burst.
@@ -53,6 +56,9 @@ class ChatProtocol(RequestLineReceiver):
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
         self.handlers = Handlers(self.realm)
+        self._reply_buffer = factory.limits.reply_buffer_bytes
+        self._heavy_reply = factory.limits.history_reply_bytes
+        self._budget = factory.reply_budget
         self._holds = set()
         self._quitting = False
         self._input_done = False  # the client half-closed: nothing more comes
@@ -61,6 +67,7 @@ class ChatProtocol(RequestLineReceiver):
             on_pause=lambda: self._hold("writes"),
             on_resume=lambda: self._release("writes"),
             on_written=self._replies_written,
+            budget=self._budget,
         )
 
     def readConnectionLost(self):
@@ -74,6 +81,7 @@ class ChatProtocol(RequestLineReceiver):
         self.connected = False
         self._quitting = True
         self._outbound.close()
+        self._budget.forget(self)
 
     # -- flow control -------------------------------------------------------
 
@@ -97,15 +105,33 @@ class ChatProtocol(RequestLineReceiver):
         self._close_when_answered()
 
     def _replies_written(self):
-        if "pending" in self._holds and len(self._outbound) < self.MAX_PENDING // 2:
+        if "pending" in self._holds and self._outbound.waiting < self.MAX_PENDING // 2:
             self._release("pending")
+        if "bytes" in self._holds:
+            self._check_reply_bytes()
         self._close_when_answered()
+
+    def _check_reply_bytes(self):
+        """Hold or release reading by the bytes of replies waiting."""
+        pending = self._outbound.pending_bytes
+        if pending > self._reply_buffer:
+            self._hold("bytes")
+        elif pending and self._budget.exhausted:
+            self._hold("bytes")
+            self._budget.wait(self)
+        elif "bytes" in self._holds:
+            self._release("bytes")
+
+    def budget_available(self):
+        """The realm's reply budget has room again (L{ReplyBudget})."""
+        if self.connected:
+            self._check_reply_bytes()
 
     def _close_when_answered(self):
         """After quit or the client's end, close once every reply is out."""
         if not (self._quitting or self._input_done):
             return  # the common case, checked first: this runs for every reply
-        if self._outbound or self.receiving or not self.connected:
+        if self._outbound.waiting or self.receiving or not self.connected:
             return
         if self._quitting or not self.paused:
             self.transport.loseConnection()
@@ -135,6 +161,8 @@ class ChatProtocol(RequestLineReceiver):
                 self._quitting = True
             elif command.serial and isinstance(result, defer.Deferred):
                 self._hold_until(result)
+            elif command.heavy:
+                return self._answer(result, self._heavy_reply)
         self._answer(result)
 
     def lineTooLong(self):
@@ -143,15 +171,20 @@ class ChatProtocol(RequestLineReceiver):
             errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
         )
 
-    def _answer(self, result):
-        """Queue the reply to one request: a dict, bytes, a ChatError or a Deferred."""
+    def _answer(self, result, most=0):
+        """
+        Queue the reply to one request: a dict, bytes, a ChatError or a
+        Deferred (whose reply may take up to C{most} bytes).
+        """
         if isinstance(result, defer.Deferred):
-            slot = self._outbound.reserve()
+            slot = self._outbound.reserve(most)
             result.addCallbacks(self._fill, self._fill_failure, (slot,), None, (slot,))
-            if len(self._outbound) >= self.MAX_PENDING:
+            if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
             self._outbound.reply(_reply_bytes(result))
+        if self._outbound.pending_bytes:
+            self._check_reply_bytes()
 
     def _fill(self, result, slot):
         self._outbound.fill(slot, _reply_bytes(result))
@@ -193,3 +226,5 @@ class ChatFactory(Factory):
         self.realm = realm
         self.limits = limits
         self.clock = clock
+        # Reply bytes waiting across every connection of this realm.
+        self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)

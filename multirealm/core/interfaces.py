@@ -46,8 +46,11 @@ class IStore(Interface):
     def password_hash(name):
         """The stored hash of a local user, or None."""
 
-    def list_users():
-        """Sorted names of this realm's users."""
+    def list_users(after="", limit=-1):
+        """
+        Sorted names of this realm's users, those after C{after} only, at
+        most C{limit} of them (-1: all).
+        """
 
     def create_session(token_hash, user, expires):
         """Record a session of C{user} valid until C{expires} (epoch s)."""
@@ -92,12 +95,14 @@ class IStore(Interface):
         realm's copy of its history.
         """
 
-    def history(mailbox, after_id, limit):
+    def history(mailbox, after_id, limit, max_bytes):
         """
         A L{multirealm.model.History} page of C{mailbox} (named by
         L{multirealm.model.user_mailbox} or L{multirealm.model.group_mailbox}):
         without C{after_id} its newest C{limit} messages, with it the oldest
-        C{limit} after that id; L{errors.BadRequest} for an unknown id.
+        C{limit} after that id, fewer if their reply would take more than
+        C{max_bytes} (L{multirealm.wire.message_bytes}; at least one);
+        L{errors.BadRequest} for an unknown id.
         """
 
     def create_group(name, creator, members, created):
@@ -106,7 +111,7 @@ class IStore(Interface):
         them) whose realm is C{creator.realm} must be users here.
         """
 
-    def group_history(name, reader, after_id, limit):
+    def group_history(name, reader, after_id, limit, max_bytes):
         """
         L{history} of local group C{name}, if C{reader} (an address) is a
         member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.
@@ -115,8 +120,8 @@ class IStore(Interface):
     def leave_group(name, member):
         """Remove C{member} from local group C{name}."""
 
-    def list_groups():
-        """Sorted names of this realm's groups."""
+    def list_groups(after="", limit=-1):
+        """Sorted names of this realm's groups; as L{list_users}."""
 
     def pending_counts():
         """{realm: number of messages waiting in its outbox}."""

@@ -115,8 +115,35 @@ class Realm:
         """Forget every expired session, here and in the store."""
         return self.sessions.purge_expired()
 
-    def list_users(self):
-        return self._store.list_users()
+    def list_users(self, after=None):
+        """
+        A page of this realm's user names, sorted, after C{after}: fires
+        with (names, more), at most C{list_limit} names.
+        """
+        return self._page(self._store.list_users, after)
+
+    def _page(self, lister, after):
+        limit = self.limits.list_limit
+
+        def cut(names):
+            return names[:limit], len(names) > limit
+
+        return lister(after or "", limit + 1).addCallback(cut)
+
+    def check_listed_realm(self, realm):
+        """
+        A realm named in C{listusers} / C{listgroups}: this one, or
+        L{errors.NoSuchRealm}, or L{errors.BadRequest} for a peer (its
+        lists come over the realm link, not built yet).
+        """
+        if realm is None or realm == self.name:
+            return
+        check_name(realm, "realm name")
+        if realm not in self.peers:
+            raise errors.NoSuchRealm(f"realm {realm!r} is not linked to this realm")
+        raise errors.BadRequest(
+            f"the lists of realm {realm} come over the realm link, which is not built yet"
+        )
 
     # -- addresses ----------------------------------------------------------
 
@@ -220,13 +247,20 @@ class Realm:
 
     def inbox(self, user, after_id=None):
         return self._store.history(
-            user_mailbox(Address(user, self.name)), after_id, self.limits.history_limit
+            user_mailbox(Address(user, self.name)),
+            after_id,
+            self.limits.history_limit,
+            self.limits.history_reply_bytes,
         )
 
     def group_inbox(self, user, group, after_id=None):
         self._require_local_group(group)
         return self._store.group_history(
-            group.name, Address(user, self.name), after_id, self.limits.history_limit
+            group.name,
+            Address(user, self.name),
+            after_id,
+            self.limits.history_limit,
+            self.limits.history_reply_bytes,
         )
 
     # -- groups -------------------------------------------------------------
@@ -254,8 +288,9 @@ class Realm:
         self._require_local_group(group)
         return self._store.leave_group(group.name, Address(user, self.name))
 
-    def list_groups(self):
-        return self._store.list_groups()
+    def list_groups(self, after=None):
+        """A page of this realm's group names; as L{list_users}."""
+        return self._page(self._store.list_groups, after)
 
     # -- realms -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ with a L{errors.ChatError} only before it changes any row; the store
 relies on that to run batches without savepoints.
 """
 
-from multirealm import errors
+from multirealm import errors, wire
 from multirealm.model import GROUP as GROUP_KIND
 from multirealm.model import Delivery, FileRef, History, Message, group_mailbox, user_mailbox
 from multirealm.names import Address
@@ -35,12 +35,22 @@ class ThreadCache:
         self.mailboxes.clear()
 
 
-def list_users(db):
-    return [row[0] for row in db.execute("SELECT name FROM users ORDER BY name")]
+def list_users(db, after, limit):
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM users WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
+        )
+    ]
 
 
-def list_groups(db):
-    return [row[0] for row in db.execute("SELECT name FROM groups ORDER BY name")]
+def list_groups(db, after, limit):
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM groups WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
+        )
+    ]
 
 
 def create_user(db, name, password_hash, created):
@@ -243,7 +253,14 @@ def address(text):
     return Address(name, realm)
 
 
-def history(db, cache, owner, after_id, limit):
+def history(db, cache, owner, after_id, limit, max_bytes):
+    """
+    A L{History} page of mailbox C{owner}: at most C{limit} messages whose
+    reply takes at most C{max_bytes} (L{wire.message_bytes}; one message
+    is always given, however long, so a client can always page on).  Rows
+    are read one at a time, so the page, not the mailbox, is what is held
+    in memory.
+    """
     mailbox = mailbox_number(db, cache, owner, create=False)
     select = (
         "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
@@ -251,23 +268,18 @@ def history(db, cache, owner, after_id, limit):
         " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
     )
     if after_id is None:
-        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (mailbox, limit + 1)).fetchall()
-        rows.reverse()
-        more = len(rows) > limit
-        rows = rows[1:] if more else rows
+        rows = db.execute(select + " ORDER BY t.seq DESC", (mailbox,))
     else:
         after = db.execute(
             "SELECT min(seq) FROM messages WHERE id = ?", (after_id,)
         ).fetchone()
         if after[0] is None:
             raise errors.BadRequest(f"no message with id {after_id!r}")
-        rows = db.execute(
-            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?", (mailbox, after[0], limit + 1)
-        ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-    messages = tuple(
-        Message(
+        rows = db.execute(select + " AND t.seq > ? ORDER BY t.seq", (mailbox, after[0]))
+    messages = []
+    budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
+    for row in rows:
+        message = Message(
             id=row[0],
             kind=row[1],
             sender=address(row[2]),
@@ -276,9 +288,17 @@ def history(db, cache, owner, after_id, limit):
             timestamp=row[5],
             file=None if row[7] is None else FileRef(row[6], row[7], row[8]),
         )
-        for row in rows
-    )
-    return History(messages, more)
+        budget -= wire.message_bytes(message)
+        if messages and (len(messages) == limit or budget < 0):
+            more = True
+            break
+        messages.append(message)
+    else:
+        more = False
+    rows.close()
+    if after_id is None:
+        messages.reverse()
+    return History(tuple(messages), more)
 
 
 def create_group(db, cache, name, creator, members, created):
@@ -297,9 +317,9 @@ def create_group(db, cache, name, creator, members, created):
     )
 
 
-def group_history(db, cache, realm, name, reader, after_id, limit):
+def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     require_member(db, name, reader)
-    return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit)
+    return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
 def leave_group(db, name, member):

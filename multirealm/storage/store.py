@@ -266,8 +266,8 @@ class SQLiteStore:
     def password_hash(self, name):
         return self.submit(queries.password_hash, name, writes=False)
 
-    def list_users(self):
-        return self.submit(queries.list_users, writes=False)
+    def list_users(self, after="", limit=-1):
+        return self.submit(queries.list_users, after, limit, writes=False)
 
     def create_session(self, token_hash, user, expires):
         return self.submit(queries.create_session, token_hash, user, expires)
@@ -294,24 +294,27 @@ class SQLiteStore:
             queries.receive_message, self.thread_cache, self.realm, origin, message
         )
 
-    def history(self, mailbox, after_id, limit):
-        return self.submit(queries.history, self.thread_cache, mailbox, after_id, limit, writes=False)
+    def history(self, mailbox, after_id, limit, max_bytes=2**62):
+        return self.submit(
+            queries.history, self.thread_cache, mailbox, after_id, limit, max_bytes, writes=False
+        )
 
     # -- groups -------------------------------------------------------------
 
     def create_group(self, name, creator, members, created):
         return self.submit(queries.create_group, self.thread_cache, name, creator, members, created)
 
-    def group_history(self, name, reader, after_id, limit):
+    def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
-            queries.group_history, self.thread_cache, self.realm, name, reader, after_id, limit, writes=False
+            queries.group_history, self.thread_cache, self.realm, name, reader, after_id, limit,
+            max_bytes, writes=False,
         )
 
     def leave_group(self, name, member):
         return self.submit(queries.leave_group, name, member)
 
-    def list_groups(self):
-        return self.submit(queries.list_groups, writes=False)
+    def list_groups(self, after="", limit=-1):
+        return self.submit(queries.list_groups, after, limit, writes=False)
 
     def pending_counts(self):
         return self.submit(queries.pending_counts, writes=False)

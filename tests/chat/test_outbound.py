@@ -14,39 +14,9 @@ from twisted.trial import unittest
 
 from multirealm import wire
 from multirealm.chat.outbound import OutboundQueue, Streamed, base64_file
-from tests.helpers import Client, make_realm, parse_replies
+from tests.helpers import BoundedTransport, Client, make_realm, parse_replies
 
 MIB = 2**20
-
-
-class BoundedTransport(StringTransport):
-    """
-    A transport with a buffer of C{size} bytes, as a socket's: its producer
-    is paused once more is buffered, and resumed by L{drain}.
-    """
-
-    size = 65536
-
-    def __init__(self):
-        super().__init__()
-        self.out = b""
-        self.most_buffered = 0
-
-    def write(self, data):
-        super().write(data)
-        buffered = len(self.io.getvalue())
-        self.most_buffered = max(self.most_buffered, buffered)
-        if buffered > self.size and self.producer and self.producerState != "paused":
-            self.producer.pauseProducing()
-
-    def drain(self):
-        """The peer reads everything buffered; returns how many bytes."""
-        data = self.io.getvalue()
-        self.out += data
-        self.clear()
-        if self.producer is not None:
-            self.producer.resumeProducing()
-        return len(data)
 
 
 class Listener:
@@ -85,9 +55,23 @@ class OutboundQueueTests(unittest.TestCase):
         self.assertEqual(self.transport.value(), b"")
         queue.fill(first, b"1")
         self.assertEqual(self.transport.value(), b"123")
-        self.assertEqual(len(queue), 0)
+        self.assertEqual(queue.waiting, 0)
         queue.reply(b"4")
         self.assertEqual(self.transport.value(), b"1234")
+
+    def test_replies_wait_in_the_queue_counted_while_the_transport_is_full(self):
+        queue = self.queue()
+        queue.pauseProducing()  # what the transport does when its buffer is full
+        waiting = queue.reserve(most=1000)
+        self.assertEqual(queue.pending_bytes, 1000)
+        queue.reply(b"ready")
+        queue.fill(waiting, b"late")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(queue.pending_bytes, len(b"ready") + len(b"late"))
+        queue.resumeProducing()
+        self.assertEqual(self.transport.value(), b"lateready")
+        self.assertEqual(queue.pending_bytes, 0)
+        self.assertEqual(self.listener.events[:2], ["pause", "resume"])
 
     def test_a_streamed_reply_is_written_only_while_the_transport_has_room(self):
         transport = BoundedTransport()
@@ -101,7 +85,7 @@ class OutboundQueueTests(unittest.TestCase):
         while transport.drain():
             drains += 1
             self.assertLess(drains, 1000)
-        self.assertEqual(len(queue), 0)
+        self.assertEqual(queue.waiting, 0)
         # Never more than the transport's buffer plus one chunk was waiting.
         self.assertLess(transport.most_buffered, transport.size + 3 * 2**14 * 4 // 3 + 100)
         self.assertGreater(drains, 5)  # the transport really pushed back
@@ -120,7 +104,7 @@ class OutboundQueueTests(unittest.TestCase):
         self.assertLess(len(transport.value()), transport.size + 3 * 2**14 * 2)
         transport.producer.stopProducing()  # what the transport does on close
         self.assertTrue(source.closed)
-        self.assertEqual(len(queue), 0)
+        self.assertEqual(queue.waiting, 0)
         queue.reply(b"too late")
         self.assertNotIn(b"too late", transport.value())
 
@@ -144,13 +128,10 @@ class OutboundQueueTests(unittest.TestCase):
 
 class StreamedReplyOnTheConnectionTests(unittest.TestCase):
     def test_a_1_mib_reply_streams_in_order_between_two_ordinary_replies(self):
-        realm = make_realm(self)
-        client = Client(realm)
-        client.transport = BoundedTransport()
-        client.protocol.makeConnection(client.transport)
+        client = Client(make_realm(self), transport=BoundedTransport())
         payload = os.urandom(MIB)
         answer = defer.Deferred()
-        client.protocol.handlers.command_listgroups = lambda: answer
+        client.protocol.handlers.command_listgroups = lambda realm, after: answer
         client.send("help", "listgroups", "listusers")
         answer.callback(streamed_reply(payload))
         while client.transport.drain():
@@ -159,5 +140,5 @@ class StreamedReplyOnTheConnectionTests(unittest.TestCase):
         self.assertIn("commands", help_reply)
         self.assertEqual(base64.b64decode(streamed["content"]), payload)
         self.assertEqual(streamed["size"], MIB)
-        self.assertEqual(users, {"status": "OK", "users": []})
+        self.assertEqual(users, {"status": "OK", "users": [], "more": False})
         json.dumps(streamed)  # it is one well-formed JSON object

@@ -339,10 +339,10 @@ class OrderTests(unittest.TestCase):
         realm = make_realm(self)
         client = Client(realm)
         gate = defer.Deferred()
-        realm.list_users = lambda: gate
+        realm.list_users = lambda after: gate
         client.send("listusers", "help", "listgroups")
         self.assertEqual(client.replies(), [])
-        gate.callback(["zed"])
+        gate.callback((["zed"], False))
         replies = client.replies()
         self.assertEqual(replies[0]["users"], ["zed"])
         self.assertEqual(codes(replies), ["OK", "OK", "OK"])
@@ -374,9 +374,9 @@ class FlowControlTests(unittest.TestCase):
             gates.append(defer.Deferred())
             return gates[-1]
 
-        realm.list_users = slow
+        realm.list_realms = slow
         pending = client.protocol.MAX_PENDING
-        client.send(*["listusers"] * (pending + 50))
+        client.send(*["listrealms"] * (pending + 50))
         self.assertEqual(len(gates), pending)
         self.assertEqual(client.transport.producerState, "paused")
         for gate in gates[:]:
@@ -404,7 +404,7 @@ class HalfCloseTests(unittest.TestCase):
         realm = make_realm(self)
         client = Client(realm)
         gate = defer.Deferred()
-        realm.list_users = lambda: gate
+        realm.list_users = lambda after: gate
         hashing = defer.Deferred()  # a register whose password is hashing
         realm.register = lambda username, password: hashing
         client.send("register zed pw", "listusers", "help")
@@ -412,7 +412,7 @@ class HalfCloseTests(unittest.TestCase):
         self.assertFalse(client.transport.disconnecting)
         hashing.callback(None)
         self.assertFalse(client.transport.disconnecting)  # listusers pending
-        gate.callback(["zed"])
+        gate.callback((["zed"], False))
         self.assertEqual(codes(client.replies()), ["OK", "OK", "OK"])
         self.assertTrue(client.transport.disconnecting)
 
@@ -428,8 +428,8 @@ class InternalErrorTests(unittest.TestCase):
     def test_a_bug_answers_internal_and_the_connection_goes_on(self):
         realm = make_realm(self)
         client = Client(realm)
-        realm.list_groups = lambda: 1 / 0
-        realm.list_users = lambda: defer.fail(ZeroDivisionError())
+        realm.list_groups = lambda after: 1 / 0
+        realm.list_users = lambda after: defer.fail(ZeroDivisionError())
         client.send("listgroups", "listusers", "help")
         self.assertEqual(codes(client.replies()), ["internal", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)

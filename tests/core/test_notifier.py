@@ -129,4 +129,4 @@ class RealmAnnouncesTests(unittest.TestCase):
         yield self.assertFailure(broken, ValueError)
         yield last
         self.assertEqual(self.observer.texts, ["one", "two"])
-        self.assertEqual((yield self.realm.list_users()), ["alice", "heru"])
+        self.assertEqual((yield self.realm.list_users()), (["alice", "heru"], False))
