@@ -233,6 +233,8 @@ def write_realms_ini(folder, data_dir):
             "# so high that the per-connection limiter never refuses benchmark load\n"
             f"rate_limit_burst = {RATE_LIMIT}\n"
             f"rate_limit_per_second = {RATE_LIMIT}\n"
+            "# the setup registers every user from this one address\n"
+            f"registration_burst = {RATE_LIMIT}\n"
             "\n"
             "[realm:1]\n"
             "host = 127.0.0.1\n"

@@ -38,6 +38,9 @@ class Limits:
     # list_limit names; a connection is not read while more than
     # reply_buffer_bytes of its replies wait to be written, nor, once all
     # connections together hold realm_reply_buffer_bytes, while it has any.
+    # Registrations per client address: a burst, then so many an hour.
+    registration_burst: int = 100
+    registrations_per_hour: float = 100.0
     history_reply_bytes: int = 1024 * 1024
     list_limit: int = 1000
     reply_buffer_bytes: int = 4 * 1024 * 1024
@@ -137,6 +140,10 @@ def _read_limits(section):
             "rate_limit_per_second", d.rate_limit_per_second, kind=float, minimum=0.001
         ),
         session_days=section.number("session_days", d.session_days, kind=float, minimum=0.001),
+        registration_burst=section.number("registration_burst", d.registration_burst, minimum=1),
+        registrations_per_hour=section.number(
+            "registrations_per_hour", d.registrations_per_hour, kind=float, minimum=0.001
+        ),
         history_reply_bytes=section.number(
             "history_reply_bytes", d.history_reply_bytes, minimum=1024
         ),

@@ -112,3 +112,33 @@ class RateLimited(ChatError):
     """Too many requests."""
 
     code = "rate_limited"
+
+
+class Unavailable(ChatError):
+    """The realm is shutting down (or otherwise cannot serve now): try again later."""
+
+    code = "unavailable"
+
+
+class StorageFull(ChatError):
+    """The realm's disk is full: nothing was stored."""
+
+    code = "storage_full"
+
+
+class TooManyConnections(ChatError):
+    """Too many connections from one address."""
+
+    code = "too_many_connections"
+
+
+class QuotaExceeded(ChatError):
+    """A per-user or per-address quota (groups created, registrations) is used up."""
+
+    code = "quota_exceeded"
+
+
+class IdleTimeout(ChatError):
+    """The connection was idle too long and is being closed."""
+
+    code = "idle_timeout"

@@ -30,10 +30,10 @@ class InlineHasher:
     def stop(self):
         pass
 
-    def hash(self, password):
+    def hash(self, password, peer=None, suspect=False):
         return defer.execute(hash_password, password, CHEAP_COST)
 
-    def verify(self, password, stored):
+    def verify(self, password, stored, peer=None, suspect=False):
         return defer.execute(verify_password, password, stored, CHEAP_COST)
 
 

@@ -34,8 +34,9 @@ class Handlers:
     successful C{auth} on this connection: what C{-} stands for.
     """
 
-    def __init__(self, realm):
+    def __init__(self, realm, peer=None):
         self.realm = realm
+        self.peer = peer  # the client's address: logins are throttled by it
         self.session = None
         self._caller = None  # the last Caller, reused while its session sends
 
@@ -78,7 +79,7 @@ class Handlers:
     # -- accounts -----------------------------------------------------------
 
     def command_register(self, username, password):
-        d = self.realm.register(username, password)
+        d = self.realm.register(username, password, self.peer)
         return d.addCallback(lambda _: ok(message=f"user {username} registered"))
 
     def command_auth(self, username, password):
@@ -86,7 +87,7 @@ class Handlers:
             self.session = token
             return ok(tokenid=token)
 
-        return self.realm.login(username, password).addCallback(logged_in)
+        return self.realm.login(username, password, self.peer).addCallback(logged_in)
 
     def command_logout(self, caller):
         if self.session == caller.token:

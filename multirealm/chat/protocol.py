@@ -55,7 +55,7 @@ class ChatProtocol(RequestLineReceiver):
         self._bucket = TokenBucket(
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
-        self.handlers = Handlers(self.realm)
+        self.handlers = Handlers(self.realm, _host(self.transport))
         self._reply_buffer = factory.limits.reply_buffer_bytes
         self._heavy_reply = factory.limits.history_reply_bytes
         self._budget = factory.reply_budget
@@ -216,6 +216,11 @@ def _reply_bytes(result):
     if type(result) is bytes or isinstance(result, Streamed):
         return result
     return wire.to_bytes(result)
+
+
+def _host(transport):
+    """The client's address (its IP), the key of per-address limits."""
+    return getattr(transport.getPeer(), "host", None)
 
 
 class ChatFactory(Factory):

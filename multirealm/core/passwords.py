@@ -1,13 +1,23 @@
 """
-Password hashing with salted scrypt, run off the reactor thread.
+Password hashing with salted scrypt, run off the reactor thread, fairly.
 
 A stored hash reads C{scrypt$<n>$<r>$<p>$<salt hex>$<key hex>}, so the cost
 can be raised later without breaking existing accounts.
+
+Hashing is the most expensive thing a client can ask for (about 50 ms of a
+core each), so L{PasswordHasher} does not hand every request to a thread
+pool's first-come queue.  It keeps its own queue, one lane per client
+address, and serves the lanes in turn: a flood from one address waits
+behind itself, not in front of everyone else.  Addresses with recent
+failed logins (C{suspect}) are served only when no other address waits.
+Only as many jobs as there are threads are in the pool at once, so
+stopping abandons the queue at once instead of hashing it all first.
 """
 
 import hashlib
 import hmac
 import os
+from collections import OrderedDict, deque
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -54,39 +64,105 @@ class PasswordHasher:
     burst of C{register}/C{auth} never stalls the reactor (scrypt releases
     the GIL).  L{start} and L{stop} follow the realm service.
 
-    At most C{max_waiting} hashes wait or run at once, across all
-    connections: past that a request fails at once with
-    L{errors.RateLimited} instead of queueing ever more work (each hash
-    costs ~50 ms of a core; 1,024 is about 25 s of backlog on two threads,
-    room for every client of a busy realm logging in at once).
+    @param max_waiting: hashes waiting or running at once across all
+        addresses; past it, L{errors.RateLimited} at once.
+    @param max_waiting_per_peer: the same for one address.
+    @param runner: C{runner(function, *args)} runs a job off the reactor
+        thread and returns a Deferred (tests give their own); the default
+        is this hasher's thread pool.
     """
 
-    def __init__(self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024):
+    def __init__(
+        self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024, max_waiting_per_peer=16,
+        runner=None,
+    ):
         self._reactor = reactor
         self._cost = cost
+        self._threads = threads
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="multirealm-passwords")
+        self._run = runner or self._in_pool
         self._max_waiting = max_waiting
+        self._max_per_peer = max_waiting_per_peer
+        # Two sets of lanes, served in turn within a set: peer -> deque of
+        # (function, args, deferred).  Suspects are served after the rest.
+        self._lanes = {False: OrderedDict(), True: OrderedDict()}
+        self._queued = {}  # peer -> jobs waiting or running
         self._waiting = 0
+        self._running = 0
+        self._stopped = False
 
     def start(self):
+        self._stopped = False
         self._pool.start()
 
     def stop(self):
+        """Abandon every queued job (L{errors.Unavailable}); wait only for the running ones."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for lanes in self._lanes.values():
+            while lanes:
+                _, lane = lanes.popitem(last=False)
+                for _, _, deferred in lane:
+                    self._waiting -= 1
+                    deferred.errback(errors.Unavailable("the realm is shutting down; try again"))
+        self._queued.clear()
         self._pool.stop()
 
-    def hash(self, password):
-        return self._in_pool(hash_password, password, self._cost)
+    def hash(self, password, peer=None, suspect=False):
+        return self._submit(peer, suspect, hash_password, password, self._cost)
 
-    def verify(self, password, stored):
-        return self._in_pool(verify_password, password, stored, self._cost)
+    def verify(self, password, stored, peer=None, suspect=False):
+        return self._submit(peer, suspect, verify_password, password, stored, self._cost)
+
+    @property
+    def waiting(self):
+        """Jobs waiting or running."""
+        return self._waiting
 
     def _in_pool(self, function, *args):
+        return deferToThreadPool(self._reactor, self._pool, function, *args)
+
+    def _submit(self, peer, suspect, function, *args):
+        if self._stopped:
+            return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
         if self._waiting >= self._max_waiting:
             return defer.fail(errors.RateLimited("too many logins at once: try again shortly"))
+        if self._queued.get(peer, 0) >= self._max_per_peer:
+            return defer.fail(
+                errors.RateLimited("too many logins at once from your address: try again shortly")
+            )
+        deferred = defer.Deferred()
+        lanes = self._lanes[bool(suspect)]
+        lane = lanes.get(peer)
+        if lane is None:
+            lane = lanes[peer] = deque()
+        lane.append((function, args, deferred))
+        self._queued[peer] = self._queued.get(peer, 0) + 1
         self._waiting += 1
+        self._next()
+        return deferred
 
-        def done(result):
-            self._waiting -= 1
-            return result
+    def _next(self):
+        """Start queued jobs while a thread is free: each lane in turn, suspects last."""
+        while self._running < self._threads and not self._stopped:
+            lanes = self._lanes[False] or self._lanes[True]
+            if not lanes:
+                return
+            peer, lane = lanes.popitem(last=False)
+            function, args, deferred = lane.popleft()
+            if lane:
+                lanes[peer] = lane  # back of the line for its next job
+            self._running += 1
+            self._run(function, *args).addBoth(self._done, peer, deferred)
 
-        return deferToThreadPool(self._reactor, self._pool, function, *args).addBoth(done)
+    def _done(self, result, peer, deferred):
+        self._running -= 1
+        self._waiting -= 1
+        left = self._queued.get(peer, 1) - 1
+        if left:
+            self._queued[peer] = left
+        else:
+            self._queued.pop(peer, None)
+        deferred.callback(result)  # a Failure goes down the errback chain
+        self._next()

@@ -14,10 +14,11 @@ future, can store a message and forget to announce it.
 
 import functools
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from multirealm import errors
+from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
 from multirealm.model import (
@@ -65,6 +66,10 @@ class Realm:
         self.limits = limits
         self.clock = clock
         self.notifier = Notifier()
+        self.logins = LoginGuard(clock)
+        self._registrations = RegistrationRate(
+            clock, limits.registrations_per_hour, limits.registration_burst
+        )
         self.sessions = Sessions(store, clock, limits.session_days * 86400)
         store.report_deliveries_to(self.notifier.notify)
         self._store = store
@@ -79,15 +84,26 @@ class Realm:
     # -- accounts and sessions ----------------------------------------------
 
     @_deferred
-    async def register(self, name, password):
+    async def register(self, name, password, peer=None):
+        """
+        Create local user C{name}.  C{peer} is the client's address: hashing
+        is queued fairly by it, and registrations are rationed by it.
+        """
         check_name(name, "username")
-        password_hash = await self._hasher.hash(password)
+        self._registrations.take(peer)
+        password_hash = await self._hasher.hash(
+            password, peer=peer, suspect=self.logins.is_suspect(peer)
+        )
         await self._store.create_user(name, password_hash, format_timestamp(self._now()))
         log.info("registered {user} on realm {realm}", user=name, realm=self.name)
 
     @_deferred
-    async def login(self, name, password):
-        """Check the password; return a new session token."""
+    async def login(self, name, password, peer=None):
+        """
+        Check the password; return a new session token.  C{peer} is the
+        client's address: failures are throttled by it (L{LoginGuard}).
+        """
+        self.logins.check(peer, name)
         stored = None
         try:
             check_name(name, "username")
@@ -95,9 +111,17 @@ class Realm:
             pass  # no such user: still hash, so timing tells nothing
         else:
             stored = await self._store.password_hash(name)
-        if not await self._hasher.verify(password, stored):
-            log.info("failed login as {user!r} on realm {realm}", user=name, realm=self.name)
+        suspect = self.logins.is_suspect(peer)
+        if not await self._hasher.verify(password, stored, peer=peer, suspect=suspect):
+            delay = self.logins.failed(peer, name)
+            log.info(
+                "failed login as {user!r} from {peer} on realm {realm}",
+                user=name, peer=peer, realm=self.name,
+            )
+            if delay:
+                await task.deferLater(self.clock, delay)
             raise errors.BadCredentials("wrong username or password")
+        self.logins.succeeded(peer, name)
         return await self.sessions.create(name)
 
     @_deferred

@@ -1,0 +1,126 @@
+"""
+Failed logins cost the one who fails them, not the realm or the account's
+owner (L{LoginGuard}); registrations are rationed per address
+(L{RegistrationRate}).
+
+Everything here is kept per client address (or per address and account)
+in bounded, least-recently-used tables, and forgotten after C{WINDOW}
+seconds without a failure.
+"""
+
+from collections import OrderedDict
+
+from multirealm import errors
+from multirealm.ratelimit import TokenBucket
+
+
+class _Recent:
+    """key -> (failures, time of the last); bounded, forgetting after a window."""
+
+    def __init__(self, clock, window, max_keys):
+        self._clock = clock
+        self._window = window
+        self._max = max_keys
+        self._entries = OrderedDict()
+
+    def count(self, key):
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0
+        failures, last = entry
+        if self._clock.seconds() - last > self._window:
+            del self._entries[key]
+            return 0
+        return failures
+
+    def add(self, key):
+        failures = self.count(key) + 1
+        self._entries[key] = (failures, self._clock.seconds())
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return failures
+
+    def forget(self, key):
+        self._entries.pop(key, None)
+
+
+class LoginGuard:
+    """
+    Brute force is throttled where it comes from:
+
+      - every failed login is answered after a delay that doubles with the
+        address's recent failures (none for the first, then 0.5 s, 1 s, ...
+        up to C{MAX_DELAY}); the connection waits, the realm does not;
+      - an address with recent failures is a I{suspect}: its hashes queue
+        behind everyone else's (L{multirealm.core.passwords});
+      - an address that failed C{PER_PAIR} times on one account is refused
+        that account (C{rate_limited}) until the window passes; and when an
+        account has C{PER_ACCOUNT} recent failures from anywhere (a
+        distributed guess), every suspect address is refused it.
+
+    An address without failures is never refused, so the real owner of an
+    account under attack still logs in.
+    """
+
+    WINDOW = 600.0
+    MAX_DELAY = 8.0
+    PER_PAIR = 5
+    PER_ACCOUNT = 50
+    MAX_KEYS = 100_000
+
+    def __init__(self, clock):
+        self._peers = _Recent(clock, self.WINDOW, self.MAX_KEYS)
+        self._pairs = _Recent(clock, self.WINDOW, self.MAX_KEYS)
+        self._accounts = _Recent(clock, self.WINDOW, self.MAX_KEYS)
+
+    def is_suspect(self, peer):
+        return self._peers.count(peer) > 0
+
+    def check(self, peer, account):
+        """Raise L{errors.RateLimited} if C{peer} may not try C{account} now."""
+        key = account.lower()
+        if self._pairs.count((peer, key)) >= self.PER_PAIR or (
+            self._accounts.count(key) >= self.PER_ACCOUNT and self.is_suspect(peer)
+        ):
+            raise errors.RateLimited(
+                "too many failed logins for this account from your address: try again later"
+            )
+
+    def failed(self, peer, account):
+        """Record a failure; return the seconds to wait before answering it."""
+        key = account.lower()
+        self._pairs.add((peer, key))
+        self._accounts.add(key)
+        failures = self._peers.add(peer)
+        return 0.0 if failures == 1 else min(self.MAX_DELAY, 0.25 * 2 ** (failures - 1))
+
+    def succeeded(self, peer, account):
+        self._pairs.forget((peer, account.lower()))
+
+
+class RegistrationRate:
+    """
+    A token bucket per address: C{burst} registrations at once, then
+    C{per_hour}.  Past it: L{errors.QuotaExceeded}.
+    """
+
+    MAX_PEERS = 100_000
+
+    def __init__(self, clock, per_hour, burst):
+        self._clock = clock
+        self._rate = per_hour / 3600.0
+        self._burst = burst
+        self._buckets = OrderedDict()
+
+    def take(self, peer):
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            bucket = self._buckets[peer] = TokenBucket(self._rate, self._burst, self._clock)
+            if len(self._buckets) > self.MAX_PEERS:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(peer)
+        if not bucket.allow():
+            raise errors.QuotaExceeded(
+                "too many accounts registered from your address: try again later"
+            )
