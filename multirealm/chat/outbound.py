@@ -29,6 +29,7 @@ from collections import deque
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 log = Logger()
@@ -190,7 +191,10 @@ class OutboundQueue:
                 if self._streaming:
                     if self._producer is None or self._paused:
                         break
-                    self._producer.resumeProducing()
+                    try:
+                        self._producer.resumeProducing()
+                    except Exception:  # FileSender lets a read error out here
+                        self._part_done(Failure())
                     continue
                 if self._paused:
                     break  # the transport is full: replies wait here, counted
@@ -212,32 +216,55 @@ class OutboundQueue:
                     self._transport.write(part)
                 else:
                     self._streaming = True
-                    part(self).addBoth(self._part_done)
+                    try:
+                        started = part(self)
+                    except Exception:
+                        self._part_done(Failure())
+                    else:
+                        started.addBoth(self._part_done)
         finally:
             self._running = False
         if written:
             self._on_written()
 
     def _part_done(self, result):
+        if not self._streaming:
+            return None  # a failure already ended this part
         self._streaming = False
-        self._producer = None
         if self._closed:
+            self._producer = None
             return None  # stopped because the connection went away
-        if getattr(result, "check", None) is not None:  # a Failure
+        if isinstance(result, Failure):
             # Part of the reply is out already; what follows could not be
-            # framed correctly, so the connection ends here.
+            # framed correctly, so the connection ends here, at once.
             log.failure("streamed reply failed; closing the connection", result)
             self.close()
-            self._transport.loseConnection()
+            self.end(abort=True)
             return None
+        self._producer = None
         self._run()
         return None
+
+    def end(self, abort=False):
+        """
+        Close the connection.  The queue first stops being the transport's
+        producer: Twisted does not close a transport whose paused producer
+        is still registered (it resumes the producer instead).
+        """
+        self._transport.unregisterProducer()
+        if abort:
+            self._transport.abortConnection()
+        else:
+            self._transport.loseConnection()
 
     # -- IConsumer: the pull producer of a streamed part writes here ----------
 
     def registerProducer(self, producer, streaming):
         if streaming:
             raise ValueError("a streamed reply is written by a pull producer")
+        if self._closed:
+            producer.stopProducing()  # registered after the connection went away
+            return
         self._producer = producer
         self._run()
 

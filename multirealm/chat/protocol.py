@@ -134,7 +134,7 @@ class ChatProtocol(RequestLineReceiver):
         if self._outbound.waiting or self.receiving or not self.connected:
             return
         if self._quitting or not self.paused:
-            self.transport.loseConnection()
+            self._outbound.end()
 
     # -- requests -----------------------------------------------------------
 
@@ -213,9 +213,7 @@ class ChatProtocol(RequestLineReceiver):
 
 def _reply_bytes(result):
     """A reply as the outbound queue takes it: bytes, or a Streamed as it is."""
-    if type(result) is bytes or isinstance(result, Streamed):
-        return result
-    return wire.to_bytes(result)
+    return result if isinstance(result, Streamed) else wire.to_bytes(result)
 
 
 def _host(transport):

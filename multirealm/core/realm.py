@@ -7,12 +7,15 @@ Deferred; refusals raise L{errors.ChatError}.  The chat protocol is one
 caller; the realm link (federation) is another, through L{Realm.receive}.
 Every stored message is announced, after its commit, through
 L{Realm.notifier}: the realm hands the notifier to its store, which calls
-it for each message it stored, once the transaction has committed and
-before the operation's Deferred fires.  So no operation, present or
-future, can store a message and forget to announce it.
+it with every L{multirealm.model.Delivery} an operation returns, once the
+transaction has committed and before the operation's Deferred fires.  So
+an operation that stores a message announces it by returning its Delivery;
+no caller has to remember to.
 """
 
 import functools
+import re
+from datetime import datetime
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -42,6 +45,39 @@ def _deferred(coroutine_function):
         return defer.ensureDeferred(coroutine_function(*args, **kwargs))
 
     return wrapper
+
+
+_MESSAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def _check_message_values(message, max_text_bytes):
+    """
+    A message from a peer is input like any other: every value is checked
+    before it reaches the store (L{errors.BadRequest}, never C{internal}).
+    """
+    for address in (message.sender, message.recipient):
+        if not (isinstance(address, Address) and isinstance(address.name, str)
+                and isinstance(address.realm, str)):
+            raise errors.BadRequest("a message names its sender and recipient as name@realm")
+        check_name(address.name)
+        check_name(address.realm, "realm name")
+    if not (isinstance(message.id, str) and _MESSAGE_ID.fullmatch(message.id)):
+        raise errors.BadRequest("a message id is 1-64 characters of 0-9 A-Z a-z _ -")
+    if not (isinstance(message.timestamp, str) and len(message.timestamp) <= 40):
+        raise errors.BadRequest("a message timestamp is an ISO 8601 string")
+    try:
+        datetime.fromisoformat(message.timestamp)
+    except ValueError:
+        raise errors.BadRequest("a message timestamp is an ISO 8601 string") from None
+    if not isinstance(message.text, str) or len(message.text.encode("utf-8")) > max_text_bytes:
+        raise errors.BadRequest(f"a message text is a string of at most {max_text_bytes} bytes")
+    file = message.file
+    if file is not None and not (
+        isinstance(file.name, str) and 0 < len(file.name.encode("utf-8")) <= 255
+        and isinstance(file.id, str) and _MESSAGE_ID.fullmatch(file.id)
+        and isinstance(file.size, int) and 0 <= file.size < 2**63
+    ):
+        raise errors.BadRequest("a file is a name of 1-255 bytes, an id and a 64-bit size")
 
 
 class Realm:
@@ -127,13 +163,6 @@ class Realm:
     @_deferred
     async def logout(self, token):
         await self.sessions.end(token)
-
-    def session_user(self, token):
-        """
-        The user name of a live session, at once when the session is known
-        here, else a Deferred.  L{errors.InvalidSession} if there is none.
-        """
-        return self.sessions.user_of(token)
 
     def purge_expired_sessions(self):
         """Forget every expired session, here and in the store."""
@@ -241,13 +270,14 @@ class Realm:
         """
         try:
             self._check_received(origin, message)
-        except errors.ChatError:
+        except Exception:
             return defer.fail()
         return self._store.receive_message(origin, message)
 
     def _check_received(self, origin, message):
         if origin not in self.peers:
             raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
+        _check_message_values(message, self.limits.max_line_bytes)
         if message.kind == PRIVATE:
             if message.sender.realm != origin:
                 raise errors.Forbidden(
@@ -265,6 +295,13 @@ class Realm:
             elif group.realm != origin:
                 raise errors.Forbidden(
                     f"realm {origin} cannot forward to {group}: the group lives on {group.realm}"
+                )
+            elif message.sender.realm == self.name:
+                # A post by a user of this realm is stored here when sent,
+                # never forwarded back: this one would be forged (or an echo).
+                raise errors.Forbidden(
+                    f"realm {origin} cannot forward a post by {message.sender}, a user of"
+                    f" realm {self.name}"
                 )
         else:
             raise errors.BadRequest(f"unknown kind of message {message.kind!r}")

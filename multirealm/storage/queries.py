@@ -133,7 +133,8 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
-NOBODY = NOWHERE = frozenset()  # no local users; no peer realms
+NOBODY = frozenset()  # no local users
+NOWHERE = frozenset()  # no peer realms
 
 _INSERT_TEXT = (
     "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp)"
@@ -270,11 +271,15 @@ def history(db, cache, owner, after_id, limit, max_bytes):
     if after_id is None:
         rows = db.execute(select + " ORDER BY t.seq DESC", (mailbox,))
     else:
+        # Looked up in this mailbox: ids are unique per origin only, and a
+        # message of another conversation is no place to page from.
         after = db.execute(
-            "SELECT min(seq) FROM messages WHERE id = ?", (after_id,)
+            "SELECT min(t.seq) FROM messages m JOIN timeline t ON t.seq = m.seq"
+            " WHERE m.id = ? AND t.mailbox = ?",
+            (after_id, mailbox),
         ).fetchone()
         if after[0] is None:
-            raise errors.BadRequest(f"no message with id {after_id!r}")
+            raise errors.BadRequest(f"no message with id {after_id!r} here")
         rows = db.execute(select + " AND t.seq > ? ORDER BY t.seq", (mailbox, after[0]))
     messages = []
     budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD

@@ -219,6 +219,12 @@ class SQLiteStore:
                 try:
                     result = op.function(db, *op.args)
                 except Exception as e:
+                    if not db.in_transaction:
+                        # SQLite rolled the whole transaction back by itself
+                        # (I/O error, disk full, out of memory): what ran
+                        # before is gone, and what follows must not run in
+                        # autocommit.  The whole batch fails.
+                        raise
                     if savepoint:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")

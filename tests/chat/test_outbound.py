@@ -121,6 +121,52 @@ class OutboundQueueTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
+    def test_a_read_error_inside_the_producer_aborts_the_connection(self):
+        class FlakyFile(io.BytesIO):
+            reads = 0
+
+            def read(self, size=-1):
+                self.reads += 1
+                if self.reads == 2:
+                    raise OSError("disk read failed")
+                return super().read(size)
+
+        queue = self.queue(BoundedTransport())
+        source = FlakyFile(os.urandom(MIB))
+        queue.reply(Streamed(b"{", base64_file(source), b"}\r\n\r\n"))
+        while self.transport.drain():
+            pass
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)  # unregistered, so it really closes
+        self.assertTrue(source.closed)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_a_part_that_raises_aborts_the_connection(self):
+        queue = self.queue()
+
+        def broken(consumer):
+            raise ValueError("bug")
+
+        queue.reply(Streamed(b"{", broken, b"}"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_a_producer_registered_after_the_connection_went_is_stopped(self):
+        queue = self.queue()
+        later = []
+        queue.reply(Streamed(b"{", lambda consumer: later.append(consumer) or defer.Deferred()))
+        queue.close()
+
+        class Producer:
+            stopped = False
+
+            def stopProducing(self):
+                self.stopped = True
+
+        producer = Producer()
+        later[0].registerProducer(producer, False)
+        self.assertTrue(producer.stopped)
+
     def test_only_pull_producers_stream(self):
         queue = self.queue()
         self.assertRaises(ValueError, queue.registerProducer, object(), True)

@@ -427,6 +427,19 @@ class HalfCloseTests(unittest.TestCase):
         self.assertTrue(client.transport.disconnecting)
 
 
+class QuitTests(unittest.TestCase):
+    def test_quit_closes_even_while_the_transport_is_full(self):
+        # Twisted does not close a transport whose paused producer is still
+        # registered: the queue must unregister before closing.
+        client = Client(make_realm(self))
+        client.transport.producer.pauseProducing()  # the client reads nothing yet
+        client.send("help", "quit")
+        client.transport.producer.resumeProducing()
+        self.assertEqual(codes(client.replies()), ["OK", "OK"])
+        self.assertIsNone(client.transport.producer)
+        self.assertTrue(client.transport.disconnecting)
+
+
 class InternalErrorTests(unittest.TestCase):
     def test_a_bug_answers_internal_and_the_connection_goes_on(self):
         realm = make_realm(self)

@@ -2,11 +2,12 @@
 The core on its own, with the threaded store where ordering matters.
 """
 
+import attrs
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from multirealm import errors
-from multirealm.model import GROUP, PRIVATE, Message, MessageIds
+from multirealm.model import GROUP, PRIVATE, FileRef, Message, MessageIds
 from multirealm.names import Address
 from tests.helpers import Recorder, make_realm, make_store
 
@@ -25,17 +26,17 @@ class SessionTests(unittest.TestCase):
     def test_sessions_survive_a_new_core_on_the_same_store(self):
         store, token = yield self.alice_session()
         again = make_realm(self, store=store)
-        self.assertEqual((yield again.session_user(token)), "alice")
+        self.assertEqual((yield again.sessions.user_of(token)), "alice")
 
     @defer.inlineCallbacks
     def test_logout_wins_over_a_lookup_queued_before_it(self):
         store, token = yield self.alice_session()
         core = make_realm(self, store=store)  # knows no session yet
-        lookup = core.session_user(token)  # a database lookup, queued first
+        lookup = core.sessions.user_of(token)  # a database lookup, queued first
         user, _ = yield defer.gatherResults([lookup, core.logout(token)])
         self.assertEqual(user, "alice")  # that lookup still saw the session
         with self.assertRaises(errors.InvalidSession):
-            yield defer.maybeDeferred(core.session_user, token)
+            yield defer.maybeDeferred(core.sessions.user_of, token)
 
     @defer.inlineCallbacks
     def test_expired_sessions_are_purged_here_and_in_the_store(self):
@@ -47,13 +48,13 @@ class SessionTests(unittest.TestCase):
         realm.clock.advance(20)
         self.assertEqual((yield realm.purge_expired_sessions()), 1)
         self.assertFalse(realm.sessions.is_known(old))
-        self.assertEqual(realm.session_user(fresh), "alice")
+        self.assertEqual(realm.sessions.user_of(fresh), "alice")
 
     @defer.inlineCallbacks
     def test_unknown_token(self):
         realm = make_realm(self)
         with self.assertRaises(errors.InvalidSession):
-            yield defer.maybeDeferred(realm.session_user, "nope")
+            yield defer.maybeDeferred(realm.sessions.user_of, "nope")
 
 
 class MessageIdTests(unittest.TestCase):
@@ -132,3 +133,30 @@ class ReceiveTests(unittest.TestCase):
         self.assertEqual(delivery.queued_for, frozenset())
         not_home = self.from_peer(Address("cy", "3"), Address("club", "3"), GROUP, id="b" * 32)
         yield self.assertFailure(self.realm.receive("2", not_home), errors.Forbidden)
+
+    @defer.inlineCallbacks
+    def test_the_home_realm_cannot_forward_a_post_by_a_user_of_this_realm(self):
+        forged = self.from_peer(Address("heru", "1"), Address("club", "2"), GROUP)
+        yield self.assertFailure(self.realm.receive("2", forged), errors.Forbidden)
+
+    @defer.inlineCallbacks
+    def test_every_value_from_a_peer_is_checked(self):
+        good = self.from_peer(Address("bob", "2"), Address("heru", "1"))
+        bad = [
+            attrs.evolve(good, sender=Address("bob@1", "2")),
+            attrs.evolve(good, recipient=Address("he ru", "1")),
+            attrs.evolve(good, id="x" * 65),
+            attrs.evolve(good, id="no/slash"),
+            attrs.evolve(good, timestamp="yesterday"),
+            attrs.evolve(good, timestamp=None),
+            attrs.evolve(good, text=None),
+            attrs.evolve(good, text="x" * 70_000),
+            attrs.evolve(good, file=FileRef("a.txt", "f" * 32, 2**63)),
+            attrs.evolve(good, file=FileRef("", "f" * 32, 1)),
+        ]
+        for message in bad:  # a refusal with a code, never internal
+            yield self.assertFailure(
+                self.realm.receive("2", message), errors.BadRequest, errors.InvalidName
+            )
+        self.assertEqual((yield self.realm.inbox("heru")).messages, ())
+        yield self.realm.receive("2", good)

@@ -391,3 +391,39 @@ class ReceiveTests(StoreTestCase):
             {"id": "ID0003", "msg_from": "alice", "msg_to": "heru", "file": "a.txt",
              "file_id": "f" * 32, "size": 2**40, "timestamp": "2026-01-01T00:00:00.000+00:00"},
         )
+
+
+class FailureInsideABatchTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_a_transaction_that_sqlite_rolled_back_fails_its_whole_batch(self):
+        store = self.open()
+        yield self.populate(store)
+
+        def disk_error(db):
+            db.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL or IOERR
+            raise sqlite3.OperationalError("database or disk is full")
+
+        announced = []
+        store.report_deliveries_to(announced.append)
+        # Submitted in one reactor turn: one batch.
+        before = store.add_private_message(message(1))
+        broken = store.submit(disk_error, writes=False)
+        after = store.add_private_message(message(2))
+        for d in (before, broken, after):
+            yield self.assertFailure(d, sqlite3.OperationalError)
+        stored = yield store.submit(
+            lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0], writes=False
+        )
+        self.assertEqual(stored, 0)  # nothing half-stored, in autocommit or not
+        self.assertEqual(announced, [])
+
+    @defer.inlineCallbacks
+    def test_paging_from_a_message_of_another_conversation_is_refused(self):
+        store = self.open()
+        yield self.populate(store)
+        yield store.create_user("cy", "h", "t")
+        yield store.add_private_message(message(1, sender="alice", recipient="heru"))
+        yield store.add_private_message(message(2, sender="cy", recipient="cy"))
+        yield self.assertFailure(
+            store.history(user_mailbox(Address("heru", "1")), "ID0002", 10), errors.BadRequest
+        )
