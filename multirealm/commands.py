@@ -98,6 +98,7 @@ COMMANDS = {
         ),
         Command("leavegroup", "leave a group", True, ("group",)),
         Command("help", "this list"),
+        Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),
     ]
 }

@@ -41,6 +41,10 @@ class Limits:
     # Registrations per client address: a burst, then so many an hour.
     registration_burst: int = 100
     registrations_per_hour: float = 100.0
+    # Connections: closed after this long without a request (a ping
+    # counts); at most so many at once from one address.
+    idle_timeout: float = 600.0
+    connections_per_address: int = 100
     history_reply_bytes: int = 1024 * 1024
     list_limit: int = 1000
     reply_buffer_bytes: int = 4 * 1024 * 1024
@@ -143,6 +147,10 @@ def _read_limits(section):
         registration_burst=section.number("registration_burst", d.registration_burst, minimum=1),
         registrations_per_hour=section.number(
             "registrations_per_hour", d.registrations_per_hour, kind=float, minimum=0.001
+        ),
+        idle_timeout=section.number("idle_timeout", d.idle_timeout, kind=float, minimum=1),
+        connections_per_address=section.number(
+            "connections_per_address", d.connections_per_address, minimum=1
         ),
         history_reply_bytes=section.number(
             "history_reply_bytes", d.history_reply_bytes, minimum=1024

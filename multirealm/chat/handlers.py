@@ -34,9 +34,13 @@ class Handlers:
     successful C{auth} on this connection: what C{-} stands for.
     """
 
-    def __init__(self, realm, peer=None):
+    def __init__(self, realm, peer=None, hold_until=None):
         self.realm = realm
         self.peer = peer  # the client's address: logins are throttled by it
+        # Called with a session lookup that has to wait for the database:
+        # the protocol reads nothing more until it fires, so that messages
+        # are minted (their ids made) in request order.
+        self._hold_until = hold_until or (lambda deferred: None)
         self.session = None
         self._caller = None  # the last Caller, reused while its session sends
 
@@ -64,8 +68,29 @@ class Handlers:
             token = self.session
         user = self.realm.sessions.user_of(token)
         if isinstance(user, defer.Deferred):
-            return user.addCallback(self._run, token, request)
+            return self._after_lookup(user, token, request)
         return self._run(user, token, request)
+
+    def _after_lookup(self, lookup, token, request):
+        """
+        Run the request once its session is looked up; later requests of
+        the connection wait until it has run (its message minted), not
+        until its answer.
+        """
+        ran = defer.Deferred()
+        self._hold_until(ran)
+
+        def run(user):
+            try:
+                return self._run(user, token, request)
+            finally:
+                ran.callback(None)
+
+        def refused(failure):
+            ran.callback(None)
+            return failure
+
+        return lookup.addCallbacks(run, refused)
 
     def _run(self, user, token, request):
         if request.error is not None:
@@ -105,6 +130,9 @@ class Handlers:
 
     def command_quit(self):
         return ok(message="bye")
+
+    def command_ping(self):
+        return ok(message="pong")
 
     # -- messages -----------------------------------------------------------
 

@@ -112,6 +112,7 @@ class OutboundQueue:
         self._paused = False  # the transport's buffer is full
         self._running = False  # inside _run: guards re-entry
         self._closed = False
+        self._ended = False  # end() was called
         transport.registerProducer(self, True)
 
     @property
@@ -251,6 +252,9 @@ class OutboundQueue:
         producer: Twisted does not close a transport whose paused producer
         is still registered (it resumes the producer instead).
         """
+        if self._ended:
+            return
+        self._ended = True
         self._transport.unregisterProducer()
         if abort:
             self._transport.abortConnection()

@@ -11,8 +11,9 @@ however the core's answers interleave.
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from multirealm import errors, wire
@@ -26,7 +27,7 @@ log = Logger()
 
 
 @implementer(IHalfCloseableProtocol)
-class ChatProtocol(RequestLineReceiver):
+class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     """
     One client connection.
 
@@ -44,6 +45,10 @@ class ChatProtocol(RequestLineReceiver):
     A client may half-close (C{nc -N}, C{printf ... | nc -q 5}): every
     request it sent before its end still gets its reply, then the server
     closes.
+
+    A connection that sends nothing for C{idle_timeout} seconds (a C{ping}
+    counts) is told C{idle_timeout} and closed; TCP keepalive finds peers
+    that vanished without a word.
     """
 
     MAX_PENDING = 1000
@@ -55,7 +60,7 @@ class ChatProtocol(RequestLineReceiver):
         self._bucket = TokenBucket(
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
-        self.handlers = Handlers(self.realm, _host(self.transport))
+        self.handlers = Handlers(self.realm, _host(self.transport), self._hold_until)
         self._reply_buffer = factory.limits.reply_buffer_bytes
         self._heavy_reply = factory.limits.history_reply_bytes
         self._budget = factory.reply_budget
@@ -69,6 +74,11 @@ class ChatProtocol(RequestLineReceiver):
             on_written=self._replies_written,
             budget=self._budget,
         )
+        self.callLater = factory.clock.callLater  # TimeoutMixin's timer
+        self.setTimeout(factory.limits.idle_timeout)
+        keepalive = getattr(self.transport, "setTcpKeepAlive", None)
+        if keepalive is not None:
+            keepalive(True)
 
     def readConnectionLost(self):
         self._input_done = True
@@ -78,6 +88,8 @@ class ChatProtocol(RequestLineReceiver):
         pass  # we never half-close our side
 
     def connectionLost(self, reason):
+        self.setTimeout(None)
+        self.factory.connection_ended(self)
         self.connected = False
         self._quitting = True
         self._outbound.close()
@@ -101,8 +113,19 @@ class ChatProtocol(RequestLineReceiver):
                 RequestLineReceiver.resumeProducing(self)
 
     def dataReceived(self, data):
+        self.resetTimeout()
         RequestLineReceiver.dataReceived(self, data)
         self._close_when_answered()
+
+    def timeoutConnection(self):
+        """Idle too long: say so, then close (at once if the client is not reading)."""
+        self._quitting = True
+        idle = errors.IdleTimeout(
+            f"no request for {self.factory.limits.idle_timeout:g} seconds: closing"
+            " (send ping to keep a connection open)"
+        )
+        self._outbound.reply(wire.to_bytes(idle))
+        self._outbound.end(abort=bool(self._outbound.waiting))
 
     def _replies_written(self):
         if "pending" in self._holds and self._outbound.waiting < self.MAX_PENDING // 2:
@@ -221,7 +244,27 @@ def _host(transport):
     return getattr(transport.getPeer(), "host", None)
 
 
+class _Refusal(Protocol):
+    """Says why a connection is refused, then closes it."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def connectionMade(self):
+        self.transport.write(wire.to_bytes(self.error))
+        self.transport.loseConnection()
+
+
 class ChatFactory(Factory):
+    """
+    Builds a L{ChatProtocol} per connection, at most
+    C{connections_per_address} at once from one address (past it, one
+    C{too_many_connections} reply and the connection is closed).  Not
+    C{policies.LimitConnectionsByPeer}: it indexes addresses as tuples,
+    which Twisted's address objects no longer are, and its protocol
+    wrapper would sit on every read and write.
+    """
+
     protocol = ChatProtocol
     noisy = False
 
@@ -231,3 +274,24 @@ class ChatFactory(Factory):
         self.clock = clock
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
+        self._per_address = {}  # host -> open connections
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        count = self._per_address.get(host, 0)
+        if count >= self.limits.connections_per_address:
+            return _Refusal(errors.TooManyConnections(
+                f"{count} connections from your address already: close one first"
+            ))
+        self._per_address[host] = count + 1
+        protocol = Factory.buildProtocol(self, addr)
+        protocol.address = host
+        return protocol
+
+    def connection_ended(self, protocol):
+        host = protocol.address
+        left = self._per_address.get(host, 1) - 1
+        if left > 0:
+            self._per_address[host] = left
+        else:
+            self._per_address.pop(host, None)

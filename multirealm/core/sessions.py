@@ -3,14 +3,16 @@ Sessions: token -> user, the one lookup every adapter uses (chat today,
 web and live events later).
 
 The store is the truth and keeps only the SHA-256 of each token, so a
-stolen database holds no usable token.  L{Sessions} keeps the sessions seen
-since start in memory, which saves a hash and a database round trip on
+stolen database holds no usable token.  L{Sessions} keeps the sessions
+used most recently in memory (at most C{MAX_KNOWN}, least recently used
+forgotten first), which saves a hash and a database round trip on almost
 every request.  Every logout goes through this object, so the memory never
 holds a session the store ended.
 """
 
 import hashlib
 import secrets
+from collections import OrderedDict
 
 from multirealm import errors
 
@@ -26,19 +28,27 @@ class Sessions:
     @param lifetime: seconds a session works after it is made.
     """
 
+    MAX_KNOWN = 10_000  # about 10 MB
+
     def __init__(self, store, clock, lifetime):
         self._store = store
         self._clock = clock
         self._lifetime = lifetime
-        self._known = {}  # token -> (user, expires)
+        self._known = OrderedDict()  # token -> (user, expires), least recently used first
 
     async def create(self, user):
         """A new session of C{user}, stored; returns its token."""
         token = secrets.token_urlsafe(32)  # 256 bits
         expires = self._clock.seconds() + self._lifetime
         await self._store.create_session(token_hash(token), user, expires)
-        self._known[token] = (user, expires)
+        self._remember_known(token, (user, expires))
         return token
+
+    def _remember_known(self, token, found):
+        known = self._known
+        known[token] = found
+        if len(known) > self.MAX_KNOWN:
+            known.popitem(last=False)
 
     async def end(self, token):
         self._known.pop(token, None)
@@ -56,6 +66,7 @@ class Sessions:
         if known is not None:
             user, expires = known
             if expires > self._clock.seconds():
+                self._known.move_to_end(token)
                 return user
             del self._known[token]
             raise errors.InvalidSession("session expired: log in again with auth")
@@ -65,7 +76,7 @@ class Sessions:
     def _remember(self, found, token):
         if found is None:
             raise errors.InvalidSession("unknown or expired session: log in with auth")
-        self._known[token] = found
+        self._remember_known(token, found)
         return found[0]
 
     def is_known(self, token):

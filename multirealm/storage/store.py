@@ -23,6 +23,7 @@ import sqlite3
 import threading
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -31,6 +32,8 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import Delivery
 from multirealm.storage import queries
 from multirealm.storage import schema
+
+log = Logger()
 
 class _Operation:
     __slots__ = ("function", "args", "deferred", "writes")
@@ -85,6 +88,7 @@ class SQLiteStore:
         self.thread_cache = queries.ThreadCache()
         self.commits = 0  # transactions committed: a figure for tests and tuning
         self._report = None  # called with each committed Delivery
+        self._full = False  # the disk was full at the last failure, and said so
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
         self._pending = []  # operations of this reactor turn
         self._thread = None
@@ -148,7 +152,7 @@ class SQLiteStore:
         L{errors.ChatError} only before changing a row.
         """
         if not self._accepting:
-            return defer.fail(errors.ChatError("the realm is shutting down; try again"))
+            return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
         operation = _Operation(function, args, writes)
         if self._inline:
             self._answer(self._run_batch([operation]))
@@ -250,6 +254,21 @@ class SQLiteStore:
             return [(op, failure) for op in batch]
         return results
 
+    def _disk_full(self, failure):
+        """
+        L{errors.StorageFull} for a failure that is a full disk, logged once
+        until a commit succeeds again (a full disk is not a bug: no
+        traceback per request); None for anything else.
+        """
+        error = failure.value
+        if not (isinstance(error, sqlite3.OperationalError) and "full" in str(error)):
+            return None
+        if not self._full:
+            self._full = True
+            log.error("realm {realm}: the disk of {path} is full; nothing is stored until"
+                      " there is room again", realm=self.realm, path=self.path)
+        return Failure(errors.StorageFull("the realm's disk is full: nothing was stored; try later"))
+
     def report_deliveries_to(self, listener):
         self._report = listener
 
@@ -258,8 +277,9 @@ class SQLiteStore:
         report = self._report
         for op, result in results:
             if isinstance(result, Failure):
-                op.deferred.errback(result)
+                op.deferred.errback(self._disk_full(result) or result)
                 continue
+            self._full = False
             if type(result) is Delivery and not result.duplicate and report is not None:
                 report(result)
             op.deferred.callback(result)

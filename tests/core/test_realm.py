@@ -160,3 +160,20 @@ class ReceiveTests(unittest.TestCase):
             )
         self.assertEqual((yield self.realm.inbox("heru")).messages, ())
         yield self.realm.receive("2", good)
+
+
+class SessionMemoryTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_sessions_in_memory_are_bounded_and_the_store_stays_the_truth(self):
+        realm = make_realm(self)
+        self.patch(realm.sessions, "MAX_KNOWN", 3)
+        yield realm.register("alice", "pw")
+        tokens = []
+        for _ in range(5):
+            tokens.append((yield realm.login("alice", "pw")))
+        self.assertEqual([realm.sessions.is_known(t) for t in tokens],
+                         [False, False, True, True, True])
+        # A forgotten session still works: the store has it.
+        self.assertEqual((yield realm.sessions.user_of(tokens[0])), "alice")
+        self.assertTrue(realm.sessions.is_known(tokens[0]))
+        self.assertFalse(realm.sessions.is_known(tokens[2]))  # least recently used went

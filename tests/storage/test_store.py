@@ -10,6 +10,7 @@ import threading
 import attrs
 
 from twisted.internet import defer, reactor
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -213,7 +214,7 @@ class BatchTests(StoreTestCase):
         done = [store.create_user(f"u{i}", "h", "t") for i in range(50)]
         yield store.stop()
         yield defer.gatherResults(done)
-        yield self.assertFailure(store.list_users(), errors.ChatError)
+        yield self.assertFailure(store.list_users(), errors.Unavailable)
         again = self.open()
         self.assertEqual(len((yield again.list_users())), 50)
 
@@ -410,7 +411,7 @@ class FailureInsideABatchTests(StoreTestCase):
         broken = store.submit(disk_error, writes=False)
         after = store.add_private_message(message(2))
         for d in (before, broken, after):
-            yield self.assertFailure(d, sqlite3.OperationalError)
+            yield self.assertFailure(d, errors.StorageFull)
         stored = yield store.submit(
             lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0], writes=False
         )
@@ -427,3 +428,22 @@ class FailureInsideABatchTests(StoreTestCase):
         yield self.assertFailure(
             store.history(user_mailbox(Address("heru", "1")), "ID0002", 10), errors.BadRequest
         )
+
+    @defer.inlineCallbacks
+    def test_a_full_disk_is_storage_full_said_once_and_passes(self):
+        store = self.open()
+        yield self.populate(store)
+        said = []
+        observer = lambda event: said.append(event) if "is full" in event.get("log_format", "") else None
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        def full(db):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        for _ in range(3):
+            yield self.assertFailure(store.submit(full), errors.StorageFull)
+        self.assertEqual(len(said), 1)
+        yield store.add_private_message(message(1))  # room again: it goes on
+        yield self.assertFailure(store.submit(full), errors.StorageFull)
+        self.assertEqual(len(said), 2)
