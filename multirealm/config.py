@@ -43,6 +43,9 @@ class Limits:
     registrations_per_hour: float = 100.0
     # Connections: closed after this long without a request (a ping
     # counts); at most so many at once from one address.
+    # Groups: members at most, and groups one user may create.
+    max_group_members: int = 1000
+    max_groups_per_user: int = 100
     idle_timeout: float = 600.0
     connections_per_address: int = 100
     history_reply_bytes: int = 1024 * 1024
@@ -147,6 +150,10 @@ def _read_limits(section):
         registration_burst=section.number("registration_burst", d.registration_burst, minimum=1),
         registrations_per_hour=section.number(
             "registrations_per_hour", d.registrations_per_hour, kind=float, minimum=0.001
+        ),
+        max_group_members=section.number("max_group_members", d.max_group_members, minimum=2),
+        max_groups_per_user=section.number(
+            "max_groups_per_user", d.max_groups_per_user, minimum=1
         ),
         idle_timeout=section.number("idle_timeout", d.idle_timeout, kind=float, minimum=1),
         connections_per_address=section.number(

@@ -8,12 +8,18 @@ import attrs
 
 from multirealm.errors import InvalidName
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+# At least one letter, digit or _: "-" is the session shorthand, and "."
+# or ".." look like paths.
+_NAME = re.compile(r"(?=.*[A-Za-z0-9_])[A-Za-z0-9_.\-]{1,32}")
 
-NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -"
+NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -, not only dots and dashes"
 
 
 def is_valid_name(name):
+    """
+    The naming rule.  Names are one identity whatever their case (the
+    store compares them without case and keeps the case given first).
+    """
     return _NAME.fullmatch(name) is not None
 
 

@@ -44,7 +44,10 @@ class IStore(Interface):
         """Add a local user; L{errors.UserExists} if taken."""
 
     def password_hash(name):
-        """The stored hash of a local user, or None."""
+        """
+        (name as registered, stored hash) of local user C{name}, looked up
+        without case, or None.
+        """
 
     def list_users(after="", limit=-1):
         """
@@ -105,10 +108,12 @@ class IStore(Interface):
         L{errors.BadRequest} for an unknown id.
         """
 
-    def create_group(name, creator, members, created):
+    def create_group(name, creator, members, created, max_created):
         """
-        Create local group C{name}; C{members} (addresses, the creator among
-        them) whose realm is C{creator.realm} must be users here.
+        Create local group C{name} (L{errors.GroupExists} if taken in any
+        case); C{members} (addresses, the creator among them) whose realm is
+        C{creator.realm} must be users here; L{errors.QuotaExceeded} if
+        C{creator} has created C{max_created} groups already.
         """
 
     def group_history(name, reader, after_id, limit, max_bytes):

@@ -146,7 +146,9 @@ class Realm:
         except errors.InvalidName:
             pass  # no such user: still hash, so timing tells nothing
         else:
-            stored = await self._store.password_hash(name)
+            found = await self._store.password_hash(name)
+            if found is not None:
+                name, stored = found  # the name as registered: Alice logs in as alice
         suspect = self.logins.is_suspect(peer)
         if not await self._hasher.verify(password, stored, peer=peer, suspect=suspect):
             delay = self.logins.failed(peer, name)
@@ -341,8 +343,13 @@ class Realm:
             )
         creator = Address(creator, self.name)
         everyone = (creator, *(m for m in members if m != creator))
+        if len(everyone) > self.limits.max_group_members:
+            raise errors.QuotaExceeded(
+                f"a group has at most {self.limits.max_group_members} members"
+            )
         return self._store.create_group(
-            group.name, creator, everyone, format_timestamp(self._now())
+            group.name, creator, everyone, format_timestamp(self._now()),
+            self.limits.max_groups_per_user,
         )
 
     def leave_group(self, user, group):

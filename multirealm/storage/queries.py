@@ -9,6 +9,8 @@ with a L{errors.ChatError} only before it changes any row; the store
 relies on that to run batches without savepoints.
 """
 
+import attrs
+
 from multirealm import errors, wire
 from multirealm.model import GROUP as GROUP_KIND
 from multirealm.model import Delivery, FileRef, History, Message, group_mailbox, user_mailbox
@@ -27,7 +29,7 @@ class ThreadCache:
     MAX = 100_000
 
     def __init__(self):
-        self.users = set()
+        self.users = {}  # a name as asked -> the name as registered
         self.mailboxes = {}
 
     def clear(self):
@@ -54,17 +56,24 @@ def list_groups(db, after, limit):
 
 
 def create_user(db, name, password_hash, created):
-    cursor = db.execute(
-        "INSERT OR IGNORE INTO users (name, password_hash, created) VALUES (?, ?, ?)",
+    taken = db.execute(
+        "SELECT name FROM users WHERE name = ? COLLATE NOCASE LIMIT 1", (name,)
+    ).fetchone()
+    if taken is not None:
+        raise errors.UserExists(f"user {taken[0]!r} already exists")
+    db.execute(
+        "INSERT INTO users (name, password_hash, created) VALUES (?, ?, ?)",
         (name, password_hash, created),
     )
-    if cursor.rowcount == 0:
-        raise errors.UserExists(f"user {name!r} already exists")
 
 
 def password_hash(db, name):
-    row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
+    """(the user's name as registered, stored hash) of C{name} in any case, or None."""
+    return db.execute(
+        "SELECT name, password_hash FROM users WHERE name = ? COLLATE NOCASE"
+        " ORDER BY name = ? DESC LIMIT 1",
+        (name, name),
+    ).fetchone()
 
 
 def create_session(db, token_hash, user, expires):
@@ -94,26 +103,43 @@ def purge_sessions(db, now):
     return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
 
 
-def require_member(db, group, address):
-    exists = db.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone()
-    if exists is None:
+def local_group(db, group):
+    """The name of local group C{group} (any case) as created; L{errors.NoSuchGroup}."""
+    row = db.execute(
+        "SELECT name FROM groups WHERE name = ? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
+        (group, group),
+    ).fetchone()
+    if row is None:
         raise errors.NoSuchGroup(f"no group {group!r}")
+    return row[0]
+
+
+def require_member(db, group, address):
+    """The name of local group C{group} as created, if C{address} is a member."""
+    group = local_group(db, group)
     member = db.execute(
         "SELECT 1 FROM members WHERE group_name = ? AND member = ?", (group, str(address))
     ).fetchone()
     if member is None:
         raise errors.NotAMember(f"{address} is not a member of group {group!r}")
+    return group
 
 
-def user_exists(db, cache, name):
-    if name in cache.users:
-        return True
-    if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
-        return False
+def local_user(db, cache, name):
+    """The name of local user C{name} (any case) as registered, or None."""
+    known = cache.users.get(name)
+    if known is not None:
+        return known
+    row = db.execute(
+        "SELECT name FROM users WHERE name = ? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
+        (name, name),
+    ).fetchone()
+    if row is None:
+        return None
     if len(cache.users) >= cache.MAX:
         cache.users.clear()
-    cache.users.add(name)
-    return True
+    cache.users[name] = row[0]
+    return row[0]
 
 
 def mailbox_number(db, cache, owner, create):
@@ -178,47 +204,66 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
     return Delivery(message, origin, local_users, outbox_realms)
 
 
+def _to_local_user(db, cache, message):
+    """C{message} with its local recipient spelled as registered; L{errors.NoSuchUser}."""
+    recipient = message.recipient
+    name = local_user(db, cache, recipient.name)
+    if name is None:
+        raise errors.NoSuchUser(f"no user {recipient.name!r}")
+    if name != recipient.name:
+        message = attrs.evolve(message, recipient=Address(name, recipient.realm))
+    return message
+
+
+def _to_local_group(db, realm, message):
+    """
+    C{message} to local group: the sender must be a member; the group is
+    spelled as created.  Returns (message, realms to queue it for).
+    """
+    group = message.recipient
+    name = require_member(db, group.name, message.sender)
+    if name != group.name:
+        message = attrs.evolve(message, recipient=Address(name, realm))
+    realms = frozenset(
+        row[0]
+        for row in db.execute(
+            "SELECT realm FROM group_realms WHERE group_name = ? AND realm != ?", (name, realm)
+        )
+    )
+    return message, realms
+
+
 def add_private_message(db, cache, realm, message):
-    sender, recipient = message.sender, message.recipient  # the sender is local
-    if recipient.realm == realm:
-        if not user_exists(db, cache, recipient.name):
-            raise errors.NoSuchUser(f"no user {recipient.name!r}")
+    sender = message.sender  # always local: the message was minted here
+    if message.recipient.realm == realm:
+        message = _to_local_user(db, cache, message)
+        recipient = message.recipient
         local = frozenset((sender.name, recipient.name))
         mailboxes = {user_mailbox(sender), user_mailbox(recipient)}
         outbox = NOWHERE
     else:
         local = frozenset((sender.name,))
         mailboxes = (user_mailbox(sender),)
-        outbox = frozenset((recipient.realm,))
+        outbox = frozenset((message.recipient.realm,))
     return insert_message(db, cache, realm, message, mailboxes, outbox, local)
 
 
-def group_members(db, realm, group, but=None):
-    """
-    (local member names, other realms with members, except C{but}) of
-    local group C{group}, as frozensets.
-    """
-    local, realms = set(), set()
-    for (member,) in db.execute("SELECT member FROM members WHERE group_name = ?", (group,)):
-        member = address(member)
-        if member.realm == realm:
-            local.add(member.name)
-        else:
-            realms.add(member.realm)
-    realms.discard(but)
-    return frozenset(local), frozenset(realms)
-
-
 def add_group_message(db, cache, realm, message):
-    group = message.recipient
-    if group.realm == realm:
-        require_member(db, group.name, message.sender)
-        local, outbox = group_members(db, realm, group.name)
+    """
+    A group message reaches the group's history, and one outbox per other
+    realm with members: its cost does not grow with the group's members.
+    Its Delivery names no local users (live delivery asks who is in the
+    group).
+    """
+    if message.recipient.realm == realm:
+        message, outbox = _to_local_group(db, realm, message)
     else:
         # A copy of another realm's group: this realm does not know its
         # members yet (federation replicates them).
-        local, outbox = NOBODY, frozenset((group.realm,))
-    return insert_message(db, cache, realm, message, (group_mailbox(group),), outbox, local)
+        outbox = frozenset((message.recipient.realm,))
+    return insert_message(
+        db, cache, realm, message, (group_mailbox(message.recipient),), outbox, NOBODY
+    )
 
 
 def receive_message(db, cache, realm, origin, message):
@@ -232,20 +277,17 @@ def receive_message(db, cache, realm, origin, message):
     ).fetchone()
     if known is not None:
         return Delivery(message, origin, duplicate=True)
-    recipient = message.recipient
     if message.kind == GROUP_KIND:
-        if recipient.realm == realm:
-            require_member(db, recipient.name, message.sender)
-            # Never queued back to the realm it came from.
-            local, outbox = group_members(db, realm, recipient.name, but=origin)
+        if message.recipient.realm == realm:
+            message, outbox = _to_local_group(db, realm, message)
+            outbox = outbox - {origin}  # never queued back to the realm it came from
         else:
-            local, outbox = NOBODY, NOWHERE
-        mailboxes = (group_mailbox(recipient),)
+            outbox = NOWHERE
+        local, mailboxes = NOBODY, (group_mailbox(message.recipient),)
     else:
-        if not user_exists(db, cache, recipient.name):
-            raise errors.NoSuchUser(f"no user {recipient.name!r}")
-        local, outbox = frozenset((recipient.name,)), NOWHERE
-        mailboxes = (user_mailbox(recipient),)
+        message = _to_local_user(db, cache, message)
+        local, outbox = frozenset((message.recipient.name,)), NOWHERE
+        mailboxes = (user_mailbox(message.recipient),)
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 
 
@@ -306,32 +348,64 @@ def history(db, cache, owner, after_id, limit, max_bytes):
     return History(tuple(messages), more)
 
 
-def create_group(db, cache, name, creator, members, created):
-    if db.execute("SELECT 1 FROM groups WHERE name = ?", (name,)).fetchone() is not None:
-        raise errors.GroupExists(f"group {name!r} already exists")
+def create_group(db, cache, name, creator, members, created, max_created):
+    """
+    Create local group C{name} (its members' local users must exist, in
+    any case), unless C{creator} has created C{max_created} already.
+    """
+    taken = db.execute(
+        "SELECT name FROM groups WHERE name = ? COLLATE NOCASE LIMIT 1", (name,)
+    ).fetchone()
+    if taken is not None:
+        raise errors.GroupExists(f"group {taken[0]!r} already exists")
+    created_before = db.execute(
+        "SELECT count(*) FROM groups WHERE creator = ?", (str(creator),)
+    ).fetchone()[0]
+    if created_before >= max_created:
+        raise errors.QuotaExceeded(
+            f"you have created {created_before} groups, the most one user may: leave or"
+            " reuse one"
+        )
+    spelled = {}  # folded address -> address as registered, one per member
     for member in members:
-        if member.realm == creator.realm and not user_exists(db, cache, member.name):
-            raise errors.NoSuchUser(f"no user {member.name!r}")
+        if member.realm == creator.realm:
+            registered = local_user(db, cache, member.name)
+            if registered is None:
+                raise errors.NoSuchUser(f"no user {member.name!r}")
+            member = Address(registered, member.realm)
+        spelled.setdefault(str(member).lower(), member)
     db.execute(
         "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
         (name, str(creator), created),
     )
     db.executemany(
-        "INSERT OR IGNORE INTO members (group_name, member) VALUES (?, ?)",
-        [(name, str(m)) for m in members],
+        "INSERT INTO members (group_name, member) VALUES (?, ?)",
+        [(name, str(m)) for m in spelled.values()],
+    )
+    realms = {}
+    for member in spelled.values():
+        realms[member.realm] = realms.get(member.realm, 0) + 1
+    db.executemany(
+        "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, ?)",
+        [(name, realm, count) for realm, count in realms.items()],
     )
 
 
 def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
-    require_member(db, name, reader)
+    name = require_member(db, name, reader)
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
 def leave_group(db, name, member):
-    require_member(db, name, member)
+    name = require_member(db, name, member)
     db.execute(
         "DELETE FROM members WHERE group_name = ? AND member = ?", (name, str(member))
     )
+    db.execute(
+        "UPDATE group_realms SET members = members - 1 WHERE group_name = ? AND realm = ?",
+        (name, member.realm),
+    )
+    db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,))
 
 
 def pending_counts(db):

@@ -327,8 +327,10 @@ class SQLiteStore:
 
     # -- groups -------------------------------------------------------------
 
-    def create_group(self, name, creator, members, created):
-        return self.submit(queries.create_group, self.thread_cache, name, creator, members, created)
+    def create_group(self, name, creator, members, created, max_created=2**62):
+        return self.submit(
+            queries.create_group, self.thread_cache, name, creator, members, created, max_created
+        )
 
     def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
         return self.submit(

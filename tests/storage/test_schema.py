@@ -44,6 +44,9 @@ class MigrationTests(unittest.TestCase):
                         'heru@1', 'from release 1', '2026-01-01T00:00:00.000+00:00');
             INSERT INTO mailboxes VALUES (1, 'user:alice@1'), (2, 'user:heru@1');
             INSERT INTO timeline VALUES (1, 1), (2, 1);
+            INSERT INTO groups VALUES ('team', 'alice@1', 't');
+            INSERT INTO members VALUES ('team', 'alice@1'), ('team', 'bob@2'),
+                                       ('team', 'cy@2'), ('team', 'dee@3');
             """
         )
         db.close()
@@ -72,6 +75,12 @@ class MigrationTests(unittest.TestCase):
             lambda db: db.execute("SELECT origin FROM messages").fetchall(), writes=False
         )
         self.assertEqual(origin, [("1",)])
+        # Step 3 counted each group's members by realm.
+        realms = yield store.submit(
+            lambda db: db.execute("SELECT * FROM group_realms ORDER BY realm").fetchall(),
+            writes=False,
+        )
+        self.assertEqual(realms, [("team", "1", 1), ("team", "2", 2), ("team", "3", 1)])
         # Opening again does nothing more.
         yield store.stop()
         self.assertEqual(self.open().migrated, (schema.latest(), schema.latest()))
