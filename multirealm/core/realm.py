@@ -255,7 +255,17 @@ class Realm:
         return self._store.add_private_message(self.new_message(PRIVATE, sender, recipient, text))
 
     def send_group(self, sender, group, text):
-        """Accept a message to the group at L{Address} C{group}; as L{send}."""
+        """
+        Accept a message to the group at L{Address} C{group}; as L{send}.
+        Only members post, on every path: for a group of another realm this
+        realm needs that group's member list, which realm links will bring;
+        until then such a post is refused, not stored unchecked.
+        """
+        if group.realm != self.name:
+            return defer.fail(errors.NotAMember(
+                f"this realm cannot yet check who is in {group} (realm links are not built),"
+                " so it cannot accept posts to it"
+            ))
         return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
 
     def receive(self, origin, message):
