@@ -325,12 +325,14 @@ def main(argv=None):
             proc, port = start_realm(folder)
             try:
                 figures = ATTACKS[name](port, proc.pid, opts.seconds)
-            finally:
-                started = time.monotonic()
-                run.stop(proc)
-                figures_stop = round(time.monotonic() - started, 2)
+            except Exception as e:  # the realm gave way: say how, with what it used
+                figures = {"attack_failed": repr(e)}
+            figures["realm_peak_rss_mib"] = round(peak_rss_mib(proc.pid)[0], 1)
+            started = time.monotonic()
+            run.stop(proc)
+            stopped = round(time.monotonic() - started, 2)
             print(f"{name}: {figures}")
-            print(f"{name}: SIGTERM to exit {figures_stop} s")
+            print(f"{name}: SIGTERM to exit {stopped} s")
             sys.stdout.flush()
 
 

@@ -8,7 +8,6 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from multirealm.config import Limits
-from multirealm.names import Address
 from tests.helpers import BoundedTransport, Client, make_realm
 
 NOISE = "\x01" * 2000  # 2,000 characters that JSON writes as 12,000 bytes

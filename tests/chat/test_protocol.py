@@ -6,7 +6,7 @@ single realm can give, reply order, flow control.
 import json
 
 import attrs
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from multirealm.commands import COMMANDS
