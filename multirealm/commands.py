@@ -1,5 +1,5 @@
 """
-The chat commands and the pure parser of request lines (PROTOCOL.md §1).
+The chat commands and the pure parser of request lines (docs/protocol.md).
 
 The table L{COMMANDS} is the one place a command is declared: its words,
 whether it takes a session, its usage line for C{help}.  L{parse_request}

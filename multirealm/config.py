@@ -1,5 +1,5 @@
 """
-realms.ini, read once into validated frozen values (PROTOCOL.md §3).
+realms.ini, read once into validated frozen values (its keys: README.md).
 
 Nothing else in the package reads the INI file: everything is asked of the
 L{NetworkConfig} that L{load} returns.  Every error names the file, the
@@ -38,6 +38,9 @@ class Limits:
     # list_limit names; a connection is not read while more than
     # reply_buffer_bytes of its replies wait to be written, nor, once all
     # connections together hold realm_reply_buffer_bytes, while it has any.
+    # Password hashes (register, auth) waiting or running for one client
+    # address; the whole realm takes at most 1,024.
+    hashes_per_address: int = 64
     # Registrations per client address: a burst, then so many an hour.
     registration_burst: int = 100
     registrations_per_hour: float = 100.0
@@ -147,6 +150,9 @@ def _read_limits(section):
             "rate_limit_per_second", d.rate_limit_per_second, kind=float, minimum=0.001
         ),
         session_days=section.number("session_days", d.session_days, kind=float, minimum=0.001),
+        hashes_per_address=section.number(
+            "hashes_per_address", d.hashes_per_address, minimum=1, maximum=1024
+        ),
         registration_burst=section.number("registration_burst", d.registration_burst, minimum=1),
         registrations_per_hour=section.number(
             "registrations_per_hour", d.registrations_per_hour, kind=float, minimum=0.001
@@ -162,7 +168,9 @@ def _read_limits(section):
         history_reply_bytes=section.number(
             "history_reply_bytes", d.history_reply_bytes, minimum=1024
         ),
-        list_limit=section.number("list_limit", d.list_limit, minimum=1),
+        # 20,000 names of at most 32 characters stay within the 1 MiB
+        # that a list request is counted as until answered.
+        list_limit=section.number("list_limit", d.list_limit, minimum=1, maximum=20_000),
         reply_buffer_bytes=section.number("reply_buffer_bytes", d.reply_buffer_bytes, minimum=1024),
         realm_reply_buffer_bytes=section.number(
             "realm_reply_buffer_bytes", d.realm_reply_buffer_bytes, minimum=1024

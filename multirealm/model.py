@@ -18,8 +18,10 @@ class MessageIds:
     """
     Mints network-unique message ids: 32 hex digits, the first 12 the epoch
     milliseconds, the other 20 random (80 bits): the layout of a ULID,
-    written in hex because Python formats hex in C.  Ids sort roughly by
-    creation time, and two realms never mint the same one.
+    written in hex because Python formats hex in C.  Two realms never mint
+    the same one.  Like a monotonic ULID, the ids one realm mints sort in
+    the order they were minted: within one millisecond (or if the clock
+    steps back) an id is the one before plus one.
 
     Randomness is read from C{os.urandom} 4 KiB at a time: one system call
     per 409 ids.  A call per id would release the GIL each time, and on a
@@ -32,13 +34,19 @@ class MessageIds:
     def __init__(self):
         self._pool = b""
         self._used = 0
+        self._last = (-1, 0)  # (milliseconds, random part) of the last id
 
     def new(self, milliseconds):
-        if self._used >= len(self._pool):
-            self._pool, self._used = os.urandom(self._POOL_BYTES), 0
-        random = self._pool[self._used : self._used + 10]
-        self._used += 10
-        return f"{milliseconds:012x}{random.hex()}"
+        last_ms, last_random = self._last
+        if milliseconds <= last_ms and last_random < 2**80 - 1:
+            milliseconds, random = last_ms, last_random + 1
+        else:
+            if self._used >= len(self._pool):
+                self._pool, self._used = os.urandom(self._POOL_BYTES), 0
+            random = int.from_bytes(self._pool[self._used : self._used + 10], "big")
+            self._used += 10
+        self._last = (milliseconds, random)
+        return f"{milliseconds:012x}{random:020x}"
 
 
 def format_timestamp(seconds):

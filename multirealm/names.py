@@ -1,5 +1,6 @@
 """
-User, group and realm names, and C{name@realm} addresses (PROTOCOL.md §1.1).
+User, group and realm names, and C{name@realm} addresses (docs/protocol.md,
+"Names and addresses").
 """
 
 import re

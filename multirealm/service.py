@@ -93,7 +93,9 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     clock = clock or reactor
     realm_config = config.realm(realm_name)
     store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
-    hasher = hasher or PasswordHasher(reactor)
+    hasher = hasher or PasswordHasher(
+        reactor, max_waiting_per_peer=config.limits.hashes_per_address
+    )
     realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock)
 
     top = MultiService()

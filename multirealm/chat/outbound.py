@@ -128,6 +128,11 @@ class OutboundQueue:
         self.pending_bytes += count
         self._budget.add(count)
 
+    @property
+    def blocked(self):
+        """True while the transport is full (the client is not reading)."""
+        return self._paused
+
     def reserve(self, most=0):
         """
         A place for the reply of a request just read, counted as C{most}

@@ -118,14 +118,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._close_when_answered()
 
     def timeoutConnection(self):
-        """Idle too long: say so, then close (at once if the client is not reading)."""
+        """
+        Idle too long: say so and close once every reply is out, or at once
+        if the client is not reading them (its replies would never leave).
+        """
         self._quitting = True
         idle = errors.IdleTimeout(
             f"no request for {self.factory.limits.idle_timeout:g} seconds: closing"
             " (send ping to keep a connection open)"
         )
         self._outbound.reply(wire.to_bytes(idle))
-        self._outbound.end(abort=bool(self._outbound.waiting))
+        if self._outbound.blocked:
+            self._outbound.end(abort=True)
+        else:
+            self._close_when_answered()
 
     def _replies_written(self):
         if "pending" in self._holds and self._outbound.waiting < self.MAX_PENDING // 2:
@@ -281,7 +287,7 @@ class ChatFactory(Factory):
         count = self._per_address.get(host, 0)
         if count >= self.limits.connections_per_address:
             return _Refusal(errors.TooManyConnections(
-                f"{count} connections from your address already: close one first"
+                f"too many connections from your address (at most {count}): close one first"
             ))
         self._per_address[host] = count + 1
         protocol = Factory.buildProtocol(self, addr)

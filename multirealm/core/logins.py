@@ -11,7 +11,13 @@ seconds without a failure.
 from collections import OrderedDict
 
 from multirealm import errors
+from multirealm.names import is_valid_name
 from multirealm.ratelimit import TokenBucket
+
+
+def _account_key(account):
+    """An account as a table key: folded, and bounded (any invalid name is one key)."""
+    return account.lower() if is_valid_name(account) else "<invalid name>"
 
 
 class _Recent:
@@ -79,7 +85,7 @@ class LoginGuard:
 
     def check(self, peer, account):
         """Raise L{errors.RateLimited} if C{peer} may not try C{account} now."""
-        key = account.lower()
+        key = _account_key(account)
         if self._pairs.count((peer, key)) >= self.PER_PAIR or (
             self._accounts.count(key) >= self.PER_ACCOUNT and self.is_suspect(peer)
         ):
@@ -89,14 +95,14 @@ class LoginGuard:
 
     def failed(self, peer, account):
         """Record a failure; return the seconds to wait before answering it."""
-        key = account.lower()
+        key = _account_key(account)
         self._pairs.add((peer, key))
         self._accounts.add(key)
         failures = self._peers.add(peer)
         return 0.0 if failures == 1 else min(self.MAX_DELAY, 0.25 * 2 ** (failures - 1))
 
     def succeeded(self, peer, account):
-        self._pairs.forget((peer, account.lower()))
+        self._pairs.forget((peer, _account_key(account)))
 
 
 class RegistrationRate:

@@ -73,7 +73,7 @@ class PasswordHasher:
     """
 
     def __init__(
-        self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024, max_waiting_per_peer=16,
+        self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024, max_waiting_per_peer=64,
         runner=None,
     ):
         self._reactor = reactor

@@ -352,7 +352,10 @@ class Realm:
                 f"groups are created on their own realm: connect to realm {group.realm}"
             )
         creator = Address(creator, self.name)
-        everyone = (creator, *(m for m in members if m != creator))
+        everyone = {str(creator).lower(): creator}  # one each, whatever the case
+        for member in members:
+            everyone.setdefault(str(member).lower(), member)
+        everyone = tuple(everyone.values())
         if len(everyone) > self.limits.max_group_members:
             raise errors.QuotaExceeded(
                 f"a group has at most {self.limits.max_group_members} members"

@@ -363,8 +363,7 @@ def create_group(db, cache, name, creator, members, created, max_created):
     ).fetchone()[0]
     if created_before >= max_created:
         raise errors.QuotaExceeded(
-            f"you have created {created_before} groups, the most one user may: leave or"
-            " reuse one"
+            f"you have created {created_before} groups, the most one user may create"
         )
     spelled = {}  # folded address -> address as registered, one per member
     for member in members:

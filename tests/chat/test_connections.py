@@ -27,6 +27,18 @@ class IdleTests(unittest.TestCase):
         self.assertEqual(reply["code"], "idle_timeout")
         self.assertTrue(client.transport.disconnecting)
 
+    def test_an_idle_timeout_still_answers_what_was_asked(self):
+        client = Client(self.realm)
+        answer = defer.Deferred()
+        self.realm.list_realms = lambda: answer  # a slow database
+        client.send("listrealms")
+        self.realm.clock.advance(61)
+        self.assertFalse(client.transport.disconnecting)
+        answer.callback([])
+        self.assertEqual([r.get("code", r["status"]) for r in client.replies()],
+                         ["OK", "idle_timeout"])
+        self.assertTrue(client.transport.disconnecting)
+
     def test_ping_keeps_it_open(self):
         client = Client(self.realm)
         for _ in range(10):

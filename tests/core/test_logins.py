@@ -76,3 +76,12 @@ class RegistrationRateTests(unittest.TestCase):
         yield realm.register("mine", "pw", peer="someone-else")
         realm.clock.advance(60)  # one more an hour: one a minute
         yield realm.register("u3", "pw", peer="squatter")
+
+
+class BoundedTablesTests(unittest.TestCase):
+    def test_a_huge_or_invalid_account_name_is_not_kept(self):
+        realm = make_realm(self)
+        self.failureResultOf(realm.login("x" * 60_000, "pw", peer="p1"))
+        self.failureResultOf(realm.login("../../etc", "pw", peer="p2"))  # first failure: no delay
+        kept = realm.logins._pairs._entries  # the table itself: what it holds, not how
+        self.assertTrue(all(len(key[1]) < 64 for key in kept))

@@ -58,13 +58,16 @@ class SessionTests(unittest.TestCase):
 
 
 class MessageIdTests(unittest.TestCase):
-    def test_ids_are_unique_hex_and_start_with_the_time(self):
+    def test_ids_are_unique_hex_start_with_the_time_and_sort_in_mint_order(self):
         ids = MessageIds()
-        minted = [ids.new(1_700_000_000_123 + n // 1000) for n in range(5000)]
-        self.assertEqual(len(set(minted)), 5000)  # spans several urandom pools
+        minted = [ids.new(1_700_000_000_123 + n // 10) for n in range(5000)]
+        self.assertEqual(len(set(minted)), 5000)  # 500 milliseconds: two urandom pools
+        self.assertEqual(minted, sorted(minted))  # 10 a millisecond, still in order
         for n, message_id in enumerate(minted):
             self.assertRegex(message_id, "^[0-9a-f]{32}$")
-            self.assertEqual(int(message_id[:12], 16), 1_700_000_000_123 + n // 1000)
+            self.assertEqual(int(message_id[:12], 16), 1_700_000_000_123 + n // 10)
+        # A clock that steps back does not make an id sort before earlier ones.
+        self.assertGreater(ids.new(1_600_000_000_000), minted[-1])
 
     def test_timestamps_are_utc_iso_with_milliseconds(self):
         clock = task.Clock()
