@@ -236,6 +236,7 @@ def write_realms_ini(folder, data_dir):
             "# the setup registers and logs in every user from this one address\n"
             f"registration_burst = {RATE_LIMIT}\n"
             "hashes_per_address = 1024\n"
+            "connections_per_address = 100000\n"
             "\n"
             "[realm:1]\n"
             "host = 127.0.0.1\n"
