@@ -27,8 +27,9 @@ class Command:
     is answered (C{register} and C{auth} hash a password in a thread pool,
     and a pipelined C{auth} then C{send - ...} must see the session).
     C{closes}: the connection closes once this request is answered.
-    C{heavy}: its reply may be long (a history or list page, bounded by
-    C{history_reply_bytes}); it counts as that long until answered.
+    C{heavy}: its reply may be long: C{"history"} (a page bounded by
+    C{history_reply_bytes}) or C{"list"} (bounded by C{list_limit} names);
+    it counts as that long until answered.
     """
 
     name: str
@@ -40,7 +41,7 @@ class Command:
     optional: tuple = ()
     serial: bool = False
     closes: bool = False
-    heavy: bool = False
+    heavy: str | None = None
 
     @property
     def usage(self):
@@ -67,11 +68,11 @@ COMMANDS = {
         Command("logout", "end a session everywhere", session=True),
         Command(
             "listusers", "this realm's users, a page at a time", optional=("realm", "after"),
-            heavy=True,
+            heavy="list",
         ),
         Command(
             "listgroups", "this realm's groups, a page at a time", optional=("realm", "after"),
-            heavy=True,
+            heavy="list",
         ),
         Command("listrealms", "the linked realms and their queues"),
         Command("send", "private message; <to> may be user@realm", True, ("to",), "message"),
@@ -86,11 +87,11 @@ COMMANDS = {
         ),
         Command(
             "inbox", "your private messages, oldest first", True, optional=("after_id",),
-            heavy=True,
+            heavy="history",
         ),
         Command(
             "groupinbox", "a group's messages, oldest first", True, ("group",),
-            optional=("after_id",), heavy=True,
+            optional=("after_id",), heavy="history",
         ),
         Command(
             "creategroup", "create a group; you are always a member", True, ("group",),

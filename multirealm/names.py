@@ -9,11 +9,14 @@ import attrs
 
 from multirealm.errors import InvalidName
 
-# At least one letter, digit or _: "-" is the session shorthand, and "."
-# or ".." look like paths.
-_NAME = re.compile(r"(?=.*[A-Za-z0-9_])[A-Za-z0-9_.\-]{1,32}")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+# A new name also needs a letter, digit or _: "-" is the session
+# shorthand, and "." or ".." look like paths.  (Names made before this rule
+# stay usable: the rule is checked only where a name is made.)
+_NEW_NAME = re.compile(r"(?=.*[A-Za-z0-9_])[A-Za-z0-9_.\-]{1,32}")
 
-NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -, not only dots and dashes"
+NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -"
+NEW_NAME_RULE = "1-32 characters of A-Z a-z 0-9 _ . -, not only dots and dashes"
 
 
 def is_valid_name(name):
@@ -22,6 +25,13 @@ def is_valid_name(name):
     store compares them without case and keeps the case given first).
     """
     return _NAME.fullmatch(name) is not None
+
+
+def check_new_name(name, what="name"):
+    """C{name} if it may name a new user or group, else L{InvalidName}."""
+    if _NEW_NAME.fullmatch(name) is None:
+        raise InvalidName(f"{what} {name!r} is not valid: use {NEW_NAME_RULE}")
+    return name
 
 
 def check_name(name, what="name"):

@@ -84,6 +84,12 @@ class ReplyBudget:
         self._waiting.discard(waiter)
 
 
+# A long reply goes to the transport this much at a time, and only while the
+# transport has room: the rest stays here, counted in pending_bytes, instead
+# of piling up uncounted in the transport's own buffer.
+CHUNK = 65536
+
+
 @implementer(IPushProducer, IConsumer)
 class OutboundQueue:
     """
@@ -155,7 +161,7 @@ class OutboundQueue:
         slot[0] = reply
         slots = self._slots
         if slots[0] is slot:
-            if size and not self._running and not self._paused and len(slots) == 1:
+            if 0 < size <= CHUNK and not self._running and not self._paused and len(slots) == 1:
                 # The common case, a lone reply answered: no loop needed.
                 slots.popleft()
                 self._charge(-size)
@@ -168,7 +174,7 @@ class OutboundQueue:
         """A reply that is ready at once: written now if nothing is ahead of it."""
         if self._closed:
             return
-        if not self._slots and type(reply) is bytes and not self._paused:
+        if not self._slots and type(reply) is bytes and len(reply) <= CHUNK and not self._paused:
             self._transport.write(reply)
             self._on_written()
         else:
@@ -208,10 +214,17 @@ class OutboundQueue:
                 reply = head[0]
                 if reply is None:
                     break  # the oldest request is not answered yet
-                if type(reply) is bytes:
+                if type(reply) is bytes or type(reply) is memoryview:
+                    if len(reply) > CHUNK:
+                        view = memoryview(reply)
+                        self._transport.write(bytes(view[:CHUNK]))
+                        head[0] = view[CHUNK:]
+                        head[1] -= CHUNK
+                        self._charge(-CHUNK)
+                        continue
                     slots.popleft()
                     self._charge(-head[1])
-                    self._transport.write(reply)
+                    self._transport.write(bytes(reply))
                     written = True
                     continue
                 part = reply.next_part()

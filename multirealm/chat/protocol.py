@@ -62,7 +62,11 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         )
         self.handlers = Handlers(self.realm, _host(self.transport), self._hold_until)
         self._reply_buffer = factory.limits.reply_buffer_bytes
-        self._heavy_reply = factory.limits.history_reply_bytes
+        self._longest = {  # the most a heavy reply may take, by kind
+            "history": factory.limits.history_reply_bytes,
+            "list": factory.limits.list_limit * 40 + 256,  # 32-character names, quoted
+        }
+        self._parked = None  # a heavy request waiting for the realm's budget
         self._budget = factory.reply_budget
         self._holds = set()
         self._quitting = False
@@ -153,8 +157,13 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     def budget_available(self):
         """The realm's reply budget has room again (L{ReplyBudget})."""
-        if self.connected:
-            self._check_reply_bytes()
+        if not self.connected:
+            return
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            self._handle(parked)
+            self._release("budget")
+        self._check_reply_bytes()
 
     def _close_when_answered(self):
         """After quit or the client's end, close once every reply is out."""
@@ -178,6 +187,17 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         except UnicodeDecodeError:
             return self._answer(errors.BadEncoding("request is not valid UTF-8"))
         request = parse_request(text)
+        command = request.command
+        if command is not None and command.heavy and self._budget.exhausted:
+            # The realm holds too many reply bytes: this long request waits
+            # (and so do the ones after it) until there is room.
+            self._parked = request
+            self._hold("budget")
+            self._budget.wait(self)
+            return
+        self._handle(request)
+
+    def _handle(self, request):
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
@@ -191,7 +211,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             elif command.serial and isinstance(result, defer.Deferred):
                 self._hold_until(result)
             elif command.heavy:
-                return self._answer(result, self._heavy_reply)
+                return self._answer(result, self._longest[command.heavy])
         self._answer(result)
 
     def lineTooLong(self):

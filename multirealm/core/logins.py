@@ -21,7 +21,11 @@ def _account_key(account):
 
 
 class _Recent:
-    """key -> (failures, time of the last); bounded, forgetting after a window."""
+    """
+    key -> (failures, start of their window): failures counted over
+    C{window} seconds from the first, then forgotten (so a slow trickle of
+    guesses does not keep a count alive for ever); bounded in keys.
+    """
 
     def __init__(self, clock, window, max_keys):
         self._clock = clock
@@ -33,16 +37,18 @@ class _Recent:
         entry = self._entries.get(key)
         if entry is None:
             return 0
-        failures, last = entry
-        if self._clock.seconds() - last > self._window:
+        failures, since = entry
+        if self._clock.seconds() - since > self._window:
             del self._entries[key]
             return 0
         return failures
 
     def add(self, key):
-        failures = self.count(key) + 1
-        self._entries[key] = (failures, self._clock.seconds())
+        failures = self.count(key)
+        since = self._entries[key][1] if failures else self._clock.seconds()
+        self._entries[key] = (failures + 1, since)
         self._entries.move_to_end(key)
+        failures += 1
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
         return failures
@@ -63,10 +69,12 @@ class LoginGuard:
       - an address that failed C{PER_PAIR} times on one account is refused
         that account (C{rate_limited}) until the window passes; and when an
         account has C{PER_ACCOUNT} recent failures from anywhere (a
-        distributed guess), every suspect address is refused it.
+        distributed guess), every address that failed on it is refused it.
 
-    An address without failures is never refused, so the real owner of an
-    account under attack still logs in.
+    An address that has not failed on an account is never refused it, so
+    the real owner of an account under attack still logs in (unless the
+    owner shares an address with the guesser, behind one NAT: addresses
+    are all a realm can tell apart).
     """
 
     WINDOW = 600.0
@@ -86,9 +94,8 @@ class LoginGuard:
     def check(self, peer, account):
         """Raise L{errors.RateLimited} if C{peer} may not try C{account} now."""
         key = _account_key(account)
-        if self._pairs.count((peer, key)) >= self.PER_PAIR or (
-            self._accounts.count(key) >= self.PER_ACCOUNT and self.is_suspect(peer)
-        ):
+        tried = self._pairs.count((peer, key))
+        if tried >= self.PER_PAIR or (tried and self._accounts.count(key) >= self.PER_ACCOUNT):
             raise errors.RateLimited(
                 "too many failed logins for this account from your address: try again later"
             )
@@ -99,7 +106,9 @@ class LoginGuard:
         self._pairs.add((peer, key))
         self._accounts.add(key)
         failures = self._peers.add(peer)
-        return 0.0 if failures == 1 else min(self.MAX_DELAY, 0.25 * 2 ** (failures - 1))
+        if failures == 1:
+            return 0.0
+        return min(self.MAX_DELAY, 0.25 * 2 ** min(failures - 1, 6))
 
     def succeeded(self, peer, account):
         self._pairs.forget((peer, _account_key(account)))

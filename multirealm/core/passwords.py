@@ -9,7 +9,9 @@ core each), so L{PasswordHasher} does not hand every request to a thread
 pool's first-come queue.  It keeps its own queue, one lane per client
 address, and serves the lanes in turn: a flood from one address waits
 behind itself, not in front of everyone else.  Addresses with recent
-failed logins (C{suspect}) are served only when no other address waits.
+failed logins (C{suspect}) get one turn in C{SUSPECT_SHARE}: they wait
+behind everyone else without ever being starved.  When the queue is full,
+the longest lane gives up its newest job, so a newcomer gets a place.
 Only as many jobs as there are threads are in the pool at once, so
 stopping abandons the queue at once instead of hashing it all first.
 """
@@ -72,6 +74,8 @@ class PasswordHasher:
         is this hasher's thread pool.
     """
 
+    SUSPECT_SHARE = 4
+
     def __init__(
         self, reactor, cost=DEFAULT_COST, threads=2, max_waiting=1024, max_waiting_per_peer=64,
         runner=None,
@@ -89,6 +93,7 @@ class PasswordHasher:
         self._queued = {}  # peer -> jobs waiting or running
         self._waiting = 0
         self._running = 0
+        self._turns = 0
         self._stopped = False
 
     def start(self):
@@ -126,12 +131,12 @@ class PasswordHasher:
     def _submit(self, peer, suspect, function, *args):
         if self._stopped:
             return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
-        if self._waiting >= self._max_waiting:
-            return defer.fail(errors.RateLimited("too many logins at once: try again shortly"))
         if self._queued.get(peer, 0) >= self._max_per_peer:
             return defer.fail(
                 errors.RateLimited("too many logins at once from your address: try again shortly")
             )
+        if self._waiting >= self._max_waiting and not self._make_room(peer):
+            return defer.fail(errors.RateLimited("too many logins at once: try again shortly"))
         deferred = defer.Deferred()
         lanes = self._lanes[bool(suspect)]
         lane = lanes.get(peer)
@@ -143,12 +148,43 @@ class PasswordHasher:
         self._next()
         return deferred
 
+    def _make_room(self, peer):
+        """
+        The queue is full: the longest lane (if longer than C{peer}'s) gives
+        up its newest job, refused.  True if there is room now.
+        """
+        mine = self._queued.get(peer, 0)
+        longest = None  # (jobs waiting, peer, its set of lanes)
+        for lanes in self._lanes.values():
+            for other, lane in lanes.items():
+                if longest is None or len(lane) > longest[0]:
+                    longest = (len(lane), other, lanes)
+        if longest is None or longest[0] <= mine + 1:
+            return False
+        _, other, lanes = longest
+        lane = lanes[other]
+        _, _, refused = lane.pop()
+        if not lane:
+            del lanes[other]
+        self._waiting -= 1
+        self._queued[other] -= 1
+        refused.errback(errors.RateLimited("too many logins at once: try again shortly"))
+        return True
+
     def _next(self):
-        """Start queued jobs while a thread is free: each lane in turn, suspects last."""
+        """
+        Start queued jobs while a thread is free: each lane in turn; lanes
+        of suspects one turn in C{SUSPECT_SHARE}, or when no one else waits.
+        """
         while self._running < self._threads and not self._stopped:
-            lanes = self._lanes[False] or self._lanes[True]
-            if not lanes:
+            clean, suspects = self._lanes[False], self._lanes[True]
+            if not (clean or suspects):
                 return
+            self._turns += 1
+            if suspects and (not clean or self._turns % self.SUSPECT_SHARE == 0):
+                lanes = suspects
+            else:
+                lanes = clean
             peer, lane = lanes.popitem(last=False)
             function, args, deferred = lane.popleft()
             if lane:

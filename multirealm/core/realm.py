@@ -18,6 +18,7 @@ import re
 from datetime import datetime
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from multirealm import errors
@@ -32,7 +33,7 @@ from multirealm.model import (
     format_timestamp,
     user_mailbox,
 )
-from multirealm.names import Address, check_name
+from multirealm.names import Address, check_name, check_new_name
 
 log = Logger()
 
@@ -113,6 +114,8 @@ class Realm:
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
+        self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
+        self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
         return self.clock.seconds()
@@ -125,7 +128,7 @@ class Realm:
         Create local user C{name}.  C{peer} is the client's address: hashing
         is queued fairly by it, and registrations are rationed by it.
         """
-        check_name(name, "username")
+        check_new_name(name, "username")
         self._registrations.take(peer)
         password_hash = await self._hasher.hash(
             password, peer=peer, suspect=self.logins.is_suspect(peer)
@@ -154,7 +157,7 @@ class Realm:
             delay = self.logins.failed(peer, name)
             log.info(
                 "failed login as {user!r} from {peer} on realm {realm}",
-                user=name, peer=peer, realm=self.name,
+                user=name[:40], peer=peer, realm=self.name,
             )
             if delay:
                 await task.deferLater(self.clock, delay)
@@ -351,11 +354,12 @@ class Realm:
             raise errors.BadRequest(
                 f"groups are created on their own realm: connect to realm {group.realm}"
             )
+        check_new_name(group.name, "group name")
         creator = Address(creator, self.name)
-        everyone = {str(creator).lower(): creator}  # one each, whatever the case
+        everyone = {creator: creator}  # one each, in order
         for member in members:
-            everyone.setdefault(str(member).lower(), member)
-        everyone = tuple(everyone.values())
+            everyone.setdefault(member, member)
+        everyone = tuple(everyone)
         if len(everyone) > self.limits.max_group_members:
             raise errors.QuotaExceeded(
                 f"a group has at most {self.limits.max_group_members} members"
@@ -375,11 +379,36 @@ class Realm:
 
     # -- realms -------------------------------------------------------------
 
+    # Counting the outbox reads every waiting row: at most once a second,
+    # however many listrealms are asked for meanwhile.
+    PENDING_COUNTS_SECONDS = 1.0
+
     def list_realms(self):
         """Each peer with its link state and how many messages wait for it."""
-        return self._store.pending_counts().addCallback(
+        return self._pending_counts().addCallback(
             lambda pending: [
                 {"name": peer, "linked": False, "pending": pending.get(peer, 0)}
                 for peer in self.peers
             ]
         )
+
+    def _pending_counts(self):
+        counted_at, counts = self._counted
+        if counts is not None and self._now() - counted_at < self.PENDING_COUNTS_SECONDS:
+            return defer.succeed(counts)
+        waiter = defer.Deferred()
+        self._counting.append(waiter)
+        if len(self._counting) == 1:
+            started = self._now()
+            self._store.pending_counts().addBoth(self._counted_now, started)
+        return waiter
+
+    def _counted_now(self, result, started):
+        if not isinstance(result, Failure):
+            self._counted = (started, result)
+        waiters, self._counting = self._counting, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

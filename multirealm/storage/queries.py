@@ -365,14 +365,14 @@ def create_group(db, cache, name, creator, members, created, max_created):
         raise errors.QuotaExceeded(
             f"you have created {created_before} groups, the most one user may create"
         )
-    spelled = {}  # folded address -> address as registered, one per member
+    spelled = {}  # address -> itself, local users spelled as registered, once each
     for member in members:
         if member.realm == creator.realm:
             registered = local_user(db, cache, member.name)
             if registered is None:
                 raise errors.NoSuchUser(f"no user {member.name!r}")
             member = Address(registered, member.realm)
-        spelled.setdefault(str(member).lower(), member)
+        spelled.setdefault(member, member)
     db.execute(
         "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
         (name, str(creator), created),
