@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from multirealm.config import Limits
-from tests.helpers import BoundedTransport, Client, make_realm
+from tests.helpers import BoundedTransport, Client, make_realm, make_store
 
 NOISE = "\x01" * 2000  # 2,000 characters that JSON writes as 12,000 bytes
 
@@ -70,6 +70,27 @@ class ListPagesTests(unittest.TestCase):
         self.assertEqual(client.ask("listgroups 1 g2")["groups"], ["g3"])
         self.assertEqual(client.ask("listusers 9")["code"], "no_such_realm")
         self.assertEqual(client.ask("listusers 2")["code"], "bad_request")
+
+
+class ListRealmsTests(unittest.TestCase):
+    def test_the_outbox_is_counted_at_most_once_a_second(self):
+        store = make_store(self)
+        realm = make_realm(self, store=store)
+        counted = []
+        real = store.pending_counts
+
+        def counting():
+            counted.append(realm.clock.seconds())
+            return real()
+
+        store.pending_counts = counting
+        client = Client(realm)
+        client.send(*["listrealms"] * 500)
+        self.assertEqual(len(client.replies()), 500)
+        self.assertEqual(len(counted), 1)
+        realm.clock.advance(1)
+        client.ask("listrealms")
+        self.assertEqual(len(counted), 2)
 
 
 class ReadingStopsByBytesTests(unittest.TestCase):

@@ -73,6 +73,18 @@ class OutboundQueueTests(unittest.TestCase):
         self.assertEqual(queue.pending_bytes, 0)
         self.assertEqual(self.listener.events[:2], ["pause", "resume"])
 
+    def test_a_long_reply_goes_out_a_chunk_at_a_time_counted_until_sent(self):
+        transport = BoundedTransport()
+        queue = self.queue(transport)
+        long_reply = os.urandom(MIB)
+        queue.reply(long_reply)
+        self.assertLess(transport.most_buffered, transport.size + 65536 + 1)
+        self.assertGreaterEqual(queue.pending_bytes, MIB - 2 * 65536)  # the rest, counted here
+        while transport.drain():
+            pass
+        self.assertEqual(transport.out, long_reply)
+        self.assertEqual(queue.pending_bytes, 0)
+
     def test_a_streamed_reply_is_written_only_while_the_transport_has_room(self):
         transport = BoundedTransport()
         queue = self.queue(transport)

@@ -4,7 +4,7 @@ under attack still logs in; registrations are rationed per address.
 """
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from multirealm import errors
@@ -85,3 +85,28 @@ class BoundedTablesTests(unittest.TestCase):
         self.failureResultOf(realm.login("../../etc", "pw", peer="p2"))  # first failure: no delay
         kept = realm.logins._pairs._entries  # the table itself: what it holds, not how
         self.assertTrue(all(len(key[1]) < 64 for key in kept))
+
+    def test_a_thousand_failures_keep_the_delay_bounded(self):
+        guard = LoginGuard(self.clock())
+        delays = [guard.failed("p", f"user{n}") for n in range(2000)]
+        self.assertEqual(max(delays), LoginGuard.MAX_DELAY)
+
+    def test_a_trickle_of_guesses_is_forgotten_window_by_window(self):
+        clock = self.clock()
+        guard = LoginGuard(clock)
+        for _ in range(LoginGuard.PER_PAIR - 1):
+            guard.failed("guesser", "alice")
+            clock.advance(LoginGuard.WINDOW / LoginGuard.PER_PAIR)
+        clock.advance(LoginGuard.WINDOW)  # a window from the first failure is over
+        guard.failed("guesser", "alice")
+        guard.check("guesser", "alice")  # not refused: the old ones are forgotten
+
+    def test_a_typo_elsewhere_does_not_lock_the_owner_out_of_an_attacked_account(self):
+        guard = LoginGuard(self.clock())
+        for n in range(LoginGuard.PER_ACCOUNT):
+            guard.failed(f"bot{n}", "alice")
+        guard.failed("owner", "bob")  # a typo on another account
+        guard.check("owner", "alice")  # the owner may still try alice
+
+    def clock(self):
+        return task.Clock()

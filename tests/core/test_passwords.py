@@ -151,3 +151,23 @@ class FairnessTests(unittest.TestCase):
         results = yield defer.DeferredList(jobs, consumeErrors=True)
         abandoned = [r for ok, r in results if not ok and r.check(errors.Unavailable)]
         self.assertGreaterEqual(len(abandoned), 190)
+
+    def test_suspects_are_never_starved(self):
+        hasher = self.hasher()
+        for n in range(20):
+            hasher.hash(f"loop{n}", peer="busy")  # an address that never fails
+        hasher.hash("typo", peer="me", suspect=True)
+        started = []
+        for _ in range(hasher.SUSPECT_SHARE + 1):
+            started.append(self.runner.finish_one())
+            if "typo" in self.runner.labels():
+                break
+        self.assertIn("typo", self.runner.labels())
+
+    def test_a_full_queue_makes_room_for_a_newcomer(self):
+        hasher = self.hasher(max_waiting=10, max_waiting_per_peer=10)
+        flood = [hasher.hash(f"f{n}", peer="flood") for n in range(10)]
+        mine = hasher.hash("mine", peer="newcomer")
+        self.assertNoResult(mine)  # queued, not refused
+        self.assertIsInstance(self.failureResultOf(flood[-1]).value, errors.RateLimited)
+        self.assertEqual(hasher.waiting, 10)

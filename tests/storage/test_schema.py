@@ -9,6 +9,7 @@ import sqlite3
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from multirealm import errors
 from multirealm.model import user_mailbox
 from multirealm.names import Address
 from multirealm.storage import schema
@@ -84,6 +85,29 @@ class MigrationTests(unittest.TestCase):
         # Opening again does nothing more.
         yield store.stop()
         self.assertEqual(self.open().migrated, (schema.latest(), schema.latest()))
+
+    @defer.inlineCallbacks
+    def test_old_names_that_differ_only_in_case_stay_apart(self):
+        db = sqlite3.connect(self.path, isolation_level=None)
+        schema.migrate(db, self.path, up_to=1)
+        db.executescript(
+            """
+            INSERT INTO users VALUES ('alice', 'h', 't'), ('Alice', 'h', 't'), ('..', 'h', 't');
+            INSERT INTO groups VALUES ('team', 'alice@1', 't'), ('Team', 'Alice@1', 't');
+            INSERT INTO members VALUES ('team', 'alice@1'), ('Team', 'Alice@1');
+            """
+        )
+        db.close()
+        store = self.open()
+        # Each keeps its members: no group is merged into another.
+        yield self.assertFailure(
+            store.group_history("Team", Address("alice", "1"), None, 10, 10**6),
+            errors.NotAMember,
+        )
+        yield store.group_history("team", Address("alice", "1"), None, 10, 10**6)
+        yield store.group_history("Team", Address("Alice", "1"), None, 10, 10**6)
+        # An old name that the new rule would refuse still logs in.
+        self.assertEqual((yield store.password_hash("..")), ("..", "h"))
 
     def test_a_newer_database_is_refused(self):
         with sqlite3.connect(self.path) as db:
