@@ -34,8 +34,9 @@ def error_reply(error):
 _SENT = b'{"status": "OK", "message": "Message Sent", "id": "%s", "timestamp": "%s"}' + REPLY_END
 
 
-def sent(message):
-    """The OK reply to a sending command, for the accepted L{Message}."""
+def sent(delivery):
+    """The OK reply to a sending command, for the L{Delivery} of its message."""
+    message = delivery.message
     return _SENT % (message.id.encode("ascii"), message.timestamp.encode("ascii"))
 
 

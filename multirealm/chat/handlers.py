@@ -138,19 +138,19 @@ class Handlers:
 
     def command_send(self, caller, to, message):
         recipient = self.realm.address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(_sent)
+        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
 
     def command_sendrealm(self, caller, to, message):
         recipient = self.realm.remote_address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(_sent)
+        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(_sent)
+        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
 
     def command_sendgrouprealm(self, caller, group, message):
         group = self.realm.remote_address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(_sent)
+        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
 
     def command_inbox(self, caller, after_id):
         return self.realm.inbox(caller.user, after_id).addCallback(self._history)
@@ -185,6 +185,3 @@ class Handlers:
     def command_listrealms(self):
         return self.realm.list_realms().addCallback(lambda realms: ok(realms=realms))
 
-
-def _sent(delivery):
-    return wire.sent(delivery.message)

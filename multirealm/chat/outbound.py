@@ -154,21 +154,29 @@ class OutboundQueue:
         """Give the reply (bytes or L{Streamed}) of a reserved slot."""
         if self._closed:
             return
-        size = len(reply) if type(reply) is bytes else 0
+        slots = self._slots
+        if type(reply) is bytes:
+            size = len(reply)
+            if (
+                slots[0] is slot and len(slots) == 1 and size <= CHUNK
+                and not self._running and not self._paused
+            ):
+                # The common case, a lone reply answered: written at once,
+                # nothing to count.
+                slots.popleft()
+                if slot[1]:
+                    self._charge(-slot[1])
+                self._transport.write(reply)
+                self._on_written()
+                return
+        else:
+            size = 0
         if size != slot[1]:
             self._charge(size - slot[1])
             slot[1] = size
         slot[0] = reply
-        slots = self._slots
         if slots[0] is slot:
-            if 0 < size <= CHUNK and not self._running and not self._paused and len(slots) == 1:
-                # The common case, a lone reply answered: no loop needed.
-                slots.popleft()
-                self._charge(-size)
-                self._transport.write(reply)
-                self._on_written()
-            else:
-                self._run()
+            self._run()
 
     def reply(self, reply):
         """A reply that is ready at once: written now if nothing is ahead of it."""
@@ -223,7 +231,8 @@ class OutboundQueue:
                         self._charge(-CHUNK)
                         continue
                     slots.popleft()
-                    self._charge(-head[1])
+                    if head[1]:
+                        self._charge(-head[1])
                     self._transport.write(bytes(reply))
                     written = True
                     continue

@@ -236,7 +236,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._check_reply_bytes()
 
     def _fill(self, result, slot):
-        self._outbound.fill(slot, _reply_bytes(result))
+        self._outbound.fill(slot, result if type(result) is bytes else _reply_bytes(result))
 
     def _fill_failure(self, failure, slot):
         if failure.check(errors.ChatError):
