@@ -222,7 +222,12 @@ class Sampler(threading.Thread):
 # -- servers -------------------------------------------------------------------
 
 
-def write_realms_ini(folder, data_dir):
+def write_realms_ini(folder, data_dir, extra="", one_address_setup=True):
+    """
+    realms.ini of realm 1 on free ports; C{extra} is appended (more realms).
+    With C{one_address_setup} the per-address limits are lifted: the setup
+    registers and logs in every user from this one address.
+    """
     chat, realm, http = free_ports(3)
     path = os.path.join(folder, "realms.ini")
     with open(path, "w") as f:
@@ -233,23 +238,26 @@ def write_realms_ini(folder, data_dir):
             "# so high that the per-connection limiter never refuses benchmark load\n"
             f"rate_limit_burst = {RATE_LIMIT}\n"
             f"rate_limit_per_second = {RATE_LIMIT}\n"
-            "# the setup registers and logs in every user from this one address\n"
-            f"registration_burst = {RATE_LIMIT}\n"
-            "hashes_per_address = 1024\n"
-            "connections_per_address = 100000\n"
-            "\n"
-            "[realm:1]\n"
+            + (
+                "# the setup registers and logs in every user from this one address\n"
+                f"registration_burst = {RATE_LIMIT}\n"
+                "hashes_per_address = 1024\n"
+                "connections_per_address = 100000\n"
+                if one_address_setup else ""
+            )
+            + "\n[realm:1]\n"
             "host = 127.0.0.1\n"
             f"chat_port = {chat}\n"
             f"realm_port = {realm}\n"
             f"http_port = {http}\n"
             f"data_dir = {data_dir}\n"
+            + extra
         )
     return path, chat
 
 
-def start_realm(run_dir, data_dir, cpus):
-    ini, port = write_realms_ini(run_dir, data_dir)
+def start_realm(run_dir, data_dir, cpus, extra="", one_address_setup=True):
+    ini, port = write_realms_ini(run_dir, data_dir, extra, one_address_setup)
     log_path = os.path.join(run_dir, "twistd.log")
     cmd = [
         "taskset", "-c", cpus,
