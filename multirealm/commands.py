@@ -30,6 +30,8 @@ class Command:
     C{heavy}: its reply may be long: C{"history"} (a page bounded by
     C{history_reply_bytes}) or C{"list"} (bounded by C{list_limit} names);
     it counts as that long until answered.
+    C{upload}: a file body follows the line (an empty line, base64, an
+    empty line), whatever the words of the line were.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Command:
     serial: bool = False
     closes: bool = False
     heavy: str | None = None
+    upload: bool = False
 
     @property
     def usage(self):
@@ -98,6 +101,15 @@ COMMANDS = {
             variadic="member",
         ),
         Command("leavegroup", "leave a group", True, ("group",)),
+        Command(
+            "sendfile", "send a file: then an empty line, its base64, an empty line", True,
+            ("to", "filename"), upload=True,
+        ),
+        Command(
+            "sendgroupfile", "send a file to a group, as sendfile", True,
+            ("group", "filename"), upload=True,
+        ),
+        Command("getfile", "fetch a file you sent or received", True, ("file_id",)),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

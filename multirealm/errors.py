@@ -142,3 +142,27 @@ class IdleTimeout(ChatError):
     """The connection was idle too long and is being closed."""
 
     code = "idle_timeout"
+
+
+class BadFilename(ChatError):
+    """A file name that is not a plain label."""
+
+    code = "bad_filename"
+
+
+class BadFileEncoding(ChatError):
+    """A file body that is not base64."""
+
+    code = "bad_file_encoding"
+
+
+class FileTooLarge(ChatError):
+    """A file over the size limit."""
+
+    code = "file_too_large"
+
+
+class NoSuchFile(ChatError):
+    """No file of that id."""
+
+    code = "no_such_file"

@@ -13,9 +13,11 @@ from twisted.internet import endpoints
 from multirealm.chat.protocol import ChatFactory
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
+from multirealm.storage.files import FileStore
 from multirealm.storage.store import SQLiteStore
 
 DATABASE_FILE = "realm.sqlite3"
+FILES_FOLDER = "files"
 SESSION_PURGE_SECONDS = 3600
 
 
@@ -96,7 +98,9 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     hasher = hasher or PasswordHasher(
         reactor, max_waiting_per_peer=config.limits.hashes_per_address
     )
-    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock)
+    files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER))
+    files.sweep()  # what a crash left half-received
+    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
 
     top = MultiService()
     core = RealmCoreService(realm, store, hasher)

@@ -15,6 +15,7 @@ from multirealm.config import Limits
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.core.passwords import hash_password, verify_password
 from multirealm.core.realm import Realm
+from multirealm.storage.files import FileStore
 from multirealm.storage.store import SQLiteStore
 
 # The real scrypt, at a cost that keeps the suite fast.
@@ -47,7 +48,7 @@ def make_store(testcase, name="1", inline=True, path=None):
     return store
 
 
-def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=None):
+def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=None, files=None):
     """
     A Realm with an inline store (synchronous Deferreds) and a Clock.  A
     clock made here starts at a plausible "now"; one given is used as it is.
@@ -56,7 +57,8 @@ def make_realm(testcase, name="1", peers=("2",), limits=None, clock=None, store=
         clock = task.Clock()
         clock.advance(1_700_000_000)  # a plausible "now" for timestamps
     store = store or make_store(testcase, name)
-    return Realm(name, peers, limits or Limits(), store, InlineHasher(), clock)
+    files = files or FileStore(testcase.mktemp())
+    return Realm(name, peers, limits or Limits(), store, InlineHasher(), clock, files)
 
 
 class BoundedTransport(StringTransport):

@@ -13,11 +13,26 @@ protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
 import attrs
 from twisted.internet import defer
 
+import json
+
 from multirealm import errors, wire
+from multirealm.chat.outbound import Streamed, base64_file
 from multirealm.commands import COMMANDS
+from multirealm.core.realm import check_filename
 from multirealm.wire import ok
 
 SAME_SESSION = "-"
+
+
+@attrs.frozen
+class PendingFile:
+    """
+    A checked C{sendfile}: C{send(file)} stores its message once the body
+    is stored (a L{multirealm.model.FileRef}), firing with the reply.
+    """
+
+    name: str
+    send: object
 
 
 @attrs.frozen
@@ -175,6 +190,40 @@ class Handlers:
         group = self.realm.address(group, "group name")
         d = self.realm.leave_group(caller.user, group)
         return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
+
+    # -- files ----------------------------------------------------------------
+
+    def command_sendfile(self, caller, to, filename):
+        recipient = self.realm.address(to)
+        check_filename(filename)
+        user = caller.user
+        return PendingFile(
+            filename,
+            lambda file: self.realm.send_file(user, recipient, file).addCallback(wire.sent),
+        )
+
+    def command_sendgroupfile(self, caller, group, filename):
+        group = self.realm.address(group, "group name")
+        check_filename(filename)
+        user = caller.user
+        return PendingFile(
+            filename,
+            lambda file: self.realm.send_group_file(user, group, file).addCallback(wire.sent),
+        )
+
+    def command_getfile(self, caller, file_id):
+        return self.realm.file_for(caller.user, file_id).addCallback(self._file_reply)
+
+    def _file_reply(self, file):
+        """The getfile reply, its content streamed from disk as base64."""
+        try:
+            opened = self.realm.files.open(file.id)
+        except FileNotFoundError:
+            raise errors.NoSuchFile(f"the file {file.id} is gone") from None
+        head = b'{"status": "OK", "filename": %s, "size": %d, "content": "' % (
+            json.dumps(file.name).encode("ascii"), file.size,
+        )
+        return Streamed(head, base64_file(opened), b'"}' + wire.REPLY_END)
 
     def command_listgroups(self, realm, after):
         self.realm.check_listed_realm(realm)

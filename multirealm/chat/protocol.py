@@ -9,18 +9,23 @@ connection's L{OutboundQueue}, which writes replies in request order
 however the core's answers interleave.
 """
 
+import errno
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.chat.handlers import Handlers
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
+from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request
 from multirealm.framing import RequestLineReceiver
+from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
 
 log = Logger()
@@ -67,6 +72,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             "list": factory.limits.list_limit * 40 + 256,  # 32-character names, quoted
         }
         self._parked = None  # a heavy request waiting for the realm's budget
+        self._upload = None  # the file body being read, in raw mode
+        self._uploads_stored = defer.succeed(None)  # fires once the last upload is stored
         self._budget = factory.reply_budget
         self._holds = set()
         self._quitting = False
@@ -92,6 +99,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         pass  # we never half-close our side
 
     def connectionLost(self, reason):
+        upload, self._upload = getattr(self, "_upload", None), None
+        if upload is not None:
+            upload.fail(errors.ChatError("the connection was lost mid-upload"))
         self.setTimeout(None)
         self.factory.connection_ended(self)
         self.connected = False
@@ -188,6 +198,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             return self._answer(errors.BadEncoding("request is not valid UTF-8"))
         request = parse_request(text)
         command = request.command
+        if command is not None and command.upload:
+            return self._begin_upload(request)
         if command is not None and command.heavy and self._budget.exhausted:
             # The realm holds too many reply bytes: this long request waits
             # (and so do the ones after it) until there is room.
@@ -213,6 +225,55 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             elif command.heavy:
                 return self._answer(result, self._longest[command.heavy])
         self._answer(result)
+
+    # -- uploads: sendfile, sendgroupfile ------------------------------------
+
+    def _begin_upload(self, request):
+        """
+        A file body follows this line, whatever the line said: read it in
+        raw mode, to disk if the request is good, else only to its end, and
+        answer once it is all in (in its place among the replies).
+        """
+        upload = _Upload(defer.Deferred(), Base64Body())
+        self._answer(upload.answer)
+        try:
+            upload.target = self.handlers.handle(request)
+            upload.incoming = self.realm.files.begin()
+        except errors.ChatError as e:
+            upload.fail(e)
+        except OSError as e:
+            upload.fail(_disk_error(e))
+        if isinstance(upload.target, defer.Deferred):
+            upload.target.addErrback(upload.refused)
+        self._upload = upload
+        self.setRawMode()
+
+    def rawDataReceived(self, data):
+        upload = self._upload
+        body = upload.body
+        if upload.error is not None:
+            body.skip(data)
+        else:
+            try:
+                decoded = body.feed(data)
+            except BadEncoding as e:
+                upload.fail(errors.BadFileEncoding(str(e)))
+            else:
+                if body.size > self.factory.limits.max_file_bytes:
+                    upload.fail(errors.FileTooLarge(
+                        f"files are at most {self.factory.limits.max_file_bytes} bytes"
+                    ))
+                elif decoded:
+                    try:
+                        upload.incoming.write(decoded)
+                    except OSError as e:
+                        upload.fail(_disk_error(e))
+        if body.done:
+            self._upload = None
+            # One connection's files are stored in the order they were sent
+            # (their fsyncs run in threads and may end in any order).
+            self._uploads_stored = upload.finish(after=self._uploads_stored)
+            self.setLineMode(body.rest)
 
     def lineTooLong(self):
         self._bucket.allow()  # the line counts against the rate all the same
@@ -258,6 +319,78 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             return result
 
         deferred.addBoth(release)
+
+
+class _Upload:
+    """One file body being received, and what to do once it is in."""
+
+    def __init__(self, answer, body):
+        self.answer = answer  # fires with the reply
+        self.body = body
+        self.target = None  # a PendingFile, or a Deferred of one
+        self.incoming = None  # the file on disk, while all is well
+        self.error = None
+
+    def refused(self, failure):
+        """The request was refused while its body came in (its session, say)."""
+        self.fail(failure)
+        return None
+
+    def fail(self, error):
+        """Remember the first error (an exception or a Failure); drop the file."""
+        if self.error is None:
+            self.error = error if isinstance(error, Failure) else Failure(error)
+        self._drop()
+
+    def _drop(self):
+        incoming, self.incoming = self.incoming, None
+        if incoming is not None:
+            incoming.abort()
+
+    def finish(self, after):
+        """
+        The body is in: once C{after} (the connection's previous upload) is
+        stored, store the file and its message, or answer the error.
+        Returns a Deferred that fires once this one is done.
+        """
+        if self.error is not None:
+            self.answer.errback(self.error)
+            return after
+        done = defer.Deferred()
+        work = defer.Deferred()
+        work.addCallback(lambda _: self.target)
+        work.addCallback(self._store)
+        work.addErrback(self._undo)
+
+        def stored(result):
+            done.callback(None)
+            return result
+
+        work.addBoth(stored)
+        work.chainDeferred(self.answer)
+        after.addBoth(lambda _: work.callback(None))
+        return done
+
+    def _store(self, pending):
+        if self.error is not None:
+            return self.error
+        incoming, size = self.incoming, self.body.size
+        return incoming.finish().addCallback(
+            lambda _: pending.send(FileRef(pending.name, incoming.id, size))
+        )
+
+    def _undo(self, failure):
+        self._drop()  # nothing of a refused or failed upload stays on disk
+        if failure.check(OSError):
+            return Failure(_disk_error(failure.value))
+        return failure
+
+
+def _disk_error(error):
+    """A file system error as the client sees it."""
+    if getattr(error, "errno", None) == errno.ENOSPC:
+        return errors.StorageFull("the realm's disk is full: the file was not kept")
+    return errors.ChatError(f"the file could not be stored: {error.strerror or error}")
 
 
 def _reply_bytes(result):

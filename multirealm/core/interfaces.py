@@ -128,5 +128,12 @@ class IStore(Interface):
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
 
+    def file_for(file_id, reader):
+        """
+        The L{multirealm.model.FileRef} of a stored file, if C{reader} (an
+        address) sent it, received it, or is a member of its group;
+        L{errors.NoSuchFile} or L{errors.Forbidden} otherwise.
+        """
+
     def pending_counts():
         """{realm: number of messages waiting in its outbox}."""

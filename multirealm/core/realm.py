@@ -14,9 +14,11 @@ no caller has to remember to.
 """
 
 import functools
+import unicodedata
 import re
 from datetime import datetime
 
+import attrs
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -81,6 +83,23 @@ def _check_message_values(message, max_text_bytes):
         raise errors.BadRequest("a file is a name of 1-255 bytes, an id and a 64-bit size")
 
 
+def check_filename(name):
+    """
+    C{name} if it may label a file: 1-255 bytes of UTF-8, no C{/}, C{\\},
+    C{..}, NUL or control character (it is never used as a path, but
+    clients save files under it).  L{errors.BadFilename} otherwise.
+    """
+    if not 0 < len(name.encode("utf-8")) <= 255:
+        raise errors.BadFilename("a file name is 1-255 bytes")
+    if "/" in name or "\\" in name or ".." in name or any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name
+    ):
+        raise errors.BadFilename(
+            f"file name {name!r} is not a plain name: no / \\ .. or control characters"
+        )
+    return name
+
+
 class Realm:
     """
     @param name: this realm's name.
@@ -97,11 +116,12 @@ class Realm:
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
 
-    def __init__(self, name, peers, limits, store, hasher, clock):
+    def __init__(self, name, peers, limits, store, hasher, clock, files=None):
         self.name = name
         self.peers = tuple(peers)
         self.limits = limits
         self.clock = clock
+        self.files = files  # the FileStore: where uploaded files live
         self.notifier = Notifier()
         self.logins = LoginGuard(clock)
         self._registrations = RegistrationRate(
@@ -264,12 +284,33 @@ class Realm:
         realm needs that group's member list, which realm links will bring;
         until then such a post is refused, not stored unchecked.
         """
+        try:
+            self._require_local_post(group)
+        except errors.ChatError:
+            return defer.fail()
+        return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
+
+    def _require_local_post(self, group):
         if group.realm != self.name:
-            return defer.fail(errors.NotAMember(
+            raise errors.NotAMember(
                 f"this realm cannot yet check who is in {group} (realm links are not built),"
                 " so it cannot accept posts to it"
-            ))
-        return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
+            )
+
+    def send_file(self, sender, recipient, file):
+        """Accept a message carrying the stored file C{file} (a L{FileRef}); as L{send}."""
+        message = attrs.evolve(self.new_message(PRIVATE, sender, recipient, ""), file=file)
+        return self._store.add_private_message(message)
+
+    def send_group_file(self, sender, group, file):
+        """As L{send_file}, to a group of this realm."""
+        self._require_local_post(group)
+        message = attrs.evolve(self.new_message(GROUP, sender, group, ""), file=file)
+        return self._store.add_group_message(message)
+
+    def file_for(self, user, file_id):
+        """The L{FileRef} of C{file_id} if local user C{user} may fetch it."""
+        return self._store.file_for(file_id, Address(user, self.name))
 
     def receive(self, origin, message):
         """

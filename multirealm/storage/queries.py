@@ -407,5 +407,32 @@ def leave_group(db, name, member):
     db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,))
 
 
+def file_for(db, realm, file_id, reader):
+    """
+    The L{FileRef} of file C{file_id} if C{reader} (an address) sent or
+    received it: its sender, its private recipient, or a member of its
+    group.  L{errors.NoSuchFile} / L{errors.Forbidden} otherwise.
+    """
+    row = db.execute(
+        "SELECT kind, sender, recipient, file_name, file_id, file_size FROM messages"
+        " WHERE file_id = ? ORDER BY seq LIMIT 1",
+        (file_id,),
+    ).fetchone()
+    if row is None:
+        raise errors.NoSuchFile(f"no file {file_id!r}")
+    kind, sender, recipient, name, stored_id, size = row
+    reader = str(reader)
+    allowed = reader in (sender, recipient) if kind != GROUP_KIND else reader == sender or (
+        address(recipient).realm == realm
+        and db.execute(
+            "SELECT 1 FROM members WHERE group_name = ? AND member = ?",
+            (address(recipient).name, reader),
+        ).fetchone() is not None
+    )
+    if not allowed:
+        raise errors.Forbidden("only the sender and the recipients may fetch this file")
+    return FileRef(name, stored_id, size)
+
+
 def pending_counts(db):
     return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))

@@ -344,5 +344,8 @@ class SQLiteStore:
     def list_groups(self, after="", limit=-1):
         return self.submit(queries.list_groups, after, limit, writes=False)
 
+    def file_for(self, file_id, reader):
+        return self.submit(queries.file_for, self.realm, file_id, reader, writes=False)
+
     def pending_counts(self):
         return self.submit(queries.pending_counts, writes=False)

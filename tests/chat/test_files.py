@@ -1,0 +1,155 @@
+"""
+Files over the chat protocol: the original client's sendfile bytes, the
+entry in history, getfile streamed back, who may fetch it, and every bad
+case answered with nothing left on disk and the connection in step.
+"""
+
+import base64
+import os
+
+import attrs
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from multirealm.config import Limits
+from multirealm.storage.files import FileStore
+from tests.helpers import Client, make_realm, wait_until
+
+
+def sendfile(token, to, name, payload, command="sendfile"):
+    """The original client's bytes: header with a trailing space, empty line, body, empty line."""
+    return (
+        f"{command} {token} {to} {name} \r\n\r\n".encode()
+        + base64.b64encode(payload)
+        + b"\r\n\r\n"
+    )
+
+
+class FileTests(unittest.TestCase):
+    def setUp(self):
+        self.folder = self.mktemp()
+        self.files = FileStore(self.folder)
+        self.realm = make_realm(
+            self, files=self.files, limits=attrs.evolve(Limits(), max_file_bytes=100_000)
+        )
+        self.alice, self.heru, self.eve = Client(self.realm), Client(self.realm), Client(self.realm)
+        self.alice_token = self.alice.login("alice")
+        self.heru.login("heru")
+        self.eve.login("eve")
+
+    @defer.inlineCallbacks
+    def replies(self, client, count):
+        """The next C{count} replies, waiting (on the real reactor) for the disk."""
+        yield wait_until(
+            lambda: client.transport.value()[client._read :].count(b"\r\n\r\n") >= count
+        )
+        return client.replies()
+
+    def stored(self):
+        """Names in the files folder and in its incoming folder."""
+        return (
+            sorted(n for n in os.listdir(self.folder) if n != "incoming"),
+            os.listdir(os.path.join(self.folder, "incoming")),
+        )
+
+    @defer.inlineCallbacks
+    def test_a_file_from_the_original_client_reaches_its_recipient(self):
+        payload = os.urandom(50_000)
+        self.alice.raw(sendfile(self.alice_token, "heru", "report.pdf", payload) + b"help\r\n")
+        sent, helped = yield self.replies(self.alice, 2)
+        self.assertEqual(sent["message"], "Message Sent")
+        self.assertIn("commands", helped)  # the next command, in step
+        (entry,) = self.heru.ask("inbox -")["messages"]
+        self.assertEqual(
+            (entry["msg_from"], entry["msg_to"], entry["file"], entry["size"]),
+            ("alice", "heru", "report.pdf", 50_000),
+        )
+        self.assertEqual(self.stored(), ([entry["file_id"]], []))  # named by id, not by name
+        for client in (self.heru, self.alice):  # the recipient and the sender
+            got = client.ask(f"getfile - {entry['file_id']}")
+            self.assertEqual((got["filename"], got["size"]), ("report.pdf", 50_000))
+            self.assertEqual(base64.b64decode(got["content"]), payload)
+        self.assertEqual(self.eve.ask(f"getfile - {entry['file_id']}")["code"], "forbidden")
+        self.assertEqual(self.eve.ask("getfile - " + "0" * 32)["code"], "no_such_file")
+
+    @defer.inlineCallbacks
+    def test_the_body_may_arrive_in_any_pieces(self):
+        payload = os.urandom(9_999)
+        data = sendfile(self.alice_token, "heru", "a.bin", payload) + b"ping\r\n"
+        for start in range(0, len(data), 7):  # 7 bytes at a time: groups split everywhere
+            self.alice.raw(data[start : start + 7])
+        sent, pong = yield self.replies(self.alice, 2)
+        self.assertEqual((sent["status"], pong["message"]), ("OK", "pong"))
+        (entry,) = self.heru.ask("inbox -")["messages"]
+        got = self.heru.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), payload)
+
+    @defer.inlineCallbacks
+    def test_same_names_never_collide(self):
+        for payload in (b"first", b"second"):
+            self.alice.raw(sendfile(self.alice_token, "heru", "same.txt", payload))
+        yield self.replies(self.alice, 2)
+        entries = self.heru.ask("inbox -")["messages"]
+        contents = [
+            base64.b64decode(self.heru.ask(f"getfile - {e['file_id']}")["content"])
+            for e in entries
+        ]
+        self.assertEqual(contents, [b"first", b"second"])
+
+    @defer.inlineCallbacks
+    def test_group_files_reach_members_only(self):
+        self.alice.ask("creategroup - team heru")
+        self.alice.raw(sendfile(self.alice_token, "team", "notes.txt", b"for the team", "sendgroupfile"))
+        (sent,) = yield self.replies(self.alice, 1)
+        self.assertEqual(sent["status"], "OK")
+        (entry,) = self.heru.ask("groupinbox - team")["messages"]
+        self.assertEqual(entry["file"], "notes.txt")
+        got = self.heru.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), b"for the team")
+        self.assertEqual(self.eve.ask(f"getfile - {entry['file_id']}")["code"], "forbidden")
+
+    @defer.inlineCallbacks
+    def test_every_bad_upload_keeps_nothing_and_the_connection_goes_on(self):
+        token = self.alice_token
+        cases = [
+            (sendfile(token, "heru", "a/b.txt", b"x"), "bad_filename"),
+            (sendfile(token, "heru", "..", b"x"), "bad_filename"),
+            (sendfile(token, "heru", "x" * 256, b"x"), "bad_filename"),
+            (b"sendfile " + token.encode() + b" heru a.txt \r\n\r\n!!!notbase64!!!\r\n\r\n",
+             "bad_file_encoding"),
+            (sendfile(token, "heru", "big.bin", os.urandom(100_001)), "file_too_large"),
+            (sendfile(token, "nobody", "a.txt", b"x"), "no_such_user"),
+            (sendfile(token, "nogroup", "a.txt", b"x", "sendgroupfile"), "no_such_group"),
+            (sendfile(token, "team@2", "a.txt", b"x", "sendgroupfile"), "not_a_member"),
+            (sendfile("wrongtoken", "heru", "a.txt", b"x"), "invalid_session"),
+            (b"sendfile - \r\n\r\nQUJD\r\n\r\n", "bad_request"),
+        ]
+        self.eve.ask("creategroup - nogroup2")
+        for data, code in cases:
+            self.alice.raw(data + b"ping\r\n")
+            reply, pong = yield self.replies(self.alice, 2)
+            self.assertEqual((reply.get("code"), pong.get("message")), (code, "pong"), data[:40])
+        self.assertEqual(self.stored(), ([], []))
+        self.assertEqual(self.heru.ask("inbox -")["messages"], [])
+
+    @defer.inlineCallbacks
+    def test_a_non_member_cannot_send_to_a_group(self):
+        self.eve.ask("creategroup - private")
+        self.alice.raw(sendfile(self.alice_token, "private", "a.txt", b"x", "sendgroupfile"))
+        (reply,) = yield self.replies(self.alice, 1)
+        self.assertEqual(reply["code"], "not_a_member")
+        self.assertEqual(self.stored(), ([], []))
+
+    def test_a_client_that_leaves_mid_upload_leaves_nothing(self):
+        data = sendfile(self.alice_token, "heru", "half.bin", os.urandom(60_000))
+        self.alice.raw(data[: len(data) // 2])
+        self.assertEqual(len(self.stored()[1]), 1)  # being received
+        self.alice.protocol.connectionLost(None)
+        self.assertEqual(self.stored(), ([], []))
+
+    def test_leftovers_of_a_crash_are_swept(self):
+        incoming = self.files.begin()
+        incoming.write(b"half a file")
+        again = FileStore(self.folder)
+        self.assertEqual(again.sweep(), 1)
+        self.assertEqual(self.stored(), ([], []))
