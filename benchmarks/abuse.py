@@ -78,11 +78,18 @@ class Client:
         return [self.read() for _ in lines]
 
     def read(self):
-        while REPLY_END not in self.buffer:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buffer += chunk
+        """One reply; linear in its length (a getfile reply may be 140 MB)."""
+        if REPLY_END not in self.buffer:
+            chunks, tail = [self.buffer], self.buffer[-3:]
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise ConnectionError("closed")
+                chunks.append(chunk)
+                if REPLY_END in tail + chunk:
+                    break
+                tail = (tail + chunk)[-3:]
+            self.buffer = b"".join(chunks)
         reply, self.buffer = self.buffer.split(REPLY_END, 1)
         return reply
 

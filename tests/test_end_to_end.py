@@ -4,6 +4,7 @@ starts it, on free loopback ports from a temporary realms.ini, driven over a
 real socket.  Every wait is bounded; every process is killed at cleanup.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -150,6 +151,25 @@ class SessionTests(TwistdTestCase):
         self.assertEqual(alice.ask("listgroups")["groups"], ["team"])
         self.assertEqual(alice.ask("quit")["message"], "bye")
         self.assertEqual(alice.sock.recv(10), b"")
+
+    def test_a_10_mib_file_goes_up_and_comes_back_the_same(self):
+        process, alice = self.start_realm()
+        self.addCleanup(alice.close)
+        alice.ask("register alice pw", "register heru pw", "auth alice pw")
+        payload = os.urandom(10 * 2**20)
+        encoded = base64.b64encode(payload)
+        # The original client's bytes, the body as one 14 MB line.
+        alice.sock.sendall(b"sendfile - heru big.bin \r\n\r\n" + encoded + b"\r\n\r\n")
+        sent = alice.read()
+        self.assertEqual(sent["message"], "Message Sent", sent)
+        heru = Connection(self.ports["chat1"])
+        self.addCleanup(heru.close)
+        heru.ask("auth heru pw")
+        (entry,) = heru.ask("inbox -")["messages"]
+        self.assertEqual((entry["file"], entry["size"]), ("big.bin", len(payload)))
+        got = heru.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), payload)
+        self.assertEqual(heru.ask("ping")["message"], "pong")  # in step after it
 
     def test_a_client_that_half_closes_gets_every_reply(self):
         # As "printf ... | nc -q 5": the requests, then the client's end.
