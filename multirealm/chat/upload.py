@@ -57,8 +57,9 @@ class Base64Body:
         if match is not None:
             self.done, self.rest = True, data[match.end() :]
             return data[:end]
-        if data:
-            self._line_start = data.rstrip(b"\r").endswith(b"\n")
+        significant = data.rstrip(b"\r")  # a carriage return alone changes nothing
+        if significant:
+            self._line_start = significant.endswith(b"\n")
         return data
 
     def feed(self, data):

@@ -5,7 +5,7 @@ line breaks anywhere between groups, come back the same.
 
 import base64
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
@@ -28,6 +28,7 @@ def split(data, cuts):
 
 
 class Base64BodyTests(unittest.TestCase):
+    @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=3000), st.lists(st.integers(0, 10**6), max_size=20),
            st.integers(0, 200), st.booleans())
     def test_any_bytes_any_split_any_line_breaks(self, payload, cuts, line, crlf):
@@ -54,6 +55,13 @@ class Base64BodyTests(unittest.TestCase):
         self.assertEqual(decoder.feed(b"\r\naGVsbG8gd29ybGQ=\r\n\r\ninbox -\r\n"), b"hello world")
         self.assertTrue(decoder.done)
         self.assertEqual(decoder.rest, b"inbox -\r\n")
+
+    def test_a_piece_of_only_carriage_returns_keeps_the_line_start(self):
+        # Found by hypothesis: the closing empty line split as "\r\n" "\r" "\n".
+        decoder = Base64Body()
+        for piece in (b"\r\nAAAA\r\n", b"\r", b"\nnext\r\n"):
+            decoder.feed(piece)
+        self.assertEqual((decoder.done, decoder.rest), (True, b"next\r\n"))
 
     def test_rest_is_what_follows_the_body(self):
         decoder = Base64Body()
