@@ -10,6 +10,7 @@ however the core's answers interleave.
 """
 
 import errno
+import re
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -73,7 +74,6 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         }
         self._parked = None  # a heavy request waiting for the realm's budget
         self._upload = None  # the file body being read, in raw mode
-        self._uploads_stored = defer.succeed(None)  # fires once the last upload is stored
         self._budget = factory.reply_budget
         self._holds = set()
         self._quitting = False
@@ -93,7 +93,16 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     def readConnectionLost(self):
         self._input_done = True
+        if self._upload is not None:  # the client ended in the middle of a file
+            self._abandon_upload("the connection ended in the middle of a file")
+            return
         self._close_when_answered()
+
+    def _abandon_upload(self, why):
+        """A file body that will never end: drop it and the connection."""
+        upload, self._upload = self._upload, None
+        upload.fail(errors.BadFileEncoding(why))
+        self._outbound.end(abort=True)
 
     def writeConnectionLost(self):
         pass  # we never half-close our side
@@ -137,6 +146,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         if the client is not reading them (its replies would never leave).
         """
         self._quitting = True
+        if self._upload is not None:  # a body stalled mid-way: its slot would never fill
+            self._abandon_upload("no byte of the file for too long")
+            return
         idle = errors.IdleTimeout(
             f"no request for {self.factory.limits.idle_timeout:g} seconds: closing"
             " (send ping to keep a connection open)"
@@ -190,15 +202,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         line = line.rstrip(b" \t\r")
         if not line or self._quitting:
             return
+        # A file body follows an upload's header whatever else is wrong
+        # with the header: known before anything can refuse the line.
+        upload = _UPLOAD_VERB.match(line) is not None
         if not self._bucket.allow():
-            return self._answer(errors.RateLimited("too many requests: slow down"))
+            refused = errors.RateLimited("too many requests: slow down")
+            return self._begin_upload(None, refused) if upload else self._answer(refused)
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            return self._answer(errors.BadEncoding("request is not valid UTF-8"))
+            refused = errors.BadEncoding("request is not valid UTF-8")
+            return self._begin_upload(None, refused) if upload else self._answer(refused)
         request = parse_request(text)
         command = request.command
-        if command is not None and command.upload:
+        if upload:
             return self._begin_upload(request)
         if command is not None and command.heavy and self._budget.exhausted:
             # The realm holds too many reply bytes: this long request waits
@@ -228,7 +245,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     # -- uploads: sendfile, sendgroupfile ------------------------------------
 
-    def _begin_upload(self, request):
+    def _begin_upload(self, request, refused=None):
         """
         A file body follows this line, whatever the line said: read it in
         raw mode, to disk if the request is good, else only to its end, and
@@ -237,6 +254,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         upload = _Upload(defer.Deferred(), Base64Body())
         self._answer(upload.answer)
         try:
+            if refused is not None:
+                raise refused
             upload.target = self.handlers.handle(request)
             upload.incoming = self.realm.files.begin()
         except errors.ChatError as e:
@@ -270,9 +289,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                         upload.fail(_disk_error(e))
         if body.done:
             self._upload = None
-            # One connection's files are stored in the order they were sent
-            # (their fsyncs run in threads and may end in any order).
-            self._uploads_stored = upload.finish(after=self._uploads_stored)
+            # Later requests wait until this file and its message are
+            # stored: messages keep request order, and a connection has one
+            # file open at a time.
+            self._hold_until(upload.finish())
             self.setLineMode(body.rest)
 
     def lineTooLong(self):
@@ -321,6 +341,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         deferred.addBoth(release)
 
 
+_UPLOAD_VERB = re.compile(rb"(?i)(sendfile|sendgroupfile)(\s|$)")
+
+
 class _Upload:
     """One file body being received, and what to do once it is in."""
 
@@ -347,18 +370,17 @@ class _Upload:
         if incoming is not None:
             incoming.abort()
 
-    def finish(self, after):
+    def finish(self):
         """
-        The body is in: once C{after} (the connection's previous upload) is
-        stored, store the file and its message, or answer the error.
-        Returns a Deferred that fires once this one is done.
+        The body is in: store the file and its message, or answer the
+        error.  Returns a Deferred that fires once done either way.
         """
+        done = defer.Deferred()
         if self.error is not None:
             self.answer.errback(self.error)
-            return after
-        done = defer.Deferred()
-        work = defer.Deferred()
-        work.addCallback(lambda _: self.target)
+            done.callback(None)
+            return done
+        work = defer.maybeDeferred(lambda: self.target)
         work.addCallback(self._store)
         work.addErrback(self._undo)
 
@@ -368,7 +390,6 @@ class _Upload:
 
         work.addBoth(stored)
         work.chainDeferred(self.answer)
-        after.addBoth(lambda _: work.callback(None))
         return done
 
     def _store(self, pending):

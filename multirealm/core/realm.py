@@ -91,7 +91,7 @@ def check_filename(name):
     """
     if not 0 < len(name.encode("utf-8")) <= 255:
         raise errors.BadFilename("a file name is 1-255 bytes")
-    if "/" in name or "\\" in name or ".." in name or any(
+    if "/" in name or "\\" in name or ".." in name or name == "." or any(
         unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name
     ):
         raise errors.BadFilename(

@@ -153,3 +153,49 @@ class FileTests(unittest.TestCase):
         again = FileStore(self.folder)
         self.assertEqual(again.sweep(), 1)
         self.assertEqual(self.stored(), ([], []))
+
+    @defer.inlineCallbacks
+    def test_a_refused_header_still_has_its_body_skipped(self):
+        # Refused before it is even parsed: not UTF-8, or over the rate.
+        bad = b"sendfile - heru \xff.bin \r\n\r\nQUJD\r\n\r\nping\r\n"
+        self.alice.raw(bad)
+        refused, pong = yield self.replies(self.alice, 2)
+        self.assertEqual((refused["code"], pong["message"]), ("bad_encoding", "pong"))
+        limited = Client(make_realm(self, limits=attrs.evolve(Limits(), rate_limit_burst=1,
+                                                               rate_limit_per_second=0.001)))
+        limited.raw(b"ping\r\n" + sendfile("-", "heru", "a.txt", b"x") + b"help\r\n")
+        replies = limited.replies()
+        self.assertEqual([r.get("code", r["status"]) for r in replies],
+                         ["OK", "rate_limited", "rate_limited"])  # three requests, three replies
+
+    @defer.inlineCallbacks
+    def test_a_message_sent_after_a_file_is_stored_after_it(self):
+        self.alice.raw(sendfile(self.alice_token, "heru", "first.txt", b"x")
+                       + b"send - heru second\r\n")
+        yield self.replies(self.alice, 2)
+        inbox = self.heru.ask("inbox -")["messages"]
+        self.assertEqual([m.get("file", m.get("msg")) for m in inbox], ["first.txt", "second"])
+        self.assertLess(inbox[0]["id"], inbox[1]["id"])
+
+    def test_a_body_that_stops_coming_ends_the_connection_and_leaves_nothing(self):
+        self.alice.raw(b"sendfile - heru slow.bin \r\n\r\nQUJD")
+        self.assertEqual(len(self.stored()[1]), 1)
+        self.realm.clock.advance(self.realm.limits.idle_timeout + 1)
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.alice.protocol.connectionLost(None)
+        self.assertEqual(self.stored(), ([], []))
+
+    def test_a_client_that_half_closes_mid_body_leaves_nothing(self):
+        self.alice.raw(b"sendfile - heru half.bin \r\n\r\nQUJD")
+        self.alice.protocol.readConnectionLost()
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.assertEqual(self.stored(), ([], []))
+
+    @defer.inlineCallbacks
+    def test_files_to_other_realms_wait_for_realm_links(self):
+        for data in (sendfile(self.alice_token, "bob@2", "a.txt", b"x"),
+                     sendfile(self.alice_token, "heru", ".", b"x")):
+            self.alice.raw(data)
+        refused = yield self.replies(self.alice, 2)
+        self.assertEqual([r["code"] for r in refused], ["bad_request", "bad_filename"])
+        self.assertEqual(self.stored(), ([], []))
