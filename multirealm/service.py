@@ -11,6 +11,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 
 from multirealm.chat.protocol import ChatFactory
+from multirealm.web.files import make_site
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
@@ -119,4 +120,11 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     )
     chat.setName("chat")
     chat.setServiceParent(top)
+    http = listening_service(
+        tcp_description(realm_config.host, realm_config.http_port),
+        make_site(realm, config.limits.max_file_bytes, config.limits.idle_timeout),
+        reactor,
+    )
+    http.setName("http")
+    http.setServiceParent(top)
     return top

@@ -1,0 +1,254 @@
+"""
+Files over HTTP (docs/protocol.md, "Files over HTTP").
+
+  - C{GET /files/<file_id>} with C{Authorization: Bearer <sessionid>} (or
+    C{?session=<sessionid>} for a plain link): the file, served from disk
+    by C{twisted.web.static.File} (a producer, C{Range} for resumed
+    downloads), always as an attachment of type
+    C{application/octet-stream} with C{nosniff}, so a browser never runs
+    an uploaded page as one of the realm's.  401 without a valid session,
+    403 for someone who may not fetch it, 404 for an unknown id.
+  - C{POST /files?to=<user>&name=<filename>} (or C{?group=<group>}) with
+    the raw file as the body (not multipart: twisted.web would parse that
+    whole in memory): the same rules, codes and JSON reply as C{sendfile}.
+    A C{Content-Length} over the limit is refused before the body is
+    kept (L{UploadRequest}).
+  - C{GET /}: what this server is, and where its protocol is described.
+
+Access is checked by the core for every read (L{Realm.file_for}).
+"""
+
+import json
+from urllib.parse import quote
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+
+from multirealm import errors, wire
+from multirealm.core.realm import check_filename
+from multirealm.model import FileRef
+
+log = Logger()
+
+_STATUS = {  # error code -> HTTP status
+    "invalid_session": 401,
+    "forbidden": 403,
+    "no_such_file": 404,
+    "no_such_user": 404,
+    "no_such_group": 404,
+    "file_too_large": 413,
+    "rate_limited": 429,
+    "unavailable": 503,
+    "storage_full": 507,
+    "internal": 500,
+}
+
+
+def _fail(request, error):
+    """Answer a ChatError (or a Failure of one) as JSON with its HTTP status."""
+    if not isinstance(error, errors.ChatError):
+        log.failure("file request failed", error)
+        error = errors.ChatError("internal error: the server logged it")
+    request.setResponseCode(_STATUS.get(error.code, 400))
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(wire.error_reply(error)).encode("ascii")
+
+
+def _token(request):
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    session = request.args.get(b"session")
+    return session[0].decode("utf-8", "replace") if session else None
+
+
+def _user(realm, request):
+    """A Deferred of the user of the request's session (L{errors.InvalidSession})."""
+    token = _token(request)
+    if not token:
+        return defer.fail(errors.InvalidSession("no session: send Authorization: Bearer <id>"))
+    return defer.maybeDeferred(realm.sessions.user_of, token)
+
+
+class _Answer:
+    """Finishes a request answered later, unless its client went away."""
+
+    def __init__(self, request):
+        self.request = request
+        self.gone = False
+        request.notifyFinish().addErrback(self._went)
+
+    def _went(self, failure):
+        self.gone = True
+
+    def body(self, data):
+        if not self.gone:
+            self.request.write(data)
+            self.request.finish()
+
+    def failure(self, failure):
+        error = failure.value if failure.check(errors.ChatError) else failure
+        if not self.gone:
+            self.body(_fail(self.request, error))
+
+
+class FileResource(resource.Resource):
+    """C{/files/<file_id>}: one file, for those who may have it."""
+
+    isLeaf = True
+
+    def __init__(self, realm, file_id):
+        super().__init__()
+        self.realm = realm
+        self.file_id = file_id
+
+    def render_GET(self, request):
+        answer = _Answer(request)
+        d = _user(self.realm, request)
+        d.addCallback(lambda user: self.realm.file_for(user, self.file_id))
+        d.addCallback(self._serve, answer)
+        d.addErrback(answer.failure)
+        return server.NOT_DONE_YET
+
+    def _serve(self, file, answer):
+        if answer.gone:
+            return
+        request = answer.request
+        try:
+            path = self.realm.files.path(file.id)
+        except FileNotFoundError:
+            raise errors.NoSuchFile(f"no file {self.file_id!r}") from None
+        request.setHeader(
+            b"content-disposition",
+            b"attachment; filename*=UTF-8''" + quote(file.name, safe="").encode("ascii"),
+        )
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        on_disk = static.File(path, defaultType="application/octet-stream")
+        on_disk.type, on_disk.encoding = "application/octet-stream", None
+        body = on_disk.render(request)  # Range, HEAD, a producer from disk
+        if body is not server.NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+
+
+class FilesResource(resource.Resource):
+    """C{/files}: POST a file; C{/files/<id>}: fetch one."""
+
+    def __init__(self, realm, max_file_bytes):
+        super().__init__()
+        self.realm = realm
+        self.max_file_bytes = max_file_bytes
+
+    def getChild(self, name, request):
+        if not name:
+            return self
+        return FileResource(self.realm, name.decode("ascii", "replace"))
+
+    def render_POST(self, request):
+        answer = _Answer(request)
+        d = _user(self.realm, request)
+        d.addCallback(self._upload, request)
+        d.addCallback(answer.body)
+        d.addErrback(answer.failure)
+        return server.NOT_DONE_YET
+
+    @defer.inlineCallbacks
+    def _upload(self, user, request):
+        if getattr(request, "too_large", False):
+            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes")
+        args = {k.decode(): v[0].decode("utf-8", "replace") for k, v in request.args.items()}
+        name = check_filename(args.get("name", ""))
+        if "group" in args:
+            group = self.realm.address(args["group"], "group name")
+            send = self.realm.send_group_file
+            to = group
+        elif "to" in args:
+            to = self.realm.address(args["to"])
+            if to.realm != self.realm.name:
+                raise errors.BadRequest(
+                    "files to users of other realms need realm links, which are not built yet"
+                )
+            send = self.realm.send_file
+        else:
+            raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
+        request.content.seek(0)
+        try:
+            incoming, size = yield self.realm.files.copy_in(request.content, self.max_file_bytes)
+        except OverflowError:
+            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes") from None
+        try:
+            delivery = yield send(user, to, FileRef(name, incoming.id, size))
+        except Exception:
+            incoming.abort()
+            raise
+        request.setHeader(b"content-type", b"application/json")
+        return wire.sent(delivery)[: -len(wire.REPLY_END)]
+
+
+class RootResource(resource.Resource):
+    """C{/}: what this is."""
+
+    def __init__(self, realm, max_file_bytes):
+        super().__init__()
+        self.realm = realm
+        self.putChild(b"files", FilesResource(realm, max_file_bytes))
+
+    def getChild(self, name, request):
+        if not name:
+            return self
+        return resource.NoResource()
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (
+            f"multirealm: realm {self.realm.name} of a federated chat network.\n"
+            "Chat on the realm's chat port with a line protocol (docs/protocol.md in the"
+            " project). Here: GET /files/<file_id> with Authorization: Bearer <session id>,"
+            " POST /files?to=<user>&name=<filename> with the file as the body.\n"
+        ).encode("utf-8")
+
+
+class _Discard:
+    """A request body sink: the body of a refused upload is read, not kept."""
+
+    def write(self, data):
+        pass
+
+    def seek(self, *args):
+        pass
+
+    def tell(self):
+        return 0
+
+    def read(self, *args):
+        return b""
+
+    def close(self):
+        pass
+
+
+class UploadRequest(server.Request):
+    """
+    A request that refuses a body longer than the file limit from its
+    C{Content-Length}, before keeping any of it (the body is read and
+    dropped, and the upload answers C{file_too_large}).
+    """
+
+    def gotLength(self, length):
+        limit = getattr(self.channel.site, "max_file_bytes", None)
+        if length is not None and limit is not None and length > limit:
+            self.too_large = True
+            self.content = _Discard()
+            return
+        super().gotLength(length)
+
+
+def make_site(realm, max_file_bytes, idle_timeout):
+    """The C{server.Site} of a realm's HTTP port."""
+    site = server.Site(RootResource(realm, max_file_bytes), timeout=idle_timeout)
+    site.requestFactory = UploadRequest
+    site.max_file_bytes = max_file_bytes
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

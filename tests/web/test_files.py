@@ -1,0 +1,128 @@
+"""
+Files over HTTP, on a real loopback port: who may fetch, Range, the
+headers that keep a browser from running a file, uploads by POST.
+"""
+
+import io
+import json
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from multirealm import config
+from multirealm.service import build_realm_service
+from tests.helpers import InlineHasher
+from tests import test_service
+
+
+class HTTPFileTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(test_service.REALMS_INI.replace(
+                "secret = s", "secret = s\nmax_file_bytes = 100000"
+            ))
+        network = config.load(path)
+        self.service = build_realm_service(network, "1", reactor, hasher=InlineHasher())
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.realm = self.service.getServiceNamed("core").realm
+        port = self.service.getServiceNamed("http").endpoint.port.getHost().port
+        self.base = f"http://127.0.0.1:{port}".encode()
+        self.agent = Agent(reactor)
+        replies = yield test_service.ServiceTests.talk(  # the chat port, as a client
+            self,
+            self.service, "register alice pw", "register heru pw", "register eve pw",
+            "auth alice pw", "auth heru pw", "auth eve pw",
+        )
+        self.alice, self.heru, self.eve = (r["tokenid"] for r in replies[3:])
+        self.payload = os.urandom(50_000)
+        response, body = yield self.post(self.alice, b"to=heru&name=r%C3%A9sum%C3%A9.pdf",
+                                         self.payload)
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(json.loads(body)["message"], "Message Sent")
+        history = yield self.realm.inbox("heru")
+        self.file_id = history.messages[0].file.id
+
+    @defer.inlineCallbacks
+    def request(self, method, path, token=None, headers=None, body=None):
+        headers = Headers(headers or {})
+        if token:
+            headers.addRawHeader(b"authorization", b"Bearer " + token.encode())
+        producer = FileBodyProducer(io.BytesIO(body)) if body is not None else None
+        response = yield self.agent.request(method, self.base + path, headers, producer)
+        content = yield readBody(response)
+        return response, content
+
+    def post(self, token, query, body):
+        return self.request(b"POST", b"/files?" + query, token, body=body)
+
+    def get(self, token=None, headers=None, path=None):
+        return self.request(b"GET", path or b"/files/" + self.file_id.encode(), token, headers)
+
+    @defer.inlineCallbacks
+    def test_the_recipient_and_the_sender_get_it_safely_labelled(self):
+        for token in (self.heru, self.alice):
+            response, body = yield self.get(token)
+            self.assertEqual((response.code, body), (200, self.payload))
+            raw = response.headers.getRawHeaders
+            self.assertEqual(raw(b"content-type"), [b"application/octet-stream"])
+            self.assertEqual(raw(b"x-content-type-options"), [b"nosniff"])
+            self.assertEqual(raw(b"content-disposition"),
+                             [b"attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"])
+
+    @defer.inlineCallbacks
+    def test_a_plain_link_with_the_session(self):
+        path = b"/files/" + self.file_id.encode() + b"?session=" + self.heru.encode()
+        response, body = yield self.get(path=path)
+        self.assertEqual((response.code, body), (200, self.payload))
+
+    @defer.inlineCallbacks
+    def test_401_403_404(self):
+        self.assertEqual((yield self.get())[0].code, 401)
+        self.assertEqual((yield self.get("not-a-session"))[0].code, 401)
+        self.assertEqual((yield self.get(self.eve))[0].code, 403)
+        response, body = yield self.get(self.heru, path=b"/files/" + b"0" * 32)
+        self.assertEqual((response.code, json.loads(body)["code"]), (404, "no_such_file"))
+        response, _ = yield self.get(self.heru, path=b"/files/..%2F..%2Frealm.sqlite3")
+        self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_a_download_resumes_with_range(self):
+        response, body = yield self.get(self.heru, {b"range": [b"bytes=1000-"]})
+        self.assertEqual((response.code, body), (206, self.payload[1000:]))
+        response, body = yield self.get(self.heru, {b"range": [b"bytes=10-19"]})
+        self.assertEqual((response.code, body), (206, self.payload[10:20]))
+
+    @defer.inlineCallbacks
+    def test_bad_uploads_answer_their_codes(self):
+        cases = [
+            (self.alice, b"to=heru&name=a%2Fb", b"x", 400, "bad_filename"),
+            (self.alice, b"to=nobody&name=a.txt", b"x", 404, "no_such_user"),
+            (self.alice, b"to=heru&name=big.bin", os.urandom(100_001), 413, "file_too_large"),
+            (None, b"to=heru&name=a.txt", b"x", 401, "invalid_session"),
+            (self.alice, b"name=a.txt", b"x", 400, "bad_request"),
+        ]
+        for token, query, body, status, code in cases:
+            response, content = yield self.post(token, query, body)
+            self.assertEqual((response.code, json.loads(content)["code"]), (status, code), query)
+        files = self.realm.files.folder
+        self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
+
+    @defer.inlineCallbacks
+    def test_what_went_up_by_http_comes_down_by_getfile_too(self):
+        history = yield self.realm.inbox("heru")
+        self.assertEqual(history.messages[0].file.name, "résumé.pdf")
+
+    @defer.inlineCallbacks
+    def test_the_root_says_what_this_is(self):
+        response, body = yield self.get(path=b"/")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"multirealm", body)
