@@ -257,6 +257,13 @@ def add_group_message(db, cache, realm, message):
     """
     if message.recipient.realm == realm:
         message, outbox = _to_local_group(db, realm, message)
+        if message.file is not None:
+            # A file is for the members of now, not of later.
+            db.execute(
+                "INSERT OR IGNORE INTO file_readers (file_id, reader)"
+                " SELECT ?, member FROM members WHERE group_name = ?",
+                (message.file.id, message.recipient.name),
+            )
     else:
         # A copy of another realm's group: this realm does not know its
         # members yet (federation replicates them).
@@ -410,8 +417,8 @@ def leave_group(db, name, member):
 def file_for(db, realm, file_id, reader):
     """
     The L{FileRef} of file C{file_id} if C{reader} (an address) sent or
-    received it: its sender, its private recipient, or a member of its
-    group.  L{errors.NoSuchFile} / L{errors.Forbidden} otherwise.
+    received it: its sender, its private recipient, or one of the members
+    its group had when it was sent.  L{errors.NoSuchFile} / L{errors.Forbidden} otherwise.
     """
     row = db.execute(
         "SELECT kind, sender, recipient, file_name, file_id, file_size FROM messages"
@@ -423,10 +430,8 @@ def file_for(db, realm, file_id, reader):
     kind, sender, recipient, name, stored_id, size = row
     reader = str(reader)
     allowed = reader in (sender, recipient) if kind != GROUP_KIND else reader == sender or (
-        address(recipient).realm == realm
-        and db.execute(
-            "SELECT 1 FROM members WHERE group_name = ? AND member = ?",
-            (address(recipient).name, reader),
+        db.execute(
+            "SELECT 1 FROM file_readers WHERE file_id = ? AND reader = ?", (stored_id, reader)
         ).fetchone() is not None
     )
     if not allowed:

@@ -199,3 +199,30 @@ class FileTests(unittest.TestCase):
         refused = yield self.replies(self.alice, 2)
         self.assertEqual([r["code"] for r in refused], ["bad_request", "bad_filename"])
         self.assertEqual(self.stored(), ([], []))
+
+    @defer.inlineCallbacks
+    def test_a_group_file_is_for_the_members_of_when_it_was_sent(self):
+        self.alice.ask("creategroup - team heru")
+        self.alice.raw(sendfile(self.alice_token, "team", "then.txt", b"then", "sendgroupfile"))
+        yield self.replies(self.alice, 1)
+        (entry,) = self.heru.ask("groupinbox - team")["messages"]
+        self.heru.ask("leavegroup - team")  # a member who leaves keeps the file
+        self.assertEqual(self.heru.ask(f"getfile - {entry['file_id']}")["status"], "OK")
+
+    def test_disk_full_mid_upload_is_storage_full_and_keeps_nothing(self):
+        real_begin = self.files.begin
+
+        def begin_on_a_full_disk():
+            incoming = real_begin()
+
+            def full(data):
+                raise OSError(28, "No space left on device")
+
+            incoming.write = full
+            return incoming
+
+        self.patch(self.files, "begin", begin_on_a_full_disk)
+        self.alice.raw(sendfile(self.alice_token, "heru", "a.bin", b"x" * 300) + b"ping\r\n")
+        full_reply, pong = self.alice.replies()
+        self.assertEqual((full_reply["code"], pong["message"]), ("storage_full", "pong"))
+        self.assertEqual(self.stored(), ([], []))
