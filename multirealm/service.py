@@ -4,11 +4,13 @@ place that wires the core to its adapters (storage, chat).
 """
 
 import os
+import time
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
+from twisted.logger import Logger
 
 from multirealm.chat.protocol import ChatFactory
 from multirealm.web.files import make_site
@@ -16,6 +18,8 @@ from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
 from multirealm.storage.store import SQLiteStore
+
+log = Logger()
 
 DATABASE_FILE = "realm.sqlite3"
 FILES_FOLDER = "files"
@@ -60,15 +64,23 @@ def listening_service(description, factory, reactor):
 class RealmCoreService(Service):
     """Runs the store's database thread and the password-hashing pool."""
 
-    def __init__(self, realm, store, hasher):
+    def __init__(self, realm, store, hasher, files=None):
         self.realm = realm
         self.store = store
         self.hasher = hasher
+        self.files = files
 
     def startService(self):
         self.store.start()
         self.hasher.start()
         Service.startService(self)
+        if self.files is not None:
+            # Files a crash left without their message (renamed, then the
+            # commit never came): removed once the store says which are known.
+            started = time.time()
+            self.store.file_ids().addCallback(self.files.remove_orphans, started).addErrback(
+                lambda failure: log.failure("sweeping orphan files failed", failure)
+            )
 
     def stopService(self):
         # Listeners stop first (MultiService stops children in reverse),
@@ -104,7 +116,7 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
 
     top = MultiService()
-    core = RealmCoreService(realm, store, hasher)
+    core = RealmCoreService(realm, store, hasher, files)
     core.setName("core")
     core.setServiceParent(top)
     # Expired sessions are refused when used; this also removes the ones

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from multirealm import config
 from multirealm.service import build_realm_service
-from tests.helpers import InlineHasher, parse_replies
+from tests.helpers import InlineHasher, parse_replies, wait_until
 
 REALMS_INI = """
 [network]
@@ -102,3 +102,18 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual((yield stored_sessions()), 1)  # not expired yet
         clock.advance(2 * 3600)  # expired, and the hourly purge has run since
         self.assertEqual((yield stored_sessions()), 0)
+
+    @defer.inlineCallbacks
+    def test_files_left_without_a_message_are_swept_at_start(self):
+        files = os.path.join(self.network.realm("1").data_dir, "files")
+        os.makedirs(os.path.join(files, "incoming"))
+        orphan = os.path.join(files, "0" * 32)
+        half = os.path.join(files, "incoming", "1" * 32 + ".part")
+        for path in (orphan, half):
+            with open(path, "wb") as f:
+                f.write(b"left by a crash")
+            os.utime(path, (1, 1))
+        service = self.start()
+        self.addCleanup(service.stopService)
+        self.assertFalse(os.path.exists(half))  # swept before anything listens
+        yield wait_until(lambda: not os.path.exists(orphan))

@@ -72,6 +72,21 @@ class FileStore:
             os.unlink(os.path.join(self._incoming, name))
         return len(left)
 
+    def remove_orphans(self, known, before):
+        """
+        Remove the stored files that no message names (C{known}: the ids
+        messages carry), older than C{before} (epoch seconds): a crash
+        between a file's rename and its message's commit leaves one.  The
+        age spares an upload being stored while this runs.
+        """
+        removed = 0
+        for name in os.listdir(self.folder):
+            path = os.path.join(self.folder, name)
+            if _FILE_ID.fullmatch(name) and name not in known and os.path.getmtime(path) < before:
+                os.unlink(path)
+                removed += 1
+        return removed
+
     def begin(self):
         file_id = secrets.token_hex(16)
         return Incoming(

@@ -439,5 +439,10 @@ def file_for(db, realm, file_id, reader):
     return FileRef(name, stored_id, size)
 
 
+def file_ids(db):
+    """Every file id that a message carries."""
+    return {row[0] for row in db.execute("SELECT file_id FROM messages WHERE file_id IS NOT NULL")}
+
+
 def pending_counts(db):
     return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))

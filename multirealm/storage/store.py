@@ -344,6 +344,10 @@ class SQLiteStore:
     def list_groups(self, after="", limit=-1):
         return self.submit(queries.list_groups, after, limit, writes=False)
 
+    def file_ids(self):
+        """Every file id that a stored message carries (for the sweep at start)."""
+        return self.submit(queries.file_ids, writes=False)
+
     def file_for(self, file_id, reader):
         return self.submit(queries.file_for, self.realm, file_id, reader, writes=False)
 

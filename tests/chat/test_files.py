@@ -226,3 +226,16 @@ class FileTests(unittest.TestCase):
         full_reply, pong = self.alice.replies()
         self.assertEqual((full_reply["code"], pong["message"]), ("storage_full", "pong"))
         self.assertEqual(self.stored(), ([], []))
+
+    @defer.inlineCallbacks
+    def test_a_file_a_crash_left_without_its_message_is_removed(self):
+        incoming = self.files.begin()
+        incoming.write(b"renamed, then the crash: no message names it")
+        yield incoming.finish()
+        kept = self.files.begin()
+        kept.write(b"an upload being stored right now")
+        yield kept.finish()
+        old = os.path.getmtime(os.path.join(self.folder, incoming.id))
+        os.utime(os.path.join(self.folder, kept.id), (old + 10, old + 10))
+        self.assertEqual(self.files.remove_orphans(known=set(), before=old + 5), 1)
+        self.assertEqual(self.stored(), ([kept.id], []))
