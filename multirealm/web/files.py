@@ -8,7 +8,7 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
     C{application/octet-stream} with C{nosniff}, so a browser never runs
     an uploaded page as one of the realm's.  401 without a valid session,
     403 for someone who may not fetch it, 404 for an unknown id.
-  - C{POST /files?to=<user>&name=<filename>} (or C{?group=<group>}) with
+  - C{POST /files?to=<user or group>&name=<filename>} (or C{?group=}) with
     the raw file as the body (not multipart: twisted.web would parse that
     whole in memory): the same rules, codes and JSON reply as C{sendfile}.
     A C{Content-Length} over the limit is refused before the body is
@@ -177,8 +177,19 @@ class FilesResource(resource.Resource):
             incoming, size = yield self.realm.files.copy_in(request.content, self.max_file_bytes)
         except OverflowError:
             raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes") from None
+        file = FileRef(name, incoming.id, size)
         try:
-            delivery = yield send(user, to, FileRef(name, incoming.id, size))
+            try:
+                delivery = yield send(user, to, file)
+            except errors.NoSuchUser:
+                if "group" in args:
+                    raise
+                # ?to= may name a group too (users first, as the chat's
+                # addresses do not say which a name is).
+                delivery = yield self.realm.send_group_file(user, to, file)
+        except errors.NoSuchGroup:
+            incoming.abort()
+            raise errors.NoSuchUser(f"no user or group {to.name!r}") from None
         except Exception:
             incoming.abort()
             raise

@@ -117,6 +117,14 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
 
     @defer.inlineCallbacks
+    def test_to_may_name_a_group(self):
+        yield self.realm.create_group("alice", self.realm.address("team"), [])
+        response, body = yield self.post(self.alice, b"to=team&name=plan.txt", b"plan")
+        self.assertEqual(response.code, 200, body)
+        history = yield self.realm.group_inbox("alice", self.realm.address("team"))
+        self.assertEqual(history.messages[0].file.name, "plan.txt")
+
+    @defer.inlineCallbacks
     def test_what_went_up_by_http_comes_down_by_getfile_too(self):
         history = yield self.realm.inbox("heru")
         self.assertEqual(history.messages[0].file.name, "résumé.pdf")
