@@ -10,6 +10,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from multirealm.chat.protocol import ChatFactory
@@ -78,7 +79,9 @@ class RealmCoreService(Service):
             # Files a crash left without their message (renamed, then the
             # commit never came): removed once the store says which are known.
             started = time.time()
-            self.store.file_ids().addCallback(self.files.remove_orphans, started).addErrback(
+            self.store.file_ids().addCallback(
+                lambda known: deferToThread(self.files.remove_orphans, known, started)
+            ).addErrback(
                 lambda failure: log.failure("sweeping orphan files failed", failure)
             )
 

@@ -81,10 +81,15 @@ class FileStore:
         """
         removed = 0
         for name in os.listdir(self.folder):
+            if not _FILE_ID.fullmatch(name) or name in known:
+                continue
             path = os.path.join(self.folder, name)
-            if _FILE_ID.fullmatch(name) and name not in known and os.path.getmtime(path) < before:
-                os.unlink(path)
-                removed += 1
+            try:
+                if os.path.getmtime(path) < before:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # gone meanwhile
         return removed
 
     def begin(self):

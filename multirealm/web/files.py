@@ -19,11 +19,11 @@ Access is checked by the core for every read (L{Realm.file_for}).
 """
 
 import json
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import resource, server, static
+from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
 from multirealm.core.realm import check_filename
@@ -59,8 +59,18 @@ def _token(request):
     header = (request.getHeader(b"authorization") or b"").decode("latin-1")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    session = request.args.get(b"session")
-    return session[0].decode("utf-8", "replace") if session else None
+    session = _query(request).get("session")
+    return session[0] if session else None
+
+
+def _query(request):
+    """
+    The arguments of the URL's query only: never of a form body, which
+    twisted.web would merge in (a page elsewhere could post a form that
+    redirects a file).
+    """
+    query = urlsplit(request.uri).query.decode("utf-8", "replace")
+    return parse_qs(query, keep_blank_values=True)
 
 
 def _user(realm, request):
@@ -104,6 +114,8 @@ class FileResource(resource.Resource):
         self.file_id = file_id
 
     def render_GET(self, request):
+        if request.postpath:  # /files/<id>/more: no such thing
+            return _fail(request, errors.NoSuchFile("no such file"))
         answer = _Answer(request)
         d = _user(self.realm, request)
         d.addCallback(lambda user: self.realm.file_for(user, self.file_id))
@@ -124,6 +136,11 @@ class FileResource(resource.Resource):
             b"attachment; filename*=UTF-8''" + quote(file.name, safe="").encode("ascii"),
         )
         request.setHeader(b"x-content-type-options", b"nosniff")
+        ranges = request.getHeader(b"range")
+        if ranges is not None and b"," in ranges:
+            # One range resumes a download; many (overlapping) would make a
+            # small file a huge answer.
+            request.requestHeaders.removeHeader(b"range")
         on_disk = static.File(path, defaultType="application/octet-stream")
         on_disk.type, on_disk.encoding = "application/octet-stream", None
         body = on_disk.render(request)  # Range, HEAD, a producer from disk
@@ -146,6 +163,12 @@ class FilesResource(resource.Resource):
         return FileResource(self.realm, name.decode("ascii", "replace"))
 
     def render_POST(self, request):
+        if getattr(request, "form", False):
+            request.setResponseCode(415)
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps(wire.error_reply(errors.BadRequest(
+                "send the file itself as the body (application/octet-stream), not a form"
+            ))).encode("ascii")
         answer = _Answer(request)
         d = _user(self.realm, request)
         d.addCallback(self._upload, request)
@@ -157,7 +180,7 @@ class FilesResource(resource.Resource):
     def _upload(self, user, request):
         if getattr(request, "too_large", False):
             raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes")
-        args = {k.decode(): v[0].decode("utf-8", "replace") for k, v in request.args.items()}
+        args = {key: values[0] for key, values in _query(request).items()}
         name = check_filename(args.get("name", ""))
         if "group" in args:
             group = self.realm.address(args["group"], "group name")
@@ -241,23 +264,67 @@ class _Discard:
 
 class UploadRequest(server.Request):
     """
-    A request that refuses a body longer than the file limit from its
-    C{Content-Length}, before keeping any of it (the body is read and
-    dropped, and the upload answers C{file_too_large}).
+    A request whose body is not kept past the file limit: refused from its
+    C{Content-Length} before any of it is kept, or, for a body without one
+    (chunked), as soon as it grows past the limit; the rest is read and
+    dropped, and the upload answers C{file_too_large}.  A form body is
+    never parsed (L{FilesResource.render_POST} refuses it).
     """
 
+    too_large = False
+    _received = 0
+
+    def _limit(self):
+        return getattr(self.channel.site, "max_file_bytes", None)
+
     def gotLength(self, length):
-        limit = getattr(self.channel.site, "max_file_bytes", None)
+        limit = self._limit()
         if length is not None and limit is not None and length > limit:
             self.too_large = True
             self.content = _Discard()
             return
         super().gotLength(length)
 
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        limit = self._limit()
+        if not self.too_large and limit is not None and self._received > limit:
+            self.too_large = True
+            self.content.close()
+            self.content = _Discard()
+        super().handleContentChunk(data)
+
+    form = False  # the body claimed to be a form: refused, never parsed
+
+    def requestReceived(self, command, path, version):
+        kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
+        if kind.startswith((b"application/x-www-form-urlencoded", b"multipart/")):
+            # twisted.web would parse it into args, reading it whole.
+            self.form = True
+            self.requestHeaders.removeHeader(b"content-type")
+        super().requestReceived(command, path, version)
+
+
+class _WithoutQuery:
+    """A request as the access log sees it: its URI without the query (a session id)."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = request.uri.split(b"?", 1)[0]
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def _log_line(timestamp, request):
+    return http.combinedLogFormatter(timestamp, _WithoutQuery(request))
+
 
 def make_site(realm, max_file_bytes, idle_timeout):
     """The C{server.Site} of a realm's HTTP port."""
-    site = server.Site(RootResource(realm, max_file_bytes), timeout=idle_timeout)
+    site = server.Site(
+        RootResource(realm, max_file_bytes), timeout=idle_timeout, logFormatter=_log_line
+    )
     site.requestFactory = UploadRequest
     site.max_file_bytes = max_file_bytes
     site.displayTracebacks = False

@@ -9,7 +9,9 @@ import os
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
+from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 
 from multirealm import config
@@ -123,6 +125,47 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual(response.code, 200, body)
         history = yield self.realm.group_inbox("alice", self.realm.address("team"))
         self.assertEqual(history.messages[0].file.name, "plan.txt")
+
+    @defer.inlineCallbacks
+    def test_a_form_cannot_redirect_a_file(self):
+        # A page elsewhere posting a form: its fields must not override the URL.
+        response, body = yield self.request(
+            b"POST", b"/files?to=heru&name=x.bin", self.alice,
+            {b"content-type": [b"application/x-www-form-urlencoded"]}, b"to=eve&name=evil.html",
+        )
+        self.assertEqual(response.code, 415)
+        self.assertEqual((yield self.realm.inbox("eve")).messages, ())
+
+    @defer.inlineCallbacks
+    def test_a_chunked_upload_past_the_limit_is_not_kept(self):
+        copied = []
+        real_copy_in = self.realm.files.copy_in
+        self.patch(self.realm.files, "copy_in", lambda *a: copied.append(a) or real_copy_in(*a))
+        producer = FileBodyProducer(io.BytesIO(os.urandom(300_000)))
+        producer.length = UNKNOWN_LENGTH  # sent chunked: no Content-Length
+        headers = Headers({b"authorization": [b"Bearer " + self.alice.encode()]})
+        response = yield self.agent.request(
+            b"POST", self.base + b"/files?to=heru&name=big.bin", headers, producer
+        )
+        body = yield readBody(response)
+        self.assertEqual((response.code, json.loads(body)["code"]), (413, "file_too_large"))
+        self.assertEqual(copied, [])  # dropped as it came, never kept to be copied
+
+    @defer.inlineCallbacks
+    def test_many_ranges_are_not_an_amplifier(self):
+        response, body = yield self.get(self.heru, {b"range": [b"bytes=" + b"0-," * 300 + b"0-"]})
+        self.assertEqual((response.code, len(body)), (200, len(self.payload)))
+
+    @defer.inlineCallbacks
+    def test_the_access_log_keeps_no_session(self):
+        lines = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+        path = b"/files/" + self.file_id.encode() + b"?session=" + self.heru.encode()
+        yield self.get(path=path)
+        logged = " ".join(str(event.get("log_io", "")) for event in lines)
+        self.assertIn(self.file_id, logged)  # the request was logged ...
+        self.assertNotIn(self.heru, logged)  # ... without its session
 
     @defer.inlineCallbacks
     def test_what_went_up_by_http_comes_down_by_getfile_too(self):
