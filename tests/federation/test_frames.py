@@ -1,0 +1,107 @@
+"""
+Realm-port frames and the link handshake, as pure parsing and checking.
+"""
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.federation import handshake
+from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.model import GROUP, PRIVATE, Message
+from multirealm.names import Address
+
+names = st.text(alphabet="abcXYZ019_", min_size=1, max_size=32)
+texts = st.text(min_size=1, max_size=200).filter(
+    lambda t: "\n" not in t and "\r" not in t and t.strip(" ") == t and t
+)
+
+
+class MessageFrameTests(unittest.TestCase):
+    def test_the_original_frame_with_tags(self):
+        line = "@id=0123456789abcdef0123456789abcdef;ts=2026-11-25T21:32:15.449+00:00" \
+               " sendrealm alice heru Hello from another realm!"
+        frame = MessageFrame.from_line(line)
+        self.assertEqual(frame.to_line(), line)
+        message = frame.message(sender_realm="1", receiver_realm="2")
+        self.assertEqual(message.sender, Address("alice", "1"))
+        self.assertEqual(message.recipient, Address("heru", "2"))
+        self.assertEqual(message.text, "Hello from another realm!")
+
+    @given(names, names, names, texts, st.sampled_from([PRIVATE, GROUP]))
+    def test_a_message_crosses_and_comes_back_the_same(self, sender, recipient, realm, text, kind):
+        message = Message("a" * 32, kind, Address(sender, "1"), Address(recipient, "2"), text,
+                          "2026-11-25T21:32:15.449+00:00")
+        line = MessageFrame.of(message, "1", "2").to_line()
+        self.assertEqual(MessageFrame.from_line(line).message("1", "2"), message)
+
+    def test_a_forwarded_group_post_names_its_member_and_home(self):
+        message = Message("b" * 32, GROUP, Address("cy", "3"), Address("team", "1"), "hi",
+                          "2026-11-25T21:32:15.449+00:00")
+        frame = MessageFrame.of(message, sender_realm="1", receiver_realm="2")
+        self.assertEqual((frame.sender, frame.recipient), ("cy@3", "team@1"))
+        self.assertEqual(MessageFrame.from_line(frame.to_line()).message("1", "2"), message)
+
+    def test_not_frames(self):
+        for line in ["sendrealm alice heru hi", "@id=x;ts=t sendrealm alice heru",
+                     "@id=bad id;ts=t sendrealm a b c", "@id=a;ts=t frob a b c", ""]:
+            self.assertRaises(FrameError, MessageFrame.from_line, line)
+
+    def test_a_malformed_name_is_refused_when_read(self):
+        frame = MessageFrame.from_line("@id=a;ts=2026 sendrealm al!ce heru hi")
+        self.assertRaises(errors.InvalidName, frame.message, "1", "2")
+
+
+class AckTests(unittest.TestCase):
+    def test_round_trips(self):
+        for ack in (Ack("a1"), Ack("a2", "no_such_user", "no user 'x'")):
+            self.assertEqual(Ack.from_line(ack.to_line()), ack)
+        self.assertRaises(FrameError, Ack.from_line, "OK")
+
+
+class HandshakeTests(unittest.TestCase):
+    def run_handshake(self, initiator_secret, responder_secret):
+        initiator_nonce, responder_nonce = handshake.new_nonce(), handshake.new_nonce()
+        hello = handshake.Hello.from_line(handshake.Hello("1", initiator_nonce).to_line())
+        responder_proof = handshake.proof(responder_secret, "responder", hello.realm, "2",
+                                          hello.nonce, responder_nonce)
+        challenge = handshake.Challenge.from_line(
+            handshake.Challenge("2", responder_nonce, responder_proof).to_line()
+        )
+        initiator_sees = handshake.proves(
+            handshake.proof(initiator_secret, "responder", "1", challenge.realm,
+                            initiator_nonce, challenge.nonce),
+            challenge.proof,
+        )
+        initiator_proof = handshake.proof(initiator_secret, "initiator", "1", "2",
+                                          initiator_nonce, responder_nonce)
+        responder_sees = handshake.proves(
+            handshake.proof(responder_secret, "initiator", "1", "2", initiator_nonce,
+                            responder_nonce),
+            handshake.Proof.from_line(handshake.Proof(initiator_proof).to_line()).proof,
+        )
+        return initiator_sees, responder_sees
+
+    def test_both_sides_prove_the_secret(self):
+        self.assertEqual(self.run_handshake("s3cret", "s3cret"), (True, True))
+
+    def test_a_wrong_secret_fails_both_ways(self):
+        self.assertEqual(self.run_handshake("s3cret", "other"), (False, False))
+
+    def test_a_recorded_proof_fails_on_a_new_connection(self):
+        old = handshake.proof("s", "initiator", "1", "2", "a" * 32, "b" * 32)
+        fresh = handshake.proof("s", "initiator", "1", "2", "a" * 32, "c" * 32)
+        self.assertFalse(handshake.proves(fresh, old))
+
+    def test_a_proof_cannot_be_reflected_to_its_maker(self):
+        mine = handshake.proof("s", "responder", "1", "2", "a" * 32, "b" * 32)
+        expected_from_peer = handshake.proof("s", "initiator", "1", "2", "a" * 32, "b" * 32)
+        self.assertFalse(handshake.proves(expected_from_peer, mine))
+
+    def test_malformed_lines(self):
+        for parse, line in [(handshake.Hello.from_line, "HELLO 1"),
+                            (handshake.Hello.from_line, "HELLO 1 nothex"),
+                            (handshake.Challenge.from_line, "CHALLENGE 2 " + "a" * 32 + " short"),
+                            (handshake.Proof.from_line, "PROOF " + "g" * 64)]:
+            self.assertRaises(handshake.HandshakeError, parse, line)
