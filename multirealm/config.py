@@ -7,6 +7,7 @@ section and the key.
 """
 
 import configparser
+import ipaddress
 import os
 from types import MappingProxyType
 
@@ -265,10 +266,41 @@ def load(path=DEFAULT_CONFIG):
             )
         link_secrets[frozenset(pair)] = _Section(path, parser, section).text("secret")
 
-    return NetworkConfig(
+    config = NetworkConfig(
         path=path,
         secret=network.text("secret"),
         limits=_read_limits(network),
         realms=MappingProxyType(realms),
         link_secrets=MappingProxyType(link_secrets),
     )
+    _refuse_default_secret(config)
+    return config
+
+
+DEFAULT_SECRET = "change-me"
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _refuse_default_secret(config):
+    """
+    The shipped secret is public: it may link realms that listen on
+    loopback addresses only, never a realm reachable from elsewhere.
+    """
+    for name, realm in config.realms.items():
+        if _is_loopback(realm.host):
+            continue
+        for peer in realm.peers:
+            if config.link_secret(name, peer) == DEFAULT_SECRET:
+                where = f"[link:{name}:{peer}] secret" if frozenset((name, peer)) in (
+                    config.link_secrets) else "[network] secret"
+                raise ConfigError(
+                    f"{config.path}: {where}: the default secret {DEFAULT_SECRET!r} links realm"
+                    f" {name}, which listens on {realm.host} (not loopback): set a secret of"
+                    " your own"
+                )

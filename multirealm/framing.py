@@ -29,7 +29,7 @@ class RequestLineReceiver(LineReceiver):
 
     _unread = b""  # bytes received and not yet framed, from _pos on
     _pos = 0
-    _framing = False  # inside the loop of _frame (guards re-entry)
+    _framing = False  # inside the loop of _cut_lines (guards re-entry)
     _discarding = False  # inside the tail of a line already reported too long
 
     def lineTooLong(self):
@@ -47,7 +47,7 @@ class RequestLineReceiver(LineReceiver):
             return
         self._framing = True
         try:
-            self._frame()
+            self._cut_lines()
         finally:
             self._framing = False
             self._unread = self._unread[self._pos :]
@@ -57,7 +57,7 @@ class RequestLineReceiver(LineReceiver):
         rest, self._unread, self._pos = self._unread[self._pos :], b"", 0
         return rest
 
-    def _frame(self):
+    def _cut_lines(self):
         limit = self.MAX_LENGTH + 1  # room for the \r of a CRLF
         while not self.paused:
             buffer = self._unread

@@ -14,6 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from multirealm.chat.protocol import ChatFactory
+from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
@@ -142,4 +143,12 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     )
     http.setName("http")
     http.setServiceParent(top)
+    # The receiving end of peers' links (the sending end is not built yet).
+    links = listening_service(
+        tcp_description(realm_config.host, realm_config.realm_port),
+        RealmServerFactory(realm, config.link_secret, config.limits.max_line_bytes, clock),
+        reactor,
+    )
+    links.setName("realm-port")
+    links.setServiceParent(top)
     return top

@@ -120,3 +120,29 @@ class ConfigTests(unittest.TestCase):
 
     def test_not_ini(self):
         self.assertConfigError("this is not ini\n", "cannot read")
+
+
+class DefaultSecretTests(unittest.TestCase):
+    def write(self, secret, host):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(
+                f"[network]\nsecret = {secret}\n\n"
+                f"[realm:1]\nhost = {host}\nchat_port = 1\nrealm_port = 2\nhttp_port = 3\n"
+                "data_dir = d1\n\n"
+                "[realm:2]\nhost = 127.0.0.1\nchat_port = 4\nrealm_port = 5\nhttp_port = 6\n"
+                "data_dir = d2\n"
+            )
+        return path
+
+    def test_the_default_secret_is_fine_on_loopback(self):
+        config.load(self.write("change-me", "127.0.0.1"))
+        config.load(self.write("change-me", "::1"))
+
+    def test_the_default_secret_is_refused_for_a_realm_others_can_reach(self):
+        with self.assertRaises(config.ConfigError) as caught:
+            config.load(self.write("change-me", "0.0.0.0"))
+        self.assertIn("[network] secret", str(caught.exception))
+        config.load(self.write("a-secret-of-our-own", "0.0.0.0"))

@@ -2,6 +2,7 @@
 The realm's service tree in this process, on a real loopback port.
 """
 
+import json
 import os
 
 from twisted.internet import defer, endpoints, reactor, task
@@ -117,3 +118,16 @@ class ServiceTests(unittest.TestCase):
         self.addCleanup(service.stopService)
         self.assertFalse(os.path.exists(half))  # swept before anything listens
         yield wait_until(lambda: not os.path.exists(orphan))
+
+    @defer.inlineCallbacks
+    def test_the_realm_port_refuses_a_link_without_the_secret(self):
+        service = self.start()
+        self.addCleanup(service.stopService)
+        port = service.getServiceNamed("realm-port").endpoint.port.getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        client = Collector([b"@id=a1;ts=2026-11-25T00:00:00+00:00 sendrealm eve alice hi"])
+        client.dataReceived = lambda data: setattr(client, "data", client.data + data)
+        client.connectionLost = lambda reason: client.done.callback(client.data)
+        yield endpoints.connectProtocol(endpoint, client)
+        data = yield client.done.addTimeout(10, reactor)
+        self.assertEqual(json.loads(data)["code"], "forbidden")

@@ -1,0 +1,142 @@
+"""
+The realm port: L{RealmProtocol}, the receiving end of a peer's link.
+
+A peer connects, proves which realm it is (L{multirealm.federation.handshake}),
+and then sends message frames; each is stored through L{Realm.receive} as
+coming from the realm the link proved, and answered with an L{Ack} once
+durable (or refused with its code).  Nothing is acted on before the
+handshake: a frame before it gets one ERROR line and the connection is
+closed.  A handshake that does not finish in time is closed too.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from multirealm import errors
+from multirealm.federation import handshake
+from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.framing import RequestLineReceiver
+
+log = Logger()
+
+HANDSHAKE_SECONDS = 10.0
+
+
+class RealmProtocol(RequestLineReceiver, TimeoutMixin):
+    def connectionMade(self):
+        self.realm = self.factory.realm
+        self.MAX_LENGTH = self.factory.max_line_bytes
+        self.callLater = self.factory.clock.callLater
+        self.setTimeout(HANDSHAKE_SECONDS)
+        self.peer = None  # the realm the link proved, once it has
+        self._hello = None
+        self._nonce = handshake.new_nonce()
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+
+    def timeoutConnection(self):
+        self._refuse("the handshake did not finish in time")
+
+    def _refuse(self, why, code="forbidden"):
+        """One ERROR line, then the connection is closed: nothing more is read."""
+        self.transport.write(
+            json.dumps({"status": "ERROR", "code": code, "message": why}).encode("ascii") + b"\r\n"
+        )
+        self.transport.loseConnection()  # reading stops; the framing reads no later line
+
+    def lineTooLong(self):
+        if self.peer is None:
+            return self._refuse("a line over the limit during the handshake", "line_too_long")
+        self._write(Ack("", "line_too_long", "a frame over the line limit").to_line())
+
+    def lineReceived(self, line):
+        if self.transport.disconnecting:
+            return  # refused: nothing more is acted on
+        try:
+            text = line.rstrip(b" \t\r").decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse("a line that is not UTF-8", "bad_encoding")
+        if not text:
+            return
+        if self.peer is None:
+            return self._handshake(text)
+        self._message_frame(text)
+
+    # -- the handshake --------------------------------------------------------
+
+    def _handshake(self, text):
+        try:
+            if self._hello is None:
+                hello = handshake.Hello.from_line(text)
+                if hello.realm not in self.realm.peers:
+                    return self._refuse(f"realm {hello.realm!r} is not linked to this realm")
+                self._hello = hello
+                mine = handshake.proof(
+                    self._secret(), "responder", hello.realm, self.realm.name,
+                    hello.nonce, self._nonce,
+                )
+                self._write(handshake.Challenge(self.realm.name, self._nonce, mine).to_line())
+                return
+            given = handshake.Proof.from_line(text).proof
+        except handshake.HandshakeError:
+            return self._refuse("authenticate first: HELLO <realm> <nonce>")
+        expected = handshake.proof(
+            self._secret(), "initiator", self._hello.realm, self.realm.name,
+            self._hello.nonce, self._nonce,
+        )
+        if not handshake.proves(expected, given):
+            log.info("realm {realm}: link from {peer} failed its proof",
+                     realm=self.realm.name, peer=self._hello.realm)
+            return self._refuse("the link could not prove its realm")
+        self.peer = self._hello.realm
+        self.setTimeout(None)
+        self._write(json.dumps({"status": "OK", "message": "linked"}))
+
+    def _secret(self):
+        return self.factory.secret_for(self.realm.name, self._hello.realm)
+
+    # -- frames -----------------------------------------------------------------
+
+    def _message_frame(self, text):
+        try:
+            frame = MessageFrame.from_line(text)
+        except FrameError as e:
+            return self._write(Ack("", "bad_request", str(e)).to_line())
+        d = defer.maybeDeferred(
+            lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
+        )
+        d.addCallbacks(
+            lambda _: self._write(Ack(frame.id).to_line()),
+            lambda failure: self._write(self._refusal(frame.id, failure).to_line()),
+        )
+
+    def _refusal(self, frame_id, failure):
+        if failure.check(errors.ChatError):
+            return Ack(frame_id, failure.value.code, failure.value.message)
+        log.failure("realm {realm}: frame from {peer} failed", failure,
+                    realm=self.realm.name, peer=self.peer)
+        return Ack(frame_id, "internal", "internal error: the realm logged it")
+
+    def _write(self, line):
+        if self.transport is not None and not self.transport.disconnecting:
+            self.transport.write(line.encode("utf-8") + b"\r\n")
+
+
+class RealmServerFactory(Factory):
+    """
+    @param secret_for: C{secret_for(realm, peer)}, the shared secret of a pair.
+    """
+
+    protocol = RealmProtocol
+    noisy = False
+
+    def __init__(self, realm, secret_for, max_line_bytes, clock):
+        self.realm = realm
+        self.secret_for = secret_for
+        self.max_line_bytes = max_line_bytes
+        self.clock = clock
