@@ -14,6 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from multirealm.chat.protocol import ChatFactory
+from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.core.passwords import PasswordHasher
@@ -61,6 +62,28 @@ def listening_service(description, factory, reactor):
     service = strports.service(description, factory, reactor=reactor)
     service.endpoint = _PortRecorder(service.endpoint)
     return service
+
+
+class LinkService(Service):
+    """Keeps this realm's link to one peer up while the realm runs."""
+
+    def __init__(self, reactor, host, port, factory):
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self.factory = factory
+        self._connector = None
+
+    def startService(self):
+        Service.startService(self)
+        self.factory.continueTrying = True
+        self._connector = self._reactor.connectTCP(self._host, self._port, self.factory)
+
+    def stopService(self):
+        Service.stopService(self)
+        self.factory.stopTrying()  # or it reconnects after the realm stopped
+        if self._connector is not None:
+            self._connector.disconnect()
 
 
 class RealmCoreService(Service):
@@ -151,4 +174,15 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     )
     links.setName("realm-port")
     links.setServiceParent(top)
+    for peer in realm_config.peers:
+        queue = PeerQueue(realm, peer)
+        realm.notifier.subscribe(queue)
+        peer_config = config.realm(peer)
+        factory = LinkFactory(
+            realm, peer, config.link_secret(realm_name, peer), queue,
+            config.limits.max_line_bytes, clock if clock is not reactor else None,
+        )
+        link = LinkService(reactor, peer_config.host, peer_config.realm_port, factory)
+        link.setName(f"link-{peer}")
+        link.setServiceParent(top)
     return top

@@ -248,3 +248,36 @@ class StartupErrorTests(TwistdTestCase):
         with open(self.database(), "wb") as f:
             f.write(b"this is not an SQLite database, it is a text file." * 100)
         self.assertFailsWith(["--realm=1", f"--config={self.config}"], "realm 1")
+
+
+class FederationTests(TwistdTestCase):
+    def inbox_until(self, client, count):
+        """Heru's inbox once it holds C{count} messages (polled, with a deadline)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            messages = client.ask("inbox -")["messages"]
+            if len(messages) >= count or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.1)
+
+    def test_two_realms_exchange_messages_and_nothing_is_lost_while_one_is_down(self):
+        one, alice = self.start_realm("1")
+        self.addCleanup(alice.close)
+        two, heru = self.start_realm("2")
+        self.addCleanup(heru.close)
+        alice.ask("register alice pw", "auth alice pw")
+        heru.ask("register heru pw", "auth heru pw")
+        self.assertEqual(alice.ask("send - heru@2 hello across")["status"], "OK")
+        (first,) = self.inbox_until(heru, 1)
+        self.assertEqual((first["msg_from"], first["msg"]), ("alice@1", "hello across"))
+        # Realm 2 goes down; what is sent meanwhile waits, then arrives once.
+        self.stop(two)
+        heru.close()
+        for n in range(3):
+            self.assertEqual(alice.ask(f"send - heru@2 while down {n}")["status"], "OK")
+        two, heru = self.start_realm("2")
+        self.addCleanup(heru.close)
+        heru.ask("auth heru pw")
+        messages = self.inbox_until(heru, 4)
+        self.assertEqual([m["msg"] for m in messages],
+                         ["hello across"] + [f"while down {n}" for n in range(3)])

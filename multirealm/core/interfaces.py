@@ -135,5 +135,14 @@ class IStore(Interface):
         L{errors.NoSuchFile} or L{errors.Forbidden} otherwise.
         """
 
+    def outbox_batch(peer, after_seq, limit):
+        """
+        Up to C{limit} (seq, L{multirealm.model.Message}) waiting for realm
+        C{peer} after C{after_seq}, oldest first.
+        """
+
+    def outbox_done(peer, seqs):
+        """Forget the outbox entries of C{peer} numbered C{seqs} (answered)."""
+
     def pending_counts():
         """{realm: number of messages waiting in its outbox}."""

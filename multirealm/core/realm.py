@@ -135,6 +135,7 @@ class Realm:
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
         self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
+        self._linked = set()  # peers with an authenticated link out
         self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
@@ -420,6 +421,23 @@ class Realm:
 
     # -- realms -------------------------------------------------------------
 
+    # -- links (the federation adapter reports and drains through these) ----
+
+    def set_linked(self, peer, linked):
+        """Whether this realm's link to C{peer} is up (shown by listrealms)."""
+        if linked:
+            self._linked.add(peer)
+        else:
+            self._linked.discard(peer)
+
+    def outbox_batch(self, peer, after_seq, limit):
+        """Up to C{limit} (seq, L{Message}) waiting for C{peer}, oldest first."""
+        return self._store.outbox_batch(peer, after_seq, limit)
+
+    def outbox_done(self, peer, seqs):
+        """C{peer} answered the outbox entries C{seqs}: forget them."""
+        return self._store.outbox_done(peer, seqs)
+
     # Counting the outbox reads every waiting row: at most once a second,
     # however many listrealms are asked for meanwhile.
     PENDING_COUNTS_SECONDS = 1.0
@@ -428,7 +446,7 @@ class Realm:
         """Each peer with its link state and how many messages wait for it."""
         return self._pending_counts().addCallback(
             lambda pending: [
-                {"name": peer, "linked": False, "pending": pending.get(peer, 0)}
+                {"name": peer, "linked": peer in self._linked, "pending": pending.get(peer, 0)}
                 for peer in self.peers
             ]
         )

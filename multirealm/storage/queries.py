@@ -444,5 +444,35 @@ def file_ids(db):
     return {row[0] for row in db.execute("SELECT file_id FROM messages WHERE file_id IS NOT NULL")}
 
 
+def outbox_batch(db, peer, after_seq, limit):
+    """
+    Up to C{limit} (seq, L{Message}) waiting for realm C{peer}, after
+    C{after_seq}, oldest first.
+    """
+    rows = db.execute(
+        "SELECT o.seq, m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
+        " m.file_name, m.file_id, m.file_size"
+        " FROM outbox o JOIN messages m ON m.seq = o.seq"
+        " WHERE o.realm = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+        (peer, after_seq, limit),
+    ).fetchall()
+    return [
+        (
+            row[0],
+            Message(
+                id=row[1], kind=row[2], sender=address(row[3]), recipient=address(row[4]),
+                text=row[5], timestamp=row[6],
+                file=None if row[8] is None else FileRef(row[7], row[8], row[9]),
+            ),
+        )
+        for row in rows
+    ]
+
+
+def outbox_done(db, peer, seqs):
+    """Forget the entries of C{peer}'s outbox that it answered."""
+    db.executemany("DELETE FROM outbox WHERE realm = ? AND seq = ?", [(peer, s) for s in seqs])
+
+
 def pending_counts(db):
     return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))

@@ -351,5 +351,11 @@ class SQLiteStore:
     def file_for(self, file_id, reader):
         return self.submit(queries.file_for, self.realm, file_id, reader, writes=False)
 
+    def outbox_batch(self, peer, after_seq, limit):
+        return self.submit(queries.outbox_batch, peer, after_seq, limit, writes=False)
+
+    def outbox_done(self, peer, seqs):
+        return self.submit(queries.outbox_done, peer, tuple(seqs))
+
     def pending_counts(self):
         return self.submit(queries.pending_counts, writes=False)

@@ -446,3 +446,21 @@ class FailureInsideABatchTests(StoreTestCase):
         yield store.add_private_message(message(1))  # room again: it goes on
         yield self.assertFailure(store.submit(full), errors.StorageFull)
         self.assertEqual(len(said), 2)
+
+
+class OutboxTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_a_peers_outbox_is_read_in_order_and_emptied_by_answers(self):
+        store = self.open()
+        yield self.populate(store)
+        for n in range(5):
+            yield store.add_private_message(message(n, recipient="bob", realm="2"))
+        yield store.add_private_message(message(9, recipient="cy", realm="3"))
+        first = yield store.outbox_batch("2", 0, 3)
+        self.assertEqual([m.id for _, m in first], ["ID0000", "ID0001", "ID0002"])
+        rest = yield store.outbox_batch("2", first[-1][0], 10)
+        self.assertEqual([m.id for _, m in rest], ["ID0003", "ID0004"])
+        yield store.outbox_done("2", [seq for seq, _ in first])
+        self.assertEqual((yield store.pending_counts()), {"2": 2, "3": 1})
+        again = yield store.outbox_batch("2", 0, 10)
+        self.assertEqual([m.id for _, m in again], ["ID0003", "ID0004"])

@@ -1,0 +1,193 @@
+"""
+The sending end of a realm link: L{RealmLink} (the connection),
+L{PeerQueue} (what waits for one peer) and L{LinkFactory} (reconnecting).
+
+Every message for a peer is in its durable outbox (written in the
+transaction that stored the message).  Once a link has authenticated, the
+peer's queue sends the outbox in order, many frames in flight (a window,
+not one round trip each); each answer deletes its entry, an OK or a
+refusal alike, so one message the peer refuses for good never blocks the
+ones behind it.  After a reconnect or a restart the unanswered are sent
+again; the receiver stores an (origin, id) once and answers it again.  The
+queue drains as soon as there is a link (at start, after a reconnect) and
+whenever a message for the peer is committed (the notifier), never only
+"when the next message is sent".
+"""
+
+import json
+
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from multirealm.core.interfaces import IMessageObserver
+from multirealm.federation import handshake
+from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.framing import RequestLineReceiver
+
+log = Logger()
+
+
+@implementer(IMessageObserver)
+class PeerQueue:
+    """
+    The outbox of one peer, sent over whichever link is up.
+
+    @param window: frames in flight at most.
+    """
+
+    BATCH = 128
+
+    def __init__(self, realm, peer, window=256):
+        self.realm = realm
+        self.peer = peer
+        self.window = window
+        self.link = None
+        self._sent_up_to = 0  # the last outbox seq sent on this link
+        self._in_flight = {}  # message id -> outbox seq
+        self._reading = False
+
+    # -- the notifier -----------------------------------------------------------
+
+    def message_committed(self, delivery):
+        if self.peer in delivery.queued_for:
+            self.wake()
+
+    # -- the link -----------------------------------------------------------------
+
+    def attach(self, link):
+        """A link authenticated: send everything not yet answered, from the start."""
+        self.link, self._sent_up_to, self._in_flight = link, 0, {}
+        self.realm.set_linked(self.peer, True)
+        self.wake()
+
+    def detach(self, link):
+        if self.link is link:
+            self.link, self._in_flight = None, {}
+            self.realm.set_linked(self.peer, False)
+
+    def wake(self):
+        """Send what waits, while there is a link and room in the window."""
+        room = self.window - len(self._in_flight)
+        if self.link is None or self._reading or room <= 0:
+            return
+        self._reading = True
+        link = self.link
+        d = self.realm.outbox_batch(self.peer, self._sent_up_to, min(self.BATCH, room))
+        d.addCallback(self._send, link)
+        d.addErrback(self._failed)
+
+    def _send(self, batch, link):
+        self._reading = False
+        if link is not self.link:
+            return  # the link went while reading: the next one starts over
+        for seq, message in batch:
+            self._in_flight[message.id] = seq
+            self._sent_up_to = seq
+            link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
+        if batch:
+            self.wake()
+
+    def _failed(self, failure):
+        self._reading = False
+        log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
+
+    def acked(self, ack):
+        seq = self._in_flight.pop(ack.id, None)
+        if seq is None:
+            return  # an answer to a frame of an earlier link, or a stray
+        if ack.code is not None:
+            # Refused for good: never retried, never in the way of the rest.
+            log.warn(
+                "realm {peer} refused message {id}: {code} ({why})",
+                peer=self.peer, id=ack.id, code=ack.code, why=ack.message,
+            )
+        self.realm.outbox_done(self.peer, [seq]).addErrback(self._failed)
+        self.wake()
+
+
+class RealmLink(RequestLineReceiver):
+    """One outgoing connection to a peer: the handshake, then frames out, answers in."""
+
+    def connectionMade(self):
+        factory = self.factory
+        self.MAX_LENGTH = factory.max_line_bytes
+        self._nonce = handshake.new_nonce()
+        self._state = "challenge"
+        self.send(handshake.Hello(factory.realm.name, self._nonce).to_line())
+
+    def send(self, line):
+        self.transport.write(line.encode("utf-8") + b"\r\n")
+
+    def lineTooLong(self):
+        self.transport.loseConnection()
+
+    def lineReceived(self, line):
+        text = line.rstrip(b" \t\r").decode("utf-8", "replace")
+        if not text:
+            return
+        if self._state == "linked":
+            try:
+                ack = Ack.from_line(text)
+            except FrameError:
+                return log.warn("realm {peer} sent {line!r}", peer=self.factory.peer, line=text)
+            return self.factory.queue.acked(ack)
+        if self._state == "challenge":
+            return self._challenge(text)
+        self._welcome(text)
+
+    def _challenge(self, text):
+        factory = self.factory
+        try:
+            challenge = handshake.Challenge.from_line(text)
+        except handshake.HandshakeError:
+            return self._give_up(f"not a challenge: {text[:200]!r}")
+        secret = factory.secret
+        expected = handshake.proof(
+            secret, "responder", factory.realm.name, factory.peer, self._nonce, challenge.nonce
+        )
+        if challenge.realm != factory.peer or not handshake.proves(expected, challenge.proof):
+            return self._give_up("the peer could not prove its realm")
+        mine = handshake.proof(
+            secret, "initiator", factory.realm.name, factory.peer, self._nonce, challenge.nonce
+        )
+        self._state = "welcome"
+        self.send(handshake.Proof(mine).to_line())
+
+    def _welcome(self, text):
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            reply = {}
+        if reply.get("status") != "OK":
+            return self._give_up(f"refused: {text[:200]!r}")
+        self._state = "linked"
+        self.factory.resetDelay()  # only now: the link is proved
+        self.factory.queue.attach(self)
+
+    def _give_up(self, why):
+        log.warn("link to realm {peer}: {why}", peer=self.factory.peer, why=why)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.factory.queue.detach(self)
+
+
+class LinkFactory(ReconnectingClientFactory):
+    """
+    Keeps one link to a peer up: reconnects with a backoff capped at
+    C{max_delay} seconds, reset once a link has authenticated, and never
+    given up while the realm runs (L{stopTrying} at its stop).
+    """
+
+    protocol = RealmLink
+    noisy = False
+
+    def __init__(self, realm, peer, secret, queue, max_line_bytes, clock, max_delay=5.0):
+        self.realm = realm
+        self.peer = peer
+        self.secret = secret
+        self.queue = queue
+        self.max_line_bytes = max_line_bytes
+        self.clock = clock
+        self.maxDelay = max_delay
