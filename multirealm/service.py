@@ -7,7 +7,7 @@ import os
 import time
 
 from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import TCPClient, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
@@ -64,26 +64,16 @@ def listening_service(description, factory, reactor):
     return service
 
 
-class LinkService(Service):
+class LinkService(TCPClient):
     """Keeps this realm's link to one peer up while the realm runs."""
 
-    def __init__(self, reactor, host, port, factory):
-        self._reactor = reactor
-        self._host = host
-        self._port = port
+    def __init__(self, host, port, factory, reactor):
+        TCPClient.__init__(self, host, port, factory, reactor=reactor)
         self.factory = factory
-        self._connector = None
-
-    def startService(self):
-        Service.startService(self)
-        self.factory.continueTrying = True
-        self._connector = self._reactor.connectTCP(self._host, self._port, self.factory)
 
     def stopService(self):
-        Service.stopService(self)
         self.factory.stopTrying()  # or it reconnects after the realm stopped
-        if self._connector is not None:
-            self._connector.disconnect()
+        return TCPClient.stopService(self)
 
 
 class RealmCoreService(Service):
@@ -182,7 +172,7 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
             realm, peer, config.link_secret(realm_name, peer), queue,
             config.limits.max_line_bytes, clock if clock is not reactor else None,
         )
-        link = LinkService(reactor, peer_config.host, peer_config.realm_port, factory)
+        link = LinkService(peer_config.host, peer_config.realm_port, factory, reactor=reactor)
         link.setName(f"link-{peer}")
         link.setServiceParent(top)
     return top

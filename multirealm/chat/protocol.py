@@ -58,6 +58,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     """
 
     MAX_PENDING = 1000
+    address = None  # the client's IP, set by the factory: per-address limits key on it
 
     def connectionMade(self):
         factory = self.factory
@@ -66,7 +67,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._bucket = TokenBucket(
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
-        self.handlers = Handlers(self.realm, _host(self.transport), self._hold_until)
+        self.handlers = Handlers(self.realm, self.address, self._hold_until)
         self._reply_buffer = factory.limits.reply_buffer_bytes
         self._longest = {  # the most a heavy reply may take, by kind
             "history": factory.limits.history_reply_bytes,
@@ -284,9 +285,15 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                     ))
                 elif decoded:
                     try:
-                        upload.incoming.write(decoded)
-                    except OSError as e:
+                        writing = upload.incoming.write(decoded)
+                    except Exception as e:  # an earlier batch failed (disk full)
                         upload.fail(_disk_error(e))
+                    else:
+                        if writing is not None:
+                            # A batch is being written in a thread: read no
+                            # more until it is (one batch in flight, in order).
+                            self._hold("disk")
+                            writing.addBoth(self._batch_written)
         if body.done:
             self._upload = None
             # Later requests wait until this file and its message are
@@ -294,6 +301,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             # file open at a time.
             self._hold_until(upload.finish())
             self.setLineMode(body.rest)
+
+    def _batch_written(self, result):
+        self._release("disk")
+        return result
 
     def lineTooLong(self):
         self._bucket.allow()  # the line counts against the rate all the same
@@ -417,11 +428,6 @@ def _disk_error(error):
 def _reply_bytes(result):
     """A reply as the outbound queue takes it: bytes, or a Streamed as it is."""
     return result if isinstance(result, Streamed) else wire.to_bytes(result)
-
-
-def _host(transport):
-    """The client's address (its IP), the key of per-address limits."""
-    return getattr(transport.getPeer(), "host", None)
 
 
 class _Refusal(Protocol):

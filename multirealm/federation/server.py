@@ -16,7 +16,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
-from multirealm import errors
+from multirealm import errors, wire
 from multirealm.federation import handshake
 from multirealm.federation.frames import Ack, FrameError, MessageFrame
 from multirealm.framing import RequestLineReceiver
@@ -42,16 +42,14 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
     def timeoutConnection(self):
         self._refuse("the handshake did not finish in time")
 
-    def _refuse(self, why, code="forbidden"):
+    def _refuse(self, why, error=errors.Forbidden):
         """One ERROR line, then the connection is closed: nothing more is read."""
-        self.transport.write(
-            json.dumps({"status": "ERROR", "code": code, "message": why}).encode("ascii") + b"\r\n"
-        )
+        self.transport.write(json.dumps(wire.error_reply(error(why))).encode("ascii") + b"\r\n")
         self.transport.loseConnection()  # reading stops; the framing reads no later line
 
     def lineTooLong(self):
         if self.peer is None:
-            return self._refuse("a line over the limit during the handshake", "line_too_long")
+            return self._refuse("a line over the limit during the handshake", errors.LineTooLong)
         self._write(Ack("", "line_too_long", "a frame over the line limit").to_line())
 
     def lineReceived(self, line):
@@ -60,7 +58,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         try:
             text = line.rstrip(b" \t\r").decode("utf-8")
         except UnicodeDecodeError:
-            return self._refuse("a line that is not UTF-8", "bad_encoding")
+            return self._refuse("a line that is not UTF-8", errors.BadEncoding)
         if not text:
             return
         if self.peer is None:

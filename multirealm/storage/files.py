@@ -2,10 +2,10 @@
 The files of a realm (L{FileStore}): each under the data directory's
 C{files/} folder, named by a random id, never by the name its sender gave.
 
-An upload is written to C{files/incoming/<id>.part} a chunk at a time as
-it arrives (to the page cache: a bounded write per chunk), then flushed,
-fsynced and renamed into place in a thread, so an C{OK} that follows means
-the file survives a crash.  What is left in C{incoming/} by a crash or a
+An upload is gathered in batches of C{Incoming.BATCH} bytes, each written
+to C{files/incoming/<id>.part} in a thread (the reactor thread only
+copies bytes), then flushed, fsynced and renamed into place in a thread,
+so an C{OK} that follows means the file survives a crash.  What is left in C{incoming/} by a crash or a
 dropped connection is removed at start (L{FileStore.sweep}).
 """
 
@@ -13,29 +13,79 @@ import os
 import re
 import secrets
 
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class Incoming:
-    """One file being received; L{finish} or L{abort} it."""
+    """
+    One file being received; L{finish} or L{abort} it.  On the reactor
+    thread: L{write}, L{finish}, L{abort}.  In a thread of its own (an
+    upload over HTTP): L{write_now}, L{commit_now}.
+    """
+
+    BATCH = 256 * 1024
 
     def __init__(self, file_id, temporary, final):
         self.id = file_id
         self._temporary = temporary
         self._final = final
         self._file = open(temporary, "xb")
+        self._batch = []
+        self._batched = 0
+        self._writing = None  # the batch being written in a thread
+        self.error = None  # the first failed write (a full disk, say)
 
     def write(self, data):
+        """
+        Keep C{data}.  Once a batch is full it is written in a thread,
+        after the batches before it: the Deferred returned then fires when
+        it is written (a caller that waits for it before giving more holds
+        at most one batch and one more in memory).
+        """
+        if self.error is not None:
+            raise self.error
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched < self.BATCH:
+            return None
+        data = self._take()
+        after = self._writing or defer.succeed(None)
+        self._writing = after.addCallback(lambda _: deferToThread(self.write_now, data))
+        self._writing.addCallbacks(self._written, self._write_failed)
+        return self._writing
+
+    def _take(self):
+        data, self._batch, self._batched = b"".join(self._batch), [], 0
+        return data
+
+    def _written(self, result):
+        self._writing = None
+
+    def _write_failed(self, failure):
+        self._writing = None
+        self.error = failure.value  # raised by the next write, or by finish
+
+    def write_now(self, data):
         self._file.write(data)
 
     def finish(self):
-        """Make it durable under its id; fires once done (in a thread)."""
-        return deferToThread(self._commit)
+        """Write what is left and make it durable under its id (in a thread)."""
+        waiting = self._writing or defer.succeed(None)
+        rest = self._take()
 
-    def _commit(self):
+        def commit(_):
+            if self.error is not None:
+                raise self.error
+            return deferToThread(self.commit_now, rest)
+
+        return waiting.addCallback(commit)
+
+    def commit_now(self, rest=b""):
         file = self._file
+        file.write(rest)
         file.flush()
         os.fsync(file.fileno())
         file.close()
@@ -119,8 +169,8 @@ class FileStore:
                 size += len(chunk)
                 if size > limit:
                     raise OverflowError(size)
-                incoming.write(chunk)
-            incoming._commit()
+                incoming.write_now(chunk)
+            incoming.commit_now()
             return incoming, size
 
         def failed(failure):
@@ -135,9 +185,3 @@ class FileStore:
             raise FileNotFoundError(file_id)
         return open(os.path.join(self.folder, file_id), "rb")
 
-    def remove(self, file_id):
-        if _FILE_ID.fullmatch(file_id):
-            try:
-                os.unlink(os.path.join(self.folder, file_id))
-            except FileNotFoundError:
-                pass

@@ -6,6 +6,7 @@ case answered with nothing left on disk and the connection in step.
 
 import base64
 import os
+import threading
 
 import attrs
 from twisted.internet import defer
@@ -239,3 +240,77 @@ class FileTests(unittest.TestCase):
         os.utime(os.path.join(self.folder, kept.id), (old + 10, old + 10))
         self.assertEqual(self.files.remove_orphans(known=set(), before=old + 5), 1)
         self.assertEqual(self.stored(), ([kept.id], []))
+
+
+class LargeUploadTests(unittest.TestCase):
+    """Bodies larger than a batch: written in a thread, a batch at a time."""
+
+    def setUp(self):
+        self.folder = self.mktemp()
+        self.files = FileStore(self.folder)
+        self.realm = make_realm(self, files=self.files)
+        self.alice, self.heru = Client(self.realm), Client(self.realm)
+        self.token = self.alice.login("alice")
+        self.heru.login("heru")
+
+    @defer.inlineCallbacks
+    def test_a_megabyte_in_pieces_comes_back_the_same(self):
+        payload = os.urandom(2**20 + 5)
+        data = sendfile(self.token, "heru", "big.bin", payload) + b"ping\r\n"
+        for start in range(0, len(data), 65536):
+            self.alice.raw(data[start : start + 65536])
+        sent, pong = yield FileTests.replies(self, self.alice, 2)
+        self.assertEqual((sent["message"], pong["message"]), ("Message Sent", "pong"))
+        (entry,) = self.heru.ask("inbox -")["messages"]
+        got = self.heru.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), payload)
+
+    @defer.inlineCallbacks
+    def test_a_disk_that_fills_during_a_batch_is_storage_full(self):
+        real_begin = self.files.begin
+
+        def begin_on_a_filling_disk():
+            incoming = real_begin()
+
+            def full(data):
+                raise OSError(28, "No space left on device")
+
+            incoming.write_now = full  # the thread's write fails
+            return incoming
+
+        self.patch(self.files, "begin", begin_on_a_filling_disk)
+        self.alice.raw(sendfile(self.token, "heru", "big.bin", os.urandom(2**20)) + b"ping\r\n")
+        full, pong = yield FileTests.replies(self, self.alice, 2)
+        self.assertEqual((full["code"], pong["message"]), ("storage_full", "pong"))
+        incoming = os.path.join(self.folder, "incoming")
+        self.assertEqual(
+            (sorted(n for n in os.listdir(self.folder) if n != "incoming"), os.listdir(incoming)),
+            ([], []),
+        )
+
+    @defer.inlineCallbacks
+    def test_the_connection_is_not_read_while_a_batch_is_written(self):
+        # Memory stays bounded: a client faster than the disk waits.
+        release = threading.Event()
+        real_begin = self.files.begin
+
+        def begin_on_a_slow_disk():
+            incoming = real_begin()
+            real_write = incoming.write_now
+
+            def slow(data):
+                release.wait(10)
+                real_write(data)
+
+            incoming.write_now = slow
+            return incoming
+
+        self.patch(self.files, "begin", begin_on_a_slow_disk)
+        data = sendfile(self.token, "heru", "big.bin", os.urandom(2**20)) + b"ping\r\n"
+        self.alice.raw(data[:600_000])  # more than a batch, not the whole body
+        self.assertEqual(self.alice.transport.producerState, "paused")
+        release.set()
+        yield wait_until(lambda: self.alice.transport.producerState == "producing")
+        self.alice.raw(data[600_000:])
+        sent, pong = yield FileTests.replies(self, self.alice, 2)
+        self.assertEqual((sent["message"], pong["message"]), ("Message Sent", "pong"))
