@@ -12,6 +12,15 @@ from multirealm.names import Address
 
 PRIVATE = "private"
 GROUP = "group"
+# A message's delivery to another realm failed for good: an entry in its
+# sender's history, from the realm that refused it.
+FAILURE = "failure"
+# Group membership across realms (federation): never shown in a history.
+# JOINED: a group's home realm tells a member's realm which of its users
+# were added (text: their names, space-separated).  LEFT: a member's realm
+# tells the home realm that one of its users left.
+JOINED = "joined"
+LEFT = "left"
 
 
 class MessageIds:
@@ -67,12 +76,22 @@ class FileRef:
 
 
 @attrs.frozen
+class Failed:
+    """What a L{FAILURE} entry reports: the message C{id} and the peer's C{code}."""
+
+    id: str
+    code: str
+
+
+@attrs.frozen
 class Message:
     """
     One accepted message.  C{kind} is L{PRIVATE} (C{recipient} is a user) or
     L{GROUP} (C{recipient} is a group).  Addresses are always qualified with
     their realm; L{to_wire} renders them relative to the reading realm.  A
-    file message has a L{FileRef} in C{file} and an empty C{text}.
+    file message has a L{FileRef} in C{file} and an empty C{text}.  A
+    L{FAILURE} has a L{Failed} in C{failed}; its sender is the refusing
+    realm itself (C{Address("", realm)}, shown C{@realm}).
     """
 
     id: str
@@ -82,8 +101,18 @@ class Message:
     text: str
     timestamp: str
     file: FileRef | None = None
+    failed: Failed | None = None
 
     def to_wire(self, realm):
+        if self.failed is not None:
+            return {
+                "id": self.id,
+                "msg_from": self.sender.relative_to(realm),
+                "msg_to": self.recipient.relative_to(realm),
+                "msg": self.text,
+                "failed": {"id": self.failed.id, "code": self.failed.code},
+                "timestamp": self.timestamp,
+            }
         if self.file is None:
             return {
                 "id": self.id,
@@ -129,6 +158,14 @@ class Delivery(NamedTuple):
     local_users: frozenset = frozenset()
     queued_for: frozenset = frozenset()
     duplicate: bool = False
+
+
+class Deliveries(tuple):
+    """
+    The L{Delivery} of each message one store operation added, when it
+    added several (a group created with members on other realms): the
+    store reports each.
+    """
 
 
 @attrs.frozen

@@ -63,8 +63,11 @@ def message_bytes(message):
     """
     file = message.file
     shown = message.text if file is None else file.name
+    failed = message.failed
+    extra = 0 if failed is None else 40 + len(failed.id) + len(failed.code)
     return (
-        (_MESSAGE_OVERHEAD if file is None else _MESSAGE_OVERHEAD + 40 + len(file.id))
+        extra
+        + (_MESSAGE_OVERHEAD if file is None else _MESSAGE_OVERHEAD + 40 + len(file.id))
         + len(message.id)
         + len(message.timestamp)
         + len(_json_string(str(message.sender)))

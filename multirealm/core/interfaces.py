@@ -145,4 +145,12 @@ class IStore(Interface):
         """Forget the outbox entries of C{peer} numbered C{seqs} (answered)."""
 
     def pending_counts():
-        """{realm: number of messages waiting in its outbox}."""
+        """{realm: (messages waiting in its outbox, timestamp of the oldest)}."""
+
+    def record_failure(peer, seq, failure):
+        """
+        C{peer} refused outbox entry C{seq} for good: forget it and store
+        the L{multirealm.model.FAILURE} message C{failure} in its
+        recipient's (the failed message's sender's) history, atomically.
+        Fires with its Delivery.
+        """

@@ -28,8 +28,10 @@ from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
 from multirealm.model import (
+    FAILURE,
     GROUP,
     PRIVATE,
+    Failed,
     Message,
     MessageIds,
     format_timestamp,
@@ -136,6 +138,7 @@ class Realm:
         self._addresses = {}  # text -> Address: valid addresses parsed before
         self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
         self._linked = set()  # peers with an authenticated link out
+        self._link_errors = {}  # peer -> (when, what) went wrong last
         self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
@@ -438,18 +441,70 @@ class Realm:
         """C{peer} answered the outbox entries C{seqs}: forget them."""
         return self._store.outbox_done(peer, seqs)
 
+    # The most of a peer's refusal text kept in a failure entry.
+    REASON_CHARS = 300
+
+    def delivery_failed(self, peer, seq, message, code, reason):
+        """
+        C{peer} refused outbox entry C{seq} (L{Message} C{message}) for
+        good, with error C{code} and C{reason}.  A message a local user
+        sent comes back to them as a L{FAILURE} entry in their history
+        (naming the failed id and the code), in the transaction that
+        forgets the entry; a group post this realm forwarded for another
+        realm's user is only logged (its sender's realm has it stored).
+        """
+        self.set_link_error(peer, f"refused message {message.id}: {code}")
+        if message.sender.realm != self.name:
+            log.warn(
+                "realm {peer} refused forwarded message {id}: {code} ({why})",
+                peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS],
+            )
+            return self.outbox_done(peer, [seq])
+        reason = "".join(c if c.isprintable() else " " for c in reason[:self.REASON_CHARS])
+        failure = attrs.evolve(
+            self.new_message(
+                FAILURE, message.sender.name, message.sender,
+                f"not delivered to {message.recipient}: {reason}",
+            ),
+            sender=Address("", peer),
+            failed=Failed(message.id, code),
+        )
+        return self._store.record_failure(peer, seq, failure)
+
+    def set_link_error(self, peer, error):
+        """The last thing that went wrong with C{peer}'s link (listrealms)."""
+        self._link_errors[peer] = (format_timestamp(self._now()), error)
+
     # Counting the outbox reads every waiting row: at most once a second,
     # however many listrealms are asked for meanwhile.
     PENDING_COUNTS_SECONDS = 1.0
 
     def list_realms(self):
-        """Each peer with its link state and how many messages wait for it."""
+        """
+        Each peer with its link state, how many messages wait for it and
+        for how long the oldest has, and the last error of its link.
+        """
         return self._pending_counts().addCallback(
-            lambda pending: [
-                {"name": peer, "linked": peer in self._linked, "pending": pending.get(peer, 0)}
-                for peer in self.peers
-            ]
+            lambda pending: [self._realm_state(peer, pending.get(peer)) for peer in self.peers]
         )
+
+    def _realm_state(self, peer, pending):
+        count, oldest = pending or (0, None)
+        age = None
+        if oldest is not None:
+            try:
+                age = max(0, int(self._now() - datetime.fromisoformat(oldest).timestamp()))
+            except ValueError:
+                age = None
+        error_at, error = self._link_errors.get(peer, (None, None))
+        return {
+            "name": peer,
+            "linked": peer in self._linked,
+            "pending": count,
+            "oldest_pending_seconds": age,
+            "last_error": error,
+            "last_error_at": error_at,
+        }
 
     def _pending_counts(self):
         counted_at, counts = self._counted

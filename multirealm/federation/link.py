@@ -27,6 +27,9 @@ from multirealm.framing import RequestLineReceiver
 
 log = Logger()
 
+# Refusals that say "not now", not "never": the message is sent again.
+TRANSIENT = frozenset({"unavailable", "storage_full", "rate_limited"})
+
 
 @implementer(IMessageObserver)
 class PeerQueue:
@@ -82,7 +85,7 @@ class PeerQueue:
         if link is not self.link:
             return  # the link went while reading: the next one starts over
         for seq, message in batch:
-            self._in_flight[message.id] = seq
+            self._in_flight[message.id] = (seq, message)
             self._sent_up_to = seq
             link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
         if batch:
@@ -93,21 +96,33 @@ class PeerQueue:
         log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
 
     def acked(self, ack):
-        seq = self._in_flight.pop(ack.id, None)
-        if seq is None:
+        sent = self._in_flight.pop(ack.id, None)
+        if sent is None:
             return  # an answer to a frame of an earlier link, or a stray
-        if ack.code is not None:
-            # Refused for good: never retried, never in the way of the rest.
-            log.warn(
-                "realm {peer} refused message {id}: {code} ({why})",
-                peer=self.peer, id=ack.id, code=ack.code, why=ack.message,
-            )
-        self.realm.outbox_done(self.peer, [seq]).addErrback(self._failed)
+        seq, message = sent
+        if ack.code is None:
+            done = self.realm.outbox_done(self.peer, [seq])
+        elif ack.code in TRANSIENT:
+            # The peer cannot store now: everything goes again, in order,
+            # on the next link (after the backoff), nothing is dropped.
+            self.link.close(f"{ack.code}: {ack.message[:200]}")
+            return
+        else:
+            # Refused for good: back to its sender as a failure, never
+            # retried, never in the way of the ones behind it.
+            done = self.realm.delivery_failed(self.peer, seq, message, ack.code, ack.message)
+        done.addErrback(self._failed)
         self.wake()
+
+    def link_failed(self, why):
+        """A connection attempt or a link failed (listrealms shows the last)."""
+        self.realm.set_link_error(self.peer, why)
 
 
 class RealmLink(RequestLineReceiver):
     """One outgoing connection to a peer: the handshake, then frames out, answers in."""
+
+    closed_on_purpose = False
 
     def connectionMade(self):
         factory = self.factory
@@ -167,10 +182,18 @@ class RealmLink(RequestLineReceiver):
 
     def _give_up(self, why):
         log.warn("link to realm {peer}: {why}", peer=self.factory.peer, why=why)
-        self.transport.loseConnection()
+        self.close(why)
 
     def connectionLost(self, reason):
+        if not self.closed_on_purpose and self.factory.continueTrying:
+            self.factory.queue.link_failed(f"link lost: {reason.getErrorMessage()}")
         self.factory.queue.detach(self)
+
+    def close(self, why):
+        """Close this link, C{why} being what listrealms shows as its last error."""
+        self.closed_on_purpose = True
+        self.factory.queue.link_failed(why)
+        self.transport.loseConnection()
 
 
 class LinkFactory(ReconnectingClientFactory):
@@ -191,3 +214,7 @@ class LinkFactory(ReconnectingClientFactory):
         self.max_line_bytes = max_line_bytes
         self.clock = clock
         self.maxDelay = max_delay
+
+    def clientConnectionFailed(self, connector, reason):
+        self.queue.link_failed(f"cannot connect: {reason.getErrorMessage()}")
+        ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)

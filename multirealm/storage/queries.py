@@ -13,7 +13,15 @@ import attrs
 
 from multirealm import errors, wire
 from multirealm.model import GROUP as GROUP_KIND
-from multirealm.model import Delivery, FileRef, History, Message, group_mailbox, user_mailbox
+from multirealm.model import (
+    Delivery,
+    Failed,
+    FileRef,
+    History,
+    Message,
+    group_mailbox,
+    user_mailbox,
+)
 from multirealm.names import Address
 
 class ThreadCache:
@@ -170,6 +178,10 @@ _INSERT_FILE = (
     "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
     " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_FAILURE = (
+    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
+    " failed_id, failed_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
@@ -188,11 +200,14 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
         message.timestamp,
     )
     file = message.file
-    if file is None:
-        # A statement of its own: binding three NULLs costs a measurable 1 us.
-        seq = db.execute(_INSERT_TEXT, values).lastrowid
-    else:
+    if file is not None:
         seq = db.execute(_INSERT_FILE, values + (file.name, file.id, file.size)).lastrowid
+    elif message.failed is not None:
+        failed = message.failed
+        seq = db.execute(_INSERT_FAILURE, values + (failed.id, failed.code)).lastrowid
+    else:
+        # A statement of its own: binding NULLs costs a measurable 1 us.
+        seq = db.execute(_INSERT_TEXT, values).lastrowid
     db.executemany(
         "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
         [(mailbox_number(db, cache, owner, create=True), seq) for owner in mailboxes],
@@ -303,6 +318,25 @@ def address(text):
     return Address(name, realm)
 
 
+# The columns L{_message} reads, in its order.
+_MESSAGE_COLUMNS = (
+    "m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
+    " m.file_name, m.file_id, m.file_size, m.failed_id, m.failed_code"
+)
+
+
+def _message(row, offset=0):
+    """The L{Message} of a row of L{_MESSAGE_COLUMNS}, starting at C{offset}."""
+    (id, kind, sender, recipient, body, timestamp,
+     file_name, file_id, file_size, failed_id, failed_code) = row[offset:offset + 11]
+    return Message(
+        id=id, kind=kind, sender=address(sender), recipient=address(recipient), text=body,
+        timestamp=timestamp,
+        file=None if file_id is None else FileRef(file_name, file_id, file_size),
+        failed=None if failed_id is None else Failed(failed_id, failed_code),
+    )
+
+
 def history(db, cache, owner, after_id, limit, max_bytes):
     """
     A L{History} page of mailbox C{owner}: at most C{limit} messages whose
@@ -313,8 +347,7 @@ def history(db, cache, owner, after_id, limit, max_bytes):
     """
     mailbox = mailbox_number(db, cache, owner, create=False)
     select = (
-        "SELECT m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
-        " m.file_name, m.file_id, m.file_size"
+        "SELECT " + _MESSAGE_COLUMNS +
         " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
     )
     if after_id is None:
@@ -333,15 +366,7 @@ def history(db, cache, owner, after_id, limit, max_bytes):
     messages = []
     budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
     for row in rows:
-        message = Message(
-            id=row[0],
-            kind=row[1],
-            sender=address(row[2]),
-            recipient=address(row[3]),
-            text=row[4],
-            timestamp=row[5],
-            file=None if row[7] is None else FileRef(row[6], row[7], row[8]),
-        )
+        message = _message(row)
         budget -= wire.message_bytes(message)
         if messages and (len(messages) == limit or budget < 0):
             more = True
@@ -450,23 +475,11 @@ def outbox_batch(db, peer, after_seq, limit):
     C{after_seq}, oldest first.
     """
     rows = db.execute(
-        "SELECT o.seq, m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
-        " m.file_name, m.file_id, m.file_size"
-        " FROM outbox o JOIN messages m ON m.seq = o.seq"
+        "SELECT o.seq, " + _MESSAGE_COLUMNS + " FROM outbox o JOIN messages m ON m.seq = o.seq"
         " WHERE o.realm = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
         (peer, after_seq, limit),
     ).fetchall()
-    return [
-        (
-            row[0],
-            Message(
-                id=row[1], kind=row[2], sender=address(row[3]), recipient=address(row[4]),
-                text=row[5], timestamp=row[6],
-                file=None if row[8] is None else FileRef(row[7], row[8], row[9]),
-            ),
-        )
-        for row in rows
-    ]
+    return [(row[0], _message(row, 1)) for row in rows]
 
 
 def outbox_done(db, peer, seqs):
@@ -475,4 +488,24 @@ def outbox_done(db, peer, seqs):
 
 
 def pending_counts(db):
-    return dict(db.execute("SELECT realm, count(*) FROM outbox GROUP BY realm"))
+    """{realm: (messages waiting, timestamp of the oldest)} of every realm with some."""
+    return {
+        realm: (count, db.execute("SELECT timestamp FROM messages WHERE seq = ?", (oldest,))
+                .fetchone()[0])
+        for realm, count, oldest in db.execute(
+            "SELECT realm, count(*), min(seq) FROM outbox GROUP BY realm"
+        ).fetchall()
+    }
+
+
+def record_failure(db, cache, realm, peer, seq, failure):
+    """
+    C{peer} refused outbox entry C{seq} for good: forget the entry and add
+    the L{FAILURE} message C{failure} to its sender's history, in one
+    transaction (a crash never loses the failure nor reports it twice).
+    """
+    db.execute("DELETE FROM outbox WHERE realm = ? AND seq = ?", (peer, seq))
+    return insert_message(
+        db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
+        frozenset((failure.recipient.name,)),
+    )

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.core.interfaces import IStore
-from multirealm.model import Delivery
+from multirealm.model import Deliveries, Delivery
 from multirealm.storage import queries
 from multirealm.storage import schema
 
@@ -280,8 +280,14 @@ class SQLiteStore:
                 op.deferred.errback(self._disk_full(result) or result)
                 continue
             self._full = False
-            if type(result) is Delivery and not result.duplicate and report is not None:
-                report(result)
+            if report is not None:
+                if type(result) is Delivery:
+                    if not result.duplicate:
+                        report(result)
+                elif type(result) is Deliveries:
+                    for delivery in result:
+                        if not delivery.duplicate:
+                            report(delivery)
             op.deferred.callback(result)
 
     # -- accounts and sessions ----------------------------------------------
@@ -359,3 +365,6 @@ class SQLiteStore:
 
     def pending_counts(self):
         return self.submit(queries.pending_counts, writes=False)
+
+    def record_failure(self, peer, seq, failure):
+        return self.submit(queries.record_failure, self.thread_cache, self.realm, peer, seq, failure)

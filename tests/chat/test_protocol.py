@@ -179,7 +179,10 @@ class RemoteAddressTests(ChatTestCase):
         reply = self.alice.ask("send - heru@2 hello there")
         self.assertEqual(reply["status"], "OK")
         (realm,) = self.alice.ask("listrealms")["realms"]
-        self.assertEqual(realm, {"name": "2", "linked": False, "pending": 1})
+        self.assertEqual(
+            (realm["name"], realm["linked"], realm["pending"]), ("2", False, 1)
+        )
+        self.assertEqual(realm["oldest_pending_seconds"], 0)
         (message,) = self.alice.ask("inbox -")["messages"]
         self.assertEqual(message["msg_to"], "heru@2")
 

@@ -125,9 +125,8 @@ class ReceiveTests(unittest.TestCase):
         post = self.from_peer(Address("bob", "2"), Address("team", "1"), GROUP)
         delivery = yield self.realm.receive("2", post)
         self.assertEqual(delivery.queued_for, {"3"})
-        self.assertEqual((yield self.realm.list_realms()),
-                         [{"name": "2", "linked": False, "pending": 0},
-                          {"name": "3", "linked": False, "pending": 1}])
+        self.assertEqual([(r["name"], r["pending"]) for r in (yield self.realm.list_realms())],
+                         [("2", 0), ("3", 1)])
 
     @defer.inlineCallbacks
     def test_the_home_realm_forwards_for_members_of_any_realm(self):

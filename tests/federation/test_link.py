@@ -4,12 +4,35 @@ the outbox drained in order, answers emptying it, a reconnect resending
 what was not answered, exactly once at the far end.
 """
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
+from zope.interface import implementer
+
+from multirealm import errors
+from multirealm.core.interfaces import IMessageObserver
 
 from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from tests.helpers import make_realm
+
+
+@implementer(IMessageObserver)
+class Recorder:
+    def __init__(self, seen):
+        self.seen = seen
+
+    def message_committed(self, delivery):
+        self.seen.append(delivery)
+
+
+class FakeConnector:
+    def connect(self):
+        pass
+
+    def stopConnecting(self):
+        pass
 
 
 def secret_for(a, b):
@@ -46,14 +69,19 @@ class LinkTests(unittest.TestCase):
     def pending(self):
         return self.successResultOf(self.one.list_realms())[0]
 
+    def state(self):
+        """(linked, pending) of realm 2 as listrealms shows it."""
+        realm = self.pending()
+        return realm["linked"], realm["pending"]
+
     def test_queued_messages_flow_once_linked_in_order(self):
         self.send(10)  # queued while there is no link
-        self.assertEqual(self.pending(), {"name": "2", "linked": False, "pending": 10})
+        self.assertEqual(self.state(), (False, 10))
         client, pump = self.connect()
         pump.flush()
         self.assertEqual(self.delivered(), [f"m{i}" for i in range(10)])
         self.one.clock.advance(2)  # the outbox count is at most a second old
-        self.assertEqual(self.pending(), {"name": "2", "linked": True, "pending": 0})
+        self.assertEqual(self.state(), (True, 0))
 
     def test_a_message_sent_while_linked_flows_at_once(self):
         client, pump = self.connect()
@@ -69,7 +97,7 @@ class LinkTests(unittest.TestCase):
         self.queue.detach(client)
         pump.flush()
         self.assertEqual(self.delivered(), ["m0", "m1", "m2"])
-        self.assertEqual(self.pending(), {"name": "2", "linked": False, "pending": 3})
+        self.assertEqual(self.state(), (False, 3))
         client, pump = self.connect()  # sent again: answered, stored once
         pump.flush()
         self.assertEqual(self.delivered(), ["m0", "m1", "m2"])
@@ -85,6 +113,71 @@ class LinkTests(unittest.TestCase):
         self.one.clock.advance(2)
         self.assertEqual(self.pending()["pending"], 0)
         self.flushLoggedErrors()
+
+    def test_a_refused_message_comes_back_to_its_sender_as_a_failure(self):
+        sent = self.successResultOf(self.one.send("alice", self.one.address("nobody@2"), "lost"))
+        client, pump = self.connect()
+        pump.flush()
+        history = self.successResultOf(self.one.inbox("alice")).messages
+        self.assertEqual([m.kind for m in history], ["private", "failure"])
+        failure = history[1].to_wire("1")
+        self.assertEqual(failure["failed"], {"id": sent.message.id, "code": "no_such_user"})
+        self.assertEqual(failure["msg_from"], "@2")
+        self.assertEqual(failure["msg_to"], "alice")
+        self.assertIn("nobody@2", failure["msg"])
+        self.assertIn("no_such_user", self.pending()["last_error"])
+        # Reported once: a reconnect does not bring it back.
+        client, pump = self.connect()
+        pump.flush()
+        history = self.successResultOf(self.one.inbox("alice")).messages
+        self.assertEqual([m.kind for m in history], ["private", "failure"])
+
+    def test_a_failure_is_announced_to_the_notifier(self):
+        seen = []
+        self.one.notifier.subscribe(Recorder(seen))
+        self.successResultOf(self.one.send("alice", self.one.address("nobody@2"), "lost"))
+        client, pump = self.connect()
+        pump.flush()
+        self.assertEqual([d.message.kind for d in seen], ["private", "failure"])
+        self.assertEqual(seen[1].local_users, {"alice"})
+
+    def test_a_transient_refusal_keeps_the_message_and_sends_it_again(self):
+        self.send(1)
+        real_receive = self.two.receive
+        self.two.receive = lambda origin, message: defer.fail(
+            errors.StorageFull("the realm's disk is full")
+        )
+        client, pump = self.connect()
+        pump.flush()
+        self.assertEqual(self.delivered(), [])
+        self.assertFalse(self.pending()["linked"])  # dropped, to come back after the backoff
+        self.assertIn("storage_full", self.pending()["last_error"])
+        self.one.clock.advance(2)
+        self.assertEqual(self.pending()["pending"], 1)
+        history = self.successResultOf(self.one.inbox("alice")).messages
+        self.assertEqual([m.kind for m in history], ["private"])  # no failure
+        self.two.receive = real_receive
+        client, pump = self.connect()
+        pump.flush()
+        self.assertEqual(self.delivered(), ["m0"])
+
+    def test_listrealms_shows_the_age_of_the_oldest_pending_message(self):
+        self.send(1)
+        self.one.clock.advance(90)
+        self.assertEqual(self.pending()["oldest_pending_seconds"], 90)
+        self.assertIsNone(self.pending()["last_error"])
+        client, pump = self.connect()
+        pump.flush()
+        self.one.clock.advance(2)
+        self.assertIsNone(self.pending()["oldest_pending_seconds"])
+
+    def test_a_failed_connection_is_shown_as_the_last_error(self):
+        self.links.clientConnectionFailed(
+            FakeConnector(), Failure(ConnectionRefusedError("Connection refused"))
+        )
+        self.links.stopTrying()
+        self.assertIn("cannot connect", self.pending()["last_error"])
+        self.assertIsNotNone(self.pending()["last_error_at"])
 
     def test_a_wrong_secret_sends_nothing(self):
         self.send(1)

@@ -1,0 +1,14 @@
+-- A delivery failure is a message of kind 'failure' in its sender's
+-- history: from the realm that refused ('@2'), naming the message that
+-- failed and the refusal's code.  Columns added, not a new table: history
+-- reads one row per entry whatever its kind.
+ALTER TABLE messages ADD COLUMN failed_id TEXT;
+ALTER TABLE messages ADD COLUMN failed_code TEXT;
+-- Which users of this realm belong to which groups of other realms, as the
+-- groups' home realms announced (federation): lets a member read the
+-- group's history here, and post to it, while the link is down.
+CREATE TABLE remote_members (
+    group_address TEXT NOT NULL,   -- group@home
+    member TEXT NOT NULL,          -- a local user, as registered
+    PRIMARY KEY (group_address, member)
+) WITHOUT ROWID;
