@@ -163,3 +163,69 @@ class Recorder:
     @property
     def texts(self):
         return [d.message.text for d in self.deliveries]
+
+
+class InMemoryNetwork:
+    """
+    Realms linked in memory: for each ordered pair, the first's
+    L{PeerQueue} and L{LinkFactory} connected through iosim to the
+    second's L{RealmServerFactory}.  L{flush} moves every byte until
+    nothing moves.  Every realm's clock is the same L{task.Clock}.
+    """
+
+    SECRET = "pair-secret"
+
+    def __init__(self, testcase, names=("1", "2", "3")):
+        from multirealm.federation.link import LinkFactory, PeerQueue
+        from multirealm.federation.server import RealmServerFactory
+
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.realms = {
+            name: make_realm(testcase, name, tuple(n for n in names if n != name), clock=self.clock)
+            for name in names
+        }
+        self.servers = {
+            name: RealmServerFactory(realm, lambda a, b: self.SECRET, 65536, self.clock)
+            for name, realm in self.realms.items()
+        }
+        self.queues, self.factories, self.pumps = {}, {}, {}
+        for name, realm in self.realms.items():
+            for peer in realm.peers:
+                queue = PeerQueue(realm, peer)
+                realm.notifier.subscribe(queue)
+                self.queues[name, peer] = queue
+                self.factories[name, peer] = LinkFactory(
+                    realm, peer, self.SECRET, queue, 65536, self.clock
+                )
+
+    def connect(self, name, peer):
+        """Open the link from realm C{name} to realm C{peer}."""
+        from twisted.test import iosim
+
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: self.servers[peer].buildProtocol(None),
+            lambda: self.factories[name, peer].buildProtocol(None),
+        )
+        self.pumps[name, peer] = pump
+        return pump
+
+    def connect_all(self):
+        for name, peer in self.factories:
+            self.connect(name, peer)
+        self.flush()
+
+    def cut(self, name, peer):
+        """Lose the link from C{name} to C{peer} (both ends see it go)."""
+        pump = self.pumps.pop((name, peer))
+        pump.client.transport.loseConnection()
+        pump.flush()
+
+    def flush(self):
+        for _ in range(100):
+            moved = False
+            for pump in list(self.pumps.values()):
+                moved = pump.flush() or moved
+            if not moved:
+                return
+        raise AssertionError("the network never went quiet")

@@ -108,12 +108,28 @@ class IStore(Interface):
         L{errors.BadRequest} for an unknown id.
         """
 
-    def create_group(name, creator, members, created, max_created):
+    def create_group(name, creator, members, created, max_created, joined=()):
         """
         Create local group C{name} (L{errors.GroupExists} if taken in any
         case); C{members} (addresses, the creator among them) whose realm is
         C{creator.realm} must be users here; L{errors.QuotaExceeded} if
-        C{creator} has created C{max_created} groups already.
+        C{creator} has created C{max_created} groups already.  C{joined}:
+        (realm, L{multirealm.model.JOINED} message) pairs queued with it,
+        telling other realms which of their users were added.
+        """
+
+    def remote_group_history(group, reader, after_id, limit, max_bytes):
+        """
+        A L{multirealm.model.History} page of group C{group} of another
+        realm (an Address) as stored here, if local user C{reader} is a
+        member as its home announced; L{errors.NotAMember} otherwise.
+        """
+
+    def leave_remote_group(group, left):
+        """
+        Local user C{left.sender} leaves C{group} of another realm: here at
+        once, and the L{multirealm.model.LEFT} message C{left} is queued
+        for the group's home.  Fires with its Delivery.
         """
 
     def group_history(name, reader, after_id, limit, max_bytes):
@@ -147,10 +163,12 @@ class IStore(Interface):
     def pending_counts():
         """{realm: (messages waiting in its outbox, timestamp of the oldest)}."""
 
-    def record_failure(peer, seq, failure):
+    def record_failure(peer, seq, failure, removed=None):
         """
         C{peer} refused outbox entry C{seq} for good: forget it and store
         the L{multirealm.model.FAILURE} message C{failure} in its
         recipient's (the failed message's sender's) history, atomically.
-        Fires with its Delivery.
+        C{removed}: an Address that C{peer} refused to add to the group of
+        that entry (a L{multirealm.model.JOINED}), taken out of it.  Fires
+        with its Delivery.
         """

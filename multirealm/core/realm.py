@@ -30,6 +30,8 @@ from multirealm.core.sessions import Sessions
 from multirealm.model import (
     FAILURE,
     GROUP,
+    JOINED,
+    LEFT,
     PRIVATE,
     Failed,
     Message,
@@ -284,21 +286,15 @@ class Realm:
     def send_group(self, sender, group, text):
         """
         Accept a message to the group at L{Address} C{group}; as L{send}.
-        Only members post, on every path: for a group of another realm this
-        realm needs that group's member list, which realm links will bring;
-        until then such a post is refused, not stored unchecked.
+        Only members post, on every path: for a group of another realm,
+        the members its home realm announced (the home checks again).
         """
-        try:
-            self._require_local_post(group)
-        except errors.ChatError:
-            return defer.fail()
         return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
 
     def _require_local_post(self, group):
         if group.realm != self.name:
-            raise errors.NotAMember(
-                f"this realm cannot yet check who is in {group} (realm links are not built),"
-                " so it cannot accept posts to it"
+            raise errors.BadRequest(
+                f"files to groups of other realms ({group}) do not cross realm links yet"
             )
 
     def send_file(self, sender, recipient, file):
@@ -363,6 +359,18 @@ class Realm:
                     f"realm {origin} cannot forward a post by {message.sender}, a user of"
                     f" realm {self.name}"
                 )
+        elif message.kind == JOINED:
+            # The home of a group tells which of this realm's users it added.
+            if message.recipient.realm != origin or message.sender.realm != origin:
+                raise errors.Forbidden(f"realm {origin} speaks only for its own groups")
+            check_name(message.text, "username")
+        elif message.kind == LEFT:
+            if message.recipient.realm != self.name:
+                raise errors.BadRequest(f"{message.recipient} is not a group of realm {self.name}")
+            if message.sender.realm != origin:
+                raise errors.Forbidden(
+                    f"realm {origin} cannot send for {message.sender}: not one of its users"
+                )
         else:
             raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
 
@@ -375,7 +383,12 @@ class Realm:
         )
 
     def group_inbox(self, user, group, after_id=None):
-        self._require_local_group(group)
+        if group.realm != self.name:
+            # Read here, from what its home forwarded: works while the link is down.
+            return self._store.remote_group_history(
+                group, user, after_id, self.limits.history_limit,
+                self.limits.history_reply_bytes,
+            )
         return self._store.group_history(
             group.name,
             Address(user, self.name),
@@ -385,13 +398,6 @@ class Realm:
         )
 
     # -- groups -------------------------------------------------------------
-
-    def _require_local_group(self, group):
-        if group.realm != self.name:
-            raise errors.NoSuchGroup(
-                f"group {group} lives on realm {group.realm}: reading or leaving groups"
-                " of other realms needs federation, which is not built yet"
-            )
 
     def create_group(self, creator, group, members):
         """Create the local group C{group} with C{creator} and C{members}."""
@@ -409,13 +415,21 @@ class Realm:
             raise errors.QuotaExceeded(
                 f"a group has at most {self.limits.max_group_members} members"
             )
+        # Each member of another realm is announced to it, one message each:
+        # a name that realm does not know is refused alone, and taken out.
+        joined = [
+            (member.realm, self.new_message(JOINED, creator.name, group, member.name))
+            for member in everyone if member.realm != self.name
+        ]
         return self._store.create_group(
             group.name, creator, everyone, format_timestamp(self._now()),
-            self.limits.max_groups_per_user,
+            self.limits.max_groups_per_user, joined,
         )
 
     def leave_group(self, user, group):
-        self._require_local_group(group)
+        if group.realm != self.name:
+            left = self.new_message(LEFT, user, group, "")
+            return self._store.leave_remote_group(group, left)
         return self._store.leave_group(group.name, Address(user, self.name))
 
     def list_groups(self, after=None):
@@ -461,15 +475,21 @@ class Realm:
             )
             return self.outbox_done(peer, [seq])
         reason = "".join(c if c.isprintable() else " " for c in reason[:self.REASON_CHARS])
+        removed = None
+        if message.kind == JOINED:
+            # The member's realm does not know them: they are no member.
+            removed = Address(message.text, peer)
+            what = f"{removed} was not added to group {message.recipient.name}: {reason}"
+        elif message.kind == LEFT:
+            what = f"{message.recipient} did not take note that you left: {reason}"
+        else:
+            what = f"not delivered to {message.recipient}: {reason}"
         failure = attrs.evolve(
-            self.new_message(
-                FAILURE, message.sender.name, message.sender,
-                f"not delivered to {message.recipient}: {reason}",
-            ),
+            self.new_message(FAILURE, message.sender.name, message.sender, what),
             sender=Address("", peer),
             failed=Failed(message.id, code),
         )
-        return self._store.record_failure(peer, seq, failure)
+        return self._store.record_failure(peer, seq, failure, removed)
 
     def set_link_error(self, peer, error):
         """The last thing that went wrong with C{peer}'s link (listrealms)."""

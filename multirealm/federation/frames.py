@@ -7,11 +7,16 @@ A message frame is the original one with IRCv3-style tags in front:
 
     @id=<id>;ts=<timestamp> sendrealm <from> <to> <message>
     @id=<id>;ts=<timestamp> sendgrouprealm <from> <group> <message>
+    @id=<id>;ts=<timestamp> joingrouprealm <creator> <group@home> <member>
+    @id=<id>;ts=<timestamp> leavegrouprealm <user> <group>
 
 C{<from>} is bare for a user of the sending realm; a group's home realm
 forwarding a member's post names the member as C{user@realm}.  C{<to>} is
 bare for a user of the receiving realm; C{<group>} is bare for a group of
-the receiving realm, C{group@home} for a copy the home realm forwards.
+the receiving realm, C{group@home} for a copy the home realm forwards.  C{joingrouprealm}: a
+group's home realm added C{<member>}, a user of the receiving realm.
+C{leavegrouprealm}: C{<user>} of the sending realm left C{<group>} of the
+receiving realm.
 
 The receiver answers every message frame with one JSON line:
 C{{"status": "OK", "id": ...}} once stored (or already there), or
@@ -23,7 +28,7 @@ import re
 
 import attrs
 
-from multirealm.model import GROUP, PRIVATE, Message
+from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, Message
 from multirealm.names import Address
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
@@ -37,7 +42,13 @@ class FrameError(ValueError):
 class MessageFrame:
     """C{sendrealm} / C{sendgrouprealm}: one message for the receiving realm."""
 
-    VERBS = {"sendrealm": PRIVATE, "sendgrouprealm": GROUP}
+    VERBS = {
+        "sendrealm": PRIVATE,
+        "sendgrouprealm": GROUP,
+        "joingrouprealm": JOINED,
+        "leavegrouprealm": LEFT,
+    }
+    NAMES = {kind: verb for verb, kind in VERBS.items()}
 
     id: str
     timestamp: str
@@ -52,14 +63,23 @@ class MessageFrame:
         if tags is None:
             raise FrameError("a message frame starts with @id=<id>;ts=<timestamp>")
         words = line[tags.end():].split(" ", 3)
-        if len(words) != 4 or words[0] not in cls.VERBS or not words[3]:
-            raise FrameError("expected: sendrealm|sendgrouprealm <from> <to> <message>")
+        kind = cls.VERBS.get(words[0])
+        if kind == LEFT and len(words) == 3:
+            words.append("")  # leaving says no more than who and what
+        elif kind is None or kind == LEFT or len(words) != 4 or not words[3]:
+            raise FrameError(
+                "expected: sendrealm|sendgrouprealm|joingrouprealm <from> <to> <text>"
+                " or leavegrouprealm <user> <group>"
+            )
         verb, sender, recipient, text = words
-        return cls(tags.group(1), tags.group(2), cls.VERBS[verb], sender, recipient, text)
+        return cls(tags.group(1), tags.group(2), kind, sender, recipient, text)
 
     def to_line(self):
-        verb = "sendrealm" if self.kind == PRIVATE else "sendgrouprealm"
-        return f"@id={self.id};ts={self.timestamp} {verb} {self.sender} {self.recipient} {self.text}"
+        line = (
+            f"@id={self.id};ts={self.timestamp} {self.NAMES[self.kind]}"
+            f" {self.sender} {self.recipient}"
+        )
+        return f"{line} {self.text}" if self.kind != LEFT else line
 
     @classmethod
     def of(cls, message, sender_realm, receiver_realm):
@@ -79,7 +99,7 @@ class MessageFrame:
         """
         sender = Address.parse(self.sender, sender_realm)
         recipient = Address.parse(
-            self.recipient, receiver_realm, "group name" if self.kind == GROUP else "username"
+            self.recipient, receiver_realm, "username" if self.kind == PRIVATE else "group name"
         )
         return Message(self.id, self.kind, sender, recipient, self.text, self.timestamp)
 

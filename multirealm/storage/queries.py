@@ -13,7 +13,9 @@ import attrs
 
 from multirealm import errors, wire
 from multirealm.model import GROUP as GROUP_KIND
+from multirealm.model import JOINED, LEFT
 from multirealm.model import (
+    Deliveries,
     Delivery,
     Failed,
     FileRef,
@@ -122,15 +124,50 @@ def local_group(db, group):
     return row[0]
 
 
-def require_member(db, group, address):
+def require_member(db, group, address, any_case=False):
     """The name of local group C{group} as created, if C{address} is a member."""
     group = local_group(db, group)
-    member = db.execute(
-        "SELECT 1 FROM members WHERE group_name = ? AND member = ?", (group, str(address))
-    ).fetchone()
-    if member is None:
-        raise errors.NotAMember(f"{address} is not a member of group {group!r}")
+    _member_as_stored(db, group, address, any_case)
     return group
+
+
+def _member_as_stored(db, group, address, any_case=False):
+    """
+    C{address} as local group C{group} lists it, or L{errors.NotAMember}.
+    A member of another realm is listed as the group's creator wrote it
+    (C{Heru@2}), while that realm names its user as registered
+    (C{heru@2}): for one (C{any_case}), when the exact spelling is not
+    listed, any case is.  Local members are listed as registered, and
+    old local names that differ only in case stay apart.
+    """
+    member = str(address)
+    found = db.execute(
+        "SELECT member FROM members WHERE group_name = ? AND member = ?", (group, member)
+    ).fetchone()
+    if found is None and any_case:
+        found = db.execute(
+            "SELECT member FROM members WHERE group_name = ? AND member = ? COLLATE NOCASE"
+            " LIMIT 1",
+            (group, member),
+        ).fetchone()
+    if found is None:
+        raise errors.NotAMember(f"{address} is not a member of group {group!r}")
+    return found[0]
+
+
+def remote_group(db, group, member):
+    """
+    Group C{group} of another realm (an L{Address}) as its home spells it,
+    if local user C{member} belongs to it (as that realm announced);
+    L{errors.NotAMember} otherwise.
+    """
+    row = db.execute(
+        "SELECT group_address FROM remote_members WHERE group_key = ? AND member = ?",
+        (str(group).lower(), member),
+    ).fetchone()
+    if row is None:
+        raise errors.NotAMember(f"you are not a member of group {group}")
+    return address(row[0])
 
 
 def local_user(db, cache, name):
@@ -236,7 +273,7 @@ def _to_local_group(db, realm, message):
     spelled as created.  Returns (message, realms to queue it for).
     """
     group = message.recipient
-    name = require_member(db, group.name, message.sender)
+    name = require_member(db, group.name, message.sender, message.sender.realm != realm)
     if name != group.name:
         message = attrs.evolve(message, recipient=Address(name, realm))
     realms = frozenset(
@@ -280,9 +317,12 @@ def add_group_message(db, cache, realm, message):
                 (message.file.id, message.recipient.name),
             )
     else:
-        # A copy of another realm's group: this realm does not know its
-        # members yet (federation replicates them).
-        outbox = frozenset((message.recipient.realm,))
+        # A post to another realm's group: its local copy, and one for the
+        # home realm, which checks membership again and forwards it.
+        group = remote_group(db, message.recipient, message.sender.name)
+        if group != message.recipient:
+            message = attrs.evolve(message, recipient=group)
+        outbox = frozenset((group.realm,))
     return insert_message(
         db, cache, realm, message, (group_mailbox(message.recipient),), outbox, NOBODY
     )
@@ -299,6 +339,10 @@ def receive_message(db, cache, realm, origin, message):
     ).fetchone()
     if known is not None:
         return Delivery(message, origin, duplicate=True)
+    if message.kind == JOINED:
+        return _joined(db, cache, origin, message)
+    if message.kind == LEFT:
+        return _left(db, cache, realm, origin, message)
     if message.kind == GROUP_KIND:
         if message.recipient.realm == realm:
             message, outbox = _to_local_group(db, realm, message)
@@ -311,6 +355,37 @@ def receive_message(db, cache, realm, origin, message):
         local, outbox = frozenset((message.recipient.name,)), NOWHERE
         mailboxes = (user_mailbox(message.recipient),)
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
+
+
+def _joined(db, cache, origin, message):
+    """
+    Home realm C{origin} added local user C{message.text} to its group
+    C{message.recipient}: remember it (the message row keeps the frame
+    from being applied twice).  L{errors.NoSuchUser} if there is no such
+    user: the home realm then takes them out again.
+    """
+    name = local_user(db, cache, message.text)
+    if name is None:
+        raise errors.NoSuchUser(f"no user {message.text!r}")
+    group = str(message.recipient)
+    db.execute(
+        "INSERT OR IGNORE INTO remote_members (group_key, group_address, member)"
+        " VALUES (?, ?, ?)",
+        (group.lower(), group, name),
+    )
+    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+
+
+def _left(db, cache, realm, origin, message):
+    """User C{message.sender} of realm C{origin} left local group C{message.recipient}."""
+    leave_group(db, message.recipient.name, message.sender, any_case=True)
+    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+
+
+def failure_group(db, seq):
+    """The group name of the message stored as C{seq}."""
+    return address(db.execute("SELECT recipient FROM messages WHERE seq = ?", (seq,))
+                   .fetchone()[0]).name
 
 
 def address(text):
@@ -380,10 +455,13 @@ def history(db, cache, owner, after_id, limit, max_bytes):
     return History(tuple(messages), more)
 
 
-def create_group(db, cache, name, creator, members, created, max_created):
+def create_group(db, cache, name, creator, members, created, max_created, joined=()):
     """
     Create local group C{name} (its members' local users must exist, in
     any case), unless C{creator} has created C{max_created} already.
+    C{joined} are (realm, L{JOINED} message) that tell each other realm
+    which of its users were added: queued with the group, they make the
+    L{Deliveries} returned.
     """
     taken = db.execute(
         "SELECT name FROM groups WHERE name = ? COLLATE NOCASE LIMIT 1", (name,)
@@ -420,6 +498,10 @@ def create_group(db, cache, name, creator, members, created, max_created):
         "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, ?)",
         [(name, realm, count) for realm, count in realms.items()],
     )
+    return Deliveries(
+        insert_message(db, cache, creator.realm, message, (), frozenset((realm,)), NOBODY)
+        for realm, message in joined
+    )
 
 
 def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
@@ -427,10 +509,32 @@ def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
-def leave_group(db, name, member):
-    name = require_member(db, name, member)
+def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):
+    """The history of another realm's group as stored here, for a local member."""
+    group = remote_group(db, group, reader)
+    return history(db, cache, group_mailbox(group), after_id, limit, max_bytes)
+
+
+def leave_remote_group(db, cache, realm, group, left):
+    """
+    Local user C{left.sender} leaves group C{group} of another realm: at
+    once here, and the L{LEFT} message C{left} tells the group's home.
+    """
+    user = left.sender.name
+    group = remote_group(db, group, user)
     db.execute(
-        "DELETE FROM members WHERE group_name = ? AND member = ?", (name, str(member))
+        "DELETE FROM remote_members WHERE group_key = ? AND member = ?",
+        (str(group).lower(), user),
+    )
+    left = attrs.evolve(left, recipient=group)
+    return insert_message(db, cache, realm, left, (), frozenset((group.realm,)), NOBODY)
+
+
+def leave_group(db, name, member, any_case=False):
+    name = local_group(db, name)
+    stored = _member_as_stored(db, name, member, any_case)
+    db.execute(
+        "DELETE FROM members WHERE group_name = ? AND member = ?", (name, stored)
     )
     db.execute(
         "UPDATE group_realms SET members = members - 1 WHERE group_name = ? AND realm = ?",
@@ -498,12 +602,20 @@ def pending_counts(db):
     }
 
 
-def record_failure(db, cache, realm, peer, seq, failure):
+def record_failure(db, cache, realm, peer, seq, failure, removed=None):
     """
     C{peer} refused outbox entry C{seq} for good: forget the entry and add
     the L{FAILURE} message C{failure} to its sender's history, in one
     transaction (a crash never loses the failure nor reports it twice).
+    C{removed}: the member of group C{failure}'s subject that C{peer}
+    refused to add, taken out of the group.
     """
+    if removed is not None:
+        group = failure_group(db, seq)
+        try:
+            leave_group(db, group, removed, any_case=True)
+        except (errors.NotAMember, errors.NoSuchGroup):
+            pass  # already gone: nothing was changed
     db.execute("DELETE FROM outbox WHERE realm = ? AND seq = ?", (peer, seq))
     return insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,

@@ -333,10 +333,20 @@ class SQLiteStore:
 
     # -- groups -------------------------------------------------------------
 
-    def create_group(self, name, creator, members, created, max_created=2**62):
+    def create_group(self, name, creator, members, created, max_created=2**62, joined=()):
         return self.submit(
-            queries.create_group, self.thread_cache, name, creator, members, created, max_created
+            queries.create_group, self.thread_cache, name, creator, members, created, max_created,
+            tuple(joined),
         )
+
+    def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
+        return self.submit(
+            queries.group_history_remote, self.thread_cache, group, reader, after_id, limit,
+            max_bytes, writes=False,
+        )
+
+    def leave_remote_group(self, group, left):
+        return self.submit(queries.leave_remote_group, self.thread_cache, self.realm, group, left)
 
     def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
@@ -366,5 +376,7 @@ class SQLiteStore:
     def pending_counts(self):
         return self.submit(queries.pending_counts, writes=False)
 
-    def record_failure(self, peer, seq, failure):
-        return self.submit(queries.record_failure, self.thread_cache, self.realm, peer, seq, failure)
+    def record_failure(self, peer, seq, failure, removed=None):
+        return self.submit(
+            queries.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed
+        )

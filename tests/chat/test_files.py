@@ -121,7 +121,7 @@ class FileTests(unittest.TestCase):
             (sendfile(token, "heru", "big.bin", os.urandom(100_001)), "file_too_large"),
             (sendfile(token, "nobody", "a.txt", b"x"), "no_such_user"),
             (sendfile(token, "nogroup", "a.txt", b"x", "sendgroupfile"), "no_such_group"),
-            (sendfile(token, "team@2", "a.txt", b"x", "sendgroupfile"), "not_a_member"),
+            (sendfile(token, "team@2", "a.txt", b"x", "sendgroupfile"), "bad_request"),
             (sendfile("wrongtoken", "heru", "a.txt", b"x"), "invalid_session"),
             (b"sendfile - \r\n\r\nQUJD\r\n\r\n", "bad_request"),
         ]

@@ -206,13 +206,13 @@ class RemoteAddressTests(ChatTestCase):
         for to in ["heru@", "@2", "a@b@c", "he!ru"]:
             self.assertEqual(self.error(self.alice, f"send - {to} hi"), "invalid_name")
 
-    def test_remote_groups_are_not_served_yet(self):
-        # Membership of another realm's group cannot be checked here yet: a
-        # post is refused rather than stored unchecked.
+    def test_a_remote_group_is_served_only_to_the_members_its_home_announced(self):
+        # Realm 2 never said alice is in team@2: nothing is stored or sent.
         self.assertEqual(self.error(self.alice, "sendgroup - team@2 hi"), "not_a_member")
         self.assertEqual(self.error(self.alice, "sendgrouprealm - team hi"), "not_a_member")
         self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 0)
-        self.assertEqual(self.error(self.alice, "groupinbox - team@2"), "no_such_group")
+        self.assertEqual(self.error(self.alice, "groupinbox - team@2"), "not_a_member")
+        self.assertEqual(self.error(self.alice, "leavegroup - team@2"), "not_a_member")
 
 
 class GroupTests(ChatTestCase):
@@ -264,10 +264,14 @@ class GroupTests(ChatTestCase):
 
     def test_group_with_remote_member_queues_for_its_realm(self):
         self.assertEqual(self.alice.ask("creategroup - mixed heru@2")["status"], "OK")
+        # heru's realm is told heru was added: one frame queued.
+        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 1)
+        self.realm.clock.advance(2)  # the count is at most a second old
         self.alice.ask("sendgroup - mixed hi")
-        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 1)
+        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 2)
+        self.realm.clock.advance(2)
         self.alice.ask("sendgroup - team local only")
-        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 1)
+        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 2)
 
 
 class FramingTests(unittest.TestCase):

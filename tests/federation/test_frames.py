@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.federation import handshake
 from multirealm.federation.frames import Ack, FrameError, MessageFrame
-from multirealm.model import GROUP, PRIVATE, Message
+from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, Message
 from multirealm.names import Address
 
 names = st.text(alphabet="abcXYZ019_", min_size=1, max_size=32)
@@ -29,7 +29,7 @@ class MessageFrameTests(unittest.TestCase):
         self.assertEqual(message.recipient, Address("heru", "2"))
         self.assertEqual(message.text, "Hello from another realm!")
 
-    @given(names, names, names, texts, st.sampled_from([PRIVATE, GROUP]))
+    @given(names, names, names, texts, st.sampled_from([PRIVATE, GROUP, JOINED]))
     def test_a_message_crosses_and_comes_back_the_same(self, sender, recipient, realm, text, kind):
         message = Message("a" * 32, kind, Address(sender, "1"), Address(recipient, "2"), text,
                           "2026-11-25T21:32:15.449+00:00")
@@ -43,8 +43,21 @@ class MessageFrameTests(unittest.TestCase):
         self.assertEqual((frame.sender, frame.recipient), ("cy@3", "team@1"))
         self.assertEqual(MessageFrame.from_line(frame.to_line()).message("1", "2"), message)
 
+    def test_membership_frames(self):
+        ts = "2026-11-25T21:32:15.449+00:00"
+        joined = Message("c" * 32, JOINED, Address("alice", "1"), Address("team", "1"), "heru", ts)
+        line = MessageFrame.of(joined, "1", "2").to_line()
+        self.assertEqual(line, f"@id={'c' * 32};ts={ts} joingrouprealm alice team@1 heru")
+        self.assertEqual(MessageFrame.from_line(line).message("1", "2"), joined)
+        left = Message("d" * 32, LEFT, Address("heru", "2"), Address("team", "1"), "", ts)
+        line = MessageFrame.of(left, "2", "1").to_line()
+        self.assertEqual(line, f"@id={'d' * 32};ts={ts} leavegrouprealm heru team")
+        self.assertEqual(MessageFrame.from_line(line).message("2", "1"), left)
+
     def test_not_frames(self):
         for line in ["sendrealm alice heru hi", "@id=x;ts=t sendrealm alice heru",
+                     "@id=a;ts=t leavegrouprealm heru team extra",
+                     "@id=a;ts=t joingrouprealm alice team",
                      "@id=bad id;ts=t sendrealm a b c", "@id=a;ts=t frob a b c", ""]:
             self.assertRaises(FrameError, MessageFrame.from_line, line)
 

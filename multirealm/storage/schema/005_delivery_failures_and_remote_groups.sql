@@ -8,7 +8,8 @@ ALTER TABLE messages ADD COLUMN failed_code TEXT;
 -- groups' home realms announced (federation): lets a member read the
 -- group's history here, and post to it, while the link is down.
 CREATE TABLE remote_members (
-    group_address TEXT NOT NULL,   -- group@home
+    group_key TEXT NOT NULL,       -- lower(group@home): names are one identity in any case
+    group_address TEXT NOT NULL,   -- group@home as its home spells it
     member TEXT NOT NULL,          -- a local user, as registered
-    PRIMARY KEY (group_address, member)
+    PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
