@@ -18,6 +18,10 @@ from multirealm.names import NAME_RULE, is_valid_name
 DEFAULT_CONFIG = "realms.ini"
 
 
+# --realm=all runs every realm of the file in one process.
+ALL_REALMS = "all"
+
+
 class ConfigError(Exception):
     """realms.ini is missing or wrong; the message says where."""
 
@@ -240,6 +244,11 @@ def load(path=DEFAULT_CONFIG):
         if kind == "realm" and rest:
             if not is_valid_name(rest):
                 raise ConfigError(f"{path}: [{section}]: realm name must be {NAME_RULE}")
+            if rest == ALL_REALMS:
+                raise ConfigError(
+                    f"{path}: [{section}]: '{ALL_REALMS}' is not a realm name:"
+                    f" --realm={ALL_REALMS} runs every realm of the file"
+                )
             realm_sections[rest] = section
         elif kind == "link" and rest:
             link_sections.append(section)

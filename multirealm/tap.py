@@ -19,10 +19,14 @@ from multirealm.storage.schema import SchemaError
 
 
 class Options(usage.Options):
-    synopsis = "--realm=NAME [--config=realms.ini]"
-    longdesc = "Run one realm of a multirealm chat network, as described in realms.ini."
+    synopsis = "--realm=NAME|all [--config=realms.ini]"
+    longdesc = (
+        "Run one realm of a multirealm chat network, as described in realms.ini;"
+        " --realm=all runs every realm of the file in this one process."
+    )
     optParameters = [
-        ["realm", "r", None, "Name of the realm to run (a [realm:NAME] section)."],
+        ["realm", "r", None,
+         "Name of the realm to run (a [realm:NAME] section), or 'all' for every realm."],
         ["config", "c", configuration.DEFAULT_CONFIG, "Path of realms.ini."],
     ]
 
@@ -53,13 +57,22 @@ class _ExitOnStartupError(MultiService):
 def makeService(options):
     try:
         network = configuration.load(options["config"])
-        realm_service = build_realm_service(network, options["realm"])
     except configuration.ConfigError as e:
         _fail(str(e))
-    except SchemaError as e:
-        _fail(f"cannot use the data of realm {options['realm']}: {e}")
-    except (OSError, sqlite3.Error) as e:
-        _fail(f"cannot open the data of realm {options['realm']}: {e}")
+    if options["realm"] == configuration.ALL_REALMS:
+        names = list(network.realms)  # a local network in one process
+    else:
+        names = [options["realm"]]
     top = _ExitOnStartupError()
-    realm_service.setServiceParent(top)
+    for name in names:
+        try:
+            realm_service = build_realm_service(network, name)
+        except configuration.ConfigError as e:
+            _fail(str(e))
+        except SchemaError as e:
+            _fail(f"cannot use the data of realm {name}: {e}")
+        except (OSError, sqlite3.Error) as e:
+            _fail(f"cannot open the data of realm {name}: {e}")
+        realm_service.setName(f"realm-{name}")
+        realm_service.setServiceParent(top)
     return top

@@ -58,6 +58,15 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(network.limits.max_line_bytes, 65536)
         self.assertEqual(network.limits.history_limit, 1000)
 
+    def test_the_three_realm_example_links_every_pair(self):
+        network = config.load(os.path.join(os.path.dirname(HERE), "examples", "three-realms.ini"))
+        self.assertEqual(sorted(network.realms), ["1", "2", "3"])
+        for name, realm in network.realms.items():
+            self.assertEqual(set(realm.peers), {"1", "2", "3"} - {name})
+        ports = [p for r in network.realms.values()
+                 for p in (r.chat_port, r.realm_port, r.http_port)]
+        self.assertEqual(len(set(ports)), 9)
+
     def test_defaults_and_relative_paths(self):
         path = self.write(MINIMAL)
         network = config.load(path)
@@ -116,6 +125,8 @@ class ConfigTests(unittest.TestCase):
         self.assertConfigError(MINIMAL + "[bogus]\n", "[bogus]")
         self.assertConfigError(MINIMAL + "[link:a:zz]\nsecret = x\n", "[link:a:zz]")
         self.assertConfigError(MINIMAL.replace("[realm:b]", "[realm:b@d]"), "[realm:b@d]")
+        # "all" is --realm=all, every realm of the file.
+        self.assertConfigError(MINIMAL.replace("[realm:b]", "[realm:all]"), "--realm=all")
         self.assertConfigError("[realm:a]\nhost = x\n", "[network]")
 
     def test_not_ini(self):
