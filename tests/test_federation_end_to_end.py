@@ -5,6 +5,7 @@ are killed (-9) and restarted while a thousand messages are in flight.
 Every wait is bounded; every process is killed at cleanup.
 """
 
+import base64
 import os
 import signal
 import time
@@ -133,6 +134,19 @@ class LocalNetworkTests(FederationTestCase):
                 ),
             )
             self.assertEqual(texts, ["from alice", "from cy", "from heru"])
+        # A file crosses, as the original client sends it, and comes back whole.
+        payload = os.urandom(3 * 2**20)
+        alice.sock.sendall(
+            b"sendfile - cy@3 big.bin \r\n\r\n" + base64.b64encode(payload) + b"\r\n\r\n"
+        )
+        self.assertEqual(alice.read()["message"], "Message Sent")
+        entry = wait_for("the file at realm 3", lambda: [
+            m for m in cy.ask("inbox -")["messages"] if "file_id" in m
+        ])[0]
+        self.assertEqual((entry["msg_from"], entry["file"], entry["size"]),
+                         ("alice@1", "big.bin", len(payload)))
+        got = cy.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), payload)
         # A message to nobody comes back as a failure.
         sent = alice.ask("send - nobody@3 hello?")
         failure = wait_for(

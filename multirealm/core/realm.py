@@ -291,11 +291,6 @@ class Realm:
         """
         return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
 
-    def _require_local_post(self, group):
-        if group.realm != self.name:
-            raise errors.BadRequest(
-                f"files to groups of other realms ({group}) do not cross realm links yet"
-            )
 
     def send_file(self, sender, recipient, file):
         """Accept a message carrying the stored file C{file} (a L{FileRef}); as L{send}."""
@@ -303,8 +298,7 @@ class Realm:
         return self._store.add_private_message(message)
 
     def send_group_file(self, sender, group, file):
-        """As L{send_file}, to a group of this realm."""
-        self._require_local_post(group)
+        """As L{send_file}, to a group (of this realm or, as L{send_group}, another)."""
         message = attrs.evolve(self.new_message(GROUP, sender, group, ""), file=file)
         return self._store.add_group_message(message)
 
@@ -325,12 +319,12 @@ class Realm:
         L{errors.Forbidden} otherwise.
         """
         try:
-            self._check_received(origin, message)
+            self.check_received(origin, message)
         except Exception:
             return defer.fail()
         return self._store.receive_message(origin, message)
 
-    def _check_received(self, origin, message):
+    def check_received(self, origin, message):
         if origin not in self.peers:
             raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
         _check_message_values(message, self.limits.max_line_bytes)

@@ -28,7 +28,7 @@ import re
 
 import attrs
 
-from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, Message
+from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, FileRef, Message
 from multirealm.names import Address
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
@@ -102,6 +102,76 @@ class MessageFrame:
             self.recipient, receiver_realm, "username" if self.kind == PRIVATE else "group name"
         )
         return Message(self.id, self.kind, sender, recipient, self.text, self.timestamp)
+
+
+@attrs.frozen
+class FileFrame:
+    """
+    C{sendfilerealm} / C{sendgroupfilerealm}: a file for the receiving
+    realm.  The line is followed by exactly C{size} bytes of the file, raw;
+    the next frame starts after them.
+
+        @id=<id>;ts=<timestamp> sendfilerealm <from> <to> <size> <filename>
+        @id=<id>;ts=<timestamp> sendgroupfilerealm <from> <group> <size> <filename>
+
+    The file name comes last: it may hold spaces.
+    """
+
+    VERBS = {"sendfilerealm": PRIVATE, "sendgroupfilerealm": GROUP}
+    NAMES = {kind: verb for verb, kind in VERBS.items()}
+
+    id: str
+    timestamp: str
+    kind: str
+    sender: str
+    recipient: str
+    size: int
+    name: str
+
+    @classmethod
+    def from_line(cls, line):
+        tags = _TAGS.match(line)
+        if tags is None:
+            raise FrameError("a file frame starts with @id=<id>;ts=<timestamp>")
+        words = line[tags.end():].split(" ", 4)
+        if len(words) != 5 or words[0] not in cls.VERBS or not words[4]:
+            raise FrameError("expected: sendfilerealm|sendgroupfilerealm <from> <to> <size> <name>")
+        verb, sender, recipient, size, name = words
+        if not size.isdigit() or len(size) > 19:
+            raise FrameError("a file size is a number of bytes")
+        return cls(tags.group(1), tags.group(2), cls.VERBS[verb], sender, recipient, int(size), name)
+
+    def to_line(self):
+        return (
+            f"@id={self.id};ts={self.timestamp} {self.NAMES[self.kind]}"
+            f" {self.sender} {self.recipient} {self.size} {self.name}"
+        )
+
+    @classmethod
+    def of(cls, message, sender_realm, receiver_realm):
+        """The frame that carries file message C{message} (its L{FileRef} in C{file})."""
+        return cls(
+            message.id, message.timestamp, message.kind,
+            message.sender.relative_to(sender_realm),
+            message.recipient.relative_to(receiver_realm),
+            message.file.size, message.file.name,
+        )
+
+    def message(self, sender_realm, receiver_realm, file_id):
+        """The L{Message}, its file stored here as C{file_id}."""
+        text = MessageFrame(
+            self.id, self.timestamp, self.kind, self.sender, self.recipient, ""
+        ).message(sender_realm, receiver_realm)
+        return attrs.evolve(text, file=FileRef(self.name, file_id, self.size))
+
+
+def parse_frame(line):
+    """The L{MessageFrame} or L{FileFrame} of C{line}; L{FrameError} if neither."""
+    tags = _TAGS.match(line)
+    verb = line[tags.end():].split(" ", 1)[0] if tags else ""
+    if verb in FileFrame.VERBS:
+        return FileFrame.from_line(line)
+    return MessageFrame.from_line(line)
 
 
 @attrs.frozen

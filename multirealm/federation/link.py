@@ -15,14 +15,18 @@ whenever a message for the peer is committed (the notifier), never only
 """
 
 import json
+import os
+from collections import deque
 
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame
 from multirealm.framing import RequestLineReceiver
 
 log = Logger()
@@ -85,11 +89,32 @@ class PeerQueue:
         if link is not self.link:
             return  # the link went while reading: the next one starts over
         for seq, message in batch:
-            self._in_flight[message.id] = (seq, message)
             self._sent_up_to = seq
-            link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
+            if message.file is not None:
+                try:
+                    opened = self._open_file(message.file)
+                except OSError as e:
+                    # Nothing to send, ever: back to its sender at once.
+                    self.realm.delivery_failed(
+                        self.peer, seq, message, "no_such_file", f"the file is gone: {e}",
+                    ).addErrback(self._failed)
+                    continue
+                self._in_flight[message.id] = (seq, message)
+                frame = FileFrame.of(message, self.realm.name, self.peer)
+                link.send_file(frame.to_line(), opened)
+            else:
+                self._in_flight[message.id] = (seq, message)
+                link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
         if batch:
             self.wake()
+
+    def _open_file(self, file):
+        """The stored bytes of L{FileRef} C{file}, open; OSError if gone or changed."""
+        opened = open(self.realm.files.path(file.id), "rb")
+        if os.fstat(opened.fileno()).st_size != file.size:
+            opened.close()
+            raise OSError(f"its size on disk is not {file.size}")
+        return opened
 
     def _failed(self, failure):
         self._reading = False
@@ -125,6 +150,8 @@ class RealmLink(RequestLineReceiver):
     closed_on_purpose = False
 
     def connectionMade(self):
+        self._streaming = False  # a file is being written: other frames wait
+        self._waiting = deque()  # frames (bytes) and files after it
         factory = self.factory
         self.MAX_LENGTH = factory.max_line_bytes
         self._nonce = handshake.new_nonce()
@@ -132,7 +159,42 @@ class RealmLink(RequestLineReceiver):
         self.send(handshake.Hello(factory.realm.name, self._nonce).to_line())
 
     def send(self, line):
+        data = line.encode("utf-8") + b"\r\n"
+        if self._streaming:
+            self._waiting.append(data)  # after the file being sent
+        else:
+            self.transport.write(data)
+
+    def send_file(self, line, opened):
+        """
+        Send a file frame's line, then the open file C{opened} (its bytes
+        raw, read as the socket takes them: never whole in memory, and the
+        frames after it wait their turn).  C{opened} is closed when sent.
+        """
+        if self._streaming:
+            self._waiting.append((line, opened))
+            return
         self.transport.write(line.encode("utf-8") + b"\r\n")
+        self._streaming = True
+        d = FileSender().beginFileTransfer(opened, self.transport)
+        d.addBoth(self._file_sent, opened)
+
+    def _file_sent(self, result, opened):
+        opened.close()
+        self._streaming = False
+        if isinstance(result, Failure):
+            # The link went mid-file: every file still waiting is closed.
+            for item in self._waiting:
+                if not isinstance(item, bytes):
+                    item[1].close()
+            self._waiting.clear()
+            return
+        while self._waiting and not self._streaming:
+            item = self._waiting.popleft()
+            if isinstance(item, bytes):
+                self.transport.write(item)
+            else:
+                self.send_file(*item)
 
     def lineTooLong(self):
         self.transport.loseConnection()

@@ -14,11 +14,13 @@ import json
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.core.realm import check_filename
+from multirealm.federation.frames import Ack, FileFrame, FrameError, parse_frame
 from multirealm.framing import RequestLineReceiver
 
 log = Logger()
@@ -35,9 +37,14 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.peer = None  # the realm the link proved, once it has
         self._hello = None
         self._nonce = handshake.new_nonce()
+        self._file = None  # the file body being read, in raw mode
+        self._holds = set()  # why reading is paused
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        if self._file is not None:
+            self._file.abandon()
+            self._file = None
 
     def timeoutConnection(self):
         self._refuse("the handshake did not finish in time")
@@ -102,9 +109,11 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _message_frame(self, text):
         try:
-            frame = MessageFrame.from_line(text)
+            frame = parse_frame(text)
         except FrameError as e:
             return self._write(Ack("", "bad_request", str(e)).to_line())
+        if isinstance(frame, FileFrame):
+            return self._file_frame(frame)
         d = defer.maybeDeferred(
             lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
         )
@@ -112,6 +121,71 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             lambda _: self._write(Ack(frame.id).to_line()),
             lambda failure: self._write(self._refusal(frame.id, failure).to_line()),
         )
+
+    # -- files -------------------------------------------------------------------
+
+    def _file_frame(self, frame):
+        """
+        Read the file's C{size} bytes that follow, to disk if the frame is
+        good, else only to their end; nothing after them is read until the
+        file's message is stored, so frames stay in order.
+        """
+        self._file = _IncomingFile(frame)
+        try:
+            check_filename(frame.name)
+            if frame.size > self.realm.limits.max_file_bytes:
+                raise errors.FileTooLarge(
+                    f"a file is at most {self.realm.limits.max_file_bytes} bytes"
+                )
+            # Checked before a byte is written: a refused file costs no disk.
+            self.realm.check_received(self.peer, frame.message(self.peer, self.realm.name, "0"))
+            self._file.incoming = self.realm.files.begin()
+        except errors.ChatError as e:
+            self._file.error = e
+        except OSError as e:
+            log.failure("realm {realm}: cannot store a file", realm=self.realm.name)
+            self._file.error = errors.StorageFull(f"cannot store the file: {e.strerror}")
+        self.setRawMode()
+        if frame.size == 0:
+            self.rawDataReceived(b"")
+
+    def rawDataReceived(self, data):
+        file = self._file
+        body, rest = data[:file.remaining], data[file.remaining:]
+        file.remaining -= len(body)
+        if body and file.error is None:
+            try:
+                written = file.incoming.write(body)
+            except OSError as e:
+                file.fail(errors.StorageFull(f"cannot store the file: {e.strerror}"))
+            else:
+                if written is not None:
+                    self._hold_until("disk", written)  # one batch in memory, at most
+        if file.remaining:
+            return
+        self._file = None
+        # Until this file's message is stored, the frames after it wait.
+        stored = file.store(self.realm, self.peer)
+        self._hold_until("storing", stored)
+        stored.addCallbacks(
+            lambda _: self._write(Ack(file.frame.id).to_line()),
+            lambda failure: self._write(self._refusal(file.frame.id, failure).to_line()),
+        )
+        self.setLineMode(rest)
+
+    def _hold_until(self, reason, deferred):
+        if not self._holds:
+            self.pauseProducing()
+        self._holds.add(reason)
+
+        def release(result):
+            self._holds.discard(reason)
+            if not self._holds and self.transport is not None \
+                    and not self.transport.disconnecting:
+                self.resumeProducing()
+            return result
+
+        deferred.addBoth(release)
 
     def _refusal(self, frame_id, failure):
         if failure.check(errors.ChatError):
@@ -138,3 +212,47 @@ class RealmServerFactory(Factory):
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
+
+
+class _IncomingFile:
+    """The body of one file frame being read: to disk, or only to its end."""
+
+    def __init__(self, frame):
+        self.frame = frame
+        self.remaining = frame.size
+        self.incoming = None  # the file being written, if the frame is good
+        self.error = None  # why not
+
+    def fail(self, error):
+        self.error = error
+        self.abandon()
+
+    def abandon(self):
+        if self.incoming is not None:
+            self.incoming.abort()
+            self.incoming = None
+
+    def store(self, realm, peer):
+        """Make the file durable, then store its message; fires once stored."""
+        if self.error is not None:
+            return defer.fail(self.error)
+        incoming = self.incoming
+        message = self.frame.message(peer, realm.name, incoming.id)
+
+        def stored(delivery):
+            if delivery.duplicate:
+                incoming.abort()  # the copy received the first time stays
+            return delivery
+
+        def failed(failure):
+            incoming.abort()
+            if failure.check(OSError):
+                # "Not now": the sender keeps the file and sends it again.
+                return Failure(errors.StorageFull(
+                    f"cannot store the file: {failure.value.strerror or failure.value}"
+                ))
+            return failure
+
+        d = incoming.finish()
+        d.addCallback(lambda _: realm.receive(peer, message))
+        return d.addCallbacks(stored, failed)

@@ -285,6 +285,28 @@ def _to_local_group(db, realm, message):
     return message, realms
 
 
+def _group_file_readers(db, message):
+    """A file sent to a local group is for the members of now, not of later."""
+    db.execute(
+        "INSERT OR IGNORE INTO file_readers (file_id, reader)"
+        " SELECT ?, member FROM members WHERE group_name = ?",
+        (message.file.id, message.recipient.name),
+    )
+
+
+def _remote_group_file_readers(db, realm, message):
+    """
+    A file to another realm's group, stored here: for this realm's members
+    of it (as its home announced) of now.
+    """
+    group = message.recipient
+    db.execute(
+        "INSERT OR IGNORE INTO file_readers (file_id, reader)"
+        " SELECT ?, member || '@' || ? FROM remote_members WHERE group_key = ?",
+        (message.file.id, realm, str(group).lower()),
+    )
+
+
 def add_private_message(db, cache, realm, message):
     sender = message.sender  # always local: the message was minted here
     if message.recipient.realm == realm:
@@ -310,12 +332,7 @@ def add_group_message(db, cache, realm, message):
     if message.recipient.realm == realm:
         message, outbox = _to_local_group(db, realm, message)
         if message.file is not None:
-            # A file is for the members of now, not of later.
-            db.execute(
-                "INSERT OR IGNORE INTO file_readers (file_id, reader)"
-                " SELECT ?, member FROM members WHERE group_name = ?",
-                (message.file.id, message.recipient.name),
-            )
+            _group_file_readers(db, message)
     else:
         # A post to another realm's group: its local copy, and one for the
         # home realm, which checks membership again and forwards it.
@@ -323,6 +340,8 @@ def add_group_message(db, cache, realm, message):
         if group != message.recipient:
             message = attrs.evolve(message, recipient=group)
         outbox = frozenset((group.realm,))
+        if message.file is not None:
+            _remote_group_file_readers(db, realm, message)
     return insert_message(
         db, cache, realm, message, (group_mailbox(message.recipient),), outbox, NOBODY
     )
@@ -347,8 +366,12 @@ def receive_message(db, cache, realm, origin, message):
         if message.recipient.realm == realm:
             message, outbox = _to_local_group(db, realm, message)
             outbox = outbox - {origin}  # never queued back to the realm it came from
+            if message.file is not None:
+                _group_file_readers(db, message)
         else:
             outbox = NOWHERE
+            if message.file is not None:
+                _remote_group_file_readers(db, realm, message)
         local, mailboxes = NOBODY, (group_mailbox(message.recipient),)
     else:
         message = _to_local_user(db, cache, message)

@@ -121,7 +121,7 @@ class FileTests(unittest.TestCase):
             (sendfile(token, "heru", "big.bin", os.urandom(100_001)), "file_too_large"),
             (sendfile(token, "nobody", "a.txt", b"x"), "no_such_user"),
             (sendfile(token, "nogroup", "a.txt", b"x", "sendgroupfile"), "no_such_group"),
-            (sendfile(token, "team@2", "a.txt", b"x", "sendgroupfile"), "bad_request"),
+            (sendfile(token, "team@2", "a.txt", b"x", "sendgroupfile"), "not_a_member"),
             (sendfile("wrongtoken", "heru", "a.txt", b"x"), "invalid_session"),
             (b"sendfile - \r\n\r\nQUJD\r\n\r\n", "bad_request"),
         ]
@@ -193,13 +193,13 @@ class FileTests(unittest.TestCase):
         self.assertEqual(self.stored(), ([], []))
 
     @defer.inlineCallbacks
-    def test_files_to_other_realms_wait_for_realm_links(self):
-        for data in (sendfile(self.alice_token, "bob@2", "a.txt", b"x"),
-                     sendfile(self.alice_token, "heru", ".", b"x")):
-            self.alice.raw(data)
-        refused = yield self.replies(self.alice, 2)
-        self.assertEqual([r["code"] for r in refused], ["bad_request", "bad_filename"])
-        self.assertEqual(self.stored(), ([], []))
+    def test_a_file_to_another_realm_is_queued_for_it(self):
+        self.alice.raw(sendfile(self.alice_token, "bob@2", "a.txt", b"x"))
+        (sent,) = yield self.replies(self.alice, 1)
+        self.assertEqual(sent["message"], "Message Sent")
+        self.assertEqual(self.alice.ask("listrealms")["realms"][0]["pending"], 1)
+        (entry,) = self.alice.ask("inbox -")["messages"]
+        self.assertEqual((entry["msg_to"], entry["file"], entry["size"]), ("bob@2", "a.txt", 1))
 
     @defer.inlineCallbacks
     def test_a_group_file_is_for_the_members_of_when_it_was_sent(self):

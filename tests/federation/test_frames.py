@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from multirealm import errors
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FrameError, MessageFrame
+from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame, parse_frame
 from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, Message
 from multirealm.names import Address
 
@@ -53,6 +53,23 @@ class MessageFrameTests(unittest.TestCase):
         line = MessageFrame.of(left, "2", "1").to_line()
         self.assertEqual(line, f"@id={'d' * 32};ts={ts} leavegrouprealm heru team")
         self.assertEqual(MessageFrame.from_line(line).message("2", "1"), left)
+
+    def test_a_file_frame_counts_its_bytes_and_ends_with_the_name(self):
+        ts = "2026-11-25T21:32:15.449+00:00"
+        line = f"@id={'e' * 32};ts={ts} sendgroupfilerealm alice team@1 1234 my photo.jpg"
+        frame = parse_frame(line)
+        self.assertIsInstance(frame, FileFrame)
+        self.assertEqual((frame.size, frame.name, frame.kind), (1234, "my photo.jpg", GROUP))
+        self.assertEqual(frame.to_line(), line)
+        message = frame.message("2", "3", "f" * 32)
+        self.assertEqual((message.sender, message.recipient), (Address("alice", "2"),
+                                                               Address("team", "1")))
+        self.assertEqual(message.file.id, "f" * 32)
+        for bad in [f"@id=a;ts={ts} sendfilerealm alice heru -5 x",
+                    f"@id=a;ts={ts} sendfilerealm alice heru 12",
+                    f"@id=a;ts={ts} sendfilerealm alice heru 99999999999999999999 x"]:
+            self.assertRaises(FrameError, parse_frame, bad)
+        self.assertIsInstance(parse_frame(f"@id=a;ts={ts} sendrealm a b c"), MessageFrame)
 
     def test_not_frames(self):
         for line in ["sendrealm alice heru hi", "@id=x;ts=t sendrealm alice heru",
