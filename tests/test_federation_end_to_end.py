@@ -117,6 +117,10 @@ class LocalNetworkTests(FederationTestCase):
                 sorted(m["msg"] for m in got),
                 sorted(f"hi from {o}" for o in self.NAMES if o != name),
             )
+        # Each realm lists the others' users as they announced them.
+        self.assertEqual(
+            wait_for("realm 3's users", lambda: clients["1"].ask("listusers 3")["users"]), ["cy"]
+        )
         # A group of realm 1 with a member on each realm.
         alice, heru, cy = clients["1"], clients["2"], clients["3"]
         self.assertEqual(alice.ask("creategroup - team heru@2 cy@3")["status"], "OK")

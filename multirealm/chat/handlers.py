@@ -136,7 +136,7 @@ class Handlers:
 
     def command_listusers(self, realm, after):
         self.realm.check_listed_realm(realm)
-        return self.realm.list_users(after).addCallback(
+        return self.realm.list_users(after, realm).addCallback(
             lambda page: ok(users=page[0], more=page[1])
         )
 
@@ -226,7 +226,7 @@ class Handlers:
         return Streamed(head, base64_file(opened), b'"}' + wire.REPLY_END)
 
     def command_listgroups(self, realm, after):
-        self.realm.check_listed_realm(realm)
+        self.realm.check_listed_realm(realm, "groups")
         return self.realm.list_groups(after).addCallback(
             lambda page: ok(groups=page[0], more=page[1])
         )

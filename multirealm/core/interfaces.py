@@ -55,6 +55,21 @@ class IStore(Interface):
         most C{limit} of them (-1: all).
         """
 
+    def list_remote_users(realm, after="", limit=-1):
+        """As L{list_users}, for the users peer C{realm} announced."""
+
+    def users_to_announce(peer, limit):
+        """
+        [(cursor, name)] of up to C{limit} local users not yet
+        acknowledged by C{peer}, in the order they registered.
+        """
+
+    def users_announced(peer, up_to):
+        """C{peer} acknowledged every local user up to cursor C{up_to}."""
+
+    def receive_users(origin, names):
+        """Peer C{origin} announced its users C{names} (kept, once each)."""
+
     def create_session(token_hash, user, expires):
         """Record a session of C{user} valid until C{expires} (epoch s)."""
 

@@ -141,6 +141,7 @@ class Realm:
         self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
         self._linked = set()  # peers with an authenticated link out
         self._link_errors = {}  # peer -> (when, what) went wrong last
+        self._registration_listeners = []
         self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
@@ -161,6 +162,8 @@ class Realm:
         )
         await self._store.create_user(name, password_hash, format_timestamp(self._now()))
         log.info("registered {user} on realm {realm}", user=name, realm=self.name)
+        for listener in self._registration_listeners:
+            listener()
 
     @_deferred
     async def login(self, name, password, peer=None):
@@ -199,12 +202,15 @@ class Realm:
         """Forget every expired session, here and in the store."""
         return self.sessions.purge_expired()
 
-    def list_users(self, after=None):
+    def list_users(self, after=None, realm=None):
         """
-        A page of this realm's user names, sorted, after C{after}: fires
-        with (names, more), at most C{list_limit} names.
+        A page of this realm's user names (or of peer C{realm}'s, as it
+        announced them), sorted, after C{after}: fires with (names, more),
+        at most C{list_limit} names.
         """
-        return self._page(self._store.list_users, after)
+        if realm is None or realm == self.name:
+            return self._page(self._store.list_users, after)
+        return self._page(functools.partial(self._store.list_remote_users, realm), after)
 
     def _page(self, lister, after):
         limit = self.limits.list_limit
@@ -214,20 +220,42 @@ class Realm:
 
         return lister(after or "", limit + 1).addCallback(cut)
 
-    def check_listed_realm(self, realm):
+    def check_listed_realm(self, realm, what="users"):
         """
-        A realm named in C{listusers} / C{listgroups}: this one, or
-        L{errors.NoSuchRealm}, or L{errors.BadRequest} for a peer (its
-        lists come over the realm link, not built yet).
+        A realm named in C{listusers} / C{listgroups}: this one or a peer
+        (for users only: peers announce their users, not their groups);
+        L{errors.NoSuchRealm} or L{errors.BadRequest} otherwise.
         """
         if realm is None or realm == self.name:
             return
         check_name(realm, "realm name")
         if realm not in self.peers:
             raise errors.NoSuchRealm(f"realm {realm!r} is not linked to this realm")
-        raise errors.BadRequest(
-            f"the lists of realm {realm} come over the realm link, which is not built yet"
-        )
+        if what != "users":
+            raise errors.BadRequest(
+                f"realms announce their users, not their {what}: connect to realm {realm}"
+            )
+
+    def on_registration(self, listener):
+        """Call C{listener()} after each new user is stored (peers announce them)."""
+        self._registration_listeners.append(listener)
+
+    def users_to_announce(self, peer, limit):
+        return self._store.users_to_announce(peer, limit)
+
+    def users_announced(self, peer, up_to):
+        return self._store.users_announced(peer, up_to)
+
+    def receive_users(self, origin, names):
+        """Peer C{origin} announced users C{names}: kept for C{listusers origin}."""
+        try:
+            if origin not in self.peers:
+                raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
+            for name in names:
+                check_name(name, "username")
+        except errors.ChatError:
+            return defer.fail()
+        return self._store.receive_users(origin, names)
 
     # -- addresses ----------------------------------------------------------
 

@@ -165,12 +165,42 @@ class FileFrame:
         return attrs.evolve(text, file=FileRef(self.name, file_id, self.size))
 
 
+@attrs.frozen
+class UsersFrame:
+    """
+    C{announceusers}: users of the sending realm, for C{listusers <realm>}
+    at the receiver.  A realm announces its users in the order they
+    registered, a frame at a time; the id names how far this frame goes.
+
+        @id=users-<cursor>;ts=<timestamp> announceusers <name> <name> ...
+    """
+
+    VERB = "announceusers"
+
+    id: str
+    timestamp: str
+    names: tuple
+
+    @classmethod
+    def from_line(cls, line):
+        tags = _TAGS.match(line)
+        words = line[tags.end():].split(" ") if tags else []
+        if len(words) < 2 or words[0] != cls.VERB:
+            raise FrameError("expected: announceusers <name> ...")
+        return cls(tags.group(1), tags.group(2), tuple(words[1:]))
+
+    def to_line(self):
+        return f"@id={self.id};ts={self.timestamp} {self.VERB} {' '.join(self.names)}"
+
+
 def parse_frame(line):
-    """The L{MessageFrame} or L{FileFrame} of C{line}; L{FrameError} if neither."""
+    """The L{MessageFrame}, L{FileFrame} or L{UsersFrame} of C{line}; L{FrameError} if none."""
     tags = _TAGS.match(line)
     verb = line[tags.end():].split(" ", 1)[0] if tags else ""
     if verb in FileFrame.VERBS:
         return FileFrame.from_line(line)
+    if verb == UsersFrame.VERB:
+        return UsersFrame.from_line(line)
     return MessageFrame.from_line(line)
 
 

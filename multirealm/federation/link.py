@@ -26,10 +26,14 @@ from zope.interface import implementer
 
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame
+from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame, UsersFrame
+from multirealm.model import format_timestamp
 from multirealm.framing import RequestLineReceiver
 
 log = Logger()
+
+# The id of an announceusers frame: this prefix, then its cursor.
+USERS_ID = "users-"
 
 # Refusals that say "not now", not "never": the message is sent again.
 TRANSIENT = frozenset({"unavailable", "storage_full", "rate_limited"})
@@ -51,8 +55,10 @@ class PeerQueue:
         self.window = window
         self.link = None
         self._sent_up_to = 0  # the last outbox seq sent on this link
-        self._in_flight = {}  # message id -> outbox seq
+        self._in_flight = {}  # message id -> (outbox seq, message)
         self._reading = False
+        self._users_in_flight = False  # an announceusers frame is unanswered
+        realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
 
@@ -65,12 +71,15 @@ class PeerQueue:
     def attach(self, link):
         """A link authenticated: send everything not yet answered, from the start."""
         self.link, self._sent_up_to, self._in_flight = link, 0, {}
+        self._users_in_flight = False
         self.realm.set_linked(self.peer, True)
         self.wake()
+        self.users_changed()
 
     def detach(self, link):
         if self.link is link:
             self.link, self._in_flight = None, {}
+            self._users_in_flight = False
             self.realm.set_linked(self.peer, False)
 
     def wake(self):
@@ -120,7 +129,53 @@ class PeerQueue:
         self._reading = False
         log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
 
+    # -- this realm's users, announced to the peer -------------------------------
+
+    USERS_AT_ONCE = 500
+
+    def users_changed(self):
+        """A user registered (or a link came up): announce what the peer lacks."""
+        if self.link is None or self._users_in_flight:
+            return
+        self._users_in_flight = True
+        link = self.link
+        d = self.realm.users_to_announce(self.peer, self.USERS_AT_ONCE)
+        d.addCallback(self._send_users, link)
+        d.addErrback(self._users_failed)
+
+    def _send_users(self, rows, link):
+        if link is not self.link or not rows:
+            self._users_in_flight = False
+            return
+        room = link.factory.max_line_bytes - 128  # the tags and the verb
+        names, cursor = [], None
+        for cursor_here, name in rows:
+            room -= len(name) + 1
+            if names and room < 0:
+                break
+            names.append(name)
+            cursor = cursor_here
+        stamp = format_timestamp(self.realm.clock.seconds())
+        link.send(UsersFrame(f"{USERS_ID}{cursor}", stamp, tuple(names)).to_line())
+
+    def _users_acked(self, ack):
+        self._users_in_flight = False
+        if ack.code is not None:
+            self.realm.set_link_error(self.peer, f"refused the user list: {ack.code}")
+            return
+        d = self.realm.users_announced(self.peer, int(ack.id[len(USERS_ID):]))
+        d.addCallback(lambda _: self.users_changed())
+        d.addErrback(self._users_failed)
+
+    def _users_failed(self, failure):
+        self._users_in_flight = False
+        self._failed(failure)
+
     def acked(self, ack):
+        if ack.id.startswith(USERS_ID):
+            if ack.id[len(USERS_ID):].isdigit() and self._users_in_flight:
+                self._users_acked(ack)
+            return
         sent = self._in_flight.pop(ack.id, None)
         if sent is None:
             return  # an answer to a frame of an earlier link, or a stray

@@ -20,7 +20,7 @@ from twisted.protocols.policies import TimeoutMixin
 from multirealm import errors, wire
 from multirealm.federation import handshake
 from multirealm.core.realm import check_filename
-from multirealm.federation.frames import Ack, FileFrame, FrameError, parse_frame
+from multirealm.federation.frames import Ack, FileFrame, FrameError, UsersFrame, parse_frame
 from multirealm.framing import RequestLineReceiver
 
 log = Logger()
@@ -114,6 +114,13 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             return self._write(Ack("", "bad_request", str(e)).to_line())
         if isinstance(frame, FileFrame):
             return self._file_frame(frame)
+        if isinstance(frame, UsersFrame):
+            d = self.realm.receive_users(self.peer, frame.names)
+            d.addCallbacks(
+                lambda _: self._write(Ack(frame.id).to_line()),
+                lambda failure: self._write(self._refusal(frame.id, failure).to_line()),
+            )
+            return
         d = defer.maybeDeferred(
             lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
         )

@@ -56,6 +56,46 @@ def list_users(db, after, limit):
     ]
 
 
+def list_remote_users(db, realm, after, limit):
+    """The users of peer C{realm} as it announced them: as L{list_users}."""
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM remote_users WHERE realm = ? AND name > ? ORDER BY name LIMIT ?",
+            (realm, after, limit),
+        )
+    ]
+
+
+def users_to_announce(db, peer, limit):
+    """
+    (rowid, name) of up to C{limit} users C{peer} has not acknowledged
+    yet, in the order they registered.
+    """
+    row = db.execute("SELECT up_to FROM announced_users WHERE realm = ?", (peer,)).fetchone()
+    return db.execute(
+        "SELECT rowid, name FROM users WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (row[0] if row else 0, limit),
+    ).fetchall()
+
+
+def users_announced(db, peer, up_to):
+    """C{peer} acknowledged every user up to rowid C{up_to}."""
+    db.execute(
+        "INSERT INTO announced_users (realm, up_to) VALUES (?, ?)"
+        " ON CONFLICT (realm) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+        (peer, up_to),
+    )
+
+
+def receive_users(db, origin, names):
+    """Peer C{origin} announced its users C{names}."""
+    db.executemany(
+        "INSERT OR IGNORE INTO remote_users (realm, name) VALUES (?, ?)",
+        [(origin, name) for name in names],
+    )
+
+
 def list_groups(db, after, limit):
     return [
         row[0]

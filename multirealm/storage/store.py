@@ -301,6 +301,18 @@ class SQLiteStore:
     def list_users(self, after="", limit=-1):
         return self.submit(queries.list_users, after, limit, writes=False)
 
+    def list_remote_users(self, realm, after="", limit=-1):
+        return self.submit(queries.list_remote_users, realm, after, limit, writes=False)
+
+    def users_to_announce(self, peer, limit):
+        return self.submit(queries.users_to_announce, peer, limit, writes=False)
+
+    def users_announced(self, peer, up_to):
+        return self.submit(queries.users_announced, peer, up_to)
+
+    def receive_users(self, origin, names):
+        return self.submit(queries.receive_users, origin, tuple(names))
+
     def create_session(self, token_hash, user, expires):
         return self.submit(queries.create_session, token_hash, user, expires)
 

@@ -358,7 +358,7 @@ class OrderTests(unittest.TestCase):
         realm = make_realm(self)
         client = Client(realm)
         gate = defer.Deferred()
-        realm.list_users = lambda after: gate
+        realm.list_users = lambda after, realm=None: gate
         client.send("listusers", "help", "listgroups")
         self.assertEqual(client.replies(), [])
         gate.callback((["zed"], False))
@@ -423,7 +423,7 @@ class HalfCloseTests(unittest.TestCase):
         realm = make_realm(self)
         client = Client(realm)
         gate = defer.Deferred()
-        realm.list_users = lambda after: gate
+        realm.list_users = lambda after, realm=None: gate
         hashing = defer.Deferred()  # a register whose password is hashing
         realm.register = lambda username, password, peer: hashing
         client.send("register zed pw", "listusers", "help")
@@ -461,7 +461,7 @@ class InternalErrorTests(unittest.TestCase):
         realm = make_realm(self)
         client = Client(realm)
         realm.list_groups = lambda after: 1 / 0
-        realm.list_users = lambda after: defer.fail(ZeroDivisionError())
+        realm.list_users = lambda after, realm=None: defer.fail(ZeroDivisionError())
         client.send("listgroups", "listusers", "help")
         self.assertEqual(codes(client.replies()), ["internal", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)

@@ -13,3 +13,16 @@ CREATE TABLE remote_members (
     member TEXT NOT NULL,          -- a local user, as registered
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
+-- The users of other realms, as each announced them (listusers <realm>).
+CREATE TABLE remote_users (
+    realm TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (realm, name)
+) WITHOUT ROWID;
+-- How far each peer has acknowledged this realm's user list: users are
+-- never deleted, so the users' rowid is a cursor, and a realm added to the
+-- network later still learns every user.
+CREATE TABLE announced_users (
+    realm TEXT PRIMARY KEY,
+    up_to INTEGER NOT NULL
+);
