@@ -211,6 +211,9 @@ def _read_realm(path, parser, section_name, name, folder, all_names):
     )
     if realm.tls_port is not None and not (realm.tls_cert and realm.tls_key):
         raise s.error("tls_port", "needs tls_cert and tls_key too")
+    if bool(realm.tls_cert) != bool(realm.tls_key):
+        raise s.error("tls_cert" if realm.tls_key else "tls_key",
+                      "tls_cert and tls_key go together")
     return realm
 
 

@@ -7,12 +7,13 @@ import os
 import time
 
 from twisted.application import strports
-from twisted.application.internet import TCPClient, TimerService
+from twisted.application.internet import SSLClient, TCPClient, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from multirealm import tls
 from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
@@ -64,16 +65,28 @@ def listening_service(description, factory, reactor):
     return service
 
 
-class LinkService(TCPClient):
-    """Keeps this realm's link to one peer up while the realm runs."""
+class _StopsTrying:
+    """A link's client service: its factory stops reconnecting when it stops."""
+
+    def stopService(self):
+        self.factory.stopTrying()  # or it reconnects after the realm stopped
+        return super().stopService()
+
+
+class LinkService(_StopsTrying, TCPClient):
+    """Keeps this realm's link to one peer up while the realm runs (TCP)."""
 
     def __init__(self, host, port, factory, reactor):
         TCPClient.__init__(self, host, port, factory, reactor=reactor)
         self.factory = factory
 
-    def stopService(self):
-        self.factory.stopTrying()  # or it reconnects after the realm stopped
-        return TCPClient.stopService(self)
+
+class TLSLinkService(_StopsTrying, SSLClient):
+    """As L{LinkService}, to a peer whose realm port is TLS."""
+
+    def __init__(self, host, port, factory, options, reactor):
+        SSLClient.__init__(self, host, port, factory, options, reactor=reactor)
+        self.factory = factory
 
 
 class RealmCoreService(Service):
@@ -124,6 +137,7 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
         from twisted.internet import reactor
     clock = clock or reactor
     realm_config = config.realm(realm_name)
+    tls.check_files(realm_config)
     store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
     hasher = hasher or PasswordHasher(
         reactor, max_waiting_per_peer=config.limits.hashes_per_address
@@ -142,13 +156,20 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     purge.clock = clock
     purge.setName("session-purge")
     purge.setServiceParent(top)
+    chat_factory = ChatFactory(realm, config.limits, clock)
     chat = listening_service(
-        tcp_description(realm_config.host, realm_config.chat_port),
-        ChatFactory(realm, config.limits, clock),
-        reactor,
+        tcp_description(realm_config.host, realm_config.chat_port), chat_factory, reactor
     )
     chat.setName("chat")
     chat.setServiceParent(top)
+    if realm_config.tls_port is not None:
+        # The same chat, over TLS (one factory: per-address limits count both).
+        chat_tls = listening_service(
+            tls.listen_description(realm_config.host, realm_config.tls_port, realm_config),
+            chat_factory, reactor,
+        )
+        chat_tls.setName("chat-tls")
+        chat_tls.setServiceParent(top)
     http = listening_service(
         tcp_description(realm_config.host, realm_config.http_port),
         make_site(realm, config.limits.max_file_bytes, config.limits.idle_timeout),
@@ -156,9 +177,15 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     )
     http.setName("http")
     http.setServiceParent(top)
-    # The receiving end of peers' links (the sending end is not built yet).
+    # The receiving end of peers' links: over TLS when the realm has a certificate.
+    if realm_config.tls_cert is not None:
+        realm_port = tls.listen_description(
+            realm_config.host, realm_config.realm_port, realm_config
+        )
+    else:
+        realm_port = tcp_description(realm_config.host, realm_config.realm_port)
     links = listening_service(
-        tcp_description(realm_config.host, realm_config.realm_port),
+        realm_port,
         RealmServerFactory(realm, config.link_secret, config.limits.max_line_bytes, clock),
         reactor,
     )
@@ -172,7 +199,13 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
             realm, peer, config.link_secret(realm_name, peer), queue,
             config.limits.max_line_bytes, clock if clock is not reactor else None,
         )
-        link = LinkService(peer_config.host, peer_config.realm_port, factory, reactor=reactor)
+        if peer_config.tls_cert is not None:
+            link = TLSLinkService(
+                peer_config.host, peer_config.realm_port, factory,
+                tls.client_options(realm_config, peer_config), reactor=reactor,
+            )
+        else:
+            link = LinkService(peer_config.host, peer_config.realm_port, factory, reactor=reactor)
         link.setName(f"link-{peer}")
         link.setServiceParent(top)
     return top
