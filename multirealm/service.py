@@ -184,11 +184,8 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
         )
     else:
         realm_port = tcp_description(realm_config.host, realm_config.realm_port)
-    links = listening_service(
-        realm_port,
-        RealmServerFactory(realm, config.link_secret, config.limits.max_line_bytes, clock),
-        reactor,
-    )
+    server = RealmServerFactory(realm, config.link_secret, config.limits.max_line_bytes, clock)
+    links = listening_service(realm_port, server, reactor)
     links.setName("realm-port")
     links.setServiceParent(top)
     for peer in realm_config.peers:
@@ -199,6 +196,10 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
             realm, peer, config.link_secret(realm_name, peer), queue,
             config.limits.max_line_bytes, clock if clock is not reactor else None,
         )
+        # A peer that links to us is up: our link to it need not wait out its backoff.
+        server.on_peer_seen(lambda seen, peer=peer, factory=factory: (
+            factory.peer_seen() if seen == peer else None
+        ))
         if peer_config.tls_cert is not None:
             link = TLSLinkService(
                 peer_config.host, peer_config.realm_port, factory,

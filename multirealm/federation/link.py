@@ -58,6 +58,7 @@ class PeerQueue:
         self._in_flight = {}  # message id -> (outbox seq, message)
         self._reading = False
         self._users_in_flight = False  # an announceusers frame is unanswered
+        self._waiting_answer = None  # the call that closes a silent link
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
@@ -80,6 +81,7 @@ class PeerQueue:
         if self.link is link:
             self.link, self._in_flight = None, {}
             self._users_in_flight = False
+            self._watch()  # stops waiting
             self.realm.set_linked(self.peer, False)
 
     def wake(self):
@@ -115,6 +117,7 @@ class PeerQueue:
                 self._in_flight[message.id] = (seq, message)
                 link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
         if batch:
+            self._watch()
             self.wake()
 
     def _open_file(self, file):
@@ -171,6 +174,31 @@ class PeerQueue:
         self._users_in_flight = False
         self._failed(failure)
 
+    # -- a peer that stops answering ---------------------------------------------
+
+    # With frames in flight, an answer must come this often, or the link is
+    # closed and everything unanswered goes again on the next one.
+    ANSWER_SECONDS = 60.0
+
+    def _watch(self):
+        """(Re)start the wait for an answer while frames are in flight."""
+        if self._waiting_answer is not None and self._waiting_answer.active():
+            self._waiting_answer.cancel()
+        self._waiting_answer = None
+        if self.link is not None and self._in_flight:
+            self._waiting_answer = self.realm.clock.callLater(
+                self.ANSWER_SECONDS, self._no_answer
+            )
+
+    def _no_answer(self):
+        self._waiting_answer = None
+        if self.link is None or not self._in_flight:
+            return
+        if self.link.streaming:
+            self._watch()  # a file still going out: the answer comes after it
+            return
+        self.link.close(f"no answer for {self.ANSWER_SECONDS:.0f} s: the link is closed")
+
     def acked(self, ack):
         if ack.id.startswith(USERS_ID):
             if ack.id[len(USERS_ID):].isdigit() and self._users_in_flight:
@@ -192,6 +220,7 @@ class PeerQueue:
             # retried, never in the way of the ones behind it.
             done = self.realm.delivery_failed(self.peer, seq, message, ack.code, ack.message)
         done.addErrback(self._failed)
+        self._watch()
         self.wake()
 
     def link_failed(self, why):
@@ -205,7 +234,7 @@ class RealmLink(RequestLineReceiver):
     closed_on_purpose = False
 
     def connectionMade(self):
-        self._streaming = False  # a file is being written: other frames wait
+        self.streaming = False  # a file is being written: other frames wait
         self._waiting = deque()  # frames (bytes) and files after it
         factory = self.factory
         self.MAX_LENGTH = factory.max_line_bytes
@@ -215,7 +244,7 @@ class RealmLink(RequestLineReceiver):
 
     def send(self, line):
         data = line.encode("utf-8") + b"\r\n"
-        if self._streaming:
+        if self.streaming:
             self._waiting.append(data)  # after the file being sent
         else:
             self.transport.write(data)
@@ -226,17 +255,17 @@ class RealmLink(RequestLineReceiver):
         raw, read as the socket takes them: never whole in memory, and the
         frames after it wait their turn).  C{opened} is closed when sent.
         """
-        if self._streaming:
+        if self.streaming:
             self._waiting.append((line, opened))
             return
         self.transport.write(line.encode("utf-8") + b"\r\n")
-        self._streaming = True
+        self.streaming = True
         d = FileSender().beginFileTransfer(opened, self.transport)
         d.addBoth(self._file_sent, opened)
 
     def _file_sent(self, result, opened):
         opened.close()
-        self._streaming = False
+        self.streaming = False
         if isinstance(result, Failure):
             # The link went mid-file: every file still waiting is closed.
             for item in self._waiting:
@@ -244,7 +273,7 @@ class RealmLink(RequestLineReceiver):
                     item[1].close()
             self._waiting.clear()
             return
-        while self._waiting and not self._streaming:
+        while self._waiting and not self.streaming:
             item = self._waiting.popleft()
             if isinstance(item, bytes):
                 self.transport.write(item)
@@ -335,3 +364,16 @@ class LinkFactory(ReconnectingClientFactory):
     def clientConnectionFailed(self, connector, reason):
         self.queue.link_failed(f"cannot connect: {reason.getErrorMessage()}")
         ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
+
+    def peer_seen(self):
+        """
+        The peer just proved itself on its own link to this realm: it is
+        up.  If this realm's link to it is waiting out a backoff, connect
+        now rather than when the delay ends, so the backlog drains at once.
+        """
+        waiting = self._callID  # ReconnectingClientFactory's pending retry
+        if waiting is not None and waiting.active() and self.connector is not None:
+            waiting.cancel()
+            self._callID = None
+            self.resetDelay()
+            self.connector.connect()

@@ -101,6 +101,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.peer = self._hello.realm
         self.setTimeout(None)
         self._write(json.dumps({"status": "OK", "message": "linked"}))
+        self.factory.peer_seen(self.peer)
 
     def _secret(self):
         return self.factory.secret_for(self.realm.name, self._hello.realm)
@@ -219,6 +220,15 @@ class RealmServerFactory(Factory):
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
+        self._seen_listeners = []
+
+    def on_peer_seen(self, listener):
+        """Call C{listener(peer)} whenever a peer's link to this realm authenticates."""
+        self._seen_listeners.append(listener)
+
+    def peer_seen(self, peer):
+        for listener in self._seen_listeners:
+            listener(peer)
 
 
 class _IncomingFile:

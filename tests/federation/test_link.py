@@ -14,7 +14,7 @@ from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
 
 from multirealm.federation.link import LinkFactory, PeerQueue
-from multirealm.federation.server import RealmServerFactory
+from multirealm.federation.server import RealmProtocol, RealmServerFactory
 from tests.helpers import make_realm
 
 
@@ -28,8 +28,10 @@ class Recorder:
 
 
 class FakeConnector:
+    connects = 0
+
     def connect(self):
-        pass
+        self.connects += 1
 
     def stopConnecting(self):
         pass
@@ -178,6 +180,48 @@ class LinkTests(unittest.TestCase):
         self.links.stopTrying()
         self.assertIn("cannot connect", self.pending()["last_error"])
         self.assertIsNotNone(self.pending()["last_error_at"])
+
+    def test_a_peer_that_links_to_us_cuts_our_backoff_short(self):
+        connector = FakeConnector()
+        self.links.delay = self.links.maxDelay  # it has failed for a while
+        self.links.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.assertEqual(connector.connects, 0)
+        self.links.peer_seen()
+        self.assertEqual(connector.connects, 1)  # now, not when the delay ends
+        self.one.clock.advance(60)
+        self.assertEqual(connector.connects, 1)  # the old retry was cancelled
+        self.links.stopTrying()
+
+    def test_the_realm_port_tells_when_a_peer_proved_itself(self):
+        seen = []
+        server = RealmServerFactory(self.one, secret_for, 65536, self.one.clock)
+        server.on_peer_seen(seen.append)
+        back = LinkFactory(self.two, "1", "pair-secret", PeerQueue(self.two, "1"), 65536,
+                           self.two.clock)
+        client, _, pump = iosim.connectedServerAndClient(
+            lambda: server.buildProtocol(None), lambda: back.buildProtocol(None),
+        )
+        pump.flush()
+        self.assertEqual(seen, ["2"])
+
+    def test_a_peer_that_stops_answering_is_dropped_and_everything_goes_again(self):
+        client, pump = self.connect()
+        answering = RealmProtocol._message_frame
+        RealmProtocol._message_frame = lambda protocol, text: None  # swallowed
+        try:
+            self.send(2)
+            pump.flush()
+            self.one.clock.advance(PeerQueue.ANSWER_SECONDS - 1)
+            self.assertTrue(self.pending()["linked"])
+            self.one.clock.advance(2)
+            pump.flush()
+            self.assertFalse(self.pending()["linked"])
+            self.assertIn("no answer", self.pending()["last_error"])
+        finally:
+            RealmProtocol._message_frame = answering
+        client, pump = self.connect()
+        pump.flush()
+        self.assertEqual(self.delivered(), ["m0", "m1"])
 
     def test_a_wrong_secret_sends_nothing(self):
         self.send(1)
