@@ -32,6 +32,7 @@ from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, FileRef, Message
 from multirealm.names import Address
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
+_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class FrameError(ValueError):
@@ -212,8 +213,16 @@ class Ack:
     code: str | None = None  # None: stored (or already there)
     message: str = ""
 
+    # The common answer, read and written without json: an id is only
+    # [0-9A-Za-z_-], so these are the bytes json.dumps gives.
+    _OK_HEAD = '{"status": "OK", "id": "'
+
     @classmethod
     def from_line(cls, line):
+        if line.startswith(cls._OK_HEAD) and line.endswith('"}'):
+            frame_id = line[len(cls._OK_HEAD):-2]
+            if _ID.fullmatch(frame_id):
+                return cls(frame_id)
         try:
             reply = json.loads(line)
             if reply.get("status") == "OK":
@@ -226,6 +235,8 @@ class Ack:
 
     def to_line(self):
         if self.code is None:
+            if _ID.fullmatch(self.id):
+                return f'{self._OK_HEAD}{self.id}"}}'
             return json.dumps({"status": "OK", "id": self.id})
         return json.dumps(
             {"status": "ERROR", "id": self.id, "code": self.code, "message": self.message}

@@ -59,6 +59,8 @@ class PeerQueue:
         self._reading = False
         self._users_in_flight = False  # an announceusers frame is unanswered
         self._waiting_answer = None  # the call that closes a silent link
+        self._last_progress = 0.0  # when an answer last came or frames went out
+        self._answered = []  # outbox seqs answered OK, not yet forgotten
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
@@ -78,10 +80,13 @@ class PeerQueue:
         self.users_changed()
 
     def detach(self, link):
+        self.flush_acks()
         if self.link is link:
             self.link, self._in_flight = None, {}
             self._users_in_flight = False
-            self._watch()  # stops waiting
+            if self._waiting_answer is not None and self._waiting_answer.active():
+                self._waiting_answer.cancel()
+            self._waiting_answer = None
             self.realm.set_linked(self.peer, False)
 
     def wake(self):
@@ -89,6 +94,8 @@ class PeerQueue:
         room = self.window - len(self._in_flight)
         if self.link is None or self._reading or room <= 0:
             return
+        if self._in_flight and room < min(self.BATCH, self.window // 2):
+            return  # read in batches: wait until half the window is free
         self._reading = True
         link = self.link
         d = self.realm.outbox_batch(self.peer, self._sent_up_to, min(self.BATCH, room))
@@ -99,9 +106,11 @@ class PeerQueue:
         self._reading = False
         if link is not self.link:
             return  # the link went while reading: the next one starts over
+        lines = []  # frames written together, in one write
         for seq, message in batch:
             self._sent_up_to = seq
             if message.file is not None:
+                lines = self._flush_lines(link, lines)  # in order, before the file
                 try:
                     opened = self._open_file(message.file)
                 except OSError as e:
@@ -115,10 +124,17 @@ class PeerQueue:
                 link.send_file(frame.to_line(), opened)
             else:
                 self._in_flight[message.id] = (seq, message)
-                link.send(MessageFrame.of(message, self.realm.name, self.peer).to_line())
+                lines.append(MessageFrame.of(message, self.realm.name, self.peer).to_line())
+        self._flush_lines(link, lines)
         if batch:
             self._watch()
             self.wake()
+
+    @staticmethod
+    def _flush_lines(link, lines):
+        if lines:
+            link.send("\r\n".join(lines))
+        return []
 
     def _open_file(self, file):
         """The stored bytes of L{FileRef} C{file}, open; OSError if gone or changed."""
@@ -181,11 +197,13 @@ class PeerQueue:
     ANSWER_SECONDS = 60.0
 
     def _watch(self):
-        """(Re)start the wait for an answer while frames are in flight."""
-        if self._waiting_answer is not None and self._waiting_answer.active():
-            self._waiting_answer.cancel()
-        self._waiting_answer = None
-        if self.link is not None and self._in_flight:
+        """
+        An answer came or frames went out: the wait for the next answer
+        starts now.  Called for every answer, so it only notes the time;
+        one timer, started when none runs, checks it when it fires.
+        """
+        self._last_progress = self.realm.clock.seconds()
+        if self._waiting_answer is None and self.link is not None and self._in_flight:
             self._waiting_answer = self.realm.clock.callLater(
                 self.ANSWER_SECONDS, self._no_answer
             )
@@ -194,8 +212,13 @@ class PeerQueue:
         self._waiting_answer = None
         if self.link is None or not self._in_flight:
             return
-        if self.link.streaming:
-            self._watch()  # a file still going out: the answer comes after it
+        silent = self.realm.clock.seconds() - self._last_progress
+        if silent < self.ANSWER_SECONDS or self.link.streaming:
+            # An answer came meanwhile, or a file is still going out (its
+            # answer comes after it): wait on.
+            self._waiting_answer = self.realm.clock.callLater(
+                max(self.ANSWER_SECONDS - silent, 1.0), self._no_answer
+            )
             return
         self.link.close(f"no answer for {self.ANSWER_SECONDS:.0f} s: the link is closed")
 
@@ -209,19 +232,29 @@ class PeerQueue:
             return  # an answer to a frame of an earlier link, or a stray
         seq, message = sent
         if ack.code is None:
-            done = self.realm.outbox_done(self.peer, [seq])
-        elif ack.code in TRANSIENT:
+            # Forgotten together with the others of the same read (flush_acks):
+            # one store operation for many answers.
+            self._answered.append(seq)
+            self._watch()
+            self.wake()
+            return
+        if ack.code in TRANSIENT:
             # The peer cannot store now: everything goes again, in order,
             # on the next link (after the backoff), nothing is dropped.
             self.link.close(f"{ack.code}: {ack.message[:200]}")
             return
-        else:
-            # Refused for good: back to its sender as a failure, never
-            # retried, never in the way of the ones behind it.
-            done = self.realm.delivery_failed(self.peer, seq, message, ack.code, ack.message)
+        # Refused for good: back to its sender as a failure, never retried,
+        # never in the way of the ones behind it.
+        done = self.realm.delivery_failed(self.peer, seq, message, ack.code, ack.message)
         done.addErrback(self._failed)
         self._watch()
         self.wake()
+
+    def flush_acks(self):
+        """Forget, in one store operation, the entries answered OK since the last call."""
+        if self._answered:
+            seqs, self._answered = self._answered, []
+            self.realm.outbox_done(self.peer, seqs).addErrback(self._failed)
 
     def link_failed(self, why):
         """A connection attempt or a link failed (listrealms shows the last)."""
@@ -282,6 +315,10 @@ class RealmLink(RequestLineReceiver):
 
     def lineTooLong(self):
         self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        RequestLineReceiver.dataReceived(self, data)
+        self.factory.queue.flush_acks()  # the answers of this read, forgotten at once
 
     def lineReceived(self, line):
         text = line.rstrip(b" \t\r").decode("utf-8", "replace")

@@ -2,6 +2,8 @@
 Realm-port frames and the link handshake, as pure parsing and checking.
 """
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
@@ -84,6 +86,14 @@ class MessageFrameTests(unittest.TestCase):
 
 
 class AckTests(unittest.TestCase):
+    @given(st.text(alphabet="abcXYZ019_-", min_size=1, max_size=64))
+    def test_the_quick_ok_is_exactly_what_json_writes_and_reads(self, frame_id):
+        line = json.dumps({"status": "OK", "id": frame_id})
+        self.assertEqual(Ack(frame_id).to_line(), line)
+        self.assertEqual(Ack.from_line(line), Ack(frame_id))
+        # Spacing json would accept still parses, through json.
+        self.assertEqual(Ack.from_line(line.replace(": ", ":")), Ack(frame_id))
+
     def test_round_trips(self):
         for ack in (Ack("a1"), Ack("a2", "no_such_user", "no user 'x'")):
             self.assertEqual(Ack.from_line(ack.to_line()), ack)
