@@ -1,23 +1,22 @@
 #!/usr/bin/env python3
 """
-Federation: two realms as two twistd processes, both pinned to CPU 0 (the
-core one realm gets in the other benchmarks), this script on CPU 1.
+Federation: two realms as two twistd processes, realm 1 pinned to CPU 0
+(the core one realm gets in the other benchmarks), realm 2 to CPU 1 with
+the load generator (--far-cpu 0 puts it on CPU 0 with realm 1 instead).
 
-  1. Throughput, side by side in the same run: COUNT private messages
-     pipelined over CONNECTIONS connections (IN_FLIGHT each), first to a
-     user of the same realm, then to a user of the other realm.  For the
-     remote run "delivered" is when the last one is stored at the far
-     end (read from its database), "acknowledged" when the last OK came.
+  1. Throughput, side by side in the same run: loadgen.py's pipelined load
+     (100 connections x 8 in flight, as run.py's pipelined:100:8) for
+     --seconds, first to users of realm 1 itself, then to the same names
+     on realm 2.  "Acknowledged" is the OKs per second the load got;
+     "delivered" the messages per second stored at realm 2 meanwhile (its
+     database sampled through the measured window): equal when the link
+     keeps up.
   2. Latency from send to stored at the far end, p50/p99: one message
      every 10 ms for a few seconds, the far database polled every 1 ms.
   3. Backlog: realm 2 stopped, BACKLOG messages queued for it, realm 2
      started: the time until all are stored there.
 
-With --far-cpu 1, realm 2 runs on the load generator's CPU instead: each
-realm then has a core of its own, as realms on two machines would (the
-load generator is mostly idle while the link drains).
-
-    /path/to/venv/bin/python benchmarks/federation.py [--count 50000] [--backlog 100000]
+    /path/to/venv/bin/python benchmarks/federation.py [--seconds 10] [--backlog 100000] [--far-cpu 1]
 """
 
 import argparse
@@ -35,8 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (processes, ports, pinning)
 
 REPLY_END = b"\r\n\r\n"
-CONNECTIONS = 20
+CONNECTIONS = 20  # the backlog's senders
 IN_FLIGHT = 50
+LOAD_CONNECTIONS = 100  # the throughput load: run.py's pipelined:100:8
+LOAD_IN_FLIGHT = 8
 
 
 def write_ini(folder):
@@ -52,6 +53,7 @@ def write_ini(folder):
             "[network]\nsecret = benchmark\n"
             f"rate_limit_burst = {run.RATE_LIMIT}\nrate_limit_per_second = {run.RATE_LIMIT}\n"
             f"registration_burst = {run.RATE_LIMIT}\nconnections_per_address = 100000\n"
+            "hashes_per_address = 1024\n"
             + realms
         )
     return path, {"1": ports[0], "2": ports[3]}
@@ -127,6 +129,52 @@ def pipelined(port, token, to, count):
     for c in conns:
         c.sock.close()
     return started, elapsed, errors[0], per * CONNECTIONS
+
+
+def throughput(folder, ports, pid, far_db, opts):
+    """
+    The loadgen's pipelined load (CONNECTIONS x IN_FLIGHT, run.py's
+    shape) for opts.seconds: first to users of realm 1 itself, then to the
+    same names on realm 2.  Acknowledged msgs/s from the loadgen; delivered
+    msgs/s from realm 2's database, sampled through the measured window.
+    """
+    tokens = os.path.join(folder, "tokens.json")
+    users = str(LOAD_CONNECTIONS + 1)
+    run.run_loadgen(["login", "--port", str(ports["1"]), "--users", users, "--out", tokens],
+                    pid, 600)
+    run.run_loadgen(["login", "--port", str(ports["2"]), "--users", users, "--out",
+                     os.path.join(folder, "far-tokens.json")], pid, 600)
+    bench = ["bench", "--port", str(ports["1"]), "--tokens", tokens,
+             "-n", str(LOAD_CONNECTIONS), "-k", str(LOAD_IN_FLIGHT),
+             "--duration", str(opts.seconds), "--warmup", "1"]
+    local, _, _ = run.run_loadgen(bench, pid, 600)
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append((time.monotonic(), stored_from(far_db)))
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample)
+    started = time.monotonic()
+    sampler.start()
+    remote, _, _ = run.run_loadgen(bench + ["--to-realm", "2"], pid, 600)
+    stop.set()
+    sampler.join()
+    # The measured window: after the warm-up, for opts.seconds.
+    window = [(t, n) for t, n in samples if started + 1.5 <= t <= started + 1 + opts.seconds]
+    (t0, n0), (t1, n1) = window[0], window[-1]
+    local_rate = local["ok_per_s"]
+    delivered = (n1 - n0) / (t1 - t0)
+    return {
+        "load": f"{LOAD_CONNECTIONS} connections x {LOAD_IN_FLIGHT} in flight, {opts.seconds} s",
+        "single_realm_msgs_per_s": round(local_rate),
+        "cross_realm_acked_msgs_per_s": round(remote["ok_per_s"]),
+        "cross_realm_delivered_msgs_per_s": round(delivered),
+        "delivered_ratio_to_single_realm": round(delivered / local_rate, 2),
+        "errors": local["errors"] + remote["errors"],
+    }
 
 
 def stored_from(db_path, origin="1"):
@@ -211,12 +259,13 @@ def latency(port, token, db_path, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds of load")
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument(
-        "--far-cpu", default=run.SERVER_CPU,
-        help="the CPU of realm 2 (default: CPU 0, shared with realm 1; 1 shares the load's)",
+        "--far-cpu", default=run.LOADGEN_CPU,
+        help="the CPU of realm 2: 1 (default) gives each realm a core, as two machines"
+             " would (the load shares it); 0 puts both realms on one core",
     )
     opts = parser.parse_args(argv)
     atexit.register(run.kill_all)
@@ -232,17 +281,7 @@ def main(argv=None):
         wait_linked(alice)
         far_db = os.path.join(folder, "data2", "realm.sqlite3")
 
-        _, local_s, local_errors, total = pipelined(ports["1"], token, "bob", opts.count)
-        started, acked_s, remote_errors, total = pipelined(ports["1"], token, "heru@2", opts.count)
-        delivered_s = wait_stored(far_db, total) - started
-        figures = {
-            "messages": total,
-            "single_realm_msgs_per_s": round(total / local_s),
-            "cross_realm_acked_msgs_per_s": round(total / acked_s),
-            "cross_realm_delivered_msgs_per_s": round(total / delivered_s),
-            "delivered_ratio_to_single_realm": round(local_s / delivered_s, 2),
-            "errors": local_errors + remote_errors,
-        }
+        figures = throughput(folder, ports, one.pid, far_db, opts)
         print(json.dumps({"throughput": figures}), flush=True)
 
         print(json.dumps({"latency": latency(ports["1"], token, far_db, opts.latency_seconds)}),

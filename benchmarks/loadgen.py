@@ -226,7 +226,7 @@ def bench(args):
     requests = []
     for i in range(args.connections):
         user, token = tokens[i]
-        to = tokens[(i + 1) % len(tokens)][0]
+        to = tokens[(i + 1) % len(tokens)][0] + (f"@{args.to_realm}" if args.to_realm else "")
         requests.append(f"send {token} {to} {text}\r\n".encode())
 
     t_connect = perf()
@@ -424,6 +424,7 @@ def main(argv=None):
     p.add_argument("--tokens", help="JSON file from 'login'; without it, fake tokens (trivial server)")
     p.add_argument("--prefix", default="u")
     p.add_argument("--message-bytes", type=int, default=32)
+    p.add_argument("--to-realm", help="send to the same names on this realm (user@REALM)")
 
     args = parser.parse_args(argv)
     raise_nofile()

@@ -151,6 +151,8 @@ class Delivery(NamedTuple):
         the same transaction.
     @ivar duplicate: True if (origin, id) was stored before: nothing was
         written and nothing is announced.
+    @ivar seq: the message's place in this realm's arrival order (its
+        outbox entries are keyed by it); 0 for a duplicate.
     """
 
     message: Message
@@ -158,6 +160,7 @@ class Delivery(NamedTuple):
     local_users: frozenset = frozenset()
     queued_for: frozenset = frozenset()
     duplicate: bool = False
+    seq: int = 0
 
 
 class Deliveries(tuple):

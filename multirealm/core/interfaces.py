@@ -166,10 +166,12 @@ class IStore(Interface):
         L{errors.NoSuchFile} or L{errors.Forbidden} otherwise.
         """
 
-    def outbox_batch(peer, after_seq, limit):
+    def outbox_batch(peer, after_seq, limit, max_bytes=2**62):
         """
-        Up to C{limit} (seq, L{multirealm.model.Message}) waiting for realm
-        C{peer} after C{after_seq}, oldest first.
+        (entries, complete): up to C{limit} (seq, L{multirealm.model.Message})
+        waiting for realm C{peer} after C{after_seq}, oldest first, stopping
+        after the one whose text passes C{max_bytes} in all; C{complete} if
+        they are all there is.
         """
 
     def outbox_done(peer, seqs):

@@ -469,9 +469,9 @@ class Realm:
         else:
             self._linked.discard(peer)
 
-    def outbox_batch(self, peer, after_seq, limit):
+    def outbox_batch(self, peer, after_seq, limit, max_bytes=2**62):
         """Up to C{limit} (seq, L{Message}) waiting for C{peer}, oldest first."""
-        return self._store.outbox_batch(peer, after_seq, limit)
+        return self._store.outbox_batch(peer, after_seq, limit, max_bytes)
 
     def outbox_done(self, peer, seqs):
         """C{peer} answered the outbox entries C{seqs}: forget them."""

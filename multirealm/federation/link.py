@@ -32,6 +32,11 @@ from multirealm.framing import RequestLineReceiver
 
 log = Logger()
 
+def _held_bytes(message):
+    """About what an in-flight message holds in memory."""
+    return 256 + len(message.text)
+
+
 # The id of an announceusers frame: this prefix, then its cursor.
 USERS_ID = "users-"
 
@@ -45,18 +50,29 @@ class PeerQueue:
     The outbox of one peer, sent over whichever link is up.
 
     @param window: frames in flight at most.
+    @param window_bytes: bytes of text in flight at most (what they hold
+        in memory until answered); the frames of files count their line only,
+        the bytes of a file are read from disk as the socket takes them.
     """
 
-    BATCH = 128
+    # One read of the outbox: at most this many messages, and about this
+    # many bytes of text (the read stops after the message that passes it).
+    BATCH = 1024
+    BATCH_BYTES = 2 * 2**20
 
-    def __init__(self, realm, peer, window=256):
+    def __init__(self, realm, peer, window=4096, window_bytes=8 * 2**20):
         self.realm = realm
         self.peer = peer
         self.window = window
+        self.window_bytes = window_bytes
+        self._in_flight_bytes = 0  # what the frames in flight hold in memory
         self.link = None
         self._sent_up_to = 0  # the last outbox seq sent on this link
         self._in_flight = {}  # message id -> (outbox seq, message)
         self._reading = False
+        # The last outbox read reached its end: new messages are sent as
+        # they are announced, without reading the outbox again.
+        self._caught_up = False
         self._users_in_flight = False  # an announceusers frame is unanswered
         self._waiting_answer = None  # the call that closes a silent link
         self._last_progress = 0.0  # when an answer last came or frames went out
@@ -66,14 +82,25 @@ class PeerQueue:
     # -- the notifier -----------------------------------------------------------
 
     def message_committed(self, delivery):
-        if self.peer in delivery.queued_for:
-            self.wake()
+        if self.peer not in delivery.queued_for:
+            return
+        if (self._caught_up and self.link is not None and not self._reading
+                and delivery.seq > self._sent_up_to
+                and self._room() > 0):
+            # Everything before it was sent: send it from here, with no
+            # read of the outbox (the store reports commits in seq order).
+            self._send([(delivery.seq, delivery.message)], self.link)
+            return
+        self._caught_up = False  # the outbox has more than was sent: read it
+        self.wake()
 
     # -- the link -----------------------------------------------------------------
 
     def attach(self, link):
         """A link authenticated: send everything not yet answered, from the start."""
         self.link, self._sent_up_to, self._in_flight = link, 0, {}
+        self._in_flight_bytes = 0
+        self._caught_up = False
         self._users_in_flight = False
         self.realm.set_linked(self.peer, True)
         self.wake()
@@ -82,7 +109,7 @@ class PeerQueue:
     def detach(self, link):
         self.flush_acks()
         if self.link is link:
-            self.link, self._in_flight = None, {}
+            self.link, self._in_flight, self._in_flight_bytes = None, {}, 0
             self._users_in_flight = False
             if self._waiting_answer is not None and self._waiting_answer.active():
                 self._waiting_answer.cancel()
@@ -91,21 +118,39 @@ class PeerQueue:
 
     def wake(self):
         """Send what waits, while there is a link and room in the window."""
-        room = self.window - len(self._in_flight)
-        if self.link is None or self._reading or room <= 0:
+        room = self._room()
+        if self.link is None or self._reading or self._caught_up or room <= 0:
             return
         if self._in_flight and room < min(self.BATCH, self.window // 2):
             return  # read in batches: wait until half the window is free
         self._reading = True
         link = self.link
-        d = self.realm.outbox_batch(self.peer, self._sent_up_to, min(self.BATCH, room))
-        d.addCallback(self._send, link)
+        asked = min(self.BATCH, room)
+        d = self.realm.outbox_batch(self.peer, self._sent_up_to, asked, self.BATCH_BYTES)
+        d.addCallback(self._read, link)
         d.addErrback(self._failed)
 
-    def _send(self, batch, link):
+    def _track(self, seq, message):
+        self._in_flight[message.id] = (seq, message)
+        self._in_flight_bytes += _held_bytes(message)
+
+    def _room(self):
+        """How many more frames may go out now: the window counts frames and bytes."""
+        if self._in_flight_bytes >= self.window_bytes:
+            return 0
+        return self.window - len(self._in_flight)
+
+    def _read(self, result, link):
         self._reading = False
         if link is not self.link:
             return  # the link went while reading: the next one starts over
+        batch, complete = result
+        # The read found the end of the outbox: what commits next is sent
+        # as it is announced (message_committed).
+        self._caught_up = complete
+        self._send(batch, link)
+
+    def _send(self, batch, link):
         lines = []  # frames written together, in one write
         for seq, message in batch:
             self._sent_up_to = seq
@@ -119,16 +164,17 @@ class PeerQueue:
                         self.peer, seq, message, "no_such_file", f"the file is gone: {e}",
                     ).addErrback(self._failed)
                     continue
-                self._in_flight[message.id] = (seq, message)
+                self._track(seq, message)
                 frame = FileFrame.of(message, self.realm.name, self.peer)
                 link.send_file(frame.to_line(), opened)
             else:
-                self._in_flight[message.id] = (seq, message)
+                self._track(seq, message)
                 lines.append(MessageFrame.of(message, self.realm.name, self.peer).to_line())
         self._flush_lines(link, lines)
         if batch:
             self._watch()
-            self.wake()
+            if not self._caught_up:
+                self.wake()
 
     @staticmethod
     def _flush_lines(link, lines):
@@ -230,6 +276,7 @@ class PeerQueue:
         sent = self._in_flight.pop(ack.id, None)
         if sent is None:
             return  # an answer to a frame of an earlier link, or a stray
+        self._in_flight_bytes -= _held_bytes(sent[1])
         seq, message = sent
         if ack.code is None:
             # Forgotten together with the others of the same read (flush_acks):

@@ -293,7 +293,7 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
         db.executemany(
             "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
         )
-    return Delivery(message, origin, local_users, outbox_realms)
+    return Delivery(message, origin, local_users, outbox_realms, False, seq)
 
 
 def _to_local_user(db, cache, message):
@@ -636,17 +636,29 @@ def file_ids(db):
     return {row[0] for row in db.execute("SELECT file_id FROM messages WHERE file_id IS NOT NULL")}
 
 
-def outbox_batch(db, peer, after_seq, limit):
+def outbox_batch(db, peer, after_seq, limit, max_bytes=2**62):
     """
-    Up to C{limit} (seq, L{Message}) waiting for realm C{peer}, after
-    C{after_seq}, oldest first.
+    (entries, complete): up to C{limit} (seq, L{Message}) waiting for realm
+    C{peer}, after C{after_seq}, oldest first; the read stops after the
+    message whose text passes C{max_bytes} in all (rows are read one at a
+    time: a batch, not the outbox, is held).  C{complete}: nothing more waits.
     """
     rows = db.execute(
         "SELECT o.seq, " + _MESSAGE_COLUMNS + " FROM outbox o JOIN messages m ON m.seq = o.seq"
         " WHERE o.realm = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
-        (peer, after_seq, limit),
-    ).fetchall()
-    return [(row[0], _message(row, 1)) for row in rows]
+        (peer, after_seq, limit + 1),
+    )
+    entries = []
+    complete = True
+    for row in rows:
+        if len(entries) == limit or max_bytes < 0:
+            complete = False
+            break
+        message = _message(row, 1)
+        max_bytes -= len(message.text)
+        entries.append((row[0], message))
+    rows.close()
+    return entries, complete
 
 
 def outbox_done(db, peer, seqs):

@@ -379,8 +379,8 @@ class SQLiteStore:
     def file_for(self, file_id, reader):
         return self.submit(queries.file_for, self.realm, file_id, reader, writes=False)
 
-    def outbox_batch(self, peer, after_seq, limit):
-        return self.submit(queries.outbox_batch, peer, after_seq, limit, writes=False)
+    def outbox_batch(self, peer, after_seq, limit, max_bytes=2**62):
+        return self.submit(queries.outbox_batch, peer, after_seq, limit, max_bytes, writes=False)
 
     def outbox_done(self, peer, seqs):
         return self.submit(queries.outbox_done, peer, tuple(seqs))
