@@ -170,7 +170,7 @@ class IStore(Interface):
         """
         (entries, complete): up to C{limit} (seq, L{multirealm.model.Message})
         waiting for realm C{peer} after C{after_seq}, oldest first, stopping
-        after the one whose text passes C{max_bytes} in all; C{complete} if
+        after the one whose text reaches C{max_bytes} in all; C{complete} if
         they are all there is.
         """
 

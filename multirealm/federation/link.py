@@ -126,7 +126,10 @@ class PeerQueue:
         self._reading = True
         link = self.link
         asked = min(self.BATCH, room)
-        d = self.realm.outbox_batch(self.peer, self._sent_up_to, asked, self.BATCH_BYTES)
+        d = self.realm.outbox_batch(
+            self.peer, self._sent_up_to, asked,
+            min(self.BATCH_BYTES, self.window_bytes - self._in_flight_bytes),
+        )
         d.addCallback(self._read, link)
         d.addErrback(self._failed)
 

@@ -640,7 +640,7 @@ def outbox_batch(db, peer, after_seq, limit, max_bytes=2**62):
     """
     (entries, complete): up to C{limit} (seq, L{Message}) waiting for realm
     C{peer}, after C{after_seq}, oldest first; the read stops after the
-    message whose text passes C{max_bytes} in all (rows are read one at a
+    message whose text reaches C{max_bytes} in all (rows are read one at a
     time: a batch, not the outbox, is held).  C{complete}: nothing more waits.
     """
     rows = db.execute(
@@ -651,7 +651,7 @@ def outbox_batch(db, peer, after_seq, limit, max_bytes=2**62):
     entries = []
     complete = True
     for row in rows:
-        if len(entries) == limit or max_bytes < 0:
+        if len(entries) == limit or max_bytes <= 0:
             complete = False
             break
         message = _message(row, 1)

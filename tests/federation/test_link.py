@@ -223,6 +223,36 @@ class LinkTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(self.delivered(), ["m0", "m1"])
 
+    def test_once_caught_up_new_messages_go_without_reading_the_outbox(self):
+        client, pump = self.connect()
+        reads = []
+        real = self.one.outbox_batch
+        self.one.outbox_batch = lambda *args: reads.append(args) or real(*args)
+        self.queue.window = 100
+        self.send(10)
+        pump.flush()
+        self.assertEqual(self.delivered(), [f"m{i}" for i in range(10)])
+        self.assertEqual(reads, [])
+
+    def test_the_window_holds_a_bounded_number_of_bytes(self):
+        self.queue.window, self.queue.window_bytes = 100, 3000
+        for i in range(10):
+            self.successResultOf(
+                self.one.send("alice", self.one.address("heru@2"), f"{i}" * 1000)
+            )
+        most = []
+        track = self.queue._track
+
+        def tracked(seq, message):
+            track(seq, message)
+            most.append(len(self.queue._in_flight))
+
+        self.queue._track = tracked
+        client, pump = self.connect()
+        pump.flush()
+        self.assertEqual(len(self.delivered()), 10)
+        self.assertLessEqual(max(most), 3)  # not 10: its bytes bound the window
+
     def test_a_wrong_secret_sends_nothing(self):
         self.send(1)
         client, pump = self.connect(secret="guess")
