@@ -199,6 +199,15 @@ class InMemoryNetwork:
                     realm, peer, self.SECRET, queue, 65536, self.clock
                 )
 
+    @classmethod
+    def of_three_users(cls, testcase):
+        """Realms 1, 2 and 3 with alice, heru and cy, every link up."""
+        network = cls(testcase)
+        for name, user in (("1", "alice"), ("2", "heru"), ("3", "cy")):
+            testcase.successResultOf(network.realms[name].register(user, "pw"))
+        network.connect_all()
+        return network
+
     def connect(self, name, peer):
         """Open the link from realm C{name} to realm C{peer}."""
         from twisted.test import iosim

@@ -39,6 +39,26 @@ class FrameError(ValueError):
     """A line that is no frame of this protocol."""
 
 
+def _addressed(message, sender_realm, receiver_realm):
+    """The fields every message frame starts with: id, timestamp, kind, from, to."""
+    return (
+        message.id, message.timestamp, message.kind,
+        message.sender.relative_to(sender_realm),
+        message.recipient.relative_to(receiver_realm),
+    )
+
+
+def _tagged(line, words=0):
+    """
+    (id, timestamp, words) of a tagged frame: its words split on spaces,
+    into at most C{words} (the last one the rest of the line; 0: all).
+    """
+    tags = _TAGS.match(line)
+    if tags is None:
+        raise FrameError("a frame starts with @id=<id>;ts=<timestamp>")
+    return tags.group(1), tags.group(2), line[tags.end():].split(" ", words - 1)
+
+
 @attrs.frozen
 class MessageFrame:
     """C{sendrealm} / C{sendgrouprealm}: one message for the receiving realm."""
@@ -60,10 +80,7 @@ class MessageFrame:
 
     @classmethod
     def from_line(cls, line):
-        tags = _TAGS.match(line)
-        if tags is None:
-            raise FrameError("a message frame starts with @id=<id>;ts=<timestamp>")
-        words = line[tags.end():].split(" ", 3)
+        frame_id, timestamp, words = _tagged(line, 4)
         kind = cls.VERBS.get(words[0])
         if kind == LEFT and len(words) == 3:
             words.append("")  # leaving says no more than who and what
@@ -73,7 +90,7 @@ class MessageFrame:
                 " or leavegrouprealm <user> <group>"
             )
         verb, sender, recipient, text = words
-        return cls(tags.group(1), tags.group(2), kind, sender, recipient, text)
+        return cls(frame_id, timestamp, kind, sender, recipient, text)
 
     def to_line(self):
         line = (
@@ -85,12 +102,7 @@ class MessageFrame:
     @classmethod
     def of(cls, message, sender_realm, receiver_realm):
         """The frame that carries L{Message} C{message} from one realm to another."""
-        return cls(
-            message.id, message.timestamp, message.kind,
-            message.sender.relative_to(sender_realm),
-            message.recipient.relative_to(receiver_realm),
-            message.text,
-        )
+        return cls(*_addressed(message, sender_realm, receiver_realm), message.text)
 
     def message(self, sender_realm, receiver_realm):
         """
@@ -131,16 +143,13 @@ class FileFrame:
 
     @classmethod
     def from_line(cls, line):
-        tags = _TAGS.match(line)
-        if tags is None:
-            raise FrameError("a file frame starts with @id=<id>;ts=<timestamp>")
-        words = line[tags.end():].split(" ", 4)
+        frame_id, timestamp, words = _tagged(line, 5)
         if len(words) != 5 or words[0] not in cls.VERBS or not words[4]:
             raise FrameError("expected: sendfilerealm|sendgroupfilerealm <from> <to> <size> <name>")
         verb, sender, recipient, size, name = words
         if not size.isdigit() or len(size) > 19:
             raise FrameError("a file size is a number of bytes")
-        return cls(tags.group(1), tags.group(2), cls.VERBS[verb], sender, recipient, int(size), name)
+        return cls(frame_id, timestamp, cls.VERBS[verb], sender, recipient, int(size), name)
 
     def to_line(self):
         return (
@@ -151,12 +160,8 @@ class FileFrame:
     @classmethod
     def of(cls, message, sender_realm, receiver_realm):
         """The frame that carries file message C{message} (its L{FileRef} in C{file})."""
-        return cls(
-            message.id, message.timestamp, message.kind,
-            message.sender.relative_to(sender_realm),
-            message.recipient.relative_to(receiver_realm),
-            message.file.size, message.file.name,
-        )
+        file = message.file
+        return cls(*_addressed(message, sender_realm, receiver_realm), file.size, file.name)
 
     def message(self, sender_realm, receiver_realm, file_id):
         """The L{Message}, its file stored here as C{file_id}."""
@@ -184,11 +189,10 @@ class UsersFrame:
 
     @classmethod
     def from_line(cls, line):
-        tags = _TAGS.match(line)
-        words = line[tags.end():].split(" ") if tags else []
+        frame_id, timestamp, words = _tagged(line)
         if len(words) < 2 or words[0] != cls.VERB:
             raise FrameError("expected: announceusers <name> ...")
-        return cls(tags.group(1), tags.group(2), tuple(words[1:]))
+        return cls(frame_id, timestamp, tuple(words[1:]))
 
     def to_line(self):
         return f"@id={self.id};ts={self.timestamp} {self.VERB} {' '.join(self.names)}"

@@ -17,25 +17,26 @@ from tests.helpers import InMemoryNetwork
 
 class FileLinkTests(unittest.TestCase):
     def setUp(self):
-        self.net = InMemoryNetwork(self)
+        self.net = InMemoryNetwork.of_three_users(self)
         self.one, self.two, self.three = (self.net.realms[n] for n in ("1", "2", "3"))
-        for realm, user in ((self.one, "alice"), (self.two, "heru"), (self.three, "cy")):
-            self.successResultOf(realm.register(user, "pw"))
-        self.net.connect_all()
 
     @defer.inlineCallbacks
     def settle(self):
         """
-        Move bytes until nothing moves: files are written in threads, so the
-        real reactor runs between rounds (bounded: 2 s).
+        Move bytes until nothing moves and no file is being written: files
+        are written in threads, so the real reactor runs between rounds
+        (bounded: 20 s).
         """
+        pool = reactor.getThreadPool()
         quiet = 0
-        for _ in range(200):
+        for _ in range(2000):
             moved = any([pump.flush() for pump in list(self.net.pumps.values())])
             yield task.deferLater(reactor, 0.01)
-            quiet = 0 if moved else quiet + 1
+            busy = moved or pool.working or pool.q.qsize()
+            quiet = 0 if busy else quiet + 1
             if quiet == 5:
                 return
+        raise AssertionError("the network never settled")
 
     def store_file(self, realm, data):
         """C{data} stored in C{realm}'s files, as an upload would; its L{FileRef}."""

@@ -13,11 +13,8 @@ from tests.helpers import InMemoryNetwork
 
 class RemoteGroupTests(unittest.TestCase):
     def setUp(self):
-        self.net = InMemoryNetwork(self)
+        self.net = InMemoryNetwork.of_three_users(self)
         self.one, self.two, self.three = (self.net.realms[n] for n in ("1", "2", "3"))
-        for realm, user in ((self.one, "alice"), (self.two, "heru"), (self.three, "cy")):
-            self.successResultOf(realm.register(user, "pw"))
-        self.net.connect_all()
         self.team = self.one.address("team")
 
     def create(self, *members):
