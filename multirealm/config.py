@@ -60,6 +60,8 @@ class Limits:
     list_limit: int = 1000
     reply_buffer_bytes: int = 4 * 1024 * 1024
     realm_reply_buffer_bytes: int = 64 * 1024 * 1024
+    # Realm links: the longest wait between two attempts to reconnect.
+    link_max_delay: float = 5.0
 
 
 @attrs.frozen
@@ -179,6 +181,9 @@ def _read_limits(section):
         reply_buffer_bytes=section.number("reply_buffer_bytes", d.reply_buffer_bytes, minimum=1024),
         realm_reply_buffer_bytes=section.number(
             "realm_reply_buffer_bytes", d.realm_reply_buffer_bytes, minimum=1024
+        ),
+        link_max_delay=section.number(
+            "link_max_delay", d.link_max_delay, kind=float, minimum=0.1, maximum=3600
         ),
     )
 

@@ -195,6 +195,7 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
         factory = LinkFactory(
             realm, peer, config.link_secret(realm_name, peer), queue,
             config.limits.max_line_bytes, clock if clock is not reactor else None,
+            max_delay=config.limits.link_max_delay,
         )
         # A peer that links to us is up: our link to it need not wait out its backoff.
         server.on_peer_seen(lambda seen, peer=peer, factory=factory: (

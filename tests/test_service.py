@@ -119,6 +119,17 @@ class ServiceTests(unittest.TestCase):
         self.assertFalse(os.path.exists(half))  # swept before anything listens
         yield wait_until(lambda: not os.path.exists(orphan))
 
+    def test_links_reconnect_within_link_max_delay(self):
+        path = os.path.join(self.network.path.rsplit("/", 1)[0], "two.ini")
+        with open(path, "w") as f:
+            f.write(
+                REALMS_INI.replace("secret = s", "secret = s\nlink_max_delay = 2.5")
+                + "[realm:2]\nhost = 127.0.0.1\nchat_port = 0\nrealm_port = 0\n"
+                "http_port = 0\ndata_dir = data/realm2\n"
+            )
+        service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
+        self.assertEqual(service.getServiceNamed("link-2").factory.maxDelay, 2.5)
+
     @defer.inlineCallbacks
     def test_the_realm_port_refuses_a_link_without_the_secret(self):
         service = self.start()

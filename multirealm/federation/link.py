@@ -438,6 +438,9 @@ class LinkFactory(ReconnectingClientFactory):
 
     protocol = RealmLink
     noisy = False
+    # Twisted adds its jitter after the cap, which would break the promise
+    # "at most max_delay" by up to ~30 %: no jitter (a realm has few peers).
+    jitter = 0
 
     def __init__(self, realm, peer, secret, queue, max_line_bytes, clock, max_delay=5.0):
         self.realm = realm

@@ -181,6 +181,25 @@ class LinkTests(unittest.TestCase):
         self.assertIn("cannot connect", self.pending()["last_error"])
         self.assertIsNotNone(self.pending()["last_error_at"])
 
+    def test_the_backoff_is_capped_and_the_link_never_given_up(self):
+        connector = FakeConnector()
+        delays = []
+        for _ in range(40):
+            self.links.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+            delays.append(self.links.delay)
+            self.one.clock.advance(self.links.delay + 0.01)  # the retry happens
+        self.assertLessEqual(max(delays), 5.0)  # capped at the default maxDelay
+        self.assertGreater(max(delays), 4.0)  # and it did grow
+        self.assertEqual(connector.connects, 40)  # every failure retried
+        self.links.stopTrying()
+
+    def test_the_backoff_resets_only_once_the_link_has_authenticated(self):
+        self.links.delay = self.links.maxDelay
+        client, pump = self.connect(secret="guess")  # connects, fails the proof
+        self.assertEqual(self.links.delay, self.links.maxDelay)
+        client, pump = self.connect(secret="pair-secret")
+        self.assertEqual(self.links.delay, self.links.initialDelay)
+
     def test_a_peer_that_links_to_us_cuts_our_backoff_short(self):
         connector = FakeConnector()
         self.links.delay = self.links.maxDelay  # it has failed for a while

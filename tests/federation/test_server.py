@@ -65,6 +65,27 @@ class HandshakeTests(unittest.TestCase):
         self.assertFalse(peer.server_proved)
         self.assertTrue(peer.transport.disconnecting)
 
+    def test_a_replayed_proof_fails(self):
+        # An eavesdropper records a whole successful handshake, then plays
+        # the initiator's lines back on a new connection: the responder's
+        # nonce is fresh, so the recorded proof proves nothing.
+        recorded = Peer(self.realm)
+        recorded.send(handshake.Hello("2", recorded.nonce).to_line())
+        (challenge,) = recorded.lines()
+        nonce = handshake.Challenge.from_line(challenge).nonce
+        proof = handshake.Proof(handshake.proof(
+            "pair-secret", "initiator", "2", "1", recorded.nonce, nonce
+        )).to_line()
+        recorded.send(proof)
+        self.assertEqual(json.loads(recorded.lines()[0])["status"], "OK")
+        replay = Peer(self.realm)
+        replay.send(handshake.Hello("2", recorded.nonce).to_line())
+        replay.lines()
+        replay.send(proof)
+        (refused,) = replay.lines()
+        self.assertEqual(json.loads(refused)["code"], "forbidden")
+        self.assertTrue(replay.transport.disconnecting)
+
     def test_an_unknown_realm_is_refused(self):
         peer = Peer(self.realm, name="9")
         peer.send(handshake.Hello("9", peer.nonce).to_line())
