@@ -67,8 +67,11 @@ class IStore(Interface):
     def users_announced(peer, up_to):
         """C{peer} acknowledged every local user up to cursor C{up_to}."""
 
-    def receive_users(origin, names):
-        """Peer C{origin} announced its users C{names} (kept, once each)."""
+    def receive_users(origin, names, most=1_000_000):
+        """
+        Peer C{origin} announced its users C{names} (kept, once each);
+        L{errors.QuotaExceeded} if it would fill more than C{most} rows.
+        """
 
     def create_session(token_hash, user, expires):
         """Record a session of C{user} valid until C{expires} (epoch s)."""

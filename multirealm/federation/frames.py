@@ -35,6 +35,24 @@ _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
+def frame_limit(max_line_bytes):
+    """
+    The longest frame line on a realm link: the longest request line a
+    client may send, plus room for the tags and the qualified names a frame
+    adds, so that every message a realm accepts can cross.
+    """
+    return max_line_bytes + FRAME_OVERHEAD
+
+
+# More than tags (about 110 bytes), a verb, two qualified names (66 each)
+# and a file size take.
+FRAME_OVERHEAD = 512
+
+
+# Refusals that say "not now", not "never": the message is sent again.
+TRANSIENT = frozenset({"unavailable", "storage_full", "rate_limited"})
+
+
 class FrameError(ValueError):
     """A line that is no frame of this protocol."""
 

@@ -26,7 +26,15 @@ from zope.interface import implementer
 
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame, UsersFrame
+from multirealm.federation.frames import (
+    Ack,
+    FileFrame,
+    FrameError,
+    TRANSIENT,
+    MessageFrame,
+    UsersFrame,
+    frame_limit,
+)
 from multirealm.model import format_timestamp
 from multirealm.framing import RequestLineReceiver
 
@@ -40,8 +48,6 @@ def _held_bytes(message):
 # The id of an announceusers frame: this prefix, then its cursor.
 USERS_ID = "users-"
 
-# Refusals that say "not now", not "never": the message is sent again.
-TRANSIENT = frozenset({"unavailable", "storage_full", "rate_limited"})
 
 
 @implementer(IMessageObserver)
@@ -146,7 +152,10 @@ class PeerQueue:
     def _read(self, result, link):
         self._reading = False
         if link is not self.link:
-            return  # the link went while reading: the next one starts over
+            # The link went while reading: a link that came up meanwhile
+            # found a read running, so start its own now.
+            self.wake()
+            return
         batch, complete = result
         # The read found the end of the outbox: what commits next is sent
         # as it is announced (message_committed).
@@ -155,24 +164,28 @@ class PeerQueue:
 
     def _send(self, batch, link):
         lines = []  # frames written together, in one write
+        was_idle = not self._in_flight
         for seq, message in batch:
             self._sent_up_to = seq
             if message.file is not None:
-                lines = self._flush_lines(link, lines)  # in order, before the file
-                try:
-                    opened = self._open_file(message.file)
-                except OSError as e:
-                    # Nothing to send, ever: back to its sender at once.
-                    self.realm.delivery_failed(
-                        self.peer, seq, message, "no_such_file", f"the file is gone: {e}",
-                    ).addErrback(self._failed)
-                    continue
-                self._track(seq, message)
-                frame = FileFrame.of(message, self.realm.name, self.peer)
-                link.send_file(frame.to_line(), opened)
+                line = FileFrame.of(message, self.realm.name, self.peer).to_line()
             else:
-                self._track(seq, message)
-                lines.append(MessageFrame.of(message, self.realm.name, self.peer).to_line())
+                line = MessageFrame.of(message, self.realm.name, self.peer).to_line()
+            if len(line) > frame_limit(link.factory.max_line_bytes):
+                # The peer would refuse it, every time: back to its sender.
+                self.realm.delivery_failed(
+                    self.peer, seq, message, "line_too_long",
+                    "the message is longer than a realm link carries",
+                ).addErrback(self._failed)
+                continue
+            self._track(seq, message)
+            if message.file is not None:
+                lines = self._flush_lines(link, lines)  # in order, before the file
+                link.send_file(line, seq, message)
+            else:
+                lines.append(line)
+        if was_idle and self._in_flight:
+            self._last_progress = self.realm.clock.seconds()  # the wait starts now
         self._flush_lines(link, lines)
         if batch:
             self._watch()
@@ -185,17 +198,44 @@ class PeerQueue:
             link.send("\r\n".join(lines))
         return []
 
-    def _open_file(self, file):
-        """The stored bytes of L{FileRef} C{file}, open; OSError if gone or changed."""
-        opened = open(self.realm.files.path(file.id), "rb")
-        if os.fstat(opened.fileno()).st_size != file.size:
+    def open_file(self, seq, message):
+        """
+        The stored bytes of file message C{message}, open, when the link is
+        about to stream them (one file open at a time, whatever the window
+        holds); None if they cannot be sent.  Bytes that are gone (or
+        changed) never will be: the message comes back to its sender.  Any
+        other error (no descriptor left, say) is "not now": the link is
+        closed and everything goes again after the backoff.
+        """
+        file = message.file
+        try:
+            opened = open(self.realm.files.path(file.id), "rb")
+        except FileNotFoundError:
+            opened = None
+        except OSError as e:
+            log.warn("cannot open file {id} for realm {peer}: {error}",
+                     id=file.id, peer=self.peer, error=e)
+            self.link.close(f"cannot read a file to send: {e.strerror}")
+            return None
+        if opened is not None and os.fstat(opened.fileno()).st_size != file.size:
             opened.close()
-            raise OSError(f"its size on disk is not {file.size}")
+            opened = None
+        if opened is None:
+            sent = self._in_flight.pop(message.id, None)
+            if sent is not None:
+                self._in_flight_bytes -= _held_bytes(message)
+            self.realm.delivery_failed(
+                self.peer, seq, message, "no_such_file", "the file is gone from this realm",
+            ).addErrback(self._failed)
         return opened
+
+    RETRY_SECONDS = 1.0
 
     def _failed(self, failure):
         self._reading = False
         log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
+        # Not left waiting for the next message: try again shortly.
+        self.realm.clock.callLater(self.RETRY_SECONDS, self.wake)
 
     # -- this realm's users, announced to the peer -------------------------------
 
@@ -212,7 +252,9 @@ class PeerQueue:
         d.addErrback(self._users_failed)
 
     def _send_users(self, rows, link):
-        if link is not self.link or not rows:
+        if link is not self.link:
+            return  # attach() or detach() has reset the flag meanwhile
+        if not rows:
             self._users_in_flight = False
             return
         room = link.factory.max_line_bytes - 128  # the tags and the verb
@@ -245,13 +287,15 @@ class PeerQueue:
     # closed and everything unanswered goes again on the next one.
     ANSWER_SECONDS = 60.0
 
-    def _watch(self):
+    def _watch(self, answered=False):
         """
-        An answer came or frames went out: the wait for the next answer
-        starts now.  Called for every answer, so it only notes the time;
-        one timer, started when none runs, checks it when it fires.
+        Frames are in flight: an answer must come within ANSWER_SECONDS of
+        the last one (or of the first frame sent while none was in
+        flight).  Called for every answer, so it only notes the time; one
+        timer, started when none runs, checks it when it fires.
         """
-        self._last_progress = self.realm.clock.seconds()
+        if answered:
+            self._last_progress = self.realm.clock.seconds()
         if self._waiting_answer is None and self.link is not None and self._in_flight:
             self._waiting_answer = self.realm.clock.callLater(
                 self.ANSWER_SECONDS, self._no_answer
@@ -261,15 +305,19 @@ class PeerQueue:
         self._waiting_answer = None
         if self.link is None or not self._in_flight:
             return
-        silent = self.realm.clock.seconds() - self._last_progress
-        if silent < self.ANSWER_SECONDS or self.link.streaming:
-            # An answer came meanwhile, or a file is still going out (its
-            # answer comes after it): wait on.
+        now = self.realm.clock.seconds()
+        # A file going out moves its answer back: its bytes moving are
+        # progress too, but only while they move.
+        last = max(self._last_progress, self.link.file_progress)
+        silent = now - last
+        if silent < self.ANSWER_SECONDS:
             self._waiting_answer = self.realm.clock.callLater(
                 max(self.ANSWER_SECONDS - silent, 1.0), self._no_answer
             )
             return
-        self.link.close(f"no answer for {self.ANSWER_SECONDS:.0f} s: the link is closed")
+        self.link.close(
+            f"no answer for {self.ANSWER_SECONDS:.0f} s: the link is closed", abort=True
+        )
 
     def acked(self, ack):
         if ack.id.startswith(USERS_ID):
@@ -285,7 +333,7 @@ class PeerQueue:
             # Forgotten together with the others of the same read (flush_acks):
             # one store operation for many answers.
             self._answered.append(seq)
-            self._watch()
+            self._watch(answered=True)
             self.wake()
             return
         if ack.code in TRANSIENT:
@@ -297,7 +345,7 @@ class PeerQueue:
         # never in the way of the ones behind it.
         done = self.realm.delivery_failed(self.peer, seq, message, ack.code, ack.message)
         done.addErrback(self._failed)
-        self._watch()
+        self._watch(answered=True)
         self.wake()
 
     def flush_acks(self):
@@ -318,9 +366,10 @@ class RealmLink(RequestLineReceiver):
 
     def connectionMade(self):
         self.streaming = False  # a file is being written: other frames wait
+        self.file_progress = 0.0  # when a file's bytes last moved
         self._waiting = deque()  # frames (bytes) and files after it
         factory = self.factory
-        self.MAX_LENGTH = factory.max_line_bytes
+        self.MAX_LENGTH = frame_limit(factory.max_line_bytes)
         self._nonce = handshake.new_nonce()
         self._state = "challenge"
         self.send(handshake.Hello(factory.realm.name, self._nonce).to_line())
@@ -332,29 +381,29 @@ class RealmLink(RequestLineReceiver):
         else:
             self.transport.write(data)
 
-    def send_file(self, line, opened):
+    def send_file(self, line, seq, message):
         """
-        Send a file frame's line, then the open file C{opened} (its bytes
-        raw, read as the socket takes them: never whole in memory, and the
-        frames after it wait their turn).  C{opened} is closed when sent.
+        Send a file frame's line, then the stored file of C{message} (its
+        bytes raw, read as the socket takes them: never whole in memory,
+        and the frames after it wait their turn).  The file is opened only
+        when its turn comes, so one is open at a time.
         """
         if self.streaming:
-            self._waiting.append((line, opened))
+            self._waiting.append((line, seq, message))
             return
+        opened = self.factory.queue.open_file(seq, message)
+        if opened is None:
+            return  # gone (answered to its sender) or the link is closing
         self.transport.write(line.encode("utf-8") + b"\r\n")
         self.streaming = True
-        d = FileSender().beginFileTransfer(opened, self.transport)
+        d = _WatchedFileSender(self).beginFileTransfer(opened, self.transport)
         d.addBoth(self._file_sent, opened)
 
     def _file_sent(self, result, opened):
         opened.close()
         self.streaming = False
         if isinstance(result, Failure):
-            # The link went mid-file: every file still waiting is closed.
-            for item in self._waiting:
-                if not isinstance(item, bytes):
-                    item[1].close()
-            self._waiting.clear()
+            self._waiting.clear()  # the link went mid-file: nothing more to write
             return
         while self._waiting and not self.streaming:
             item = self._waiting.popleft()
@@ -422,11 +471,31 @@ class RealmLink(RequestLineReceiver):
             self.factory.queue.link_failed(f"link lost: {reason.getErrorMessage()}")
         self.factory.queue.detach(self)
 
-    def close(self, why):
-        """Close this link, C{why} being what listrealms shows as its last error."""
+    def close(self, why, abort=False):
+        """
+        Close this link, C{why} being what listrealms shows as its last
+        error.  The queue lets go of it at once, so nothing more is written
+        on it (what was sent and not answered goes again on the next one).
+        C{abort}: drop it without waiting for what is being written.
+        """
         self.closed_on_purpose = True
         self.factory.queue.link_failed(why)
-        self.transport.loseConnection()
+        self.factory.queue.detach(self)
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+
+class _WatchedFileSender(FileSender):
+    """A FileSender that notes, on its link, when its bytes last moved."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def resumeProducing(self):
+        self._link.file_progress = self._link.factory.queue.realm.clock.seconds()
+        FileSender.resumeProducing(self)
 
 
 class LinkFactory(ReconnectingClientFactory):

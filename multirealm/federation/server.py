@@ -20,7 +20,15 @@ from twisted.protocols.policies import TimeoutMixin
 from multirealm import errors, wire
 from multirealm.federation import handshake
 from multirealm.core.realm import check_filename
-from multirealm.federation.frames import Ack, FileFrame, FrameError, UsersFrame, parse_frame
+from multirealm.federation.frames import (
+    Ack,
+    FileFrame,
+    TRANSIENT,
+    FrameError,
+    UsersFrame,
+    frame_limit,
+    parse_frame,
+)
 from multirealm.framing import RequestLineReceiver
 
 log = Logger()
@@ -31,7 +39,7 @@ HANDSHAKE_SECONDS = 10.0
 class RealmProtocol(RequestLineReceiver, TimeoutMixin):
     def connectionMade(self):
         self.realm = self.factory.realm
-        self.MAX_LENGTH = self.factory.max_line_bytes
+        self.MAX_LENGTH = frame_limit(self.factory.max_line_bytes)
         self.callLater = self.factory.clock.callLater
         self.setTimeout(HANDSHAKE_SECONDS)
         self.peer = None  # the realm the link proved, once it has
@@ -39,9 +47,14 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._nonce = handshake.new_nonce()
         self._file = None  # the file body being read, in raw mode
         self._holds = set()  # why reading is paused
+        self._pending = 0  # frames not yet answered
+        self._not_now = None  # (code, message) of a "not now" refusal on this link
+        # The peer not reading our answers stops our reading its frames.
+        self.transport.registerProducer(_AnswerFlow(self), True)
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        self._holds.add("closed")  # an answer arriving now releases nothing
         if self._file is not None:
             self._file.abandon()
             self._file = None
@@ -108,6 +121,10 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     # -- frames -----------------------------------------------------------------
 
+    # Frames whose answers are not yet written, at most: past it the link
+    # is not read (twice the sender's window: an honest peer never waits).
+    MAX_PENDING = 8192
+
     def _message_frame(self, text):
         try:
             frame = parse_frame(text)
@@ -115,20 +132,34 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             return self._write(Ack("", "bad_request", str(e)).to_line())
         if isinstance(frame, FileFrame):
             return self._file_frame(frame)
+        if self._not_now is not None:
+            # Frames after a "not now" on this link wait for the next one
+            # too, so none is stored before the one refused: order is kept.
+            return self._write(Ack(frame.id, *self._not_now).to_line())
         if isinstance(frame, UsersFrame):
             d = self.realm.receive_users(self.peer, frame.names)
-            d.addCallbacks(
-                lambda _: self._write(Ack(frame.id).to_line()),
-                lambda failure: self._write(self._refusal(frame.id, failure).to_line()),
+        else:
+            d = defer.maybeDeferred(
+                lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
             )
-            return
-        d = defer.maybeDeferred(
-            lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
-        )
+        self._answer(frame.id, d)
+
+    def _answer(self, frame_id, d):
+        """Answer frame C{frame_id} when C{d} fires: OK, or its refusal."""
+        self._pending += 1
+        if self._pending == self.MAX_PENDING:
+            self._hold("pending")
         d.addCallbacks(
-            lambda _: self._write(Ack(frame.id).to_line()),
-            lambda failure: self._write(self._refusal(frame.id, failure).to_line()),
+            lambda _: Ack(frame_id).to_line(),
+            lambda failure: self._refusal(frame_id, failure).to_line(),
         )
+        d.addCallback(self._answered)
+
+    def _answered(self, line):
+        self._pending -= 1
+        if self._pending == self.MAX_PENDING // 2:
+            self._release("pending")
+        self._write(line)
 
     # -- files -------------------------------------------------------------------
 
@@ -173,31 +204,42 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             return
         self._file = None
         # Until this file's message is stored, the frames after it wait.
-        stored = file.store(self.realm, self.peer)
+        if self._not_now is not None:
+            stored = defer.fail(_not_now_error(*self._not_now))
+        else:
+            stored = file.store(self.realm, self.peer)
         self._hold_until("storing", stored)
-        stored.addCallbacks(
-            lambda _: self._write(Ack(file.frame.id).to_line()),
-            lambda failure: self._write(self._refusal(file.frame.id, failure).to_line()),
-        )
+        self._answer(file.frame.id, stored)
         self.setLineMode(rest)
 
-    def _hold_until(self, reason, deferred):
+    # -- reading paused: for the disk, a file's message, too many frames
+    # pending, or answers the peer does not read --------------------------------
+
+    def _hold(self, reason):
         if not self._holds:
             self.pauseProducing()
         self._holds.add(reason)
 
+    def _release(self, reason):
+        self._holds.discard(reason)
+        if not self._holds and self.transport is not None and not self.transport.disconnecting:
+            self.resumeProducing()
+
+    def _hold_until(self, reason, deferred):
+        self._hold(reason)
+
         def release(result):
-            self._holds.discard(reason)
-            if not self._holds and self.transport is not None \
-                    and not self.transport.disconnecting:
-                self.resumeProducing()
+            self._release(reason)
             return result
 
         deferred.addBoth(release)
 
     def _refusal(self, frame_id, failure):
         if failure.check(errors.ChatError):
-            return Ack(frame_id, failure.value.code, failure.value.message)
+            code, message = failure.value.code, failure.value.message
+            if code in TRANSIENT and self._not_now is None:
+                self._not_now = (code, message)
+            return Ack(frame_id, code, message)
         log.failure("realm {realm}: frame from {peer} failed", failure,
                     realm=self.realm.name, peer=self.peer)
         return Ack(frame_id, "internal", "internal error: the realm logged it")
@@ -229,6 +271,29 @@ class RealmServerFactory(Factory):
     def peer_seen(self, peer):
         for listener in self._seen_listeners:
             listener(peer)
+
+
+class _AnswerFlow:
+    """The transport's producer: pauses reading while our answers back up."""
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def pauseProducing(self):
+        self._protocol._hold("answers")
+
+    def resumeProducing(self):
+        self._protocol._release("answers")
+
+    def stopProducing(self):
+        pass
+
+
+def _not_now_error(code, message):
+    """The L{errors.ChatError} of a transient refusal, to repeat it."""
+    error = errors.ChatError(message)
+    error.code = code
+    return error
 
 
 class _IncomingFile:

@@ -88,12 +88,40 @@ def users_announced(db, peer, up_to):
     )
 
 
-def receive_users(db, origin, names):
-    """Peer C{origin} announced its users C{names}."""
+def _remote_room(db, origin, column, wanted, most):
+    """
+    Refuse (L{errors.QuotaExceeded}) before anything changes if peer
+    C{origin} would fill more than C{most} rows of C{column}'s table.
+    """
+    row = db.execute(f"SELECT {column} FROM remote_counts WHERE realm = ?", (origin,)).fetchone()
+    if (row[0] if row else 0) + wanted > most:
+        raise errors.QuotaExceeded(f"this realm keeps at most {most} {column} of realm {origin}")
+
+
+def _count_remote(db, origin, column, added):
+    if added:
+        db.execute(
+            f"INSERT INTO remote_counts (realm, {column}) VALUES (?, ?)"
+            f" ON CONFLICT (realm) DO UPDATE SET {column} = {column} + excluded.{column}",
+            (origin, added),
+        )
+
+
+def receive_users(db, origin, names, most):
+    """Peer C{origin} announced its users C{names} (it fills at most C{most} rows)."""
+    names = set(names)
+    known = db.execute(
+        "SELECT count(*) FROM remote_users WHERE realm = ? AND name IN"
+        f" ({', '.join('?' * len(names))})",
+        (origin, *names),
+    ).fetchone()[0] if names else 0
+    _remote_room(db, origin, "users", len(names) - known, most)
+    before = db.total_changes
     db.executemany(
         "INSERT OR IGNORE INTO remote_users (realm, name) VALUES (?, ?)",
         [(origin, name) for name in names],
     )
+    _count_remote(db, origin, "users", db.total_changes - before)
 
 
 def list_groups(db, after, limit):
@@ -399,7 +427,7 @@ def receive_message(db, cache, realm, origin, message):
     if known is not None:
         return Delivery(message, origin, duplicate=True)
     if message.kind == JOINED:
-        return _joined(db, cache, origin, message)
+        return _joined(db, cache, origin, message, REMOTE_ROWS_PER_PEER)
     if message.kind == LEFT:
         return _left(db, cache, realm, origin, message)
     if message.kind == GROUP_KIND:
@@ -420,7 +448,7 @@ def receive_message(db, cache, realm, origin, message):
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 
 
-def _joined(db, cache, origin, message):
+def _joined(db, cache, origin, message, most):
     """
     Home realm C{origin} added local user C{message.text} to its group
     C{message.recipient}: remember it (the message row keeps the frame
@@ -430,12 +458,15 @@ def _joined(db, cache, origin, message):
     name = local_user(db, cache, message.text)
     if name is None:
         raise errors.NoSuchUser(f"no user {message.text!r}")
+    _remote_room(db, origin, "memberships", 1, most)
     group = str(message.recipient)
+    before = db.total_changes
     db.execute(
         "INSERT OR IGNORE INTO remote_members (group_key, group_address, member)"
         " VALUES (?, ?, ?)",
         (group.lower(), group, name),
     )
+    _count_remote(db, origin, "memberships", db.total_changes - before)
     return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
 
 
@@ -578,6 +609,10 @@ def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):
     return history(db, cache, group_mailbox(group), after_id, limit, max_bytes)
 
 
+# The most rows of remote_users, and of remote_members, one peer fills.
+REMOTE_ROWS_PER_PEER = 1_000_000
+
+
 def leave_remote_group(db, cache, realm, group, left):
     """
     Local user C{left.sender} leaves group C{group} of another realm: at
@@ -589,6 +624,7 @@ def leave_remote_group(db, cache, realm, group, left):
         "DELETE FROM remote_members WHERE group_key = ? AND member = ?",
         (str(group).lower(), user),
     )
+    _count_remote(db, group.realm, "memberships", -1)
     left = attrs.evolve(left, recipient=group)
     return insert_message(db, cache, realm, left, (), frozenset((group.realm,)), NOBODY)
 

@@ -310,8 +310,8 @@ class SQLiteStore:
     def users_announced(self, peer, up_to):
         return self.submit(queries.users_announced, peer, up_to)
 
-    def receive_users(self, origin, names):
-        return self.submit(queries.receive_users, origin, tuple(names))
+    def receive_users(self, origin, names, most=queries.REMOTE_ROWS_PER_PEER):
+        return self.submit(queries.receive_users, origin, tuple(names), most)
 
     def create_session(self, token_hash, user, expires):
         return self.submit(queries.create_session, token_hash, user, expires)

@@ -75,8 +75,9 @@ class MessageFrameTests(unittest.TestCase):
 
     def test_not_frames(self):
         for line in ["sendrealm alice heru hi", "@id=x;ts=t sendrealm alice heru",
-                     "@id=a;ts=t leavegrouprealm heru team extra",
-                     "@id=a;ts=t joingrouprealm alice team",
+                     "@id=a;ts=2026-11-25T21:32:15.449+00:00 leavegrouprealm heru team extra",
+                     "@id=a;ts=2026-11-25T21:32:15.449+00:00 joingrouprealm alice team",
+                     "@id=a;ts=2026-11-25T21:32:15.449+00:00 sendrealm alice heru",
                      "@id=bad id;ts=t sendrealm a b c", "@id=a;ts=t frob a b c", ""]:
             self.assertRaises(FrameError, MessageFrame.from_line, line)
 

@@ -26,3 +26,11 @@ CREATE TABLE announced_users (
     realm TEXT PRIMARY KEY,
     up_to INTEGER NOT NULL
 );
+-- How many rows of remote_users and remote_members each peer has filled:
+-- both are bounded per peer (a peer is trusted to speak for its own users,
+-- not to fill this realm's disk).
+CREATE TABLE remote_counts (
+    realm TEXT PRIMARY KEY,
+    users INTEGER NOT NULL DEFAULT 0,
+    memberships INTEGER NOT NULL DEFAULT 0
+);
