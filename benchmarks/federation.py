@@ -167,8 +167,11 @@ def throughput(folder, ports, pid, far_db, opts):
     (t0, n0), (t1, n1) = window[0], window[-1]
     local_rate = local["ok_per_s"]
     delivered = (n1 - n0) / (t1 - t0)
+    # What the link has not yet delivered drains before anything else is measured.
+    drained = wait_stored(far_db, remote["ok_total"])
     return {
         "load": f"{LOAD_CONNECTIONS} connections x {LOAD_IN_FLIGHT} in flight, {opts.seconds} s",
+        "backlog_drained_after_load_s": round(drained - started - 1 - opts.seconds, 2),
         "single_realm_msgs_per_s": round(local_rate),
         "cross_realm_acked_msgs_per_s": round(remote["ok_per_s"]),
         "cross_realm_delivered_msgs_per_s": round(delivered),
