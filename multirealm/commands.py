@@ -110,6 +110,8 @@ COMMANDS = {
             ("group", "filename"), upload=True,
         ),
         Command("getfile", "fetch a file you sent or received", True, ("file_id",)),
+        Command("subscribe", "receive events as messages arrive, on this connection", True),
+        Command("unsubscribe", "stop the events on this connection", True),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

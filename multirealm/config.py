@@ -62,6 +62,9 @@ class Limits:
     realm_reply_buffer_bytes: int = 64 * 1024 * 1024
     # Realm links: the longest wait between two attempts to reconnect.
     link_max_delay: float = 5.0
+    # Live events waiting for one subscribed connection, at most: past it
+    # the connection gets {"event": "overflow"} and no more events.
+    event_buffer_bytes: int = 64 * 1024
 
 
 @attrs.frozen
@@ -184,6 +187,9 @@ def _read_limits(section):
         ),
         link_max_delay=section.number(
             "link_max_delay", d.link_max_delay, kind=float, minimum=0.1, maximum=3600
+        ),
+        event_buffer_bytes=section.number(
+            "event_buffer_bytes", d.event_buffer_bytes, minimum=1024
         ),
     )
 

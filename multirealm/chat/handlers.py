@@ -49,8 +49,9 @@ class Handlers:
     successful C{auth} on this connection: what C{-} stands for.
     """
 
-    def __init__(self, realm, peer=None, hold_until=None):
+    def __init__(self, realm, peer=None, hold_until=None, events=None):
         self.realm = realm
+        self.events = events  # the connection's subscription (subscribe/unsubscribe)
         self.peer = peer  # the client's address: logins are throttled by it
         # Called with a session lookup that has to wait for the database:
         # the protocol reads nothing more until it fires, so that messages
@@ -132,7 +133,20 @@ class Handlers:
     def command_logout(self, caller):
         if self.session == caller.token:
             self.session = None
-        return self.realm.logout(caller.token).addCallback(lambda _: ok(message="logged out"))
+        d = self.realm.logout(caller.token)
+        if self.events is not None:
+            d.addCallback(lambda _: self.events.session_ended(caller.token))
+        return d.addCallback(lambda _: ok(message="logged out"))
+
+    # -- live events ----------------------------------------------------------
+
+    def command_subscribe(self, caller):
+        self.events.subscribe(caller.user, caller.token)
+        return ok(message="subscribed")
+
+    def command_unsubscribe(self, caller):
+        self.events.unsubscribe()
+        return ok(message="unsubscribed")
 
     def command_listusers(self, realm, after):
         self.realm.check_listed_realm(realm)

@@ -22,12 +22,16 @@ from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.chat.handlers import Handlers
+from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
+
+# Sent once to a subscriber whose events backed up past its budget.
+OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 
 log = Logger()
 
@@ -67,7 +71,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._bucket = TokenBucket(
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
-        self.handlers = Handlers(self.realm, self.address, self._hold_until)
+        self.handlers = Handlers(self.realm, self.address, self._hold_until, events=self)
+        self.subscribed_as = None  # the user whose events this connection gets
+        self._event_bytes = 0  # events queued since the client last caught up
+        self._event_budget = factory.limits.event_buffer_bytes
         self._reply_buffer = factory.limits.reply_buffer_bytes
         self._longest = {  # the most a heavy reply may take, by kind
             "history": factory.limits.history_reply_bytes,
@@ -109,6 +116,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         pass  # we never half-close our side
 
     def connectionLost(self, reason):
+        self.factory.live.unsubscribe(self)
         upload, self._upload = getattr(self, "_upload", None), None
         if upload is not None:
             upload.fail(errors.ChatError("the connection was lost mid-upload"))
@@ -118,6 +126,34 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._quitting = True
         self._outbound.close()
         self._budget.forget(self)
+
+    # -- live events (docs/protocol.md, "Live events") ------------------------
+
+    def subscribe(self, user, token):
+        self._event_bytes = 0
+        self.factory.live.subscribe(user, token, self)
+
+    def unsubscribe(self):
+        self.factory.live.unsubscribe(self)
+
+    def session_ended(self, token):
+        self.factory.live.session_ended(token)
+
+    def push_event(self, event):
+        """
+        Queue the bytes of one event after the replies already queued (so
+        it never cuts into one).  Events wait under a budget of their own:
+        a client that stops reading gets one C{overflow} event, and no more
+        until it subscribes again; what it missed is in its history.
+        """
+        outbound = self._outbound
+        if not outbound.waiting and not outbound.blocked:
+            self._event_bytes = 0  # everything before it is out: the client reads
+        if self._event_bytes + len(event) > self._event_budget:
+            self.unsubscribe()
+            event = OVERFLOW_EVENT
+        self._event_bytes += len(event)
+        outbound.reply(event)
 
     # -- flow control -------------------------------------------------------
 
@@ -454,10 +490,14 @@ class ChatFactory(Factory):
     protocol = ChatProtocol
     noisy = False
 
-    def __init__(self, realm, limits, clock):
+    def __init__(self, realm, limits, clock, live=None):
         self.realm = realm
         self.limits = limits
         self.clock = clock
+        if live is None:
+            live = LiveDelivery(realm)
+            realm.notifier.subscribe(live)
+        self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
         self._per_address = {}  # host -> open connections

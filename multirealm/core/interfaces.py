@@ -136,6 +136,13 @@ class IStore(Interface):
         telling other realms which of their users were added.
         """
 
+    def group_readers(group):
+        """
+        The names of this realm's users who read group C{group} (an
+        Address): its members here, or, for a group of another realm, the
+        ones its home announced.
+        """
+
     def remote_group_history(group, reader, after_id, limit, max_bytes):
         """
         A L{multirealm.model.History} page of group C{group} of another

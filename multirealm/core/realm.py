@@ -448,6 +448,10 @@ class Realm:
             self.limits.max_groups_per_user, joined,
         )
 
+    def group_readers(self, group):
+        """The names of this realm's users who read group C{group} (live delivery)."""
+        return self._store.group_readers(group)
+
     def leave_group(self, user, group):
         if group.realm != self.name:
             left = self.new_message(LEFT, user, group, "")

@@ -603,6 +603,28 @@ def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
+def group_readers(db, realm, group):
+    """
+    The names of this realm's users who read group C{group} (an Address):
+    its local members if the group is of this realm, else those its home
+    announced.
+    """
+    if group.realm == realm:
+        suffix = "@" + realm
+        return [
+            member[:-len(suffix)]
+            for (member,) in db.execute(
+                "SELECT member FROM members WHERE group_name = ?", (group.name,)
+            )
+            if member.endswith(suffix)
+        ]
+    return [
+        member for (member,) in db.execute(
+            "SELECT member FROM remote_members WHERE group_key = ?", (str(group).lower(),)
+        )
+    ]
+
+
 def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):
     """The history of another realm's group as stored here, for a local member."""
     group = remote_group(db, group, reader)

@@ -351,6 +351,9 @@ class SQLiteStore:
             tuple(joined),
         )
 
+    def group_readers(self, group):
+        return self.submit(queries.group_readers, self.realm, group, writes=False)
+
     def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
             queries.group_history_remote, self.thread_cache, group, reader, after_id, limit,

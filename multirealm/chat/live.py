@@ -1,0 +1,91 @@
+"""
+Live delivery (docs/protocol.md, "Live events"): the connections that
+asked for events with C{subscribe}, and the event of each committed
+message for them.
+
+L{LiveDelivery} is an L{IMessageObserver} of the realm's notifier, so an
+event is made right after its message's commit, never by polling.  A
+private message (or a delivery failure) goes to the connections of its
+local recipient; a group message to those of the group's local members
+(asked of the store: a message's own record names no members, so that
+storing it costs the same whatever the group's size).  The sender's own
+message is not sent back to them.  Each connection takes the bytes
+through its outbound queue, under a byte budget of its own (the
+protocol's C{push_event}).
+"""
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from multirealm import wire
+from multirealm.core.interfaces import IMessageObserver
+from multirealm.model import FAILURE, GROUP, PRIVATE
+
+log = Logger()
+
+
+@implementer(IMessageObserver)
+class LiveDelivery:
+    def __init__(self, realm):
+        self.realm = realm
+        self._by_user = {}  # user name -> {connection: token}
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, user, token, connection):
+        self.unsubscribe(connection)
+        self._by_user.setdefault(user, {})[connection] = token
+        connection.subscribed_as = user
+
+    def unsubscribe(self, connection):
+        user = getattr(connection, "subscribed_as", None)
+        if user is None:
+            return
+        connection.subscribed_as = None
+        connections = self._by_user.get(user, {})
+        connections.pop(connection, None)
+        if not connections:
+            self._by_user.pop(user, None)
+
+    def session_ended(self, token):
+        """A session was logged out: its subscriptions end, on every connection."""
+        for connections in list(self._by_user.values()):
+            for connection, subscribed_with in list(connections.items()):
+                if subscribed_with == token:
+                    self.unsubscribe(connection)
+
+    def subscribers(self, user):
+        return self._by_user.get(user, {})
+
+    # -- the notifier -------------------------------------------------------------
+
+    def message_committed(self, delivery):
+        if not self._by_user:
+            return  # nobody listens: nothing to do
+        message = delivery.message
+        if message.kind in (PRIVATE, FAILURE):
+            self._push(message, delivery.local_users)
+        elif message.kind == GROUP:
+            d = self.realm.group_readers(message.recipient)
+            d.addCallback(lambda readers: self._push(message, readers))
+            d.addErrback(lambda failure: log.failure(
+                "finding the readers of {group} failed", failure, group=message.recipient
+            ))
+        # Membership frames (joined, left) are not messages anyone reads.
+
+    def _push(self, message, users):
+        sender = message.sender
+        own = sender.name if sender.realm == self.realm.name else None
+        event = None
+        for user in users:
+            if user == own and message.recipient.name != own:
+                continue  # the sender's own message is not news to them
+            connections = self._by_user.get(user)
+            if not connections:
+                continue
+            if event is None:  # made once, for every subscriber
+                event = wire.encode(
+                    {"event": "message", "message": message.to_wire(self.realm.name)}
+                )
+            for connection in list(connections):
+                connection.push_event(event)

@@ -1,0 +1,187 @@
+"""
+Live events (docs/protocol.md, "Live events"): subscribe / unsubscribe,
+events to every subscribed connection of the recipient and to no other,
+in order with replies and never inside one, a budget past which a
+non-reading subscriber gets one overflow event and catches up from
+history, and no events after logout.
+"""
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from multirealm.config import Limits
+from multirealm.chat.protocol import ChatFactory
+from tests.helpers import BoundedTransport, Client, InMemoryNetwork, make_realm, parse_replies
+
+
+def events(replies):
+    return [r for r in replies if "event" in r]
+
+
+def read_all(transport):
+    """The client reads until nothing more comes; the replies and events it got."""
+    start = len(transport.out)
+    while transport.drain():
+        pass
+    return parse_replies(transport.out[start:])
+
+
+class EventTests(unittest.TestCase):
+    def setUp(self):
+        self.realm = make_realm(self)
+        self.factory = ChatFactory(self.realm, self.realm.limits, self.realm.clock)
+        self.alice = self.client()
+        self.alice.login("alice")
+        self.heru = self.client()
+        self.heru.login("heru")
+
+    def client(self, transport=None):
+        return Client(self.realm, factory=self.factory, transport=transport)
+
+    def test_a_subscriber_gets_each_message_as_it_is_stored(self):
+        self.assertEqual(self.heru.ask("subscribe -"), {"status": "OK", "message": "subscribed"})
+        sent = self.alice.ask("send - heru hello")
+        (event,) = self.heru.replies()
+        self.assertEqual(event["event"], "message")
+        self.assertEqual(event["message"]["id"], sent["id"])
+        self.assertEqual((event["message"]["msg_from"], event["message"]["msg"]),
+                         ("alice", "hello"))
+        self.assertEqual(self.alice.replies(), [])  # the sender gets no event of her own
+
+    def test_every_subscribed_connection_of_the_user_gets_it_and_no_other(self):
+        phone, laptop, idle = self.client(), self.client(), self.client()
+        for connection in (phone, laptop, idle):
+            connection.ask("auth heru pw")
+        phone.ask("subscribe -")
+        laptop.ask("subscribe -")
+        self.alice.ask("subscribe -")
+        self.alice.ask("send - heru hi")
+        self.assertEqual([e["message"]["msg"] for e in phone.replies()], ["hi"])
+        self.assertEqual([e["message"]["msg"] for e in laptop.replies()], ["hi"])
+        self.assertEqual(idle.replies(), [])  # never subscribed: never an event
+        laptop.ask("unsubscribe -")
+        self.alice.ask("send - heru again")
+        self.assertEqual(len(phone.replies()), 1)
+        self.assertEqual(laptop.replies(), [])
+
+    def test_group_members_get_group_messages(self):
+        cy = self.client()
+        cy.login("cy")
+        for connection in (self.heru, cy):
+            connection.ask("subscribe -")
+        self.alice.ask("creategroup - team heru")
+        self.alice.ask("sendgroup - team hello team")
+        (event,) = self.heru.replies()
+        self.assertEqual((event["message"]["msg_to"], event["message"]["msg"]),
+                         ("team", "hello team"))
+        self.assertEqual(cy.replies(), [])  # not a member
+
+    @defer.inlineCallbacks
+    def test_a_file_is_an_event_too(self):
+        self.heru.ask("subscribe -")
+        self.alice.raw(b"sendfile - heru a.txt \r\n\r\naGk=\r\n\r\n")
+        for _ in range(500):  # stored in a thread: up to 5 s
+            got = self.heru.replies()
+            if got:
+                break
+            yield task.deferLater(reactor, 0.01)
+        (event,) = got
+        self.assertEqual((event["message"]["file"], event["message"]["size"]), ("a.txt", 2))
+
+    def test_events_come_after_replies_already_queued_and_never_inside_one(self):
+        self.heru.ask("subscribe -")
+        # heru pipelines requests; alice's message is stored meanwhile.
+        self.heru.send("ping", "listusers")
+        self.alice.ask("send - heru between")
+        self.heru.send("ping")
+        out = self.heru.replies()  # parse_replies fails on a cut or mixed reply
+        kinds = [r.get("event") or r.get("message") or "users" for r in out]
+        self.assertEqual(kinds, ["pong", "users", "message", "pong"])
+
+    def test_a_subscriber_that_does_not_read_is_told_once_and_catches_up(self):
+        self.realm.limits = Limits(event_buffer_bytes=4096)
+        factory = ChatFactory(self.realm, self.realm.limits, self.realm.clock)
+        transport = BoundedTransport()
+        transport.size = 1024  # a small socket: it fills at once
+        slow = Client(self.realm, factory=factory, transport=transport)
+        slow.send("auth heru pw", "subscribe -")
+        sender = Client(self.realm, factory=factory)
+        sender.ask("auth alice pw")
+        ids = [sender.ask(f"send - heru message {n:03} " + "x" * 200)["id"] for n in range(100)]
+        # Memory stays bounded: about the budget, not 100 events.
+        self.assertLess(slow.protocol._outbound.pending_bytes, 4096 + 512)
+        stream = events(read_all(transport))
+        self.assertEqual(stream[-1], {"event": "overflow"})
+        self.assertEqual(sum(e == {"event": "overflow"} for e in stream), 1)
+        seen = [e["message"]["id"] for e in stream[:-1]]
+        self.assertEqual(seen, ids[:len(seen)])  # in order, then nothing
+        self.assertLess(len(seen), 20)
+        # Nothing more comes until it subscribes again ...
+        sender.ask("send - heru after the overflow")
+        self.assertEqual(read_all(transport), [])
+        # ... and history has everything it missed, in order.
+        slow.send(f"inbox - {seen[-1]}", "subscribe -")
+        inbox, subscribed = read_all(transport)
+        missed = [m["id"] for m in inbox["messages"]]
+        self.assertEqual(missed[:len(ids) - len(seen)], ids[len(seen):])
+        self.assertEqual(subscribed["message"], "subscribed")
+        sender.ask("send - heru live again")
+        (event,) = read_all(transport)
+        self.assertEqual(event["message"]["msg"], "live again")
+
+    def test_logout_ends_the_subscriptions_of_that_session(self):
+        token = self.heru.ask("auth heru pw")["tokenid"]
+        other = self.client()
+        other.ask(f"subscribe {token}")
+        self.heru.ask("subscribe -")
+        self.heru.ask(f"logout {token}")
+        self.alice.ask("send - heru are you there")
+        self.assertEqual(other.replies(), [])
+        self.assertEqual(self.heru.replies(), [])
+
+    def test_a_closed_connection_is_forgotten(self):
+        self.heru.ask("subscribe -")
+        self.heru.protocol.connectionLost(None)
+        self.assertEqual(self.factory.live.subscribers("heru"), {})
+
+
+class RemoteEventTests(unittest.TestCase):
+    def test_messages_from_another_realm_and_its_groups_are_events(self):
+        net = InMemoryNetwork.of_three_users(self)
+        one, two = net.realms["1"], net.realms["2"]
+        heru = Client(two)
+        heru.ask("auth heru pw")
+        heru.ask("subscribe -")
+        alice = Client(one)
+        alice.ask("auth alice pw")
+        alice.ask("subscribe -")
+        alice.ask("send - heru@2 across")
+        alice.ask("creategroup - team heru@2")
+        alice.ask("sendgroup - team to the team")
+        alice.ask("send - nobody@2 lost")
+        net.flush()
+        self.assertEqual(
+            [(e["message"]["msg_from"], e["message"]["msg"]) for e in heru.replies()],
+            [("alice@1", "across"), ("alice@1", "to the team")],
+        )
+        (failure,) = alice.replies()
+        self.assertEqual(failure["message"]["failed"]["code"], "no_such_user")
+        heru.ask("sendgroup - team@1 back")
+        net.flush()
+        (event,) = alice.replies()
+        self.assertEqual((event["message"]["msg_from"], event["message"]["msg"]), ("heru@2", "back"))
+
+
+class IdleSubscriberTests(unittest.TestCase):
+    def test_a_subscriber_that_pings_stays_and_one_that_does_not_is_closed(self):
+        realm = make_realm(self, limits=Limits(idle_timeout=60))
+        quiet, pinging = Client(realm), Client(realm)
+        for connection in (quiet, pinging):
+            connection.login("u" + str(id(connection))[-4:])
+            connection.ask("subscribe -")
+        for _ in range(3):
+            realm.clock.advance(40)
+            pinging.ask("ping")
+        self.assertTrue(quiet.transport.disconnecting)
+        self.assertEqual(quiet.replies()[-1]["code"], "idle_timeout")
+        self.assertFalse(pinging.transport.disconnecting)
