@@ -84,8 +84,10 @@ class LiveDelivery:
             if not connections:
                 continue
             if event is None:  # made once, for every subscriber
-                event = wire.encode(
-                    {"event": "message", "message": message.to_wire(self.realm.name)}
-                )
+                event = wire.encode({
+                    "event": "message",
+                    "kind": message.kind,  # private, group or failure
+                    "message": message.to_wire(self.realm.name),
+                })
             for connection in list(connections):
                 connection.push_event(event)

@@ -1,0 +1,91 @@
+"""
+What the person types, parsed (pure: no I/O).  A line starting with C{/}
+is a command; any other line is a message to the open conversation.
+"""
+
+import attrs
+
+HELP = """\
+/register NAME PASSWORD      create an account
+/login NAME PASSWORD         log in (the session stays in memory, never shown)
+/msg USER[@REALM] TEXT       private message
+/group GROUP[@REALM] TEXT    message to a group
+/open USER | /open #GROUP    talk to one person or group: plain lines go there
+/create GROUP MEMBER ...     create a group (members may be user@realm)
+/leave GROUP[@REALM]         leave a group
+/send-file TO PATH           send a file (TO: a user, or #group)
+/get FILE_ID [PATH]          save a file you received
+/history [USER | #GROUP]     the conversation so far (/history more: older)
+/who [REALM]                 users of this realm, or of a linked one
+/realms                      linked realms and their queues
+/help                        this list
+/quit                        leave (Ctrl-D too)"""
+
+
+class UsageError(ValueError):
+    """A line that is no valid command; the message says what to type."""
+
+
+@attrs.frozen
+class Action:
+    """One thing to do: C{name} and its words."""
+
+    name: str
+    args: tuple = ()
+
+
+# command -> (fewest words, most words (None: any), usage)
+_SHAPES = {
+    "register": (2, 2, "/register NAME PASSWORD"),
+    "login": (2, 2, "/login NAME PASSWORD"),
+    "msg": (2, 2, "/msg USER[@REALM] TEXT"),
+    "group": (2, 2, "/group GROUP[@REALM] TEXT"),
+    "open": (1, 1, "/open USER or /open #GROUP"),
+    "create": (1, None, "/create GROUP MEMBER ..."),
+    "leave": (1, 1, "/leave GROUP[@REALM]"),
+    "send-file": (2, 2, "/send-file TO PATH"),
+    "get": (1, 2, "/get FILE_ID [PATH]"),
+    "history": (0, 1, "/history [USER | #GROUP | more]"),
+    "who": (0, 1, "/who [REALM]"),
+    "realms": (0, 0, "/realms"),
+    "help": (0, 0, "/help"),
+    "quit": (0, 0, "/quit"),
+}
+# Commands whose last word is free text (spaces kept).
+_TEXT_LAST = {"msg", "group", "send-file"}
+
+
+def parse(line, conversation=None):
+    """
+    The L{Action} of one typed line.  C{conversation} is the open one
+    (C{"heru"} or C{"#team"}): a plain line is sent there.
+    @raise UsageError: with what to type instead.
+    """
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None
+    if not line.startswith("/"):
+        if conversation is None:
+            raise UsageError("no conversation is open: /open USER or /open #GROUP first")
+        return _message_to(conversation, line)
+    name, _, rest = line[1:].partition(" ")
+    name = name.lower()
+    if name not in _SHAPES:
+        raise UsageError(f"unknown command /{name}: /help lists them")
+    fewest, most, usage = _SHAPES[name]
+    if name in _TEXT_LAST:
+        first, _, text = rest.strip(" ").partition(" ")
+        words = [w for w in (first, text) if w]
+    else:
+        words = rest.split()
+    if len(words) < fewest or (most is not None and len(words) > most):
+        raise UsageError(f"usage: {usage}")
+    if name == "send-file" and words[0].startswith("#"):
+        return Action("send-group-file", (words[0][1:], words[1]))
+    return Action(name, tuple(words))
+
+
+def _message_to(conversation, text):
+    if conversation.startswith("#"):
+        return Action("group", (conversation[1:], text))
+    return Action("msg", (conversation, text))

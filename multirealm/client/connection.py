@@ -1,0 +1,260 @@
+"""
+The client's side of the wire: L{ReplyProtocol} (requests out; replies, in
+request order, and events in) and L{ChatSession} (one person's session on
+a realm: it reconnects when the connection drops, subscribes again and
+catches up from history, so nothing is missed).
+"""
+
+import base64
+import json
+from collections import OrderedDict, deque
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol, ReconnectingClientFactory
+
+from multirealm.wire import REPLY_END
+
+# One line of a file body: 48 KiB of file, 64 KiB of base64.
+FILE_CHUNK = 48 * 1024
+
+
+class NotConnected(Exception):
+    """There is no connection to the realm right now."""
+
+
+class ReplyProtocol(Protocol):
+    """Requests out; replies (each to the oldest request unanswered) and events in."""
+
+    def connectionMade(self):
+        self._buffer = b""
+        self._scanned = 0  # the buffer before this holds no reply end
+        self._waiting = deque()
+        self.factory.session.connected(self)
+
+    def request(self, line, body=None):
+        """
+        Send one request line (and, for a file, its body: an open binary
+        file, sent as base64 lines as the socket takes them); fires with
+        the reply, a dict.
+        """
+        d = defer.Deferred()
+        self._waiting.append(d)
+        self.transport.write(line.encode("utf-8") + b"\r\n")
+        if body is not None:
+            self.transport.write(b"\r\n")
+            self.transport.registerProducer(_Base64Body(body, self.transport), False)
+        return d
+
+    def dataReceived(self, data):
+        self._buffer += data
+        while True:
+            end = self._buffer.find(REPLY_END, max(0, self._scanned - 3))
+            if end == -1:
+                self._scanned = len(self._buffer)
+                return
+            chunk, self._buffer = self._buffer[:end], self._buffer[end + len(REPLY_END):]
+            self._scanned = 0
+            try:
+                item = json.loads(chunk)
+            except ValueError:
+                continue  # not ours to understand
+            if "event" in item:
+                self.factory.session.event(item)
+            elif self._waiting:
+                self._waiting.popleft().callback(item)
+
+    def connectionLost(self, reason=ConnectionDone()):
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(NotConnected("the connection to the realm was lost"))
+        self.factory.session.disconnected(self)
+
+
+class _Base64Body:
+    """A pull producer: a file as base64 lines, then the empty line that ends it."""
+
+    def __init__(self, opened, transport):
+        self._file = opened
+        self._transport = transport
+
+    def resumeProducing(self):
+        chunk = self._file.read(FILE_CHUNK)
+        if chunk:
+            self._transport.write(base64.b64encode(chunk) + b"\r\n")
+            return
+        self._transport.write(b"\r\n")
+        self._file.close()
+        self._transport.unregisterProducer()
+
+    def stopProducing(self):
+        self._file.close()
+
+
+class _Factory(ReconnectingClientFactory):
+    protocol = ReplyProtocol
+    maxDelay = 5
+    noisy = False
+
+    def __init__(self, session):
+        self.session = session
+
+    def buildProtocol(self, addr):
+        self.resetDelay()
+        return ReconnectingClientFactory.buildProtocol(self, addr)
+
+    def clientConnectionFailed(self, connector, reason):
+        self.session.show(f"(cannot reach the realm: {reason.getErrorMessage()}; trying again)")
+        ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
+
+
+class ChatSession:
+    """
+    One person's session on one realm.  C{show(line)} puts a line on the
+    screen; C{render_event(event)} turns an event into one (or None).
+    The session id stays in memory: it is never shown or written.
+    """
+
+    SEEN_MAX = 10_000  # ids remembered, to show a message once
+
+    def __init__(self, host, port, reactor, show, render_event):
+        self.host, self.port = host, port
+        self.reactor = reactor
+        self.show = show
+        self.render_event = render_event
+        self.user = None
+        self.token = None
+        self.groups = set()  # groups heard of, caught up after a reconnect
+        self._last = {}  # conversation ("inbox" or a group) -> last message id seen
+        self._seen = OrderedDict()
+        self._protocol = None
+        self._factory = _Factory(self)
+        self._connector = None
+        self._was_connected = False
+
+    # -- the connection -------------------------------------------------------
+
+    def connect(self):
+        self._connector = self.reactor.connectTCP(self.host, self.port, self._factory)
+
+    def close(self):
+        self._factory.stopTrying()
+        if self._connector is not None:
+            self._connector.disconnect()
+
+    def connected(self, protocol):
+        self._protocol = protocol
+        if self._was_connected:
+            self.show("(connected again)")
+            if self.token is not None:
+                self._resume()
+        else:
+            self.show(f"(connected to {self.host}:{self.port}; /help lists the commands)")
+        self._was_connected = True
+
+    def disconnected(self, protocol):
+        if self._protocol is protocol:
+            self._protocol = None
+            if self._factory.continueTrying:
+                self.show("(the connection to the realm was lost: reconnecting)")
+
+    def request(self, line, body=None):
+        if self._protocol is None:
+            return defer.fail(NotConnected("not connected to the realm (reconnecting)"))
+        return self._protocol.request(line, body)
+
+    # -- the session ----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def login(self, user, password):
+        reply = yield self.request(f"auth {user} {password}")
+        if reply.get("status") == "OK":
+            self.user, self.token = user, reply["tokenid"]
+            yield self.request(f"subscribe {self.token}")
+            # Where this session starts: what history holds is seen.
+            inbox = yield self.request(f"inbox {self.token}")
+            for entry in inbox.get("messages", []):
+                self.note(entry, "inbox")
+        return reply
+
+    @defer.inlineCallbacks
+    def follow_group(self, group):
+        """
+        Watch group C{group} (created, opened, read): caught up after a
+        reconnect.  Fires with its history reply.
+        """
+        reply = yield self.request(f"groupinbox {self.token} {group}")
+        if reply.get("status") == "OK":
+            self.groups.add(group)
+            for entry in reply["messages"]:
+                self.note(entry, group)
+        return reply
+
+    @defer.inlineCallbacks
+    def _resume(self):
+        """After a reconnect: events again, then what came meanwhile."""
+        try:
+            yield self.request(f"subscribe {self.token}")
+            yield self.catch_up()
+        except NotConnected:
+            pass  # lost again: the next connection resumes
+
+    @defer.inlineCallbacks
+    def catch_up(self):
+        """Show what history has after the last message seen, per conversation."""
+        shown = 0
+        for conversation in ["inbox"] + sorted(self.groups):
+            last = self._last.get(conversation)
+            if last is None:
+                continue
+            if conversation == "inbox":
+                command = f"inbox {self.token}"
+            else:
+                command = f"groupinbox {self.token} {conversation}"
+            while True:
+                reply = yield self.request(f"{command} {last}")
+                if reply.get("status") != "OK":
+                    break
+                for entry in reply["messages"]:
+                    kind = "private" if conversation == "inbox" else "group"
+                    if self.note(entry, conversation) and entry.get("msg_from") != self.user:
+                        line = self.render_event({"event": "message", "kind": kind,
+                                                  "message": entry})
+                        if line:
+                            self.show(line)
+                            shown += 1
+                    last = entry["id"]
+                if not reply.get("more"):
+                    break
+        return shown
+
+    def note(self, entry, conversation):
+        """Remember message C{entry} as seen; False if it was seen before."""
+        self._last[conversation] = entry["id"]
+        if entry["id"] in self._seen:
+            return False
+        self._seen[entry["id"]] = None
+        if len(self._seen) > self.SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def event(self, item):
+        if item.get("event") == "message":
+            entry = item.get("message", {})
+            if item.get("kind") == "group":
+                group = entry.get("msg_to")
+                self.groups.add(group)
+                conversation = group
+            else:
+                conversation = "inbox"
+            if not self.note(entry, conversation):
+                return  # already shown (a catch-up and an event crossed)
+        elif item.get("event") == "overflow":
+            self.show(self.render_event(item))
+            d = self.request(f"subscribe {self.token}").addCallback(lambda _: self.catch_up())
+            d.addErrback(lambda failure: failure.trap(NotConnected))
+            return
+        line = self.render_event(item)
+        if line:
+            self.show(line)
+

@@ -1,0 +1,98 @@
+"""
+The client's connection, on StringTransports: replies matched to requests
+in order, events shown as they come, and after a dropped connection: the
+same session subscribed again and what came meanwhile caught up from
+history, each message shown once.  The session id is never shown.
+"""
+
+import json
+
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from multirealm.client import render
+from multirealm.client.connection import ChatSession, NotConnected
+
+TOKEN = "t" * 43
+
+
+def reply(**fields):
+    return json.dumps(fields).encode() + b"\r\n\r\n"
+
+
+def entry(n, sender="bob"):
+    return {"id": f"{n:032x}", "msg_from": sender, "msg_to": "alice", "msg": f"m{n}",
+            "timestamp": "2026-11-25T21:32:15.449+00:00"}
+
+
+class SessionTests(unittest.TestCase):
+    def setUp(self):
+        self.shown = []
+        self.session = ChatSession("127.0.0.1", 1, None, self.shown.append,
+                                   lambda item: render.event(item, self.session.user))
+
+    def connect(self):
+        protocol = self.session._factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def requests(self, transport):
+        lines = transport.value().decode().split("\r\n")
+        transport.clear()
+        return [line for line in lines if line]
+
+    def log_in(self, protocol, transport):
+        done = self.session.login("alice", "pw")
+        self.assertEqual(self.requests(transport), ["auth alice pw"])
+        protocol.dataReceived(reply(status="OK", tokenid=TOKEN))
+        self.assertEqual(self.requests(transport), [f"subscribe {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", message="subscribed"))
+        self.assertEqual(self.requests(transport), [f"inbox {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", messages=[entry(1)], more=False))
+        self.assertEqual(self.successResultOf(done)["status"], "OK")
+
+    def test_events_are_shown_and_a_reconnect_catches_up_once(self):
+        protocol, transport = self.connect()
+        self.log_in(protocol, transport)
+        # An event, split across reads, with a reply in the same read.
+        event = json.dumps({"event": "message", "kind": "private", "message": entry(2)}).encode()
+        pending = self.session.request("ping")
+        protocol.dataReceived(event[:10])
+        protocol.dataReceived(event[10:] + b"\r\n\r\n" + reply(status="OK", message="pong"))
+        self.assertEqual(self.successResultOf(pending)["message"], "pong")
+        self.assertIn("bob → you: m2", self.shown[-1])
+        # The connection drops: requests in flight fail, a new one resumes.
+        pending = self.session.request("ping")
+        protocol.connectionLost()
+        self.failureResultOf(pending, NotConnected)
+        self.assertIn("reconnecting", self.shown[-1])
+        protocol, transport = self.connect()
+        self.assertEqual(self.requests(transport), [f"subscribe {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", message="subscribed"))
+        # From the last message seen, m2: m3 came while it was away.
+        self.assertEqual(self.requests(transport), [f"inbox {TOKEN} {entry(2)['id']}"])
+        protocol.dataReceived(reply(status="OK", messages=[entry(3)], more=False))
+        self.assertIn("bob → you: m3", self.shown[-1])
+        # The same message as an event too: shown once.
+        count = len(self.shown)
+        protocol.dataReceived(
+            json.dumps({"event": "message", "kind": "private", "message": entry(3)}).encode()
+            + b"\r\n\r\n"
+        )
+        self.assertEqual(len(self.shown), count)
+        self.assertFalse(any(TOKEN in line for line in self.shown))
+
+    def test_an_overflow_subscribes_again_and_catches_up(self):
+        protocol, transport = self.connect()
+        self.log_in(protocol, transport)
+        protocol.dataReceived(b'{"event": "overflow"}\r\n\r\n')
+        self.assertIn("catching up", self.shown[-1])
+        self.assertEqual(self.requests(transport), [f"subscribe {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", message="subscribed"))
+        self.assertEqual(self.requests(transport), [f"inbox {TOKEN} {entry(1)['id']}"])
+        protocol.dataReceived(reply(status="OK", messages=[entry(4)], more=False))
+        self.assertIn("m4", self.shown[-1])
+
+    def test_not_connected_is_said_not_raised(self):
+        self.failureResultOf(self.session.request("ping"), NotConnected)
