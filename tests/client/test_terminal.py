@@ -18,7 +18,7 @@ import sys
 import termios
 import time
 
-from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase
+from tests.test_end_to_end import DEADLINE, TwistdTestCase
 
 # CSI / OSC escape sequences and lone control characters, as a terminal
 # would interpret them: what is left is the text a person reads.
