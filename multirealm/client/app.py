@@ -224,6 +224,25 @@ class Chat:
             self.show(line)
 
 
+async def read_lines(chat, **io):
+    """
+    Read what the person types, line by line, until /quit, Ctrl-D or
+    Ctrl-C.  C{io}: prompt_toolkit's C{input} and C{output} (tests pass
+    its pipe input and dummy output).
+    """
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import InMemoryHistory
+
+    prompt = PromptSession(history=InMemoryHistory(), **io)  # history kept in memory only
+    while True:
+        try:
+            line = await prompt.prompt_async(lambda: chat.prompt)
+        except (EOFError, KeyboardInterrupt):
+            return
+        if not await chat.handle(line):
+            return
+
+
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(
         prog="multirealm-chat", description="Chat on a multirealm realm from a terminal."
@@ -242,8 +261,6 @@ def main(argv=None):
     from twisted.internet import asyncioreactor
 
     asyncioreactor.install(loop)
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.patch_stdout import patch_stdout
     from twisted.internet import reactor
 
@@ -257,15 +274,8 @@ def main(argv=None):
     chat = Chat(session, show)
 
     async def typing():
-        prompt = PromptSession(history=InMemoryHistory())  # kept in memory only
         with patch_stdout(raw=True):
-            while True:
-                try:
-                    line = await prompt.prompt_async(lambda: chat.prompt)
-                except (EOFError, KeyboardInterrupt):
-                    break
-                if not await chat.handle(line):
-                    break
+            await read_lines(chat)
         session.close()
         reactor.stop()
 

@@ -71,3 +71,40 @@ class RenderTests(unittest.TestCase):
             render.error({"status": "ERROR", "code": "no_such_user", "message": "no user 'x'"}),
             "error: no user 'x' (no_such_user)",
         )
+
+
+class PromptTests(unittest.TestCase):
+    """The prompt loop on prompt_toolkit's own pipe input and dummy output."""
+
+    def test_typed_lines_become_requests_until_quit(self):
+        import asyncio
+
+        from prompt_toolkit.input import create_pipe_input
+        from prompt_toolkit.output import DummyOutput
+        from twisted.internet import defer
+
+        from multirealm.client.app import Chat, read_lines
+
+        class Session:
+            user, token, groups = "alice", "t" * 43, set()
+
+            def __init__(self):
+                self.sent = []
+
+            def request(self, line, body=None):
+                self.sent.append(line)
+                return defer.succeed({"status": "OK", "message": "Message Sent"})
+
+        session, shown = Session(), []
+        chat = Chat(session, shown.append)
+
+        async def scenario():
+            with create_pipe_input() as pipe:
+                pipe.send_text("/open heru\rhello heru\r/msg bob@2 hi bob\r/frob\r/quit\r")
+                await read_lines(chat, input=pipe, output=DummyOutput())
+
+        asyncio.run(scenario())
+        self.assertEqual(session.sent, [f"send {'t' * 43} heru hello heru",
+                                        f"send {'t' * 43} bob@2 hi bob"])
+        self.assertIn("unknown command /frob: /help lists them", shown)
+        self.assertFalse(any("t" * 43 in line for line in shown))
