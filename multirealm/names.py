@@ -4,9 +4,11 @@ User, group and realm names, and C{name@realm} addresses (docs/protocol.md,
 """
 
 import re
+import unicodedata
 
 import attrs
 
+from multirealm import errors
 from multirealm.errors import InvalidName
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
@@ -76,3 +78,20 @@ class Address:
         else:
             realm = default_realm
         return cls(name, realm)
+
+
+def check_filename(name):
+    """
+    C{name} if it may label a file: 1-255 bytes of UTF-8, no C{/}, C{\\},
+    C{..}, NUL or control character (it is never used as a path, but
+    clients save files under it).  L{errors.BadFilename} otherwise.
+    """
+    if not 0 < len(name.encode("utf-8")) <= 255:
+        raise errors.BadFilename("a file name is 1-255 bytes")
+    if "/" in name or "\\" in name or ".." in name or name == "." or any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name
+    ):
+        raise errors.BadFilename(
+            f"file name {name!r} is not a plain name: no / \\ .. or control characters"
+        )
+    return name

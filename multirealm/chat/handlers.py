@@ -18,7 +18,7 @@ import json
 from multirealm import errors, wire
 from multirealm.chat.outbound import Streamed, base64_file
 from multirealm.commands import COMMANDS
-from multirealm.core.realm import check_filename
+from multirealm.names import check_filename
 from multirealm.wire import ok
 
 SAME_SESSION = "-"
@@ -126,6 +126,9 @@ class Handlers:
     def command_auth(self, username, password):
         def logged_in(token):
             self.session = token
+            if self.events is not None:
+                # Events of another user stop here (a connection speaks for one).
+                self.events.authenticated(username)
             return ok(tokenid=token)
 
         return self.realm.login(username, password, self.peer).addCallback(logged_in)

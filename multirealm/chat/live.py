@@ -17,7 +17,7 @@ protocol's C{push_event}).
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from multirealm import wire
+from multirealm import errors, wire
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.model import FAILURE, GROUP, PRIVATE
 
@@ -26,15 +26,31 @@ log = Logger()
 
 @implementer(IMessageObserver)
 class LiveDelivery:
+    # Connections one user may have subscribed at once: each holds events
+    # (up to event_buffer_bytes), so their number is bounded too.
+    MAX_PER_USER = 16
+
     def __init__(self, realm):
         self.realm = realm
-        self._by_user = {}  # user name -> {connection: token}
+        self._by_user = {}  # user name -> {connection: (token, when it expires)}
 
     # -- subscriptions ------------------------------------------------------------
 
     def subscribe(self, user, token, connection):
+        """
+        Events for C{user} on C{connection}, while session C{token} lives
+        (L{errors.QuotaExceeded} past L{MAX_PER_USER} connections).
+        """
         self.unsubscribe(connection)
-        self._by_user.setdefault(user, {})[connection] = token
+        connections = self._by_user.setdefault(user, {})
+        if len(connections) >= self.MAX_PER_USER:
+            if not connections:
+                del self._by_user[user]
+            raise errors.QuotaExceeded(
+                f"{self.MAX_PER_USER} connections of yours get events already: unsubscribe one"
+            )
+        expires = self.realm.sessions.expires(token)
+        connections[connection] = (token, float("inf") if expires is None else expires)
         connection.subscribed_as = user
 
     def unsubscribe(self, connection):
@@ -50,7 +66,7 @@ class LiveDelivery:
     def session_ended(self, token):
         """A session was logged out: its subscriptions end, on every connection."""
         for connections in list(self._by_user.values()):
-            for connection, subscribed_with in list(connections.items()):
+            for connection, (subscribed_with, _) in list(connections.items()):
                 if subscribed_with == token:
                     self.unsubscribe(connection)
 
@@ -66,7 +82,9 @@ class LiveDelivery:
         if message.kind in (PRIVATE, FAILURE):
             self._push(message, delivery.local_users)
         elif message.kind == GROUP:
-            d = self.realm.group_readers(message.recipient)
+            # Only the subscribed are asked about: point lookups while they
+            # are few, not the group's whole member list for every post.
+            d = self.realm.group_readers(message.recipient, tuple(self._by_user))
             d.addCallback(lambda readers: self._push(message, readers))
             d.addErrback(lambda failure: log.failure(
                 "finding the readers of {group} failed", failure, group=message.recipient
@@ -89,5 +107,9 @@ class LiveDelivery:
                     "kind": message.kind,  # private, group or failure
                     "message": message.to_wire(self.realm.name),
                 })
-            for connection in list(connections):
+            now = self.realm.clock.seconds()
+            for connection, (_, expires) in list(connections.items()):
+                if expires <= now:
+                    self.unsubscribe(connection)  # its session has ended
+                    continue
                 connection.push_event(event)

@@ -188,6 +188,24 @@ class OutboundQueue:
         else:
             self.fill(self.reserve(), reply)
 
+    def between(self, data):
+        """
+        Bytes that may go between two replies but never inside one (an
+        event): written now if no reply is being written (the oldest is
+        not answered yet, or none waits) and the transport has room; else
+        queued after the replies already queued.  True if written now.
+        """
+        if self._closed:
+            return False
+        slots = self._slots
+        if (not self._paused and not self._running and not self._streaming
+                and (not slots or slots[0][0] is None)):
+            self._transport.write(data)
+            self._on_written()
+            return True
+        self.fill(self.reserve(), data)
+        return False
+
     def close(self):
         """The connection is gone: drop what is queued, stop any stream."""
         self._closed = True

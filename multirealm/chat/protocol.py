@@ -139,21 +139,31 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def session_ended(self, token):
         self.factory.live.session_ended(token)
 
+    def authenticated(self, user):
+        """This connection logged in as C{user}: another user's events stop."""
+        if self.subscribed_as is not None and self.subscribed_as.lower() != user.lower():
+            self.unsubscribe()
+
     def push_event(self, event):
         """
-        Queue the bytes of one event after the replies already queued (so
-        it never cuts into one).  Events wait under a budget of their own:
+        Send the bytes of one event between replies, never inside one: at
+        once when no reply is being written, else after the replies already
+        queued.  Events that wait do so under a budget of their own:
         a client that stops reading gets one C{overflow} event, and no more
         until it subscribes again; what it missed is in its history.
         """
         outbound = self._outbound
-        if not outbound.waiting and not outbound.blocked:
-            self._event_bytes = 0  # everything before it is out: the client reads
+        if not outbound.pending_bytes and not outbound.blocked:
+            # No byte waits to be written (requests may be pending, their
+            # answers not yet made): every event before this one is out.
+            self._event_bytes = 0
         if self._event_bytes + len(event) > self._event_budget:
             self.unsubscribe()
             event = OVERFLOW_EVENT
-        self._event_bytes += len(event)
-        outbound.reply(event)
+        if outbound.between(event):
+            self._event_bytes = 0  # out at once: nothing of this client's waits
+        else:
+            self._event_bytes += len(event)
 
     # -- flow control -------------------------------------------------------
 

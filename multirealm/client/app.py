@@ -16,6 +16,8 @@ import sys
 
 from multirealm.client import commands, render
 from multirealm.client.connection import ChatSession, NotConnected
+from multirealm import errors
+from multirealm.names import check_filename
 
 
 class Chat:
@@ -51,6 +53,8 @@ class Chat:
             self.show(f"not sent: {e}")
         except OSError as e:
             self.show(f"error: {e.strerror or e}")
+        except Exception as e:  # an odd reply: said, and the prompt goes on
+            self.show(f"error: the realm's reply could not be used ({type(e).__name__})")
         return True
 
     async def ask(self, line, body=None):
@@ -143,7 +147,7 @@ class Chat:
         if not reply:
             return
         # The name is the sender's label: never a path, and never over a file.
-        name = os.path.basename(reply.get("filename", "")) or file_id
+        name = plain_file_name(reply.get("filename")) or plain_file_name(file_id) or "file"
         target = path or name
         if os.path.isdir(target):
             target = os.path.join(target, name)
@@ -243,6 +247,14 @@ async def read_lines(chat, **io):
             return
 
 
+def plain_file_name(name):
+    """C{name} if it can name a file here as it is (the realm's own rule), else None."""
+    try:
+        return check_filename(name) if isinstance(name, str) else None
+    except errors.ChatError:
+        return None
+
+
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(
         prog="multirealm-chat", description="Chat on a multirealm realm from a terminal."
@@ -265,7 +277,7 @@ def main(argv=None):
     from twisted.internet import reactor
 
     def show(line):
-        print(line, flush=True)
+        print(render.safe(line), flush=True)
 
     session = ChatSession(
         options.host, options.port, reactor, show,
@@ -274,10 +286,12 @@ def main(argv=None):
     chat = Chat(session, show)
 
     async def typing():
-        with patch_stdout(raw=True):
-            await read_lines(chat)
-        session.close()
-        reactor.stop()
+        try:
+            with patch_stdout(raw=True):  # our lines hold no escapes: show() made them safe
+                await read_lines(chat)
+        finally:
+            session.close()
+            reactor.stop()
 
     def start():
         session.connect()

@@ -9,7 +9,7 @@ import base64
 import json
 from collections import OrderedDict, deque
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, ReconnectingClientFactory
 
@@ -17,6 +17,11 @@ from multirealm.wire import REPLY_END
 
 # One line of a file body: 48 KiB of file, 64 KiB of base64.
 FILE_CHUNK = 48 * 1024
+# The longest reply read: a getfile of the largest file (100 MiB, as base64),
+# with room to spare.  A realm that sends more is dropped.
+MAX_REPLY_BYTES = 256 * 2**20
+# A request this often keeps the connection from the realm's idle_timeout.
+KEEPALIVE_SECONDS = 60.0
 
 
 class NotConnected(Exception):
@@ -27,9 +32,11 @@ class ReplyProtocol(Protocol):
     """Requests out; replies (each to the oldest request unanswered) and events in."""
 
     def connectionMade(self):
-        self._buffer = b""
+        self._buffer = bytearray()
         self._scanned = 0  # the buffer before this holds no reply end
         self._waiting = deque()
+        self._uploading = False  # a file body is going out: requests wait
+        self._after_upload = deque()  # (bytes, body) written once it is out
         self.factory.session.connected(self)
 
     def request(self, line, body=None):
@@ -40,11 +47,25 @@ class ReplyProtocol(Protocol):
         """
         d = defer.Deferred()
         self._waiting.append(d)
-        self.transport.write(line.encode("utf-8") + b"\r\n")
+        data = line.encode("utf-8") + b"\r\n"
+        if self._uploading:
+            self._after_upload.append((data, body))  # never inside a file body
+        else:
+            self._write(data, body)
+        return d
+
+    def _write(self, data, body):
+        self.transport.write(data)
         if body is not None:
             self.transport.write(b"\r\n")
-            self.transport.registerProducer(_Base64Body(body, self.transport), False)
-        return d
+            self._uploading = True
+            self.transport.registerProducer(_Base64Body(body, self), False)
+
+    def body_sent(self):
+        """A file body is out: the requests made meanwhile go now, in order."""
+        self._uploading = False
+        while self._after_upload and not self._uploading:
+            self._write(*self._after_upload.popleft())
 
     def dataReceived(self, data):
         self._buffer += data
@@ -52,8 +73,11 @@ class ReplyProtocol(Protocol):
             end = self._buffer.find(REPLY_END, max(0, self._scanned - 3))
             if end == -1:
                 self._scanned = len(self._buffer)
+                if self._scanned > MAX_REPLY_BYTES:
+                    self.transport.abortConnection()  # no reply is that long
                 return
-            chunk, self._buffer = self._buffer[:end], self._buffer[end + len(REPLY_END):]
+            chunk = bytes(self._buffer[:end])
+            del self._buffer[:end + len(REPLY_END)]
             self._scanned = 0
             try:
                 item = json.loads(chunk)
@@ -74,9 +98,10 @@ class ReplyProtocol(Protocol):
 class _Base64Body:
     """A pull producer: a file as base64 lines, then the empty line that ends it."""
 
-    def __init__(self, opened, transport):
+    def __init__(self, opened, protocol):
         self._file = opened
-        self._transport = transport
+        self._protocol = protocol
+        self._transport = protocol.transport
 
     def resumeProducing(self):
         chunk = self._file.read(FILE_CHUNK)
@@ -86,6 +111,7 @@ class _Base64Body:
         self._transport.write(b"\r\n")
         self._file.close()
         self._transport.unregisterProducer()
+        self._protocol.body_sent()
 
     def stopProducing(self):
         self._file.close()
@@ -128,6 +154,7 @@ class ChatSession:
         self._last = {}  # conversation ("inbox" or a group) -> last message id seen
         self._seen = OrderedDict()
         self._protocol = None
+        self._keepalive = None  # the LoopingCall that pings
         self._factory = _Factory(self)
         self._connector = None
         self._was_connected = False
@@ -137,13 +164,24 @@ class ChatSession:
     def connect(self):
         self._connector = self.reactor.connectTCP(self.host, self.port, self._factory)
 
+    def _ping(self):
+        """Keep the connection from the realm's idle timeout (a subscriber only listens)."""
+        if self._protocol is not None:
+            self.request("ping").addErrback(lambda failure: failure.trap(NotConnected))
+
     def close(self):
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
         self._factory.stopTrying()
         if self._connector is not None:
             self._connector.disconnect()
 
     def connected(self, protocol):
         self._protocol = protocol
+        if self._keepalive is None:
+            self._keepalive = task.LoopingCall(self._ping)
+            self._keepalive.clock = self.reactor
+            self._keepalive.start(KEEPALIVE_SECONDS, now=False)
         if self._was_connected:
             self.show("(connected again)")
             if self.token is not None:
@@ -205,14 +243,14 @@ class ChatSession:
         shown = 0
         for conversation in ["inbox"] + sorted(self.groups):
             last = self._last.get(conversation)
-            if last is None:
-                continue
             if conversation == "inbox":
                 command = f"inbox {self.token}"
             else:
                 command = f"groupinbox {self.token} {conversation}"
             while True:
-                reply = yield self.request(f"{command} {last}")
+                # Without a message seen yet: the newest page (those seen
+                # before are not shown again).
+                reply = yield self.request(command if last is None else f"{command} {last}")
                 if reply.get("status") != "OK":
                     break
                 for entry in reply["messages"]:

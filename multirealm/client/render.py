@@ -3,14 +3,30 @@ Replies and events as lines for a person (pure: no I/O).  Times are
 shown in the local time zone; a session id is never part of a line.
 """
 
+import unicodedata
 from datetime import datetime
+
+
+def safe(text):
+    """
+    C{text} with every control and format character (newlines too) shown
+    as an escape (C{\\x1b}): what others write can never move the
+    cursor, clear the screen, fake a line or reach the terminal's clipboard.
+    """
+    return "".join(_shown(c) for c in str(text))
+
+
+def _shown(c):
+    if unicodedata.category(c) not in ("Cc", "Cf"):
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
 
 
 def clock(timestamp):
     """C{HH:MM} of an ISO 8601 timestamp, in local time ("??:??" if unreadable)."""
     try:
         return datetime.fromisoformat(timestamp).astimezone().strftime("%H:%M")
-    except (TypeError, ValueError):
+    except Exception:  # a peer's odd date: not this client's problem
         return "??:??"
 
 

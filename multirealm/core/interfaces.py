@@ -136,11 +136,11 @@ class IStore(Interface):
         telling other realms which of their users were added.
         """
 
-    def group_readers(group):
+    def group_readers(group, among=None):
         """
         The names of this realm's users who read group C{group} (an
         Address): its members here, or, for a group of another realm, the
-        ones its home announced.
+        ones its home announced; only those in C{among} if given.
         """
 
     def remote_group_history(group, reader, after_id, limit, max_bytes):

@@ -14,9 +14,8 @@ no caller has to remember to.
 """
 
 import functools
-import unicodedata
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 
 import attrs
 from twisted.internet import defer, task
@@ -73,9 +72,16 @@ def _check_message_values(message, max_text_bytes):
     if not (isinstance(message.timestamp, str) and len(message.timestamp) <= 40):
         raise errors.BadRequest("a message timestamp is an ISO 8601 string")
     try:
-        datetime.fromisoformat(message.timestamp)
-    except ValueError:
-        raise errors.BadRequest("a message timestamp is an ISO 8601 string") from None
+        # With its offset, within years any reader can show (1970-9998:
+        # far dates overflow when moved to another time zone).
+        stamp = datetime.fromisoformat(message.timestamp)
+        if stamp.tzinfo is None or not 1970 <= stamp.year <= 9998:
+            raise ValueError(message.timestamp)
+        stamp.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise errors.BadRequest(
+            "a message timestamp is an ISO 8601 time with its offset, years 1970-9998"
+        ) from None
     if not isinstance(message.text, str) or len(message.text.encode("utf-8")) > max_text_bytes:
         raise errors.BadRequest(f"a message text is a string of at most {max_text_bytes} bytes")
     file = message.file
@@ -85,23 +91,6 @@ def _check_message_values(message, max_text_bytes):
         and isinstance(file.size, int) and 0 <= file.size < 2**63
     ):
         raise errors.BadRequest("a file is a name of 1-255 bytes, an id and a 64-bit size")
-
-
-def check_filename(name):
-    """
-    C{name} if it may label a file: 1-255 bytes of UTF-8, no C{/}, C{\\},
-    C{..}, NUL or control character (it is never used as a path, but
-    clients save files under it).  L{errors.BadFilename} otherwise.
-    """
-    if not 0 < len(name.encode("utf-8")) <= 255:
-        raise errors.BadFilename("a file name is 1-255 bytes")
-    if "/" in name or "\\" in name or ".." in name or name == "." or any(
-        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name
-    ):
-        raise errors.BadFilename(
-            f"file name {name!r} is not a plain name: no / \\ .. or control characters"
-        )
-    return name
 
 
 class Realm:
@@ -448,9 +437,12 @@ class Realm:
             self.limits.max_groups_per_user, joined,
         )
 
-    def group_readers(self, group):
-        """The names of this realm's users who read group C{group} (live delivery)."""
-        return self._store.group_readers(group)
+    def group_readers(self, group, among=None):
+        """
+        The names of this realm's users who read group C{group} (live
+        delivery); only those in C{among} (names) if given.
+        """
+        return self._store.group_readers(group, among)
 
     def leave_group(self, user, group):
         if group.realm != self.name:

@@ -79,6 +79,11 @@ class Sessions:
         self._remember_known(token, found)
         return found[0]
 
+    def expires(self, token):
+        """When a session known here expires (epoch seconds), or None."""
+        known = self._known.get(token)
+        return None if known is None else known[1]
+
     def is_known(self, token):
         """True if C{token} is held in memory (expired or not)."""
         return token in self._known

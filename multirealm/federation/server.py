@@ -19,7 +19,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
 from multirealm.federation import handshake
-from multirealm.core.realm import check_filename
+from multirealm.names import check_filename
 from multirealm.federation.frames import (
     Ack,
     FileFrame,

@@ -603,26 +603,37 @@ def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
-def group_readers(db, realm, group):
+def group_readers(db, realm, group, among=None):
     """
     The names of this realm's users who read group C{group} (an Address):
     its local members if the group is of this realm, else those its home
-    announced.
+    announced.  C{among}: only these names are wanted (point lookups, not
+    the whole member list, when they are few).
     """
-    if group.realm == realm:
-        suffix = "@" + realm
-        return [
-            member[:-len(suffix)]
-            for (member,) in db.execute(
-                "SELECT member FROM members WHERE group_name = ?", (group.name,)
+    local = group.realm == realm
+    if among is not None and len(among) <= 500:
+        wanted = [f"{name}@{realm}" if local else name for name in among]
+        marks = ", ".join("?" * len(wanted))
+        if local:
+            rows = db.execute(
+                f"SELECT member FROM members WHERE group_name = ? AND member IN ({marks})",
+                (group.name, *wanted),
             )
-            if member.endswith(suffix)
-        ]
-    return [
-        member for (member,) in db.execute(
+        else:
+            rows = db.execute(
+                f"SELECT member FROM remote_members WHERE group_key = ? AND member IN ({marks})",
+                (str(group).lower(), *wanted),
+            )
+    elif local:
+        rows = db.execute("SELECT member FROM members WHERE group_name = ?", (group.name,))
+    else:
+        rows = db.execute(
             "SELECT member FROM remote_members WHERE group_key = ?", (str(group).lower(),)
         )
-    ]
+    if not local:
+        return [member for (member,) in rows]
+    suffix = "@" + realm
+    return [member[:-len(suffix)] for (member,) in rows if member.endswith(suffix)]
 
 
 def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):

@@ -351,8 +351,8 @@ class SQLiteStore:
             tuple(joined),
         )
 
-    def group_readers(self, group):
-        return self.submit(queries.group_readers, self.realm, group, writes=False)
+    def group_readers(self, group, among=None):
+        return self.submit(queries.group_readers, self.realm, group, among, writes=False)
 
     def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
         return self.submit(

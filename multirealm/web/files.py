@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
-from multirealm.core.realm import check_filename
+from multirealm.names import check_filename
 from multirealm.model import FileRef
 
 log = Logger()

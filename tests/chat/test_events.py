@@ -185,3 +185,107 @@ class IdleSubscriberTests(unittest.TestCase):
         self.assertTrue(quiet.transport.disconnecting)
         self.assertEqual(quiet.replies()[-1]["code"], "idle_timeout")
         self.assertFalse(pinging.transport.disconnecting)
+
+
+class BusyReaderTests(unittest.TestCase):
+    def test_a_client_that_reads_never_overflows_however_busy(self):
+        # A client that always has a request pending, and reads everything.
+        realm = make_realm(self, limits=Limits(event_buffer_bytes=2048))
+        factory = ChatFactory(realm, realm.limits, realm.clock)
+        reader = Client(realm, factory=factory)
+        reader.login("heru")
+        reader.ask("subscribe -")
+        sender = Client(realm, factory=factory)
+        sender.login("alice")
+        gate = defer.Deferred()
+        realm.list_users = lambda after, realm=None: gate  # a request that stays pending
+        reader.send("listusers")
+        for n in range(50):
+            sender.ask(f"send - heru message {n} " + "x" * 100)
+        gate.callback((["alice", "heru"], False))
+        got = reader.replies()
+        self.assertNotIn({"event": "overflow"}, got)
+        self.assertEqual(len(events(got)), 50)
+
+
+class WhoseEventsTests(unittest.TestCase):
+    """From a review: events end with the session, and with the user."""
+
+    def setUp(self):
+        self.realm = make_realm(self, limits=Limits(session_days=1, idle_timeout=10 * 86400))
+        self.factory = ChatFactory(self.realm, self.realm.limits, self.realm.clock)
+        self.alice = Client(self.realm, factory=self.factory)
+        self.alice.login("alice")
+        self.heru = Client(self.realm, factory=self.factory)
+        self.heru.login("heru")
+        self.heru.ask("subscribe -")
+
+    def test_no_event_once_the_session_has_expired(self):
+        self.realm.clock.advance(2 * 86400)
+        self.alice.ask("auth alice pw")  # a fresh session for the sender
+        self.alice.ask("send - heru after expiry")
+        self.assertEqual(self.heru.replies(), [])
+
+    def test_logging_in_as_someone_else_ends_the_events_of_the_first(self):
+        self.heru.ask("register mallory pw")
+        self.heru.ask("auth mallory pw")
+        self.alice.ask("send - heru for heru only")
+        self.assertEqual(events(self.heru.replies()), [])
+
+    def test_one_user_subscribes_a_bounded_number_of_connections(self):
+        from multirealm.chat.live import LiveDelivery
+
+        extra = [Client(self.realm, factory=self.factory) for _ in range(LiveDelivery.MAX_PER_USER)]
+        codes = [c.ask("auth heru pw") and c.ask("subscribe -").get("code") for c in extra]
+        self.assertEqual(codes[:-1], [None] * (LiveDelivery.MAX_PER_USER - 1))
+        self.assertEqual(codes[-1], "quota_exceeded")
+
+
+class EventOrderTests(unittest.TestCase):
+    def test_an_event_never_cuts_into_a_reply_being_written(self):
+        # heru's socket is full in the middle of a long reply: the event
+        # waits for the reply's end, and the sender gets none of its own.
+        realm = make_realm(self)
+        factory = ChatFactory(realm, realm.limits, realm.clock)
+        transport = BoundedTransport()
+        transport.size = 4096
+        heru = Client(realm, factory=factory, transport=transport)
+        heru.send("register heru pw", "auth heru pw", "subscribe -")
+        alice = Client(realm, factory=factory)
+        alice.login("alice")
+        alice.ask("subscribe -")
+        for n in range(20):
+            alice.ask(f"send - heru {'long ' * 100}{n}")
+        read_all(transport)
+        heru.send("inbox -")  # a reply of about 12 KiB: more than the socket takes
+        self.assertTrue(transport.full)
+        alice.ask("send - heru in between")
+        out = read_all(transport)  # parse_replies fails on a reply cut by an event
+        self.assertEqual([r.get("event") or "reply" for r in out], ["reply", "message"])
+        self.assertEqual(alice.replies(), [])
+
+
+class FanOutCostTests(unittest.TestCase):
+    def test_a_group_post_looks_up_only_the_subscribed(self):
+        from tests.helpers import make_store
+
+        store = make_store(self)
+        realm = make_realm(self, store=store)
+        factory = ChatFactory(realm, realm.limits, realm.clock)
+        alice, heru = Client(realm, factory=factory), Client(realm, factory=factory)
+        alice.login("alice")
+        heru.login("heru")
+        members = " ".join(f"m{n}" for n in range(200))
+        for n in range(200):
+            self.successResultOf(store.create_user(f"m{n}", "h", "t"))
+        alice.ask(f"creategroup - crowd heru {members}")
+        heru.ask("subscribe -")
+        statements = []
+        self.successResultOf(store.submit(lambda db: db.set_trace_callback(statements.append),
+                                          writes=False))
+        self.addCleanup(store.submit, lambda db: db.set_trace_callback(None), writes=False)
+        alice.ask("sendgroup - crowd hello")
+        (event,) = heru.replies()
+        self.assertEqual(event["message"]["msg"], "hello")
+        lookups = [s for s in statements if "FROM members" in s and "IN (" in s]
+        self.assertEqual(len(lookups), 1, statements)

@@ -108,3 +108,44 @@ class PromptTests(unittest.TestCase):
                                         f"send {'t' * 43} bob@2 hi bob"])
         self.assertIn("unknown command /frob: /help lists them", shown)
         self.assertFalse(any("t" * 43 in line for line in shown))
+
+
+class HostileRealmTests(unittest.TestCase):
+    """From a review: what a realm (or a peer behind it) sends cannot harm the client."""
+
+    def test_control_characters_never_reach_the_terminal(self):
+        shown = render.safe("hi\x1b]52;c;ZXZpbA==\x07\x1b[2J\rforged\u202e line")
+        self.assertNotIn("\x1b", shown)
+        self.assertNotIn("\r", shown)
+        self.assertNotIn("\u202e", shown)
+        self.assertIn("\\x1b[2J", shown)
+
+    def test_an_odd_timestamp_is_no_crash(self):
+        self.assertEqual(render.clock("0001-01-01T00:00:00+14:00"), "??:??")
+        self.assertEqual(render.clock(None), "??:??")
+
+    def test_a_file_is_saved_under_a_plain_name_only(self):
+        import asyncio
+        import base64
+        import os
+
+        from twisted.internet import defer
+
+        from multirealm.client.app import Chat
+
+        folder = self.mktemp()
+        os.makedirs(os.path.join(folder, "downloads"))
+
+        class Session:
+            user, token, groups = "alice", "t" * 43, set()
+
+            def request(self, line, body=None):
+                return defer.succeed({"status": "OK", "filename": "..", "size": 2,
+                                      "content": base64.b64encode(b"hi").decode()})
+
+        shown = []
+        chat = Chat(Session(), shown.append)
+        target = os.path.join(folder, "downloads")
+        asyncio.run(chat.handle(f"/get f00 {target}"))
+        self.assertEqual(os.listdir(folder), ["downloads"])  # nothing above it
+        self.assertEqual(os.listdir(target), ["f00"])  # named by its id instead

@@ -7,6 +7,7 @@ history, each message shown once.  The session id is never shown.
 
 import json
 
+from twisted.internet import task
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -28,7 +29,8 @@ def entry(n, sender="bob"):
 class SessionTests(unittest.TestCase):
     def setUp(self):
         self.shown = []
-        self.session = ChatSession("127.0.0.1", 1, None, self.shown.append,
+        self.clock = task.Clock()  # the session's reactor: only its timers are used here
+        self.session = ChatSession("127.0.0.1", 1, self.clock, self.shown.append,
                                    lambda item: render.event(item, self.session.user))
 
     def connect(self):
@@ -93,6 +95,48 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(self.requests(transport), [f"inbox {TOKEN} {entry(1)['id']}"])
         protocol.dataReceived(reply(status="OK", messages=[entry(4)], more=False))
         self.assertIn("m4", self.shown[-1])
+
+    def test_a_quiet_client_pings_so_the_realm_keeps_it(self):
+        protocol, transport = self.connect()
+        self.log_in(protocol, transport)
+        self.clock.advance(60)
+        self.assertEqual(self.requests(transport), ["ping"])
+        protocol.dataReceived(reply(status="OK", message="pong"))
+
+    def test_a_reconnect_with_nothing_seen_yet_catches_up_the_newest(self):
+        protocol, transport = self.connect()
+        self.session.login("alice", "pw")
+        protocol.dataReceived(reply(status="OK", tokenid=TOKEN))
+        protocol.dataReceived(reply(status="OK", message="subscribed"))
+        protocol.dataReceived(reply(status="OK", messages=[], more=False))  # an empty inbox
+        self.requests(transport)
+        protocol.connectionLost()
+        protocol, transport = self.connect()
+        protocol.dataReceived(reply(status="OK", message="subscribed"))
+        self.assertEqual(self.requests(transport), [f"subscribe {TOKEN}", f"inbox {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", messages=[entry(7)], more=False))
+        self.assertIn("bob → you: m7", self.shown[-1])
+
+    def test_a_request_made_during_an_upload_waits_for_its_body(self):
+        import io
+
+        protocol, transport = self.connect()
+        self.session.request("sendfile - heru a.bin", io.BytesIO(b"x" * 100_000))
+        self.session.request("ping")
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        data = transport.value()
+        # The body's last line, the empty line that ends it, then the ping.
+        self.assertTrue(data.endswith(b"\r\n\r\nping\r\n"), data[-40:])
+        self.assertEqual(data.count(b"ping"), 1)
+
+    def test_a_reply_longer_than_any_is_dropped(self):
+        from multirealm.client import connection
+
+        protocol, transport = self.connect()
+        self.patch(connection, "MAX_REPLY_BYTES", 1000)
+        protocol.dataReceived(b"x" * 2000)
+        self.assertTrue(transport.disconnecting)
 
     def test_not_connected_is_said_not_raised(self):
         self.failureResultOf(self.session.request("ping"), NotConnected)

@@ -106,6 +106,13 @@ class ReceiveTests(unittest.TestCase):
         self.assertEqual((yield self.realm.inbox("heru")).messages, (message,))
 
     @defer.inlineCallbacks
+    def test_a_timestamp_no_reader_can_show_is_refused(self):
+        for stamp in ("0001-01-01T00:00:00+14:00", "2026-11-25T21:32:15", "9999-12-31T23:59:59+00:00"):
+            odd = attrs.evolve(self.from_peer(Address("bob", "2"), Address("heru", "1")),
+                               timestamp=stamp)
+            yield self.assertFailure(self.realm.receive("2", odd), errors.BadRequest)
+
+    @defer.inlineCallbacks
     def test_a_link_cannot_speak_for_another_realms_user(self):
         forged = self.from_peer(Address("cy", "3"), Address("heru", "1"))
         yield self.assertFailure(self.realm.receive("2", forged), errors.Forbidden)
