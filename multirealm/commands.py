@@ -110,6 +110,8 @@ COMMANDS = {
             ("group", "filename"), upload=True,
         ),
         Command("getfile", "fetch a file you sent or received", True, ("file_id",)),
+        Command("mygroups", "the groups you are in, here and on other realms", True,
+                heavy="list"),
         Command("subscribe", "receive events as messages arrive, on this connection", True),
         Command("unsubscribe", "stop the events on this connection", True),
         Command("help", "this list"),

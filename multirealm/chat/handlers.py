@@ -141,6 +141,9 @@ class Handlers:
             d.addCallback(lambda _: self.events.session_ended(caller.token))
         return d.addCallback(lambda _: ok(message="logged out"))
 
+    def command_mygroups(self, caller):
+        return self.realm.my_groups(caller.user).addCallback(lambda groups: ok(groups=groups))
+
     # -- live events ----------------------------------------------------------
 
     def command_subscribe(self, caller):

@@ -213,7 +213,16 @@ class ChatSession:
             inbox = yield self.request(f"inbox {self.token}")
             for entry in inbox.get("messages", []):
                 self.note(entry, "inbox")
+            yield self._follow_my_groups()
         return reply
+
+    @defer.inlineCallbacks
+    def _follow_my_groups(self):
+        """Every group this user is in is caught up after a reconnect."""
+        reply = yield self.request(f"mygroups {self.token}")
+        for group in reply.get("groups", []):
+            if group not in self.groups:
+                yield self.follow_group(group)
 
     @defer.inlineCallbacks
     def follow_group(self, group):
@@ -234,14 +243,26 @@ class ChatSession:
         try:
             yield self.request(f"subscribe {self.token}")
             yield self.catch_up()
+            # Groups joined while it was away: from their start.
+            before = set(self.groups)
+            reply = yield self.request(f"mygroups {self.token}")
+            for group in reply.get("groups", []):
+                if group not in before:
+                    self.groups.add(group)
+            yield self.catch_up(only=self.groups - before)
         except NotConnected:
             pass  # lost again: the next connection resumes
 
     @defer.inlineCallbacks
-    def catch_up(self):
-        """Show what history has after the last message seen, per conversation."""
+    def catch_up(self, only=None):
+        """
+        Show what history has after the last message seen, per
+        conversation (the inbox and every group followed; or only the
+        groups C{only}).
+        """
         shown = 0
-        for conversation in ["inbox"] + sorted(self.groups):
+        conversations = ["inbox"] + sorted(self.groups) if only is None else sorted(only)
+        for conversation in conversations:
             last = self._last.get(conversation)
             if conversation == "inbox":
                 command = f"inbox {self.token}"

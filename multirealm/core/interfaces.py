@@ -136,6 +136,12 @@ class IStore(Interface):
         telling other realms which of their users were added.
         """
 
+    def groups_of(user, limit):
+        """
+        The groups local user C{user} is in (at most C{limit} of each
+        kind): this realm's by name, the others' as C{group@home}.
+        """
+
     def group_readers(group, among=None):
         """
         The names of this realm's users who read group C{group} (an

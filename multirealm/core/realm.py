@@ -437,6 +437,15 @@ class Realm:
             self.limits.max_groups_per_user, joined,
         )
 
+    def my_groups(self, user):
+        """
+        The groups local user C{user} is in: names here, C{group@home} for
+        other realms'.  Others can add a user to any number of groups, so
+        the reply is capped: a quarter of list_limit of each kind keeps it
+        within what a list reply is counted as.
+        """
+        return self._store.groups_of(user, max(1, self.limits.list_limit // 4))
+
     def group_readers(self, group, among=None):
         """
         The names of this realm's users who read group C{group} (live

@@ -603,6 +603,22 @@ def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
 
 
+def groups_of(db, realm, user, limit):
+    """
+    The groups local user C{user} is in, at most C{limit}: names of this
+    realm's groups, C{group@home} for the others (as their homes announced).
+    """
+    here = [row[0] for row in db.execute(
+        "SELECT group_name FROM members WHERE member = ? ORDER BY group_name LIMIT ?",
+        (f"{user}@{realm}", limit),
+    )]
+    there = [row[0] for row in db.execute(
+        "SELECT group_address FROM remote_members WHERE member = ? ORDER BY group_key LIMIT ?",
+        (user, limit),
+    )]
+    return here + there
+
+
 def group_readers(db, realm, group, among=None):
     """
     The names of this realm's users who read group C{group} (an Address):

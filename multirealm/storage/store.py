@@ -351,6 +351,9 @@ class SQLiteStore:
             tuple(joined),
         )
 
+    def groups_of(self, user, limit):
+        return self.submit(queries.groups_of, self.realm, user, limit, writes=False)
+
     def group_readers(self, group, among=None):
         return self.submit(queries.group_readers, self.realm, group, among, writes=False)
 

@@ -289,3 +289,19 @@ class FanOutCostTests(unittest.TestCase):
         self.assertEqual(event["message"]["msg"], "hello")
         lookups = [s for s in statements if "FROM members" in s and "IN (" in s]
         self.assertEqual(len(lookups), 1, statements)
+
+
+class MyGroupsTests(unittest.TestCase):
+    def test_a_user_lists_the_groups_it_is_in_here_and_elsewhere(self):
+        net = InMemoryNetwork.of_three_users(self)
+        alice, heru = Client(net.realms["1"]), Client(net.realms["2"])
+        alice.ask("auth alice pw")
+        heru.ask("auth heru pw")
+        alice.ask("creategroup - team heru@2")
+        alice.ask("creategroup - solo")
+        heru.ask("creategroup - local")
+        net.flush()
+        self.assertEqual(alice.ask("mygroups -")["groups"], ["solo", "team"])
+        self.assertEqual(heru.ask("mygroups -")["groups"], ["local", "team@1"])
+        heru.ask("leavegroup - team@1")
+        self.assertEqual(heru.ask("mygroups -")["groups"], ["local"])

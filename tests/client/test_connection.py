@@ -52,6 +52,8 @@ class SessionTests(unittest.TestCase):
         protocol.dataReceived(reply(status="OK", message="subscribed"))
         self.assertEqual(self.requests(transport), [f"inbox {TOKEN}"])
         protocol.dataReceived(reply(status="OK", messages=[entry(1)], more=False))
+        self.assertEqual(self.requests(transport), [f"mygroups {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", groups=[]))
         self.assertEqual(self.successResultOf(done)["status"], "OK")
 
     def test_events_are_shown_and_a_reconnect_catches_up_once(self):
@@ -76,6 +78,13 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(self.requests(transport), [f"inbox {TOKEN} {entry(2)['id']}"])
         protocol.dataReceived(reply(status="OK", messages=[entry(3)], more=False))
         self.assertIn("bob → you: m3", self.shown[-1])
+        # Groups joined meanwhile are caught up from their start.
+        self.assertEqual(self.requests(transport), [f"mygroups {TOKEN}"])
+        protocol.dataReceived(reply(status="OK", groups=["team@2"]))
+        self.assertEqual(self.requests(transport), [f"groupinbox {TOKEN} team@2"])
+        protocol.dataReceived(reply(status="OK", more=False, messages=[
+            dict(entry(5, "cy@2"), msg_to="team@2")]))
+        self.assertIn("#team@2 cy@2: m5", self.shown[-1])
         # The same message as an event too: shown once.
         count = len(self.shown)
         protocol.dataReceived(
@@ -109,6 +118,7 @@ class SessionTests(unittest.TestCase):
         protocol.dataReceived(reply(status="OK", tokenid=TOKEN))
         protocol.dataReceived(reply(status="OK", message="subscribed"))
         protocol.dataReceived(reply(status="OK", messages=[], more=False))  # an empty inbox
+        protocol.dataReceived(reply(status="OK", groups=[]))
         self.requests(transport)
         protocol.connectionLost()
         protocol, transport = self.connect()

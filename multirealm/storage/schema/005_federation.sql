@@ -34,3 +34,6 @@ CREATE TABLE remote_counts (
     users INTEGER NOT NULL DEFAULT 0,
     memberships INTEGER NOT NULL DEFAULT 0
 );
+-- A user's own groups (mygroups), here and on other realms.
+CREATE INDEX members_by_member ON members (member);
+CREATE INDEX remote_members_by_member ON remote_members (member);
