@@ -10,12 +10,11 @@ share one thread.
 
 import argparse
 import asyncio
-import base64
 import os
 import sys
 
 from multirealm.client import commands, render
-from multirealm.client.connection import ChatSession, NotConnected
+from multirealm.client.connection import ChatSession, FileSink, NotConnected
 from multirealm import errors
 from multirealm.names import check_filename
 
@@ -57,9 +56,11 @@ class Chat:
             self.show(f"error: the realm's reply could not be used ({type(e).__name__})")
         return True
 
-    async def ask(self, line, body=None):
+    async def ask(self, line, body=None, sink=None):
         """The reply to one request; an error reply is shown and returns None."""
-        reply = await self.session.request(line, body).asFuture(asyncio.get_running_loop())
+        d = self.session.request(line, body) if sink is None else \
+            self.session.request(line, body, sink)
+        reply = await d.asFuture(asyncio.get_running_loop())
         if reply.get("status") != "OK":
             self.show(render.error(reply))
             return None
@@ -143,22 +144,15 @@ class Chat:
         token = self.token()
         if not token:
             return
-        reply = await self.ask(f"getfile {token} {file_id}")
-        if not reply:
+        folder = path or "."
+        if not os.path.isdir(folder):
+            self.show(f"error: {folder} is not a folder (/get FILE_ID [FOLDER])")
             return
-        # The name is the sender's label: never a path, and never over a file.
-        name = plain_file_name(reply.get("filename")) or plain_file_name(file_id) or "file"
-        target = path or name
-        if os.path.isdir(target):
-            target = os.path.join(target, name)
-        base, extension = os.path.splitext(target)
-        n = 1
-        while os.path.exists(target):
-            target = f"{base} ({n}){extension}"
-            n += 1
-        with open(target, "xb") as f:
-            f.write(base64.b64decode(reply.get("content", "")))
-        self.show(f"saved {target} ({render.size(reply.get('size', 0))})")
+        # Streamed to disk as it arrives, under a plain name, never over a file.
+        sink = FileSink(folder, file_id, plain_file_name)
+        reply = await self.ask(f"getfile {token} {file_id}", sink=sink)
+        if reply:
+            self.show(f"saved {sink.path} ({render.size(sink.size)})")
 
     # -- reading ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ HELP = """\
 /create GROUP MEMBER ...     create a group (members may be user@realm)
 /leave GROUP[@REALM]         leave a group
 /send-file TO PATH           send a file (TO: a user, or #group)
-/get FILE_ID [PATH]          save a file you received
+/get FILE_ID [FOLDER]        save a file you received (here, or in FOLDER)
 /history [USER | #GROUP]     the conversation so far (/history more: older)
 /who [REALM]                 users of this realm, or of a linked one
 /realms                      linked realms and their queues
@@ -44,7 +44,7 @@ _SHAPES = {
     "create": (1, None, "/create GROUP MEMBER ..."),
     "leave": (1, 1, "/leave GROUP[@REALM]"),
     "send-file": (2, 2, "/send-file TO PATH"),
-    "get": (1, 2, "/get FILE_ID [PATH]"),
+    "get": (1, 2, "/get FILE_ID [FOLDER]"),
     "history": (0, 1, "/history [USER | #GROUP | more]"),
     "who": (0, 1, "/who [REALM]"),
     "realms": (0, 0, "/realms"),

@@ -7,6 +7,7 @@ catches up from history, so nothing is missed).
 
 import base64
 import json
+import os
 from collections import OrderedDict, deque
 
 from twisted.internet import defer, task
@@ -37,15 +38,19 @@ class ReplyProtocol(Protocol):
         self._waiting = deque()
         self._uploading = False  # a file body is going out: requests wait
         self._after_upload = deque()  # (bytes, body) written once it is out
+        self._file = None  # (Deferred, reply head) of a getfile being streamed
         self.factory.session.connected(self)
 
-    def request(self, line, body=None):
+    def request(self, line, body=None, sink=None):
         """
         Send one request line (and, for a file, its body: an open binary
         file, sent as base64 lines as the socket takes them); fires with
-        the reply, a dict.
+        the reply, a dict.  C{sink}: for a C{getfile}, where the file's
+        bytes go as they arrive (L{FileSink}); the reply then has no
+        C{content}.
         """
         d = defer.Deferred()
+        d.sink = sink
         self._waiting.append(d)
         data = line.encode("utf-8") + b"\r\n"
         if self._uploading:
@@ -70,6 +75,10 @@ class ReplyProtocol(Protocol):
     def dataReceived(self, data):
         self._buffer += data
         while True:
+            if self._file is not None or self._file_reply_starts():
+                if not self._stream_file():
+                    return  # the rest of the file is still to come
+                continue
             end = self._buffer.find(REPLY_END, max(0, self._scanned - 3))
             if end == -1:
                 self._scanned = len(self._buffer)
@@ -88,11 +97,112 @@ class ReplyProtocol(Protocol):
             elif self._waiting:
                 self._waiting.popleft().callback(item)
 
+    # -- a getfile reply, streamed to its sink ---------------------------------
+
+    _OK_HEAD = b'{"status": "OK", '
+    _CONTENT = b', "content": "'
+
+    def _file_reply_starts(self):
+        """
+        True once the oldest request has a sink and its reply is an OK
+        whose head (all before the base64) is here: the bytes that follow
+        go to the sink, never into memory whole.
+        """
+        if not self._waiting or getattr(self._waiting[0], "sink", None) is None:
+            return False
+        if not self._buffer.startswith(self._OK_HEAD):
+            return False  # an event, or an ERROR: read as usual
+        at = self._buffer.find(self._CONTENT, 0, 4096)
+        if at == -1:
+            return False
+        head = json.loads(bytes(self._buffer[:at]) + b"}")
+        del self._buffer[:at + len(self._CONTENT)]
+        d = self._waiting[0]
+        d.sink.start(head)
+        self._file = (d, head)
+        return True
+
+    def _stream_file(self):
+        """Hand the base64 here to the sink; True once the reply has ended."""
+        d, head = self._file
+        end = self._buffer.find(b'"')  # base64 has no quote: the content ends here
+        if end == -1:
+            usable = len(self._buffer) - len(self._buffer) % 4
+            if usable:
+                d.sink.write(base64.b64decode(bytes(self._buffer[:usable])))
+                del self._buffer[:usable]
+            return False
+        closing = self._buffer.find(REPLY_END, end)
+        if closing == -1:
+            return False
+        d.sink.write(base64.b64decode(bytes(self._buffer[:end])))
+        del self._buffer[:closing + len(REPLY_END)]
+        self._file = None
+        self._scanned = 0
+        self._waiting.popleft()
+        d.sink.finish()
+        d.callback(head)
+        return True
+
     def connectionLost(self, reason=ConnectionDone()):
+        if self._file is not None:
+            self._file[0].sink.abandon()
+            self._file = None
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(NotConnected("the connection to the realm was lost"))
         self.factory.session.disconnected(self)
+
+
+class FileSink:
+    """
+    Where a fetched file goes: a file in C{folder} named by the reply's
+    C{filename} if it is a plain name (the realm's own rule), else by the
+    file's id, never over an existing one.  Written to C{<name>.part}
+    first and renamed once whole; a lost connection leaves nothing.
+    """
+
+    def __init__(self, folder, file_id, plain_name):
+        self.folder = folder
+        self.file_id = file_id
+        self._plain_name = plain_name
+        self.path = None
+        self.size = 0
+        self._file = None
+        self._part = None
+
+    def start(self, head):
+        name = self._plain_name(head.get("filename")) or self._plain_name(self.file_id) or "file"
+        self.path = self._free(os.path.join(self.folder, name))
+        self._part = self.path + ".part"
+        self._file = open(self._part, "xb")
+
+    def write(self, data):
+        self._file.write(data)
+        self.size += len(data)
+
+    def finish(self):
+        self._file.close()
+        if os.path.exists(self.path):  # made meanwhile by someone else
+            self.path = self._free(self.path)
+        os.rename(self._part, self.path)
+
+    def abandon(self):
+        if self._file is not None:
+            self._file.close()
+            try:
+                os.unlink(self._part)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _free(path):
+        base, extension = os.path.splitext(path)
+        n = 1
+        while os.path.exists(path) or os.path.exists(path + ".part"):
+            path = f"{base} ({n}){extension}"
+            n += 1
+        return path
 
 
 class _Base64Body:
@@ -196,10 +306,10 @@ class ChatSession:
             if self._factory.continueTrying:
                 self.show("(the connection to the realm was lost: reconnecting)")
 
-    def request(self, line, body=None):
+    def request(self, line, body=None, sink=None):
         if self._protocol is None:
             return defer.fail(NotConnected("not connected to the realm (reconnecting)"))
-        return self._protocol.request(line, body)
+        return self._protocol.request(line, body, sink)
 
     # -- the session ----------------------------------------------------------
 

@@ -139,9 +139,12 @@ class HostileRealmTests(unittest.TestCase):
         class Session:
             user, token, groups = "alice", "t" * 43, set()
 
-            def request(self, line, body=None):
-                return defer.succeed({"status": "OK", "filename": "..", "size": 2,
-                                      "content": base64.b64encode(b"hi").decode()})
+            def request(self, line, body=None, sink=None):
+                head = {"status": "OK", "filename": "..", "size": 2}
+                sink.start(head)  # as ReplyProtocol streams a getfile
+                sink.write(base64.b64decode(base64.b64encode(b"hi")))
+                sink.finish()
+                return defer.succeed(head)
 
         shown = []
         chat = Chat(Session(), shown.append)

@@ -150,3 +150,58 @@ class SessionTests(unittest.TestCase):
 
     def test_not_connected_is_said_not_raised(self):
         self.failureResultOf(self.session.request("ping"), NotConnected)
+
+
+class StreamedFileTests(unittest.TestCase):
+    """A getfile reply goes to disk as it arrives, never whole into memory."""
+
+    def setUp(self):
+        from multirealm.client.app import plain_file_name
+        from multirealm.client.connection import FileSink
+
+        self.shown = []
+        self.session = ChatSession("127.0.0.1", 1, task.Clock(), self.shown.append,
+                                   lambda item: render.event(item, None))
+        self.protocol = self.session._factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.folder = self.mktemp()
+        import os
+
+        os.makedirs(self.folder)
+        self.sink = FileSink(self.folder, "f" * 32, plain_file_name)
+
+    def test_the_file_is_written_as_it_comes_in_any_pieces(self):
+        import base64
+        import os
+
+        data = os.urandom(300_001)
+        reply = (b'{"status": "OK", "filename": "photo 1.jpg", "size": 300001, "content": "'
+                 + base64.b64encode(data) + b'"}\r\n\r\n')
+        event = b'{"event": "overflow"}\r\n\r\n'
+        d = self.session.request("getfile - x", sink=self.sink)
+        stream = event + reply + reply[:0]
+        for at in range(0, len(stream), 7919):  # odd pieces: a head or a quad cut anywhere
+            self.protocol.dataReceived(stream[at:at + 7919])
+            self.assertLess(len(self.protocol._buffer), 10_000)  # never the file in memory
+        head = self.successResultOf(d)
+        self.assertEqual(head["filename"], "photo 1.jpg")
+        with open(os.path.join(self.folder, "photo 1.jpg"), "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertEqual(os.listdir(self.folder), ["photo 1.jpg"])
+        self.assertIn("catching up", self.shown[-1])  # the event before it was read as one
+
+    def test_an_error_reply_is_read_as_usual(self):
+        d = self.session.request("getfile - x", sink=self.sink)
+        self.protocol.dataReceived(reply(status="ERROR", code="forbidden", message="no"))
+        self.assertEqual(self.successResultOf(d)["code"], "forbidden")
+
+    def test_a_connection_lost_mid_file_leaves_nothing(self):
+        import os
+
+        d = self.session.request("getfile - x", sink=self.sink)
+        self.protocol.dataReceived(b'{"status": "OK", "filename": "a.bin", "size": 9, '
+                                   b'"content": "aGVsbG8')
+        self.protocol.connectionLost()
+        self.failureResultOf(d, NotConnected)
+        self.assertEqual(os.listdir(self.folder), [])

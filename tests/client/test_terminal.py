@@ -5,6 +5,7 @@ another user appears while a line is half typed, without eating it.
 Every wait is bounded; the realm and the client are killed at cleanup.
 """
 
+import base64
 import fcntl
 import os
 import pty
@@ -122,6 +123,28 @@ class TerminalClientTests(TwistdTestCase):
         if os.environ.get("TERMINAL_DUMP"):  # to see the screen: TERMINAL_DUMP=FILE
             with open(os.environ["TERMINAL_DUMP"], "w") as f:
                 f.write(terminal.text)
+        # Files both ways: streamed up by /send-file, down by /get.
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        photo = os.urandom(200_000)
+        with open(os.path.join(folder, "photo.jpg"), "wb") as f:
+            f.write(photo)
+        terminal.type(f"/send-file bob {os.path.join(folder, 'photo.jpg')}\r")
+        terminal.wait_for("sent photo.jpg to bob", shown)
+        entry = [m for m in bob.ask("inbox -")["messages"] if "file_id" in m][-1]
+        got = bob.ask(f"getfile - {entry['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), photo)
+        bob.sock.sendall(b"sendfile - alice notes.txt \r\n\r\n"
+                         + base64.b64encode(b"meeting at noon") + b"\r\n\r\n")
+        self.assertEqual(bob.read()["message"], "Message Sent")
+        line = terminal.wait_for("bob → you: sent a file: notes.txt", shown)
+        file_id = re.search(r"/get ([0-9a-f]{32})", terminal.text[line:]).group(1)
+        downloads = os.path.join(folder, "downloads")
+        os.makedirs(downloads)
+        terminal.type(f"/get {file_id} {downloads}\r")
+        terminal.wait_for("saved", line)
+        with open(os.path.join(downloads, "notes.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"meeting at noon")
         # The realm restarts: the client connects again by itself, and a
         # message sent while it was away is shown once it is back.
         self.stop(process)
