@@ -188,6 +188,12 @@ class OutboundQueue:
         else:
             self.fill(self.reserve(), reply)
 
+    def can_write_now(self):
+        """True if bytes written now would go between replies: none is being written."""
+        slots = self._slots
+        return (not self._paused and not self._running and not self._streaming
+                and (not slots or slots[0][0] is None))
+
     def between(self, data):
         """
         Bytes that may go between two replies but never inside one (an
@@ -197,9 +203,7 @@ class OutboundQueue:
         """
         if self._closed:
             return False
-        slots = self._slots
-        if (not self._paused and not self._running and not self._streaming
-                and (not slots or slots[0][0] is None)):
+        if self.can_write_now():
             self._transport.write(data)
             self._on_written()
             return True

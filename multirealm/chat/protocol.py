@@ -153,17 +153,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         until it subscribes again; what it missed is in its history.
         """
         outbound = self._outbound
-        if not outbound.pending_bytes and not outbound.blocked:
-            # No byte waits to be written (requests may be pending, their
-            # answers not yet made): every event before this one is out.
-            self._event_bytes = 0
-        if self._event_bytes + len(event) > self._event_budget:
+        if outbound.can_write_now():
+            self._event_bytes = 0  # nothing of this client's waits: out at once
+            outbound.between(event)
+            return
+        # It waits: within this connection's event budget, and within half
+        # of the realm's reply budget, so that subscribers who do not read
+        # never park other people's requests.
+        realm = self._budget
+        if (self._event_bytes + len(event) > self._event_budget
+                or realm.used + len(event) > realm.limit // 2):
             self.unsubscribe()
             event = OVERFLOW_EVENT
-        if outbound.between(event):
-            self._event_bytes = 0  # out at once: nothing of this client's waits
-        else:
-            self._event_bytes += len(event)
+        self._event_bytes += len(event)
+        outbound.between(event)
 
     # -- flow control -------------------------------------------------------
 

@@ -305,3 +305,27 @@ class MyGroupsTests(unittest.TestCase):
         self.assertEqual(heru.ask("mygroups -")["groups"], ["local", "team@1"])
         heru.ask("leavegroup - team@1")
         self.assertEqual(heru.ask("mygroups -")["groups"], ["local"])
+
+
+class RealmBudgetTests(unittest.TestCase):
+    def test_silent_subscribers_never_park_other_peoples_requests(self):
+        # From a review: events waiting everywhere once filled the realm's
+        # reply budget, and a list request of someone else then waited.
+        limits = Limits(realm_reply_buffer_bytes=20_000, event_buffer_bytes=65536)
+        realm = make_realm(self, limits=limits)
+        factory = ChatFactory(realm, limits, realm.clock)
+        silent = []
+        for n in range(10):
+            transport = BoundedTransport()
+            transport.size = 512
+            client = Client(realm, factory=factory, transport=transport)
+            client.send(f"register s{n} pw", f"auth s{n} pw", "subscribe -")
+            silent.append(client)
+        sender = Client(realm, factory=factory)
+        sender.login("alice")
+        for n in range(200):
+            sender.ask(f"send - s{n % 10} {'x' * 200}")
+        self.assertLessEqual(factory.reply_budget.used, limits.realm_reply_buffer_bytes // 2 + 512)
+        other = Client(realm, factory=factory)
+        other.login("bob")
+        self.assertEqual(other.ask("listusers")["status"], "OK")  # answered, not parked
