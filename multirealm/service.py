@@ -198,9 +198,7 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
             max_delay=config.limits.link_max_delay,
         )
         # A peer that links to us is up: our link to it need not wait out its backoff.
-        server.on_peer_seen(lambda seen, peer=peer, factory=factory: (
-            factory.peer_seen() if seen == peer else None
-        ))
+        server.on_peer_seen(peer, factory.peer_seen)
         if peer_config.tls_cert is not None:
             link = TLSLinkService(
                 peer_config.host, peer_config.realm_port, factory,

@@ -58,8 +58,7 @@ class Chat:
 
     async def ask(self, line, body=None, sink=None):
         """The reply to one request; an error reply is shown and returns None."""
-        d = self.session.request(line, body) if sink is None else \
-            self.session.request(line, body, sink)
+        d = self.session.request(line, body, sink)
         reply = await d.asFuture(asyncio.get_running_loop())
         if reply.get("status") != "OK":
             self.show(render.error(reply))

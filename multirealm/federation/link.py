@@ -137,7 +137,7 @@ class PeerQueue:
             min(self.BATCH_BYTES, self.window_bytes - self._in_flight_bytes),
         )
         d.addCallback(self._read, link)
-        d.addErrback(self._failed)
+        d.addErrback(self._read_failed)
 
     def _track(self, seq, message):
         self._in_flight[message.id] = (seq, message)
@@ -231,11 +231,15 @@ class PeerQueue:
 
     RETRY_SECONDS = 1.0
 
-    def _failed(self, failure):
+    def _read_failed(self, failure):
         self._reading = False
         log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
         # Not left waiting for the next message: try again shortly.
         self.realm.clock.callLater(self.RETRY_SECONDS, self.wake)
+
+    def _failed(self, failure):
+        """A store operation other than a read failed: logged (what it kept is sent again)."""
+        log.failure("the outbox of {peer}: a store operation failed", failure, peer=self.peer)
 
     # -- this realm's users, announced to the peer -------------------------------
 

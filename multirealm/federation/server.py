@@ -48,7 +48,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._file = None  # the file body being read, in raw mode
         self._holds = set()  # why reading is paused
         self._pending = 0  # frames not yet answered
-        self._not_now = None  # (code, message) of a "not now" refusal on this link
+        self._not_now = None  # the ChatError of a "not now" refusal on this link
         # The peer not reading our answers stops our reading its frames.
         self.transport.registerProducer(_AnswerFlow(self), True)
 
@@ -135,7 +135,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         if self._not_now is not None:
             # Frames after a "not now" on this link wait for the next one
             # too, so none is stored before the one refused: order is kept.
-            return self._write(Ack(frame.id, *self._not_now).to_line())
+            return self._write(Ack(frame.id, self._not_now.code, self._not_now.message).to_line())
         if isinstance(frame, UsersFrame):
             d = self.realm.receive_users(self.peer, frame.names)
         else:
@@ -205,7 +205,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._file = None
         # Until this file's message is stored, the frames after it wait.
         if self._not_now is not None:
-            stored = defer.fail(_not_now_error(*self._not_now))
+            stored = defer.fail(self._not_now)
         else:
             stored = file.store(self.realm, self.peer)
         self._hold_until("storing", stored)
@@ -238,7 +238,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         if failure.check(errors.ChatError):
             code, message = failure.value.code, failure.value.message
             if code in TRANSIENT and self._not_now is None:
-                self._not_now = (code, message)
+                self._not_now = failure.value
             return Ack(frame_id, code, message)
         log.failure("realm {realm}: frame from {peer} failed", failure,
                     realm=self.realm.name, peer=self.peer)
@@ -262,15 +262,16 @@ class RealmServerFactory(Factory):
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
-        self._seen_listeners = []
+        self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
 
-    def on_peer_seen(self, listener):
-        """Call C{listener(peer)} whenever a peer's link to this realm authenticates."""
-        self._seen_listeners.append(listener)
+    def on_peer_seen(self, peer, listener):
+        """Call C{listener()} whenever C{peer}'s link to this realm authenticates."""
+        self._seen_listeners[peer] = listener
 
     def peer_seen(self, peer):
-        for listener in self._seen_listeners:
-            listener(peer)
+        listener = self._seen_listeners.get(peer)
+        if listener is not None:
+            listener()
 
 
 class _AnswerFlow:
@@ -287,13 +288,6 @@ class _AnswerFlow:
 
     def stopProducing(self):
         pass
-
-
-def _not_now_error(code, message):
-    """The L{errors.ChatError} of a transient refusal, to repeat it."""
-    error = errors.ChatError(message)
-    error.code = code
-    return error
 
 
 class _IncomingFile:

@@ -47,24 +47,21 @@ class ThreadCache:
         self.mailboxes.clear()
 
 
+def _names(db, sql, *args):
+    """The first column of every row of C{sql}."""
+    return [row[0] for row in db.execute(sql, args)]
+
+
 def list_users(db, after, limit):
-    return [
-        row[0]
-        for row in db.execute(
-            "SELECT name FROM users WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
-        )
-    ]
+    return _names(db, "SELECT name FROM users WHERE name > ? ORDER BY name LIMIT ?", after, limit)
 
 
 def list_remote_users(db, realm, after, limit):
     """The users of peer C{realm} as it announced them: as L{list_users}."""
-    return [
-        row[0]
-        for row in db.execute(
-            "SELECT name FROM remote_users WHERE realm = ? AND name > ? ORDER BY name LIMIT ?",
-            (realm, after, limit),
-        )
-    ]
+    return _names(
+        db, "SELECT name FROM remote_users WHERE realm = ? AND name > ? ORDER BY name LIMIT ?",
+        realm, after, limit,
+    )
 
 
 def users_to_announce(db, peer, limit):
@@ -125,12 +122,7 @@ def receive_users(db, origin, names, most):
 
 
 def list_groups(db, after, limit):
-    return [
-        row[0]
-        for row in db.execute(
-            "SELECT name FROM groups WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
-        )
-    ]
+    return _names(db, "SELECT name FROM groups WHERE name > ? ORDER BY name LIMIT ?", after, limit)
 
 
 def create_user(db, name, password_hash, created):
@@ -608,14 +600,14 @@ def groups_of(db, realm, user, limit):
     The groups local user C{user} is in, at most C{limit}: names of this
     realm's groups, C{group@home} for the others (as their homes announced).
     """
-    here = [row[0] for row in db.execute(
-        "SELECT group_name FROM members WHERE member = ? ORDER BY group_name LIMIT ?",
-        (f"{user}@{realm}", limit),
-    )]
-    there = [row[0] for row in db.execute(
-        "SELECT group_address FROM remote_members WHERE member = ? ORDER BY group_key LIMIT ?",
-        (user, limit),
-    )]
+    here = _names(
+        db, "SELECT group_name FROM members WHERE member = ? ORDER BY group_name LIMIT ?",
+        f"{user}@{realm}", limit,
+    )
+    there = _names(
+        db, "SELECT group_address FROM remote_members WHERE member = ? ORDER BY group_key LIMIT ?",
+        user, limit,
+    )
     return here + there
 
 

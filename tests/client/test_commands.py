@@ -91,7 +91,7 @@ class PromptTests(unittest.TestCase):
             def __init__(self):
                 self.sent = []
 
-            def request(self, line, body=None):
+            def request(self, line, body=None, sink=None):
                 self.sent.append(line)
                 return defer.succeed({"status": "OK", "message": "Message Sent"})
 

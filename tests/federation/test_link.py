@@ -214,7 +214,7 @@ class LinkTests(unittest.TestCase):
     def test_the_realm_port_tells_when_a_peer_proved_itself(self):
         seen = []
         server = RealmServerFactory(self.one, secret_for, 65536, self.one.clock)
-        server.on_peer_seen(seen.append)
+        server.on_peer_seen("2", lambda: seen.append("2"))
         back = LinkFactory(self.two, "1", "pair-secret", PeerQueue(self.two, "1"), 65536,
                            self.two.clock)
         client, _, pump = iosim.connectedServerAndClient(
