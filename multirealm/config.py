@@ -40,10 +40,13 @@ def _limit(default, meaning, minimum, maximum=None):
 class Limits:
     """
     Knobs shared by every realm of the network: the optional keys of the
-    [network] section, each declared once, here.  The field's name is the
-    key, its type (int or float) how the value is read; the reader and the
-    limits tables of README.md and docs/protocol.md follow from this
-    declaration (after a change: python tools/limits_table.py).
+    [network] section, each declared once, here, and nowhere else.  The
+    field's name is the key, its type (int or float) how the value is read:
+
+        max_widgets: int = _limit(10, "most widgets of one user", minimum=1)
+
+    The reader (with its errors) and the limits tables of README.md and
+    docs/protocol.md follow; after a change, run python tools/limits_table.py.
     """
 
     max_line_bytes: int = _limit(
@@ -56,8 +59,8 @@ class Limits:
         1024 * 1024,
         "most bytes in one history reply (at least one message is always given)",
         minimum=1024)
-    # 20,000 names of at most 32 characters stay within the 1 MiB that a
-    # list request is counted as until answered.
+    # A list request counts as list_limit x 40 bytes until answered (names
+    # of at most 32 characters, quoted): 20,000 of them stay under 1 MiB.
     list_limit: int = _limit(
         1000, "most names in one `listusers` / `listgroups` reply", minimum=1, maximum=20_000)
     reply_buffer_bytes: int = _limit(
@@ -74,6 +77,7 @@ class Limits:
         "bytes of live events waiting for one subscribed connection; past it, one"
         ' `{"event": "overflow"}` and no more until it subscribes again',
         minimum=1024)
+    # Generous, so that programs that pipeline are never refused.
     rate_limit_burst: int = _limit(
         2000, "per connection: requests in one burst (token bucket size; `rate_limited`)",
         minimum=1)
