@@ -26,45 +26,91 @@ class ConfigError(Exception):
     """realms.ini is missing or wrong; the message says where."""
 
 
+def _limit(default, meaning, minimum, maximum=None):
+    """
+    One key of [network]: its default, the bounds a value must be within,
+    and the one line that README.md and docs/protocol.md show for it.
+    """
+    return attrs.field(
+        default=default, metadata={"meaning": meaning, "minimum": minimum, "maximum": maximum}
+    )
+
+
 @attrs.frozen
 class Limits:
-    """Knobs shared by every realm of the network ([network] section)."""
+    """
+    Knobs shared by every realm of the network: the optional keys of the
+    [network] section, each declared once, here, and nowhere else.  The
+    field's name is the key, its type (int or float) how the value is read:
 
-    max_line_bytes: int = 65536
-    max_file_bytes: int = 100 * 1024 * 1024
-    history_limit: int = 1000
-    # Token bucket per connection: a burst of this many requests, refilled
-    # at this rate.  Generous, so pipelining programs are never refused.
-    rate_limit_burst: int = 2000
-    rate_limit_per_second: float = 1000.0
-    session_days: float = 30.0
-    # Replies are bounded in bytes, not only in entries: a history page is
-    # cut at history_reply_bytes (with "more": true), a list page at
-    # list_limit names; a connection is not read while more than
-    # reply_buffer_bytes of its replies wait to be written, nor, once all
-    # connections together hold realm_reply_buffer_bytes, while it has any.
-    # Password hashes (register, auth) waiting or running for one client
-    # address; the whole realm takes at most 1,024.
-    hashes_per_address: int = 64
-    # Registrations per client address: a burst, then so many an hour.
-    registration_burst: int = 100
-    registrations_per_hour: float = 100.0
-    # Connections: closed after this long without a request (a ping
-    # counts); at most so many at once from one address.
-    # Groups: members at most, and groups one user may create.
-    max_group_members: int = 1000
-    max_groups_per_user: int = 100
-    idle_timeout: float = 600.0
-    connections_per_address: int = 100
-    history_reply_bytes: int = 1024 * 1024
-    list_limit: int = 1000
-    reply_buffer_bytes: int = 4 * 1024 * 1024
-    realm_reply_buffer_bytes: int = 64 * 1024 * 1024
-    # Realm links: the longest wait between two attempts to reconnect.
-    link_max_delay: float = 5.0
-    # Live events waiting for one subscribed connection, at most: past it
-    # the connection gets {"event": "overflow"} and no more events.
-    event_buffer_bytes: int = 64 * 1024
+        max_widgets: int = _limit(10, "most widgets of one user", minimum=1)
+
+    The reader (with its errors) and the limits tables of README.md and
+    docs/protocol.md follow; after a change, run python tools/limits_table.py.
+    """
+
+    max_line_bytes: int = _limit(
+        65536, "longest request line; a longer one gets `line_too_long`", minimum=64)
+    max_file_bytes: int = _limit(
+        100 * 1024 * 1024, "largest file, decoded (`file_too_large`)", minimum=1)
+    history_limit: int = _limit(
+        1000, "most messages in one history reply", minimum=1)
+    history_reply_bytes: int = _limit(
+        1024 * 1024,
+        "most bytes in one history reply (at least one message is always given)",
+        minimum=1024)
+    # A list request counts as list_limit x 40 bytes until answered (names
+    # of at most 32 characters, quoted): 20,000 of them stay under 1 MiB.
+    list_limit: int = _limit(
+        1000, "most names in one `listusers` / `listgroups` reply", minimum=1, maximum=20_000)
+    reply_buffer_bytes: int = _limit(
+        4 * 1024 * 1024,
+        "a connection is not read while more than this many bytes of its replies wait",
+        minimum=1024)
+    realm_reply_buffer_bytes: int = _limit(
+        64 * 1024 * 1024,
+        "once the whole realm holds this many bytes of waiting replies, no connection"
+        " that has a reply waiting is read",
+        minimum=1024)
+    event_buffer_bytes: int = _limit(
+        64 * 1024,
+        "bytes of live events waiting for one subscribed connection; past it, one"
+        ' `{"event": "overflow"}` and no more until it subscribes again',
+        minimum=1024)
+    # Generous, so that programs that pipeline are never refused.
+    rate_limit_burst: int = _limit(
+        2000, "per connection: requests in one burst (token bucket size; `rate_limited`)",
+        minimum=1)
+    rate_limit_per_second: float = _limit(
+        1000.0, "per connection: steady request rate (the bucket's refill)", minimum=0.001)
+    hashes_per_address: int = _limit(
+        64,
+        "password hashes (`register`, `auth`) waiting or running for one client address"
+        " (`rate_limited`); the whole realm takes at most 1,024",
+        minimum=1, maximum=1024)
+    registration_burst: int = _limit(
+        100, "registrations from one client address at once (`quota_exceeded`)", minimum=1)
+    registrations_per_hour: float = _limit(
+        100.0, "registrations from one client address, refilled at so many an hour",
+        minimum=0.001)
+    connections_per_address: int = _limit(
+        100, "connections open at once from one client address (`too_many_connections`)",
+        minimum=1)
+    idle_timeout: float = _limit(
+        600.0,
+        "seconds without a request before a connection is closed (`ping` keeps it open)",
+        minimum=1)
+    session_days: float = _limit(
+        30.0, "days a session id works after `auth`", minimum=0.001)
+    max_group_members: int = _limit(
+        1000, "members of one group, the creator included (`quota_exceeded`)", minimum=2)
+    max_groups_per_user: int = _limit(
+        100, "groups one user may create (`quota_exceeded`)", minimum=1)
+    link_max_delay: float = _limit(
+        5.0,
+        "seconds at most between two attempts to reconnect a realm link (the backoff's"
+        " cap; it resets once the link authenticates)",
+        minimum=0.1, maximum=3600)
 
 
 @attrs.frozen
@@ -150,48 +196,13 @@ class _Section:
 
 
 def _read_limits(section):
-    d = Limits()
-    return Limits(
-        max_line_bytes=section.number("max_line_bytes", d.max_line_bytes, minimum=64),
-        max_file_bytes=section.number("max_file_bytes", d.max_file_bytes, minimum=1),
-        history_limit=section.number("history_limit", d.history_limit, minimum=1),
-        rate_limit_burst=section.number("rate_limit_burst", d.rate_limit_burst, minimum=1),
-        rate_limit_per_second=section.number(
-            "rate_limit_per_second", d.rate_limit_per_second, kind=float, minimum=0.001
-        ),
-        session_days=section.number("session_days", d.session_days, kind=float, minimum=0.001),
-        hashes_per_address=section.number(
-            "hashes_per_address", d.hashes_per_address, minimum=1, maximum=1024
-        ),
-        registration_burst=section.number("registration_burst", d.registration_burst, minimum=1),
-        registrations_per_hour=section.number(
-            "registrations_per_hour", d.registrations_per_hour, kind=float, minimum=0.001
-        ),
-        max_group_members=section.number("max_group_members", d.max_group_members, minimum=2),
-        max_groups_per_user=section.number(
-            "max_groups_per_user", d.max_groups_per_user, minimum=1
-        ),
-        idle_timeout=section.number("idle_timeout", d.idle_timeout, kind=float, minimum=1),
-        connections_per_address=section.number(
-            "connections_per_address", d.connections_per_address, minimum=1
-        ),
-        history_reply_bytes=section.number(
-            "history_reply_bytes", d.history_reply_bytes, minimum=1024
-        ),
-        # 20,000 names of at most 32 characters stay within the 1 MiB
-        # that a list request is counted as until answered.
-        list_limit=section.number("list_limit", d.list_limit, minimum=1, maximum=20_000),
-        reply_buffer_bytes=section.number("reply_buffer_bytes", d.reply_buffer_bytes, minimum=1024),
-        realm_reply_buffer_bytes=section.number(
-            "realm_reply_buffer_bytes", d.realm_reply_buffer_bytes, minimum=1024
-        ),
-        link_max_delay=section.number(
-            "link_max_delay", d.link_max_delay, kind=float, minimum=0.1, maximum=3600
-        ),
-        event_buffer_bytes=section.number(
-            "event_buffer_bytes", d.event_buffer_bytes, minimum=1024
-        ),
-    )
+    return Limits(**{
+        field.name: section.number(
+            field.name, field.default, kind=field.type,
+            minimum=field.metadata["minimum"], maximum=field.metadata["maximum"],
+        )
+        for field in attrs.fields(Limits)
+    })
 
 
 def _read_realm(path, parser, section_name, name, folder, all_names):

@@ -16,21 +16,24 @@ GROUP = "group"
 # sender's history, from the realm that refused it.
 FAILURE = "failure"
 # Group membership across realms (federation): never shown in a history.
-# JOINED: a group's home realm tells a member's realm which of its users
-# were added (text: their names, space-separated).  LEFT: a member's realm
-# tells the home realm that one of its users left.
+# JOINED: a group's home realm tells a member's realm that one of its users
+# was added (sender: the group's creator; text: the member's name; one
+# message per member).  LEFT: a member's realm tells the home realm that one
+# of its users left (sender: that user; text empty).
 JOINED = "joined"
 LEFT = "left"
 
 
 class MessageIds:
     """
-    Mints network-unique message ids: 32 hex digits, the first 12 the epoch
-    milliseconds, the other 20 random (80 bits): the layout of a ULID,
-    written in hex because Python formats hex in C.  Two realms never mint
-    the same one.  Like a monotonic ULID, the ids one realm mints sort in
-    the order they were minted: within one millisecond (or if the clock
-    steps back) an id is the one before plus one.
+    Mints message ids: 32 hex digits, the first 12 the epoch milliseconds,
+    the other 20 random (80 bits): the layout of a ULID, written in hex
+    because Python formats hex in C.  Honest realms do not mint the same id
+    (80 random bits), but nothing relies on it: a peer may hand over any
+    id, so a realm keys what it stores by (origin realm, id).  Like a
+    monotonic ULID, the ids one realm mints sort in the order they were
+    minted: within one millisecond (or if the clock steps back) an id is
+    the one before plus one.
 
     Randomness is read from C{os.urandom} 4 KiB at a time: one system call
     per 409 ids.  A call per id would release the GIL each time, and on a

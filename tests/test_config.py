@@ -4,13 +4,16 @@ and key.
 """
 
 import os
+import runpy
 
+import attrs
 from twisted.trial import unittest
 
 from multirealm import config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHIPPED = os.path.join(os.path.dirname(HERE), "realms.ini")
+ROOT = os.path.dirname(HERE)
+SHIPPED = os.path.join(ROOT, "realms.ini")
 
 MINIMAL = """
 [network]
@@ -112,6 +115,16 @@ class ConfigTests(unittest.TestCase):
             "[network]", "history_limit",
         )
 
+    def test_limit_errors_give_the_bounds(self):
+        for line, message in [
+            ("max_line_bytes = 63", "[network] max_line_bytes: must be at least 64, got 63"),
+            ("list_limit = 20001", "[network] list_limit: must be between 1 and 20000, got 20001"),
+            ("idle_timeout = soon", "[network] idle_timeout: expected a number, got 'soon'"),
+        ]:
+            error = self.assertConfigError(
+                MINIMAL.replace("secret = s3cret", f"secret = s\n{line}"))
+            self.assertTrue(str(error).endswith(message), str(error))
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")
@@ -157,3 +170,59 @@ class DefaultSecretTests(unittest.TestCase):
             config.load(self.write("change-me", "0.0.0.0"))
         self.assertIn("[network] secret", str(caught.exception))
         config.load(self.write("a-secret-of-our-own", "0.0.0.0"))
+
+
+class LimitsDeclarationTests(unittest.TestCase):
+    """
+    Each limit is declared once, in L{config.Limits}: the reader and the
+    documents follow from it.
+    """
+
+    maxDiff = None
+
+    def load_with(self, key, value):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(MINIMAL.replace("secret = s3cret", f"secret = s3cret\n{key} = {value}"))
+        return config.load(path).limits
+
+    def test_every_limit_is_declared_whole(self):
+        for field in attrs.fields(config.Limits):
+            meaning, low, high = (field.metadata.get(k) for k in ("meaning", "minimum", "maximum"))
+            self.assertTrue(meaning, f"{field.name}: declare it with _limit(...)")
+            self.assertIn(field.type, (int, float), field.name)
+            self.assertIsInstance(field.default, field.type, field.name)
+            self.assertLessEqual(low, field.default, field.name)
+            if high is not None:
+                self.assertLessEqual(field.default, high, field.name)
+
+    def test_every_limit_is_read_within_its_bounds(self):
+        for field in attrs.fields(config.Limits):
+            low, high = field.metadata["minimum"], field.metadata["maximum"]
+            for edge in (low, high):
+                if edge is not None:
+                    value = getattr(self.load_with(field.name, edge), field.name)
+                    self.assertEqual((value, type(value)), (edge, field.type), field.name)
+            too_low = low / 2 if field.type is float else low - 1
+            error = self.assertRaises(config.ConfigError, self.load_with, field.name, too_low)
+            self.assertIn(f"[network] {field.name}: must be", str(error))
+            if high is not None:
+                error = self.assertRaises(
+                    config.ConfigError, self.load_with, field.name, high + 1)
+                self.assertIn(f"[network] {field.name}: must be", str(error))
+
+    def test_the_documents_list_every_limit(self):
+        tool = runpy.run_path(os.path.join(ROOT, "tools", "limits_table.py"))
+        for name in tool["DOCUMENTS"]:
+            with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+                text = f.read()
+            shown = text.partition(tool["BEGIN"])[2].partition(tool["END"])[0].strip()
+            self.assertEqual(
+                shown.splitlines(), tool["table"]().splitlines(),
+                f"{name} differs from multirealm/config.py: run python tools/limits_table.py",
+            )
+
+    def test_the_shipped_file_shows_the_defaults(self):
+        self.assertEqual(config.load(SHIPPED).limits, config.Limits())

@@ -70,9 +70,6 @@ class LiveDelivery:
                 if subscribed_with == token:
                     self.unsubscribe(connection)
 
-    def subscribers(self, user):
-        return self._by_user.get(user, {})
-
     # -- the notifier -------------------------------------------------------------
 
     def message_committed(self, delivery):

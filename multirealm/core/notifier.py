@@ -28,9 +28,6 @@ class Notifier:
         """Start telling C{observer} (an L{IMessageObserver}) of deliveries."""
         self._observers.append(observer)
 
-    def unsubscribe(self, observer):
-        self._observers.remove(observer)
-
     def notify(self, delivery):
         """
         Announce one committed L{Delivery}.  One observer that fails is

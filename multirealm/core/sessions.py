@@ -84,10 +84,6 @@ class Sessions:
         known = self._known.get(token)
         return None if known is None else known[1]
 
-    def is_known(self, token):
-        """True if C{token} is held in memory (expired or not)."""
-        return token in self._known
-
     def purge_expired(self):
         """Forget every expired session, here and in the store."""
         now = self._clock.seconds()

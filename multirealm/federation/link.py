@@ -534,9 +534,24 @@ class LinkFactory(ReconnectingClientFactory):
         up.  If this realm's link to it is waiting out a backoff, connect
         now rather than when the delay ends, so the backlog drains at once.
         """
-        waiting = self._callID  # ReconnectingClientFactory's pending retry
-        if waiting is not None and waiting.active() and self.connector is not None:
-            waiting.cancel()
-            self._callID = None
+        if self.connector is not None and self._cancel_waiting_retry():
             self.resetDelay()
             self.connector.connect()
+
+    def _cancel_waiting_retry(self):
+        """
+        Cancel the retry that ReconnectingClientFactory scheduled, if one is
+        waiting out its delay; True if there was one.
+
+        The one use of the base class's private C{_callID}: the
+        IDelayedCall that C{retry} schedules, cleared when it fires and by
+        C{resetDelay} and C{stopTrying} (checked against Twisted 23.10 and
+        26.10); RealConnectorTests in tests/federation/test_link.py fails
+        if it changes meaning.
+        """
+        waiting = self._callID
+        if waiting is None or not waiting.active():
+            return False
+        waiting.cancel()
+        self._callID = None  # else stopTrying would cancel it a second time
+        return True

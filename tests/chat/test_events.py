@@ -140,9 +140,18 @@ class EventTests(unittest.TestCase):
         self.assertEqual(self.heru.replies(), [])
 
     def test_a_closed_connection_is_forgotten(self):
+        # It no longer holds one of the user's subscribed places.
+        from multirealm.chat.live import LiveDelivery
+
         self.heru.ask("subscribe -")
+        for _ in range(LiveDelivery.MAX_PER_USER - 1):
+            other = self.client()
+            other.ask("auth heru pw")
+            other.ask("subscribe -")
         self.heru.protocol.connectionLost(None)
-        self.assertEqual(self.factory.live.subscribers("heru"), {})
+        late = self.client()
+        late.ask("auth heru pw")
+        self.assertEqual(late.ask("subscribe -"), {"status": "OK", "message": "subscribed"})
 
 
 class RemoteEventTests(unittest.TestCase):

@@ -32,14 +32,6 @@ class NotifierTests(unittest.TestCase):
         self.assertEqual((first.deliveries, last.deliveries), ([delivery], [delivery]))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    def test_unsubscribed_hears_nothing(self):
-        notifier = Notifier()
-        observer = Recorder()
-        notifier.subscribe(observer)
-        notifier.unsubscribe(observer)
-        notifier.notify(Delivery(message=A_MESSAGE, origin="1"))
-        self.assertEqual(observer.deliveries, [])
-
     def test_recorder_provides_the_interface(self):
         self.assertTrue(verifyObject(IMessageObserver, Recorder()))
 

@@ -47,7 +47,9 @@ class SessionTests(unittest.TestCase):
         fresh = yield realm.login("alice", "pw")
         realm.clock.advance(20)
         self.assertEqual((yield realm.purge_expired_sessions()), 1)
-        self.assertFalse(realm.sessions.is_known(old))
+        self.assertIsNone(realm.sessions.expires(old))  # forgotten here
+        with self.assertRaises(errors.InvalidSession):  # and in the store
+            yield defer.maybeDeferred(realm.sessions.user_of, old)
         self.assertEqual(realm.sessions.user_of(fresh), "alice")
 
     @defer.inlineCallbacks
@@ -180,9 +182,13 @@ class SessionMemoryTests(unittest.TestCase):
         tokens = []
         for _ in range(5):
             tokens.append((yield realm.login("alice", "pw")))
-        self.assertEqual([realm.sessions.is_known(t) for t in tokens],
-                         [False, False, True, True, True])
+        def known():
+            return [realm.sessions.expires(t) is not None for t in tokens]
+
+        self.assertEqual(known(), [False, False, True, True, True])
         # A forgotten session still works: the store has it.
         self.assertEqual((yield realm.sessions.user_of(tokens[0])), "alice")
-        self.assertTrue(realm.sessions.is_known(tokens[0]))
-        self.assertFalse(realm.sessions.is_known(tokens[2]))  # least recently used went
+        self.assertEqual(known(), [True, False, False, True, True])  # least recently used went
+        self.assertEqual(realm.sessions.user_of(tokens[3]), "alice")  # used: now the latest
+        self.assertEqual((yield realm.sessions.user_of(tokens[1])), "alice")
+        self.assertEqual(known(), [True, True, False, True, False])

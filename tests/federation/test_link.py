@@ -4,7 +4,9 @@ the outbox drained in order, answers emptying it, a reconnect resending
 what was not answered, exactly once at the far end.
 """
 
-from twisted.internet import defer
+import socket
+
+from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -278,3 +280,75 @@ class LinkTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(self.delivered(), [])
         self.assertFalse(self.pending()["linked"])
+
+
+class _CountingLinkFactory(LinkFactory):
+    """A LinkFactory that counts its attempts and tells of each failure."""
+
+    attempts = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed = defer.Deferred()
+
+    def startedConnecting(self, connector):
+        self.attempts += 1
+
+    def clientConnectionFailed(self, connector, reason):
+        super().clientConnectionFailed(connector, reason)
+        failed, self.failed = self.failed, defer.Deferred()
+        failed.callback(None)
+
+
+class RealConnectorTests(unittest.TestCase):
+    """
+    peer_seen on Twisted's own connector and ReconnectingClientFactory
+    (whose private pending retry it cancels), its backoff on a Clock: a
+    loopback port that refuses every connection.
+    """
+
+    def setUp(self):
+        # Bound and never listening: connections are refused, and no other
+        # program can take the port meanwhile.
+        refusing = socket.socket()
+        self.addCleanup(refusing.close)
+        refusing.bind(("127.0.0.1", 0))
+        self.port = refusing.getsockname()[1]
+        realm = make_realm(self, name="1", peers=("2",))
+        self.clock = task.Clock()
+        self.links = _CountingLinkFactory(
+            realm, "2", "pair-secret", PeerQueue(realm, "2"), 65536, self.clock
+        )
+        self.addCleanup(self.links.stopTrying)
+
+    def waiting_retry(self):
+        (call,) = self.clock.getDelayedCalls()
+        return call, call.getTime() - self.clock.seconds()
+
+    @defer.inlineCallbacks
+    def test_a_peer_seen_connects_at_once_instead_of_waiting_out_the_backoff(self):
+        links = self.links
+        links.delay = links.maxDelay  # it has failed for a while
+        failed = links.failed
+        reactor.connectTCP("127.0.0.1", self.port, links, timeout=10)
+        yield failed
+        retry, delay = self.waiting_retry()
+        self.assertEqual((links.attempts, delay), (1, links.maxDelay))
+
+        failed = links.failed
+        links.peer_seen()
+        self.assertEqual(links.attempts, 2)  # now, not in maxDelay seconds
+        self.assertFalse(retry.active())  # the retry that waited is cancelled
+        yield failed  # refused again: the backoff starts over
+        _, delay = self.waiting_retry()
+        self.assertLess(delay, links.maxDelay)
+        links.stopTrying()  # no second cancel of the cancelled retry
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_peer_seen_while_connecting_changes_nothing(self):
+        self.links.peer_seen()  # never connected: nothing to retry
+        reactor.connectTCP("127.0.0.1", self.port, self.links, timeout=10)
+        self.links.peer_seen()  # connecting, no retry waiting
+        self.assertEqual(self.links.attempts, 1)
+        return self.links.failed
+
