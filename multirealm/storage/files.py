@@ -156,29 +156,6 @@ class FileStore:
             raise FileNotFoundError(file_id)
         return os.path.join(self.folder, file_id)
 
-    def copy_in(self, source, limit):
-        """
-        Store what the open binary file C{source} holds (at most C{limit}
-        bytes), in a thread; fires with (L{Incoming} made durable, size).
-        """
-        incoming = self.begin()
-
-        def copy():
-            size = 0
-            while chunk := source.read(65536):
-                size += len(chunk)
-                if size > limit:
-                    raise OverflowError(size)
-                incoming.write_now(chunk)
-            incoming.commit_now()
-            return incoming, size
-
-        def failed(failure):
-            incoming.abort()
-            return failure
-
-        return deferToThread(copy).addErrback(failed)
-
     def open(self, file_id):
         """The stored file C{file_id} for reading (binary); C{FileNotFoundError} if none."""
         if not _FILE_ID.fullmatch(file_id):

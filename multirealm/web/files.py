@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
+from multirealm.core.incoming import IncomingFile
 from multirealm.names import check_filename
 from multirealm.model import FileRef
 
@@ -37,6 +38,7 @@ _STATUS = {  # error code -> HTTP status
     "no_such_file": 404,
     "no_such_user": 404,
     "no_such_group": 404,
+    "no_such_realm": 404,
     "file_too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,
@@ -176,48 +178,45 @@ class FilesResource(resource.Resource):
         d.addErrback(answer.failure)
         return server.NOT_DONE_YET
 
-    @defer.inlineCallbacks
     def _upload(self, user, request):
         if getattr(request, "too_large", False):
             raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes")
         args = {key: values[0] for key, values in _query(request).items()}
         name = check_filename(args.get("name", ""))
         if "group" in args:
-            group = self.realm.address(args["group"], "group name")
+            to = self.realm.address(args["group"], "group name")
             send = self.realm.send_group_file
-            to = group
         elif "to" in args:
-            to = self.realm.address(args["to"])
-            if to.realm != self.realm.name:
-                raise errors.BadRequest(
-                    "files to users of other realms need realm links, which are not built yet"
-                )
-            send = self.realm.send_file
+            to = self.realm.address(args["to"])  # here, or on a peer: as sendfile
+            send = self._send_to_user_or_group
         else:
             raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
+        file = IncomingFile(self.realm.files, self.max_file_bytes)
         request.content.seek(0)
-        try:
-            incoming, size = yield self.realm.files.copy_in(request.content, self.max_file_bytes)
-        except OverflowError:
-            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes") from None
-        file = FileRef(name, incoming.id, size)
-        try:
-            try:
-                delivery = yield send(user, to, file)
-            except errors.NoSuchUser:
-                if "group" in args:
-                    raise
-                # ?to= may name a group too (users first, as the chat's
-                # addresses do not say which a name is).
-                delivery = yield self.realm.send_group_file(user, to, file)
-        except errors.NoSuchGroup:
-            incoming.abort()
-            raise errors.NoSuchUser(f"no user or group {to.name!r}") from None
-        except Exception:
-            incoming.abort()
-            raise
+        d = file.copy(request.content)
+        d.addCallback(lambda _: file.finish(
+            lambda file_id, size: send(user, to, FileRef(name, file_id, size))
+        ))
+        d.addCallback(wire.sent)
+        d.addCallback(lambda reply: self._json(request, reply[: -len(wire.REPLY_END)]))
+        return d
+
+    @staticmethod
+    def _json(request, body):
         request.setHeader(b"content-type", b"application/json")
-        return wire.sent(delivery)[: -len(wire.REPLY_END)]
+        return body
+
+    @defer.inlineCallbacks
+    def _send_to_user_or_group(self, user, to, file):
+        """?to= may name a group too (users first, as the chat's addresses do not say which)."""
+        try:
+            return (yield self.realm.send_file(user, to, file))
+        except errors.NoSuchUser:
+            pass
+        try:
+            return (yield self.realm.send_group_file(user, to, file))
+        except errors.NoSuchGroup:
+            raise errors.NoSuchUser(f"no user or group {to.name!r}") from None
 
 
 class RootResource(resource.Resource):

@@ -3,6 +3,7 @@ Files over HTTP, on a real loopback port: who may fetch, Range, the
 headers that keep a browser from running a file, uploads by POST.
 """
 
+import errno
 import io
 import json
 import os
@@ -15,9 +16,21 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 
 from multirealm import config
+from multirealm.core.incoming import IncomingFile
 from multirealm.service import build_realm_service
 from tests.helpers import InlineHasher
 from tests import test_service
+
+
+# A peer that is never started: what is sent to it waits in realm 1's outbox.
+REALM_2 = """
+[realm:2]
+host = 127.0.0.1
+chat_port = 0
+realm_port = 0
+http_port = 0
+data_dir = data/realm2
+"""
 
 
 class HTTPFileTests(unittest.TestCase):
@@ -29,7 +42,7 @@ class HTTPFileTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write(test_service.REALMS_INI.replace(
                 "secret = s", "secret = s\nmax_file_bytes = 100000"
-            ))
+            ) + REALM_2)
         network = config.load(path)
         self.service = build_realm_service(network, "1", reactor, hasher=InlineHasher())
         self.service.privilegedStartService()
@@ -119,6 +132,39 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
 
     @defer.inlineCallbacks
+    def test_a_file_to_a_user_of_another_realm_is_queued_as_by_sendfile(self):
+        response, body = yield self.post(self.alice, b"to=heru@2&name=far.txt", b"far away")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(json.loads(body)["message"], "Message Sent")
+        (realm_2,) = yield self.realm.list_realms()
+        self.assertEqual(realm_2["pending"], 1)
+        ((_, message),), _ = yield self.realm.outbox_batch("2", 0, 10)
+        self.assertEqual((str(message.recipient), message.file.name, message.file.size),
+                         ("heru@2", "far.txt", 8))
+        response, body = yield self.post(self.alice, b"to=heru@9&name=far.txt", b"x")
+        self.assertEqual((response.code, json.loads(body)["code"]), (404, "no_such_realm"))
+
+    @defer.inlineCallbacks
+    def test_a_full_disk_is_507_storage_full_as_on_the_chat_port(self):
+        real_begin = self.realm.files.begin
+
+        def begin_on_a_full_disk():
+            incoming = real_begin()
+
+            def full(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            incoming.write_now = full
+            return incoming
+
+        self.patch(self.realm.files, "begin", begin_on_a_full_disk)
+        response, body = yield self.post(self.alice, b"to=heru&name=a.bin", b"x" * 1000)
+        self.assertEqual((response.code, json.loads(body)["code"]), (507, "storage_full"))
+        files = self.realm.files.folder
+        self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
+        self.assertEqual(os.listdir(os.path.join(files, "incoming")), [])
+
+    @defer.inlineCallbacks
     def test_to_may_name_a_group(self):
         yield self.realm.create_group("alice", self.realm.address("team"), [])
         response, body = yield self.post(self.alice, b"to=team&name=plan.txt", b"plan")
@@ -139,8 +185,8 @@ class HTTPFileTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_chunked_upload_past_the_limit_is_not_kept(self):
         copied = []
-        real_copy_in = self.realm.files.copy_in
-        self.patch(self.realm.files, "copy_in", lambda *a: copied.append(a) or real_copy_in(*a))
+        real_copy = IncomingFile.copy
+        self.patch(IncomingFile, "copy", lambda *a: copied.append(a) or real_copy(*a))
         producer = FileBodyProducer(io.BytesIO(os.urandom(300_000)))
         producer.length = UNKNOWN_LENGTH  # sent chunked: no Content-Length
         headers = Headers({b"authorization": [b"Bearer " + self.alice.encode()]})
