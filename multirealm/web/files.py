@@ -9,10 +9,11 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
     an uploaded page as one of the realm's.  401 without a valid session,
     403 for someone who may not fetch it, 404 for an unknown id.
   - C{POST /files?to=<user or group>&name=<filename>} (or C{?group=}) with
-    the raw file as the body (not multipart: twisted.web would parse that
-    whole in memory): the same rules, codes and JSON reply as C{sendfile}.
-    A C{Content-Length} over the limit is refused before the body is
-    kept (L{UploadRequest}).
+    the raw file as the body, whatever its type but a multipart form
+    (twisted.web would parse that whole in memory): the same rules, codes
+    and JSON reply as C{sendfile}, through the same
+    L{multirealm.core.incoming.IncomingFile}.  A C{Content-Length} over the
+    limit is refused before the body is kept (L{UploadRequest}).
   - C{GET /}: what this server is, and where its protocol is described.
 
 Access is checked by the core for every read (L{Realm.file_for}).
@@ -169,7 +170,8 @@ class FilesResource(resource.Resource):
             request.setResponseCode(415)
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(wire.error_reply(errors.BadRequest(
-                "send the file itself as the body (application/octet-stream), not a form"
+                "send the file itself as the body (curl --data-binary @FILE),"
+                " not a multipart form (curl -F)"
             ))).encode("ascii")
         answer = _Answer(request)
         d = _user(self.realm, request)
@@ -266,8 +268,9 @@ class UploadRequest(server.Request):
     A request whose body is not kept past the file limit: refused from its
     C{Content-Length} before any of it is kept, or, for a body without one
     (chunked), as soon as it grows past the limit; the rest is read and
-    dropped, and the upload answers C{file_too_large}.  A form body is
-    never parsed (L{FilesResource.render_POST} refuses it).
+    dropped, and the upload answers C{file_too_large}.  The body is the
+    file whatever its type; a multipart form is never parsed
+    (L{FilesResource.render_POST} refuses it).
     """
 
     too_large = False
@@ -293,14 +296,15 @@ class UploadRequest(server.Request):
             self.content = _Discard()
         super().handleContentChunk(data)
 
-    form = False  # the body claimed to be a form: refused, never parsed
+    form = False  # a multipart form: refused, never parsed
 
     def requestReceived(self, command, path, version):
         kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
-        if kind.startswith((b"application/x-www-form-urlencoded", b"multipart/")):
-            # twisted.web would parse it into args, reading it whole.
-            self.form = True
-            self.requestHeaders.removeHeader(b"content-type")
+        self.form = kind.startswith(b"multipart/form-data")
+        # The body is the file whatever type it claims (curl --data-binary
+        # says application/x-www-form-urlencoded): twisted.web would parse
+        # a form into args, reading it whole.
+        self.requestHeaders.removeHeader(b"content-type")
         super().requestReceived(command, path, version)
 
 

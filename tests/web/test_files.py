@@ -179,8 +179,30 @@ class HTTPFileTests(unittest.TestCase):
             b"POST", b"/files?to=heru&name=x.bin", self.alice,
             {b"content-type": [b"application/x-www-form-urlencoded"]}, b"to=eve&name=evil.html",
         )
-        self.assertEqual(response.code, 415)
+        self.assertEqual(response.code, 200, body)
         self.assertEqual((yield self.realm.inbox("eve")).messages, ())
+        got = (yield self.realm.inbox("heru")).messages[-1].file
+        self.assertEqual((got.name, got.size), ("x.bin", len(b"to=eve&name=evil.html")))
+
+    @defer.inlineCallbacks
+    def test_the_body_is_the_file_whatever_its_type_but_a_multipart_form(self):
+        # curl --data-binary @file says application/x-www-form-urlencoded.
+        payload = b"a=1&b=%41\x00\xff" * 10
+        for kind in (b"application/x-www-form-urlencoded", b"text/plain", b"image/png", None):
+            headers = {b"content-type": [kind]} if kind else {}
+            response, body = yield self.request(
+                b"POST", b"/files?to=heru&name=f.bin", self.alice, headers, payload)
+            self.assertEqual(response.code, 200, (kind, body))
+            file = (yield self.realm.inbox("heru")).messages[-1].file
+            with self.realm.files.open(file.id) as f:
+                self.assertEqual(f.read(), payload, kind)
+        response, body = yield self.request(
+            b"POST", b"/files?to=heru&name=f.bin", self.alice,
+            {b"content-type": [b"multipart/form-data; boundary=x"]},
+            b"--x\r\nContent-Disposition: form-data; name=f\r\n\r\nhi\r\n--x--\r\n",
+        )
+        self.assertEqual((response.code, json.loads(body)["code"]), (415, "bad_request"))
+        self.assertIn("--data-binary", json.loads(body)["message"])
 
     @defer.inlineCallbacks
     def test_a_chunked_upload_past_the_limit_is_not_kept(self):
