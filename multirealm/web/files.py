@@ -3,8 +3,8 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
 
   - C{GET /files/<file_id>} with C{Authorization: Bearer <sessionid>} (or
     C{?session=<sessionid>} for a plain link): the file, served from disk
-    by C{twisted.web.static.File} (a producer, C{Range} for resumed
-    downloads), always as an attachment of type
+    by C{twisted.web.static}'s producers, whole or the one C{Range} asked
+    for (L{multirealm.web.ranges}), always as an attachment of type
     C{application/octet-stream} with C{nosniff}, so a browser never runs
     an uploaded page as one of the realm's.  401 without a valid session,
     403 for someone who may not fetch it, 404 for an unknown id.
@@ -20,6 +20,7 @@ Access is checked by the core for every read (L{Realm.file_for}).
 """
 
 import json
+import os
 from urllib.parse import parse_qs, quote, urlsplit
 
 from twisted.internet import defer
@@ -27,6 +28,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
+from multirealm.web import ranges
 from multirealm.core.incoming import IncomingFile
 from multirealm.names import check_filename
 from multirealm.model import FileRef
@@ -48,12 +50,12 @@ _STATUS = {  # error code -> HTTP status
 }
 
 
-def _fail(request, error):
+def _fail(request, error, status=None):
     """Answer a ChatError (or a Failure of one) as JSON with its HTTP status."""
     if not isinstance(error, errors.ChatError):
         log.failure("file request failed", error)
         error = errors.ChatError("internal error: the server logged it")
-    request.setResponseCode(_STATUS.get(error.code, 400))
+    request.setResponseCode(status or _STATUS.get(error.code, 400))
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(wire.error_reply(error)).encode("ascii")
 
@@ -127,29 +129,54 @@ class FileResource(resource.Resource):
         return server.NOT_DONE_YET
 
     def _serve(self, file, answer):
+        """
+        The file from disk, by a producer: whole (200) or the one range
+        asked for (206, L{ranges.byte_range}); the headers only for HEAD.
+        """
         if answer.gone:
             return
         request = answer.request
         try:
-            path = self.realm.files.path(file.id)
+            opened = self.realm.files.open(file.id)
         except FileNotFoundError:
             raise errors.NoSuchFile(f"no file {self.file_id!r}") from None
+        status = os.fstat(opened.fileno())
+        size = status.st_size
+        try:
+            wanted = ranges.byte_range(request.getHeader(b"range"), size)
+        except ranges.Unsatisfiable:
+            opened.close()
+            request.setHeader(b"content-range", b"bytes */%d" % size)
+            answer.body(_fail(request, errors.BadRequest(
+                f"no byte of the range asked for is in the file ({size} bytes)"
+            ), 416))
+            return
         request.setHeader(
             b"content-disposition",
             b"attachment; filename*=UTF-8''" + quote(file.name, safe="").encode("ascii"),
         )
         request.setHeader(b"x-content-type-options", b"nosniff")
-        ranges = request.getHeader(b"range")
-        if ranges is not None and b"," in ranges:
-            # One range resumes a download; many (overlapping) would make a
-            # small file a huge answer.
-            request.requestHeaders.removeHeader(b"range")
-        on_disk = static.File(path, defaultType="application/octet-stream")
-        on_disk.type, on_disk.encoding = "application/octet-stream", None
-        body = on_disk.render(request)  # Range, HEAD, a producer from disk
-        if body is not server.NOT_DONE_YET:
-            request.write(body)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.setLastModified(status.st_mtime) is http.CACHED:
+            opened.close()
             request.finish()
+            return
+        if wanted is None:
+            length = size
+            producer = static.NoRangeStaticProducer(request, opened)
+        else:
+            first, last = wanted
+            length = last - first + 1
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, size))
+            producer = static.SingleRangeStaticProducer(request, opened, first, length)
+        request.setHeader(b"content-length", b"%d" % length)
+        if request.method == b"HEAD":
+            opened.close()
+            request.finish()
+            return
+        producer.start()
 
 
 class FilesResource(resource.Resource):

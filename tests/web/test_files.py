@@ -7,8 +7,9 @@ import errno
 import io
 import json
 import os
+import socket
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, readBody
@@ -115,6 +116,60 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual((response.code, body), (206, self.payload[1000:]))
         response, body = yield self.get(self.heru, {b"range": [b"bytes=10-19"]})
         self.assertEqual((response.code, body), (206, self.payload[10:20]))
+
+    @defer.inlineCallbacks
+    def test_ranges_by_rfc_9110(self):
+        size = len(self.payload)
+        for header, status, first, last in [
+            (b"bytes=-100", 206, size - 100, size - 1),
+            (b"bytes=49990-60000", 206, 49990, size - 1),
+            (b"bytes=-99999999999999999999", 206, 0, size - 1),  # all of it, truly counted
+            (b"bytes=5-2", 200, 0, size - 1),  # invalid: ignored
+            ("bytes=\u00b2-5".encode(), 200, 0, size - 1),  # digits are ASCII digits
+            (b"bytes=0-1,5-6", 200, 0, size - 1),  # several: the whole file
+        ]:
+            response, body = yield self.get(self.heru, {b"range": [header]})
+            raw = response.headers.getRawHeaders
+            self.assertEqual((response.code, body), (status, self.payload[first:last + 1]), header)
+            self.assertEqual(response.length, last + 1 - first, header)  # Content-Length
+            expected = [b"bytes %d-%d/%d" % (first, last, size)] if status == 206 else None
+            self.assertEqual(raw(b"content-range"), expected, header)
+            self.assertEqual((raw(b"content-type"), raw(b"x-content-type-options")),
+                             ([b"application/octet-stream"], [b"nosniff"]), header)
+            self.assertTrue(raw(b"content-disposition")[0].startswith(b"attachment;"), header)
+
+    @defer.inlineCallbacks
+    def test_a_range_past_the_end_is_416_with_the_size(self):
+        for header in (b"bytes=50000-", b"bytes=99999999999999999999-", b"bytes=-0"):
+            response, body = yield self.get(self.heru, {b"range": [header]})
+            self.assertEqual(response.code, 416, header)
+            self.assertEqual(response.headers.getRawHeaders(b"content-range"),
+                             [b"bytes */50000"], header)
+            self.assertEqual(json.loads(body)["code"], "bad_request")
+
+    @defer.inlineCallbacks
+    def test_head_says_what_get_would_send(self):
+        for extra, status, length in [(b"", b"200", b"50000"),
+                                      (b"Range: bytes=100-199\r\n", b"206", b"100")]:
+            head = yield threads.deferToThread(self.raw, (
+                b"HEAD /files/" + self.file_id.encode() + b" HTTP/1.0\r\n"
+                b"Authorization: Bearer " + self.heru.encode() + b"\r\n" + extra + b"\r\n"
+            ))
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[0].split()[1], status)
+            self.assertIn(b"Content-Length: " + length, lines)
+            self.assertIn(b"Content-Type: application/octet-stream", lines)
+            self.assertTrue(head.endswith(b"\r\n\r\n"))  # and no body
+
+    def raw(self, request):
+        """What the HTTP port answers to C{request} (bytes), read to its close (in a thread)."""
+        port = int(self.base.rsplit(b":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(request)
+            answer = b""
+            while data := connection.recv(65536):
+                answer += data
+        return answer
 
     @defer.inlineCallbacks
     def test_bad_uploads_answer_their_codes(self):
