@@ -12,7 +12,6 @@ C{unavailable}; both say "nothing was kept, try again later".
 import errno
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -34,16 +33,12 @@ def disk_error(error):
     )
 
 
-class _TooLarge(Exception):
-    """A body copied in a thread went past the limit."""
-
-
 class IncomingFile:
     """
     One file being received into C{files} (the realm's file store), at
-    most C{limit} bytes.  Give it the bytes with L{write} (or L{copy} for a
-    body already whole), then L{finish}; or L{fail} it.  Once failed, it
-    takes no more bytes and L{finish} answers its error.
+    most C{limit} bytes.  Give it the bytes with L{write}, then L{finish};
+    or L{fail} it.  Once failed, it takes no more bytes and L{finish}
+    answers its error.
     """
 
     def __init__(self, files, limit):
@@ -98,41 +93,17 @@ class IncomingFile:
         writing.addBoth(done)
         return written
 
-    def copy(self, source):
-        """
-        Take the whole file from the open binary file C{source} (an HTTP
-        body, already received), read and written in a thread; fires once
-        copied (errors are kept for L{finish}).
-        """
-        if self.error is not None:
-            return defer.succeed(None)
-
-        def copy():
-            incoming = self._disk()
-            while chunk := source.read(65536):
-                self.size += len(chunk)
-                if self.size > self._limit:
-                    raise _TooLarge()
-                incoming.write_now(chunk)
-
-        def failed(failure):
-            if failure.check(_TooLarge):
-                self.fail(self._too_large())
-            elif failure.check(OSError):
-                self.fail(disk_error(failure.value))
-            else:
-                self.fail(failure)
-
-        return deferToThread(copy).addErrback(failed)
-
     def fail(self, error):
         """Refuse the file with C{error} (the first error counts); drop what is on disk."""
         if self.error is None:
             self.error = error if isinstance(error, Failure) else Failure(error)
-        self.abort()
+        self._drop()
 
     def abort(self):
-        """Forget the file: nothing of it stays on disk (also once stored)."""
+        """Forget the file, even once stored: nothing of it stays on disk, none is begun."""
+        self.fail(errors.ChatError("the file was dropped"))
+
+    def _drop(self):
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
             incoming.abort()
@@ -156,7 +127,7 @@ class IncomingFile:
         return d.addErrback(self._failed)
 
     def _failed(self, failure):
-        self.abort()
+        self._drop()
         if failure.check(OSError):
             return Failure(disk_error(failure.value))
         return failure

@@ -22,8 +22,9 @@ _FILE_ID = re.compile(r"[0-9a-f]{32}")
 class Incoming:
     """
     One file being received; L{finish} or L{abort} it.  On the reactor
-    thread: L{write}, L{finish}, L{abort}.  In a thread of its own (an
-    upload over HTTP): L{write_now}, L{commit_now}.
+    thread: L{write}, L{finish}, L{abort}; L{write_now} and L{commit_now}
+    run in the threads these start.  Its life (limits, errors, the
+    message after it) is L{multirealm.core.incoming.IncomingFile}'s.
     """
 
     BATCH = 256 * 1024

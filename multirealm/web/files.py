@@ -19,6 +19,7 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
 Access is checked by the core for every read (L{Realm.file_for}).
 """
 
+import io
 import json
 import os
 from urllib.parse import parse_qs, quote, urlsplit
@@ -182,10 +183,9 @@ class FileResource(resource.Resource):
 class FilesResource(resource.Resource):
     """C{/files}: POST a file; C{/files/<id>}: fetch one."""
 
-    def __init__(self, realm, max_file_bytes):
+    def __init__(self, realm):
         super().__init__()
         self.realm = realm
-        self.max_file_bytes = max_file_bytes
 
     def getChild(self, name, request):
         if not name:
@@ -208,8 +208,6 @@ class FilesResource(resource.Resource):
         return server.NOT_DONE_YET
 
     def _upload(self, user, request):
-        if getattr(request, "too_large", False):
-            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes")
         args = {key: values[0] for key, values in _query(request).items()}
         name = check_filename(args.get("name", ""))
         if "group" in args:
@@ -220,12 +218,8 @@ class FilesResource(resource.Resource):
             send = self._send_to_user_or_group
         else:
             raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
-        file = IncomingFile(self.realm.files, self.max_file_bytes)
-        request.content.seek(0)
-        d = file.copy(request.content)
-        d.addCallback(lambda _: file.finish(
-            lambda file_id, size: send(user, to, FileRef(name, file_id, size))
-        ))
+        file = request.take_file()
+        d = file.finish(lambda file_id, size: send(user, to, FileRef(name, file_id, size)))
         d.addCallback(wire.sent)
         d.addCallback(lambda reply: self._json(request, reply[: -len(wire.REPLY_END)]))
         return d
@@ -251,10 +245,10 @@ class FilesResource(resource.Resource):
 class RootResource(resource.Resource):
     """C{/}: what this is."""
 
-    def __init__(self, realm, max_file_bytes):
+    def __init__(self, realm):
         super().__init__()
         self.realm = realm
-        self.putChild(b"files", FilesResource(realm, max_file_bytes))
+        self.putChild(b"files", FilesResource(realm))
 
     def getChild(self, name, request):
         if not name:
@@ -271,57 +265,43 @@ class RootResource(resource.Resource):
         ).encode("utf-8")
 
 
-class _Discard:
-    """A request body sink: the body of a refused upload is read, not kept."""
-
-    def write(self, data):
-        pass
-
-    def seek(self, *args):
-        pass
-
-    def tell(self):
-        return 0
-
-    def read(self, *args):
-        return b""
-
-    def close(self):
-        pass
-
-
 class UploadRequest(server.Request):
     """
-    A request whose body is not kept past the file limit: refused from its
-    C{Content-Length} before any of it is kept, or, for a body without one
-    (chunked), as soon as it grows past the limit; the rest is read and
-    dropped, and the upload answers C{file_too_large}.  The body is the
-    file whatever its type; a multipart form is never parsed
-    (L{FilesResource.render_POST} refuses it).
+    A request whose body goes to disk as it arrives, as a chat upload's
+    does (an L{IncomingFile}: written a batch at a time in a thread, the
+    connection not read meanwhile, held to C{max_file_bytes}, a
+    C{Content-Length} over it refused before a byte is kept), never into
+    twisted.web's own buffer or temporary file.  The upload takes the file
+    (L{take_file}); the body of any other request is dropped when it ends.
+    The body is the file whatever its type; a multipart form is never
+    parsed (L{FilesResource.render_POST} refuses it).
     """
 
-    too_large = False
-    _received = 0
-
-    def _limit(self):
-        return getattr(self.channel.site, "max_file_bytes", None)
+    _file = None
 
     def gotLength(self, length):
-        limit = self._limit()
-        if length is not None and limit is not None and length > limit:
-            self.too_large = True
-            self.content = _Discard()
-            return
-        super().gotLength(length)
+        site = self.channel.site
+        self._file = IncomingFile(site.realm.files, site.max_file_bytes)
+        if length is not None:
+            self._file.expect(length)
+        self.content = io.BytesIO()  # stays empty: the body is in the file
+        self.notifyFinish().addBoth(self._ended)
 
     def handleContentChunk(self, data):
-        self._received += len(data)
-        limit = self._limit()
-        if not self.too_large and limit is not None and self._received > limit:
-            self.too_large = True
-            self.content.close()
-            self.content = _Discard()
-        super().handleContentChunk(data)
+        writing = self._file.write(data)
+        if writing is not None:  # read no more until this batch is written
+            transport = self.channel.transport
+            transport.pauseProducing()
+            writing.addCallback(lambda _: transport.resumeProducing())
+
+    def take_file(self):
+        """The L{IncomingFile} of this request's body, for the upload to finish."""
+        file, self._file = self._file, None
+        return file
+
+    def _ended(self, result):
+        if self._file is not None:  # not taken, or the client went away first
+            self._file.abort()
 
     form = False  # a multipart form: refused, never parsed
 
@@ -353,9 +333,10 @@ def _log_line(timestamp, request):
 def make_site(realm, max_file_bytes, idle_timeout):
     """The C{server.Site} of a realm's HTTP port."""
     site = server.Site(
-        RootResource(realm, max_file_bytes), timeout=idle_timeout, logFormatter=_log_line
+        RootResource(realm), timeout=idle_timeout, logFormatter=_log_line
     )
     site.requestFactory = UploadRequest
+    site.realm = realm  # where UploadRequest puts bodies
     site.max_file_bytes = max_file_bytes
     site.displayTracebacks = False
     site.noisy = False

@@ -5,7 +5,6 @@ any error, and one mapping of disk errors to codes.
 """
 
 import errno
-import io
 import os
 
 from twisted.internet import defer
@@ -108,15 +107,3 @@ class IncomingFileTests(unittest.TestCase):
             yield self.assertFailure(file.finish(self.store), expected)
             self.assertEqual(self.on_disk()[0], [])
             self.flushLoggedErrors()
-
-    @defer.inlineCallbacks
-    def test_a_body_already_whole_is_copied_in_a_thread(self):
-        file = IncomingFile(self.files, 10)
-        yield file.copy(io.BytesIO(b"0123456789"))
-        yield file.finish(self.store)
-        ((file_id, size),) = self.stored
-        self.assertEqual(size, 10)
-        too_big = IncomingFile(self.files, 10)
-        yield too_big.copy(io.BytesIO(b"0123456789!"))
-        yield self.assertFailure(too_big.finish(self.store), errors.FileTooLarge)
-        self.assertEqual(self.on_disk(), ([file_id], []))

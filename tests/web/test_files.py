@@ -17,7 +17,6 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 
 from multirealm import config
-from multirealm.core.incoming import IncomingFile
 from multirealm.service import build_realm_service
 from tests.helpers import InlineHasher
 from tests import test_service
@@ -66,6 +65,12 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual(json.loads(body)["message"], "Message Sent")
         history = yield self.realm.inbox("heru")
         self.file_id = history.messages[0].file.id
+
+    def on_disk(self):
+        """The stored files (by id), and what is being received."""
+        files = self.realm.files.folder
+        return (sorted(n for n in os.listdir(files) if n != "incoming"),
+                os.listdir(os.path.join(files, "incoming")))
 
     @defer.inlineCallbacks
     def request(self, method, path, token=None, headers=None, body=None):
@@ -206,10 +211,10 @@ class HTTPFileTests(unittest.TestCase):
         def begin_on_a_full_disk():
             incoming = real_begin()
 
-            def full(data):
+            def full(rest=b""):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            incoming.write_now = full
+            incoming.commit_now = full  # the thread's last write, its flush or its fsync
             return incoming
 
         self.patch(self.realm.files, "begin", begin_on_a_full_disk)
@@ -261,9 +266,6 @@ class HTTPFileTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_chunked_upload_past_the_limit_is_not_kept(self):
-        copied = []
-        real_copy = IncomingFile.copy
-        self.patch(IncomingFile, "copy", lambda *a: copied.append(a) or real_copy(*a))
         producer = FileBodyProducer(io.BytesIO(os.urandom(300_000)))
         producer.length = UNKNOWN_LENGTH  # sent chunked: no Content-Length
         headers = Headers({b"authorization": [b"Bearer " + self.alice.encode()]})
@@ -272,7 +274,7 @@ class HTTPFileTests(unittest.TestCase):
         )
         body = yield readBody(response)
         self.assertEqual((response.code, json.loads(body)["code"]), (413, "file_too_large"))
-        self.assertEqual(copied, [])  # dropped as it came, never kept to be copied
+        self.assertEqual(self.on_disk(), ([self.file_id], []))  # setUp's only
 
     @defer.inlineCallbacks
     def test_many_ranges_are_not_an_amplifier(self):
