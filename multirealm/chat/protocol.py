@@ -9,7 +9,6 @@ connection's L{OutboundQueue}, which writes replies in request order
 however the core's answers interleave.
 """
 
-import errno
 import re
 
 from twisted.internet import defer
@@ -17,7 +16,6 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
@@ -26,6 +24,7 @@ from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request
+from multirealm.core.incoming import IncomingFile
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
@@ -301,17 +300,15 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         raw mode, to disk if the request is good, else only to its end, and
         answer once it is all in (in its place among the replies).
         """
-        upload = _Upload(defer.Deferred(), Base64Body())
+        file = IncomingFile(self.realm.files, self.factory.limits.max_file_bytes)
+        upload = _Upload(defer.Deferred(), Base64Body(), file)
         self._answer(upload.answer)
         try:
             if refused is not None:
                 raise refused
             upload.target = self.handlers.handle(request)
-            upload.incoming = self.realm.files.begin()
         except errors.ChatError as e:
-            upload.fail(e)
-        except OSError as e:
-            upload.fail(_disk_error(e))
+            file.fail(e)
         if isinstance(upload.target, defer.Deferred):
             upload.target.addErrback(upload.refused)
         self._upload = upload
@@ -320,29 +317,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def rawDataReceived(self, data):
         upload = self._upload
         body = upload.body
-        if upload.error is not None:
+        if upload.file.error is not None:
             body.skip(data)
         else:
             try:
                 decoded = body.feed(data)
             except BadEncoding as e:
-                upload.fail(errors.BadFileEncoding(str(e)))
+                upload.file.fail(errors.BadFileEncoding(str(e)))
             else:
-                if body.size > self.factory.limits.max_file_bytes:
-                    upload.fail(errors.FileTooLarge(
-                        f"files are at most {self.factory.limits.max_file_bytes} bytes"
-                    ))
-                elif decoded:
-                    try:
-                        writing = upload.incoming.write(decoded)
-                    except Exception as e:  # an earlier batch failed (disk full)
-                        upload.fail(_disk_error(e))
-                    else:
-                        if writing is not None:
-                            # A batch is being written in a thread: read no
-                            # more until it is (one batch in flight, in order).
-                            self._hold("disk")
-                            writing.addBoth(self._batch_written)
+                writing = upload.file.write(decoded)
+                if writing is not None:
+                    # A batch is being written in a thread: read no more
+                    # until it is (one batch in flight, in order).
+                    self._hold("disk")
+                    writing.addBoth(self._batch_written)
         if body.done:
             self._upload = None
             # Later requests wait until this file and its message are
@@ -407,42 +395,30 @@ _UPLOAD_VERB = re.compile(rb"(?i)(sendfile|sendgroupfile)(\s|$)")
 class _Upload:
     """One file body being received, and what to do once it is in."""
 
-    def __init__(self, answer, body):
+    def __init__(self, answer, body, file):
         self.answer = answer  # fires with the reply
         self.body = body
+        self.file = file  # the IncomingFile
         self.target = None  # a PendingFile, or a Deferred of one
-        self.incoming = None  # the file on disk, while all is well
-        self.error = None
 
     def refused(self, failure):
         """The request was refused while its body came in (its session, say)."""
-        self.fail(failure)
+        self.file.fail(failure)
         return None
 
     def fail(self, error):
-        """Remember the first error (an exception or a Failure); drop the file."""
-        if self.error is None:
-            self.error = error if isinstance(error, Failure) else Failure(error)
-        self._drop()
-
-    def _drop(self):
-        incoming, self.incoming = self.incoming, None
-        if incoming is not None:
-            incoming.abort()
+        self.file.fail(error)
 
     def finish(self):
         """
         The body is in: store the file and its message, or answer the
         error.  Returns a Deferred that fires once done either way.
         """
-        done = defer.Deferred()
-        if self.error is not None:
-            self.answer.errback(self.error)
-            done.callback(None)
-            return done
         work = defer.maybeDeferred(lambda: self.target)
-        work.addCallback(self._store)
-        work.addErrback(self._undo)
+        work.addCallback(lambda pending: self.file.finish(
+            lambda file_id, size: pending.send(FileRef(pending.name, file_id, size))
+        ))
+        done = defer.Deferred()
 
         def stored(result):
             done.callback(None)
@@ -451,27 +427,6 @@ class _Upload:
         work.addBoth(stored)
         work.chainDeferred(self.answer)
         return done
-
-    def _store(self, pending):
-        if self.error is not None:
-            return self.error
-        incoming, size = self.incoming, self.body.size
-        return incoming.finish().addCallback(
-            lambda _: pending.send(FileRef(pending.name, incoming.id, size))
-        )
-
-    def _undo(self, failure):
-        self._drop()  # nothing of a refused or failed upload stays on disk
-        if failure.check(OSError):
-            return Failure(_disk_error(failure.value))
-        return failure
-
-
-def _disk_error(error):
-    """A file system error as the client sees it."""
-    if getattr(error, "errno", None) == errno.ENOSPC:
-        return errors.StorageFull("the realm's disk is full: the file was not kept")
-    return errors.ChatError(f"the file could not be stored: {error.strerror or error}")
 
 
 def _reply_bytes(result):

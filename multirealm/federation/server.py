@@ -14,10 +14,10 @@ import json
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
+from multirealm.core.incoming import IncomingFile
 from multirealm.federation import handshake
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
@@ -169,21 +169,15 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         good, else only to their end; nothing after them is read until the
         file's message is stored, so frames stay in order.
         """
-        self._file = _IncomingFile(frame)
+        incoming = IncomingFile(self.realm.files, self.realm.limits.max_file_bytes)
+        self._file = file = _FileBody(frame, incoming)
         try:
             check_filename(frame.name)
-            if frame.size > self.realm.limits.max_file_bytes:
-                raise errors.FileTooLarge(
-                    f"a file is at most {self.realm.limits.max_file_bytes} bytes"
-                )
+            incoming.expect(frame.size)
             # Checked before a byte is written: a refused file costs no disk.
             self.realm.check_received(self.peer, frame.message(self.peer, self.realm.name, "0"))
-            self._file.incoming = self.realm.files.begin()
         except errors.ChatError as e:
-            self._file.error = e
-        except OSError as e:
-            log.failure("realm {realm}: cannot store a file", realm=self.realm.name)
-            self._file.error = errors.StorageFull(f"cannot store the file: {e.strerror}")
+            incoming.fail(e)
         self.setRawMode()
         if frame.size == 0:
             self.rawDataReceived(b"")
@@ -192,19 +186,15 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         file = self._file
         body, rest = data[:file.remaining], data[file.remaining:]
         file.remaining -= len(body)
-        if body and file.error is None:
-            try:
-                written = file.incoming.write(body)
-            except OSError as e:
-                file.fail(errors.StorageFull(f"cannot store the file: {e.strerror}"))
-            else:
-                if written is not None:
-                    self._hold_until("disk", written)  # one batch in memory, at most
+        written = file.incoming.write(body)
+        if written is not None:
+            self._hold_until("disk", written)  # one batch in memory, at most
         if file.remaining:
             return
         self._file = None
         # Until this file's message is stored, the frames after it wait.
         if self._not_now is not None:
+            file.incoming.abort()
             stored = defer.fail(self._not_now)
         else:
             stored = file.store(self.realm, self.peer)
@@ -290,45 +280,29 @@ class _AnswerFlow:
         pass
 
 
-class _IncomingFile:
+class _FileBody:
     """The body of one file frame being read: to disk, or only to its end."""
 
-    def __init__(self, frame):
+    def __init__(self, frame, incoming):
         self.frame = frame
         self.remaining = frame.size
-        self.incoming = None  # the file being written, if the frame is good
-        self.error = None  # why not
-
-    def fail(self, error):
-        self.error = error
-        self.abandon()
+        self.incoming = incoming  # the IncomingFile
 
     def abandon(self):
-        if self.incoming is not None:
-            self.incoming.abort()
-            self.incoming = None
+        self.incoming.abort()
 
     def store(self, realm, peer):
         """Make the file durable, then store its message; fires once stored."""
-        if self.error is not None:
-            return defer.fail(self.error)
         incoming = self.incoming
-        message = self.frame.message(peer, realm.name, incoming.id)
+
+        def receive(file_id, size):
+            return realm.receive(peer, self.frame.message(peer, realm.name, file_id))
 
         def stored(delivery):
             if delivery.duplicate:
                 incoming.abort()  # the copy received the first time stays
             return delivery
 
-        def failed(failure):
-            incoming.abort()
-            if failure.check(OSError):
-                # "Not now": the sender keeps the file and sends it again.
-                return Failure(errors.StorageFull(
-                    f"cannot store the file: {failure.value.strerror or failure.value}"
-                ))
-            return failure
-
-        d = incoming.finish()
-        d.addCallback(lambda _: realm.receive(peer, message))
-        return d.addCallbacks(stored, failed)
+        # A disk error is storage_full or unavailable: "not now", the
+        # sender keeps the file and sends it again.
+        return incoming.finish(receive).addCallback(stored)

@@ -22,8 +22,9 @@ _FILE_ID = re.compile(r"[0-9a-f]{32}")
 class Incoming:
     """
     One file being received; L{finish} or L{abort} it.  On the reactor
-    thread: L{write}, L{finish}, L{abort}.  In a thread of its own (an
-    upload over HTTP): L{write_now}, L{commit_now}.
+    thread: L{write}, L{finish}, L{abort}; L{write_now} and L{commit_now}
+    run in the threads these start.  Its life (limits, errors, the
+    message after it) is L{multirealm.core.incoming.IncomingFile}'s.
     """
 
     BATCH = 256 * 1024
@@ -155,29 +156,6 @@ class FileStore:
         if not _FILE_ID.fullmatch(file_id):
             raise FileNotFoundError(file_id)
         return os.path.join(self.folder, file_id)
-
-    def copy_in(self, source, limit):
-        """
-        Store what the open binary file C{source} holds (at most C{limit}
-        bytes), in a thread; fires with (L{Incoming} made durable, size).
-        """
-        incoming = self.begin()
-
-        def copy():
-            size = 0
-            while chunk := source.read(65536):
-                size += len(chunk)
-                if size > limit:
-                    raise OverflowError(size)
-                incoming.write_now(chunk)
-            incoming.commit_now()
-            return incoming, size
-
-        def failed(failure):
-            incoming.abort()
-            return failure
-
-        return deferToThread(copy).addErrback(failed)
 
     def open(self, file_id):
         """The stored file C{file_id} for reading (binary); C{FileNotFoundError} if none."""

@@ -3,22 +3,25 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
 
   - C{GET /files/<file_id>} with C{Authorization: Bearer <sessionid>} (or
     C{?session=<sessionid>} for a plain link): the file, served from disk
-    by C{twisted.web.static.File} (a producer, C{Range} for resumed
-    downloads), always as an attachment of type
+    by C{twisted.web.static}'s producers, whole or the one C{Range} asked
+    for (L{multirealm.web.ranges}), always as an attachment of type
     C{application/octet-stream} with C{nosniff}, so a browser never runs
     an uploaded page as one of the realm's.  401 without a valid session,
     403 for someone who may not fetch it, 404 for an unknown id.
   - C{POST /files?to=<user or group>&name=<filename>} (or C{?group=}) with
-    the raw file as the body (not multipart: twisted.web would parse that
-    whole in memory): the same rules, codes and JSON reply as C{sendfile}.
-    A C{Content-Length} over the limit is refused before the body is
-    kept (L{UploadRequest}).
+    the raw file as the body, whatever its type but a multipart form
+    (twisted.web would parse that whole in memory): the same rules, codes
+    and JSON reply as C{sendfile}, through the same
+    L{multirealm.core.incoming.IncomingFile}.  A C{Content-Length} over the
+    limit is refused before the body is kept (L{UploadRequest}).
   - C{GET /}: what this server is, and where its protocol is described.
 
 Access is checked by the core for every read (L{Realm.file_for}).
 """
 
+import io
 import json
+import os
 from urllib.parse import parse_qs, quote, urlsplit
 
 from twisted.internet import defer
@@ -26,6 +29,8 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
+from multirealm.web import ranges
+from multirealm.core.incoming import IncomingFile
 from multirealm.names import check_filename
 from multirealm.model import FileRef
 
@@ -37,6 +42,7 @@ _STATUS = {  # error code -> HTTP status
     "no_such_file": 404,
     "no_such_user": 404,
     "no_such_group": 404,
+    "no_such_realm": 404,
     "file_too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,
@@ -45,12 +51,12 @@ _STATUS = {  # error code -> HTTP status
 }
 
 
-def _fail(request, error):
+def _fail(request, error, status=None):
     """Answer a ChatError (or a Failure of one) as JSON with its HTTP status."""
     if not isinstance(error, errors.ChatError):
         log.failure("file request failed", error)
         error = errors.ChatError("internal error: the server logged it")
-    request.setResponseCode(_STATUS.get(error.code, 400))
+    request.setResponseCode(status or _STATUS.get(error.code, 400))
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(wire.error_reply(error)).encode("ascii")
 
@@ -124,38 +130,62 @@ class FileResource(resource.Resource):
         return server.NOT_DONE_YET
 
     def _serve(self, file, answer):
+        """
+        The file from disk, by a producer: whole (200) or the one range
+        asked for (206, L{ranges.byte_range}); the headers only for HEAD.
+        """
         if answer.gone:
             return
         request = answer.request
         try:
-            path = self.realm.files.path(file.id)
+            opened = self.realm.files.open(file.id)
         except FileNotFoundError:
             raise errors.NoSuchFile(f"no file {self.file_id!r}") from None
+        status = os.fstat(opened.fileno())
+        size = status.st_size
+        try:
+            wanted = ranges.byte_range(request.getHeader(b"range"), size)
+        except ranges.Unsatisfiable:
+            opened.close()
+            request.setHeader(b"content-range", b"bytes */%d" % size)
+            answer.body(_fail(request, errors.BadRequest(
+                f"no byte of the range asked for is in the file ({size} bytes)"
+            ), 416))
+            return
         request.setHeader(
             b"content-disposition",
             b"attachment; filename*=UTF-8''" + quote(file.name, safe="").encode("ascii"),
         )
         request.setHeader(b"x-content-type-options", b"nosniff")
-        ranges = request.getHeader(b"range")
-        if ranges is not None and b"," in ranges:
-            # One range resumes a download; many (overlapping) would make a
-            # small file a huge answer.
-            request.requestHeaders.removeHeader(b"range")
-        on_disk = static.File(path, defaultType="application/octet-stream")
-        on_disk.type, on_disk.encoding = "application/octet-stream", None
-        body = on_disk.render(request)  # Range, HEAD, a producer from disk
-        if body is not server.NOT_DONE_YET:
-            request.write(body)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.setLastModified(status.st_mtime) is http.CACHED:
+            opened.close()
             request.finish()
+            return
+        if wanted is None:
+            length = size
+            producer = static.NoRangeStaticProducer(request, opened)
+        else:
+            first, last = wanted
+            length = last - first + 1
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, size))
+            producer = static.SingleRangeStaticProducer(request, opened, first, length)
+        request.setHeader(b"content-length", b"%d" % length)
+        if request.method == b"HEAD":
+            opened.close()
+            request.finish()
+            return
+        producer.start()
 
 
 class FilesResource(resource.Resource):
     """C{/files}: POST a file; C{/files/<id>}: fetch one."""
 
-    def __init__(self, realm, max_file_bytes):
+    def __init__(self, realm):
         super().__init__()
         self.realm = realm
-        self.max_file_bytes = max_file_bytes
 
     def getChild(self, name, request):
         if not name:
@@ -167,7 +197,8 @@ class FilesResource(resource.Resource):
             request.setResponseCode(415)
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(wire.error_reply(errors.BadRequest(
-                "send the file itself as the body (application/octet-stream), not a form"
+                "send the file itself as the body (curl --data-binary @FILE),"
+                " not a multipart form (curl -F)"
             ))).encode("ascii")
         answer = _Answer(request)
         d = _user(self.realm, request)
@@ -176,57 +207,48 @@ class FilesResource(resource.Resource):
         d.addErrback(answer.failure)
         return server.NOT_DONE_YET
 
-    @defer.inlineCallbacks
     def _upload(self, user, request):
-        if getattr(request, "too_large", False):
-            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes")
         args = {key: values[0] for key, values in _query(request).items()}
         name = check_filename(args.get("name", ""))
         if "group" in args:
-            group = self.realm.address(args["group"], "group name")
+            to = self.realm.address(args["group"], "group name")
             send = self.realm.send_group_file
-            to = group
         elif "to" in args:
-            to = self.realm.address(args["to"])
-            if to.realm != self.realm.name:
-                raise errors.BadRequest(
-                    "files to users of other realms need realm links, which are not built yet"
-                )
-            send = self.realm.send_file
+            to = self.realm.address(args["to"])  # here, or on a peer: as sendfile
+            send = self._send_to_user_or_group
         else:
             raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
-        request.content.seek(0)
-        try:
-            incoming, size = yield self.realm.files.copy_in(request.content, self.max_file_bytes)
-        except OverflowError:
-            raise errors.FileTooLarge(f"files are at most {self.max_file_bytes} bytes") from None
-        file = FileRef(name, incoming.id, size)
-        try:
-            try:
-                delivery = yield send(user, to, file)
-            except errors.NoSuchUser:
-                if "group" in args:
-                    raise
-                # ?to= may name a group too (users first, as the chat's
-                # addresses do not say which a name is).
-                delivery = yield self.realm.send_group_file(user, to, file)
-        except errors.NoSuchGroup:
-            incoming.abort()
-            raise errors.NoSuchUser(f"no user or group {to.name!r}") from None
-        except Exception:
-            incoming.abort()
-            raise
+        file = request.take_file()
+        d = file.finish(lambda file_id, size: send(user, to, FileRef(name, file_id, size)))
+        d.addCallback(wire.sent)
+        d.addCallback(lambda reply: self._json(request, reply[: -len(wire.REPLY_END)]))
+        return d
+
+    @staticmethod
+    def _json(request, body):
         request.setHeader(b"content-type", b"application/json")
-        return wire.sent(delivery)[: -len(wire.REPLY_END)]
+        return body
+
+    @defer.inlineCallbacks
+    def _send_to_user_or_group(self, user, to, file):
+        """?to= may name a group too (users first, as the chat's addresses do not say which)."""
+        try:
+            return (yield self.realm.send_file(user, to, file))
+        except errors.NoSuchUser:
+            pass
+        try:
+            return (yield self.realm.send_group_file(user, to, file))
+        except errors.NoSuchGroup:
+            raise errors.NoSuchUser(f"no user or group {to.name!r}") from None
 
 
 class RootResource(resource.Resource):
     """C{/}: what this is."""
 
-    def __init__(self, realm, max_file_bytes):
+    def __init__(self, realm):
         super().__init__()
         self.realm = realm
-        self.putChild(b"files", FilesResource(realm, max_file_bytes))
+        self.putChild(b"files", FilesResource(realm))
 
     def getChild(self, name, request):
         if not name:
@@ -243,65 +265,53 @@ class RootResource(resource.Resource):
         ).encode("utf-8")
 
 
-class _Discard:
-    """A request body sink: the body of a refused upload is read, not kept."""
-
-    def write(self, data):
-        pass
-
-    def seek(self, *args):
-        pass
-
-    def tell(self):
-        return 0
-
-    def read(self, *args):
-        return b""
-
-    def close(self):
-        pass
-
-
 class UploadRequest(server.Request):
     """
-    A request whose body is not kept past the file limit: refused from its
-    C{Content-Length} before any of it is kept, or, for a body without one
-    (chunked), as soon as it grows past the limit; the rest is read and
-    dropped, and the upload answers C{file_too_large}.  A form body is
-    never parsed (L{FilesResource.render_POST} refuses it).
+    A request whose body goes to disk as it arrives, as a chat upload's
+    does (an L{IncomingFile}: written a batch at a time in a thread, the
+    connection not read meanwhile, held to C{max_file_bytes}, a
+    C{Content-Length} over it refused before a byte is kept), never into
+    twisted.web's own buffer or temporary file.  The upload takes the file
+    (L{take_file}); the body of any other request is dropped when it ends.
+    The body is the file whatever its type; a multipart form is never
+    parsed (L{FilesResource.render_POST} refuses it).
     """
 
-    too_large = False
-    _received = 0
-
-    def _limit(self):
-        return getattr(self.channel.site, "max_file_bytes", None)
+    _file = None
 
     def gotLength(self, length):
-        limit = self._limit()
-        if length is not None and limit is not None and length > limit:
-            self.too_large = True
-            self.content = _Discard()
-            return
-        super().gotLength(length)
+        site = self.channel.site
+        self._file = IncomingFile(site.realm.files, site.max_file_bytes)
+        if length is not None:
+            self._file.expect(length)
+        self.content = io.BytesIO()  # stays empty: the body is in the file
+        self.notifyFinish().addBoth(self._ended)
 
     def handleContentChunk(self, data):
-        self._received += len(data)
-        limit = self._limit()
-        if not self.too_large and limit is not None and self._received > limit:
-            self.too_large = True
-            self.content.close()
-            self.content = _Discard()
-        super().handleContentChunk(data)
+        writing = self._file.write(data)
+        if writing is not None:  # read no more until this batch is written
+            transport = self.channel.transport
+            transport.pauseProducing()
+            writing.addCallback(lambda _: transport.resumeProducing())
 
-    form = False  # the body claimed to be a form: refused, never parsed
+    def take_file(self):
+        """The L{IncomingFile} of this request's body, for the upload to finish."""
+        file, self._file = self._file, None
+        return file
+
+    def _ended(self, result):
+        if self._file is not None:  # not taken, or the client went away first
+            self._file.abort()
+
+    form = False  # a multipart form: refused, never parsed
 
     def requestReceived(self, command, path, version):
         kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
-        if kind.startswith((b"application/x-www-form-urlencoded", b"multipart/")):
-            # twisted.web would parse it into args, reading it whole.
-            self.form = True
-            self.requestHeaders.removeHeader(b"content-type")
+        self.form = kind.startswith(b"multipart/form-data")
+        # The body is the file whatever type it claims (curl --data-binary
+        # says application/x-www-form-urlencoded): twisted.web would parse
+        # a form into args, reading it whole.
+        self.requestHeaders.removeHeader(b"content-type")
         super().requestReceived(command, path, version)
 
 
@@ -323,9 +333,10 @@ def _log_line(timestamp, request):
 def make_site(realm, max_file_bytes, idle_timeout):
     """The C{server.Site} of a realm's HTTP port."""
     site = server.Site(
-        RootResource(realm, max_file_bytes), timeout=idle_timeout, logFormatter=_log_line
+        RootResource(realm), timeout=idle_timeout, logFormatter=_log_line
     )
     site.requestFactory = UploadRequest
+    site.realm = realm  # where UploadRequest puts bodies
     site.max_file_bytes = max_file_bytes
     site.displayTracebacks = False
     site.noisy = False

@@ -5,6 +5,7 @@ case answered with nothing left on disk and the connection in step.
 """
 
 import base64
+import errno
 import os
 import threading
 
@@ -227,6 +228,27 @@ class FileTests(unittest.TestCase):
         full_reply, pong = self.alice.replies()
         self.assertEqual((full_reply["code"], pong["message"]), ("storage_full", "pong"))
         self.assertEqual(self.stored(), ([], []))
+
+    def test_a_full_quota_is_storage_full_and_another_disk_error_unavailable(self):
+        # The one mapping of disk errors that every port shares (core.incoming).
+        real_begin = self.files.begin
+        for number, code in ((errno.EDQUOT, "storage_full"), (errno.EIO, "unavailable")):
+
+            def begin_on_a_bad_disk(number=number):
+                incoming = real_begin()
+
+                def fails(data):
+                    raise OSError(number, os.strerror(number))
+
+                incoming.write = fails
+                return incoming
+
+            self.patch(self.files, "begin", begin_on_a_bad_disk)
+            self.alice.raw(sendfile(self.alice_token, "heru", "a.bin", b"x" * 300) + b"ping\r\n")
+            refused, pong = self.alice.replies()
+            self.assertEqual((refused["code"], pong["message"]), (code, "pong"))
+            self.assertEqual(self.stored(), ([], []))
+        self.flushLoggedErrors()
 
     @defer.inlineCallbacks
     def test_a_file_a_crash_left_without_its_message_is_removed(self):

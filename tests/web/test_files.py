@@ -3,11 +3,13 @@ Files over HTTP, on a real loopback port: who may fetch, Range, the
 headers that keep a browser from running a file, uploads by POST.
 """
 
+import errno
 import io
 import json
 import os
+import socket
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, readBody
@@ -20,6 +22,17 @@ from tests.helpers import InlineHasher
 from tests import test_service
 
 
+# A peer that is never started: what is sent to it waits in realm 1's outbox.
+REALM_2 = """
+[realm:2]
+host = 127.0.0.1
+chat_port = 0
+realm_port = 0
+http_port = 0
+data_dir = data/realm2
+"""
+
+
 class HTTPFileTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
@@ -29,7 +42,7 @@ class HTTPFileTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write(test_service.REALMS_INI.replace(
                 "secret = s", "secret = s\nmax_file_bytes = 100000"
-            ))
+            ) + REALM_2)
         network = config.load(path)
         self.service = build_realm_service(network, "1", reactor, hasher=InlineHasher())
         self.service.privilegedStartService()
@@ -52,6 +65,12 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual(json.loads(body)["message"], "Message Sent")
         history = yield self.realm.inbox("heru")
         self.file_id = history.messages[0].file.id
+
+    def on_disk(self):
+        """The stored files (by id), and what is being received."""
+        files = self.realm.files.folder
+        return (sorted(n for n in os.listdir(files) if n != "incoming"),
+                os.listdir(os.path.join(files, "incoming")))
 
     @defer.inlineCallbacks
     def request(self, method, path, token=None, headers=None, body=None):
@@ -104,6 +123,60 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual((response.code, body), (206, self.payload[10:20]))
 
     @defer.inlineCallbacks
+    def test_ranges_by_rfc_9110(self):
+        size = len(self.payload)
+        for header, status, first, last in [
+            (b"bytes=-100", 206, size - 100, size - 1),
+            (b"bytes=49990-60000", 206, 49990, size - 1),
+            (b"bytes=-99999999999999999999", 206, 0, size - 1),  # all of it, truly counted
+            (b"bytes=5-2", 200, 0, size - 1),  # invalid: ignored
+            ("bytes=\u00b2-5".encode(), 200, 0, size - 1),  # digits are ASCII digits
+            (b"bytes=0-1,5-6", 200, 0, size - 1),  # several: the whole file
+        ]:
+            response, body = yield self.get(self.heru, {b"range": [header]})
+            raw = response.headers.getRawHeaders
+            self.assertEqual((response.code, body), (status, self.payload[first:last + 1]), header)
+            self.assertEqual(response.length, last + 1 - first, header)  # Content-Length
+            expected = [b"bytes %d-%d/%d" % (first, last, size)] if status == 206 else None
+            self.assertEqual(raw(b"content-range"), expected, header)
+            self.assertEqual((raw(b"content-type"), raw(b"x-content-type-options")),
+                             ([b"application/octet-stream"], [b"nosniff"]), header)
+            self.assertTrue(raw(b"content-disposition")[0].startswith(b"attachment;"), header)
+
+    @defer.inlineCallbacks
+    def test_a_range_past_the_end_is_416_with_the_size(self):
+        for header in (b"bytes=50000-", b"bytes=99999999999999999999-", b"bytes=-0"):
+            response, body = yield self.get(self.heru, {b"range": [header]})
+            self.assertEqual(response.code, 416, header)
+            self.assertEqual(response.headers.getRawHeaders(b"content-range"),
+                             [b"bytes */50000"], header)
+            self.assertEqual(json.loads(body)["code"], "bad_request")
+
+    @defer.inlineCallbacks
+    def test_head_says_what_get_would_send(self):
+        for extra, status, length in [(b"", b"200", b"50000"),
+                                      (b"Range: bytes=100-199\r\n", b"206", b"100")]:
+            head = yield threads.deferToThread(self.raw, (
+                b"HEAD /files/" + self.file_id.encode() + b" HTTP/1.0\r\n"
+                b"Authorization: Bearer " + self.heru.encode() + b"\r\n" + extra + b"\r\n"
+            ))
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[0].split()[1], status)
+            self.assertIn(b"Content-Length: " + length, lines)
+            self.assertIn(b"Content-Type: application/octet-stream", lines)
+            self.assertTrue(head.endswith(b"\r\n\r\n"))  # and no body
+
+    def raw(self, request):
+        """What the HTTP port answers to C{request} (bytes), read to its close (in a thread)."""
+        port = int(self.base.rsplit(b":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(request)
+            answer = b""
+            while data := connection.recv(65536):
+                answer += data
+        return answer
+
+    @defer.inlineCallbacks
     def test_bad_uploads_answer_their_codes(self):
         cases = [
             (self.alice, b"to=heru&name=a%2Fb", b"x", 400, "bad_filename"),
@@ -117,6 +190,39 @@ class HTTPFileTests(unittest.TestCase):
             self.assertEqual((response.code, json.loads(content)["code"]), (status, code), query)
         files = self.realm.files.folder
         self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
+
+    @defer.inlineCallbacks
+    def test_a_file_to_a_user_of_another_realm_is_queued_as_by_sendfile(self):
+        response, body = yield self.post(self.alice, b"to=heru@2&name=far.txt", b"far away")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(json.loads(body)["message"], "Message Sent")
+        (realm_2,) = yield self.realm.list_realms()
+        self.assertEqual(realm_2["pending"], 1)
+        ((_, message),), _ = yield self.realm.outbox_batch("2", 0, 10)
+        self.assertEqual((str(message.recipient), message.file.name, message.file.size),
+                         ("heru@2", "far.txt", 8))
+        response, body = yield self.post(self.alice, b"to=heru@9&name=far.txt", b"x")
+        self.assertEqual((response.code, json.loads(body)["code"]), (404, "no_such_realm"))
+
+    @defer.inlineCallbacks
+    def test_a_full_disk_is_507_storage_full_as_on_the_chat_port(self):
+        real_begin = self.realm.files.begin
+
+        def begin_on_a_full_disk():
+            incoming = real_begin()
+
+            def full(rest=b""):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            incoming.commit_now = full  # the thread's last write, its flush or its fsync
+            return incoming
+
+        self.patch(self.realm.files, "begin", begin_on_a_full_disk)
+        response, body = yield self.post(self.alice, b"to=heru&name=a.bin", b"x" * 1000)
+        self.assertEqual((response.code, json.loads(body)["code"]), (507, "storage_full"))
+        files = self.realm.files.folder
+        self.assertEqual(len([n for n in os.listdir(files) if n != "incoming"]), 1)  # setUp's
+        self.assertEqual(os.listdir(os.path.join(files, "incoming")), [])
 
     @defer.inlineCallbacks
     def test_to_may_name_a_group(self):
@@ -133,14 +239,33 @@ class HTTPFileTests(unittest.TestCase):
             b"POST", b"/files?to=heru&name=x.bin", self.alice,
             {b"content-type": [b"application/x-www-form-urlencoded"]}, b"to=eve&name=evil.html",
         )
-        self.assertEqual(response.code, 415)
+        self.assertEqual(response.code, 200, body)
         self.assertEqual((yield self.realm.inbox("eve")).messages, ())
+        got = (yield self.realm.inbox("heru")).messages[-1].file
+        self.assertEqual((got.name, got.size), ("x.bin", len(b"to=eve&name=evil.html")))
+
+    @defer.inlineCallbacks
+    def test_the_body_is_the_file_whatever_its_type_but_a_multipart_form(self):
+        # curl --data-binary @file says application/x-www-form-urlencoded.
+        payload = b"a=1&b=%41\x00\xff" * 10
+        for kind in (b"application/x-www-form-urlencoded", b"text/plain", b"image/png", None):
+            headers = {b"content-type": [kind]} if kind else {}
+            response, body = yield self.request(
+                b"POST", b"/files?to=heru&name=f.bin", self.alice, headers, payload)
+            self.assertEqual(response.code, 200, (kind, body))
+            file = (yield self.realm.inbox("heru")).messages[-1].file
+            with self.realm.files.open(file.id) as f:
+                self.assertEqual(f.read(), payload, kind)
+        response, body = yield self.request(
+            b"POST", b"/files?to=heru&name=f.bin", self.alice,
+            {b"content-type": [b"multipart/form-data; boundary=x"]},
+            b"--x\r\nContent-Disposition: form-data; name=f\r\n\r\nhi\r\n--x--\r\n",
+        )
+        self.assertEqual((response.code, json.loads(body)["code"]), (415, "bad_request"))
+        self.assertIn("--data-binary", json.loads(body)["message"])
 
     @defer.inlineCallbacks
     def test_a_chunked_upload_past_the_limit_is_not_kept(self):
-        copied = []
-        real_copy_in = self.realm.files.copy_in
-        self.patch(self.realm.files, "copy_in", lambda *a: copied.append(a) or real_copy_in(*a))
         producer = FileBodyProducer(io.BytesIO(os.urandom(300_000)))
         producer.length = UNKNOWN_LENGTH  # sent chunked: no Content-Length
         headers = Headers({b"authorization": [b"Bearer " + self.alice.encode()]})
@@ -149,7 +274,7 @@ class HTTPFileTests(unittest.TestCase):
         )
         body = yield readBody(response)
         self.assertEqual((response.code, json.loads(body)["code"]), (413, "file_too_large"))
-        self.assertEqual(copied, [])  # dropped as it came, never kept to be copied
+        self.assertEqual(self.on_disk(), ([self.file_id], []))  # setUp's only
 
     @defer.inlineCallbacks
     def test_many_ranges_are_not_an_amplifier(self):
