@@ -7,6 +7,7 @@ tables are whole markdown.
 import json
 import os
 import re
+from fnmatch import fnmatch
 
 from twisted.trial import unittest
 
@@ -52,6 +53,19 @@ class ReadmeTests(unittest.TestCase):
         readme = read("README.md")
         for name in COMMANDS:
             self.assertRegex(readme, f"`{name}[` ]", name)
+
+    def test_realms_start_as_written_side_by_side_and_leave_git_clean(self):
+        shell = "\n".join(re.findall(r"```sh\n(.*?)```", read("README.md"), re.DOTALL))
+        starts = re.findall(r"\S*twistd .*", shell)
+        self.assertGreaterEqual(len(starts), 4)  # realm 1, realm 2, all, three realms
+        ignored = [line.lstrip("/") for line in read(".gitignore").splitlines()]
+        pidfiles = set()
+        for start in starts:
+            self.assertTrue(start.startswith(".venv/bin/twistd "), start)  # no venv to activate
+            (pidfile,) = re.findall(r"--pidfile=(\S+)", start) or ["twistd.pid"]
+            self.assertNotIn(pidfile, pidfiles, f"{start}: a pidfile another start uses")
+            pidfiles.add(pidfile)
+            self.assertTrue(any(fnmatch(pidfile, pattern) for pattern in ignored), pidfile)
 
 
 class ConfigCommentTests(unittest.TestCase):
