@@ -14,10 +14,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, ReconnectingClientFactory
 
 from multirealm.client import render
+from multirealm.client.transfers import Base64Body
 from multirealm.wire import REPLY_END
 
-# One line of a file body: 48 KiB of file, 64 KiB of base64.
-FILE_CHUNK = 48 * 1024
 # The longest reply read: a getfile of the largest file (100 MiB, as base64),
 # with room to spare.  A realm that sends more is dropped.
 MAX_REPLY_BYTES = 256 * 2**20
@@ -77,7 +76,7 @@ class ReplyProtocol(Protocol):
         if body is not None:
             self.transport.write(b"\r\n")
             self._uploading = True
-            self.transport.registerProducer(_Base64Body(body, self), False)
+            self.transport.registerProducer(Base64Body(body, self), False)
 
     def body_sent(self):
         """A file body is out: the requests made meanwhile go now, in order."""
@@ -172,28 +171,6 @@ class ReplyProtocol(Protocol):
         for d in waiting:
             d.errback(NotConnected("the connection to the realm was lost"))
         self.factory.session.disconnected(self)
-
-
-class _Base64Body:
-    """A pull producer: a file as base64 lines, then the empty line that ends it."""
-
-    def __init__(self, opened, protocol):
-        self._file = opened
-        self._protocol = protocol
-        self._transport = protocol.transport
-
-    def resumeProducing(self):
-        chunk = self._file.read(FILE_CHUNK)
-        if chunk:
-            self._transport.write(base64.b64encode(chunk) + b"\r\n")
-            return
-        self._transport.write(b"\r\n")
-        self._file.close()
-        self._transport.unregisterProducer()
-        self._protocol.body_sent()
-
-    def stopProducing(self):
-        self._file.close()
 
 
 class _Factory(ReconnectingClientFactory):

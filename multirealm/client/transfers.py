@@ -1,9 +1,11 @@
 """
 Files to and from the realm: L{Upload} (a file being sent, read as its
-body goes out) and L{FileSink} (a fetched file, written to disk as it
-arrives).  Each counts C{done} of C{total} bytes for the progress bar.
+body goes out by L{Base64Body}) and L{FileSink} (a fetched file, written
+to disk as it arrives).  Each counts C{done} of C{total} bytes for the
+progress bar.
 """
 
+import base64
 import os
 
 from multirealm import errors
@@ -11,6 +13,8 @@ from multirealm.names import check_filename
 
 # A transfer this big shows a progress bar while it runs.
 LARGE = 1024 * 1024
+# One line of a file body: 48 KiB of file, 64 KiB of base64.
+FILE_CHUNK = 48 * 1024
 
 
 def plain_file_name(name):
@@ -45,6 +49,28 @@ class Upload:
         return data
 
     def close(self):
+        self._file.close()
+
+
+class Base64Body:
+    """A pull producer: a file as base64 lines, then the empty line that ends it."""
+
+    def __init__(self, opened, protocol):
+        self._file = opened
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def resumeProducing(self):
+        chunk = self._file.read(FILE_CHUNK)
+        if chunk:
+            self._transport.write(base64.b64encode(chunk) + b"\r\n")
+            return
+        self._transport.write(b"\r\n")
+        self._file.close()
+        self._transport.unregisterProducer()
+        self._protocol.body_sent()
+
+    def stopProducing(self):
         self._file.close()
 
 
