@@ -148,6 +148,8 @@ class ChatTests(unittest.TestCase):
         ])
         self.assertRegex(self.shown[0], r"^\[\d\d:\d\d\] you → heru: m1$")
         self.assertRegex(self.shown[1], r"^\[\d\d:\d\d\] #team you: m1$")
+        # Logged in as ALICE: the realm's alice all the same.
+        self.assertIn("] you → heru: m1", render.message(entry(1, "alice", "heru"), "ALICE"))
 
     def test_realms_show_an_error_only_while_not_linked(self):
         realms = [{"name": "2", "linked": True, "pending": 0, "last_error": "old news"},
