@@ -13,10 +13,12 @@ import asyncio
 import os
 import sys
 
-from multirealm.client import commands, render
-from multirealm.client.connection import ChatSession, FileSink, NotConnected
 from multirealm import errors
-from multirealm.names import check_filename
+from multirealm.client import commands, render
+from multirealm.client.connection import ChatSession, NotConnected
+from multirealm.client.transfers import LARGE, FileSink, Upload, wire_file_name
+
+DOWNLOADS = os.path.join("~", "Downloads")
 
 
 class Chat:
@@ -24,16 +26,22 @@ class Chat:
 
     HISTORY_PAGE = 20
 
-    def __init__(self, session, show):
+    def __init__(self, session, show, downloads=DOWNLOADS):
         self.session = session
         self.show = show
+        self.downloads = os.path.abspath(os.path.expanduser(downloads))  # where /get saves
         self.conversation = None  # "heru" or "#team": where plain lines go
-        self._history = None  # (conversation, entries, how many shown)
+        self._history = None  # (conversation, entries, how many shown, older kept back)
+        self.transfers = []  # Uploads and FileSinks under way
+        self.background = set()  # their tasks: the person types on meanwhile
 
     @property
     def prompt(self):
+        """The prompt, under a progress bar for each large transfer under way."""
         who = self.session.user or "not logged in"
-        return f"{who}{' > ' + self.conversation if self.conversation else ''}> "
+        bars = [render.progress(t.label, t.done, t.total) for t in self.transfers
+                if t.total >= LARGE]
+        return "\n".join(bars + [f"{who}{' > ' + self.conversation if self.conversation else ''}> "])
 
     async def handle(self, line):
         """Do what C{line} says; False once the person wants to leave."""
@@ -46,19 +54,25 @@ class Chat:
             return True
         if action.name == "quit":
             return False
+        await self._said(getattr(self, "do_" + action.name.replace("-", "_"))(*action.args))
+        return True
+
+    async def _said(self, work):
+        """Await C{work}; what goes wrong is said in words, and the prompt goes on."""
         try:
-            await getattr(self, "do_" + action.name.replace("-", "_"))(*action.args)
+            await work
         except NotConnected as e:
             self.show(f"not sent: {e}")
         except OSError as e:
-            self.show(f"error: {e.strerror or e}")
+            self.show(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         except Exception as e:  # an odd reply: said, and the prompt goes on
             self.show(f"error: the realm's reply could not be used ({type(e).__name__})")
-        return True
 
     async def ask(self, line, body=None, sink=None):
         """The reply to one request; an error reply is shown and returns None."""
-        d = self.session.request(line, body, sink)
+        return await self._reply(self.session.request(line, body, sink))
+
+    async def _reply(self, d):
         reply = await d.asFuture(asyncio.get_running_loop())
         if reply.get("status") != "OK":
             self.show(render.error(reply))
@@ -73,7 +87,8 @@ class Chat:
     # -- accounts ---------------------------------------------------------------
 
     async def do_help(self):
-        self.show(commands.HELP)
+        for line in commands.HELP.splitlines():  # each line made safe on its own
+            self.show(line)
 
     async def do_register(self, name, password):
         if await self.ask(f"register {name} {password}"):
@@ -90,24 +105,31 @@ class Chat:
     # -- messages -----------------------------------------------------------------
 
     async def do_msg(self, to, text):
-        if self.token() and await self.ask(f"send {self.session.token} {to} {text}"):
-            self.show(f"[sent] you → {to}: {text}")
+        reply = self.token() and await self.ask(f"send {self.session.token} {to} {text}")
+        if reply:
+            self.show_sent(reply, to, text)
 
     async def do_group(self, group, text):
-        if self.token() and await self.ask(f"sendgroup {self.session.token} {group} {text}"):
-            self.show(f"[sent] #{group} you: {text}")
+        reply = self.token() and await self.ask(f"sendgroup {self.session.token} {group} {text}")
+        if reply:
+            self.show_sent(reply, group, text, group=group)
+
+    def show_sent(self, reply, to, text, group=None):
+        """One's own message, as history shows it."""
+        entry = {"msg_from": self.session.user, "msg_to": to, "msg": text,
+                 "timestamp": reply.get("timestamp")}
+        self.show(render.message(entry, self.session.user, group))
 
     async def do_open(self, conversation):
         if not self.token():
             return
-        self.conversation = conversation
         if conversation.startswith("#"):
             loop = asyncio.get_running_loop()
             reply = await self.session.follow_group(conversation[1:]).asFuture(loop)
             if reply.get("status") != "OK":
-                self.show(render.error(reply))
-                self.conversation = None
+                self.show(render.error(reply))  # the open conversation stays open
                 return
+        self.conversation = conversation
         self.show(f"talking to {conversation}: type a line to send it, /history to look back")
 
     async def do_create(self, group, *members):
@@ -126,32 +148,69 @@ class Chat:
 
     # -- files --------------------------------------------------------------------
 
-    async def do_send_file(self, to, path, command="sendfile"):
+    async def do_send_file(self, to, path, command="sendfile", shown_to=None):
         token = self.token()
         if not token:
             return
         name = os.path.basename(path)
-        opened = open(path, "rb")  # OSError: shown in words by handle()
-        reply = await self.ask(f"{command} {token} {to} {name}", body=opened)
-        if reply:
-            self.show(f"sent {name} to {to}")
+        try:
+            sent_as = wire_file_name(path)
+        except errors.BadFilename as e:
+            self.show(f"error: {e}; rename the file to send it")
+            return
+        upload = Upload(path, f"sending {name}")  # OSError: shown in words by handle()
+        renamed = f" as {sent_as} (a name on the wire has no spaces)" if sent_as != name else ""
+        self._transfer(
+            upload, f"{command} {token} {to} {sent_as}", dict(body=upload),
+            lambda reply: self.show(
+                f"sent {name} to {shown_to or to}{renamed} ({render.size(upload.total)})"),
+        )
 
     async def do_send_group_file(self, group, path):
-        await self.do_send_file(group, path, command="sendgroupfile")
+        await self.do_send_file(group, path, command="sendgroupfile", shown_to="#" + group)
 
-    async def do_get(self, file_id, path=None):
+    async def do_get(self, file_id, folder=None):
         token = self.token()
         if not token:
             return
-        folder = path or "."
-        if not os.path.isdir(folder):
+        if folder is None:
+            folder = self.downloads
+            os.makedirs(folder, exist_ok=True)  # OSError: shown in words by handle()
+        elif not os.path.isdir(folder):
             self.show(f"error: {folder} is not a folder (/get FILE_ID [FOLDER])")
             return
         # Streamed to disk as it arrives, under a plain name, never over a file.
-        sink = FileSink(folder, file_id, plain_file_name)
-        reply = await self.ask(f"getfile {token} {file_id}", sink=sink)
-        if reply:
-            self.show(f"saved {sink.path} ({render.size(sink.size)})")
+        sink = FileSink(folder, file_id)
+        self._transfer(sink, f"getfile {token} {file_id}", dict(sink=sink),
+                       lambda reply: self.show(f"saved {sink.path} ({render.size(sink.done)})"))
+
+    def _transfer(self, transfer, line, file, done):
+        """
+        Request C{line} (C{file}: its body or sink) now; the person types on
+        while C{transfer} runs, its progress above the prompt, and
+        C{done(reply)} once the realm answers OK.
+        """
+        self.transfers.append(transfer)
+        d = self.session.request(line, **file)
+
+        async def answered():
+            try:
+                reply = await self._reply(d)
+            finally:
+                self.transfers.remove(transfer)
+            if reply:
+                done(reply)
+
+        task = asyncio.ensure_future(self._said(answered()))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def do_downloads(self, folder=None):
+        if folder is not None:
+            folder = os.path.abspath(os.path.expanduser(folder))
+            os.makedirs(folder, exist_ok=True)  # OSError: shown in words by handle()
+            self.downloads = folder
+        self.show(f"/get saves files in {self.downloads} (/downloads FOLDER to change it)")
 
     # -- reading ------------------------------------------------------------------
 
@@ -180,25 +239,27 @@ class Chat:
         if not entries:
             self.show(f"nothing with {conversation} yet")
             return
-        self._history = (conversation, entries, 0)
+        self._history = (conversation, entries, 0, reply["more"])
         self._more_history()
 
     def _more_history(self):
         if self._history is None:
-            self.show("/history USER first")
+            self.show("/history USER or /history #GROUP first; then /history more")
             return
-        conversation, entries, shown = self._history
+        conversation, entries, shown, kept_back = self._history
         page = entries[max(0, len(entries) - shown - self.HISTORY_PAGE):len(entries) - shown]
         if not page:
-            self.show("(that is all the realm keeps in one reply)")
+            self.show("(that is as far back as the realm gives: it cannot page back yet)"
+                      if kept_back else f"(that is the whole conversation with {conversation})")
             return
         group = conversation[1:] if conversation.startswith("#") else None
         for entry in page:
             self.show(render.message(entry, self.session.user, group))
         shown += len(page)
-        self._history = (conversation, entries, shown)
-        if shown < len(entries):
-            self.show("(/history more: older ones)")
+        self._history = (conversation, entries, shown, kept_back)
+        older = len(entries) - shown
+        if older:
+            self.show(f"({older} older: /history more)")
 
     async def do_who(self, realm=None):
         reply = await self.ask("listusers" + (f" {realm}" if realm else ""))
@@ -216,7 +277,7 @@ class Chat:
         for realm in reply["realms"]:
             state = "linked" if realm["linked"] else "not linked"
             line = f"realm {realm['name']}: {state}, {realm['pending']} waiting"
-            if realm.get("last_error"):
+            if realm.get("last_error") and not realm["linked"]:  # past errors are no news
                 line += f" (last error: {realm['last_error']})"
             self.show(line)
 
@@ -230,22 +291,19 @@ async def read_lines(chat, **io):
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import InMemoryHistory
 
-    prompt = PromptSession(history=InMemoryHistory(), **io)  # history kept in memory only
-    while True:
-        try:
-            line = await prompt.prompt_async(lambda: chat.prompt)
-        except (EOFError, KeyboardInterrupt):
-            return
-        if not await chat.handle(line):
-            return
-
-
-def plain_file_name(name):
-    """C{name} if it can name a file here as it is (the realm's own rule), else None."""
+    # History kept in memory only; redrawn twice a second for progress bars.
+    prompt = PromptSession(history=InMemoryHistory(), refresh_interval=0.5, **io)
     try:
-        return check_filename(name) if isinstance(name, str) else None
-    except errors.ChatError:
-        return None
+        while True:
+            try:
+                line = await prompt.prompt_async(lambda: chat.prompt)
+            except (EOFError, KeyboardInterrupt):
+                return
+            if not await chat.handle(line):
+                return
+    finally:
+        for task in list(chat.background):  # transfers under way stop with the client
+            task.cancel()
 
 
 def parse_arguments(argv):
@@ -254,6 +312,8 @@ def parse_arguments(argv):
     )
     parser.add_argument("--host", default="127.0.0.1", help="the realm's address")
     parser.add_argument("--port", type=int, default=8889, help="its chat port (realm 1: 8889)")
+    parser.add_argument("--downloads", default=DOWNLOADS, metavar="FOLDER",
+                        help="where /get saves files (default: ~/Downloads)")
     return parser.parse_args(argv)
 
 
@@ -276,7 +336,7 @@ def main(argv=None):
         options.host, options.port, reactor, show,
         lambda item: render.event(item, session.user),
     )
-    chat = Chat(session, show)
+    chat = Chat(session, show, options.downloads)
 
     async def typing():
         try:

@@ -14,8 +14,9 @@ HELP = """\
 /create GROUP MEMBER ...     create a group (members may be user@realm)
 /leave GROUP[@REALM]         leave a group
 /send-file TO PATH           send a file (TO: a user, or #group)
-/get FILE_ID [FOLDER]        save a file you received (here, or in FOLDER)
-/history [USER | #GROUP]     the conversation so far (/history more: older)
+/get FILE_ID [FOLDER]        save a file you received (in /downloads, or FOLDER)
+/downloads [FOLDER]          the folder /get saves in: shown, or set
+/history [USER | #GROUP]     its latest messages (then /history more: older ones)
 /who [REALM]                 users of this realm, or of a linked one
 /realms                      linked realms and their queues
 /help                        this list
@@ -45,14 +46,15 @@ _SHAPES = {
     "leave": (1, 1, "/leave GROUP[@REALM]"),
     "send-file": (2, 2, "/send-file TO PATH"),
     "get": (1, 2, "/get FILE_ID [FOLDER]"),
+    "downloads": (0, 1, "/downloads [FOLDER]"),
     "history": (0, 1, "/history [USER | #GROUP | more]"),
     "who": (0, 1, "/who [REALM]"),
     "realms": (0, 0, "/realms"),
     "help": (0, 0, "/help"),
     "quit": (0, 0, "/quit"),
 }
-# Commands whose last word is free text (spaces kept).
-_TEXT_LAST = {"msg", "group", "send-file"}
+# Commands whose last word is free text or a path (spaces kept).
+_TEXT_LAST = {"msg", "group", "send-file", "get", "downloads"}
 
 
 def parse(line, conversation=None):
@@ -74,8 +76,7 @@ def parse(line, conversation=None):
         raise UsageError(f"unknown command /{name}: /help lists them")
     fewest, most, usage = _SHAPES[name]
     if name in _TEXT_LAST:
-        first, _, text = rest.strip(" ").partition(" ")
-        words = [w for w in (first, text) if w]
+        words = [w for w in rest.strip(" ").split(" ", most - 1) if w]
     else:
         words = rest.split()
     if len(words) < fewest or (most is not None and len(words) > most):

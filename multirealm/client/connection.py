@@ -7,22 +7,23 @@ catches up from history, so nothing is missed).
 
 import base64
 import json
-import os
 from collections import OrderedDict, deque
 
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, ReconnectingClientFactory
 
+from multirealm.client import render
+from multirealm.client.transfers import Base64Body
 from multirealm.wire import REPLY_END
 
-# One line of a file body: 48 KiB of file, 64 KiB of base64.
-FILE_CHUNK = 48 * 1024
 # The longest reply read: a getfile of the largest file (100 MiB, as base64),
 # with room to spare.  A realm that sends more is dropped.
 MAX_REPLY_BYTES = 256 * 2**20
 # A request this often keeps the connection from the realm's idle_timeout.
 KEEPALIVE_SECONDS = 60.0
+# A chat port answers the first request at once; past this, the person is told.
+FIRST_ANSWER_SECONDS = 5.0
 
 
 class NotConnected(Exception):
@@ -39,14 +40,25 @@ class ReplyProtocol(Protocol):
         self._uploading = False  # a file body is going out: requests wait
         self._after_upload = deque()  # (bytes, body) written once it is out
         self._file = None  # (Deferred, reply head) of a getfile being streamed
-        self.factory.session.connected(self)
+        # A first request, to know that this is a chat port (another port
+        # answers it in its own way, or not at all, and is told apart).
+        self._chat_port = False
+        session = self.factory.session
+        self._silence = session.reactor.callLater(FIRST_ANSWER_SECONDS, session.silent_port)
+        self.request("ping").addCallbacks(self._answered, lambda f: f.trap(NotConnected))
+
+    def _answered(self, reply):
+        self._chat_port = True
+        if self._silence.active():
+            self._silence.cancel()
+        self.factory.session.connected(self, reply)
 
     def request(self, line, body=None, sink=None):
         """
         Send one request line (and, for a file, its body: an open binary
         file, sent as base64 lines as the socket takes them); fires with
         the reply, a dict.  C{sink}: for a C{getfile}, where the file's
-        bytes go as they arrive (L{FileSink}); the reply then has no
+        bytes go as they arrive (L{multirealm.client.transfers.FileSink}); the reply then has no
         C{content}.
         """
         d = defer.Deferred()
@@ -64,7 +76,7 @@ class ReplyProtocol(Protocol):
         if body is not None:
             self.transport.write(b"\r\n")
             self._uploading = True
-            self.transport.registerProducer(_Base64Body(body, self), False)
+            self.transport.registerProducer(Base64Body(body, self), False)
 
     def body_sent(self):
         """A file body is out: the requests made meanwhile go now, in order."""
@@ -74,6 +86,9 @@ class ReplyProtocol(Protocol):
 
     def dataReceived(self, data):
         self._buffer += data
+        if not self._chat_port and not self._buffer.startswith(b"{"):
+            self.transport.abortConnection()  # no chat reply: told in connectionLost
+            return
         while True:
             if self._file is not None or self._file_reply_starts():
                 if not self._stream_file():
@@ -145,6 +160,10 @@ class ReplyProtocol(Protocol):
         return True
 
     def connectionLost(self, reason=ConnectionDone()):
+        if self._silence.active():
+            self._silence.cancel()
+        if not self._chat_port and self._buffer:
+            self.factory.session.not_a_chat_port(bytes(self._buffer[:512]))
         if self._file is not None:
             self._file[0].sink.abandon()
             self._file = None
@@ -152,79 +171,6 @@ class ReplyProtocol(Protocol):
         for d in waiting:
             d.errback(NotConnected("the connection to the realm was lost"))
         self.factory.session.disconnected(self)
-
-
-class FileSink:
-    """
-    Where a fetched file goes: a file in C{folder} named by the reply's
-    C{filename} if it is a plain name (the realm's own rule), else by the
-    file's id, never over an existing one.  Written to C{<name>.part}
-    first and renamed once whole; a lost connection leaves nothing.
-    """
-
-    def __init__(self, folder, file_id, plain_name):
-        self.folder = folder
-        self.file_id = file_id
-        self._plain_name = plain_name
-        self.path = None
-        self.size = 0
-        self._file = None
-        self._part = None
-
-    def start(self, head):
-        name = self._plain_name(head.get("filename")) or self._plain_name(self.file_id) or "file"
-        self.path = self._free(os.path.join(self.folder, name))
-        self._part = self.path + ".part"
-        self._file = open(self._part, "xb")
-
-    def write(self, data):
-        self._file.write(data)
-        self.size += len(data)
-
-    def finish(self):
-        self._file.close()
-        if os.path.exists(self.path):  # made meanwhile by someone else
-            self.path = self._free(self.path)
-        os.rename(self._part, self.path)
-
-    def abandon(self):
-        if self._file is not None:
-            self._file.close()
-            try:
-                os.unlink(self._part)
-            except FileNotFoundError:
-                pass
-
-    @staticmethod
-    def _free(path):
-        base, extension = os.path.splitext(path)
-        n = 1
-        while os.path.exists(path) or os.path.exists(path + ".part"):
-            path = f"{base} ({n}){extension}"
-            n += 1
-        return path
-
-
-class _Base64Body:
-    """A pull producer: a file as base64 lines, then the empty line that ends it."""
-
-    def __init__(self, opened, protocol):
-        self._file = opened
-        self._protocol = protocol
-        self._transport = protocol.transport
-
-    def resumeProducing(self):
-        chunk = self._file.read(FILE_CHUNK)
-        if chunk:
-            self._transport.write(base64.b64encode(chunk) + b"\r\n")
-            return
-        self._transport.write(b"\r\n")
-        self._file.close()
-        self._transport.unregisterProducer()
-        self._protocol.body_sent()
-
-    def stopProducing(self):
-        self._file.close()
 
 
 class _Factory(ReconnectingClientFactory):
@@ -286,7 +232,11 @@ class ChatSession:
         if self._connector is not None:
             self._connector.disconnect()
 
-    def connected(self, protocol):
+    def connected(self, protocol, reply):
+        """The realm answered C{protocol}'s first request with C{reply}."""
+        if reply.get("status") != "OK":  # e.g. too_many_connections: it closes
+            self.show(f"(the realm refused the connection: {render.error(reply)})")
+            return
         self._protocol = protocol
         if self._keepalive is None:
             self._keepalive = task.LoopingCall(self._ping)
@@ -300,6 +250,14 @@ class ChatSession:
             self.show(f"(connected to {self.host}:{self.port}; /help lists the commands)")
         self._was_connected = True
 
+    def not_a_chat_port(self, answer):
+        """What answered our first request was no chat port: said, and not tried again."""
+        self._factory.stopTrying()
+        self.show(render.not_a_chat_port(self.host, self.port, answer))
+
+    def silent_port(self):
+        self.show(render.silent_port(self.host, self.port, FIRST_ANSWER_SECONDS))
+
     def disconnected(self, protocol):
         if self._protocol is protocol:
             self._protocol = None
@@ -308,7 +266,8 @@ class ChatSession:
 
     def request(self, line, body=None, sink=None):
         if self._protocol is None:
-            return defer.fail(NotConnected("not connected to the realm (reconnecting)"))
+            trying = " (reconnecting)" if self._factory.continueTrying else ""
+            return defer.fail(NotConnected("not connected to the realm" + trying))
         return self._protocol.request(line, body, sink)
 
     # -- the session ----------------------------------------------------------

@@ -44,7 +44,7 @@ def message(entry, me, group=None):
     message (an event's kind says so; a group's history is all of one).
     """
     when = clock(entry.get("timestamp"))
-    sender = entry.get("msg_from", "?")
+    sender = _you(entry.get("msg_from", "?"), me)
     if "failed" in entry:
         failed = entry["failed"]
         return f"[{when}] ! {entry.get('msg', '')} ({failed.get('code')})"
@@ -52,12 +52,17 @@ def message(entry, me, group=None):
         where = f"#{group} {sender}"
     else:
         to = entry.get("msg_to", "?")
-        where = f"{sender} → {'you' if to == me else to}"
+        where = f"{sender} → {_you(to, me)}"
     if "file_id" in entry:
         body = f"sent a file: {entry.get('file')} ({size(entry.get('size', 0))}) /get {entry['file_id']}"
     else:
         body = entry.get("msg", "")
     return f"[{when}] {where}: {body}"
+
+
+def _you(name, me):
+    """C{"you"} for this user's own name (whatever its case, as the realm sees it)."""
+    return "you" if me is not None and str(name).lower() == me.lower() else name
 
 
 def event(item, me):
@@ -75,3 +80,37 @@ def event(item, me):
 def error(reply):
     """An ERROR reply in words: its sentence, then its code."""
     return f"error: {reply.get('message', 'the realm refused')} ({reply.get('code', '?')})"
+
+
+def progress(label, done, total, width=24):
+    """A transfer's progress bar: C{label [#####-----]  40% 4.0 MiB of 10.0 MiB}."""
+    share = min(done / total, 1.0) if total else 0.0
+    filled = int(share * width)
+    return (f"{label} [{'#' * filled}{'-' * (width - filled)}] {int(share * 100):3d}% "
+            f"{size(done)} of {size(total)}")
+
+
+def not_a_chat_port(host, port, answer):
+    """
+    Words for a person who pointed the client at a port that is no chat
+    port: what answered there (C{answer}: its first bytes), and what to give.
+    """
+    if answer.startswith(b"HTTP/"):
+        what = "an HTTP server (a realm's http_port, for files)"
+    elif b"HELLO" in answer:
+        what = "a realm port (realm_port, where realms link to each other)"
+    elif answer[:1] in (b"\x15", b"\x16"):
+        what = "a TLS server (a tls_port: this client speaks plain TCP)"
+    else:
+        what = "something that does not speak the chat protocol"
+    return f"({host}:{port} is not a chat port: it answered like {what}. {_CHAT_PORT} /quit to leave.)"
+
+
+def silent_port(host, port, seconds):
+    """Words for a port that took a connection but has not answered a first request."""
+    return (f"({host}:{port} has not answered in {seconds:g} s, where a chat port answers at "
+            f"once: a tls_port (this client speaks plain TCP) or another program? {_CHAT_PORT})")
+
+
+_CHAT_PORT = ("Give the realm's chat_port from realms.ini: --port 8889 for realm 1 of the "
+              "shipped file, 8888 for realm 2.")

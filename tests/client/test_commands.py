@@ -125,13 +125,13 @@ class HostileRealmTests(unittest.TestCase):
         self.assertEqual(render.clock(None), "??:??")
 
     def test_a_file_is_saved_under_a_plain_name_only(self):
-        import asyncio
         import base64
         import os
 
         from twisted.internet import defer
 
         from multirealm.client.app import Chat
+        from tests.client.test_chat import type_lines
 
         folder = self.mktemp()
         os.makedirs(os.path.join(folder, "downloads"))
@@ -149,6 +149,6 @@ class HostileRealmTests(unittest.TestCase):
         shown = []
         chat = Chat(Session(), shown.append)
         target = os.path.join(folder, "downloads")
-        asyncio.run(chat.handle(f"/get f00 {target}"))
+        type_lines(chat, f"/get f00 {target}")
         self.assertEqual(os.listdir(folder), ["downloads"])  # nothing above it
         self.assertEqual(os.listdir(target), ["f00"])  # named by its id instead

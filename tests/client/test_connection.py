@@ -37,6 +37,8 @@ class SessionTests(unittest.TestCase):
         protocol = self.session._factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
+        self.assertEqual(self.requests(transport), ["ping"])  # is it a chat port?
+        protocol.dataReceived(reply(status="OK", message="pong"))
         return protocol, transport
 
     def requests(self, transport):
@@ -156,8 +158,7 @@ class StreamedFileTests(unittest.TestCase):
     """A getfile reply goes to disk as it arrives, never whole into memory."""
 
     def setUp(self):
-        from multirealm.client.app import plain_file_name
-        from multirealm.client.connection import FileSink
+        from multirealm.client.transfers import FileSink
 
         self.shown = []
         self.session = ChatSession("127.0.0.1", 1, task.Clock(), self.shown.append,
@@ -165,11 +166,12 @@ class StreamedFileTests(unittest.TestCase):
         self.protocol = self.session._factory.buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(reply(status="OK", message="pong"))  # its first request
         self.folder = self.mktemp()
         import os
 
         os.makedirs(self.folder)
-        self.sink = FileSink(self.folder, "f" * 32, plain_file_name)
+        self.sink = FileSink(self.folder, "f" * 32)
 
     def test_the_file_is_written_as_it_comes_in_any_pieces(self):
         import base64
@@ -205,3 +207,61 @@ class StreamedFileTests(unittest.TestCase):
         self.protocol.connectionLost()
         self.failureResultOf(d, NotConnected)
         self.assertEqual(os.listdir(self.folder), [])
+
+
+class WrongPortTests(unittest.TestCase):
+    """Pointed at a port that is no chat port, the client says what it found and stops."""
+
+    def setUp(self):
+        self.shown = []
+        self.session = ChatSession("127.0.0.1", 8000, task.Clock(), self.shown.append,
+                                   lambda item: render.event(item, None))
+        self.protocol = self.session._factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.assertEqual(self.transport.value(), b"ping\r\n")  # the first request
+
+    def assert_told(self, what):
+        self.assertIn(f"127.0.0.1:8000 is not a chat port: it answered like {what}",
+                      self.shown[-1])
+        self.assertIn("--port 8889", self.shown[-1])
+        self.assertFalse(self.session._factory.continueTrying)
+        failure = self.failureResultOf(self.session.request("ping"), NotConnected)
+        self.assertEqual(str(failure.value), "not connected to the realm")
+
+    def test_an_http_port(self):
+        self.protocol.dataReceived(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost()
+        self.assert_told("an HTTP server (a realm's http_port, for files)")
+
+    def test_a_realm_port(self):
+        self.protocol.dataReceived(b'{"status": "ERROR", "code": "forbidden", "message": '
+                                   b'"authenticate first: HELLO <realm> <nonce>"}\r\n')
+        self.protocol.connectionLost()
+        self.assert_told("a realm port")
+
+    def test_a_realm_that_refuses_the_connection_is_tried_again(self):
+        self.protocol.dataReceived(reply(status="ERROR", code="too_many_connections",
+                                         message="too many connections from your address"))
+        self.protocol.connectionLost()
+        self.assertEqual(self.shown, ["(the realm refused the connection: error: too many "
+                                      "connections from your address (too_many_connections))"])
+        self.assertTrue(self.session._factory.continueTrying)
+
+    def test_a_port_that_stays_silent(self):
+        from multirealm.client.connection import FIRST_ANSWER_SECONDS
+
+        self.session.reactor.advance(FIRST_ANSWER_SECONDS)
+        self.assertIn("127.0.0.1:8000 has not answered in 5 s, where a chat port answers at once: "
+                      "a tls_port", self.shown[-1])
+        self.assertIn("--port 8889", self.shown[-1])
+        # A slow chat port that answers after all is used as usual.
+        self.protocol.dataReceived(reply(status="OK", message="pong"))
+        self.assertIn("(connected to 127.0.0.1:8000", self.shown[-1])
+
+    def test_a_chat_port_that_answers_in_time_is_not_doubted(self):
+        self.protocol.dataReceived(reply(status="OK", message="pong"))
+        self.session.reactor.advance(60)
+        self.assertEqual(len(self.shown), 1)
+        self.assertIn("(connected to 127.0.0.1:8000", self.shown[0])

@@ -87,8 +87,10 @@ class TerminalClientTests(TwistdTestCase):
         process, bob = self.start_realm("1")
         self.addCleanup(bob.close)
         bob.ask("register bob pw", "auth bob pw")
+        folder = os.path.abspath(self.mktemp())
+        downloads = os.path.join(folder, "downloads")  # made by the first /get
         terminal = Terminal([chat_command(), "--host", "127.0.0.1",
-                             "--port", str(self.ports["chat1"])])
+                             "--port", str(self.ports["chat1"]), "--downloads", downloads])
         self.addCleanup(terminal.stop)
         terminal.wait_for("connected to 127.0.0.1")
         terminal.type("/register alice secret\r")
@@ -124,7 +126,6 @@ class TerminalClientTests(TwistdTestCase):
             with open(os.environ["TERMINAL_DUMP"], "w") as f:
                 f.write(terminal.text)
         # Files both ways: streamed up by /send-file, down by /get.
-        folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         photo = os.urandom(200_000)
         with open(os.path.join(folder, "photo.jpg"), "wb") as f:
@@ -139,9 +140,7 @@ class TerminalClientTests(TwistdTestCase):
         self.assertEqual(bob.read()["message"], "Message Sent")
         line = terminal.wait_for("bob → you: sent a file: notes.txt", shown)
         file_id = re.search(r"/get ([0-9a-f]{32})", terminal.text[line:]).group(1)
-        downloads = os.path.join(folder, "downloads")
-        os.makedirs(downloads)
-        terminal.type(f"/get {file_id} {downloads}\r")
+        terminal.type(f"/get {file_id}\r")
         terminal.wait_for("saved", line)
         with open(os.path.join(downloads, "notes.txt"), "rb") as f:
             self.assertEqual(f.read(), b"meeting at noon")
@@ -158,3 +157,15 @@ class TerminalClientTests(TwistdTestCase):
         terminal.type("/quit\r")
         self.assertEqual(terminal.process.wait(DEADLINE), 0)
         self.assertNotIn("Traceback", terminal.text)
+
+    def test_a_port_that_is_no_chat_port_is_named(self):
+        process, bob = self.start_realm("1")
+        self.addCleanup(bob.close)
+        for port, what in [("http1", "an HTTP server"), ("realm1", "a realm port")]:
+            terminal = Terminal([chat_command(), "--port", str(self.ports[port])])
+            self.addCleanup(terminal.stop)
+            terminal.wait_for(f"127.0.0.1:{self.ports[port]} is not a chat port: "
+                              f"it answered like {what}")
+            terminal.type("/quit\r")
+            self.assertEqual(terminal.process.wait(DEADLINE), 0)
+            self.assertNotIn("connected to", terminal.text)
