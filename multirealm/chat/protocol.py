@@ -29,6 +29,7 @@ from multirealm.commands import parse_request
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
+from multirealm.readgate import ReadGate
 
 # Sent once to a subscriber whose events backed up past its budget.
 OVERFLOW_EVENT = wire.encode({"event": "overflow"})
@@ -42,7 +43,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     One client connection.
 
     Reading stops (C{pauseProducing}) for any of four reasons, kept apart
-    in C{_holds}: the transport's write buffer is full (a client that does
+    by its L{ReadGate}: the transport's write buffer is full (a client that does
     not read its replies), too many replies are pending, too many bytes of
     replies wait (this connection's C{reply_buffer_bytes}, or the realm's
     L{ReplyBudget} while this connection holds any), or a C{serial}
@@ -83,9 +84,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._parked = None  # a heavy request waiting for the realm's budget
         self._upload = None  # the file body being read, in raw mode
         self._budget = factory.reply_budget
-        self._holds = set()
+        self._gate = ReadGate(self)
         self._quitting = False
-        self._input_done = False  # the client half-closed: nothing more comes
         self._outbound = OutboundQueue(
             self.transport,
             on_pause=lambda: self._hold("writes"),
@@ -100,7 +100,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             keepalive(True)
 
     def readConnectionLost(self):
-        self._input_done = True
+        self._gate.input_ended()
         if self._upload is not None:  # the client ended in the middle of a file
             self._abandon_upload("the connection ended in the middle of a file")
             return
@@ -123,6 +123,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self.factory.connection_ended(self)
         self.connected = False
+        self._gate.connection_lost()
         self._quitting = True
         self._outbound.close()
         self._budget.forget(self)
@@ -171,19 +172,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     # -- flow control -------------------------------------------------------
 
     def _hold(self, reason):
-        self._holds.add(reason)
-        if not self.paused:
-            RequestLineReceiver.pauseProducing(self)
+        self._gate.hold(reason)
 
     def _release(self, reason):
-        self._holds.discard(reason)
-        if self.paused and not self._holds and self.connected:
-            if self._input_done:
-                # Nothing more to read: just go on with the lines received.
-                self.paused = False
-                self.dataReceived(b"")
-            else:
-                RequestLineReceiver.resumeProducing(self)
+        self._gate.release(reason)
 
     def dataReceived(self, data):
         self.resetTimeout()
@@ -210,9 +202,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._close_when_answered()
 
     def _replies_written(self):
-        if "pending" in self._holds and self._outbound.waiting < self.MAX_PENDING // 2:
+        if "pending" in self._gate and self._outbound.waiting < self.MAX_PENDING // 2:
             self._release("pending")
-        if "bytes" in self._holds:
+        if "bytes" in self._gate:
             self._check_reply_bytes()
         self._close_when_answered()
 
@@ -224,7 +216,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         elif pending and self._budget.exhausted:
             self._hold("bytes")
             self._budget.wait(self)
-        elif "bytes" in self._holds:
+        elif "bytes" in self._gate:
             self._release("bytes")
 
     def budget_available(self):
@@ -239,7 +231,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _close_when_answered(self):
         """After quit or the client's end, close once every reply is out."""
-        if not (self._quitting or self._input_done):
+        if not (self._quitting or self._gate.ended):
             return  # the common case, checked first: this runs for every reply
         if self._outbound.waiting or self.receiving or not self.connected:
             return
@@ -392,13 +384,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         Hold later requests of this connection until C{deferred} (with
         every callback already added to it) has fired.
         """
-        self._hold("serial")
-
-        def release(result):
-            self._release("serial")
-            return result
-
-        deferred.addBoth(release)
+        self._gate.hold_until("serial", deferred)
 
 
 _UPLOAD_VERB = re.compile(rb"(?i)(sendfile|sendgroupfile)(\s|$)")

@@ -30,6 +30,7 @@ from multirealm.federation.frames import (
     parse_frame,
 )
 from multirealm.framing import RequestLineReceiver
+from multirealm.readgate import ReadGate
 
 log = Logger()
 
@@ -46,7 +47,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._hello = None
         self._nonce = handshake.new_nonce()
         self._file = None  # the file body being read, in raw mode
-        self._holds = set()  # why reading is paused
+        self._gate = ReadGate(self)
         self._pending = 0  # frames not yet answered
         self._not_now = None  # the ChatError of a "not now" refusal on this link
         # The peer not reading our answers stops our reading its frames.
@@ -54,7 +55,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
-        self._holds.add("closed")  # an answer arriving now releases nothing
+        self._gate.connection_lost()  # an answer arriving now releases nothing
         if self._file is not None:
             self._file.abandon()
             self._file = None
@@ -216,23 +217,13 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
     # pending, or answers the peer does not read --------------------------------
 
     def _hold(self, reason):
-        if not self._holds:
-            self.pauseProducing()
-        self._holds.add(reason)
+        self._gate.hold(reason)
 
     def _release(self, reason):
-        self._holds.discard(reason)
-        if not self._holds and self.transport is not None and not self.transport.disconnecting:
-            self.resumeProducing()
+        self._gate.release(reason)
 
     def _hold_until(self, reason, deferred):
-        self._hold(reason)
-
-        def release(result):
-            self._release(reason)
-            return result
-
-        deferred.addBoth(release)
+        self._gate.hold_until(reason, deferred)
 
     def _refusal(self, frame_id, failure):
         if failure.check(errors.ChatError):
