@@ -10,7 +10,6 @@ however the core's answers interleave.
 """
 
 import errno
-import re
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -25,7 +24,7 @@ from multirealm.chat.handlers import Handlers
 from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
-from multirealm.commands import parse_request
+from multirealm.commands import parse_request, split_command
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
@@ -60,6 +59,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     A connection that sends nothing for C{idle_timeout} seconds (a C{ping}
     counts) is told C{idle_timeout} and closed; TCP keepalive finds peers
     that vanished without a word.
+
+    No exception in handling one request (parsing, its handler, the start
+    of an upload, encoding its reply) drops the connection: it becomes that
+    request's C{internal} reply, in its place, logged with its traceback.
     """
 
     MAX_PENDING = 1000
@@ -244,20 +247,17 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         line = line.rstrip(b" \t\r")
         if not line or self._quitting:
             return
-        # A file body follows an upload's header whatever else is wrong
-        # with the header: known before anything can refuse the line.
-        upload = _UPLOAD_VERB.match(line) is not None
-        if not self._bucket.allow():
-            refused = errors.RateLimited("too many requests: slow down")
-            return self._begin_upload(None, refused) if upload else self._answer(refused)
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            refused = errors.BadEncoding("request is not valid UTF-8")
-            return self._begin_upload(None, refused) if upload else self._answer(refused)
-        request = parse_request(text)
+            request = self._parse(line)
+        except errors.ChatError as refused:
+            # A file body follows an upload's header whatever else is wrong
+            # with it: the command table tells, from the bytes as read.
+            command = split_command(line)[0]
+            if command is not None and command.upload:
+                return self._begin_upload(None, refused)
+            return self._answer(refused)
         command = request.command
-        if upload:
+        if command is not None and command.upload:
             return self._begin_upload(request)
         if command is not None and command.heavy and self._budget.exhausted:
             # The realm holds too many reply bytes: this long request waits
@@ -267,6 +267,19 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._budget.wait(self)
             return
         self._handle(request)
+
+    def _parse(self, line):
+        """The L{Request} of a line; raises the L{errors.ChatError} that refuses it."""
+        if not self._bucket.allow():
+            raise errors.RateLimited("too many requests: slow down")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.BadEncoding("request is not valid UTF-8") from None
+        try:
+            return parse_request(text)
+        except Exception:
+            raise self._bug(Failure()) from None
 
     def _handle(self, request):
         try:
@@ -304,6 +317,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             upload.fail(e)
         except OSError as e:
             upload.fail(_disk_error(e))
+        except Exception:
+            upload.fail(Failure())  # a bug: answered internal once the body is in
         if isinstance(upload.target, defer.Deferred):
             upload.target.addErrback(upload.refused)
         self._upload = upload
@@ -364,20 +379,31 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
-            self._outbound.reply(_reply_bytes(result))
+            self._outbound.reply(self._encode(result))
         if self._outbound.pending_bytes:
             self._check_reply_bytes()
 
     def _fill(self, result, slot):
-        self._outbound.fill(slot, result if type(result) is bytes else _reply_bytes(result))
+        self._outbound.fill(slot, result if type(result) is bytes else self._encode(result))
 
     def _fill_failure(self, failure, slot):
         if failure.check(errors.ChatError):
             self._fill(failure.value, slot)
         else:
-            # The traceback only: the request line may hold a password.
-            log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
-            self._fill(errors.ChatError("internal error: the server logged it"), slot)
+            self._fill(self._bug(failure), slot)
+
+    def _encode(self, result):
+        """The bytes of a reply; one that cannot be encoded is a bug, answered internal."""
+        try:
+            return _reply_bytes(result)
+        except Exception:
+            return wire.to_bytes(self._bug(Failure()))
+
+    def _bug(self, failure):
+        """Log a request's failure; return its C{internal} reply."""
+        # The traceback only: the request line may hold a password.
+        log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
+        return errors.ChatError("internal error: the server logged it")
 
     def _hold_until(self, deferred):
         """
@@ -385,9 +411,6 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         every callback already added to it) has fired.
         """
         self._gate.hold_until("serial", deferred)
-
-
-_UPLOAD_VERB = re.compile(rb"(?i)(sendfile|sendgroupfile)(\s|$)")
 
 
 class _Upload:
