@@ -205,10 +205,11 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._close_when_answered()
 
     def _replies_written(self):
-        if "pending" in self._gate and self._outbound.waiting < self.MAX_PENDING // 2:
-            self._release("pending")
-        if "bytes" in self._gate:
-            self._check_reply_bytes()
+        if self.paused:  # a hold pauses: none is checked for every reply otherwise
+            if "pending" in self._gate and self._outbound.waiting < self.MAX_PENDING // 2:
+                self._release("pending")
+            if "bytes" in self._gate:
+                self._check_reply_bytes()
         self._close_when_answered()
 
     def _check_reply_bytes(self):
