@@ -141,13 +141,28 @@ def _next_word(text):
     return word, rest.lstrip(" ")
 
 
+def split_command(line):
+    """
+    (the L{Command} or None, its word, the rest of the line): the first
+    word of a request line, in any case, split off as L{parse_request}
+    splits every word.  C{line} may be the bytes as read, so that whether
+    a file body follows (C{Command.upload}) is known for a line refused
+    before it is parsed, even one that is not UTF-8: command names are
+    ASCII, so the bytes name the command the text would.
+    """
+    if type(line) is bytes:
+        line = line.decode("latin-1")
+    name, rest = _next_word(line)
+    command = COMMANDS.get(name.lower()) if name.isascii() else None
+    return command, name, rest
+
+
 def parse_request(line):
     """
     Parse one request line (decoded, trailing whitespace stripped, not
     empty) into a L{Request}.  Never raises.
     """
-    name, rest = _next_word(line)
-    command = COMMANDS.get(name.lower())
+    command, name, rest = split_command(line)
     if command is None:
         return Request(None, error=errors.UnknownCommand(f"unknown command {name!r}; try help"))
 

@@ -1,6 +1,6 @@
 """
 User, group and realm names, and C{name@realm} addresses (docs/protocol.md,
-"Names and addresses").
+"Names and addresses"); file names; the numbers a line carries.
 """
 
 import re
@@ -95,3 +95,16 @@ def check_filename(name):
             f"file name {name!r} is not a plain name: no / \\ .. or control characters"
         )
     return name
+
+
+_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def parse_number(text):
+    """
+    The number C{text} writes in 1-19 ASCII digits, else None.  Every
+    number that comes from the wire is read here: C{int()} also takes
+    other scripts' digits (C{"\u0663"} is 3) and C{str.isdigit()} is true
+    for C{"\u00b2"}, which C{int()} then refuses.
+    """
+    return int(text) if _NUMBER.fullmatch(text) else None

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from multirealm import errors
-from multirealm.commands import COMMANDS, Request, parse_request
+from multirealm.commands import COMMANDS, Request, parse_request, split_command
 from tests.helpers import Client, make_realm
 
 
@@ -73,6 +73,21 @@ class ParseProperties(unittest.TestCase):
                 for word in request.command.words:
                     self.assertTrue(request.args[word])
                     self.assertNotIn(" ", request.args[word])
+
+    @given(st.lists(words, max_size=4), st.integers(0, 3))
+    def test_the_bytes_as_read_name_the_command_the_parser_finds(self, parts, spaces):
+        # The protocol decides that a file body follows from the bytes, the
+        # parser from the text: one splitting, so they never disagree.
+        line = (" " * spaces + " ".join(parts)).rstrip(" \t")
+        if line:
+            self.assertIs(split_command(line.encode("utf-8"))[0], parse_request(line).command)
+
+    def test_uploads_are_the_commands_the_table_marks(self):
+        for line in ["sendfile - bob x.txt", "   SendGroupFile - g x", "sendfile"]:
+            self.assertTrue(split_command(line.encode())[0].upload, line)
+        for line in ["send - bob sendfile", "sendfiles - bob x", "\tsendfile - bob x"]:
+            command = split_command(line.encode())[0]
+            self.assertFalse(command is not None and command.upload, line)
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.binary(max_size=60), min_size=1, max_size=6))

@@ -9,13 +9,13 @@ connection's L{OutboundQueue}, which writes replies in request order
 however the core's answers interleave.
 """
 
-import re
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
@@ -23,11 +23,12 @@ from multirealm.chat.handlers import Handlers
 from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
-from multirealm.commands import parse_request
+from multirealm.commands import parse_request, split_command
 from multirealm.core.incoming import IncomingFile
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
+from multirealm.readgate import ReadGate
 
 # Sent once to a subscriber whose events backed up past its budget.
 OVERFLOW_EVENT = wire.encode({"event": "overflow"})
@@ -41,7 +42,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     One client connection.
 
     Reading stops (C{pauseProducing}) for any of four reasons, kept apart
-    in C{_holds}: the transport's write buffer is full (a client that does
+    by its L{ReadGate}: the transport's write buffer is full (a client that does
     not read its replies), too many replies are pending, too many bytes of
     replies wait (this connection's C{reply_buffer_bytes}, or the realm's
     L{ReplyBudget} while this connection holds any), or a C{serial}
@@ -58,6 +59,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     A connection that sends nothing for C{idle_timeout} seconds (a C{ping}
     counts) is told C{idle_timeout} and closed; TCP keepalive finds peers
     that vanished without a word.
+
+    No exception in handling one request (parsing, its handler, the start
+    of an upload, encoding its reply) drops the connection: it becomes that
+    request's C{internal} reply, in its place, logged with its traceback.
     """
 
     MAX_PENDING = 1000
@@ -82,9 +87,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._parked = None  # a heavy request waiting for the realm's budget
         self._upload = None  # the file body being read, in raw mode
         self._budget = factory.reply_budget
-        self._holds = set()
+        self._gate = ReadGate(self)
         self._quitting = False
-        self._input_done = False  # the client half-closed: nothing more comes
         self._outbound = OutboundQueue(
             self.transport,
             on_pause=lambda: self._hold("writes"),
@@ -99,7 +103,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             keepalive(True)
 
     def readConnectionLost(self):
-        self._input_done = True
+        self._gate.input_ended()
         if self._upload is not None:  # the client ended in the middle of a file
             self._abandon_upload("the connection ended in the middle of a file")
             return
@@ -122,6 +126,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self.factory.connection_ended(self)
         self.connected = False
+        self._gate.connection_lost()
         self._quitting = True
         self._outbound.close()
         self._budget.forget(self)
@@ -170,19 +175,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     # -- flow control -------------------------------------------------------
 
     def _hold(self, reason):
-        self._holds.add(reason)
-        if not self.paused:
-            RequestLineReceiver.pauseProducing(self)
+        self._gate.hold(reason)
 
     def _release(self, reason):
-        self._holds.discard(reason)
-        if self.paused and not self._holds and self.connected:
-            if self._input_done:
-                # Nothing more to read: just go on with the lines received.
-                self.paused = False
-                self.dataReceived(b"")
-            else:
-                RequestLineReceiver.resumeProducing(self)
+        self._gate.release(reason)
 
     def dataReceived(self, data):
         self.resetTimeout()
@@ -209,10 +205,11 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._close_when_answered()
 
     def _replies_written(self):
-        if "pending" in self._holds and self._outbound.waiting < self.MAX_PENDING // 2:
-            self._release("pending")
-        if "bytes" in self._holds:
-            self._check_reply_bytes()
+        if self.paused:  # a hold pauses: none is checked for every reply otherwise
+            if "pending" in self._gate and self._outbound.waiting < self.MAX_PENDING // 2:
+                self._release("pending")
+            if "bytes" in self._gate:
+                self._check_reply_bytes()
         self._close_when_answered()
 
     def _check_reply_bytes(self):
@@ -223,7 +220,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         elif pending and self._budget.exhausted:
             self._hold("bytes")
             self._budget.wait(self)
-        elif "bytes" in self._holds:
+        elif "bytes" in self._gate:
             self._release("bytes")
 
     def budget_available(self):
@@ -238,7 +235,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _close_when_answered(self):
         """After quit or the client's end, close once every reply is out."""
-        if not (self._quitting or self._input_done):
+        if not (self._quitting or self._gate.ended):
             return  # the common case, checked first: this runs for every reply
         if self._outbound.waiting or self.receiving or not self.connected:
             return
@@ -251,20 +248,17 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         line = line.rstrip(b" \t\r")
         if not line or self._quitting:
             return
-        # A file body follows an upload's header whatever else is wrong
-        # with the header: known before anything can refuse the line.
-        upload = _UPLOAD_VERB.match(line) is not None
-        if not self._bucket.allow():
-            refused = errors.RateLimited("too many requests: slow down")
-            return self._begin_upload(None, refused) if upload else self._answer(refused)
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            refused = errors.BadEncoding("request is not valid UTF-8")
-            return self._begin_upload(None, refused) if upload else self._answer(refused)
-        request = parse_request(text)
+            request = self._parse(line)
+        except errors.ChatError as refused:
+            # A file body follows an upload's header whatever else is wrong
+            # with it: the command table tells, from the bytes as read.
+            command = split_command(line)[0]
+            if command is not None and command.upload:
+                return self._begin_upload(None, refused)
+            return self._answer(refused)
         command = request.command
-        if upload:
+        if command is not None and command.upload:
             return self._begin_upload(request)
         if command is not None and command.heavy and self._budget.exhausted:
             # The realm holds too many reply bytes: this long request waits
@@ -274,6 +268,19 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._budget.wait(self)
             return
         self._handle(request)
+
+    def _parse(self, line):
+        """The L{Request} of a line; raises the L{errors.ChatError} that refuses it."""
+        if not self._bucket.allow():
+            raise errors.RateLimited("too many requests: slow down")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.BadEncoding("request is not valid UTF-8") from None
+        try:
+            return parse_request(text)
+        except Exception:
+            raise self._bug(Failure()) from None
 
     def _handle(self, request):
         try:
@@ -309,6 +316,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             upload.target = self.handlers.handle(request)
         except errors.ChatError as e:
             file.fail(e)
+        except Exception:
+            file.fail(Failure())  # a bug: answered internal once the body is in
         if isinstance(upload.target, defer.Deferred):
             upload.target.addErrback(upload.refused)
         self._upload = upload
@@ -322,10 +331,12 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         else:
             try:
                 decoded = body.feed(data)
+                writing = upload.file.write(decoded)
             except BadEncoding as e:
                 upload.file.fail(errors.BadFileEncoding(str(e)))
+            except Exception:
+                upload.file.fail(Failure())  # a bug: answered internal once the body is in
             else:
-                writing = upload.file.write(decoded)
                 if writing is not None:
                     # A batch is being written in a thread: read no more
                     # until it is (one batch in flight, in order).
@@ -360,36 +371,38 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
-            self._outbound.reply(_reply_bytes(result))
+            self._outbound.reply(self._encode(result))
         if self._outbound.pending_bytes:
             self._check_reply_bytes()
 
     def _fill(self, result, slot):
-        self._outbound.fill(slot, result if type(result) is bytes else _reply_bytes(result))
+        self._outbound.fill(slot, result if type(result) is bytes else self._encode(result))
 
     def _fill_failure(self, failure, slot):
         if failure.check(errors.ChatError):
             self._fill(failure.value, slot)
         else:
-            # The traceback only: the request line may hold a password.
-            log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
-            self._fill(errors.ChatError("internal error: the server logged it"), slot)
+            self._fill(self._bug(failure), slot)
+
+    def _encode(self, result):
+        """The bytes of a reply; one that cannot be encoded is a bug, answered internal."""
+        try:
+            return _reply_bytes(result)
+        except Exception:
+            return wire.to_bytes(self._bug(Failure()))
+
+    def _bug(self, failure):
+        """Log a request's failure; return its C{internal} reply."""
+        # The traceback only: the request line may hold a password.
+        log.failure("request failed on realm {realm}", failure, realm=self.realm.name)
+        return errors.ChatError("internal error: the server logged it")
 
     def _hold_until(self, deferred):
         """
         Hold later requests of this connection until C{deferred} (with
         every callback already added to it) has fired.
         """
-        self._hold("serial")
-
-        def release(result):
-            self._release("serial")
-            return result
-
-        deferred.addBoth(release)
-
-
-_UPLOAD_VERB = re.compile(rb"(?i)(sendfile|sendgroupfile)(\s|$)")
+        self._gate.hold_until("serial", deferred)
 
 
 class _Upload:

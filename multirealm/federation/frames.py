@@ -29,10 +29,11 @@ import re
 import attrs
 
 from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, FileRef, Message
-from multirealm.names import Address
+from multirealm.names import Address, parse_number
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_ID_TAG = re.compile(r"@id=([0-9A-Za-z_-]{1,64})[; ]")
 
 
 def frame_limit(max_line_bytes):
@@ -165,9 +166,10 @@ class FileFrame:
         if len(words) != 5 or words[0] not in cls.VERBS or not words[4]:
             raise FrameError("expected: sendfilerealm|sendgroupfilerealm <from> <to> <size> <name>")
         verb, sender, recipient, size, name = words
-        if not size.isdigit() or len(size) > 19:
-            raise FrameError("a file size is a number of bytes")
-        return cls(frame_id, timestamp, cls.VERBS[verb], sender, recipient, int(size), name)
+        size = parse_number(size)
+        if size is None:
+            raise FrameError("a file size is a number of bytes in ASCII digits")
+        return cls(frame_id, timestamp, cls.VERBS[verb], sender, recipient, size, name)
 
     def to_line(self):
         return (
@@ -216,10 +218,28 @@ class UsersFrame:
         return f"@id={self.id};ts={self.timestamp} {self.VERB} {' '.join(self.names)}"
 
 
+def line_id(line):
+    """The id a frame line gives, if it can be read, else "": what a bad frame is answered by."""
+    tag = _ID_TAG.match(line)
+    return tag.group(1) if tag else ""
+
+
+def _verb(line):
+    """The word after the tags (read or not)."""
+    return line.partition(" ")[2].partition(" ")[0]
+
+
+def body_follows(line):
+    """
+    True if C{line} is the line of a file frame, good or bad: bytes that
+    are no frame follow it.
+    """
+    return _verb(line) in FileFrame.VERBS
+
+
 def parse_frame(line):
     """The L{MessageFrame}, L{FileFrame} or L{UsersFrame} of C{line}; L{FrameError} if none."""
-    tags = _TAGS.match(line)
-    verb = line[tags.end():].split(" ", 1)[0] if tags else ""
+    verb = _verb(line)
     if verb in FileFrame.VERBS:
         return FileFrame.from_line(line)
     if verb == UsersFrame.VERB:

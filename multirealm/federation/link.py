@@ -37,6 +37,7 @@ from multirealm.federation.frames import (
 )
 from multirealm.model import format_timestamp
 from multirealm.framing import RequestLineReceiver
+from multirealm.names import parse_number
 
 log = Logger()
 
@@ -272,12 +273,12 @@ class PeerQueue:
         stamp = format_timestamp(self.realm.clock.seconds())
         link.send(UsersFrame(f"{USERS_ID}{cursor}", stamp, tuple(names)).to_line())
 
-    def _users_acked(self, ack):
+    def _users_acked(self, ack, cursor):
         self._users_in_flight = False
         if ack.code is not None:
             self.realm.set_link_error(self.peer, f"refused the user list: {ack.code}")
             return
-        d = self.realm.users_announced(self.peer, int(ack.id[len(USERS_ID):]))
+        d = self.realm.users_announced(self.peer, cursor)
         d.addCallback(lambda _: self.users_changed())
         d.addErrback(self._users_failed)
 
@@ -325,8 +326,9 @@ class PeerQueue:
 
     def acked(self, ack):
         if ack.id.startswith(USERS_ID):
-            if ack.id[len(USERS_ID):].isdigit() and self._users_in_flight:
-                self._users_acked(ack)
+            cursor = parse_number(ack.id[len(USERS_ID):])
+            if cursor is not None and self._users_in_flight:
+                self._users_acked(ack, cursor)
             return
         sent = self._in_flight.pop(ack.id, None)
         if sent is None:

@@ -7,6 +7,12 @@ coming from the realm the link proved, and answered with an L{Ack} once
 durable (or refused with its code).  Nothing is acted on before the
 handshake: a frame before it gets one ERROR line and the connection is
 closed.  A handshake that does not finish in time is closed too.
+
+No exception in handling a frame drops the link: a line that is no frame
+gets its error (a bug C{internal}, logged), by the id it gives, and the
+link goes on.  Only after a file frame that fails is the link closed, once
+every frame before it is answered: the bytes after its line are a body
+whose end is unknown.
 """
 
 import json
@@ -26,14 +32,18 @@ from multirealm.federation.frames import (
     TRANSIENT,
     FrameError,
     UsersFrame,
+    body_follows,
     frame_limit,
+    line_id,
     parse_frame,
 )
 from multirealm.framing import RequestLineReceiver
+from multirealm.readgate import ReadGate
 
 log = Logger()
 
 HANDSHAKE_SECONDS = 10.0
+INTERNAL = "internal error: the realm logged it"
 
 
 class RealmProtocol(RequestLineReceiver, TimeoutMixin):
@@ -46,15 +56,16 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._hello = None
         self._nonce = handshake.new_nonce()
         self._file = None  # the file body being read, in raw mode
-        self._holds = set()  # why reading is paused
+        self._gate = ReadGate(self)
         self._pending = 0  # frames not yet answered
+        self._closing = False  # closed once every frame read is answered
         self._not_now = None  # the ChatError of a "not now" refusal on this link
         # The peer not reading our answers stops our reading its frames.
         self.transport.registerProducer(_AnswerFlow(self), True)
 
     def connectionLost(self, reason):
         self.setTimeout(None)
-        self._holds.add("closed")  # an answer arriving now releases nothing
+        self._gate.connection_lost()  # an answer arriving now releases nothing
         if self._file is not None:
             self._file.abandon()
             self._file = None
@@ -78,12 +89,57 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         try:
             text = line.rstrip(b" \t\r").decode("utf-8")
         except UnicodeDecodeError:
-            return self._refuse("a line that is not UTF-8", errors.BadEncoding)
+            if self.peer is None:
+                return self._refuse("a line that is not UTF-8", errors.BadEncoding)
+            text = line.decode("utf-8", "replace")
+            return self._bad_frame(text, "bad_encoding", "a frame that is not UTF-8")
         if not text:
             return
+        try:
+            if self.peer is None:
+                self._handshake(text)
+            else:
+                self._message_frame(text)
+        except Exception:
+            self._bug(text)
+
+    def dataReceived(self, data):
+        try:
+            RequestLineReceiver.dataReceived(self, data)
+        except Exception:  # a bug reading a file's body: its frame is not answered
+            log.failure("realm {realm}: reading from {peer} failed", realm=self.realm.name,
+                        peer=self.peer)
+            self._close_when_answered()
+
+    def _bug(self, text):
+        """A line failed: logged, and answered C{internal}."""
+        log.failure("realm {realm}: a line from {peer} failed", realm=self.realm.name,
+                    peer=self.peer)
         if self.peer is None:
-            return self._handshake(text)
-        self._message_frame(text)
+            return self._refuse(INTERNAL, errors.ChatError)
+        self._bad_frame(text, "internal", INTERNAL)
+
+    def _bad_frame(self, text, code, why):
+        """
+        Answer a line that is no frame, by the id it gives.  If a file's body
+        follows it, where that ends is unknown: close once answered.
+        """
+        if body_follows(text):
+            why = f"{why}: the link is closed (where the file ends is unknown)"
+            return self._close_when_answered(Ack(line_id(text), code, why))
+        self._write(Ack(line_id(text), code, why).to_line())
+
+    def _close_when_answered(self, ack=None):
+        """
+        Write C{ack} (if any), read nothing more, and close once every frame
+        read is answered: what follows cannot be read as frames.
+        """
+        if ack is not None:
+            self._write(ack.to_line())
+        self._closing = True
+        self._hold("closing")
+        if not self._pending:
+            self.transport.loseConnection()
 
     # -- the handshake --------------------------------------------------------
 
@@ -129,7 +185,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         try:
             frame = parse_frame(text)
         except FrameError as e:
-            return self._write(Ack("", "bad_request", str(e)).to_line())
+            return self._bad_frame(text, "bad_request", str(e))
         if isinstance(frame, FileFrame):
             return self._file_frame(frame)
         if self._not_now is not None:
@@ -160,6 +216,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         if self._pending == self.MAX_PENDING // 2:
             self._release("pending")
         self._write(line)
+        if self._closing and not self._pending:
+            self.transport.loseConnection()
 
     # -- files -------------------------------------------------------------------
 
@@ -170,7 +228,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         file's message is stored, so frames stay in order.
         """
         incoming = IncomingFile(self.realm.files, self.realm.limits.max_file_bytes)
-        self._file = file = _FileBody(frame, incoming)
+        self._file = _FileBody(frame, incoming)
         try:
             check_filename(frame.name)
             incoming.expect(frame.size)
@@ -203,26 +261,16 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.setLineMode(rest)
 
     # -- reading paused: for the disk, a file's message, too many frames
-    # pending, or answers the peer does not read --------------------------------
+    # pending, answers the peer does not read, or closing ----------------------
 
     def _hold(self, reason):
-        if not self._holds:
-            self.pauseProducing()
-        self._holds.add(reason)
+        self._gate.hold(reason)
 
     def _release(self, reason):
-        self._holds.discard(reason)
-        if not self._holds and self.transport is not None and not self.transport.disconnecting:
-            self.resumeProducing()
+        self._gate.release(reason)
 
     def _hold_until(self, reason, deferred):
-        self._hold(reason)
-
-        def release(result):
-            self._release(reason)
-            return result
-
-        deferred.addBoth(release)
+        self._gate.hold_until(reason, deferred)
 
     def _refusal(self, frame_id, failure):
         if failure.check(errors.ChatError):
@@ -232,7 +280,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             return Ack(frame_id, code, message)
         log.failure("realm {realm}: frame from {peer} failed", failure,
                     realm=self.realm.name, peer=self.peer)
-        return Ack(frame_id, "internal", "internal error: the realm logged it")
+        return Ack(frame_id, "internal", INTERNAL)
 
     def _write(self, line):
         if self.transport is not None and not self.transport.disconnecting:

@@ -171,6 +171,33 @@ class FileTests(unittest.TestCase):
                          ["OK", "rate_limited", "rate_limited"])  # three requests, three replies
 
     @defer.inlineCallbacks
+    def test_a_header_with_leading_spaces_is_an_upload_and_nothing_before_it_is_lost(self):
+        # The attack run's line: it was not seen as an upload, its reply
+        # could not be encoded, and the connection dropped with the replies
+        # to the requests stored before it.
+        Client(self.realm).login("bob")
+        self.alice.raw(
+            b"send - bob one\r\nsend - bob two\r\n"
+            b" sendfile - bob x.txt\r\n\r\n" + base64.b64encode(b"hello") + b"\r\n\r\n"
+            b"send - bob three\r\n"
+            # Refused before it is parsed: its body is skipped all the same.
+            b"  sendfile - bob \xff.txt\r\n\r\nQUJD\r\n\r\nping\r\n"
+        )
+        replies = yield self.replies(self.alice, 6)
+        self.assertEqual(
+            [r.get("code", r["status"]) for r in replies], ["OK"] * 4 + ["bad_encoding", "OK"]
+        )
+        self.assertFalse(self.alice.transport.disconnecting)
+        bob = Client(self.realm)
+        bob.ask("auth bob pw")
+        inbox = bob.ask("inbox -")["messages"]
+        self.assertEqual(
+            [m.get("file", m.get("msg")) for m in inbox], ["one", "two", "x.txt", "three"]
+        )
+        got = bob.ask(f"getfile - {inbox[2]['file_id']}")
+        self.assertEqual(base64.b64decode(got["content"]), b"hello")
+
+    @defer.inlineCallbacks
     def test_a_message_sent_after_a_file_is_stored_after_it(self):
         self.alice.raw(sendfile(self.alice_token, "heru", "first.txt", b"x")
                        + b"send - heru second\r\n")

@@ -9,6 +9,7 @@ import attrs
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from multirealm.chat import protocol as chat_protocol
 from multirealm.commands import COMMANDS
 from multirealm.config import Limits
 from multirealm.core.logins import LoginGuard
@@ -465,6 +466,40 @@ class InternalErrorTests(unittest.TestCase):
         client.send("listgroups", "listusers", "help")
         self.assertEqual(codes(client.replies()), ["internal", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_any_bug_in_one_request_is_its_internal_reply_and_the_connection_goes_on(self):
+        # A bug anywhere in one request (its parsing, its reply's encoding,
+        # at once or later, the start of an upload) is that request's
+        # internal reply, in its place: the pipelined requests around it are
+        # answered (and what they stored is said), the connection stays.
+        realm = make_realm(self)
+        client = Client(realm)
+        client.login("alice")
+        real_parse = chat_protocol.parse_request
+
+        def parse(text):
+            if text.startswith("boom"):
+                raise TypeError("a bug in parsing")
+            return real_parse(text)
+
+        self.patch(chat_protocol, "parse_request", parse)
+        client.protocol.handlers.command_ping = lambda: {"not json": object()}
+        client.protocol.handlers.command_help = lambda: defer.succeed({"not json": object()})
+
+        def begin():
+            raise TypeError("a bug in starting an upload")
+
+        realm.files.begin = begin
+        client.raw(
+            b"send - alice before\r\nboom\r\nping\r\nhelp\r\n"
+            b" sendfile - alice x.txt\r\n\r\nQUJD\r\n\r\nsend - alice after\r\n"
+        )
+        self.assertEqual(codes(client.replies()), ["OK"] + ["internal"] * 4 + ["OK"])
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 4)
+        self.assertFalse(client.transport.disconnecting)
+        self.assertEqual(codes([client.ask("listusers")]), ["OK"])
+        inbox = client.ask("inbox -")["messages"]
+        self.assertEqual([m["msg"] for m in inbox], ["before", "after"])
 
     def test_replies_are_parsed_by_the_helper_strictly(self):
         self.assertRaises(AssertionError, parse_replies, b'{"status": "OK"}\r\n')

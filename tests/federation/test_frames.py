@@ -10,7 +10,15 @@ from twisted.trial import unittest
 
 from multirealm import errors
 from multirealm.federation import handshake
-from multirealm.federation.frames import Ack, FileFrame, FrameError, MessageFrame, parse_frame
+from multirealm.federation.frames import (
+    Ack,
+    FileFrame,
+    FrameError,
+    MessageFrame,
+    body_follows,
+    line_id,
+    parse_frame,
+)
 from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, Message
 from multirealm.names import Address
 
@@ -72,6 +80,33 @@ class MessageFrameTests(unittest.TestCase):
                     f"@id=a;ts={ts} sendfilerealm alice heru 99999999999999999999 x"]:
             self.assertRaises(FrameError, parse_frame, bad)
         self.assertIsInstance(parse_frame(f"@id=a;ts={ts} sendrealm a b c"), MessageFrame)
+
+    def test_numbers_are_ascii_digits_only(self):
+        # int() takes Arabic-Indic or fullwidth digits, and "\u00b2".isdigit() is
+        # true: none of them is a size, an id or a time on the wire.
+        ts = "2026-11-25T21:32:15.449+00:00"
+        for size in ["\u00b2", "\u0663", "\uff15", "1\u0660", "\u0967\u0968"]:
+            self.assertRaises(FrameError, parse_frame, f"@id=a;ts={ts} sendfilerealm a b {size} x")
+        self.assertRaises(FrameError, parse_frame, f"@id=\u0663;ts={ts} sendrealm a b c")
+        self.assertRaises(
+            FrameError, parse_frame, "@id=a;ts=\u0662026-11-25T21:32:15.449+00:00 sendrealm a b c"
+        )
+        self.assertEqual(parse_frame(f"@id=a;ts={ts} sendfilerealm a b 007 x").size, 7)
+
+    def test_a_bad_line_is_answered_by_the_id_it_gives(self):
+        ts = "2026-11-25T21:32:15.449+00:00"
+        self.assertEqual(line_id(f"@id=f1;ts={ts} sendfilerealm a b \u00b2 x"), "f1")
+        self.assertEqual(line_id("@id=f2;ts=\u0662 sendrealm a b c"), "f2")
+        self.assertEqual(line_id("@id=f3 sendrealm a b c"), "f3")
+        for line in ["@id=\u0663;ts=t sendrealm a b c", "@id=;ts=t x", "sendrealm a b c", ""]:
+            self.assertEqual(line_id(line), "")
+
+    def test_whether_a_file_body_follows_a_line_good_or_bad(self):
+        for line in ["@id=a;ts=t sendfilerealm a b \u00b2 x", "@id=\u0663 sendgroupfilerealm",
+                     "@id=a;ts=2026 sendfilerealm a b 1 x"]:
+            self.assertTrue(body_follows(line), line)
+        for line in ["@id=a;ts=t sendrealm a b sendfilerealm", "sendfilerealm a b 1 x", ""]:
+            self.assertFalse(body_follows(line), line)
 
     def test_not_frames(self):
         for line in ["sendrealm alice heru hi", "@id=x;ts=t sendrealm alice heru",

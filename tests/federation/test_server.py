@@ -5,6 +5,7 @@ handshake's failures, frames stored as coming from the proved realm.
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -106,6 +107,15 @@ class HandshakeTests(unittest.TestCase):
         self.realm.clock.advance(HANDSHAKE_SECONDS + 1)
         self.assertTrue(peer.transport.disconnecting)
 
+    def test_a_bug_in_the_handshake_is_refused_as_internal(self):
+        peer = Peer(self.realm)
+        peer.factory.secret_for = lambda realm, peer: 1 / 0
+        peer.send(handshake.Hello("2", peer.nonce).to_line())
+        (refused,) = peer.lines()
+        self.assertEqual(json.loads(refused)["code"], "internal")
+        self.assertTrue(peer.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
 
 class FrameTests(unittest.TestCase):
     def setUp(self):
@@ -137,3 +147,100 @@ class FrameTests(unittest.TestCase):
         self.peer.send("@id=a2;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob heru hi")
         codes = [a.get("code", a["status"]) for a in self.acks()]
         self.assertEqual(codes, ["no_such_user", "bad_request", "OK"])
+
+    def test_a_bad_frame_is_answered_by_its_id_and_the_link_goes_on(self):
+        # Numbers are ASCII digits: a time in Arabic-Indic digits is no time.
+        arabic_indic_year = "\u0662\u0660\u0662\u0666"
+        self.peer.send(f"@id=a1;ts={arabic_indic_year}-11-25T00:00:00+00:00 sendrealm bob heru hi")
+        self.peer.send("@id=a2;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob")
+        self.peer.send("@id=\u0663;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob heru hi")
+        self.peer.protocol.dataReceived(
+            b"@id=a3;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob heru \xff\r\n"
+        )
+        self.peer.send("@id=a4;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob heru hi")
+        answers = [(a["id"], a.get("code", a["status"])) for a in self.acks()]
+        self.assertEqual(answers, [
+            ("a1", "bad_request"), ("a2", "bad_request"), ("", "bad_request"),
+            ("a3", "bad_encoding"), ("a4", "OK"),
+        ])
+        self.assertFalse(self.peer.transport.disconnecting)
+
+    def stall_receive(self):
+        """Frames are stored only when C{release()} is called: answers come late."""
+        held, receive = [], self.realm.receive
+
+        def later(peer, message):
+            held.append((defer.Deferred(), peer, message))
+            return held[-1][0]
+
+        def release():
+            for d, peer, message in held:
+                receive(peer, message).chainDeferred(d)
+
+        self.realm.receive = later
+        return release
+
+    def test_a_file_size_in_other_digits_closes_the_link_once_the_frames_before_are_answered(self):
+        # The attack run: a file frame whose size is "\u00b2" killed the link,
+        # and the answers to the frames applied in the same read were lost.
+        release = self.stall_receive()
+        ts = "2026-11-25T00:00:00.000+00:00"
+        lines = [f"@id=a{i};ts={ts} sendrealm bob heru hi {i}" for i in range(3)]
+        lines.append(f"@id=f1;ts={ts} sendfilerealm bob heru \u00b2 x.txt")
+        self.peer.protocol.dataReceived(
+            "".join(line + "\r\n" for line in lines).encode()
+            + f"xy@id=a9;ts={ts} sendrealm bob heru not a frame: part of the body\r\n".encode()
+        )
+        (refused,) = self.acks()
+        self.assertEqual((refused["id"], refused["code"]), ("f1", "bad_request"))
+        self.assertFalse(self.peer.transport.disconnecting)  # three answers to come
+        release()
+        self.assertEqual(self.acks(), [{"status": "OK", "id": f"a{i}"} for i in range(3)])
+        self.assertTrue(self.peer.transport.disconnecting)
+        texts = [m.text for m in self.successResultOf(self.realm.inbox("heru")).messages]
+        self.assertEqual(texts, ["hi 0", "hi 1", "hi 2"])  # nothing after the bad frame
+
+    def test_a_bug_in_a_frame_is_its_internal_answer_and_the_link_goes_on(self):
+        self.realm.receive_users = lambda peer, names: 1 / 0
+        self.peer.send("@id=users-1;ts=2026-11-25T00:00:00.000+00:00 announceusers bob")
+        self.peer.send("@id=a1;ts=2026-11-25T00:00:00.000+00:00 sendrealm bob heru hi")
+        answers = [(a["id"], a.get("code", a["status"])) for a in self.acks()]
+        self.assertEqual(answers, [("users-1", "internal"), ("a1", "OK")])
+        self.assertFalse(self.peer.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_a_bug_in_a_file_frame_closes_the_link_once_the_frames_before_are_answered(self):
+        release = self.stall_receive()
+        check = self.realm.check_received
+        self.realm.check_received = lambda peer, message: (
+            1 / 0 if message.file else check(peer, message)
+        )
+        ts = "2026-11-25T00:00:00.000+00:00"
+        self.peer.send(f"@id=a1;ts={ts} sendrealm bob heru hi")
+        self.peer.send(f"@id=f1;ts={ts} sendfilerealm bob heru 3 x.txt")
+        self.assertEqual([(a["id"], a["code"]) for a in self.acks()], [("f1", "internal")])
+        release()
+        self.assertEqual(self.acks(), [{"status": "OK", "id": "a1"}])
+        self.assertTrue(self.peer.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_a_bug_reading_a_file_body_closes_the_link_once_the_frames_before_are_answered(self):
+        release = self.stall_receive()
+        begin = self.realm.files.begin
+
+        def failing_begin():
+            incoming = begin()
+            incoming.write = lambda data: 1 / 0
+            return incoming
+
+        self.realm.files.begin = failing_begin
+        ts = "2026-11-25T00:00:00.000+00:00"
+        self.peer.send(f"@id=a1;ts={ts} sendrealm bob heru hi")
+        self.peer.protocol.dataReceived(
+            f"@id=f1;ts={ts} sendfilerealm bob heru 3 x.txt\r\nabc".encode()
+        )
+        self.assertEqual(self.acks(), [])
+        release()
+        self.assertEqual(self.acks(), [{"status": "OK", "id": "a1"}])  # f1 goes again
+        self.assertTrue(self.peer.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)

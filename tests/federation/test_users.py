@@ -51,3 +51,16 @@ class UserAnnouncementTests(unittest.TestCase):
         self.failureResultOf(self.one.receive_users("2", ["ok", "not ok!"]), errors.InvalidName)
         self.failureResultOf(self.one.receive_users("9", ["ok"]), errors.NoSuchRealm)
         self.assertEqual(self.users_of_two(), ([], False))
+
+    def test_an_acknowledgement_numbered_in_other_digits_is_a_stray(self):
+        # int() reads "\u0663" as 3 and "\u00b2".isdigit() is true: neither is a
+        # cursor, and neither may stop the link.
+        self.net.connect_all()
+        self.successResultOf(self.two.register("bob", "pw"))  # its frame is in flight
+        link = self.net.queues["2", "1"].link
+        for cursor in ("\u00b2", "\u0663"):
+            link.dataReceived(f'{{"status": "OK", "id": "users-{cursor}"}}\r\n'.encode())
+        self.assertFalse(link.transport.disconnecting)
+        self.net.flush()
+        self.assertEqual(self.users_of_two(), (["bob"], False))
+        self.assertEqual(self.successResultOf(self.two.users_to_announce("1", 10)), [])
