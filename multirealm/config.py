@@ -65,6 +65,14 @@ class Limits:
     # Live events waiting for one subscribed connection, at most: past it
     # the connection gets {"event": "overflow"} and no more events.
     event_buffer_bytes: int = 64 * 1024
+    # Connections of the whole process, at most (0: its open-files limit
+    # less a reserve, multirealm.connections.connection_budget).
+    max_connections: int = 0
+    # Seconds a new connection has to finish its TLS handshake, and an
+    # HTTP request to finish its headers, whatever trickles in meanwhile.
+    header_timeout: float = 30.0
+    # Backlog of every listening port (0: the system's maximum, somaxconn).
+    listen_backlog: int = 0
 
 
 @attrs.frozen
@@ -191,6 +199,11 @@ def _read_limits(section):
         event_buffer_bytes=section.number(
             "event_buffer_bytes", d.event_buffer_bytes, minimum=1024
         ),
+        max_connections=section.number("max_connections", d.max_connections, minimum=0),
+        header_timeout=section.number(
+            "header_timeout", d.header_timeout, kind=float, minimum=1, maximum=3600
+        ),
+        listen_backlog=section.number("listen_backlog", d.listen_backlog, minimum=0),
     )
 
 

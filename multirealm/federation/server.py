@@ -6,18 +6,21 @@ and then sends message frames; each is stored through L{Realm.receive} as
 coming from the realm the link proved, and answered with an L{Ack} once
 durable (or refused with its code).  Nothing is acted on before the
 handshake: a frame before it gets one ERROR line and the connection is
-closed.  A handshake that does not finish in time is closed too.
+closed.  A handshake (TLS included) that does not finish within
+C{HANDSHAKE_SECONDS} of the connection is closed too, however its bytes
+trickle in.
 """
 
 import json
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
+from multirealm.connections import for_this_process
 from multirealm.federation import handshake
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
@@ -37,6 +40,8 @@ HANDSHAKE_SECONDS = 10.0
 
 
 class RealmProtocol(RequestLineReceiver, TimeoutMixin):
+    ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
+
     def connectionMade(self):
         self.realm = self.factory.realm
         self.MAX_LENGTH = frame_limit(self.factory.max_line_bytes)
@@ -54,6 +59,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        if self.ticket is not None:
+            self.ticket.release()
         self._holds.add("closed")  # an answer arriving now releases nothing
         if self._file is not None:
             self._file.abandon()
@@ -64,8 +71,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _refuse(self, why, error=errors.Forbidden):
         """One ERROR line, then the connection is closed: nothing more is read."""
-        self.transport.write(json.dumps(wire.error_reply(error(why))).encode("ascii") + b"\r\n")
-        self.transport.loseConnection()  # reading stops; the framing reads no later line
+        _refuse(self.transport, error(why))
 
     def lineTooLong(self):
         if self.peer is None:
@@ -252,17 +258,30 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 class RealmServerFactory(Factory):
     """
     @param secret_for: C{secret_for(realm, peer)}, the shared secret of a pair.
+    @param connections: the L{multirealm.connections.ConnectionLimits} that
+        admits each connection (default: one of its own); one refused gets
+        one ERROR line (C{too_many_connections} or C{unavailable}).
     """
 
     protocol = RealmProtocol
     noisy = False
 
-    def __init__(self, realm, secret_for, max_line_bytes, clock):
+    def __init__(self, realm, secret_for, max_line_bytes, clock, connections=None):
         self.realm = realm
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
+        self.connections = connections or for_this_process(realm.limits)
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
+
+    def buildProtocol(self, addr):
+        try:
+            ticket = self.connections.admit(addr)
+        except errors.ChatError as e:
+            return _Refusal(e)
+        protocol = Factory.buildProtocol(self, addr)
+        protocol.ticket = ticket
+        return protocol
 
     def on_peer_seen(self, peer, listener):
         """Call C{listener()} whenever C{peer}'s link to this realm authenticates."""
@@ -272,6 +291,22 @@ class RealmServerFactory(Factory):
         listener = self._seen_listeners.get(peer)
         if listener is not None:
             listener()
+
+
+def _refuse(transport, error):
+    """One ERROR line, then the connection is closed: nothing more is read."""
+    transport.write(json.dumps(wire.error_reply(error)).encode("ascii") + b"\r\n")
+    transport.loseConnection()  # reading stops; the framing reads no later line
+
+
+class _Refusal(Protocol):
+    """A connection over a cap: one ERROR line says which, then it is closed."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def connectionMade(self):
+        _refuse(self.transport, self.error)
 
 
 class _AnswerFlow:
