@@ -15,7 +15,7 @@ realm in it), because what it protects is the process's descriptors:
     EMFILE and the database, the log, realm links and files being sent
     or received always have descriptors.
 
-A port refuses an extra connection in its own language, then closes it:
+A port refuses an extra connection in its own language (L{refusal}):
 chat sends one C{too_many_connections} or C{unavailable} reply, HTTP a
 503, the realm port one ERROR line.  Nothing wraps the protocol (no
 per-byte cost): the factory takes a L{Ticket} in C{buildProtocol}, the
@@ -31,6 +31,7 @@ C{ticket} to the protocol it builds, which releases it when it ends.
 import resource
 import socket
 
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from multirealm import errors
@@ -38,6 +39,12 @@ from multirealm import errors
 log = Logger()
 
 SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
+
+# A refused connection waits this long for its client to read the answer
+# and close (closing on bytes we never read would send a reset, and the
+# client could lose the answer); this many at most wait at once.
+LINGER_SECONDS = 2.0
+MOST_LINGERING = 32
 
 
 class Ticket:
@@ -61,12 +68,17 @@ class ConnectionLimits:
 
     @param per_address: most connections at once from one address.
     @param most: most connections at once in all.
+    @param clock: runs the refusals' linger timers (default: the reactor).
     """
 
-    def __init__(self, per_address, most):
+    def __init__(self, per_address, most, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.per_address = per_address
         self.most = most
+        self.clock = clock
         self.open = 0
+        self.lingering = 0  # refusals waiting for their client to close
         self._by_address = {}  # host -> open connections
         self._full = False  # said in the log that we are refusing
 
@@ -108,16 +120,53 @@ class ConnectionLimits:
             self._full = False  # log the next time it fills, not at every refusal on the edge
 
 
-def for_this_process(limits):
+def refusal(limits, answer):
+    """
+    The protocol of a connection C{limits} refused: it writes C{answer}
+    (the port's own words for the refusal), then closes.
+    """
+    return _Refusal(limits, answer)
+
+
+class _Refusal(Protocol):
+    _timer = None
+
+    def __init__(self, limits, answer):
+        self.limits = limits
+        self.answer = answer
+
+    def connectionMade(self):
+        self.transport.write(self.answer)
+        limits = self.limits
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or limits.lingering >= MOST_LINGERING:
+            self.transport.loseConnection()
+            return
+        limits.lingering += 1
+        half_close()  # the answer, then our end; the client's end closes it
+        self._timer = limits.clock.callLater(LINGER_SECONDS, self.transport.abortConnection)
+
+    def dataReceived(self, data):
+        pass  # read only so that closing does not reset
+
+    def connectionLost(self, reason):
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            self.limits.lingering -= 1
+            if timer.active():
+                timer.cancel()
+
+
+def for_this_process(limits, clock=None):
     """
     The L{ConnectionLimits} of this process under L{Limits} C{limits},
-    sized by its open-files limit now.
+    sized by its open-files limit now, its refusals timed by C{clock}.
     """
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20  # the kernel's own ceiling (fs.nr_open) on Linux
     return ConnectionLimits(
-        limits.connections_per_address, connection_budget(soft, limits.max_connections)
+        limits.connections_per_address, connection_budget(soft, limits.max_connections), clock
     )
 
 

@@ -144,7 +144,7 @@ def build_realm_service(
         from twisted.internet import reactor
     clock = clock or reactor
     limits = config.limits
-    connections = connections or for_this_process(limits)
+    connections = connections or for_this_process(limits, reactor)
     backlog = listen_backlog(limits.listen_backlog)
     realm_config = config.realm(realm_name)
     tls.check_files(realm_config)

@@ -14,7 +14,7 @@ import re
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -26,7 +26,7 @@ from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request
-from multirealm.connections import for_this_process
+from multirealm.connections import for_this_process, refusal
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
@@ -499,17 +499,6 @@ def _reply_bytes(result):
     return result if isinstance(result, Streamed) else wire.to_bytes(result)
 
 
-class _Refusal(Protocol):
-    """Says why a connection is refused, then closes it."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def connectionMade(self):
-        self.transport.write(wire.to_bytes(self.error))
-        self.transport.loseConnection()
-
-
 class ChatFactory(Factory):
     """
     Builds a L{ChatProtocol} per connection that C{connections} (a
@@ -534,13 +523,13 @@ class ChatFactory(Factory):
         self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
-        self.connections = connections or for_this_process(limits)
+        self.connections = connections or for_this_process(limits, clock)
 
     def buildProtocol(self, addr):
         try:
             ticket = self.connections.admit(addr)
         except errors.ChatError as e:
-            return _Refusal(e)
+            return refusal(self.connections, wire.to_bytes(e))
         protocol = Factory.buildProtocol(self, addr)
         protocol.address = ticket.host
         protocol.ticket = ticket

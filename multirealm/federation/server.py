@@ -14,13 +14,13 @@ trickle in.
 import json
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
-from multirealm.connections import for_this_process
+from multirealm.connections import for_this_process, refusal
 from multirealm.federation import handshake
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
@@ -71,7 +71,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _refuse(self, why, error=errors.Forbidden):
         """One ERROR line, then the connection is closed: nothing more is read."""
-        _refuse(self.transport, error(why))
+        self.transport.write(_error_line(error(why)))
+        self.transport.loseConnection()  # reading stops; the framing reads no later line
 
     def lineTooLong(self):
         if self.peer is None:
@@ -271,14 +272,14 @@ class RealmServerFactory(Factory):
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
-        self.connections = connections or for_this_process(realm.limits)
+        self.connections = connections or for_this_process(realm.limits, clock)
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
 
     def buildProtocol(self, addr):
         try:
             ticket = self.connections.admit(addr)
         except errors.ChatError as e:
-            return _Refusal(e)
+            return refusal(self.connections, _error_line(e))
         protocol = Factory.buildProtocol(self, addr)
         protocol.ticket = ticket
         return protocol
@@ -293,20 +294,8 @@ class RealmServerFactory(Factory):
             listener()
 
 
-def _refuse(transport, error):
-    """One ERROR line, then the connection is closed: nothing more is read."""
-    transport.write(json.dumps(wire.error_reply(error)).encode("ascii") + b"\r\n")
-    transport.loseConnection()  # reading stops; the framing reads no later line
-
-
-class _Refusal(Protocol):
-    """A connection over a cap: one ERROR line says which, then it is closed."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def connectionMade(self):
-        _refuse(self.transport, self.error)
+def _error_line(error):
+    return json.dumps(wire.error_reply(error)).encode("ascii") + b"\r\n"
 
 
 class _AnswerFlow:

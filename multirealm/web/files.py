@@ -28,12 +28,11 @@ import json
 from urllib.parse import parse_qs, quote, urlsplit
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
-from multirealm.connections import for_this_process
+from multirealm.connections import for_this_process, refusal
 from multirealm.names import check_filename
 from multirealm.model import FileRef
 
@@ -339,17 +338,6 @@ def _response(status, error):
     ])
 
 
-class _Refusal(Protocol):
-    """A connection over a cap: a 503 saying which, then it is closed."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def connectionMade(self):
-        self.transport.write(_response(503, self.error))
-        self.transport.loseConnection()
-
-
 class _Channel(http.HTTPChannel):
     """
     An HTTP connection whose request headers must be complete within the
@@ -407,7 +395,7 @@ class _Site(server.Site):
         try:
             ticket = self.connections.admit(addr)
         except errors.ChatError as e:
-            return _Refusal(e)
+            return refusal(self.connections, _response(503, e))
         channel = super().buildProtocol(addr)
         channel.ticket = ticket
         return channel
@@ -424,7 +412,7 @@ def make_site(realm, limits, connections=None, reactor=None):
         RootResource(realm, max_file_bytes), timeout=limits.idle_timeout,
         logFormatter=_log_line, reactor=reactor,
     )
-    site.connections = connections or for_this_process(limits)
+    site.connections = connections or for_this_process(limits, reactor)
     site.header_timeout = limits.header_timeout
     site.requestFactory = UploadRequest
     site.max_file_bytes = max_file_bytes
