@@ -110,6 +110,7 @@ def storm(port, tokens):
         sock.connect_ex(("127.0.0.1", port))
         clients[sock] = [f"mygroups {token}\r\n".encode(), b""]
         selector.register(sock, selectors.EVENT_WRITE)
+    issued = time.monotonic() - began  # the load generator's own speed
     connected = answered = 0
     last_connect = last_answer = None
     errors = {}
@@ -145,6 +146,7 @@ def storm(port, tokens):
                     errors[code] = errors.get(code, 0) + 1
     result = {
         "clients": len(tokens), "connected": connected, "logged_in": answered,
+        "connects_issued_s": round(issued, 3),
         "all_connected_s": round(last_connect - began, 3) if last_connect else None,
         "all_logged_in_s": round(last_answer - began, 3) if last_answer else None,
         "errors": errors,
