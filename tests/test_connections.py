@@ -10,6 +10,7 @@ import socket
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from multirealm import errors
@@ -48,6 +49,27 @@ class ConnectionLimitsTests(unittest.TestCase):
         tickets[0].release()
         limits.admit(address("127.0.0.9"))
         self.assertEqual(limits.open, 3)
+
+    def test_a_full_process_is_logged_once_not_at_every_refusal(self):
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        limits = ConnectionLimits(per_address=1000, most=100)
+        tickets = [limits.admit(address("127.0.0.2")) for _ in range(100)]
+        for _ in range(5):
+            self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        tickets.pop().release()  # back under, but not by a tenth: still "full"
+        limits.admit(address("127.0.0.3"))
+        self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        full = [e for e in logged if "the most this process takes" in e.get("log_format", "")]
+        self.assertEqual(len(full), 1)
+        for ticket in tickets[:20]:
+            ticket.release()
+        for _ in range(20):
+            limits.admit(address("127.0.0.4"))
+        self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        full = [e for e in logged if "the most this process takes" in e.get("log_format", "")]
+        self.assertEqual(len(full), 2)  # full again after it had room: said again
 
     def test_a_ticket_released_twice_counts_once(self):
         limits = ConnectionLimits(per_address=1, most=10)
