@@ -33,8 +33,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import (  # noqa: E402  (a script beside run.py, sharing its helpers)
-    LOADGEN_CPU, PYTHON, SERVER_CPU, SETUP_CPUS, free_ports, kill_all, log, raise_nofile,
-    start, stop, wait_listening,
+    LOADGEN_CPU, PYTHON, SERVER_CPU, SETUP_CPUS, free_ports, kill_all, log, proc_cpu,
+    raise_nofile, start, stop, wait_listening,
 )
 
 PER_SOURCE = 50
@@ -201,6 +201,7 @@ def main():
                 log(f"backlog {backlog or 'default'}: {opts.clients} clients reconnect at once")
                 time.sleep(0.5)  # the realm closes wait_listening's probe
                 accepts = Accepts(proc.pid, opts.clients)
+                cpu = proc_cpu(proc.pid)
                 accepts.start()
                 loadgen = start(
                     ["taskset", "-c", LOADGEN_CPU, PYTHON, os.path.abspath(__file__),
@@ -212,6 +213,7 @@ def main():
                 out, err = loadgen.communicate(timeout=TIMEOUT + 60)
                 accepts.done.set()
                 accepts.join()
+                cpu = proc_cpu(proc.pid) - cpu
                 stop(proc)
                 run = subprocess.CompletedProcess(loadgen.args, loadgen.returncode, out, err)
                 if run.returncode:
@@ -222,6 +224,7 @@ def main():
                 result["backlog"] = backlog or "default (somaxconn)"
                 result["accepted"] = accepts.most
                 result["accepted_s"] = accepts.seconds  # all of them, if accepted == clients
+                result["realm_cpu_s"] = round(cpu, 2)
                 result["emfile_logged"] = logged.count("Too many open files")
                 print(json.dumps(result), flush=True)
     finally:
