@@ -9,7 +9,7 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
-from multirealm import config
+from multirealm import config, tap
 from multirealm.connections import listen_backlog
 from multirealm.service import build_realm_service
 from tests.helpers import InlineHasher, parse_replies, wait_until
@@ -173,3 +173,22 @@ class BacklogTests(unittest.TestCase):
     def test_the_backlog_is_a_setting(self):
         self.assertEqual(self.backlogs(self.service("listen_backlog = 77")),
                          {"chat": 77, "http": 77, "realm-port": 77})
+
+
+class OneProcessTests(unittest.TestCase):
+    def test_every_port_of_every_realm_of_a_process_shares_one_count(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(REALMS_INI + "\n[realm:2]\nhost = 127.0.0.1\nchat_port = 0\n"
+                    "realm_port = 0\nhttp_port = 0\ndata_dir = data/realm2\n")
+        options = tap.Options()
+        options.parseOptions(["--realm=all", f"--config={path}"])
+        top = tap.makeService(options)
+        counts = {
+            id(realm.getServiceNamed(port).factory.connections)
+            for realm in top for port in ("chat", "http", "realm-port")
+        }
+        self.assertEqual(len(counts), 1)
+        self.assertEqual(len(list(top)), 2)
