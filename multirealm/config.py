@@ -93,9 +93,6 @@ class Limits:
     registrations_per_hour: float = _limit(
         100.0, "registrations from one client address, refilled at so many an hour",
         minimum=0.001)
-    connections_per_address: int = _limit(
-        100, "connections open at once from one client address (`too_many_connections`)",
-        minimum=1)
     idle_timeout: float = _limit(
         600.0,
         "seconds without a request before a connection is closed (`ping` keeps it open)",
@@ -111,6 +108,28 @@ class Limits:
         "seconds at most between two attempts to reconnect a realm link (the backoff's"
         " cap; it resets once the link authenticates)",
         minimum=0.1, maximum=3600)
+    connections_per_address: int = _limit(
+        100,
+        "connections open at once from one client address, on every port of the process"
+        " together (`too_many_connections`; HTTP 503)",
+        minimum=1)
+    max_connections: int = _limit(
+        0,
+        "connections open at once in the whole process (`unavailable`; HTTP 503); 0 means"
+        " the open-files limit (raised to the hard limit at start) less a quarter, and a"
+        " larger value is lowered to that",
+        minimum=0)
+    header_timeout: float = _limit(
+        30.0,
+        "seconds an HTTP request has to send its headers (else 408), and a connection to"
+        " `tls_port` its TLS handshake; a trickle does not extend it",
+        minimum=1, maximum=3600)
+    listen_backlog: int = _limit(
+        0,
+        "backlog of every listening port; 0 means the system's maximum"
+        " (`/proc/sys/net/core/somaxconn`, which also caps any value: raise it where more"
+        " clients than that may reconnect at once, benchmarks/README.md)",
+        minimum=0)
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from multirealm import tls
+from multirealm.connections import for_this_process, listen_backlog
 from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
@@ -30,9 +31,9 @@ FILES_FOLDER = "files"
 SESSION_PURGE_SECONDS = 3600
 
 
-def tcp_description(host, port):
+def tcp_description(host, port, backlog):
     """The endpoint description of a TCP port on C{host} (IPv6 literals quoted)."""
-    return f"tcp:port={port}:interface={endpoints.quoteStringArgument(host)}"
+    return f"tcp:port={port}:interface={endpoints.quoteStringArgument(host)}:backlog={backlog}"
 
 
 class _PortRecorder:
@@ -120,7 +121,9 @@ class RealmCoreService(Service):
         return self.store.stop()
 
 
-def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=None):
+def build_realm_service(
+    config, realm_name, reactor=None, hasher=None, clock=None, connections=None
+):
     """
     The L{MultiService} of realm C{realm_name} of the L{NetworkConfig}
     C{config}.  Opens the realm's database (creating its data directory
@@ -130,12 +133,19 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     C{clock} (default: C{reactor}) gives the realm its time and runs its
     timers.
 
+    C{connections} (a L{multirealm.connections.ConnectionLimits}; default:
+    one for this realm alone) admits every connection of every port: one
+    for the whole process when it runs several realms.
+
     Its children, by name: C{core} (a L{RealmCoreService}, whose C{realm} is
     the L{Realm}) and C{chat} (see L{listening_service}).
     """
     if reactor is None:
         from twisted.internet import reactor
     clock = clock or reactor
+    limits = config.limits
+    connections = connections or for_this_process(limits, reactor)
+    backlog = listen_backlog(limits.listen_backlog)
     realm_config = config.realm(realm_name)
     tls.check_files(realm_config)
     store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
@@ -156,23 +166,25 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     purge.clock = clock
     purge.setName("session-purge")
     purge.setServiceParent(top)
-    chat_factory = ChatFactory(realm, config.limits, clock)
+    chat_factory = ChatFactory(realm, config.limits, clock, connections=connections)
     chat = listening_service(
-        tcp_description(realm_config.host, realm_config.chat_port), chat_factory, reactor
+        tcp_description(realm_config.host, realm_config.chat_port, backlog), chat_factory, reactor
     )
     chat.setName("chat")
     chat.setServiceParent(top)
     if realm_config.tls_port is not None:
-        # The same chat, over TLS (one factory: per-address limits count both).
+        # The same chat, over TLS (one factory: one live delivery, one reply budget).
         chat_tls = listening_service(
-            tls.listen_description(realm_config.host, realm_config.tls_port, realm_config),
+            tls.listen_description(
+                realm_config.host, realm_config.tls_port, realm_config, backlog
+            ),
             chat_factory, reactor,
         )
         chat_tls.setName("chat-tls")
         chat_tls.setServiceParent(top)
     http = listening_service(
-        tcp_description(realm_config.host, realm_config.http_port),
-        make_site(realm, config.limits.max_file_bytes, config.limits.idle_timeout),
+        tcp_description(realm_config.host, realm_config.http_port, backlog),
+        make_site(realm, limits, connections, reactor),
         reactor,
     )
     http.setName("http")
@@ -180,11 +192,13 @@ def build_realm_service(config, realm_name, reactor=None, hasher=None, clock=Non
     # The receiving end of peers' links: over TLS when the realm has a certificate.
     if realm_config.tls_cert is not None:
         realm_port = tls.listen_description(
-            realm_config.host, realm_config.realm_port, realm_config
+            realm_config.host, realm_config.realm_port, realm_config, backlog
         )
     else:
-        realm_port = tcp_description(realm_config.host, realm_config.realm_port)
-    server = RealmServerFactory(realm, config.link_secret, config.limits.max_line_bytes, clock)
+        realm_port = tcp_description(realm_config.host, realm_config.realm_port, backlog)
+    server = RealmServerFactory(
+        realm, config.link_secret, config.limits.max_line_bytes, clock, connections
+    )
     links = listening_service(realm_port, server, reactor)
     links.setName("realm-port")
     links.setServiceParent(top)

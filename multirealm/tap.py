@@ -1,6 +1,10 @@
 """
 The C{twistd multirealm} command: L{Options} and L{makeService}.
 
+At start the soft open-files limit is raised to the hard one, and one
+L{ConnectionLimits} sized from it admits the connections of every realm
+of the process (they share its descriptors).
+
 Start-up problems (a wrong realms.ini, an unknown realm, a data directory
 that cannot be opened, a port in use) print one line on stderr and exit
 with status 1, never a traceback.
@@ -11,11 +15,15 @@ import sys
 
 from twisted.application.service import MultiService
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.python import usage
 
 from multirealm import config as configuration
+from multirealm import connections
 from multirealm.service import build_realm_service
 from multirealm.storage.schema import SchemaError
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -63,10 +71,18 @@ def makeService(options):
         names = list(network.realms)  # a local network in one process
     else:
         names = [options["realm"]]
+    before, soft, hard = connections.raise_descriptor_limit()
+    shared = connections.for_this_process(network.limits)
+    log.info(
+        "realm {realms}: open-files limit {soft} (raised from {before}; hard limit {hard}):"
+        " at most {most} connections, {per_address} from one address",
+        realms=", ".join(names), soft=soft, before=before, hard=hard,
+        most=shared.most, per_address=shared.per_address,
+    )
     top = _ExitOnStartupError()
     for name in names:
         try:
-            realm_service = build_realm_service(network, name)
+            realm_service = build_realm_service(network, name, connections=shared)
         except configuration.ConfigError as e:
             _fail(str(e))
         except SchemaError as e:

@@ -40,11 +40,11 @@ def check_files(realm):
         trust_root(realm)
 
 
-def listen_description(host, port, realm):
+def listen_description(host, port, realm, backlog):
     """The endpoint description of a TLS port of C{realm} on C{host}."""
     quote = endpoints.quoteStringArgument
     return (
-        f"ssl:port={port}:interface={quote(host)}"
+        f"ssl:port={port}:interface={quote(host)}:backlog={backlog}"
         f":privateKey={quote(realm.tls_key)}:certKey={quote(realm.tls_cert)}"
     )
 

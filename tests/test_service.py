@@ -9,7 +9,8 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
-from multirealm import config
+from multirealm import config, tap
+from multirealm.connections import listen_backlog
 from multirealm.service import build_realm_service
 from tests.helpers import InlineHasher, parse_replies, wait_until
 
@@ -142,3 +143,52 @@ class ServiceTests(unittest.TestCase):
         yield endpoints.connectProtocol(endpoint, client)
         data = yield client.done.addTimeout(10, reactor)
         self.assertEqual(json.loads(data)["code"], "forbidden")
+
+
+class BacklogTests(unittest.TestCase):
+    def service(self, extra=""):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(REALMS_INI.replace("secret = s", "secret = s\n" + extra))
+        service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def backlogs(self, service):
+        return {
+            name: service.getServiceNamed(name).endpoint.port.backlog
+            for name in ("chat", "http", "realm-port")
+        }
+
+    def test_every_port_listens_with_the_system_maximum(self):
+        expected = listen_backlog(0)
+        self.assertGreater(expected, 50)  # Twisted's default, which drops a reconnect storm
+        self.assertEqual(self.backlogs(self.service()),
+                         {"chat": expected, "http": expected, "realm-port": expected})
+
+    def test_the_backlog_is_a_setting(self):
+        self.assertEqual(self.backlogs(self.service("listen_backlog = 77")),
+                         {"chat": 77, "http": 77, "realm-port": 77})
+
+
+class OneProcessTests(unittest.TestCase):
+    def test_every_port_of_every_realm_of_a_process_shares_one_count(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "realms.ini")
+        with open(path, "w") as f:
+            f.write(REALMS_INI + "\n[realm:2]\nhost = 127.0.0.1\nchat_port = 0\n"
+                    "realm_port = 0\nhttp_port = 0\ndata_dir = data/realm2\n")
+        options = tap.Options()
+        options.parseOptions(["--realm=all", f"--config={path}"])
+        top = tap.makeService(options)
+        counts = {
+            id(realm.getServiceNamed(port).factory.connections)
+            for realm in top for port in ("chat", "http", "realm-port")
+        }
+        self.assertEqual(len(counts), 1)
+        self.assertEqual(len(list(top)), 2)

@@ -11,8 +11,8 @@ however the core's answers interleave.
 
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -24,6 +24,7 @@ from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request, split_command
+from multirealm.connections import for_this_process, refusal
 from multirealm.core.incoming import IncomingFile
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
@@ -36,7 +37,7 @@ OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 log = Logger()
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     """
     One client connection.
@@ -56,9 +57,12 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     request it sent before its end still gets its reply, then the server
     closes.
 
-    A connection that sends nothing for C{idle_timeout} seconds (a C{ping}
-    counts) is told C{idle_timeout} and closed; TCP keepalive finds peers
-    that vanished without a word.
+    A connection that sends no request for C{idle_timeout} seconds (a
+    C{ping} counts) is told C{idle_timeout} and closed: only a complete
+    line (or a file body's bytes) restarts the timer, so a line trickled
+    a byte a minute does not hold a connection open for ever.  TCP
+    keepalive finds peers that vanished without a word.  On the TLS port
+    the handshake must finish within C{header_timeout} seconds.
 
     No exception in handling one request (parsing, its handler, the start
     of an upload, encoding its reply) drops the connection: it becomes that
@@ -67,6 +71,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     MAX_PENDING = 1000
     address = None  # the client's IP, set by the factory: per-address limits key on it
+    ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
+    _handshake_deadline = None
 
     def connectionMade(self):
         factory = self.factory
@@ -98,9 +104,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         )
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer
         self.setTimeout(factory.limits.idle_timeout)
+        if ISSLTransport.providedBy(self.transport):
+            # TLS records never reach dataReceived: a handshake that
+            # trickles would otherwise last the whole idle timeout.
+            self._handshake_deadline = factory.clock.callLater(
+                factory.limits.header_timeout, self.transport.abortConnection
+            )
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if keepalive is not None:
             keepalive(True)
+
+    def handshakeCompleted(self):
+        deadline, self._handshake_deadline = self._handshake_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def readConnectionLost(self):
         self._gate.input_ended()
@@ -124,7 +141,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         if upload is not None:
             upload.fail(errors.ChatError("the connection was lost mid-upload"))
         self.setTimeout(None)
-        self.factory.connection_ended(self)
+        self.handshakeCompleted()  # its deadline, if it never did
+        if self.ticket is not None:
+            self.ticket.release()
         self.connected = False
         self._gate.connection_lost()
         self._quitting = True
@@ -181,7 +200,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._gate.release(reason)
 
     def dataReceived(self, data):
-        self.resetTimeout()
+        if b"\n" in data or not self.line_mode:
+            self.resetTimeout()  # a request ended (or a file body came), not a trickle
         RequestLineReceiver.dataReceived(self, data)
         self._close_when_answered()
 
@@ -447,31 +467,21 @@ def _reply_bytes(result):
     return result if isinstance(result, Streamed) else wire.to_bytes(result)
 
 
-class _Refusal(Protocol):
-    """Says why a connection is refused, then closes it."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def connectionMade(self):
-        self.transport.write(wire.to_bytes(self.error))
-        self.transport.loseConnection()
-
-
 class ChatFactory(Factory):
     """
-    Builds a L{ChatProtocol} per connection, at most
-    C{connections_per_address} at once from one address (past it, one
-    C{too_many_connections} reply and the connection is closed).  Not
-    C{policies.LimitConnectionsByPeer}: it indexes addresses as tuples,
-    which Twisted's address objects no longer are, and its protocol
-    wrapper would sit on every read and write.
+    Builds a L{ChatProtocol} per connection that C{connections} (a
+    L{multirealm.connections.ConnectionLimits}, by default one of its own)
+    admits; past a cap, the connection gets one C{too_many_connections}
+    (its address) or C{unavailable} (the process) reply and is closed.
+    Not C{policies.LimitConnectionsByPeer}: it indexes addresses as
+    tuples, which Twisted's address objects no longer are, and its
+    protocol wrapper would sit on every read and write.
     """
 
     protocol = ChatProtocol
     noisy = False
 
-    def __init__(self, realm, limits, clock, live=None):
+    def __init__(self, realm, limits, clock, live=None, connections=None):
         self.realm = realm
         self.limits = limits
         self.clock = clock
@@ -481,24 +491,14 @@ class ChatFactory(Factory):
         self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
-        self._per_address = {}  # host -> open connections
+        self.connections = connections or for_this_process(limits, clock)
 
     def buildProtocol(self, addr):
-        host = getattr(addr, "host", None)
-        count = self._per_address.get(host, 0)
-        if count >= self.limits.connections_per_address:
-            return _Refusal(errors.TooManyConnections(
-                f"too many connections from your address (at most {count}): close one first"
-            ))
-        self._per_address[host] = count + 1
+        try:
+            ticket = self.connections.admit(addr)
+        except errors.ChatError as e:
+            return refusal(self.connections, wire.to_bytes(e))
         protocol = Factory.buildProtocol(self, addr)
-        protocol.address = host
+        protocol.address = ticket.host
+        protocol.ticket = ticket
         return protocol
-
-    def connection_ended(self, protocol):
-        host = protocol.address
-        left = self._per_address.get(host, 1) - 1
-        if left > 0:
-            self._per_address[host] = left
-        else:
-            self._per_address.pop(host, None)

@@ -6,7 +6,9 @@ and then sends message frames; each is stored through L{Realm.receive} as
 coming from the realm the link proved, and answered with an L{Ack} once
 durable (or refused with its code).  Nothing is acted on before the
 handshake: a frame before it gets one ERROR line and the connection is
-closed.  A handshake that does not finish in time is closed too.
+closed.  A handshake (TLS included) that does not finish within
+C{HANDSHAKE_SECONDS} of the connection is closed too, however its bytes
+trickle in.
 
 No exception in handling a frame drops the link: a line that is no frame
 gets its error (a bug C{internal}, logged), by the id it gives, and the
@@ -24,6 +26,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
 from multirealm.core.incoming import IncomingFile
+from multirealm.connections import for_this_process, refusal
 from multirealm.federation import handshake
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
@@ -47,6 +50,8 @@ INTERNAL = "internal error: the realm logged it"
 
 
 class RealmProtocol(RequestLineReceiver, TimeoutMixin):
+    ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
+
     def connectionMade(self):
         self.realm = self.factory.realm
         self.MAX_LENGTH = frame_limit(self.factory.max_line_bytes)
@@ -65,6 +70,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        if self.ticket is not None:
+            self.ticket.release()
         self._gate.connection_lost()  # an answer arriving now releases nothing
         if self._file is not None:
             self._file.abandon()
@@ -75,7 +82,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _refuse(self, why, error=errors.Forbidden):
         """One ERROR line, then the connection is closed: nothing more is read."""
-        self.transport.write(json.dumps(wire.error_reply(error(why))).encode("ascii") + b"\r\n")
+        self.transport.write(_error_line(error(why)))
         self.transport.loseConnection()  # reading stops; the framing reads no later line
 
     def lineTooLong(self):
@@ -290,17 +297,30 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 class RealmServerFactory(Factory):
     """
     @param secret_for: C{secret_for(realm, peer)}, the shared secret of a pair.
+    @param connections: the L{multirealm.connections.ConnectionLimits} that
+        admits each connection (default: one of its own); one refused gets
+        one ERROR line (C{too_many_connections} or C{unavailable}).
     """
 
     protocol = RealmProtocol
     noisy = False
 
-    def __init__(self, realm, secret_for, max_line_bytes, clock):
+    def __init__(self, realm, secret_for, max_line_bytes, clock, connections=None):
         self.realm = realm
         self.secret_for = secret_for
         self.max_line_bytes = max_line_bytes
         self.clock = clock
+        self.connections = connections or for_this_process(realm.limits, clock)
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
+
+    def buildProtocol(self, addr):
+        try:
+            ticket = self.connections.admit(addr)
+        except errors.ChatError as e:
+            return refusal(self.connections, _error_line(e))
+        protocol = Factory.buildProtocol(self, addr)
+        protocol.ticket = ticket
+        return protocol
 
     def on_peer_seen(self, peer, listener):
         """Call C{listener()} whenever C{peer}'s link to this realm authenticates."""
@@ -310,6 +330,10 @@ class RealmServerFactory(Factory):
         listener = self._seen_listeners.get(peer)
         if listener is not None:
             listener()
+
+
+def _error_line(error):
+    return json.dumps(wire.error_reply(error)).encode("ascii") + b"\r\n"
 
 
 class _AnswerFlow:

@@ -16,6 +16,9 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
     limit is refused before the body is kept (L{UploadRequest}).
   - C{GET /}: what this server is, and where its protocol is described.
 
+Connections are admitted, and request headers timed, by
+L{multirealm.web.admission.AdmittingSite}.
+
 Access is checked by the core for every read (L{Realm.file_for}).
 """
 
@@ -31,8 +34,10 @@ from twisted.web import http, resource, server, static
 from multirealm import errors, wire
 from multirealm.web import ranges
 from multirealm.core.incoming import IncomingFile
+from multirealm.connections import for_this_process
 from multirealm.names import check_filename
 from multirealm.model import FileRef
+from multirealm.web.admission import AdmittingSite
 
 log = Logger()
 
@@ -330,11 +335,19 @@ def _log_line(timestamp, request):
     return http.combinedLogFormatter(timestamp, _WithoutQuery(request))
 
 
-def make_site(realm, max_file_bytes, idle_timeout):
-    """The C{server.Site} of a realm's HTTP port."""
-    site = server.Site(
-        RootResource(realm), timeout=idle_timeout, logFormatter=_log_line
+def make_site(realm, limits, connections=None, reactor=None):
+    """
+    The C{server.Site} of a realm's HTTP port under L{Limits} C{limits},
+    admitting connections through C{connections} (by default, a
+    L{multirealm.connections.ConnectionLimits} of its own).
+    """
+    max_file_bytes = limits.max_file_bytes
+    site = AdmittingSite(
+        RootResource(realm), timeout=limits.idle_timeout,
+        logFormatter=_log_line, reactor=reactor,
     )
+    site.connections = connections or for_this_process(limits, reactor)
+    site.header_timeout = limits.header_timeout
     site.requestFactory = UploadRequest
     site.realm = realm  # where UploadRequest puts bodies
     site.max_file_bytes = max_file_bytes

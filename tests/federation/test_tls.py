@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, endpoints, reactor, ssl, task
+from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from multirealm import config
@@ -106,10 +107,11 @@ class TLSLinkTests(unittest.TestCase):
         forged, key = make_certificate(stranger_key, stranger.subject, "realm 2", loopback)
         write_pem(self.folder, "untrusted", forged, key)
 
-    def start(self, cert):
+    def start(self, cert, network=""):
         path = os.path.join(self.folder, "realms.ini")
         with open(path, "w") as f:
-            f.write(REALMS_INI.format(realm1=free_port(), realm2=free_port(), cert=cert))
+            f.write(REALMS_INI.format(realm1=free_port(), realm2=free_port(), cert=cert)
+                    .replace("secret = s", "secret = s\n" + network))
         network = config.load(path)
         services = {}
         for name in ("1", "2"):
@@ -151,6 +153,43 @@ class TLSLinkTests(unittest.TestCase):
         yield endpoints.connectProtocol(endpoint, client)
         (reply,) = yield client.done.addTimeout(10, reactor)
         self.assertEqual(reply["message"], "pong")
+
+    @defer.inlineCallbacks
+    def test_a_tls_handshake_that_never_finishes_is_cut(self):
+        realms = self.start("good", "header_timeout = 1")
+        port = realms["2", "service"].getServiceNamed("chat-tls").endpoint.port.getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        client = Protocol()
+        lost = defer.Deferred()
+        client.connectionLost = lambda reason: lost.callback(None)
+        yield endpoints.connectProtocol(endpoint, client)
+        client.transport.write(b"\x16\x03\x01")  # the start of a ClientHello, never the rest
+        yield lost.addTimeout(10, reactor)  # the idle timeout (600 s) would be far later
+
+    @defer.inlineCallbacks
+    def test_a_finished_tls_handshake_is_not_cut(self):
+        realms = self.start("good", "header_timeout = 1")
+        port = realms["2", "service"].getServiceNamed("chat-tls").endpoint.port.getHost().port
+        with open(self.ca, "rb") as f:
+            options = ssl.optionsForClientTLS(
+                "127.0.0.1", trustRoot=ssl.Certificate.loadPEM(f.read())
+            )
+        endpoint = endpoints.wrapClientTLS(
+            options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        )
+        client = Collector([b"ping"])
+        client.dataReceived = lambda data: setattr(client, "data", client.data + data)
+        yield endpoints.connectProtocol(endpoint, client)
+        yield wait_until(lambda: client.data.count(b"\r\n\r\n") == 1)
+        yield task.deferLater(reactor, 1.5)  # past header_timeout: a non-event takes a wait
+        client.transport.write(b"ping\r\n")
+        yield wait_until(lambda: client.data.count(b"\r\n\r\n") == 2)
+        client.transport.loseConnection()
+
+    def test_the_tls_ports_listen_with_the_backlog(self):
+        service = self.start("good", "listen_backlog = 33")["2", "service"]
+        for name in ("chat-tls", "realm-port"):
+            self.assertEqual(service.getServiceNamed(name).endpoint.port.backlog, 33)
 
     @defer.inlineCallbacks
     def assertLinkFails(self, cert):

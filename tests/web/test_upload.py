@@ -32,7 +32,7 @@ class StreamedUploadTests(unittest.TestCase):
         )
         self.token = Client(self.realm).login("alice")
         Client(self.realm).login("heru")
-        site = make_site(self.realm, LIMIT, idle_timeout=600)
+        site = make_site(self.realm, self.realm.limits)
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.transport = StringTransport()
         self.channel.makeConnection(self.transport)

@@ -1,0 +1,173 @@
+"""
+The connection admission shared by every port (L{ConnectionLimits}), the
+descriptor budget it is sized from, the open-files limit raised at start,
+and the listen backlog.
+"""
+
+import resource
+import socket
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.connections import (
+    LINGER_SECONDS,
+    MOST_LINGERING,
+    ConnectionLimits,
+    connection_budget,
+    listen_backlog,
+    raise_descriptor_limit,
+    refusal,
+)
+
+
+def address(host):
+    return IPv4Address("TCP", host, 40000)
+
+
+class ConnectionLimitsTests(unittest.TestCase):
+    def test_an_address_gets_at_most_per_address(self):
+        limits = ConnectionLimits(per_address=2, most=100)
+        first = limits.admit(address("127.0.0.2"))
+        limits.admit(address("127.0.0.2"))
+        with self.assertRaises(errors.TooManyConnections) as caught:
+            limits.admit(address("127.0.0.2"))
+        self.assertIn("at most 2", caught.exception.message)
+        limits.admit(address("127.0.0.1"))  # another address is not affected
+        first.release()
+        limits.admit(address("127.0.0.2"))  # one closed: room for one more
+
+    def test_the_process_takes_at_most_most(self):
+        limits = ConnectionLimits(per_address=100, most=3)
+        tickets = [limits.admit(address(f"127.0.0.{i}")) for i in range(2, 5)]
+        with self.assertRaises(errors.Unavailable):
+            limits.admit(address("127.0.0.9"))
+        tickets[0].release()
+        limits.admit(address("127.0.0.9"))
+        self.assertEqual(limits.open, 3)
+
+    def test_a_full_process_is_logged_once_not_at_every_refusal(self):
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        limits = ConnectionLimits(per_address=1000, most=100)
+        tickets = [limits.admit(address("127.0.0.2")) for _ in range(100)]
+        for _ in range(5):
+            self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        tickets.pop().release()  # back under, but not by a tenth: still "full"
+        limits.admit(address("127.0.0.3"))
+        self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        full = [e for e in logged if "the most this process takes" in e.get("log_format", "")]
+        self.assertEqual(len(full), 1)
+        for ticket in tickets[:20]:
+            ticket.release()
+        for _ in range(20):
+            limits.admit(address("127.0.0.4"))
+        self.assertRaises(errors.Unavailable, limits.admit, address("127.0.0.3"))
+        full = [e for e in logged if "the most this process takes" in e.get("log_format", "")]
+        self.assertEqual(len(full), 2)  # full again after it had room: said again
+
+    def test_a_ticket_released_twice_counts_once(self):
+        limits = ConnectionLimits(per_address=1, most=10)
+        ticket = limits.admit(address("127.0.0.2"))
+        ticket.release()
+        ticket.release()
+        self.assertEqual(limits.open, 0)
+        limits.admit(address("127.0.0.2"))
+        with self.assertRaises(errors.TooManyConnections):
+            limits.admit(address("127.0.0.2"))
+
+    def test_addresses_without_a_host_share_one_count(self):
+        limits = ConnectionLimits(per_address=1, most=10)
+        limits.admit(None)
+        with self.assertRaises(errors.TooManyConnections):
+            limits.admit(None)
+
+
+class BudgetTests(unittest.TestCase):
+    def test_a_reserve_stays_below_the_descriptor_limit(self):
+        self.assertEqual(connection_budget(1024), 768)  # a quarter kept back
+        self.assertEqual(connection_budget(20000), 15000)
+        self.assertEqual(connection_budget(200), 136)  # at least 64 kept back
+
+    def test_a_configured_cap_is_never_above_the_budget(self):
+        self.assertEqual(connection_budget(1024, configured=100), 100)
+        self.assertEqual(connection_budget(1024, configured=5000), 768)
+
+
+class RaiseDescriptorLimitTests(unittest.TestCase):
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        limits = {resource.RLIMIT_NOFILE: (1024, 20000)}
+
+        def setrlimit(which, values):
+            limits[which] = values
+
+        result = raise_descriptor_limit(limits.__getitem__, setrlimit)
+        self.assertEqual(limits[resource.RLIMIT_NOFILE], (20000, 20000))
+        self.assertEqual(result, (1024, 20000, 20000))
+
+    def test_a_refusal_keeps_the_limit(self):
+        def setrlimit(which, values):
+            raise ValueError("not allowed")
+
+        result = raise_descriptor_limit(lambda which: (1024, 4096), setrlimit)
+        self.assertEqual(result, (1024, 1024, 4096))
+
+
+class BacklogTests(unittest.TestCase):
+    def test_configured(self):
+        self.assertEqual(listen_backlog(77), 77)
+
+    def test_the_system_maximum_by_default(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("4096\n")
+        self.assertEqual(listen_backlog(0, path), 4096)
+
+    def test_socket_somaxconn_without_proc(self):
+        self.assertEqual(listen_backlog(0, self.mktemp()), socket.SOMAXCONN)
+
+
+class HalfClosingTransport(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self):
+        self.write_closed = True
+
+
+class RefusalTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.limits = ConnectionLimits(per_address=1, most=10, clock=self.clock)
+
+    def refuse(self):
+        protocol = refusal(self.limits, b"no\r\n")
+        transport = HalfClosingTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_the_answer_then_our_end_and_the_clients_end_closes_it(self):
+        protocol, transport = self.refuse()
+        self.assertEqual(transport.value(), b"no\r\n")
+        self.assertTrue(transport.write_closed)  # not closed: unread bytes would reset it
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n")  # read and dropped
+        protocol.connectionLost(None)  # the client closed
+        self.assertEqual((self.limits.lingering, self.clock.getDelayedCalls()), (0, []))
+
+    def test_a_client_that_never_closes_is_cut_after_the_linger(self):
+        protocol, transport = self.refuse()
+        self.clock.advance(LINGER_SECONDS)
+        self.assertTrue(transport.disconnected)  # aborted
+        protocol.connectionLost(None)
+        self.assertEqual(self.limits.lingering, 0)
+
+    def test_past_the_most_lingering_a_refusal_closes_at_once(self):
+        for _ in range(MOST_LINGERING):
+            self.refuse()
+        _, transport = self.refuse()
+        self.assertTrue(transport.disconnecting)
