@@ -7,6 +7,7 @@ section and the key.
 """
 
 import configparser
+import difflib
 import ipaddress
 import os
 from types import MappingProxyType
@@ -179,6 +180,14 @@ class _Section:
     def error(self, key, problem):
         return ConfigError(f"{self.path}: [{self.name}] {key}: {problem}")
 
+    def refuse_unknown(self, known):
+        """A key that is not one of C{known} is a typo, not something to ignore."""
+        for key in self.values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {close[0]}?" if close else "not a key of this section"
+                raise self.error(key, f"unknown key: {hint} (README.md lists every key)")
+
     def text(self, key, default=None):
         value = self.values.get(key, default)
         if value is None or str(value).strip() == "":
@@ -215,6 +224,7 @@ class _Section:
 
 
 def _read_limits(section):
+    section.refuse_unknown({"secret", *(field.name for field in attrs.fields(Limits))})
     return Limits(**{
         field.name: section.number(
             field.name, field.default, kind=field.type,
@@ -224,8 +234,15 @@ def _read_limits(section):
     })
 
 
+_REALM_KEYS = frozenset({
+    "host", "chat_port", "realm_port", "http_port", "data_dir", "peers",
+    "tls_port", "tls_cert", "tls_key", "tls_ca",
+})
+
+
 def _read_realm(path, parser, section_name, name, folder, all_names):
     s = _Section(path, parser, section_name)
+    s.refuse_unknown(_REALM_KEYS)
     peers_text = s.optional_text("peers")
     if peers_text is None:
         peers = tuple(n for n in all_names if n != name)
@@ -317,7 +334,9 @@ def load(path=DEFAULT_CONFIG):
                 f"{path}: [{section}]: expected [link:A:B] naming two different "
                 f"realms of this file ({', '.join(names)})"
             )
-        link_secrets[frozenset(pair)] = _Section(path, parser, section).text("secret")
+        link = _Section(path, parser, section)
+        link.refuse_unknown({"secret"})
+        link_secrets[frozenset(pair)] = link.text("secret")
 
     config = NetworkConfig(
         path=path,

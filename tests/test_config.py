@@ -125,6 +125,21 @@ class ConfigTests(unittest.TestCase):
                 MINIMAL.replace("secret = s3cret", f"secret = s\n{line}"))
             self.assertTrue(str(error).endswith(message), str(error))
 
+    def test_an_unknown_key_is_refused_with_the_closest_known_one(self):
+        # A typo would otherwise leave the default silently in force.
+        self.assertConfigError(
+            MINIMAL.replace("secret = s3cret", "secret = s\nmax_line_byte = 100"),
+            "[network] max_line_byte: unknown key: did you mean max_line_bytes?",
+        )
+        self.assertConfigError(
+            MINIMAL.replace("chat_port = 4", "chat_port = 4\ntls_prot = 7"),
+            "[realm:b] tls_prot: unknown key: did you mean tls_port?",
+        )
+        self.assertConfigError(
+            MINIMAL + "[link:a:b]\nsecret = x\ncolour = blue\n",
+            "[link:a:b] colour: unknown key: not a key of this section",
+        )
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")
