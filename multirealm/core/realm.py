@@ -14,8 +14,7 @@ no caller has to remember to.
 """
 
 import functools
-import re
-from datetime import datetime, timezone
+from datetime import datetime
 
 import attrs
 from twisted.internet import defer, task
@@ -23,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from multirealm import errors
+from multirealm.core import policy, received
 from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
@@ -51,46 +51,6 @@ def _deferred(coroutine_function):
         return defer.ensureDeferred(coroutine_function(*args, **kwargs))
 
     return wrapper
-
-
-_MESSAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-
-def _check_message_values(message, max_text_bytes):
-    """
-    A message from a peer is input like any other: every value is checked
-    before it reaches the store (L{errors.BadRequest}, never C{internal}).
-    """
-    for address in (message.sender, message.recipient):
-        if not (isinstance(address, Address) and isinstance(address.name, str)
-                and isinstance(address.realm, str)):
-            raise errors.BadRequest("a message names its sender and recipient as name@realm")
-        check_name(address.name)
-        check_name(address.realm, "realm name")
-    if not (isinstance(message.id, str) and _MESSAGE_ID.fullmatch(message.id)):
-        raise errors.BadRequest("a message id is 1-64 characters of 0-9 A-Z a-z _ -")
-    if not (isinstance(message.timestamp, str) and len(message.timestamp) <= 40):
-        raise errors.BadRequest("a message timestamp is an ISO 8601 string")
-    try:
-        # With its offset, within years any reader can show (1970-9998:
-        # far dates overflow when moved to another time zone).
-        stamp = datetime.fromisoformat(message.timestamp)
-        if stamp.tzinfo is None or not 1970 <= stamp.year <= 9998:
-            raise ValueError(message.timestamp)
-        stamp.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
-        raise errors.BadRequest(
-            "a message timestamp is an ISO 8601 time with its offset, years 1970-9998"
-        ) from None
-    if not isinstance(message.text, str) or len(message.text.encode("utf-8")) > max_text_bytes:
-        raise errors.BadRequest(f"a message text is a string of at most {max_text_bytes} bytes")
-    file = message.file
-    if file is not None and not (
-        isinstance(file.name, str) and 0 < len(file.name.encode("utf-8")) <= 255
-        and isinstance(file.id, str) and _MESSAGE_ID.fullmatch(file.id)
-        and isinstance(file.size, int) and 0 <= file.size < 2**63
-    ):
-        raise errors.BadRequest("a file is a name of 1-255 bytes, an id and a 64-bit size")
 
 
 class Realm:
@@ -321,7 +281,8 @@ class Realm:
 
     def file_for(self, user, file_id):
         """The L{FileRef} of C{file_id} if local user C{user} may fetch it."""
-        return self._store.file_for(file_id, Address(user, self.name))
+        reader = Address(user, self.name)
+        return self._store.file_entry(file_id, reader).addCallback(policy.fetchable, reader)
 
     def receive(self, origin, message):
         """
@@ -342,48 +303,8 @@ class Realm:
         return self._store.receive_message(origin, message)
 
     def check_received(self, origin, message):
-        if origin not in self.peers:
-            raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
-        _check_message_values(message, self.limits.max_line_bytes)
-        if message.kind == PRIVATE:
-            if message.sender.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot send for {message.sender}: not one of its users"
-                )
-            if message.recipient.realm != self.name:
-                raise errors.BadRequest(f"{message.recipient} is not a user of realm {self.name}")
-        elif message.kind == GROUP:
-            group = message.recipient
-            if group.realm == self.name:
-                if message.sender.realm != origin:
-                    raise errors.Forbidden(
-                        f"realm {origin} cannot send for {message.sender}: not one of its users"
-                    )
-            elif group.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot forward to {group}: the group lives on {group.realm}"
-                )
-            elif message.sender.realm == self.name:
-                # A post by a user of this realm is stored here when sent,
-                # never forwarded back: this one would be forged (or an echo).
-                raise errors.Forbidden(
-                    f"realm {origin} cannot forward a post by {message.sender}, a user of"
-                    f" realm {self.name}"
-                )
-        elif message.kind == JOINED:
-            # The home of a group tells which of this realm's users it added.
-            if message.recipient.realm != origin or message.sender.realm != origin:
-                raise errors.Forbidden(f"realm {origin} speaks only for its own groups")
-            check_name(message.text, "username")
-        elif message.kind == LEFT:
-            if message.recipient.realm != self.name:
-                raise errors.BadRequest(f"{message.recipient} is not a group of realm {self.name}")
-            if message.sender.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot send for {message.sender}: not one of its users"
-                )
-        else:
-            raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
+        """L{received.check} for this realm: L{errors.ChatError} if refused."""
+        received.check(self.name, self.peers, self.limits.max_line_bytes, origin, message)
 
     def inbox(self, user, after_id=None):
         return self._store.history(
@@ -462,8 +383,6 @@ class Realm:
     def list_groups(self, after=None):
         """A page of this realm's group names; as L{list_users}."""
         return self._page(self._store.list_groups, after)
-
-    # -- realms -------------------------------------------------------------
 
     # -- links (the federation adapter reports and drains through these) ----
 

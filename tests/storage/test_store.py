@@ -19,7 +19,7 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import GROUP, PRIVATE, FileRef, Message
 from multirealm.names import Address
 from multirealm.model import group_mailbox, user_mailbox
-from multirealm.storage.queries import mailbox_number
+from multirealm.storage.queries.messages import mailbox_number
 from multirealm.storage.store import SQLiteStore
 
 
