@@ -14,15 +14,14 @@ no caller has to remember to.
 """
 
 import functools
-from datetime import datetime
 
 import attrs
 from twisted.internet import defer, task
-from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from multirealm import errors
 from multirealm.core import policy, received
+from multirealm.core.links import LinkStates
 from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
@@ -65,6 +64,7 @@ class Realm:
 
     @ivar notifier: the L{Notifier} that announces every stored message.
     @ivar sessions: the L{Sessions} of this realm.
+    @ivar links: the L{LinkStates} of its links to C{peers}.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
@@ -87,11 +87,8 @@ class Realm:
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
-        self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
-        self._linked = set()  # peers with an authenticated link out
-        self._link_errors = {}  # peer -> (when, what) went wrong last
+        self.links = LinkStates(self.peers, store, clock)
         self._registration_listeners = []
-        self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
         return self.clock.seconds()
@@ -388,10 +385,7 @@ class Realm:
 
     def set_linked(self, peer, linked):
         """Whether this realm's link to C{peer} is up (shown by listrealms)."""
-        if linked:
-            self._linked.add(peer)
-        else:
-            self._linked.discard(peer)
+        self.links.set_linked(peer, linked)
 
     def outbox_batch(self, peer, after_seq, limit, max_bytes=2**62):
         """Up to C{limit} (seq, L{Message}) waiting for C{peer}, oldest first."""
@@ -439,56 +433,8 @@ class Realm:
 
     def set_link_error(self, peer, error):
         """The last thing that went wrong with C{peer}'s link (listrealms)."""
-        self._link_errors[peer] = (format_timestamp(self._now()), error)
-
-    # Counting the outbox reads every waiting row: at most once a second,
-    # however many listrealms are asked for meanwhile.
-    PENDING_COUNTS_SECONDS = 1.0
+        self.links.set_error(peer, error)
 
     def list_realms(self):
-        """
-        Each peer with its link state, how many messages wait for it and
-        for how long the oldest has, and the last error of its link.
-        """
-        return self._pending_counts().addCallback(
-            lambda pending: [self._realm_state(peer, pending.get(peer)) for peer in self.peers]
-        )
-
-    def _realm_state(self, peer, pending):
-        count, oldest = pending or (0, None)
-        age = None
-        if oldest is not None:
-            try:
-                age = max(0, int(self._now() - datetime.fromisoformat(oldest).timestamp()))
-            except ValueError:
-                age = None
-        error_at, error = self._link_errors.get(peer, (None, None))
-        return {
-            "name": peer,
-            "linked": peer in self._linked,
-            "pending": count,
-            "oldest_pending_seconds": age,
-            "last_error": error,
-            "last_error_at": error_at,
-        }
-
-    def _pending_counts(self):
-        counted_at, counts = self._counted
-        if counts is not None and self._now() - counted_at < self.PENDING_COUNTS_SECONDS:
-            return defer.succeed(counts)
-        waiter = defer.Deferred()
-        self._counting.append(waiter)
-        if len(self._counting) == 1:
-            started = self._now()
-            self._store.pending_counts().addBoth(self._counted_now, started)
-        return waiter
-
-    def _counted_now(self, result, started):
-        if not isinstance(result, Failure):
-            self._counted = (started, result)
-        waiters, self._counting = self._counting, []
-        for waiter in waiters:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        """Fires with the state of each peer's link: L{LinkStates.states}."""
+        return self.links.states()
