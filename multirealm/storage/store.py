@@ -33,14 +33,7 @@ from multirealm.core import policy
 from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
-from multirealm.storage.queries import (
-    accounts,
-    file_access,
-    groups,
-    messages,
-    outbox,
-    received,
-)
+from multirealm.storage.queries import accounts, file_access, groups, messages, outbox, received
 from multirealm.storage.queries.common import ThreadCache
 
 log = Logger()
