@@ -70,7 +70,7 @@ class IStore(Interface):
     def users_announced(peer, up_to):
         """C{peer} acknowledged every local user up to cursor C{up_to}."""
 
-    def receive_users(origin, names, most=1_000_000):
+    def receive_users(origin, names, most):
         """
         Peer C{origin} announced its users C{names} (kept, once each);
         L{errors.QuotaExceeded} if it would fill more than C{most} rows.
@@ -107,7 +107,7 @@ class IStore(Interface):
         history and is queued for the group's realm.
         """
 
-    def receive_message(origin, message, most=1_000_000):
+    def receive_message(origin, message, most):
         """
         Store a message that peer realm C{origin} handed over, keeping its
         id and timestamp; fires with a L{multirealm.model.Delivery}.  Keyed

@@ -201,7 +201,7 @@ class Realm:
                 check_name(name, "username")
         except errors.ChatError:
             return defer.fail()
-        return self._store.receive_users(origin, names)
+        return self._store.receive_users(origin, names, policy.REMOTE_ROWS_PER_PEER)
 
     # -- addresses ----------------------------------------------------------
 
@@ -297,7 +297,7 @@ class Realm:
             self.check_received(origin, message)
         except Exception:
             return defer.fail()
-        return self._store.receive_message(origin, message)
+        return self._store.receive_message(origin, message, policy.REMOTE_ROWS_PER_PEER)
 
     def check_received(self, origin, message):
         """L{received.check} for this realm: L{errors.ChatError} if refused."""
