@@ -3,9 +3,9 @@ Groups: this realm's groups and their members (with, per group, the realms
 that have members), posting to a group, and the memberships of this
 realm's users in other realms' groups as those announced them.
 
-Membership is read in the transaction of the write it allows (a post, a
-history read, a leave): a member who left in a batch before is no longer
-one, whatever was checked earlier.
+Membership is read in the transaction of what it allows (a post, a leave,
+a history page): a member who left earlier in the same batch is no longer
+one, whatever was checked before.
 """
 
 import attrs
