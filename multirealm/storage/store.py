@@ -331,10 +331,14 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
-        return self.submit(messages.add_private_message, self.thread_cache, self.realm, message)
+        return self.submit(
+            messages.add_private_message, self.thread_cache, self.realm, self.realm, message
+        )
 
     def add_group_message(self, message):
-        return self.submit(groups.add_group_message, self.thread_cache, self.realm, message)
+        return self.submit(
+            groups.add_group_message, self.thread_cache, self.realm, self.realm, message
+        )
 
     def receive_message(self, origin, message, most=policy.REMOTE_ROWS_PER_PEER):
         return self.submit(

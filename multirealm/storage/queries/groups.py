@@ -85,15 +85,14 @@ def member_realms(db, group):
     return first_column(db, "SELECT realm FROM group_realms WHERE group_name = ?", group)
 
 
-def add_group_message(db, cache, realm, message, origin=None):
+def add_group_message(db, cache, realm, origin, message):
     """
-    Store a message to a group, minted here or (C{origin}) handed over by
-    a peer: into the group's history, queued as L{policy.group_outbox}
-    says.  Its Delivery names no local users (live delivery asks who is
-    in the group).  A file it carries may be fetched by the members the
-    group has now.
+    Store a message to a group, minted here (C{origin} is C{realm}) or
+    handed over by peer C{origin}: into the group's history, queued as
+    L{policy.group_outbox} says.  Its Delivery names no local users (live
+    delivery asks who is in the group).  A file it carries may be fetched
+    by the members the group has now.
     """
-    origin = origin or realm
     group = message.recipient
     if group.realm == realm:
         name = require_member(db, realm, group.name, message.sender)

@@ -10,7 +10,7 @@ conversation and unread count) changes there, in the same transaction.
 import attrs
 
 from multirealm import errors, wire
-from multirealm.core import policy
+from multirealm.core.policy import private_route
 from multirealm.model import Delivery, History
 from multirealm.names import Address
 from multirealm.storage.queries.accounts import local_user
@@ -94,15 +94,14 @@ def to_local_user(db, cache, message):
     return message
 
 
-def add_private_message(db, cache, realm, message, origin=None):
+def add_private_message(db, cache, realm, origin, message):
     """
-    Store private message C{message}, minted here or (C{origin}) handed
-    over by a peer, where L{policy.private_route} sends it.
+    Store private message C{message}, minted here (C{origin} is C{realm})
+    or handed over by peer C{origin}, where L{private_route} sends it.
     """
-    origin = origin or realm
     if message.recipient.realm == realm:
         message = to_local_user(db, cache, message)
-    mailboxes, outbox, local = policy.private_route(realm, origin, message)
+    mailboxes, outbox, local = private_route(realm, origin, message)
     return insert_message(db, cache, origin, message, mailboxes, outbox, local)
 
 

@@ -23,9 +23,9 @@ def receive_message(db, cache, realm, origin, message, most):
         return Delivery(message, origin, duplicate=True)
     kind = message.kind
     if kind == GROUP:
-        return groups.add_group_message(db, cache, realm, message, origin)
+        return groups.add_group_message(db, cache, realm, origin, message)
     if kind == JOINED:
         return groups.receive_joined(db, cache, origin, message, most)
     if kind == LEFT:
         return groups.receive_left(db, cache, realm, origin, message)
-    return messages.add_private_message(db, cache, realm, message, origin)
+    return messages.add_private_message(db, cache, realm, origin, message)
