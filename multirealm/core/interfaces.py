@@ -24,6 +24,9 @@ class IStore(Interface):
     once the effect is committed; refusals fail with an
     L{multirealm.errors.ChatError}.  Addresses are
     L{multirealm.names.Address} values, stored qualified (C{user@realm}).
+    The rules an operation must apply atomically with its write (where a
+    message goes, membership, quotas) are L{multirealm.core.policy}'s:
+    every engine calls those functions inside its transactions.
     """
 
     def start():
@@ -67,7 +70,7 @@ class IStore(Interface):
     def users_announced(peer, up_to):
         """C{peer} acknowledged every local user up to cursor C{up_to}."""
 
-    def receive_users(origin, names, most=1_000_000):
+    def receive_users(origin, names, most):
         """
         Peer C{origin} announced its users C{names} (kept, once each);
         L{errors.QuotaExceeded} if it would fill more than C{most} rows.
@@ -104,7 +107,7 @@ class IStore(Interface):
         history and is queued for the group's realm.
         """
 
-    def receive_message(origin, message):
+    def receive_message(origin, message, most):
         """
         Store a message that peer realm C{origin} handed over, keeping its
         id and timestamp; fires with a L{multirealm.model.Delivery}.  Keyed
@@ -113,7 +116,9 @@ class IStore(Interface):
         (L{errors.NoSuchUser}); a message to a group of this realm needs a
         member sender and is queued for every other realm with members
         except C{origin}; a message to a group of C{origin} goes into this
-        realm's copy of its history.
+        realm's copy of its history.  A L{multirealm.model.JOINED} from a
+        group's home is kept as long as C{origin} fills at most C{most}
+        memberships (L{errors.QuotaExceeded}).
         """
 
     def history(mailbox, after_id, limit, max_bytes):
@@ -175,11 +180,12 @@ class IStore(Interface):
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
 
-    def file_for(file_id, reader):
+    def file_entry(file_id, reader):
         """
-        The L{multirealm.model.FileRef} of a stored file, if C{reader} (an
-        address) sent it, received it, or is a member of its group;
-        L{errors.NoSuchFile} or L{errors.Forbidden} otherwise.
+        The L{multirealm.core.policy.FileEntry} of stored file C{file_id}
+        for C{reader} (an address): its first message, and whether
+        C{reader} was a member of its group when it was sent;
+        L{errors.NoSuchFile} if no message carries it.
         """
 
     def outbox_batch(peer, after_seq, limit, max_bytes=2**62):

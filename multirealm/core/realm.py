@@ -14,15 +14,14 @@ no caller has to remember to.
 """
 
 import functools
-import re
-from datetime import datetime, timezone
 
 import attrs
 from twisted.internet import defer, task
-from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from multirealm import errors
+from multirealm.core import policy, received
+from multirealm.core.links import LinkStates
 from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
@@ -53,46 +52,6 @@ def _deferred(coroutine_function):
     return wrapper
 
 
-_MESSAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-
-def _check_message_values(message, max_text_bytes):
-    """
-    A message from a peer is input like any other: every value is checked
-    before it reaches the store (L{errors.BadRequest}, never C{internal}).
-    """
-    for address in (message.sender, message.recipient):
-        if not (isinstance(address, Address) and isinstance(address.name, str)
-                and isinstance(address.realm, str)):
-            raise errors.BadRequest("a message names its sender and recipient as name@realm")
-        check_name(address.name)
-        check_name(address.realm, "realm name")
-    if not (isinstance(message.id, str) and _MESSAGE_ID.fullmatch(message.id)):
-        raise errors.BadRequest("a message id is 1-64 characters of 0-9 A-Z a-z _ -")
-    if not (isinstance(message.timestamp, str) and len(message.timestamp) <= 40):
-        raise errors.BadRequest("a message timestamp is an ISO 8601 string")
-    try:
-        # With its offset, within years any reader can show (1970-9998:
-        # far dates overflow when moved to another time zone).
-        stamp = datetime.fromisoformat(message.timestamp)
-        if stamp.tzinfo is None or not 1970 <= stamp.year <= 9998:
-            raise ValueError(message.timestamp)
-        stamp.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
-        raise errors.BadRequest(
-            "a message timestamp is an ISO 8601 time with its offset, years 1970-9998"
-        ) from None
-    if not isinstance(message.text, str) or len(message.text.encode("utf-8")) > max_text_bytes:
-        raise errors.BadRequest(f"a message text is a string of at most {max_text_bytes} bytes")
-    file = message.file
-    if file is not None and not (
-        isinstance(file.name, str) and 0 < len(file.name.encode("utf-8")) <= 255
-        and isinstance(file.id, str) and _MESSAGE_ID.fullmatch(file.id)
-        and isinstance(file.size, int) and 0 <= file.size < 2**63
-    ):
-        raise errors.BadRequest("a file is a name of 1-255 bytes, an id and a 64-bit size")
-
-
 class Realm:
     """
     @param name: this realm's name.
@@ -105,6 +64,7 @@ class Realm:
 
     @ivar notifier: the L{Notifier} that announces every stored message.
     @ivar sessions: the L{Sessions} of this realm.
+    @ivar links: the L{LinkStates} of its links to C{peers}.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
@@ -127,11 +87,8 @@ class Realm:
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
-        self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
-        self._linked = set()  # peers with an authenticated link out
-        self._link_errors = {}  # peer -> (when, what) went wrong last
+        self.links = LinkStates(self.peers, store, clock)
         self._registration_listeners = []
-        self._counting = []  # Deferreds waiting for the count in progress
 
     def _now(self):
         return self.clock.seconds()
@@ -244,7 +201,7 @@ class Realm:
                 check_name(name, "username")
         except errors.ChatError:
             return defer.fail()
-        return self._store.receive_users(origin, names)
+        return self._store.receive_users(origin, names, policy.REMOTE_ROWS_PER_PEER)
 
     # -- addresses ----------------------------------------------------------
 
@@ -321,7 +278,8 @@ class Realm:
 
     def file_for(self, user, file_id):
         """The L{FileRef} of C{file_id} if local user C{user} may fetch it."""
-        return self._store.file_for(file_id, Address(user, self.name))
+        reader = Address(user, self.name)
+        return self._store.file_entry(file_id, reader).addCallback(policy.fetchable, reader)
 
     def receive(self, origin, message):
         """
@@ -339,51 +297,11 @@ class Realm:
             self.check_received(origin, message)
         except Exception:
             return defer.fail()
-        return self._store.receive_message(origin, message)
+        return self._store.receive_message(origin, message, policy.REMOTE_ROWS_PER_PEER)
 
     def check_received(self, origin, message):
-        if origin not in self.peers:
-            raise errors.NoSuchRealm(f"realm {origin!r} is not linked to this realm")
-        _check_message_values(message, self.limits.max_line_bytes)
-        if message.kind == PRIVATE:
-            if message.sender.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot send for {message.sender}: not one of its users"
-                )
-            if message.recipient.realm != self.name:
-                raise errors.BadRequest(f"{message.recipient} is not a user of realm {self.name}")
-        elif message.kind == GROUP:
-            group = message.recipient
-            if group.realm == self.name:
-                if message.sender.realm != origin:
-                    raise errors.Forbidden(
-                        f"realm {origin} cannot send for {message.sender}: not one of its users"
-                    )
-            elif group.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot forward to {group}: the group lives on {group.realm}"
-                )
-            elif message.sender.realm == self.name:
-                # A post by a user of this realm is stored here when sent,
-                # never forwarded back: this one would be forged (or an echo).
-                raise errors.Forbidden(
-                    f"realm {origin} cannot forward a post by {message.sender}, a user of"
-                    f" realm {self.name}"
-                )
-        elif message.kind == JOINED:
-            # The home of a group tells which of this realm's users it added.
-            if message.recipient.realm != origin or message.sender.realm != origin:
-                raise errors.Forbidden(f"realm {origin} speaks only for its own groups")
-            check_name(message.text, "username")
-        elif message.kind == LEFT:
-            if message.recipient.realm != self.name:
-                raise errors.BadRequest(f"{message.recipient} is not a group of realm {self.name}")
-            if message.sender.realm != origin:
-                raise errors.Forbidden(
-                    f"realm {origin} cannot send for {message.sender}: not one of its users"
-                )
-        else:
-            raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
+        """L{received.check} for this realm: L{errors.ChatError} if refused."""
+        received.check(self.name, self.peers, self.limits.max_line_bytes, origin, message)
 
     def inbox(self, user, after_id=None):
         return self._store.history(
@@ -463,16 +381,11 @@ class Realm:
         """A page of this realm's group names; as L{list_users}."""
         return self._page(self._store.list_groups, after)
 
-    # -- realms -------------------------------------------------------------
-
     # -- links (the federation adapter reports and drains through these) ----
 
     def set_linked(self, peer, linked):
         """Whether this realm's link to C{peer} is up (shown by listrealms)."""
-        if linked:
-            self._linked.add(peer)
-        else:
-            self._linked.discard(peer)
+        self.links.set_linked(peer, linked)
 
     def outbox_batch(self, peer, after_seq, limit, max_bytes=2**62):
         """Up to C{limit} (seq, L{Message}) waiting for C{peer}, oldest first."""
@@ -520,56 +433,8 @@ class Realm:
 
     def set_link_error(self, peer, error):
         """The last thing that went wrong with C{peer}'s link (listrealms)."""
-        self._link_errors[peer] = (format_timestamp(self._now()), error)
-
-    # Counting the outbox reads every waiting row: at most once a second,
-    # however many listrealms are asked for meanwhile.
-    PENDING_COUNTS_SECONDS = 1.0
+        self.links.set_error(peer, error)
 
     def list_realms(self):
-        """
-        Each peer with its link state, how many messages wait for it and
-        for how long the oldest has, and the last error of its link.
-        """
-        return self._pending_counts().addCallback(
-            lambda pending: [self._realm_state(peer, pending.get(peer)) for peer in self.peers]
-        )
-
-    def _realm_state(self, peer, pending):
-        count, oldest = pending or (0, None)
-        age = None
-        if oldest is not None:
-            try:
-                age = max(0, int(self._now() - datetime.fromisoformat(oldest).timestamp()))
-            except ValueError:
-                age = None
-        error_at, error = self._link_errors.get(peer, (None, None))
-        return {
-            "name": peer,
-            "linked": peer in self._linked,
-            "pending": count,
-            "oldest_pending_seconds": age,
-            "last_error": error,
-            "last_error_at": error_at,
-        }
-
-    def _pending_counts(self):
-        counted_at, counts = self._counted
-        if counts is not None and self._now() - counted_at < self.PENDING_COUNTS_SECONDS:
-            return defer.succeed(counts)
-        waiter = defer.Deferred()
-        self._counting.append(waiter)
-        if len(self._counting) == 1:
-            started = self._now()
-            self._store.pending_counts().addBoth(self._counted_now, started)
-        return waiter
-
-    def _counted_now(self, result, started):
-        if not isinstance(result, Failure):
-            self._counted = (started, result)
-        waiters, self._counting = self._counting, []
-        for waiter in waiters:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        """Fires with the state of each peer's link: L{LinkStates.states}."""
+        return self.links.states()

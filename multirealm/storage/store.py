@@ -2,8 +2,9 @@
 The durable store: L{SQLiteStore}, the SQLite implementation of
 L{multirealm.core.interfaces.IStore}.
 
-The SQL itself lives in L{multirealm.storage.queries} and the tables in
-L{multirealm.storage.schema}; this module runs them.  Every operation runs
+The SQL itself lives in L{multirealm.storage.queries}, one module per
+aggregate, and the tables in L{multirealm.storage.schema}; this module
+runs them.  Every operation runs
 on one database thread owned by the store, never on the reactor thread,
 and returns a
 Deferred that fires on the reactor thread once the operation's transaction
@@ -28,10 +29,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors
+from multirealm.core import policy
 from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
-from multirealm.storage import queries
 from multirealm.storage import schema
+from multirealm.storage.queries import accounts, file_access, groups, messages, outbox, received
+from multirealm.storage.queries.common import ThreadCache
 
 log = Logger()
 
@@ -85,7 +88,7 @@ class SQLiteStore:
         self._inline = inline
         # What the database thread remembers between operations; only that
         # thread touches it (tests reach it through operations they submit).
-        self.thread_cache = queries.ThreadCache()
+        self.thread_cache = ThreadCache()
         self.commits = 0  # transactions committed: a figure for tests and tuning
         self._report = None  # called with each committed Delivery
         self._full = False  # the disk was full at the last failure, and said so
@@ -293,108 +296,116 @@ class SQLiteStore:
     # -- accounts and sessions ----------------------------------------------
 
     def create_user(self, name, password_hash, created):
-        return self.submit(queries.create_user, name, password_hash, created)
+        return self.submit(accounts.create_user, name, password_hash, created)
 
     def password_hash(self, name):
-        return self.submit(queries.password_hash, name, writes=False)
+        return self.submit(accounts.password_hash, name, writes=False)
 
     def list_users(self, after="", limit=-1):
-        return self.submit(queries.list_users, after, limit, writes=False)
+        return self.submit(accounts.list_users, after, limit, writes=False)
 
     def list_remote_users(self, realm, after="", limit=-1):
-        return self.submit(queries.list_remote_users, realm, after, limit, writes=False)
+        return self.submit(accounts.list_remote_users, realm, after, limit, writes=False)
 
     def users_to_announce(self, peer, limit):
-        return self.submit(queries.users_to_announce, peer, limit, writes=False)
+        return self.submit(accounts.users_to_announce, peer, limit, writes=False)
 
     def users_announced(self, peer, up_to):
-        return self.submit(queries.users_announced, peer, up_to)
+        return self.submit(accounts.users_announced, peer, up_to)
 
-    def receive_users(self, origin, names, most=queries.REMOTE_ROWS_PER_PEER):
-        return self.submit(queries.receive_users, origin, tuple(names), most)
+    def receive_users(self, origin, names, most=policy.REMOTE_ROWS_PER_PEER):
+        return self.submit(accounts.receive_users, origin, tuple(names), most)
 
     def create_session(self, token_hash, user, expires):
-        return self.submit(queries.create_session, token_hash, user, expires)
+        return self.submit(accounts.create_session, token_hash, user, expires)
 
     def session_user(self, token_hash, now):
-        return self.submit(queries.session_user, token_hash, now)
+        return self.submit(accounts.session_user, token_hash, now)
 
     def delete_session(self, token_hash):
-        return self.submit(queries.delete_session, token_hash)
+        return self.submit(accounts.delete_session, token_hash)
 
     def purge_sessions(self, now):
-        return self.submit(queries.purge_sessions, now)
+        return self.submit(accounts.purge_sessions, now)
 
     # -- messages -----------------------------------------------------------
 
     def add_private_message(self, message):
-        return self.submit(queries.add_private_message, self.thread_cache, self.realm, message)
+        return self.submit(
+            messages.add_private_message, self.thread_cache, self.realm, self.realm, message
+        )
 
     def add_group_message(self, message):
-        return self.submit(queries.add_group_message, self.thread_cache, self.realm, message)
-
-    def receive_message(self, origin, message):
         return self.submit(
-            queries.receive_message, self.thread_cache, self.realm, origin, message
+            groups.add_group_message, self.thread_cache, self.realm, self.realm, message
+        )
+
+    def receive_message(self, origin, message, most=policy.REMOTE_ROWS_PER_PEER):
+        return self.submit(
+            received.receive_message, self.thread_cache, self.realm, origin, message, most
         )
 
     def history(self, mailbox, after_id, limit, max_bytes=2**62):
         return self.submit(
-            queries.history, self.thread_cache, mailbox, after_id, limit, max_bytes, writes=False
+            messages.history, self.thread_cache, mailbox, after_id, limit, max_bytes, writes=False
         )
 
     # -- groups -------------------------------------------------------------
 
     def create_group(self, name, creator, members, created, max_created=2**62, joined=()):
         return self.submit(
-            queries.create_group, self.thread_cache, name, creator, members, created, max_created,
+            groups.create_group, self.thread_cache, name, creator, members, created, max_created,
             tuple(joined),
         )
 
     def groups_of(self, user, limit):
-        return self.submit(queries.groups_of, self.realm, user, limit, writes=False)
+        return self.submit(groups.groups_of, self.realm, user, limit, writes=False)
 
     def group_readers(self, group, among=None):
-        return self.submit(queries.group_readers, self.realm, group, among, writes=False)
+        return self.submit(groups.group_readers, self.realm, group, among, writes=False)
 
     def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
-            queries.group_history_remote, self.thread_cache, group, reader, after_id, limit,
+            groups.group_history_remote, self.thread_cache, group, reader, after_id, limit,
             max_bytes, writes=False,
         )
 
     def leave_remote_group(self, group, left):
-        return self.submit(queries.leave_remote_group, self.thread_cache, self.realm, group, left)
+        return self.submit(groups.leave_remote_group, self.thread_cache, self.realm, group, left)
 
     def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
-            queries.group_history, self.thread_cache, self.realm, name, reader, after_id, limit,
+            groups.group_history, self.thread_cache, self.realm, name, reader, after_id, limit,
             max_bytes, writes=False,
         )
 
     def leave_group(self, name, member):
-        return self.submit(queries.leave_group, name, member)
+        return self.submit(groups.leave_group, self.realm, name, member)
 
     def list_groups(self, after="", limit=-1):
-        return self.submit(queries.list_groups, after, limit, writes=False)
+        return self.submit(groups.list_groups, after, limit, writes=False)
+
+    # -- files --------------------------------------------------------------
 
     def file_ids(self):
         """Every file id that a stored message carries (for the sweep at start)."""
-        return self.submit(queries.file_ids, writes=False)
+        return self.submit(file_access.file_ids, writes=False)
 
-    def file_for(self, file_id, reader):
-        return self.submit(queries.file_for, self.realm, file_id, reader, writes=False)
+    def file_entry(self, file_id, reader):
+        return self.submit(file_access.file_entry, file_id, reader, writes=False)
+
+    # -- the outbox ---------------------------------------------------------
 
     def outbox_batch(self, peer, after_seq, limit, max_bytes=2**62):
-        return self.submit(queries.outbox_batch, peer, after_seq, limit, max_bytes, writes=False)
+        return self.submit(outbox.outbox_batch, peer, after_seq, limit, max_bytes, writes=False)
 
     def outbox_done(self, peer, seqs):
-        return self.submit(queries.outbox_done, peer, tuple(seqs))
+        return self.submit(outbox.outbox_done, peer, tuple(seqs))
 
     def pending_counts(self):
-        return self.submit(queries.pending_counts, writes=False)
+        return self.submit(outbox.pending_counts, writes=False)
 
     def record_failure(self, peer, seq, failure, removed=None):
         return self.submit(
-            queries.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed
+            outbox.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed
         )

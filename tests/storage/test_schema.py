@@ -1,10 +1,13 @@
 """
 Schema migrations: numbered steps, applied in order at start; an old
-database migrates and keeps everything; a newer one is refused.
+database migrates and keeps everything; a newer one is refused.  The
+snapshot (schema/current.sql) is exactly what the steps make.
 """
 
 import os
+import re
 import sqlite3
+from importlib import resources
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -126,3 +129,84 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 1)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("half", tables)
+
+
+def shape(db):
+    """
+    All that a schema decides, read back from SQLite: the user_version;
+    per table its columns (name, declared type, not null, default, place
+    in the key), whether it has a rowid, the collations it names, and
+    each index (unique, how it was made, partial, its key columns with
+    order and collation, the condition of a partial one); views and
+    triggers as written.  Automatic indexes are named by their columns
+    (SQLite numbers them by the table's history).
+    """
+
+    def plain(sql):
+        return " ".join(re.sub(r"--[^\n]*", "", sql).split()).lower()
+
+    tables, others = {}, set()
+    for kind, name, sql in db.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+    ).fetchall():
+        if kind == "index":
+            continue
+        if kind != "table":
+            others.add((kind, name, plain(sql)))
+            continue
+        indexes = {}
+        for _, index, unique, made, partial in db.execute(f'PRAGMA index_list("{name}")'):
+            key = tuple(db.execute(f'PRAGMA index_xinfo("{index}")').fetchall())
+            condition = None
+            if partial:
+                (index_sql,) = db.execute(
+                    "SELECT sql FROM sqlite_master WHERE name = ?", (index,)
+                ).fetchone()
+                condition = plain(index_sql).partition(" where ")[2]
+            label = index if made == "c" else (made, key)
+            indexes[label] = (unique, made, partial, key, condition)
+        tables[name] = (
+            db.execute(f'PRAGMA table_xinfo("{name}")').fetchall(),
+            db.execute(
+                "SELECT wr, strict FROM pragma_table_list WHERE schema = 'main' AND name = ?",
+                (name,),
+            ).fetchall(),
+            sorted(re.findall(r"collate\s+(\w+)", plain(sql))),
+            indexes,
+        )
+    return db.execute("PRAGMA user_version").fetchone()[0], tables, others
+
+
+class SnapshotTests(unittest.TestCase):
+    def connect(self):
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        self.addCleanup(db.close)
+        return db
+
+    def stepped(self):
+        db = self.connect()
+        schema.migrate(db, ":memory:")
+        return shape(db)
+
+    def snapshot(self):
+        db = self.connect()
+        db.executescript(resources.files(schema).joinpath("current.sql").read_text("utf-8"))
+        return shape(db)
+
+    def test_the_steps_make_exactly_the_snapshot(self):
+        self.assertEqual(self.snapshot(), self.stepped())
+
+    def test_a_step_the_snapshot_lacks_is_seen(self):
+        steps = schema.steps()
+        for change in (
+            "CREATE INDEX users_by_created ON users (created);",
+            "ALTER TABLE users ADD COLUMN nick TEXT;",
+            "DROP INDEX messages_by_file;"
+            " CREATE INDEX messages_by_file ON messages (file_id) WHERE file_id IS NULL;",
+            "DROP INDEX users_by_folded_name;"
+            " CREATE INDEX users_by_folded_name ON users (name COLLATE RTRIM);",
+        ):
+            self.patch(schema, "steps", lambda: steps + [(len(steps) + 1, change)])
+            stepped = self.stepped()
+            self.patch(schema, "steps", lambda: steps)
+            self.assertNotEqual(stepped[1], self.snapshot()[1], change)

@@ -10,7 +10,9 @@ that completed.  A database of a later version than this code knows is
 refused: running old code on it could lose data.
 
 A new step is a new file with the next number; a released step is never
-edited.
+edited.  C{current.sql} beside them is the whole schema the steps make,
+to be read in one place; a test keeps it exactly so, and a new step
+updates it in the same commit.
 """
 
 import re

@@ -1,0 +1,94 @@
+"""
+The state of this realm's links as C{listrealms} shows it: which peers
+are linked, the last thing that went wrong with each, and how many
+messages wait for each.  The federation adapter reports into it through
+the realm; it knows no sockets.
+"""
+
+from datetime import datetime
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from multirealm.model import format_timestamp
+
+
+class LinkStates:
+    """
+    @param peers: the names of the realms this one links to.
+    @param store: the L{multirealm.core.interfaces.IStore} whose outbox
+        is counted.
+    @param clock: an L{IReactorTime}.
+    """
+
+    # Counting the outbox reads every waiting row: at most once a second,
+    # however many listrealms are asked for meanwhile.
+    PENDING_COUNTS_SECONDS = 1.0
+
+    def __init__(self, peers, store, clock):
+        self._peers = peers
+        self._store = store
+        self._clock = clock
+        self._linked = set()  # peers with an authenticated link out
+        self._errors = {}  # peer -> (when, what) went wrong last
+        self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
+        self._counting = []  # Deferreds waiting for the count in progress
+
+    def set_linked(self, peer, linked):
+        if linked:
+            self._linked.add(peer)
+        else:
+            self._linked.discard(peer)
+
+    def set_error(self, peer, error):
+        self._errors[peer] = (format_timestamp(self._clock.seconds()), error)
+
+    def states(self):
+        """
+        Fires with each peer's link state, how many messages wait for it
+        and for how long the oldest has, and the last error of its link.
+        """
+        return self._pending_counts().addCallback(
+            lambda pending: [self._state(peer, pending.get(peer)) for peer in self._peers]
+        )
+
+    def _state(self, peer, pending):
+        count, oldest = pending or (0, None)
+        age = None
+        if oldest is not None:
+            try:
+                age = datetime.fromisoformat(oldest).timestamp()
+            except ValueError:
+                pass
+            else:
+                age = max(0, int(self._clock.seconds() - age))
+        error_at, error = self._errors.get(peer, (None, None))
+        return {
+            "name": peer,
+            "linked": peer in self._linked,
+            "pending": count,
+            "oldest_pending_seconds": age,
+            "last_error": error,
+            "last_error_at": error_at,
+        }
+
+    def _pending_counts(self):
+        now = self._clock.seconds()
+        counted_at, counts = self._counted
+        if counts is not None and now - counted_at < self.PENDING_COUNTS_SECONDS:
+            return defer.succeed(counts)
+        waiter = defer.Deferred()
+        self._counting.append(waiter)
+        if len(self._counting) == 1:
+            self._store.pending_counts().addBoth(self._counted_now, now)
+        return waiter
+
+    def _counted_now(self, result, started):
+        if not isinstance(result, Failure):
+            self._counted = (started, result)
+        waiters, self._counting = self._counting, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

@@ -1,0 +1,58 @@
+"""
+What the aggregates share: the database thread's cache, reading names
+and message rows.
+"""
+
+from multirealm.model import Failed, FileRef, Message
+from multirealm.names import Address
+
+
+class ThreadCache:
+    """
+    What the database thread remembers between operations so that most
+    messages skip a SELECT: local users seen to exist, and mailbox numbers.
+    Users and mailboxes are never deleted, so an entry stays true; all is
+    forgotten when a transaction or savepoint rolls back (an entry made
+    inside it may be gone), and a part when it grows past C{MAX}.  Only the
+    database thread touches it.
+    """
+
+    MAX = 100_000
+
+    def __init__(self):
+        self.users = {}  # a name as asked -> the name as registered
+        self.mailboxes = {}
+
+    def clear(self):
+        self.users.clear()
+        self.mailboxes.clear()
+
+
+def first_column(db, sql, *args):
+    """The first column of every row of C{sql}."""
+    return [row[0] for row in db.execute(sql, args)]
+
+
+def address(text):
+    """The L{Address} of a stored C{name@realm}."""
+    name, _, realm = text.rpartition("@")
+    return Address(name, realm)
+
+
+# The columns L{message_of} reads, in its order.
+MESSAGE_COLUMNS = (
+    "m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
+    " m.file_name, m.file_id, m.file_size, m.failed_id, m.failed_code"
+)
+
+
+def message_of(row, offset=0):
+    """The L{Message} of a row of L{MESSAGE_COLUMNS}, starting at C{offset}."""
+    (id, kind, sender, recipient, body, timestamp,
+     file_name, file_id, file_size, failed_id, failed_code) = row[offset:offset + 11]
+    return Message(
+        id=id, kind=kind, sender=address(sender), recipient=address(recipient), text=body,
+        timestamp=timestamp,
+        file=None if file_id is None else FileRef(file_name, file_id, file_size),
+        failed=None if failed_id is None else Failed(failed_id, failed_code),
+    )

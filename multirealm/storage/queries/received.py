@@ -1,0 +1,31 @@
+"""
+What a peer realm hands over: stored at most once per (origin, id), then
+as its kind says (a message, a membership its home announced, a leave).
+"""
+
+from multirealm.model import GROUP, JOINED, LEFT, Delivery
+from multirealm.storage.queries import groups, messages
+
+
+def receive_message(db, cache, realm, origin, message, most):
+    """
+    Store a message handed over by peer realm C{origin}: at most once per
+    (C{origin}, id).  The core has checked that C{origin} may speak for its
+    sender.  C{most}: the rows of memberships one peer may fill.
+    """
+    # Checked in the transaction that stores it (and backed by the UNIQUE
+    # key): a frame resent while its first copy waits in the same batch is
+    # a duplicate all the same.
+    known = db.execute(
+        "SELECT 1 FROM messages WHERE id = ? AND origin = ?", (message.id, origin)
+    ).fetchone()
+    if known is not None:
+        return Delivery(message, origin, duplicate=True)
+    kind = message.kind
+    if kind == GROUP:
+        return groups.add_group_message(db, cache, realm, origin, message)
+    if kind == JOINED:
+        return groups.receive_joined(db, cache, origin, message, most)
+    if kind == LEFT:
+        return groups.receive_left(db, cache, realm, origin, message)
+    return messages.add_private_message(db, cache, realm, origin, message)

@@ -1,0 +1,137 @@
+-- The whole schema as the numbered steps leave it, in one file to read.
+-- New databases are still made by the steps; a test applies them to an
+-- empty database and checks that they give exactly this (every table,
+-- column, key and index): a new step updates this file in the same commit.
+PRAGMA user_version = 5;
+
+-- Accounts ------------------------------------------------------------
+
+-- Names are one identity in any case ('Alice' cannot register when
+-- 'alice' exists); the folded indexes are not UNIQUE because a database
+-- of the first release may hold both, which stay distinct.
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX users_by_folded_name ON users (name COLLATE NOCASE);
+
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,   -- sha256 of the token: a stolen file holds no usable token
+    user TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires);
+
+-- The users of other realms, as each announced them (listusers <realm>).
+CREATE TABLE remote_users (
+    realm TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (realm, name)
+) WITHOUT ROWID;
+
+-- How far each peer has acknowledged this realm's users: users are never
+-- deleted, so the users' rowid is a cursor.
+CREATE TABLE announced_users (
+    realm TEXT PRIMARY KEY,
+    up_to INTEGER NOT NULL
+);
+
+-- Rows of remote_users and remote_members each peer has filled (bounded).
+CREATE TABLE remote_counts (
+    realm TEXT PRIMARY KEY,
+    users INTEGER NOT NULL DEFAULT 0,
+    memberships INTEGER NOT NULL DEFAULT 0
+);
+
+-- Messages ------------------------------------------------------------
+
+-- seq is this realm's arrival order (never reused: messages are never
+-- deleted).  A message is keyed by (id, origin), origin being the realm
+-- that minted or handed it over.  A file message carries its file's
+-- label, id and size; a delivery failure (kind 'failure') names the
+-- message that failed and the refusal's code.
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- private, group, failure, joined, left
+    sender TEXT NOT NULL,          -- user@realm
+    recipient TEXT NOT NULL,       -- user@realm or group@realm
+    body TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    file_name TEXT,
+    file_id TEXT,
+    file_size INTEGER,
+    failed_id TEXT,
+    failed_code TEXT,
+    UNIQUE (id, origin)
+);
+CREATE INDEX messages_by_file ON messages (file_id) WHERE file_id IS NOT NULL;
+
+-- One mailbox per conversation: 'user:alice@1' for a user's private
+-- history, 'group:team@1' for a group's.
+CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE
+);
+
+-- Which mailboxes a message appears in, by the mailbox's number.
+CREATE TABLE timeline (
+    mailbox INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+) WITHOUT ROWID;
+
+-- Groups --------------------------------------------------------------
+
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    creator TEXT NOT NULL,         -- user@realm
+    created TEXT NOT NULL
+);
+CREATE INDEX groups_by_folded_name ON groups (name COLLATE NOCASE);
+CREATE INDEX groups_by_creator ON groups (creator);   -- groups per creator (a quota)
+
+CREATE TABLE members (
+    group_name TEXT NOT NULL,
+    member TEXT NOT NULL,          -- user@realm; local users as registered
+    PRIMARY KEY (group_name, member)
+) WITHOUT ROWID;
+CREATE INDEX members_by_member ON members (member);
+
+-- For each group, the realms with members and how many: a message is
+-- queued once per realm without reading the member list.
+CREATE TABLE group_realms (
+    group_name TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    members INTEGER NOT NULL,
+    PRIMARY KEY (group_name, realm)
+) WITHOUT ROWID;
+
+-- This realm's users in groups of other realms, as their homes announced.
+CREATE TABLE remote_members (
+    group_key TEXT NOT NULL,       -- lower(group@home): names are one identity in any case
+    group_address TEXT NOT NULL,   -- group@home as its home spells it
+    member TEXT NOT NULL,          -- a local user, as registered
+    PRIMARY KEY (group_key, member)
+) WITHOUT ROWID;
+CREATE INDEX remote_members_by_member ON remote_members (member);
+
+-- Files ---------------------------------------------------------------
+
+-- Who may fetch a file sent to a group: its members when it was sent.
+CREATE TABLE file_readers (
+    file_id TEXT NOT NULL,
+    reader TEXT NOT NULL,          -- user@realm
+    PRIMARY KEY (file_id, reader)
+) WITHOUT ROWID;
+
+-- Outbox --------------------------------------------------------------
+
+-- Messages waiting for another realm, written in the message's transaction.
+CREATE TABLE outbox (
+    realm TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (realm, seq)
+) WITHOUT ROWID;
