@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from multirealm.config import Limits
 from multirealm.storage.files import FileStore
-from tests.helpers import Client, make_realm, wait_until
+from tests.helpers import BoundedTransport, Client, make_realm, wait_until
 
 
 def sendfile(token, to, name, payload, command="sendfile"):
@@ -212,6 +212,70 @@ class FileTests(unittest.TestCase):
         self.realm.clock.advance(self.realm.limits.idle_timeout + 1)
         self.assertTrue(self.alice.transport.disconnecting)
         self.alice.protocol.connectionLost(None)
+        self.assertEqual(self.stored(), ([], []))
+
+    def test_a_body_trickled_a_few_bytes_at_a_time_is_dropped_after_idle_timeout(self):
+        idle = self.realm.limits.idle_timeout
+        self.alice.send("ping")
+        self.alice.raw(b"sendfile - heru slow.bin \r\n\r\n")
+        for _ in range(3):  # four base64 characters just before each timeout
+            self.realm.clock.advance(idle - 1)
+            if self.alice.transport.disconnecting:
+                break
+            self.alice.raw(b"QUJD")
+        self.assertTrue(self.alice.transport.disconnecting)
+        pong, dropped, idle_reply = self.alice.replies()
+        self.assertEqual((pong["message"], dropped["code"], idle_reply["code"]),
+                         ("pong", "bad_file_encoding", "idle_timeout"))
+        self.assertIn("64 KiB", dropped["message"])
+        self.alice.protocol.connectionLost(None)
+        self.assertEqual(self.stored(), ([], []))
+
+    @defer.inlineCallbacks
+    def test_a_body_that_makes_progress_is_not_idle(self):
+        idle = self.realm.limits.idle_timeout
+        payload = base64.b64encode(os.urandom(96 * 1024))  # two 64 KiB pieces of base64
+        self.alice.raw(b"sendfile - heru slow.bin \r\n\r\n")
+        for piece in (payload[:65536], payload[65536:]):
+            self.realm.clock.advance(idle - 1)
+            self.alice.raw(piece)
+            yield wait_until(lambda: not self.alice.protocol.paused)  # the disk's thread
+        self.realm.clock.advance(idle - 1)
+        self.alice.raw(b"\r\n\r\n")
+        (stored,) = yield self.replies(self.alice, 1)
+        self.assertEqual(stored["status"], "OK", stored)
+        self.assertFalse(self.alice.transport.disconnecting)
+
+    @defer.inlineCallbacks
+    def test_a_half_close_mid_file_answers_it_after_the_replies_before_it(self):
+        aborted = []
+        self.alice.transport.abortConnection = lambda: aborted.append(True)  # a reset
+        stored = defer.Deferred()
+        real_send = self.realm.send
+        self.realm.send = lambda *a: stored.addCallback(lambda _: real_send(*a))  # a slow commit
+        self.alice.raw(b"send - heru hello\nsendfile - heru x.txt\n\nQUJD")
+        self.alice.protocol.readConnectionLost()
+        self.assertFalse(self.alice.transport.disconnecting)  # hello's reply is not out yet
+        stored.callback(None)
+        sent, dropped = yield self.replies(self.alice, 2)
+        self.assertEqual((sent["status"], dropped["code"]), ("OK", "bad_file_encoding"))
+        self.assertIn("ended in the middle of a file", dropped["message"])
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.assertEqual(aborted, [])
+        self.assertEqual([m["msg"] for m in self.heru.ask("inbox -")["messages"]], ["hello"])
+        self.assertEqual(self.stored(), ([], []))
+
+    def test_a_half_close_mid_file_from_a_client_that_does_not_read_is_cut(self):
+        transport = BoundedTransport()
+        client = Client(self.realm, transport=transport)
+        client.login("bob")
+        client.raw(b"sendfile - heru x.txt\n\nQUJD")
+        transport.full = True
+        transport.producer.pauseProducing()  # the socket's buffer is full: it does not read
+        client.protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)  # its answer waits to be read
+        self.realm.clock.advance(self.realm.limits.idle_timeout + 1)
+        self.assertTrue(transport.disconnected)  # aborted
         self.assertEqual(self.stored(), ([], []))
 
     def test_a_client_that_half_closes_mid_body_leaves_nothing(self):
