@@ -278,6 +278,75 @@ class FileTests(unittest.TestCase):
         self.assertTrue(transport.disconnected)  # aborted
         self.assertEqual(self.stored(), ([], []))
 
+    @defer.inlineCallbacks
+    def pipelined_getfiles(self, count, open_file=None):
+        """
+        Bob, who reads nothing yet, pipelines C{count} getfile of one
+        90 kB file, their lookups answered together later (as the
+        database's thread does); returns bob's client and the files opened.
+        """
+        bob = Client(self.realm, transport=BoundedTransport())
+        bob_token = bob.login("bob")
+        self.alice.raw(sendfile(self.alice_token, "bob", "f.bin", os.urandom(90_000)))
+        (sent,) = yield self.replies(self.alice, 1)
+        self.assertEqual(sent["status"], "OK", sent)
+        file_id = bob.ask("inbox -")["messages"][-1]["file_id"]
+        opened = []
+        real_open = self.files.open
+
+        def counting_open(file_id):
+            f = (open_file or real_open)(file_id)
+            opened.append(f)
+            return f
+
+        self.patch(self.files, "open", counting_open)
+        looked_up = []
+        real_file_for = self.realm.file_for
+        self.patch(self.realm, "file_for", lambda *a: looked_up.append(defer.Deferred())
+                   or looked_up[-1].addCallback(lambda _: real_file_for(*a)))
+        bob.raw(f"getfile {bob_token} {file_id}\n".encode() * count)
+        for d in looked_up:
+            d.callback(None)
+        return bob, opened
+
+    @defer.inlineCallbacks
+    def test_pipelined_getfiles_hold_one_open_file_at_a_time(self):
+        bob, opened = yield self.pipelined_getfiles(200)
+        self.assertTrue(bob.transport.full)
+        self.assertEqual(len(opened), 1)  # the one being written; 199 wait, not opened
+        most_open = 1
+        while bob.transport.drain():
+            most_open = max(most_open, sum(1 for f in opened if not f.closed))
+        self.assertEqual(most_open, 1)
+        self.assertEqual(len(opened), 200)
+        self.assertTrue(all(f.closed for f in opened))
+        bob._read = 0
+        bob.transport.io.write(bob.transport.out)
+        replies = [r for r in bob.replies() if "content" in r]
+        self.assertEqual(len(replies), 200)
+
+    @defer.inlineCallbacks
+    def test_a_file_gone_before_its_turn_is_no_such_file_in_its_place(self):
+        calls = []
+
+        def gone_the_second_time(file_id):
+            calls.append(file_id)
+            if len(calls) == 2:
+                raise FileNotFoundError(file_id)
+            if len(calls) == 3:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return FileStore.open(self.files, file_id)
+
+        bob, opened = yield self.pipelined_getfiles(4, gone_the_second_time)
+        while bob.transport.drain():
+            pass
+        bob.transport.io.write(bob.transport.out)
+        bob._read = 0
+        replies = bob.replies()[-4:]
+        self.assertEqual([r.get("code", r["status"]) for r in replies],
+                         ["OK", "no_such_file", "unavailable", "OK"])
+        self.assertFalse(bob.transport.disconnecting)
+
     def test_a_client_that_half_closes_mid_body_leaves_nothing(self):
         self.alice.raw(b"sendfile - heru half.bin \r\n\r\nQUJD")
         self.alice.protocol.readConnectionLost()
@@ -339,7 +408,6 @@ class FileTests(unittest.TestCase):
             refused, pong = self.alice.replies()
             self.assertEqual((refused["code"], pong["message"]), (code, "pong"))
             self.assertEqual(self.stored(), ([], []))
-        self.flushLoggedErrors()
 
     @defer.inlineCallbacks
     def test_a_file_a_crash_left_without_its_message_is_removed(self):
