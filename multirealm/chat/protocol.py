@@ -65,8 +65,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     C{ping} counts) is told C{idle_timeout} and closed: only a complete
     line (or, in a file body, each C{BODY_PROGRESS_BYTES} of it) restarts
     the timer, so a trickle a byte a minute does not hold a connection
-    open for ever.  TCP
-    keepalive finds peers that vanished without a word.  On the TLS port
+    open for ever.  TCP keepalive finds peers that vanished without a word.  On the TLS port
     the handshake must finish within C{header_timeout} seconds.
 
     No exception in handling one request (parsing, its handler, the start
