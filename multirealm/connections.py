@@ -31,8 +31,10 @@ C{ticket} to the protocol it builds, which releases it when it ends.
 import resource
 import socket
 
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from multirealm import errors
 
@@ -42,7 +44,8 @@ SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
 
 # A refused connection waits this long for its client to read the answer
 # and close (closing on bytes we never read would send a reset, and the
-# client could lose the answer); this many at most wait at once.
+# client could lose the answer), over TLS for its handshake first; this
+# many at most wait at once.
 LINGER_SECONDS = 2.0
 MOST_LINGERING = 32
 
@@ -128,7 +131,16 @@ def refusal(limits, answer):
     return _Refusal(limits, answer)
 
 
+@implementer(IHandshakeListener)
 class _Refusal(Protocol):
+    """
+    Every refusal ends within C{LINGER_SECONDS}: it answers, closes its
+    end and waits for the client's, and is cut at the end of the linger;
+    past C{MOST_LINGERING} at once it is cut at once, unanswered.  Over
+    TLS the answer can only be written once the handshake is done; a
+    client that never finishes it is cut at the end of the linger too.
+    """
+
     _timer = None
 
     def __init__(self, limits, answer):
@@ -136,15 +148,28 @@ class _Refusal(Protocol):
         self.answer = answer
 
     def connectionMade(self):
-        self.transport.write(self.answer)
         limits = self.limits
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is None or limits.lingering >= MOST_LINGERING:
-            self.transport.loseConnection()
+        if limits.lingering >= MOST_LINGERING:
+            self.transport.abortConnection()  # a flood: no descriptor waits on it
             return
         limits.lingering += 1
-        half_close()  # the answer, then our end; the client's end closes it
         self._timer = limits.clock.callLater(LINGER_SECONDS, self.transport.abortConnection)
+        if not ISSLTransport.providedBy(self.transport):
+            self._answer()
+
+    def handshakeCompleted(self):
+        if self._timer is not None and self._timer.active():
+            self._answer()
+
+    def _answer(self):
+        self.transport.write(self.answer)
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or ISSLTransport.providedBy(self.transport):
+            # TLS closes with its close_notify, never by half-closing the
+            # TCP below it (the client would lose the answer).
+            self.transport.loseConnection()
+        else:
+            half_close()  # the answer, then our end; the client's end closes it
 
     def dataReceived(self, data):
         pass  # read only so that closing does not reset

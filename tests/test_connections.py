@@ -8,10 +8,12 @@ import resource
 import socket
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.connections import (
@@ -139,14 +141,22 @@ class HalfClosingTransport(StringTransport):
         self.write_closed = True
 
 
+@implementer(ISSLTransport)
+class TLSTransport(HalfClosingTransport):
+    """A TLS transport: its loseWriteConnection would be the TCP's below TLS."""
+
+    def getPeerCertificate(self):
+        return None
+
+
 class RefusalTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.limits = ConnectionLimits(per_address=1, most=10, clock=self.clock)
 
-    def refuse(self):
+    def refuse(self, transport_type=HalfClosingTransport):
         protocol = refusal(self.limits, b"no\r\n")
-        transport = HalfClosingTransport()
+        transport = transport_type()
         protocol.makeConnection(transport)
         return protocol, transport
 
@@ -166,8 +176,32 @@ class RefusalTests(unittest.TestCase):
         protocol.connectionLost(None)
         self.assertEqual(self.limits.lingering, 0)
 
-    def test_past_the_most_lingering_a_refusal_closes_at_once(self):
+    def test_past_the_most_lingering_a_refusal_is_cut_at_once(self):
         for _ in range(MOST_LINGERING):
             self.refuse()
-        _, transport = self.refuse()
-        self.assertTrue(transport.disconnecting)
+        for transport_type in (HalfClosingTransport, TLSTransport):
+            _, transport = self.refuse(transport_type)
+            self.assertTrue(transport.disconnected)  # aborted: no descriptor waits
+        self.assertEqual(len(self.clock.getDelayedCalls()), MOST_LINGERING)
+
+    def test_over_tls_the_answer_waits_for_the_handshake_then_tls_closes(self):
+        protocol, transport = self.refuse(TLSTransport)
+        self.assertEqual(transport.value(), b"")  # nothing can be said before TLS
+        protocol.handshakeCompleted()
+        self.assertEqual(transport.value(), b"no\r\n")
+        self.assertFalse(transport.write_closed)  # never a half-close below TLS
+        self.assertTrue(transport.disconnecting)  # close_notify, then TLS closes
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(LINGER_SECONDS)  # the client never closes its end
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(None)
+        self.assertEqual(self.limits.lingering, 0)
+
+    def test_a_tls_client_that_never_finishes_its_handshake_is_cut_after_the_linger(self):
+        protocol, transport = self.refuse(TLSTransport)
+        self.assertEqual(self.limits.lingering, 1)
+        self.clock.advance(LINGER_SECONDS)
+        self.assertTrue(transport.disconnected)
+        self.assertFalse(transport.write_closed)
+        protocol.connectionLost(None)
+        self.assertEqual((self.limits.lingering, self.clock.getDelayedCalls()), (0, []))

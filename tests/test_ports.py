@@ -8,6 +8,7 @@ and the chat port's idle timer.
 import json
 
 import attrs
+from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
@@ -48,7 +49,7 @@ class Ports:
 
 class OneAdmissionTests(unittest.TestCase):
     def test_one_address_is_capped_across_every_port(self):
-        connections = ConnectionLimits(per_address=3, most=100)
+        connections = ConnectionLimits(per_address=3, most=100, clock=task.Clock())
         ports = Ports(self, connections)
         chat, _ = connect(ports.chat)
         http, _ = connect(ports.http)
@@ -82,7 +83,7 @@ class OneAdmissionTests(unittest.TestCase):
         self.assertEqual(again.value(), b"")
 
     def test_past_the_process_cap_every_port_says_unavailable(self):
-        connections = ConnectionLimits(per_address=100, most=1)
+        connections = ConnectionLimits(per_address=100, most=1, clock=task.Clock())
         ports = Ports(self, connections)
         connect(ports.chat, host="127.0.0.5")
         _, chat = connect(ports.chat)

@@ -12,6 +12,7 @@ protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
 
 import attrs
 from twisted.internet import defer
+from twisted.logger import Logger
 
 import json
 
@@ -22,6 +23,8 @@ from multirealm.names import check_filename
 from multirealm.wire import ok
 
 SAME_SESSION = "-"
+
+log = Logger()
 
 
 @attrs.frozen
@@ -235,15 +238,33 @@ class Handlers:
         return self.realm.file_for(caller.user, file_id).addCallback(self._file_reply)
 
     def _file_reply(self, file):
-        """The getfile reply, its content streamed from disk as base64."""
-        try:
-            opened = self.realm.files.open(file.id)
-        except FileNotFoundError:
-            raise errors.NoSuchFile(f"the file {file.id} is gone") from None
+        """
+        The getfile reply, its content streamed from disk as base64.  The
+        file is opened only when the reply's turn comes to be written, so
+        a connection holds one file open however many getfile it pipelines;
+        one gone by then is answered no_such_file in its place.
+        """
+        files = self.realm.files
         head = b'{"status": "OK", "filename": %s, "size": %d, "content": "' % (
             json.dumps(file.name).encode("ascii"), file.size,
         )
-        return Streamed(head, base64_file(opened), b'"}' + wire.REPLY_END)
+
+        def start(consumer):
+            try:
+                opened = files.open(file.id)
+            except FileNotFoundError:
+                consumer.write(wire.to_bytes(errors.NoSuchFile(f"the file {file.id} is gone")))
+                return defer.succeed(None)
+            except OSError as e:  # out of descriptors, say: this reply fails, not the connection
+                log.error("cannot open file {id}: {error!r}", id=file.id, error=e)
+                consumer.write(wire.to_bytes(errors.Unavailable(
+                    f"the file cannot be read now ({e.strerror or e}): try again later")))
+                return defer.succeed(None)
+            consumer.write(head)
+            streamed = base64_file(opened)(consumer)
+            return streamed.addCallback(lambda _: consumer.write(b'"}' + wire.REPLY_END))
+
+        return Streamed(start)
 
     def command_listgroups(self, realm, after):
         self.realm.check_listed_realm(realm, "groups")

@@ -31,6 +31,10 @@ from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
 from multirealm.readgate import ReadGate
 
+# During a file body, only this many bytes of it restart the idle timer:
+# a body trickled a byte a minute does not hold a connection for ever.
+BODY_PROGRESS_BYTES = 65536
+
 # Sent once to a subscriber whose events backed up past its budget.
 OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 
@@ -59,9 +63,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     A connection that sends no request for C{idle_timeout} seconds (a
     C{ping} counts) is told C{idle_timeout} and closed: only a complete
-    line (or a file body's bytes) restarts the timer, so a line trickled
-    a byte a minute does not hold a connection open for ever.  TCP
-    keepalive finds peers that vanished without a word.  On the TLS port
+    line (or, in a file body, each C{BODY_PROGRESS_BYTES} of it) restarts
+    the timer, so a trickle a byte a minute does not hold a connection
+    open for ever.  TCP keepalive finds peers that vanished without a word.  On the TLS port
     the handshake must finish within C{header_timeout} seconds.
 
     No exception in handling one request (parsing, its handler, the start
@@ -123,14 +127,19 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._gate.input_ended()
         if self._upload is not None:  # the client ended in the middle of a file
             self._abandon_upload("the connection ended in the middle of a file")
-            return
         self._close_when_answered()
 
     def _abandon_upload(self, why):
-        """A file body that will never end: drop it and the connection."""
+        """
+        A file body that will never end: drop the file and answer it with
+        C{why}, in its place among the replies; the caller closes the
+        connection once they are out.
+        """
         upload, self._upload = self._upload, None
         upload.fail(errors.BadFileEncoding(why))
-        self._outbound.end(abort=True)
+        self._quitting = True  # what comes after the body is not acted on
+        upload.finish()
+        self.setLineMode()
 
     def writeConnectionLost(self):
         pass  # we never half-close our side
@@ -200,8 +209,15 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self._gate.release(reason)
 
     def dataReceived(self, data):
-        if b"\n" in data or not self.line_mode:
-            self.resetTimeout()  # a request ended (or a file body came), not a trickle
+        if self.line_mode:
+            if b"\n" in data:
+                self.resetTimeout()  # a request ended, not a trickle
+        else:
+            # A file body restarts the timer by progress only, not by any byte.
+            self._body_bytes += len(data)
+            if self._body_bytes >= BODY_PROGRESS_BYTES:
+                self._body_bytes = 0
+                self.resetTimeout()
         RequestLineReceiver.dataReceived(self, data)
         self._close_when_answered()
 
@@ -212,8 +228,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         """
         self._quitting = True
         if self._upload is not None:  # a body stalled mid-way: its slot would never fill
-            self._abandon_upload("no byte of the file for too long")
-            return
+            self._abandon_upload(
+                f"less than {BODY_PROGRESS_BYTES // 1024} KiB of the file in"
+                f" {self.factory.limits.idle_timeout:g} seconds: dropped"
+            )
         idle = errors.IdleTimeout(
             f"no request for {self.factory.limits.idle_timeout:g} seconds: closing"
             " (send ping to keep a connection open)"
@@ -341,6 +359,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         if isinstance(upload.target, defer.Deferred):
             upload.target.addErrback(upload.refused)
         self._upload = upload
+        self._body_bytes = 0
         self.setRawMode()
 
     def rawDataReceived(self, data):
@@ -364,6 +383,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                     writing.addBoth(self._batch_written)
         if body.done:
             self._upload = None
+            self.resetTimeout()  # a request ended
             # Later requests wait until this file and its message are
             # stored: messages keep request order, and a connection has one
             # file open at a time.
@@ -375,6 +395,8 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         return result
 
     def lineTooLong(self):
+        if self._quitting:
+            return  # ignored, as every line after quit is
         self._bucket.allow()  # the line counts against the rate all the same
         self._answer(
             errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")

@@ -247,6 +247,15 @@ def parse_frame(line):
     return MessageFrame.from_line(line)
 
 
+def json_object(line):
+    """The JSON object of C{line}; None if it is anything else (not JSON, nested too deep, a list)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 @attrs.frozen
 class Ack:
     """The receiver's answer to one message frame."""
@@ -265,13 +274,13 @@ class Ack:
             frame_id = line[len(cls._OK_HEAD):-2]
             if _ID.fullmatch(frame_id):
                 return cls(frame_id)
+        reply = json_object(line) or {}
         try:
-            reply = json.loads(line)
             if reply.get("status") == "OK":
                 return cls(str(reply["id"]))
             if reply.get("status") == "ERROR":
                 return cls(str(reply["id"]), str(reply["code"]), str(reply.get("message", "")))
-        except (ValueError, KeyError, AttributeError):
+        except KeyError:
             pass
         raise FrameError("an acknowledgement is a JSON object with status and id")
 

@@ -14,7 +14,6 @@ whenever a message for the peer is committed (the notifier), never only
 "when the next message is sent".
 """
 
-import json
 import os
 from collections import deque
 
@@ -34,6 +33,7 @@ from multirealm.federation.frames import (
     MessageFrame,
     UsersFrame,
     frame_limit,
+    json_object,
 )
 from multirealm.model import format_timestamp
 from multirealm.framing import RequestLineReceiver
@@ -458,11 +458,8 @@ class RealmLink(RequestLineReceiver):
         self.send(handshake.Proof(mine).to_line())
 
     def _welcome(self, text):
-        try:
-            reply = json.loads(text)
-        except ValueError:
-            reply = {}
-        if reply.get("status") != "OK":
+        reply = json_object(text)
+        if reply is None or reply.get("status") != "OK":
             return self._give_up(f"refused: {text[:200]!r}")
         self._state = "linked"
         self.factory.resetDelay()  # only now: the link is proved

@@ -97,6 +97,16 @@ class AccountTests(ChatTestCase):
         self.assertEqual(codes(self.alice.replies()), ["OK"])
         self.assertTrue(self.alice.transport.disconnecting)
 
+    def test_a_line_too_long_after_quit_is_ignored_too(self):
+        stored = defer.Deferred()
+        real_send = self.alice.protocol.realm.send
+        self.patch(self.alice.protocol.realm, "send",
+                   lambda *a: stored.addCallback(lambda _: real_send(*a)))  # a slow commit
+        self.alice.raw(b"send - heru hi\nquit\n" + b"x" * 70_000 + b"\n")
+        stored.callback(None)
+        self.assertEqual(codes(self.alice.replies()), ["OK", "OK"])
+        self.assertTrue(self.alice.transport.disconnecting)
+
 
 class MessageTests(ChatTestCase):
     def test_private_message_in_both_inboxes(self):

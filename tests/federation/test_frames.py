@@ -135,6 +135,10 @@ class AckTests(unittest.TestCase):
             self.assertEqual(Ack.from_line(ack.to_line()), ack)
         self.assertRaises(FrameError, Ack.from_line, "OK")
 
+    def test_an_answer_that_is_not_a_json_object_is_a_bad_answer(self):
+        for line in ("[" * 5000, "[1, 2]", '"OK"', "null", "7", '{"status": "OK"}'):
+            self.assertRaises(FrameError, Ack.from_line, line)
+
 
 class HandshakeTests(unittest.TestCase):
     def run_handshake(self, initiator_secret, responder_secret):

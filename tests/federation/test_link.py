@@ -7,6 +7,7 @@ what was not answered, exactly once at the far end.
 import socket
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -273,6 +274,27 @@ class LinkTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(len(self.delivered()), 10)
         self.assertLessEqual(max(most), 3)  # not 10: its bytes bound the window
+
+    def test_a_welcome_that_is_not_a_json_object_is_a_refusal(self):
+        for line in (b"[" * 5000, b"[1, 2]", b'"OK"', b"null"):
+            link = self.links.buildProtocol(None)
+            transport = StringTransport()
+            link.makeConnection(transport)
+            link._state = "welcome"  # the challenge answered, the peer's verdict next
+            link.dataReceived(line + b"\r\n")
+            self.assertTrue(transport.disconnecting, line[:10])
+            self.assertIn("refused", self.pending()["last_error"])
+            self.assertFalse(self.pending()["linked"])
+
+    def test_an_acknowledgement_that_is_not_a_json_object_is_skipped(self):
+        client, pump = self.connect()
+        link = self.queue.link
+        for line in (b"[" * 5000, b"[1, 2]", b"null"):
+            link.dataReceived(line + b"\r\n")
+        self.send(1)
+        pump.flush()
+        self.assertEqual(self.delivered(), ["m0"])
+        self.assertTrue(self.pending()["linked"])
 
     def test_a_wrong_secret_sends_nothing(self):
         self.send(1)

@@ -15,12 +15,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, endpoints, reactor, ssl, task
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from multirealm import config
+from multirealm.connections import LINGER_SECONDS, MOST_LINGERING
 from multirealm.service import build_realm_service
-from tests.helpers import InlineHasher, wait_until
+from tests.helpers import InlineHasher, parse_replies, wait_until
 from tests.test_end_to_end import free_port
 from tests.test_service import Collector
 
@@ -89,6 +92,14 @@ tls_cert = {cert}.crt
 tls_key = {cert}.key
 tls_ca = ca.crt
 """
+
+
+@implementer(IHalfCloseableProtocol)
+class Silent(Protocol):
+    """A client that sends nothing and keeps its end open when the server closes its own."""
+
+    def readConnectionLost(self):
+        pass
 
 
 class TLSLinkTests(unittest.TestCase):
@@ -185,6 +196,56 @@ class TLSLinkTests(unittest.TestCase):
         client.transport.write(b"ping\r\n")
         yield wait_until(lambda: client.data.count(b"\r\n\r\n") == 2)
         client.transport.loseConnection()
+
+    def connect_from(self, host, port, protocol=None, tls=None):
+        """A connection from C{host} to C{port} (over TLS with options C{tls})."""
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10,
+                                                bindAddress=(host, 0))
+        if tls is not None:
+            endpoint = endpoints.wrapClientTLS(tls, endpoint)
+        protocol = protocol or Protocol()
+        protocol.lost = defer.Deferred()
+        protocol.connectionLost = lambda reason: protocol.lost.callback(None)
+        self.addCleanup(lambda: protocol.transport and protocol.transport.abortConnection())
+        return endpoints.connectProtocol(endpoint, protocol)
+
+    @defer.inlineCallbacks
+    def test_refused_tls_connections_are_all_gone_after_the_linger(self):
+        service = self.start("good", "connections_per_address = 1")["2", "service"]
+        factory = service.getServiceNamed("chat-tls").factory
+        port = service.getServiceNamed("chat-tls").endpoint.port.getHost().port
+        gone = []  # the server's ends closed
+        real_build = factory.buildProtocol
+
+        def build(addr):
+            protocol = real_build(addr)
+            real_lost = protocol.connectionLost
+            protocol.connectionLost = lambda reason: gone.append(protocol) or real_lost(reason)
+            return protocol
+
+        self.patch(factory, "buildProtocol", build)
+        yield self.connect_from("127.0.0.5", port)  # admitted: the address's one
+        count = MOST_LINGERING + 8  # silent: never a ClientHello, never a close
+        for _ in range(count):
+            yield self.connect_from("127.0.0.5", port, Silent())
+        yield wait_until(lambda: len(gone) == count, timeout=LINGER_SECONDS + 8)
+        self.assertEqual(factory.connections.lingering, 0)
+
+    @defer.inlineCallbacks
+    def test_a_refused_tls_client_reads_its_refusal(self):
+        service = self.start("good", "connections_per_address = 1")["2", "service"]
+        port = service.getServiceNamed("chat-tls").endpoint.port.getHost().port
+        yield self.connect_from("127.0.0.6", port)
+        with open(self.ca, "rb") as f:
+            options = ssl.optionsForClientTLS(
+                "127.0.0.1", trustRoot=ssl.Certificate.loadPEM(f.read())
+            )
+        client = Collector([])
+        client.dataReceived = lambda data: setattr(client, "data", client.data + data)
+        yield self.connect_from("127.0.0.6", port, client, options)
+        yield client.lost.addTimeout(LINGER_SECONDS + 8, reactor)
+        (reply,) = parse_replies(client.data)
+        self.assertEqual(reply["code"], "too_many_connections")
 
     def test_the_tls_ports_listen_with_the_backlog(self):
         service = self.start("good", "listen_backlog = 33")["2", "service"]
