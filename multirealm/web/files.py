@@ -148,6 +148,10 @@ class FileResource(resource.Resource):
             raise errors.NoSuchFile(f"no file {self.file_id!r}") from None
         status = os.fstat(opened.fileno())
         size = status.st_size
+        if request.setLastModified(status.st_mtime) is http.CACHED:  # before Range: RFC 9110, 13.2.2
+            opened.close()
+            request.finish()
+            return
         try:
             wanted = ranges.byte_range(request.getHeader(b"range"), size)
         except ranges.Unsatisfiable:
@@ -164,10 +168,6 @@ class FileResource(resource.Resource):
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"accept-ranges", b"bytes")
-        if request.setLastModified(status.st_mtime) is http.CACHED:
-            opened.close()
-            request.finish()
-            return
         if wanted is None:
             length = size
             producer = static.NoRangeStaticProducer(request, opened)

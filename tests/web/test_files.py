@@ -153,6 +153,14 @@ class HTTPFileTests(unittest.TestCase):
             self.assertEqual(json.loads(body)["code"], "bad_request")
 
     @defer.inlineCallbacks
+    def test_if_modified_since_comes_before_the_range(self):
+        # RFC 9110, 13.2.2: a file not modified since is 304, whatever its range.
+        later = {b"if-modified-since": [b"Sat, 01 Jan 2050 00:00:00 GMT"]}
+        for header in (b"bytes=50000-", b"bytes=0-9"):
+            response, body = yield self.get(self.heru, {b"range": [header], **later})
+            self.assertEqual((response.code, body), (304, b""), header)
+
+    @defer.inlineCallbacks
     def test_head_says_what_get_would_send(self):
         for extra, status, length in [(b"", b"200", b"50000"),
                                       (b"Range: bytes=100-199\r\n", b"206", b"100")]:
