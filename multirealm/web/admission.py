@@ -4,8 +4,11 @@ L{multirealm.connections.ConnectionLimits} (else a 503 and closed), and
 each request's headers complete within C{header_timeout} of the
 connection or of the previous response (else a 408 and closed): a
 trickle of bytes does not extend it, as it does twisted.web's idle
-timeout.  The WebSocket to come (C{/ws}) starts as one of these requests;
-its resource takes over the channel's C{ticket} (see
+timeout.
+
+A request may be refused before its body is read (L{_Channel.refuse}).
+The WebSocket to come (C{/ws}) starts as one of these requests; its
+resource takes over the channel's C{ticket} (see
 L{multirealm.connections}).
 """
 
@@ -14,7 +17,7 @@ import json
 from twisted.web import http, server
 
 from multirealm import errors, wire
-from multirealm.connections import refusal
+from multirealm.connections import LINGER_SECONDS, refusal
 
 
 def _response(status, error):
@@ -38,6 +41,7 @@ class _Channel(http.HTTPChannel):
 
     ticket = None
     _deadline = None
+    _lingering = None  # aborts a refused connection its client does not close
 
     def connectionMade(self):
         super().connectionMade()
@@ -61,7 +65,41 @@ class _Channel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         self._stop_waiting()
+        request = self.requests[-1]
+        # twisted.web gives a request these only once its body is read
+        # (requestReceived); UploadRequest.gotLength, called from here,
+        # decides on the body before.
+        request.method, request.uri, request.clientproto = self._command, self._path, self._version
         super().allHeadersReceived()
+
+    def refuse(self, status, error):
+        """
+        Answer the request whose headers are in with C{status} and
+        C{error} before reading its body, and close.  twisted.web answers
+        a request only once its body is read (its L{http.Request.finish}
+        would hand the channel to the next request mid-body), so the
+        response is written here whole, with C{Connection: close}.  The
+        connection then closes its side and drops what comes for up to
+        C{LINGER_SECONDS}, so that the client reads the answer rather
+        than a reset for the body it sent meanwhile.
+        """
+        self.setTimeout(None)
+        # Nothing more is parsed: neither the rest of this read nor later ones.
+        self.dataReceived = self.rawDataReceived = lambda data: None
+        self.transport.write(_response(status, error))
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:
+            self.loseConnection()
+            return
+        self.transport.unregisterProducer()  # else a paused channel would hold the close
+        half_close()
+        self.transport.resumeProducing()
+        self._lingering = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
+
+    @staticmethod
+    def _stop(call):
+        if call is not None and call.active():
+            call.cancel()
 
     def requestDone(self, request):
         if self.persistent:
@@ -71,6 +109,7 @@ class _Channel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._stop_waiting()
+        self._stop(self._lingering)
         if self.ticket is not None:
             self.ticket.release()
         super().connectionLost(reason)
