@@ -1,7 +1,8 @@
 """
 Request bodies on the HTTP port: only POST /files by a valid session keeps
 one, and only once the session is known; a refusal (401, 413) comes before
-the body.
+the body; a body makes progress or is dropped; a client that stops reading
+a response is cut.
 """
 
 import json
@@ -17,6 +18,7 @@ from twisted.trial import unittest
 
 from multirealm import errors
 from multirealm.config import Limits
+from multirealm.web.admission import PROGRESS
 from multirealm.web.files import make_site
 from tests.helpers import Client, make_realm, wait_until
 
@@ -113,3 +115,48 @@ class BodyTests(unittest.TestCase):
         looked_up.errback(errors.InvalidSession("unknown or expired session"))
         self.assertAnswered(transport, 401, "invalid_session")
         self.assertEqual((self.begun, self.incoming()), ([], []))
+
+    # -- item 2: a body makes progress or is dropped ----------------------------
+
+    def test_a_body_trickle_is_dropped_at_the_idle_timeout(self):
+        for path in (b"/files?to=heru&name=f.bin", b"/nowhere"):
+            channel, transport = self.connect()
+            channel.dataReceived(self.head(path, length=2**20))
+            for _ in range(59):  # a byte a second: every read restarted twisted.web's timer
+                self.clock.advance(1)
+                channel.dataReceived(b"A")
+            self.assertFalse(transport.disconnecting)
+            self.clock.advance(1.5)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value())
+            self.assertIn(b'"idle_timeout"', transport.value())
+            self.assertTrue(transport.disconnecting, path)
+            channel.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(self.incoming(), [])  # nothing kept
+
+    def test_a_body_that_moves_64_kib_per_idle_timeout_goes_on(self):
+        channel, transport = self.connect()
+        channel.dataReceived(self.head(b"/nowhere", length=10 * PROGRESS))
+        for _ in range(9):
+            self.clock.advance(59)
+            channel.dataReceived(b"A" * PROGRESS)
+        self.clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"A" * PROGRESS)  # its end
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "), transport.value())
+
+    # -- item 3: a response the client does not read ----------------------------
+
+    def test_a_client_that_stops_reading_is_cut_at_the_idle_timeout(self):
+        self.patch(self.realm.sessions, "user_of", lambda token: defer.Deferred())
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
+        self.clock.advance(600)  # a response on its way: twisted.web's idle timer is off
+        self.assertFalse(transport.disconnecting)
+        channel.pauseProducing()  # as the transport does when its buffer is full
+        self.clock.advance(59)
+        channel.resumeProducing()  # the client read: the wait starts again
+        channel.pauseProducing()
+        self.clock.advance(59)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1.5)
+        self.assertTrue(transport.disconnected)  # aborted: its buffer would never leave
