@@ -62,7 +62,8 @@ class UploadRequest(server.Request):
     read (L{_Channel.refuse}); a valid one gets its C{100 Continue}, its
     body goes to disk as it arrives (an L{IncomingFile}: a batch at a time
     in a thread, the connection not read meanwhile, held to
-    C{max_file_bytes}) and the resource runs with L{user} once the body is
+    C{max_file_bytes}: a chunked body past it is refused, 413, at once)
+    and the resource runs with L{user} once the body is
     whole.  The body of any other request is dropped as it arrives.  The
     body is the file whatever its type; a multipart form is never parsed
     (L{FilesResource.render_POST} refuses it).
@@ -146,6 +147,8 @@ class UploadRequest(server.Request):
         if writing is not None:  # read no more until this batch is written
             self._hold()
             writing.addCallback(self._release)
+        elif self._file.error is not None and self._file.error.check(errors.FileTooLarge):
+            self._refuse(413, self._file.error.value)  # a chunked body past the limit: no more of it
 
     def take_file(self):
         """The L{IncomingFile} of this request's body, for the upload to finish."""

@@ -89,6 +89,18 @@ class BodyTests(unittest.TestCase):
         self.assertEqual(self.begun, [])
 
     @defer.inlineCallbacks
+    def test_a_chunked_body_past_the_limit_is_refused_at_once(self):
+        channel, transport = self.connect()
+        head = self.head().replace(b"Content-Length: 1000", b"Transfer-Encoding: chunked")
+        chunk = b"80000\r\n" + b"A" * 0x80000 + b"\r\n"  # 512 KiB
+        channel.dataReceived(head + chunk + chunk)
+        self.assertEqual(transport.value(), b"")
+        yield wait_until(lambda: transport.producerState == "producing")  # a batch written
+        channel.dataReceived(b"1\r\nA\r\n")  # one byte past the limit
+        self.assertAnswered(transport, 413, "file_too_large")
+        yield wait_until(lambda: self.incoming() == [])
+
+    @defer.inlineCallbacks
     def test_the_body_waits_for_its_session(self):
         looked_up = defer.Deferred()
         self.patch(self.realm.sessions, "user_of", lambda token: looked_up)
