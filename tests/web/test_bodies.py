@@ -69,13 +69,10 @@ class BodyTests(unittest.TestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
 
     def test_an_upload_without_a_session_is_refused_before_its_body(self):
-        for token, extra in [(False, b""), (False, b"Expect: 100-continue\r\n"),
-                             (True, b"Authorization: Bearer nope\r\n")]:
+        for extra in [b"", b"Expect: 100-continue\r\n",
+                      b"Authorization: Bearer nope\r\nExpect: 100-continue\r\n"]:
             channel, transport = self.connect()
-            head = self.head(token=False, extra=extra if not token else b"")
-            if token:
-                head = head.replace(b"Host: x\r\n", b"Host: x\r\n" + extra)
-            channel.dataReceived(head + b"A")
+            channel.dataReceived(self.head(token=False, extra=extra) + b"A")
             self.assertAnswered(transport, 401, "invalid_session")
             self.assertNotIn(b"100 Continue", transport.value())
             channel.dataReceived(b"A" * 999)  # what comes meanwhile is dropped
@@ -127,6 +124,20 @@ class BodyTests(unittest.TestCase):
         looked_up.errback(errors.InvalidSession("unknown or expired session"))
         self.assertAnswered(transport, 401, "invalid_session")
         self.assertEqual((self.begun, self.incoming()), ([], []))
+
+    def test_a_lookup_that_fails_is_503_before_the_body(self):
+        self.patch(self.realm.sessions, "user_of", lambda token: defer.fail(OSError("db gone")))
+        channel, transport = self.connect()
+        channel.dataReceived(self.head() + b"A")
+        self.assertAnswered(transport, 503, "unavailable")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.begun, [])
+
+    def test_another_path_to_the_files_resource_keeps_no_body(self):
+        channel, transport = self.connect()
+        channel.dataReceived(self.head(b"//files?to=heru&name=f.bin") + b"A" * 1000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertEqual(self.begun, [])
 
     # -- item 2: a body makes progress or is dropped ----------------------------
 
