@@ -55,18 +55,18 @@ class UploadRequest(server.Request):
     twisted.web calls L{gotLength} once the headers are in (the channel,
     L{multirealm.web.admission}, has given the request its method and URI
     by then), and answers C{Expect: 100-continue} right after it returns.
-    For C{POST /files}, L{gotLength} refuses a C{Content-Length} over
-    C{max_file_bytes} (413) at once, else stops reading the connection,
-    takes the C{Expect} header away from twisted.web, and looks the session
-    up: an invalid one is refused (401) at once, before any of the body is
-    read (L{_Channel.refuse}); a valid one gets its C{100 Continue}, its
-    body goes to disk as it arrives (an L{IncomingFile}: a batch at a time
-    in a thread, the connection not read meanwhile, held to
-    C{max_file_bytes}: a chunked body past it is refused, 413, at once)
-    and the resource runs with L{user} once the body is
-    whole.  The body of any other request is dropped as it arrives.  The
-    body is the file whatever its type; a multipart form is never parsed
-    (L{FilesResource.render_POST} refuses it).
+    For C{POST /files}, L{gotLength} takes the C{Expect} header away from
+    twisted.web, refuses a C{Content-Length} over C{max_file_bytes} (413)
+    at once, else stops reading the connection and looks the session up.
+    An invalid one is refused (401) before any of the body is read (the
+    channel's C{refuse}); a valid one gets its C{100 Continue}, its body
+    goes to disk as it arrives (an L{IncomingFile}: a batch at a time in a
+    thread, the connection not read meanwhile, held to C{max_file_bytes}:
+    a chunked body past it is refused, 413, at once) and the resource runs
+    with L{user} once the body is whole.  The body of any other request is
+    dropped as it arrives.  The body is the file whatever its type; a
+    multipart form is never parsed (L{FilesResource.render_POST} refuses
+    it).
     """
 
     user = None  # the user of a POST /files, once its session is known to be valid
