@@ -1,20 +1,35 @@
 """
 The HTTP port's connections: each admitted by the process's
 L{multirealm.connections.ConnectionLimits} (else a 503 and closed), and
-each request's headers complete within C{header_timeout} of the
-connection or of the previous response (else a 408 and closed): a
-trickle of bytes does not extend it, as it does twisted.web's idle
-timeout.  The WebSocket to come (C{/ws}) starts as one of these requests;
-its resource takes over the channel's C{ticket} (see
+timed where twisted.web's idle timeout is not enough:
+
+  - each request's headers complete within C{header_timeout} of the
+    connection or of the previous response (else a 408 and closed): a
+    trickle of bytes does not extend it, as it does twisted.web's idle
+    timeout;
+  - during a request's body only progress restarts the idle timer: each
+    L{PROGRESS} bytes of body (else a 408 and closed, the body dropped);
+  - a response the client does not read for C{idle_timeout} (the
+    transport stays paused) aborts the connection: twisted.web turns its
+    idle timeout off while a response is produced.
+
+A request may be refused before its body is read (L{_Channel.refuse}).
+The WebSocket to come (C{/ws}) starts as one of these requests; its
+resource takes over the channel's C{ticket} (see
 L{multirealm.connections}).
 """
 
 import json
 
+from twisted.logger import Logger
 from twisted.web import http, server
 
 from multirealm import errors, wire
-from multirealm.connections import refusal
+from multirealm.connections import LINGER_SECONDS, refusal
+
+log = Logger()
+
+PROGRESS = 64 * 1024  # bytes of a request body that restart the idle timer
 
 
 def _response(status, error):
@@ -33,11 +48,16 @@ class _Channel(http.HTTPChannel):
     An HTTP connection whose request headers must be complete within the
     site's C{header_timeout} of its start or of the previous response: the
     deadline is fixed, where twisted.web's idle timeout restarts with
-    every byte.  Gives its ticket back when it ends.
+    every byte.  During a body, only L{PROGRESS} bytes of it restart the
+    idle timer; a client that reads nothing of a response for the idle
+    timeout is cut.  Gives its ticket back when it ends.
     """
 
     ticket = None
     _deadline = None
+    _body = None  # bytes of the body being read since the idle timer last restarted
+    _stalled = None  # aborts the connection if its client reads nothing more
+    _lingering = None  # aborts a refused connection its client does not close
 
     def connectionMade(self):
         super().connectionMade()
@@ -61,7 +81,87 @@ class _Channel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         self._stop_waiting()
+        request = self.requests[-1]
+        # twisted.web gives a request these only once its body is read
+        # (requestReceived); UploadRequest.gotLength, called from here,
+        # decides on the body before.
+        request.method, request.uri, request.clientproto = self._command, self._path, self._version
+        self._body = 0
         super().allHeadersReceived()
+
+    def resetTimeout(self):
+        # twisted.web's dataReceived restarts the idle timer at every read;
+        # during a body only progress does (rawDataReceived).
+        if self._body is None:
+            super().resetTimeout()
+
+    def rawDataReceived(self, data):
+        if self._body is not None:
+            self._body += len(data)
+            if self._body >= PROGRESS:
+                self._body = 0
+                super().resetTimeout()
+        super().rawDataReceived(data)
+
+    def allContentReceived(self):
+        self._body = None
+        super().allContentReceived()  # turns the idle timer off until the response is done
+
+    def timeoutConnection(self):
+        if self._body is not None:  # a body stalled: nothing is answered yet
+            self._body = None
+            self.transport.write(_response(408, errors.IdleTimeout(
+                f"less than {PROGRESS // 1024} KiB of the body in {self.timeOut:g} seconds:"
+                " dropped"
+            )))
+        super().timeoutConnection()  # the request's connectionLost drops its body
+
+    def refuse(self, status, error):
+        """
+        Answer the request whose headers are in with C{status} and
+        C{error} before reading its body, and close.  twisted.web answers
+        a request only once its body is read (its L{http.Request.finish}
+        would hand the channel to the next request mid-body), so the
+        response is written here whole, with C{Connection: close}.  The
+        connection then closes its side and drops what comes for up to
+        C{LINGER_SECONDS}, so that the client reads the answer rather
+        than a reset for the body it sent meanwhile.
+        """
+        self._body = None
+        self.setTimeout(None)
+        # Nothing more is parsed: neither the rest of this read nor later ones.
+        self.dataReceived = self.rawDataReceived = lambda data: None
+        self.transport.write(_response(status, error))
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:
+            self.loseConnection()
+            return
+        self.transport.unregisterProducer()  # else a paused channel would hold the close
+        half_close()
+        self.transport.resumeProducing()
+        self._lingering = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
+
+    def pauseProducing(self):
+        # The transport's buffer is full: the client is not reading.
+        super().pauseProducing()
+        if self._stalled is None:
+            self._stalled = self.callLater(self.site.timeOut, self._not_reading)
+
+    def resumeProducing(self):
+        self._stop(self._stalled)
+        self._stalled = None
+        super().resumeProducing()
+
+    def _not_reading(self):
+        self._stalled = None
+        log.info("{peer} read nothing for {timeout:g} s: aborting",
+                 peer=str(self.transport.getPeer()), timeout=self.site.timeOut)
+        self.transport.abortConnection()
+
+    @staticmethod
+    def _stop(call):
+        if call is not None and call.active():
+            call.cancel()
 
     def requestDone(self, request):
         if self.persistent:
@@ -71,6 +171,8 @@ class _Channel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._stop_waiting()
+        self._stop(self._stalled)
+        self._stop(self._lingering)
         if self.ticket is not None:
             self.ticket.release()
         super().connectionLost(reason)

@@ -13,19 +13,19 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
     (twisted.web would parse that whole in memory): the same rules, codes
     and JSON reply as C{sendfile}, through the same
     L{multirealm.core.incoming.IncomingFile}.  A C{Content-Length} over the
-    limit is refused before the body is kept (L{UploadRequest}).
+    limit, or a request without a valid session, is refused before its
+    body is read (L{multirealm.web.upload}).
   - C{GET /}: what this server is, and where its protocol is described.
 
-Connections are admitted, and request headers timed, by
-L{multirealm.web.admission.AdmittingSite}.
+Connections are admitted, and request headers, bodies and stalled
+responses timed, by L{multirealm.web.admission.AdmittingSite}.
 
 Access is checked by the core for every read (L{Realm.file_for}).
 """
 
-import io
 import json
 import os
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -33,7 +33,7 @@ from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
 from multirealm.web import ranges
-from multirealm.core.incoming import IncomingFile
+from multirealm.web.upload import UploadRequest, query, session_user
 from multirealm.connections import for_this_process
 from multirealm.names import check_filename
 from multirealm.model import FileRef
@@ -64,32 +64,6 @@ def _fail(request, error, status=None):
     request.setResponseCode(status or _STATUS.get(error.code, 400))
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(wire.error_reply(error)).encode("ascii")
-
-
-def _token(request):
-    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    session = _query(request).get("session")
-    return session[0] if session else None
-
-
-def _query(request):
-    """
-    The arguments of the URL's query only: never of a form body, which
-    twisted.web would merge in (a page elsewhere could post a form that
-    redirects a file).
-    """
-    query = urlsplit(request.uri).query.decode("utf-8", "replace")
-    return parse_qs(query, keep_blank_values=True)
-
-
-def _user(realm, request):
-    """A Deferred of the user of the request's session (L{errors.InvalidSession})."""
-    token = _token(request)
-    if not token:
-        return defer.fail(errors.InvalidSession("no session: send Authorization: Bearer <id>"))
-    return defer.maybeDeferred(realm.sessions.user_of, token)
 
 
 class _Answer:
@@ -128,7 +102,7 @@ class FileResource(resource.Resource):
         if request.postpath:  # /files/<id>/more: no such thing
             return _fail(request, errors.NoSuchFile("no such file"))
         answer = _Answer(request)
-        d = _user(self.realm, request)
+        d = session_user(self.realm, request)
         d.addCallback(lambda user: self.realm.file_for(user, self.file_id))
         d.addCallback(self._serve, answer)
         d.addErrback(answer.failure)
@@ -148,6 +122,10 @@ class FileResource(resource.Resource):
             raise errors.NoSuchFile(f"no file {self.file_id!r}") from None
         status = os.fstat(opened.fileno())
         size = status.st_size
+        if request.setLastModified(status.st_mtime) is http.CACHED:  # before Range: RFC 9110, 13.2.2
+            opened.close()
+            request.finish()
+            return
         try:
             wanted = ranges.byte_range(request.getHeader(b"range"), size)
         except ranges.Unsatisfiable:
@@ -164,10 +142,6 @@ class FileResource(resource.Resource):
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"accept-ranges", b"bytes")
-        if request.setLastModified(status.st_mtime) is http.CACHED:
-            opened.close()
-            request.finish()
-            return
         if wanted is None:
             length = size
             producer = static.NoRangeStaticProducer(request, opened)
@@ -205,15 +179,16 @@ class FilesResource(resource.Resource):
                 "send the file itself as the body (curl --data-binary @FILE),"
                 " not a multipart form (curl -F)"
             ))).encode("ascii")
+        if request.user is None:  # reached by another path (//files): its body was dropped
+            return _fail(request, errors.BadRequest("post a file to /files?to=<user>&name=<name>"))
         answer = _Answer(request)
-        d = _user(self.realm, request)
-        d.addCallback(self._upload, request)
+        d = defer.maybeDeferred(self._upload, request.user, request)
         d.addCallback(answer.body)
         d.addErrback(answer.failure)
         return server.NOT_DONE_YET
 
     def _upload(self, user, request):
-        args = {key: values[0] for key, values in _query(request).items()}
+        args = {key: values[0] for key, values in query(request).items()}
         name = check_filename(args.get("name", ""))
         if "group" in args:
             to = self.realm.address(args["group"], "group name")
@@ -268,56 +243,6 @@ class RootResource(resource.Resource):
             " project). Here: GET /files/<file_id> with Authorization: Bearer <session id>,"
             " POST /files?to=<user>&name=<filename> with the file as the body.\n"
         ).encode("utf-8")
-
-
-class UploadRequest(server.Request):
-    """
-    A request whose body goes to disk as it arrives, as a chat upload's
-    does (an L{IncomingFile}: written a batch at a time in a thread, the
-    connection not read meanwhile, held to C{max_file_bytes}, a
-    C{Content-Length} over it refused before a byte is kept), never into
-    twisted.web's own buffer or temporary file.  The upload takes the file
-    (L{take_file}); the body of any other request is dropped when it ends.
-    The body is the file whatever its type; a multipart form is never
-    parsed (L{FilesResource.render_POST} refuses it).
-    """
-
-    _file = None
-
-    def gotLength(self, length):
-        site = self.channel.site
-        self._file = IncomingFile(site.realm.files, site.max_file_bytes)
-        if length is not None:
-            self._file.expect(length)
-        self.content = io.BytesIO()  # stays empty: the body is in the file
-        self.notifyFinish().addBoth(self._ended)
-
-    def handleContentChunk(self, data):
-        writing = self._file.write(data)
-        if writing is not None:  # read no more until this batch is written
-            transport = self.channel.transport
-            transport.pauseProducing()
-            writing.addCallback(lambda _: transport.resumeProducing())
-
-    def take_file(self):
-        """The L{IncomingFile} of this request's body, for the upload to finish."""
-        file, self._file = self._file, None
-        return file
-
-    def _ended(self, result):
-        if self._file is not None:  # not taken, or the client went away first
-            self._file.abort()
-
-    form = False  # a multipart form: refused, never parsed
-
-    def requestReceived(self, command, path, version):
-        kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
-        self.form = kind.startswith(b"multipart/form-data")
-        # The body is the file whatever type it claims (curl --data-binary
-        # says application/x-www-form-urlencoded): twisted.web would parse
-        # a form into args, reading it whole.
-        self.requestHeaders.removeHeader(b"content-type")
-        super().requestReceived(command, path, version)
 
 
 class _WithoutQuery:

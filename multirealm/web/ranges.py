@@ -22,7 +22,8 @@ class Unsatisfiable(Exception):
 
 
 def _number(digits):
-    return int(digits) if len(digits) <= _MOST_DIGITS else 10**_MOST_DIGITS
+    digits = digits.lstrip(b"0")  # 0002 is 2: only the digits that count are counted
+    return int(digits or b"0") if len(digits) <= _MOST_DIGITS else 10**_MOST_DIGITS
 
 
 def byte_range(header, size):

@@ -153,6 +153,14 @@ class HTTPFileTests(unittest.TestCase):
             self.assertEqual(json.loads(body)["code"], "bad_request")
 
     @defer.inlineCallbacks
+    def test_if_modified_since_comes_before_the_range(self):
+        # RFC 9110, 13.2.2: a file not modified since is 304, whatever its range.
+        later = {b"if-modified-since": [b"Sat, 01 Jan 2050 00:00:00 GMT"]}
+        for header in (b"bytes=50000-", b"bytes=0-9"):
+            response, body = yield self.get(self.heru, {b"range": [header], **later})
+            self.assertEqual((response.code, body), (304, b""), header)
+
+    @defer.inlineCallbacks
     def test_head_says_what_get_would_send(self):
         for extra, status, length in [(b"", b"200", b"50000"),
                                       (b"Range: bytes=100-199\r\n", b"206", b"100")]:
@@ -175,6 +183,56 @@ class HTTPFileTests(unittest.TestCase):
             while data := connection.recv(65536):
                 answer += data
         return answer
+
+    def converse(self, head, body=None):
+        """
+        Send C{head}, read an answer before sending anything more (in a
+        thread); send C{body} then if given, and read on to the close.
+        """
+        port = int(self.base.rsplit(b":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(head)
+            first = connection.recv(65536)
+            rest = b""
+            if body is not None:
+                connection.sendall(body)
+            while data := connection.recv(65536):
+                rest += data
+        return first, rest
+
+    @defer.inlineCallbacks
+    def test_a_refused_upload_is_answered_before_its_body(self):
+        # As curl --data-binary @big sends it: the headers, then the body only
+        # after 100 Continue (or a second).  Never a 100 for a body refused.
+        for token, length, status, code in [
+            (self.alice, 60_000_000, b"413", "file_too_large"),
+            (None, 10, b"401", "invalid_session"),
+            ("not-a-session", 10, b"401", "invalid_session"),
+        ]:
+            auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
+            first, rest = yield threads.deferToThread(self.converse, (
+                b"POST /files?to=heru&name=big.bin HTTP/1.1\r\nHost: x\r\n" + auth
+                + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length
+            ))
+            answer = first + rest
+            self.assertEqual(answer.split(b" ", 2)[1], status, answer)
+            self.assertIn(b"Connection: close", answer)
+            self.assertEqual(json.loads(answer.partition(b"\r\n\r\n")[2])["code"], code)
+        self.assertEqual(self.on_disk(), ([self.file_id], []))  # setUp's only
+
+    @defer.inlineCallbacks
+    def test_an_upload_that_expects_100_continue_gets_it_then_is_stored(self):
+        payload = os.urandom(99_000)  # max_file_bytes is 100,000 here
+        first, rest = yield threads.deferToThread(self.converse, (
+            b"POST /files?to=heru&name=c.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + self.alice.encode() + b"\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(payload)
+        ), payload)
+        self.assertEqual(first, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), rest)
+        file = (yield self.realm.inbox("heru")).messages[-1].file
+        with self.realm.files.open(file.id) as f:
+            self.assertEqual(f.read(), payload)
 
     @defer.inlineCallbacks
     def test_bad_uploads_answer_their_codes(self):

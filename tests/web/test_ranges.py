@@ -17,6 +17,9 @@ class ByteRangeTests(unittest.TestCase):
             (b"bytes=-99999999999999999999", (0, 99)),  # more than the file: all of it
             (b"bytes=0-99999999999999999999", (0, 99)),
             (b"bytes=0-" + b"9" * 5000, (0, 99)),  # a long number is not a slow one
+            (b"bytes=0000000000000000000002-4", (2, 4)),  # leading zeros count for nothing
+            (b"bytes=2-0000000000000000000004", (2, 4)),
+            (b"bytes=-" + b"0" * 30 + b"5", (95, 99)),
         ]:
             self.assertEqual(byte_range(header, 100), expected, header)
 
