@@ -172,13 +172,6 @@ class FilesResource(resource.Resource):
         return FileResource(self.realm, name.decode("ascii", "replace"))
 
     def render_POST(self, request):
-        if getattr(request, "form", False):
-            request.setResponseCode(415)
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps(wire.error_reply(errors.BadRequest(
-                "send the file itself as the body (curl --data-binary @FILE),"
-                " not a multipart form (curl -F)"
-            ))).encode("ascii")
         if request.user is None:  # reached by another path (//files): its body was dropped
             return _fail(request, errors.BadRequest("post a file to /files?to=<user>&name=<name>"))
         answer = _Answer(request)

@@ -65,12 +65,10 @@ class UploadRequest(server.Request):
     a chunked body past it is refused, 413, at once) and the resource runs
     with L{user} once the body is whole.  The body of any other request is
     dropped as it arrives.  The body is the file whatever its type; a
-    multipart form is never parsed (L{FilesResource.render_POST} refuses
-    it).
+    multipart form is refused (415) before its body, never parsed.
     """
 
     user = None  # the user of a POST /files, once its session is known to be valid
-    form = False  # a multipart form: refused, never parsed
     _file = None  # the IncomingFile of a POST /files by a valid session
     _held = None  # body that came while the session was looked up (one read: reading stopped)
     _unprocessed = None  # (command, path, version) of a whole request waiting for its session
@@ -86,6 +84,14 @@ class UploadRequest(server.Request):
         # becomes of the body: here it is sent only for a body that is kept.
         expects = self.requestHeaders.getRawHeaders(b"expect", [b""])[0].lower() == b"100-continue"
         self.requestHeaders.removeHeader(b"expect")
+        kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
+        if kind.startswith(b"multipart/form-data"):
+            # twisted.web would parse a form whole in memory: refused before its body.
+            self._refuse(415, errors.BadRequest(
+                "send the file itself as the body (curl --data-binary @FILE),"
+                " not a multipart form (curl -F)"
+            ))
+            return
         site = self.channel.site
         file = IncomingFile(site.realm.files, site.max_file_bytes)  # nothing on disk yet
         if length is not None:
@@ -160,8 +166,6 @@ class UploadRequest(server.Request):
             self._file.abort()
 
     def requestReceived(self, command, path, version):
-        kind = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].lower()
-        self.form = kind.startswith(b"multipart/form-data")
         # The body is the file whatever type it claims (curl --data-binary
         # says application/x-www-form-urlencoded): twisted.web would parse
         # a form into args, reading it whole.

@@ -85,6 +85,15 @@ class BodyTests(unittest.TestCase):
         self.assertNotIn(b"100 Continue", transport.value())
         self.assertEqual(self.begun, [])
 
+    def test_a_multipart_form_is_refused_before_its_body(self):
+        channel, transport = self.connect()
+        channel.dataReceived(self.head(extra=(
+            b"Content-Type: multipart/form-data; boundary=x\r\nExpect: 100-continue\r\n")))
+        self.assertAnswered(transport, 415, "bad_request")
+        self.assertNotIn(b"100 Continue", transport.value())
+        channel.dataReceived(b"A" * 1000)  # the body, sent all the same, is dropped
+        self.assertEqual((self.begun, self.incoming()), ([], []))
+
     @defer.inlineCallbacks
     def test_a_chunked_body_past_the_limit_is_refused_at_once(self):
         channel, transport = self.connect()
