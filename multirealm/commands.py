@@ -24,8 +24,9 @@ class Command:
     optional words C{optional}.
 
     C{serial}: later requests on the same connection wait until this one
-    is answered (C{register} and C{auth} hash a password in a thread pool,
-    and a pipelined C{auth} then C{send - ...} must see the session).
+    is answered (C{register}, C{auth} and C{passwd} hash a password in a
+    thread pool, and a pipelined C{auth} then C{send - ...} must see the
+    session).
     C{closes}: the connection closes once this request is answered.
     C{heavy}: its reply may be long: C{"history"} (a page bounded by
     C{history_reply_bytes}) or C{"list"} (bounded by C{list_limit} names);
@@ -114,6 +115,10 @@ COMMANDS = {
                 heavy="list"),
         Command("subscribe", "receive events as messages arrive, on this connection", True),
         Command("unsubscribe", "stop the events on this connection", True),
+        Command(
+            "passwd", "change your password; your other sessions end", True, ("old", "new"),
+            serial=True,
+        ),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

@@ -86,7 +86,7 @@ class Limits:
         1000.0, "per connection: steady request rate (the bucket's refill)", minimum=0.001)
     hashes_per_address: int = _limit(
         64,
-        "password hashes (`register`, `auth`) waiting or running for one client address"
+        "password hashes (`register`, `auth`, `passwd`) waiting or running for one client address"
         " (`rate_limited`); the whole realm takes at most 1,024",
         minimum=1, maximum=1024)
     registration_burst: int = _limit(

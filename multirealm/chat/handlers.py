@@ -144,6 +144,12 @@ class Handlers:
             d.addCallback(lambda _: self.events.session_ended(caller.token))
         return d.addCallback(lambda _: ok(message="logged out"))
 
+    def command_passwd(self, caller, old, new):
+        d = self.realm.change_password(caller.user, caller.token, old, new, self.peer)
+        return d.addCallback(
+            lambda _: ok(message="password changed; your other sessions have ended")
+        )
+
     def command_mygroups(self, caller):
         return self.realm.my_groups(caller.user).addCallback(lambda groups: ok(groups=groups))
 

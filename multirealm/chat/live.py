@@ -70,6 +70,15 @@ class LiveDelivery:
                 if subscribed_with == token:
                     self.unsubscribe(connection)
 
+    def sessions_ended(self, user, keep):
+        """
+        Every session of C{user} but C{keep} ended (C{passwd}): the
+        subscriptions made with them end, on every connection.
+        """
+        for connection, (token, _) in list(self._by_user.get(user, {}).items()):
+            if token != keep:
+                self.unsubscribe(connection)
+
     # -- the notifier -------------------------------------------------------------
 
     def message_committed(self, delivery):

@@ -510,6 +510,7 @@ class ChatFactory(Factory):
         if live is None:
             live = LiveDelivery(realm)
             realm.notifier.subscribe(live)
+            realm.sessions.on_user_sessions_ended(live.sessions_ended)
         self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)

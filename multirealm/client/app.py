@@ -34,6 +34,8 @@ class Chat:
         self._history = None  # (conversation, entries, how many shown, older kept back)
         self.transfers = []  # Uploads and FileSinks under way
         self.background = set()  # their tasks: the person types on meanwhile
+        # async (question) -> a line typed without being shown (read_lines sets it)
+        self.hidden = None
 
     @property
     def prompt(self):
@@ -101,6 +103,27 @@ class Chat:
             self.show(render.error(reply))
             return
         self.show(f"logged in as {name}; messages for you appear as they arrive")
+
+    async def do_passwd(self):
+        token = self.token()
+        if not token:
+            return
+        if self.hidden is None:
+            self.show("/passwd needs the terminal to ask for the passwords")
+            return
+        try:
+            old = await self.hidden("old password: ")
+            new = await self.hidden("new password: ")
+            again = await self.hidden("new password again: ")
+        except (EOFError, KeyboardInterrupt):
+            self.show("password not changed")
+            return
+        if new != again:
+            self.show("the two new passwords differ: password not changed")
+        elif old.split() != [old] or new.split() != [new]:
+            self.show("a password is one word, without spaces: password not changed")
+        elif await self.ask(f"passwd {token} {old} {new}"):
+            self.show("password changed; your other sessions (other devices) are logged out")
 
     # -- messages -----------------------------------------------------------------
 
@@ -293,6 +316,12 @@ async def read_lines(chat, **io):
 
     # History kept in memory only; redrawn twice a second for progress bars.
     prompt = PromptSession(history=InMemoryHistory(), refresh_interval=0.5, **io)
+
+    async def hidden(question):
+        # A prompt of its own: what is typed shows as *, and never enters the line history.
+        return await PromptSession(is_password=True, **io).prompt_async(question)
+
+    chat.hidden = hidden
     try:
         while True:
             try:

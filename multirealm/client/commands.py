@@ -8,6 +8,7 @@ import attrs
 HELP = """\
 /register NAME PASSWORD      create an account
 /login NAME PASSWORD         log in (the session stays in memory, never shown)
+/passwd                      change your password (asked for, never shown)
 /msg USER[@REALM] TEXT       private message
 /group GROUP[@REALM] TEXT    message to a group
 /open USER | /open #GROUP    talk to one person or group: plain lines go there
@@ -39,6 +40,8 @@ class Action:
 _SHAPES = {
     "register": (2, 2, "/register NAME PASSWORD"),
     "login": (2, 2, "/login NAME PASSWORD"),
+    # Alone: the passwords are asked for, unseen; typed after it they would stay on screen.
+    "passwd": (0, 0, "/passwd alone: it asks for the passwords without showing them"),
     "msg": (2, 2, "/msg USER[@REALM] TEXT"),
     "group": (2, 2, "/group GROUP[@REALM] TEXT"),
     "open": (1, 1, "/open USER or /open #GROUP"),

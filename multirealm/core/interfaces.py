@@ -85,6 +85,14 @@ class IStore(Interface):
     def delete_session(token_hash):
         """End a session; True if it existed."""
 
+    def change_password(name, password_hash, keep_hash):
+        """
+        Local user C{name}'s password hash becomes C{password_hash}, and
+        every session of theirs but the one of hash C{keep_hash} ends, in
+        one transaction; L{errors.InvalidSession} (nothing changed) if that
+        one has ended.
+        """
+
     def purge_sessions(now):
         """Remove every session expired by C{now}; fires with how many."""
 

@@ -127,6 +127,15 @@ class Realm:
             found = await self._store.password_hash(name)
             if found is not None:
                 name, stored = found  # the name as registered: Alice logs in as alice
+        await self._check_password(name, password, stored, peer, "wrong username or password")
+        return await self.sessions.create(name)
+
+    async def _check_password(self, name, password, stored, peer, refusal):
+        """
+        L{errors.BadCredentials} (C{refusal}) unless C{password} matches the
+        hash C{stored} of account C{name}; a failure counts against C{peer}
+        and the account (L{LoginGuard}) and is answered late.
+        """
         suspect = self.logins.is_suspect(peer)
         if not await self._hasher.verify(password, stored, peer=peer, suspect=suspect):
             delay = self.logins.failed(peer, name)
@@ -136,9 +145,31 @@ class Realm:
             )
             if delay:
                 await task.deferLater(self.clock, delay)
-            raise errors.BadCredentials("wrong username or password")
+            raise errors.BadCredentials(refusal)
         self.logins.succeeded(peer, name)
-        return await self.sessions.create(name)
+
+    @_deferred
+    async def change_password(self, user, token, old, new, peer=None):
+        """
+        Local user C{user}, in session C{token}, changes their password from
+        C{old} to C{new}.  C{old} is checked and throttled as in L{login}
+        (a wrong one is a failed login from C{peer}); then every other
+        session of the user ends (L{Sessions.end_all_of}), in the
+        transaction that stores the new hash.
+        """
+        self.logins.check(peer, user)
+        found = await self._store.password_hash(user)
+        await self._check_password(
+            user, old, None if found is None else found[1], peer, "wrong password"
+        )
+        password_hash = await self._hasher.hash(
+            new, peer=peer, suspect=self.logins.is_suspect(peer)
+        )
+        await self.sessions.end_all_of(
+            user, token,
+            lambda keep: self._store.change_password(user, password_hash, keep),
+        )
+        log.info("{user} changed their password on realm {realm}", user=user, realm=self.name)
 
     @_deferred
     async def logout(self, token):

@@ -6,15 +6,20 @@ The store is the truth and keeps only the SHA-256 of each token, so a
 stolen database holds no usable token.  L{Sessions} keeps the sessions
 used most recently in memory (at most C{MAX_KNOWN}, least recently used
 forgotten first), which saves a hash and a database round trip on almost
-every request.  Every logout goes through this object, so the memory never
-holds a session the store ended.
+every request.  Every logout, and every end of a user's other sessions
+(L{Sessions.end_all_of}: C{passwd}), goes through this object, so the
+memory never holds a session the store ended.
 """
 
 import hashlib
 import secrets
 from collections import OrderedDict
 
+from twisted.logger import Logger
+
 from multirealm import errors
+
+log = Logger()
 
 
 def token_hash(token):
@@ -35,6 +40,7 @@ class Sessions:
         self._clock = clock
         self._lifetime = lifetime
         self._known = OrderedDict()  # token -> (user, expires), least recently used first
+        self._listeners = []
 
     async def create(self, user):
         """A new session of C{user}, stored; returns its token."""
@@ -56,6 +62,32 @@ class Sessions:
         # A lookup of this token queued before the delete may have cached
         # it again meanwhile; answers come in queue order, so this is after.
         self._known.pop(token, None)
+
+    async def end_all_of(self, user, keep, write):
+        """
+        Every session of C{user} ends but C{keep} (a token; None: all): at
+        once here, and in the store by C{write(the hash of keep, or None)},
+        a store operation that ends them there in the transaction of what
+        else it changes (a new password, a lock).  Once it has committed,
+        each listener of L{on_user_sessions_ended} hears of it.
+        """
+        self._forget_user(user, keep)
+        await write(None if keep is None else token_hash(keep))
+        self._forget_user(user, keep)  # as in end: a lookup queued before may have cached one
+        for listener in tuple(self._listeners):
+            try:
+                listener(user, keep)
+            except Exception:  # what is stored stays done: the caller's reply goes on
+                log.failure("a listener failed on the end of {user}'s sessions", user=user)
+
+    def on_user_sessions_ended(self, listener):
+        """Call C{listener(user, kept token or None)} after each L{end_all_of}."""
+        self._listeners.append(listener)
+
+    def _forget_user(self, user, keep):
+        known = self._known
+        for token in [t for t, (u, _) in known.items() if u == user and t != keep]:
+            del known[token]
 
     def user_of(self, token):
         """

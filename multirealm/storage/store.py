@@ -325,6 +325,9 @@ class SQLiteStore:
     def delete_session(self, token_hash):
         return self.submit(accounts.delete_session, token_hash)
 
+    def change_password(self, name, password_hash, keep_hash):
+        return self.submit(accounts.change_password, name, password_hash, keep_hash)
+
     def purge_sessions(self, now):
         return self.submit(accounts.purge_sessions, now)
 

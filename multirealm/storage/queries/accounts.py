@@ -77,6 +77,28 @@ def delete_session(db, token_hash):
     return db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0
 
 
+def end_sessions(db, user, keep_hash):
+    """Every session of local user C{user} ends but C{keep_hash}'s (None: all)."""
+    return db.execute(
+        "DELETE FROM sessions WHERE user = ? AND token_hash IS NOT ?", (user, keep_hash)
+    ).rowcount
+
+
+def change_password(db, name, password_hash, keep_hash):
+    """
+    Local user C{name}'s password hash becomes C{password_hash}, and every
+    session of theirs but C{keep_hash}'s ends.  Refused (nothing changed)
+    if that session ended meanwhile: it is the one that asked.
+    """
+    kept = db.execute(
+        "SELECT 1 FROM sessions WHERE token_hash = ? AND user = ?", (keep_hash, name)
+    ).fetchone()
+    if kept is None:
+        raise errors.InvalidSession("your session has ended: log in again with auth")
+    db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name))
+    end_sessions(db, name, keep_hash)
+
+
 def purge_sessions(db, now):
     return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
 
