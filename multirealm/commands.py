@@ -114,6 +114,15 @@ COMMANDS = {
                 heavy="list"),
         Command("subscribe", "receive events as messages arrive, on this connection", True),
         Command("unsubscribe", "stop the events on this connection", True),
+        Command(
+            "addmember", "add members to a group you created (user or user@realm)", True,
+            ("group",), variadic="member",
+        ),
+        Command(
+            "removemember", "take members out of a group you created", True, ("group",),
+            variadic="member",
+        ),
+        Command("groupinfo", "a group's owner and members (for its members)", True, ("group",)),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),
