@@ -93,3 +93,33 @@ class MembershipRestartTests(FederationTestCase):
         )
         self.stop(two)
         self.assertEqual(self.stored_at_two(), expected)  # once each, in order
+
+
+class ThreeRealmsInOneProcessTests(FederationTestCase):
+    def test_members_change_across_three_realms_of_one_process(self):
+        process = self.run_twistd("--realm=all", f"--config={self.config}")
+        for name in self.NAMES:
+            self.connect_when_up(name, process)
+        alice, heru, cy = (self.client(n, u) for n, u in (("1", "alice"), ("2", "heru"),
+                                                          ("3", "cy")))
+        for client in (alice, heru, cy):
+            wait_for("every link", lambda c=client: self.all_linked(c))
+        self.assertEqual(alice.ask("creategroup - team")["status"], "OK")
+        alice.ask("sendgroup - team first")
+        self.assertEqual(alice.ask("addmember - team heru@2 cy@3")["status"], "OK")
+
+        def info(client):
+            reply = client.ask("groupinfo - team@1")
+            return reply.get("members")
+
+        wait_for("the members at realm 3", lambda: info(cy) == ["alice@1", "cy", "heru@2"])
+        wait_for("the members at realm 2", lambda: info(heru) == ["alice@1", "cy@3", "heru"])
+        self.assertEqual([m["msg"] for m in heru.ask("groupinbox - team@1")["messages"]],
+                         ["first"])
+        self.assertEqual(alice.ask("removemember - team cy@3")["status"], "OK")
+        wait_for("cy out at realm 3",
+                 lambda: cy.ask("groupinbox - team@1").get("code") == "not_a_member")
+        wait_for("cy out at realm 2", lambda: info(heru) == ["alice@1", "heru"])
+        self.assertEqual(cy.ask("mygroups -")["groups"], [])
+        log = self.stop(process)
+        self.assertNotIn("Traceback", log)

@@ -485,6 +485,7 @@ class Realm:
         elif message.kind == JOINED:
             # The member's realm does not know them: they are no member.
             removed = Address(message.text, peer)
+            notice = self.new_message(MEMBER, message.sender.name, message.recipient, REMOVED)
             what = f"{removed} was not added to group {message.recipient.name}: {reason}"
         elif message.kind == LEFT:
             what = f"{message.recipient} did not take note that you left: {reason}"

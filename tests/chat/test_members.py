@@ -88,5 +88,5 @@ class MembershipTests(unittest.TestCase):
         self.assertEqual(self.alice.replies(), [left])
         self.assertEqual(self.bob.replies(), [])
         # Adding one already in tells nobody.
-        self.act(self.alice, "addmember - team alice")
-        self.assertEqual(self.alice.replies(), [])
+        reply, events = self.act(self.alice, "addmember - team alice")
+        self.assertEqual((reply["status"], events), ("OK", []))

@@ -114,6 +114,11 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "cy@3"]))
         self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
 
+    def test_a_member_refused_at_creation_is_taken_out_on_every_realm(self):
+        self.assertEqual(self.ask(self.alice, "creategroup - crew cy@3 nobody@2")["status"], "OK")
+        self.assertEqual(self.info(self.alice, "crew"), ("alice", ["alice", "cy@3"]))
+        self.assertEqual(self.info(self.cy, "crew@1"), ("alice@1", ["alice@1", "cy"]))
+
     def test_only_the_owner_changes_a_group_from_any_realm(self):
         self.assertEqual(self.ask(self.cy, "addmember - team@1 heru@2")["code"], "forbidden")
         self.assertEqual(self.ask(self.cy, "removemember - team@1 alice@1")["code"], "forbidden")
