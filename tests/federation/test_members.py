@@ -119,6 +119,12 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual(self.info(self.alice, "crew"), ("alice", ["alice", "cy@3"]))
         self.assertEqual(self.info(self.cy, "crew@1"), ("alice@1", ["alice@1", "cy"]))
 
+    def test_a_member_named_in_another_case_is_listed_as_registered(self):
+        self.ask(self.alice, "addmember - team HERU@2")
+        self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "cy@3", "heru"]))
+        self.ask(self.alice, "removemember - team heru@2")
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
+
     def test_only_the_owner_changes_a_group_from_any_realm(self):
         self.assertEqual(self.ask(self.cy, "addmember - team@1 heru@2")["code"], "forbidden")
         self.assertEqual(self.ask(self.cy, "removemember - team@1 alice@1")["code"], "forbidden")

@@ -13,7 +13,7 @@ import attrs
 from multirealm import errors
 from multirealm.core import policy
 from multirealm.core.policy import NOBODY, NOWHERE
-from multirealm.model import ADDED, KNOWN, Deliveries, Delivery, group_mailbox
+from multirealm.model import ADDED, KNOWN, Deliveries, group_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import file_access
 from multirealm.storage.queries.accounts import check_remote_room, count_remote, local_user
@@ -473,7 +473,8 @@ def _forget_member(db, group, name, member):
         "DELETE FROM remote_members WHERE group_key = ? AND member = ?", (key, name)
     ).rowcount
     gone += db.execute(
-        "DELETE FROM remote_rosters WHERE group_key = ? AND member = ?", (key, member)
+        "DELETE FROM remote_rosters WHERE group_key = ? AND member = ? COLLATE NOCASE",
+        (key, member),
     ).rowcount
     if db.execute("SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)).fetchone():
         count_remote(db, group.realm, "memberships", -gone)
@@ -520,6 +521,11 @@ def receive_member(db, cache, realm, origin, message, most):
                 " ON CONFLICT (group_key) DO UPDATE SET owner = excluded.owner",
                 (key, str(group), str(message.sender)),
             )
+            # This realm's users as registered, whatever spelling the home keeps.
+            members = [
+                m if m.realm != realm else Address(local_user(db, cache, m.name) or m.name, realm)
+                for m in members
+            ]
             check_remote_room(db, origin, "memberships", len(members), most)
             before = db.total_changes
             db.executemany(
