@@ -8,7 +8,9 @@ import re
 from datetime import datetime, timezone
 
 from multirealm import errors
-from multirealm.model import GROUP, JOINED, KNOWN, LEFT, LEFT_GROUP, MEMBER, MEMBER_CHANGES, PRIVATE
+from multirealm.model import (
+    GROUP, JOINED, KNOWN, LEFT, LEFT_GROUP, MEMBER, MEMBER_CHANGES, PRIVATE,
+)
 from multirealm.names import Address, check_name
 
 _MESSAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")

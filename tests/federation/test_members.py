@@ -8,6 +8,7 @@ last member is told, and a refused member comes back as a failure.
 from twisted.trial import unittest
 
 from multirealm import errors
+from multirealm.federation.frames import MessageFrame
 from multirealm.model import MEMBER, Message
 from multirealm.names import Address
 from tests.helpers import Client, InMemoryNetwork
@@ -141,6 +142,18 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         again = self.successResultOf(self.two.receive("1", notice))
         self.assertEqual((first.duplicate, again.duplicate), (False, True))
         self.assertEqual(len(self.events(self.heru)), 1)
+
+    def test_a_change_crosses_as_a_membergrouprealm_frame(self):
+        notice = Message(
+            "e" * 32, MEMBER, Address("cy", "3"), Address("team", "1"), "left cy@3",
+            "2026-01-01T00:00:00.000+00:00",
+        )
+        line = MessageFrame.of(notice, "1", "2").to_line()
+        self.assertEqual(
+            line, f"@id={'e' * 32};ts=2026-01-01T00:00:00.000+00:00 membergrouprealm cy@3 team@1"
+                  " left cy@3",
+        )
+        self.assertEqual(MessageFrame.from_line(line).message("1", "2"), notice)
 
     def test_a_realm_cannot_change_another_realms_group(self):
         forged = Message(
