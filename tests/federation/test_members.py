@@ -126,6 +126,16 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.ask(self.alice, "removemember - team heru@2")
         self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
 
+    def test_a_group_announced_without_its_members_still_lists_this_realms_own(self):
+        # As an older release left it: memberships, no roster.
+        self.successResultOf(self.three._store.submit(
+            lambda db: db.execute("DELETE FROM remote_rosters"), writes=True))
+        self.successResultOf(self.three._store.submit(
+            lambda db: db.execute("DELETE FROM remote_groups"), writes=True))
+        self.assertEqual(self.info(self.cy, "team@1"), (None, ["cy"]))
+        self.ask(self.alice, "addmember - team heru@2")
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["cy", "heru@2"]))
+
     def test_only_the_owner_changes_a_group_from_any_realm(self):
         self.assertEqual(self.ask(self.cy, "addmember - team@1 heru@2")["code"], "forbidden")
         self.assertEqual(self.ask(self.cy, "removemember - team@1 alice@1")["code"], "forbidden")

@@ -314,18 +314,17 @@ def group_info(db, realm, name, reader):
 def remote_group_info(db, realm, group, reader):
     """
     (group, owner or None, members) of another realm's group as its home
-    announced, for local member C{reader}: a group announced before
-    rosters existed lists only this realm's members.
+    announced, for local member C{reader} (with this realm's members
+    always: a group announced before rosters existed has no full list).
     """
     group = remote_group(db, group, reader)
     key = str(group).lower()
     owner = db.execute("SELECT owner FROM remote_groups WHERE group_key = ?", (key,)).fetchone()
-    members = first_column(db, "SELECT member FROM remote_rosters WHERE group_key = ?", key)
-    if not members:
-        members = [
-            f"{m}@{realm}"
-            for m in first_column(db, "SELECT member FROM remote_members WHERE group_key = ?", key)
-        ]
+    members = set(first_column(db, "SELECT member FROM remote_rosters WHERE group_key = ?", key))
+    members.update(
+        f"{m}@{realm}"
+        for m in first_column(db, "SELECT member FROM remote_members WHERE group_key = ?", key)
+    )
     return group, address(owner[0]) if owner else None, [address(m) for m in members]
 
 
