@@ -119,6 +119,15 @@ COMMANDS = {
             "passwd", "change your password; your other sessions end", True, ("old", "new"),
             serial=True,
         ),
+        Command(
+            "addmember", "add members to a group you created (user or user@realm)", True,
+            ("group",), variadic="member",
+        ),
+        Command(
+            "removemember", "take members out of a group you created", True, ("group",),
+            variadic="member",
+        ),
+        Command("groupinfo", "a group's owner and members (for its members)", True, ("group",)),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

@@ -22,6 +22,25 @@ FAILURE = "failure"
 # of its users left (sender: that user; text empty).
 JOINED = "joined"
 LEFT = "left"
+# MEMBER: a group's home realm tells every realm with members (and one
+# that just lost its last) that membership changed; never shown in a
+# history.  Sender: the owner, or for "left" the member who left; text:
+# "<change> <member>" (added, removed, left: a member event), or "known
+# <member> <member> ..." (the members a realm learns without an event: the
+# roster when it gets its first member).  Members are always user@realm.
+MEMBER = "member"
+ADDED, REMOVED, LEFT_GROUP, KNOWN = "added", "removed", "left", "known"
+MEMBER_CHANGES = (ADDED, REMOVED, LEFT_GROUP, KNOWN)
+
+
+def rereads_outbox(message):
+    """
+    Whether a link reads its outbox again from the start once C{message}
+    is queued: a L{KNOWN} roster goes to a realm with its first member of
+    a group, after the group's history, which is queued for it at the
+    messages' own (older) places.
+    """
+    return message.kind == MEMBER and message.text.startswith(KNOWN)
 
 
 class MessageIds:

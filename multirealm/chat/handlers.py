@@ -220,6 +220,36 @@ class Handlers:
         d = self.realm.leave_group(caller.user, group)
         return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
 
+    def command_addmember(self, caller, group, member):
+        return self._change_members(self.realm.add_members, "added to", caller, group, member)
+
+    def command_removemember(self, caller, group, member):
+        return self._change_members(
+            self.realm.remove_members, "removed from", caller, group, member
+        )
+
+    def _change_members(self, change, what, caller, group, member):
+        group = self.realm.address(group, "group name")
+        if not member:
+            raise errors.BadRequest("name at least one member")
+        members = [self.realm.address(m) for m in member]
+        d = change(caller.user, group, members)
+        return d.addCallback(lambda _: ok(message=f"{len(members)} {what} group {group.name}"))
+
+    def command_groupinfo(self, caller, group):
+        group = self.realm.address(group, "group name")
+        realm = self.realm.name
+
+        def reply(info):
+            group, owner, members = info
+            return ok(
+                group=group.relative_to(realm),
+                owner=owner.relative_to(realm) if owner is not None else None,
+                members=sorted(m.relative_to(realm) for m in members),
+            )
+
+        return self.realm.group_info(caller.user, group).addCallback(reply)
+
     # -- files ----------------------------------------------------------------
 
     def command_sendfile(self, caller, to, filename):

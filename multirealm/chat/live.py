@@ -19,7 +19,8 @@ from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.core.interfaces import IMessageObserver
-from multirealm.model import FAILURE, GROUP, PRIVATE
+from multirealm.names import Address
+from multirealm.model import FAILURE, GROUP, KNOWN, MEMBER, PRIVATE
 
 log = Logger()
 
@@ -95,7 +96,40 @@ class LiveDelivery:
             d.addErrback(lambda failure: log.failure(
                 "finding the readers of {group} failed", failure, group=message.recipient
             ))
-        # Membership frames (joined, left) are not messages anyone reads.
+        elif message.kind == MEMBER and not message.text.startswith(KNOWN):
+            # Every member here as the change left it, and the one it
+            # concerns (who may be a member no more).
+            d = self.realm.group_readers(message.recipient, tuple(self._by_user))
+            d.addCallback(lambda readers: self._push_member(message, delivery, readers))
+            d.addErrback(lambda failure: log.failure(
+                "finding the readers of {group} failed", failure, group=message.recipient
+            ))
+        # Other membership frames (joined, left, known) are not news to anyone.
+
+    def _push_member(self, message, delivery, readers):
+        realm = self.realm.name
+        change, _, member = message.text.partition(" ")
+        event = wire.encode({
+            "event": "member",
+            "group": message.recipient.relative_to(realm),
+            "change": change,
+            "member": Address.parse(member, realm).relative_to(realm),
+            "by": message.sender.relative_to(realm),
+        })
+        for user in set(readers) | delivery.local_users:
+            self.push_to(user, event)
+
+    def push_to(self, user, event):
+        """Push C{event} (encoded) to every subscribed connection of local user C{user}."""
+        connections = self._by_user.get(user)
+        if not connections:
+            return
+        now = self.realm.clock.seconds()
+        for connection, (_, expires) in list(connections.items()):
+            if expires <= now:
+                self.unsubscribe(connection)  # its session has ended
+                continue
+            connection.push_event(event)
 
     def _push(self, message, users):
         sender = message.sender
@@ -113,9 +147,4 @@ class LiveDelivery:
                     "kind": message.kind,  # private, group or failure
                     "message": message.to_wire(self.realm.name),
                 })
-            now = self.realm.clock.seconds()
-            for connection, (_, expires) in list(connections.items()):
-                if expires <= now:
-                    self.unsubscribe(connection)  # its session has ended
-                    continue
-                connection.push_event(event)
+            self.push_to(user, event)

@@ -169,6 +169,24 @@ class Chat:
                 self.conversation = None
             self.show(f"left #{group}")
 
+    async def do_add(self, group, *members):
+        token = self.token()
+        if token and await self.ask(f"addmember {token} {group.lstrip('#')} {' '.join(members)}"):
+            self.show(f"added to #{group.lstrip('#')}: {', '.join(members)}")
+
+    async def do_remove(self, group, *members):
+        token = self.token()
+        if token and await self.ask(
+            f"removemember {token} {group.lstrip('#')} {' '.join(members)}"
+        ):
+            self.show(f"removed from #{group.lstrip('#')}: {', '.join(members)}")
+
+    async def do_members(self, group):
+        token = self.token()
+        reply = token and await self.ask(f"groupinfo {token} {group.lstrip('#')}")
+        if reply:
+            self.show(render.members(reply, self.session.user))
+
     # -- files --------------------------------------------------------------------
 
     async def do_send_file(self, to, path, command="sendfile", shown_to=None):

@@ -14,6 +14,9 @@ HELP = """\
 /open USER | /open #GROUP    talk to one person or group: plain lines go there
 /create GROUP MEMBER ...     create a group (members may be user@realm)
 /leave GROUP[@REALM]         leave a group
+/add GROUP MEMBER ...        add members to a group you created
+/remove GROUP MEMBER ...     take members out of a group you created
+/members GROUP[@REALM]       a group's owner and members
 /send-file TO PATH           send a file (TO: a user, or #group)
 /get FILE_ID [FOLDER]        save a file you received (in /downloads, or FOLDER)
 /downloads [FOLDER]          the folder /get saves in: shown, or set
@@ -47,6 +50,9 @@ _SHAPES = {
     "open": (1, 1, "/open USER or /open #GROUP"),
     "create": (1, None, "/create GROUP MEMBER ..."),
     "leave": (1, 1, "/leave GROUP[@REALM]"),
+    "add": (2, None, "/add GROUP MEMBER ..."),
+    "remove": (2, None, "/remove GROUP MEMBER ..."),
+    "members": (1, 1, "/members GROUP[@REALM]"),
     "send-file": (2, 2, "/send-file TO PATH"),
     "get": (1, 2, "/get FILE_ID [FOLDER]"),
     "downloads": (0, 1, "/downloads [FOLDER]"),

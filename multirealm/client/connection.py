@@ -377,6 +377,14 @@ class ChatSession:
                 conversation = "inbox"
             if not self.note(entry, conversation):
                 return  # already shown (a catch-up and an event crossed)
+        elif item.get("event") == "member" and str(item.get("member")).lower() == (
+            str(self.user).lower()
+        ):
+            # Added here or elsewhere: followed like the groups one created.
+            if item.get("change") == "added":
+                self.groups.add(item.get("group"))
+            else:
+                self.groups.discard(item.get("group"))
         elif item.get("event") == "overflow":
             self.show(self.render_event(item))
             d = self.request(f"subscribe {self.token}").addCallback(lambda _: self.catch_up())

@@ -74,7 +74,23 @@ def event(item, me):
         return message(entry, me, group)
     if kind == "overflow":
         return "(too many messages at once: catching up from history)"
+    if kind == "member":
+        member, by = _you(item.get("member"), me), _you(item.get("by"), me)
+        group = f"#{item.get('group')}"
+        change = item.get("change")
+        if change == "left":
+            return f"{member} left {group}"
+        if change in ("added", "removed"):
+            return f"{by} {change} {member} {'to' if change == 'added' else 'from'} {group}"
     return None
+
+
+def members(reply, me):
+    """The groupinfo reply: who owns the group and who is in it."""
+    names = ", ".join(_you(m, me) for m in reply.get("members", []))
+    owner = reply.get("owner")
+    owned = f" (owner: {_you(owner, me)})" if owner else ""
+    return f"#{reply.get('group')}{owned}: {names}"
 
 
 def error(reply):

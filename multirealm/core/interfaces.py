@@ -115,7 +115,7 @@ class IStore(Interface):
         history and is queued for the group's realm.
         """
 
-    def receive_message(origin, message, most):
+    def receive_message(origin, message, most, notice=None):
         """
         Store a message that peer realm C{origin} handed over, keeping its
         id and timestamp; fires with a L{multirealm.model.Delivery}.  Keyed
@@ -126,7 +126,10 @@ class IStore(Interface):
         except C{origin}; a message to a group of C{origin} goes into this
         realm's copy of its history.  A L{multirealm.model.JOINED} from a
         group's home is kept as long as C{origin} fills at most C{most}
-        memberships (L{errors.QuotaExceeded}).
+        memberships (L{errors.QuotaExceeded}); so is a
+        L{multirealm.model.MEMBER} change, kept in this realm's copy of the
+        group's membership.  A L{multirealm.model.LEFT} sends C{notice} (a
+        MEMBER message) on to every realm with members.
         """
 
     def history(mailbox, after_id, limit, max_bytes):
@@ -139,14 +142,39 @@ class IStore(Interface):
         L{errors.BadRequest} for an unknown id.
         """
 
-    def create_group(name, creator, members, created, max_created, joined=()):
+    def create_group(name, creator, members, created, max_created, joined=(), roster=None):
         """
         Create local group C{name} (L{errors.GroupExists} if taken in any
         case); C{members} (addresses, the creator among them) whose realm is
         C{creator.realm} must be users here; L{errors.QuotaExceeded} if
         C{creator} has created C{max_created} groups already.  C{joined}:
         (realm, L{multirealm.model.JOINED} message) pairs queued with it,
-        telling other realms which of their users were added.
+        telling other realms which of their users were added; C{roster}:
+        the MEMBER message whose KNOWN copies then list every member to them.
+        """
+
+    def add_members(name, owner, members, notices, roster, most):
+        """
+        Owner C{owner} (an Address) adds C{members} (Addresses) to local
+        group C{name}: L{errors.Forbidden} for another member,
+        L{errors.NotAMember} for a non-member, L{errors.NoSuchUser} for an
+        unknown local user, L{errors.QuotaExceeded} past C{most} members.
+        One already a member is left as is.  Each one added sends its
+        C{notices} MEMBER message (same place) to every realm with members;
+        a realm with its first member also gets C{roster}'s KNOWN copies.
+        Fires with the L{multirealm.model.Deliveries}.
+        """
+
+    def remove_members(name, owner, members, notices):
+        """As L{add_members}, taking C{members} out (a non-member is left as is)."""
+
+    def group_info(name, reader):
+        """(name, creator, members) of local group C{name} for member C{reader}."""
+
+    def remote_group_info(group, reader):
+        """
+        (group, owner or None, members) of group C{group} of another realm
+        as its home announced, for local member C{reader} (a name).
         """
 
     def groups_of(user, limit):
@@ -182,8 +210,11 @@ class IStore(Interface):
         member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.
         """
 
-    def leave_group(name, member):
-        """Remove C{member} from local group C{name}."""
+    def leave_group(name, member, notice=None):
+        """
+        Remove C{member} from local group C{name}; C{notice} (a MEMBER
+        message) tells every realm that had members (its Delivery).
+        """
 
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
@@ -210,12 +241,13 @@ class IStore(Interface):
     def pending_counts():
         """{realm: (messages waiting in its outbox, timestamp of the oldest)}."""
 
-    def record_failure(peer, seq, failure, removed=None):
+    def record_failure(peer, seq, failure, removed=None, notice=None):
         """
         C{peer} refused outbox entry C{seq} for good: forget it and store
         the L{multirealm.model.FAILURE} message C{failure} in its
         recipient's (the failed message's sender's) history, atomically.
         C{removed}: an Address that C{peer} refused to add to the group of
-        that entry (a L{multirealm.model.JOINED}), taken out of it.  Fires
-        with its Delivery.
+        that entry (a L{multirealm.model.JOINED} or an added MEMBER), taken
+        out of it, C{notice} telling the realms with members.  Fires with
+        its Delivery (or Deliveries).
         """

@@ -26,11 +26,15 @@ from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
 from multirealm.core.sessions import Sessions
 from multirealm.model import (
+    ADDED,
     FAILURE,
     GROUP,
     JOINED,
     LEFT,
+    LEFT_GROUP,
+    MEMBER,
     PRIVATE,
+    REMOVED,
     Failed,
     Message,
     MessageIds,
@@ -328,7 +332,16 @@ class Realm:
             self.check_received(origin, message)
         except Exception:
             return defer.fail()
-        return self._store.receive_message(origin, message, policy.REMOTE_ROWS_PER_PEER)
+        notice = None
+        if message.kind == LEFT:
+            # The home tells every realm with members, the leaver's included.
+            notice = attrs.evolve(
+                self.new_message(MEMBER, "", message.recipient, f"{LEFT_GROUP} -"),
+                sender=message.sender,
+            )
+        return self._store.receive_message(
+            origin, message, policy.REMOTE_ROWS_PER_PEER, notice
+        )
 
     def check_received(self, origin, message):
         """L{received.check} for this realm: L{errors.ChatError} if refused."""
@@ -384,6 +397,47 @@ class Realm:
         return self._store.create_group(
             group.name, creator, everyone, format_timestamp(self._now()),
             self.limits.max_groups_per_user, joined,
+            self.new_message(MEMBER, creator.name, group, "") if joined else None,
+        )
+
+    def add_members(self, owner, group, members):
+        """
+        Owner C{owner} (a local user's name) adds C{members} (Addresses) to
+        group C{group}; other realms hear of it through MEMBER messages.
+        """
+        if group.realm != self.name:
+            return self._not_owner(owner, group)
+        if len(members) > self.limits.max_group_members:
+            raise errors.QuotaExceeded(
+                f"a group has at most {self.limits.max_group_members} members"
+            )
+        return self._store.add_members(
+            group.name, Address(owner, self.name), members,
+            [self.new_message(MEMBER, owner, group, "") for _ in members],
+            self.new_message(MEMBER, owner, group, ""), self.limits.max_group_members,
+        )
+
+    def remove_members(self, owner, group, members):
+        """Owner C{owner} takes C{members} out of group C{group}; as L{add_members}."""
+        if group.realm != self.name:
+            return self._not_owner(owner, group)
+        return self._store.remove_members(
+            group.name, Address(owner, self.name), members,
+            [self.new_message(MEMBER, owner, group, REMOVED) for _ in members],
+        )
+
+    def _not_owner(self, user, group):
+        """A group of another realm has its owner there: forbidden to members."""
+        def refuse(_):
+            raise errors.Forbidden(f"only the owner of {group} adds and removes its members")
+        return self._store.remote_group_info(group, user).addCallback(refuse)
+
+    def group_info(self, user, group):
+        """(group, owner or None, members: Addresses) of C{group}, for a member."""
+        if group.realm != self.name:
+            return self._store.remote_group_info(group, user)
+        return self._store.group_info(group.name, Address(user, self.name)).addCallback(
+            lambda info: (Address(info[0], self.name), *info[1:])
         )
 
     def my_groups(self, user):
@@ -406,7 +460,8 @@ class Realm:
         if group.realm != self.name:
             left = self.new_message(LEFT, user, group, "")
             return self._store.leave_remote_group(group, left)
-        return self._store.leave_group(group.name, Address(user, self.name))
+        notice = self.new_message(MEMBER, user, group, LEFT_GROUP)
+        return self._store.leave_group(group.name, Address(user, self.name), notice)
 
     def list_groups(self, after=None):
         """A page of this realm's group names; as L{list_users}."""
@@ -446,10 +501,22 @@ class Realm:
             )
             return self.outbox_done(peer, [seq])
         reason = "".join(c if c.isprintable() else " " for c in reason[:self.REASON_CHARS])
-        removed = None
-        if message.kind == JOINED:
+        removed = notice = None
+        if message.kind == MEMBER:
+            change, _, member = message.text.partition(" ")
+            if change != ADDED or not member.endswith(f"@{peer}"):
+                log.warn(
+                    "realm {peer} refused membership notice {id}: {code} ({why})",
+                    peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS],
+                )
+                return self.outbox_done(peer, [seq])
+            removed = Address.parse(member, peer)
+            notice = self.new_message(MEMBER, message.sender.name, message.recipient, REMOVED)
+            what = f"{removed} was not added to group {message.recipient.name}: {reason}"
+        elif message.kind == JOINED:
             # The member's realm does not know them: they are no member.
             removed = Address(message.text, peer)
+            notice = self.new_message(MEMBER, message.sender.name, message.recipient, REMOVED)
             what = f"{removed} was not added to group {message.recipient.name}: {reason}"
         elif message.kind == LEFT:
             what = f"{message.recipient} did not take note that you left: {reason}"
@@ -460,7 +527,7 @@ class Realm:
             sender=Address("", peer),
             failed=Failed(message.id, code),
         )
-        return self._store.record_failure(peer, seq, failure, removed)
+        return self._store.record_failure(peer, seq, failure, removed, notice)
 
     def set_link_error(self, peer, error):
         """The last thing that went wrong with C{peer}'s link (listrealms)."""

@@ -8,7 +8,9 @@ import re
 from datetime import datetime, timezone
 
 from multirealm import errors
-from multirealm.model import GROUP, JOINED, LEFT, PRIVATE
+from multirealm.model import (
+    GROUP, JOINED, KNOWN, LEFT, LEFT_GROUP, MEMBER, MEMBER_CHANGES, PRIVATE,
+)
 from multirealm.names import Address, check_name
 
 _MESSAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -98,6 +100,29 @@ def check(realm, peers, max_text_bytes, origin, message):
             raise errors.Forbidden(
                 f"realm {origin} cannot send for {message.sender}: not one of its users"
             )
+    elif message.kind == MEMBER:
+        check_member_notice(origin, message)
     else:
         raise errors.BadRequest(f"unknown kind of message {message.kind!r}")
+
+
+def check_member_notice(origin, message):
+    """
+    A MEMBER change comes from its group's home, by the group's owner (a
+    user there) or, for C{left}, by the member who left; it names
+    C{user@realm} members, one unless it lists C{known} ones.
+    """
+    if message.recipient.realm != origin:
+        raise errors.Forbidden(f"realm {origin} speaks only for its own groups")
+    change, *members = message.text.split(" ")
+    if change not in MEMBER_CHANGES or not members or (change != KNOWN and len(members) != 1):
+        raise errors.BadRequest("a membership change is: added|removed|left|known user@realm ...")
+    if message.sender.realm != origin and change != LEFT_GROUP:
+        raise errors.Forbidden(f"realm {origin} cannot change a group for {message.sender}")
+    for member in members:
+        name, at, realm = member.partition("@")
+        if not at:
+            raise errors.InvalidName(f"a member is named user@realm, not {member!r}")
+        check_name(name, "username")
+        check_name(realm, "realm name")
 

@@ -9,6 +9,7 @@ A message frame is the original one with IRCv3-style tags in front:
     @id=<id>;ts=<timestamp> sendgrouprealm <from> <group> <message>
     @id=<id>;ts=<timestamp> joingrouprealm <creator> <group@home> <member>
     @id=<id>;ts=<timestamp> leavegrouprealm <user> <group>
+    @id=<id>;ts=<timestamp> membergrouprealm <by> <group@home> <change> <member> ...
 
 C{<from>} is bare for a user of the sending realm; a group's home realm
 forwarding a member's post names the member as C{user@realm}.  C{<to>} is
@@ -16,7 +17,11 @@ bare for a user of the receiving realm; C{<group>} is bare for a group of
 the receiving realm, C{group@home} for a copy the home realm forwards.  C{joingrouprealm}: a
 group's home realm added C{<member>}, a user of the receiving realm.
 C{leavegrouprealm}: C{<user>} of the sending realm left C{<group>} of the
-receiving realm.
+receiving realm.  C{membergrouprealm}: a group's home realm tells a realm
+with members (or one that just lost its last) that C{<member>} (always
+C{user@realm}) was C{added}, C{removed} or C{left} (C{<by>}: the owner, or
+the member who left), or that the members listed are C{known} members
+(the roster a realm gets with its first member, no event).
 
 The receiver answers every message frame with one JSON line:
 C{{"status": "OK", "id": ...}} once stored (or already there), or
@@ -28,7 +33,7 @@ import re
 
 import attrs
 
-from multirealm.model import GROUP, JOINED, LEFT, PRIVATE, FileRef, Message
+from multirealm.model import GROUP, JOINED, LEFT, MEMBER, PRIVATE, FileRef, Message
 from multirealm.names import Address, parse_number
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
@@ -87,6 +92,7 @@ class MessageFrame:
         "sendgrouprealm": GROUP,
         "joingrouprealm": JOINED,
         "leavegrouprealm": LEFT,
+        "membergrouprealm": MEMBER,
     }
     NAMES = {kind: verb for verb, kind in VERBS.items()}
 
@@ -105,7 +111,8 @@ class MessageFrame:
             words.append("")  # leaving says no more than who and what
         elif kind is None or kind == LEFT or len(words) != 4 or not words[3]:
             raise FrameError(
-                "expected: sendrealm|sendgrouprealm|joingrouprealm <from> <to> <text>"
+                "expected: sendrealm|sendgrouprealm|joingrouprealm|membergrouprealm <from> <to>"
+                " <text>"
                 " or leavegrouprealm <user> <group>"
             )
         verb, sender, recipient, text = words

@@ -35,7 +35,7 @@ from multirealm.federation.frames import (
     frame_limit,
     json_object,
 )
-from multirealm.model import format_timestamp
+from multirealm.model import format_timestamp, rereads_outbox
 from multirealm.framing import RequestLineReceiver
 from multirealm.names import parse_number
 
@@ -84,12 +84,22 @@ class PeerQueue:
         self._waiting_answer = None  # the call that closes a silent link
         self._last_progress = 0.0  # when an answer last came or frames went out
         self._answered = []  # outbox seqs answered OK, not yet forgotten
+        self._rereads = 0  # times the outbox was to be read again from the start
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
 
     def message_committed(self, delivery):
         if self.peer not in delivery.queued_for:
+            return
+        if rereads_outbox(delivery.message):
+            # Entries were queued behind what was sent: read it all again
+            # (the frames in flight are not sent twice; answered ones the
+            # peer stores once).
+            self.flush_acks()
+            self._sent_up_to, self._caught_up = 0, False
+            self._rereads += 1  # a read running now is of before: dropped
+            self.wake()
             return
         if (self._caught_up and self.link is not None and not self._reading
                 and delivery.seq > self._sent_up_to
@@ -137,7 +147,7 @@ class PeerQueue:
             self.peer, self._sent_up_to, asked,
             min(self.BATCH_BYTES, self.window_bytes - self._in_flight_bytes),
         )
-        d.addCallback(self._read, link)
+        d.addCallback(self._read, link, self._rereads)
         d.addErrback(self._read_failed)
 
     def _track(self, seq, message):
@@ -150,11 +160,12 @@ class PeerQueue:
             return 0
         return self.window - len(self._in_flight)
 
-    def _read(self, result, link):
+    def _read(self, result, link, rereads=0):
         self._reading = False
-        if link is not self.link:
-            # The link went while reading: a link that came up meanwhile
-            # found a read running, so start its own now.
+        if link is not self.link or rereads != self._rereads:
+            # The link went while reading (a link that came up meanwhile
+            # found a read running), or the outbox is to be read again from
+            # the start: start a new read now.
             self.wake()
             return
         batch, complete = result
@@ -168,6 +179,8 @@ class PeerQueue:
         was_idle = not self._in_flight
         for seq, message in batch:
             self._sent_up_to = seq
+            if message.id in self._in_flight:
+                continue  # read again after a rewind: already on its way
             if message.file is not None:
                 line = FileFrame.of(message, self.realm.name, self.peer).to_line()
             else:

@@ -343,9 +343,10 @@ class SQLiteStore:
             groups.add_group_message, self.thread_cache, self.realm, self.realm, message
         )
 
-    def receive_message(self, origin, message, most=policy.REMOTE_ROWS_PER_PEER):
+    def receive_message(self, origin, message, most=policy.REMOTE_ROWS_PER_PEER, notice=None):
         return self.submit(
-            received.receive_message, self.thread_cache, self.realm, origin, message, most
+            received.receive_message, self.thread_cache, self.realm, origin, message, most,
+            notice,
         )
 
     def history(self, mailbox, after_id, limit, max_bytes=2**62):
@@ -355,11 +356,30 @@ class SQLiteStore:
 
     # -- groups -------------------------------------------------------------
 
-    def create_group(self, name, creator, members, created, max_created=2**62, joined=()):
+    def create_group(self, name, creator, members, created, max_created=2**62, joined=(),
+                     roster=None):
         return self.submit(
             groups.create_group, self.thread_cache, name, creator, members, created, max_created,
-            tuple(joined),
+            tuple(joined), roster,
         )
+
+    def add_members(self, name, owner, members, notices, roster, most=2**62):
+        return self.submit(
+            groups.add_members, self.thread_cache, self.realm, name, owner, tuple(members),
+            tuple(notices), roster, most,
+        )
+
+    def remove_members(self, name, owner, members, notices):
+        return self.submit(
+            groups.remove_members, self.thread_cache, self.realm, name, owner, tuple(members),
+            tuple(notices),
+        )
+
+    def group_info(self, name, reader):
+        return self.submit(groups.group_info, self.realm, name, reader, writes=False)
+
+    def remote_group_info(self, group, reader):
+        return self.submit(groups.remote_group_info, self.realm, group, reader, writes=False)
 
     def groups_of(self, user, limit):
         return self.submit(groups.groups_of, self.realm, user, limit, writes=False)
@@ -382,8 +402,10 @@ class SQLiteStore:
             max_bytes, writes=False,
         )
 
-    def leave_group(self, name, member):
-        return self.submit(groups.leave_group, self.realm, name, member)
+    def leave_group(self, name, member, notice=None):
+        return self.submit(
+            groups.leave_group, self.realm, name, member, self.thread_cache, notice
+        )
 
     def list_groups(self, after="", limit=-1):
         return self.submit(groups.list_groups, after, limit, writes=False)
@@ -408,7 +430,8 @@ class SQLiteStore:
     def pending_counts(self):
         return self.submit(outbox.pending_counts, writes=False)
 
-    def record_failure(self, peer, seq, failure, removed=None):
+    def record_failure(self, peer, seq, failure, removed=None, notice=None):
         return self.submit(
-            outbox.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed
+            outbox.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed,
+            notice,
         )

@@ -135,7 +135,7 @@ class ReceiveTests(unittest.TestCase):
         delivery = yield self.realm.receive("2", post)
         self.assertEqual(delivery.queued_for, {"3"})
         self.assertEqual([(r["name"], r["pending"]) for r in (yield self.realm.list_realms())],
-                         [("2", 1), ("3", 2)])  # and the frames adding bob and cy
+                         [("2", 2), ("3", 3)])  # and the frames adding bob and cy, rosters
 
     @defer.inlineCallbacks
     def test_the_home_realm_forwards_for_members_of_any_realm(self):

@@ -13,12 +13,12 @@ import attrs
 from multirealm import errors
 from multirealm.core import policy
 from multirealm.core.policy import NOBODY, NOWHERE
-from multirealm.model import Deliveries, group_mailbox
+from multirealm.model import ADDED, KNOWN, Deliveries, group_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import file_access
 from multirealm.storage.queries.accounts import check_remote_room, count_remote, local_user
 from multirealm.storage.queries.common import address, first_column
-from multirealm.storage.queries.messages import history, insert_message
+from multirealm.storage.queries.messages import history, insert_message, mailbox_number
 
 
 def list_groups(db, after, limit):
@@ -118,7 +118,8 @@ def add_group_message(db, cache, realm, origin, message):
     )
 
 
-def create_group(db, cache, name, creator, members, created, max_created, joined=()):
+def create_group(db, cache, name, creator, members, created, max_created, joined=(),
+                 roster=None):
     """
     Create local group C{name} (its members' local users must exist, in
     any case), unless C{creator} has created C{max_created} already
@@ -159,10 +160,172 @@ def create_group(db, cache, name, creator, members, created, max_created, joined
         "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, ?)",
         [(name, realm, count) for realm, count in realms.items()],
     )
-    return Deliveries(
+    deliveries = [
         insert_message(db, cache, creator.realm, message, (), frozenset((realm,)), NOBODY)
         for realm, message in joined
+    ]
+    if roster is not None:
+        everyone = [str(m) for m in spelled.values()]
+        for n, realm in enumerate(sorted({realm for realm, _ in joined})):
+            deliveries += _queue_roster(db, cache, creator.realm, roster, f"k{n}", realm, everyone)
+    return Deliveries(deliveries)
+
+
+# The most bytes of member names in one KNOWN frame: well within a frame line.
+_ROSTER_BYTES = 2000
+
+
+def _queue_roster(db, cache, realm, template, suffix, peer, members):
+    """
+    Queue for C{peer} the L{KNOWN} frames that list C{members} (text),
+    a few hundred per frame; their ids are C{template}'s id, C{suffix} and
+    a number (not hex: no id minted here looks like them).
+    """
+    chunks, chunk, size = [], [], 0
+    for member in members:
+        if chunk and size + len(member) + 1 > _ROSTER_BYTES:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(member)
+        size += len(member) + 1
+    if chunk:
+        chunks.append(chunk)
+    return [
+        insert_message(
+            db, cache, realm,
+            attrs.evolve(template, id=f"{template.id}{suffix}x{i}",
+                         text=" ".join((KNOWN, *chunk))),
+            (), frozenset((peer,)), NOBODY,
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def _members_of(db, name):
+    return first_column(
+        db, "SELECT member FROM members WHERE group_name = ? ORDER BY member", name
     )
+
+
+def _check_owner(db, realm, name, owner):
+    """L{errors.Forbidden} unless C{owner} created local group C{name}: a member who did not."""
+    creator = db.execute("SELECT creator FROM groups WHERE name = ?", (name,)).fetchone()[0]
+    if creator != str(owner):
+        member_as_stored(db, name, owner, policy.member_in_any_case(realm, owner))
+        raise errors.Forbidden(f"only {creator} adds and removes members of group {name}")
+
+
+def _notify(db, cache, realm, notice, member, realms):
+    """Queue member notice C{notice} for C{realms}; its event reaches C{member} if local."""
+    local = frozenset((member.name,)) if member.realm == realm else NOBODY
+    return insert_message(
+        db, cache, realm, notice, (), policy.group_outbox(realm, realm, notice.recipient, realms),
+        local,
+    )
+
+
+def add_members(db, cache, realm, name, owner, members, notices, roster, most):
+    """
+    Owner C{owner} adds C{members} (Addresses) to local group C{name}:
+    local users must exist; one already a member is left as is.  Each one
+    added gets its notice (the MEMBER message of C{notices} at the same
+    place), queued for every realm with members now; a realm that gets
+    its first member here gets the group's history and the L{KNOWN}
+    roster (C{roster}) with it.
+    L{errors.QuotaExceeded} past C{most} members.
+    """
+    name = local_group(db, name)
+    _check_owner(db, realm, name, owner)
+    new = {}
+    for member, notice in zip(members, notices):
+        if member.realm == realm:
+            registered = local_user(db, cache, member.name)
+            if registered is None:
+                raise errors.NoSuchUser(f"no user {member.name!r}")
+            member = Address(registered, realm)
+        try:
+            member_as_stored(db, name, member, policy.member_in_any_case(realm, member))
+        except errors.NotAMember:
+            new.setdefault(member, notice)
+    count = db.execute("SELECT count(*) FROM members WHERE group_name = ?", (name,)).fetchone()[0]
+    if count + len(new) > most:
+        raise errors.QuotaExceeded(f"a group has at most {most} members")
+    deliveries = []
+    for n, (member, notice) in enumerate(new.items()):
+        before = member_realms(db, name)
+        db.execute("INSERT INTO members (group_name, member) VALUES (?, ?)", (name, str(member)))
+        db.execute(
+            "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, 1)"
+            " ON CONFLICT (group_name, realm) DO UPDATE SET members = members + 1",
+            (name, member.realm),
+        )
+        notice = attrs.evolve(notice, recipient=Address(name, realm), text=f"{ADDED} {member}")
+        deliveries.append(_notify(db, cache, realm, notice, member, member_realms(db, name)))
+        if member.realm != realm and member.realm not in before:
+            _queue_history(db, cache, member.realm, name, realm)
+            deliveries += _queue_roster(
+                db, cache, realm, attrs.evolve(roster, recipient=Address(name, realm)),
+                f"k{n}", member.realm, _members_of(db, name),
+            )
+    return Deliveries(deliveries)
+
+
+def _queue_history(db, cache, peer, name, realm):
+    """
+    Queue local group C{name}'s whole history for C{peer}, which gets its
+    first member: at the messages' own (older) places in the outbox, so
+    that the L{KNOWN} roster queued next makes the link read it again
+    (L{multirealm.model.rereads_outbox}).
+    """
+    number = mailbox_number(db, cache, group_mailbox(Address(name, realm)), create=False)
+    if number is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, seq FROM timeline"
+            " WHERE mailbox = ?",
+            (peer, number),
+        )
+
+
+def remove_members(db, cache, realm, name, owner, members, notices):
+    """
+    Owner C{owner} takes C{members} out of local group C{name} (one who is
+    no member is left as is); each notice is queued for the realms that
+    had members, the removed one's included.
+    """
+    name = local_group(db, name)
+    _check_owner(db, realm, name, owner)
+    deliveries = []
+    for member, notice in zip(members, notices):
+        try:
+            delivery = leave_group(db, realm, name, member, cache, notice)
+        except errors.NotAMember:
+            continue
+        deliveries.append(delivery)
+    return Deliveries(deliveries)
+
+
+def group_info(db, realm, name, reader):
+    """(name as created, creator, members) of local group C{name}, for a member."""
+    name = require_member(db, realm, name, reader)
+    creator = db.execute("SELECT creator FROM groups WHERE name = ?", (name,)).fetchone()[0]
+    return name, address(creator), [address(m) for m in _members_of(db, name)]
+
+
+def remote_group_info(db, realm, group, reader):
+    """
+    (group, owner or None, members) of another realm's group as its home
+    announced, for local member C{reader} (with this realm's members
+    always: a group announced before rosters existed has no full list).
+    """
+    group = remote_group(db, group, reader)
+    key = str(group).lower()
+    owner = db.execute("SELECT owner FROM remote_groups WHERE group_key = ?", (key,)).fetchone()
+    members = set(first_column(db, "SELECT member FROM remote_rosters WHERE group_key = ?", key))
+    members.update(
+        f"{m}@{realm}"
+        for m in first_column(db, "SELECT member FROM remote_members WHERE group_key = ?", key)
+    )
+    return group, address(owner[0]) if owner else None, [address(m) for m in members]
 
 
 def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
@@ -225,10 +388,15 @@ def group_readers(db, realm, group, among=None):
     return [member[:-len(suffix)] for (member,) in rows if member.endswith(suffix)]
 
 
-def leave_group(db, realm, name, member):
-    """C{member} (an Address) leaves local group C{name}."""
+def leave_group(db, realm, name, member, cache=None, notice=None):
+    """
+    C{member} (an Address) leaves local group C{name}.  C{notice}: the
+    MEMBER message that tells it (its L{Delivery} is returned), queued
+    for every realm that had members, the member's own included.
+    """
     name = local_group(db, name)
     stored = member_as_stored(db, name, member, policy.member_in_any_case(realm, member))
+    before = member_realms(db, name) if notice is not None else ()
     db.execute(
         "DELETE FROM members WHERE group_name = ? AND member = ?", (name, stored)
     )
@@ -237,6 +405,13 @@ def leave_group(db, realm, name, member):
         (name, member.realm),
     )
     db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,))
+    if notice is not None:
+        change = notice.text.split(" ", 1)[0]
+        notice = attrs.evolve(
+            notice, recipient=Address(name, realm), text=f"{change} {address(stored)}"
+        )
+        return _notify(db, cache, realm, notice, member, before)
+    return None
 
 
 def leave_remote_group(db, cache, realm, group, left):
@@ -246,11 +421,7 @@ def leave_remote_group(db, cache, realm, group, left):
     """
     user = left.sender.name
     group = remote_group(db, group, user)
-    db.execute(
-        "DELETE FROM remote_members WHERE group_key = ? AND member = ?",
-        (str(group).lower(), user),
-    )
-    count_remote(db, group.realm, "memberships", -1)
+    _forget_member(db, group, user, f"{user}@{realm}")
     left = attrs.evolve(left, recipient=group)
     return insert_message(
         db, cache, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
@@ -279,7 +450,98 @@ def receive_joined(db, cache, origin, message, most):
     return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
 
 
-def receive_left(db, cache, realm, origin, message):
-    """User C{message.sender} of realm C{origin} left local group C{message.recipient}."""
-    leave_group(db, realm, message.recipient.name, message.sender)
-    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+def receive_left(db, cache, realm, origin, message, notice=None):
+    """
+    User C{message.sender} of realm C{origin} left local group
+    C{message.recipient}; C{notice} (a MEMBER message) tells every realm
+    with members, C{origin} included.
+    """
+    told = leave_group(db, realm, message.recipient.name, message.sender, cache, notice)
+    stored = insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+    return stored if told is None else Deliveries((stored, told))
+
+
+def _forget_member(db, group, name, member):
+    """
+    Local user C{name} (C{member}: user@realm) is no longer in group
+    C{group} of another realm: with the last local member, this realm
+    forgets the group's roster.
+    """
+    key = str(group).lower()
+    gone = db.execute(
+        "DELETE FROM remote_members WHERE group_key = ? AND member = ?", (key, name)
+    ).rowcount
+    gone += db.execute(
+        "DELETE FROM remote_rosters WHERE group_key = ? AND member = ? COLLATE NOCASE",
+        (key, member),
+    ).rowcount
+    if db.execute("SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)).fetchone():
+        count_remote(db, group.realm, "memberships", -gone)
+        return
+    gone += db.execute("DELETE FROM remote_rosters WHERE group_key = ?", (key,)).rowcount
+    db.execute("DELETE FROM remote_groups WHERE group_key = ?", (key,))
+    count_remote(db, group.realm, "memberships", -gone)
+
+
+def receive_member(db, cache, realm, origin, message, most):
+    """
+    Home realm C{origin} tells that membership of its group
+    C{message.recipient} changed (a MEMBER message): kept in this realm's
+    copy of the group (its users' memberships and the whole roster, the
+    roster only while a local user is a member).  An added local user
+    who does not exist: L{errors.NoSuchUser}, and the home takes them out.
+    """
+    change, *names = message.text.split(" ")
+    members = [Address.parse(name, origin) for name in names]
+    group = message.recipient
+    key = str(group).lower()
+    local = NOBODY
+    if change == ADDED and members[0].realm == realm:
+        name = local_user(db, cache, members[0].name)
+        if name is None:
+            raise errors.NoSuchUser(f"no user {members[0].name!r}")
+        members = [Address(name, realm)]
+        local = frozenset((name,))
+        check_remote_room(db, origin, "memberships", 1, most)
+        before = db.total_changes
+        db.execute(
+            "INSERT OR IGNORE INTO remote_members (group_key, group_address, member)"
+            " VALUES (?, ?, ?)",
+            (key, str(group), name),
+        )
+        count_remote(db, origin, "memberships", db.total_changes - before)
+    if change in (ADDED, KNOWN):
+        has_members = db.execute(
+            "SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)
+        ).fetchone()
+        if has_members:
+            db.execute(
+                "INSERT INTO remote_groups (group_key, group_address, owner) VALUES (?, ?, ?)"
+                " ON CONFLICT (group_key) DO UPDATE SET owner = excluded.owner",
+                (key, str(group), str(message.sender)),
+            )
+            # This realm's users as registered, whatever spelling the home keeps.
+            members = [
+                m if m.realm != realm else Address(local_user(db, cache, m.name) or m.name, realm)
+                for m in members
+            ]
+            check_remote_room(db, origin, "memberships", len(members), most)
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO remote_rosters (group_key, member) VALUES (?, ?)",
+                [(key, str(m)) for m in members],
+            )
+            count_remote(db, origin, "memberships", db.total_changes - before)
+    else:
+        member = members[0]
+        if member.realm == realm:
+            row = db.execute(
+                "SELECT member FROM remote_members WHERE group_key = ? AND member = ?"
+                " COLLATE NOCASE", (key, member.name),
+            ).fetchone()
+            name = row[0] if row else member.name
+            local = frozenset((name,))
+            _forget_member(db, group, name, f"{name}@{realm}")
+        else:
+            _forget_member(db, group, None, str(member))
+    return insert_message(db, cache, origin, message, (), NOWHERE, local)

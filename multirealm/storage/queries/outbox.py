@@ -6,7 +6,7 @@ a refusal for good, turned into a failure entry for the sender.
 
 from multirealm import errors
 from multirealm.core.policy import NOWHERE
-from multirealm.model import user_mailbox
+from multirealm.model import Deliveries, user_mailbox
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
 from multirealm.storage.queries.groups import leave_group
 from multirealm.storage.queries.messages import insert_message
@@ -53,23 +53,26 @@ def pending_counts(db):
     }
 
 
-def record_failure(db, cache, realm, peer, seq, failure, removed=None):
+def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=None):
     """
     C{peer} refused outbox entry C{seq} for good: forget the entry and add
     the L{FAILURE} message C{failure} to its sender's history, in one
     transaction (a crash never loses the failure nor reports it twice).
     C{removed}: the member of the group the refused entry was about that
-    C{peer} refused to add, taken out of the group.
+    C{peer} refused to add, taken out of the group; C{notice} (a MEMBER
+    message) tells the realms with members.
     """
+    told = None
     if removed is not None:
         group = address(db.execute("SELECT recipient FROM messages WHERE seq = ?", (seq,))
                         .fetchone()[0]).name
         try:
-            leave_group(db, realm, group, removed)
+            told = leave_group(db, realm, group, removed, cache, notice)
         except (errors.NotAMember, errors.NoSuchGroup):
             pass  # already gone: nothing was changed
     db.execute("DELETE FROM outbox WHERE realm = ? AND seq = ?", (peer, seq))
-    return insert_message(
+    stored = insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
         frozenset((failure.recipient.name,)),
     )
+    return stored if told is None else Deliveries((stored, told))

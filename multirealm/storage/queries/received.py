@@ -3,15 +3,16 @@ What a peer realm hands over: stored at most once per (origin, id), then
 as its kind says (a message, a membership its home announced, a leave).
 """
 
-from multirealm.model import GROUP, JOINED, LEFT, Delivery
+from multirealm.model import GROUP, JOINED, LEFT, MEMBER, Delivery
 from multirealm.storage.queries import groups, messages
 
 
-def receive_message(db, cache, realm, origin, message, most):
+def receive_message(db, cache, realm, origin, message, most, notice=None):
     """
     Store a message handed over by peer realm C{origin}: at most once per
     (C{origin}, id).  The core has checked that C{origin} may speak for its
-    sender.  C{most}: the rows of memberships one peer may fill.
+    sender.  C{most}: the rows of memberships one peer may fill.  C{notice}:
+    for a L{LEFT}, the MEMBER message this realm sends on.
     """
     # Checked in the transaction that stores it (and backed by the UNIQUE
     # key): a frame resent while its first copy waits in the same batch is
@@ -27,5 +28,7 @@ def receive_message(db, cache, realm, origin, message, most):
     if kind == JOINED:
         return groups.receive_joined(db, cache, origin, message, most)
     if kind == LEFT:
-        return groups.receive_left(db, cache, realm, origin, message)
+        return groups.receive_left(db, cache, realm, origin, message, notice)
+    if kind == MEMBER:
+        return groups.receive_member(db, cache, realm, origin, message, most)
     return messages.add_private_message(db, cache, realm, origin, message)

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 5;
+PRAGMA user_version = 7;
 
 -- Accounts ------------------------------------------------------------
 
@@ -117,6 +117,19 @@ CREATE TABLE remote_members (
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
 CREATE INDEX remote_members_by_member ON remote_members (member);
+
+-- Groups of other realms with members here: owner and whole member list
+-- as their home announced (groupinfo while the link is down).
+CREATE TABLE remote_groups (
+    group_key TEXT PRIMARY KEY,    -- lower(group@home)
+    group_address TEXT NOT NULL,   -- group@home as its home spells it
+    owner TEXT NOT NULL            -- user@home
+);
+CREATE TABLE remote_rosters (
+    group_key TEXT NOT NULL,
+    member TEXT NOT NULL,          -- user@realm
+    PRIMARY KEY (group_key, member)
+) WITHOUT ROWID;
 
 -- Files ---------------------------------------------------------------
 

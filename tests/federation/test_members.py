@@ -1,0 +1,179 @@
+"""
+Membership changes across three realms linked in memory: the home decides,
+every realm with members learns the whole membership (and keeps it while
+the link is down), member events reach every realm, a realm that loses its
+last member is told, and a refused member comes back as a failure.
+"""
+
+from twisted.trial import unittest
+
+from multirealm import errors
+from multirealm.federation.frames import MessageFrame
+from multirealm.model import MEMBER, Message
+from multirealm.names import Address
+from tests.helpers import Client, InMemoryNetwork
+
+
+class MembersAcrossRealmsTests(unittest.TestCase):
+    def setUp(self):
+        self.net = InMemoryNetwork.of_three_users(self)
+        self.one, self.two, self.three = (self.net.realms[n] for n in ("1", "2", "3"))
+        self.alice, self.heru, self.cy = Client(self.one), Client(self.two), Client(self.three)
+        for client, user in ((self.alice, "alice"), (self.heru, "heru"), (self.cy, "cy")):
+            client.ask(f"auth {user} pw")
+        self.assertEqual(self.alice.ask("creategroup - team cy@3")["status"], "OK")
+        self.net.flush()
+
+    def ask(self, client, line):
+        """Send C{line}, let the realms talk; its reply (events are kept for L{events})."""
+        client.send(line)
+        self.net.flush()
+        replies = client.replies()
+        client.kept = getattr(client, "kept", []) + [r for r in replies if "event" in r]
+        (reply,) = [r for r in replies if "status" in r]
+        return reply
+
+    def events(self, client):
+        """The member events C{client} got since the last call."""
+        got = getattr(client, "kept", []) + client.replies()
+        client.kept = []
+        return [r for r in got if r.get("event") == "member"]
+
+    def info(self, client, group):
+        reply = self.ask(client, f"groupinfo - {group}")
+        return reply.get("owner"), reply.get("members", reply.get("code"))
+
+    def test_a_member_of_another_realm_is_added_and_every_realm_learns_it(self):
+        for client in (self.alice, self.heru, self.cy):
+            self.ask(client, "subscribe -")
+        first = self.ask(self.alice, "sendgroup - team before heru")["id"]
+        self.events(self.alice)
+        self.assertEqual(self.ask(self.alice, "addmember - team heru@2")["status"], "OK")
+        self.assertEqual(self.events(self.alice), [
+            {"event": "member", "group": "team", "change": "added", "member": "heru@2",
+             "by": "alice"}])
+        self.assertEqual(self.events(self.heru), [
+            {"event": "member", "group": "team@1", "change": "added", "member": "heru",
+             "by": "alice@1"}])
+        self.assertEqual(self.events(self.cy), [
+            {"event": "member", "group": "team@1", "change": "added", "member": "heru@2",
+             "by": "alice@1"}])
+        # The whole history, the whole membership, and the group in mygroups.
+        history = self.ask(self.heru, "groupinbox - team@1")["messages"]
+        self.assertEqual([m["id"] for m in history], [first])
+        self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "cy@3", "heru"]))
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy", "heru@2"]))
+        self.assertEqual(self.ask(self.heru, "mygroups -")["groups"], ["team@1"])
+
+    def test_the_membership_holds_while_the_link_is_down(self):
+        self.ask(self.alice, "addmember - team heru@2")
+        for a, b in (("1", "2"), ("2", "1"), ("1", "3"), ("3", "1")):
+            self.net.cut(a, b)
+        self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "cy@3", "heru"]))
+        self.assertEqual(self.ask(self.heru, "groupinbox - team@1")["messages"], [])
+        self.assertEqual(self.ask(self.heru, "sendgroup - team@1 offline")["status"], "OK")
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy", "heru@2"]))
+
+    def test_a_realm_whose_last_member_is_removed_is_told_and_keeps_nothing(self):
+        self.ask(self.alice, "addmember - team heru@2")
+        self.ask(self.heru, "subscribe -")
+        self.ask(self.cy, "subscribe -")
+        self.assertEqual(self.ask(self.alice, "removemember - team heru@2")["status"], "OK")
+        removed = {"event": "member", "group": "team@1", "change": "removed", "member": "heru",
+                   "by": "alice@1"}
+        self.assertEqual(self.events(self.heru), [removed])
+        self.assertEqual(self.events(self.cy), [dict(removed, member="heru@2")])
+        self.assertEqual(self.ask(self.heru, "groupinbox - team@1")["code"], "not_a_member")
+        self.assertEqual(self.ask(self.heru, "sendgroup - team@1 hi")["code"], "not_a_member")
+        self.assertEqual(self.info(self.heru, "team@1"), (None, "not_a_member"))
+        self.assertEqual(self.ask(self.heru, "mygroups -")["groups"], [])
+        rows = self.successResultOf(self.two._store.submit(
+            lambda db: [db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                        for table in ("remote_members", "remote_rosters", "remote_groups")],
+            writes=False,
+        ))
+        self.assertEqual(rows, [0, 0, 0])
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
+
+    def test_leaving_from_another_realm_is_announced_to_every_realm(self):
+        self.ask(self.alice, "addmember - team heru@2")
+        for client in (self.alice, self.heru, self.cy):
+            self.ask(client, "subscribe -")
+        self.assertEqual(self.ask(self.cy, "leavegroup - team@1")["status"], "OK")
+        left = {"event": "member", "change": "left", "member": "cy@3", "by": "cy@3"}
+        self.assertEqual(self.events(self.alice), [dict(left, group="team")])
+        self.assertEqual(self.events(self.heru), [dict(left, group="team@1")])
+        self.assertEqual(self.events(self.cy), [dict(left, group="team@1", member="cy", by="cy")])
+        self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "heru"]))
+        self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "heru@2"]))
+
+    def test_a_user_the_far_realm_does_not_know_comes_back_as_a_failure(self):
+        self.assertEqual(self.ask(self.alice, "addmember - team nobody@2")["status"], "OK")
+        (failure,) = [m for m in self.ask(self.alice, "inbox -")["messages"] if "failed" in m]
+        self.assertEqual(failure["failed"]["code"], "no_such_user")
+        self.assertIn("nobody@2 was not added to group team", failure["msg"])
+        self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "cy@3"]))
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
+
+    def test_a_member_refused_at_creation_is_taken_out_on_every_realm(self):
+        self.assertEqual(self.ask(self.alice, "creategroup - crew cy@3 nobody@2")["status"], "OK")
+        self.assertEqual(self.info(self.alice, "crew"), ("alice", ["alice", "cy@3"]))
+        self.assertEqual(self.info(self.cy, "crew@1"), ("alice@1", ["alice@1", "cy"]))
+
+    def test_a_member_named_in_another_case_is_listed_as_registered(self):
+        self.ask(self.alice, "addmember - team HERU@2")
+        self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "cy@3", "heru"]))
+        self.ask(self.alice, "removemember - team heru@2")
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
+
+    def test_a_group_announced_without_its_members_still_lists_this_realms_own(self):
+        # As an older release left it: memberships, no roster.
+        self.successResultOf(self.three._store.submit(
+            lambda db: db.execute("DELETE FROM remote_rosters"), writes=True))
+        self.successResultOf(self.three._store.submit(
+            lambda db: db.execute("DELETE FROM remote_groups"), writes=True))
+        self.assertEqual(self.info(self.cy, "team@1"), (None, ["cy"]))
+        self.ask(self.alice, "addmember - team heru@2")
+        self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["cy", "heru@2"]))
+
+    def test_only_the_owner_changes_a_group_from_any_realm(self):
+        self.assertEqual(self.ask(self.cy, "addmember - team@1 heru@2")["code"], "forbidden")
+        self.assertEqual(self.ask(self.cy, "removemember - team@1 alice@1")["code"], "forbidden")
+        self.assertEqual(self.ask(self.heru, "addmember - team@1 heru")["code"], "not_a_member")
+        self.assertEqual(self.info(self.heru, "team@1"), (None, "not_a_member"))
+
+    def test_a_change_is_applied_once_whatever_the_resends(self):
+        self.ask(self.heru, "subscribe -")
+        notice = Message(
+            "e" * 32, MEMBER, Address("alice", "1"), Address("team", "1"), "added heru@2",
+            "2026-01-01T00:00:00.000+00:00",
+        )
+        first = self.successResultOf(self.two.receive("1", notice))
+        again = self.successResultOf(self.two.receive("1", notice))
+        self.assertEqual((first.duplicate, again.duplicate), (False, True))
+        self.assertEqual(len(self.events(self.heru)), 1)
+
+    def test_a_change_crosses_as_a_membergrouprealm_frame(self):
+        notice = Message(
+            "e" * 32, MEMBER, Address("cy", "3"), Address("team", "1"), "left cy@3",
+            "2026-01-01T00:00:00.000+00:00",
+        )
+        line = MessageFrame.of(notice, "1", "2").to_line()
+        self.assertEqual(
+            line, f"@id={'e' * 32};ts=2026-01-01T00:00:00.000+00:00 membergrouprealm cy@3 team@1"
+                  " left cy@3",
+        )
+        self.assertEqual(MessageFrame.from_line(line).message("1", "2"), notice)
+
+    def test_a_realm_cannot_change_another_realms_group(self):
+        forged = Message(
+            "f" * 32, MEMBER, Address("mallory", "3"), Address("team", "1"), "added heru@2",
+            "2026-01-01T00:00:00.000+00:00",
+        )
+        self.failureResultOf(self.two.receive("3", forged), errors.Forbidden)
+        for text in ("joined heru@2", "added heru", "added heru@2 cy@3", "known"):
+            bad = Message("a" * 32, MEMBER, Address("alice", "1"), Address("team", "1"), text,
+                          "2026-01-01T00:00:00.000+00:00")
+            self.assertIsInstance(
+                self.failureResultOf(self.two.receive("1", bad)).value, errors.ChatError
+            )
