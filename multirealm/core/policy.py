@@ -25,6 +25,12 @@ NOWHERE = frozenset()  # no peer realms
 # fill: a peer speaks for its own users, it does not fill this realm's disk.
 REMOTE_ROWS_PER_PEER = 1_000_000
 
+# The most of a group's earlier messages queued for a realm that gets its
+# first member: one addmember must not queue a million rows in one
+# transaction (every sender waits for it) nor let an owner who adds and
+# removes the same user flood a link.  The newest are sent.
+HISTORY_FOR_A_NEW_REALM = 10_000
+
 
 def private_route(realm, origin, message):
     """

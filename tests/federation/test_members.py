@@ -8,6 +8,7 @@ last member is told, and a refused member comes back as a failure.
 from twisted.trial import unittest
 
 from multirealm import errors
+from multirealm.core import policy
 from multirealm.federation.frames import MessageFrame
 from multirealm.model import MEMBER, Message
 from multirealm.names import Address
@@ -64,6 +65,13 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual(self.info(self.heru, "team@1"), ("alice@1", ["alice@1", "cy@3", "heru"]))
         self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy", "heru@2"]))
         self.assertEqual(self.ask(self.heru, "mygroups -")["groups"], ["team@1"])
+
+    def test_a_new_realm_gets_at_most_the_newest_messages_of_the_history(self):
+        self.patch(policy, "HISTORY_FOR_A_NEW_REALM", 2)
+        sent = [self.ask(self.alice, f"sendgroup - team m{n}")["id"] for n in range(4)]
+        self.ask(self.alice, "addmember - team heru@2")
+        history = self.ask(self.heru, "groupinbox - team@1")["messages"]
+        self.assertEqual([m["id"] for m in history], sent[2:])
 
     def test_the_membership_holds_while_the_link_is_down(self):
         self.ask(self.alice, "addmember - team heru@2")

@@ -272,7 +272,8 @@ def add_members(db, cache, realm, name, owner, members, notices, roster, most):
 
 def _queue_history(db, cache, peer, name, realm):
     """
-    Queue local group C{name}'s whole history for C{peer}, which gets its
+    Queue local group C{name}'s history (its newest
+    L{policy.HISTORY_FOR_A_NEW_REALM} messages) for C{peer}, which gets its
     first member: at the messages' own (older) places in the outbox, so
     that the L{KNOWN} roster queued next makes the link read it again
     (L{multirealm.model.rereads_outbox}).
@@ -281,8 +282,8 @@ def _queue_history(db, cache, peer, name, realm):
     if number is not None:
         db.execute(
             "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, seq FROM timeline"
-            " WHERE mailbox = ?",
-            (peer, number),
+            " WHERE mailbox = ? ORDER BY seq DESC LIMIT ?",
+            (peer, number, policy.HISTORY_FOR_A_NEW_REALM),
         )
 
 
