@@ -22,6 +22,7 @@ CREATE TABLE sessions (
     expires REAL NOT NULL
 );
 CREATE INDEX sessions_by_expiry ON sessions (expires);
+CREATE INDEX sessions_by_user ON sessions (user);     -- passwd ends a user's other sessions
 
 -- The users of other realms, as each announced them (listusers <realm>).
 CREATE TABLE remote_users (
