@@ -114,6 +114,14 @@ COMMANDS = {
                 heavy="list"),
         Command("subscribe", "receive events as messages arrive, on this connection", True),
         Command("unsubscribe", "stop the events on this connection", True),
+        Command(
+            "conversations", "your conversations, newest first, with unread counts", True,
+            optional=("after",), heavy="list",
+        ),
+        Command(
+            "markread", "mark a conversation read up to a message", True,
+            ("peer_or_group", "id"),
+        ),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

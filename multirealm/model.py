@@ -190,3 +190,26 @@ def user_mailbox(address):
 def group_mailbox(address):
     """The mailbox of a group's history, named by the group's L{Address}."""
     return f"group:{address}"
+
+
+@attrs.frozen
+class Conversation:
+    """
+    One entry of a user's conversations: the peer or group (C{other}, an
+    L{Address}), C{kind} (L{PRIVATE} or L{GROUP}), its last L{Message}
+    (None for a group with none yet) and how many messages from others
+    came after the user's read marker.
+    """
+
+    other: Address
+    kind: str
+    last: Message | None
+    unread: int
+
+    def to_wire(self, realm):
+        return {
+            "with": self.other.relative_to(realm),
+            "kind": self.kind,
+            "last": None if self.last is None else self.last.to_wire(realm),
+            "unread": self.unread,
+        }

@@ -211,6 +211,26 @@ class Handlers:
         d = self.realm.leave_group(caller.user, group)
         return d.addCallback(lambda _: ok(message=f"left group {group.name}"))
 
+    # -- conversations ----------------------------------------------------------
+
+    def command_conversations(self, caller, after):
+        realm = self.realm.name
+        return self.realm.conversations(caller.user, after).addCallback(
+            lambda page: ok(conversations=[c.to_wire(realm) for c in page[0]], more=page[1])
+        )
+
+    def command_markread(self, caller, peer_or_group, id):
+        other = self.realm.address(peer_or_group, "peer or group")
+
+        def marked(moved):
+            if moved and self.events is not None:
+                self.events.tell_other_connections(caller.user, {
+                    "event": "read", "with": other.relative_to(self.realm.name), "up_to": id,
+                })
+            return ok(message=f"read up to {id}")
+
+        return self.realm.mark_read(caller.user, other, id).addCallback(marked)
+
     # -- files ----------------------------------------------------------------
 
     def command_sendfile(self, caller, to, filename):

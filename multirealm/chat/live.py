@@ -104,9 +104,19 @@ class LiveDelivery:
                     "kind": message.kind,  # private, group or failure
                     "message": message.to_wire(self.realm.name),
                 })
-            now = self.realm.clock.seconds()
-            for connection, (_, expires) in list(connections.items()):
-                if expires <= now:
-                    self.unsubscribe(connection)  # its session has ended
-                    continue
+            self.push_to_user(user, event)
+
+    def push_to_user(self, user, event, skip=None):
+        """
+        The encoded C{event} to each connection subscribed as C{user},
+        except C{skip} (the connection that caused it, which has its reply).
+        """
+        connections = self._by_user.get(user)
+        if not connections:
+            return
+        now = self.realm.clock.seconds()
+        for connection, (_, expires) in list(connections.items()):
+            if expires <= now:
+                self.unsubscribe(connection)  # its session has ended
+            elif connection is not skip:
                 connection.push_event(event)

@@ -180,6 +180,24 @@ class IStore(Interface):
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
 
+    def conversations(user, after, limit):
+        """
+        Fires with at most C{limit} L{multirealm.model.Conversation} of
+        local user C{user}, newest activity first, after the one with
+        C{after} (an Address, or None for the first page); computed from
+        what each message and membership change kept up to date, never
+        from the history.  L{errors.BadRequest} for an unknown C{after}.
+        """
+
+    def mark_read(user, other, message_id):
+        """
+        Move C{user}'s read marker in the conversation with C{other} (an
+        Address) forward to message C{message_id}: fires with the kind of
+        the conversation whose marker moved, or None if it was there or
+        further already; L{errors.BadRequest} if that conversation holds
+        no such message.
+        """
+
     def file_entry(file_id, reader):
         """
         The L{multirealm.core.policy.FileEntry} of stored file C{file_id}

@@ -70,6 +70,18 @@ def member_in_any_case(realm, member):
     return member.realm != realm
 
 
+def conversation_key(realm, address):
+    """
+    The key of a conversation with C{address} (a peer or a group) as this
+    realm's users' conversation rows store it: as registered for this
+    realm's names (old names that differ only in case stay apart), in
+    lower case for another realm's, whose names are one identity in any
+    case (C{Heru@2} as a sender typed it, C{heru@2} as realm 2 spells it).
+    """
+    text = str(address)
+    return text if address.realm == realm else text.lower()
+
+
 def check_groups_created(created, most):
     """A user who has created C{created} groups may create one more?"""
     if created >= most:

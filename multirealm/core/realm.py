@@ -381,6 +381,28 @@ class Realm:
         """A page of this realm's group names; as L{list_users}."""
         return self._page(self._store.list_groups, after)
 
+    # -- conversations ------------------------------------------------------
+
+    def conversations(self, user, after=None):
+        """
+        A page of local user C{user}'s conversations, newest activity
+        first, after the one with C{after} (text, as the previous page
+        named it): fires with (L{multirealm.model.Conversation}s, more).
+        """
+        other = None if after is None else self.address(after, "peer or group")
+        return self._page(
+            lambda _, limit: self._store.conversations(user, other, limit), after
+        )
+
+    def mark_read(self, user, other, message_id):
+        """
+        C{user} has read their conversation with C{other} (an Address) up
+        to message C{message_id}: fires with whether the marker moved.
+        """
+        return self._store.mark_read(user, other, message_id).addCallback(
+            lambda kind: kind is not None
+        )
+
     # -- links (the federation adapter reports and drains through these) ----
 
     def set_linked(self, peer, linked):

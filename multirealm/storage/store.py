@@ -33,7 +33,9 @@ from multirealm.core import policy
 from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
-from multirealm.storage.queries import accounts, file_access, groups, messages, outbox, received
+from multirealm.storage.queries import (
+    accounts, conversations, file_access, groups, messages, outbox, received,
+)
 from multirealm.storage.queries.common import ThreadCache
 
 log = Logger()
@@ -84,7 +86,7 @@ class SQLiteStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self.migrated = schema.migrate(self._db, path)  # (from, to) versions
+        self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
         self._inline = inline
         # What the database thread remembers between operations; only that
         # thread touches it (tests reach it through operations they submit).
@@ -384,6 +386,16 @@ class SQLiteStore:
 
     def list_groups(self, after="", limit=-1):
         return self.submit(groups.list_groups, after, limit, writes=False)
+
+    # -- conversations --------------------------------------------------------
+
+    def conversations(self, user, after, limit):
+        return self.submit(
+            conversations.conversations_of, self.realm, user, after, limit, writes=False
+        )
+
+    def mark_read(self, user, other, message_id):
+        return self.submit(conversations.mark_read, self.realm, user, other, message_id)
 
     # -- files --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from multirealm.core import policy
 from multirealm.core.policy import NOBODY, NOWHERE
 from multirealm.model import Deliveries, group_mailbox
 from multirealm.names import Address
-from multirealm.storage.queries import file_access
+from multirealm.storage.queries import conversations, file_access
 from multirealm.storage.queries.accounts import check_remote_room, count_remote, local_user
 from multirealm.storage.queries.common import address, first_column
 from multirealm.storage.queries.messages import history, insert_message
@@ -114,7 +114,7 @@ def add_group_message(db, cache, realm, origin, message):
                 db, realm, message.file.id, message.recipient
             )
     return insert_message(
-        db, cache, origin, message, (group_mailbox(message.recipient),), outbox, NOBODY
+        db, cache, realm, origin, message, (group_mailbox(message.recipient),), outbox, NOBODY
     )
 
 
@@ -159,8 +159,12 @@ def create_group(db, cache, name, creator, members, created, max_created, joined
         "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, ?)",
         [(name, realm, count) for realm, count in realms.items()],
     )
+    here = creator.realm
+    conversations.joined(
+        db, here, [m.name for m in spelled.values() if m.realm == here], Address(name, here)
+    )
     return Deliveries(
-        insert_message(db, cache, creator.realm, message, (), frozenset((realm,)), NOBODY)
+        insert_message(db, cache, here, here, message, (), frozenset((realm,)), NOBODY)
         for realm, message in joined
     )
 
@@ -237,6 +241,8 @@ def leave_group(db, realm, name, member):
         (name, member.realm),
     )
     db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,))
+    if member.realm == realm:
+        conversations.left(db, realm, address(stored).name, Address(name, realm))
 
 
 def leave_remote_group(db, cache, realm, group, left):
@@ -251,13 +257,14 @@ def leave_remote_group(db, cache, realm, group, left):
         (str(group).lower(), user),
     )
     count_remote(db, group.realm, "memberships", -1)
+    conversations.left(db, realm, user, group)
     left = attrs.evolve(left, recipient=group)
     return insert_message(
-        db, cache, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
+        db, cache, realm, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
     )
 
 
-def receive_joined(db, cache, origin, message, most):
+def receive_joined(db, cache, realm, origin, message, most):
     """
     Home realm C{origin} added local user C{message.text} to its group
     C{message.recipient}: remember it (the message row keeps the frame
@@ -276,10 +283,12 @@ def receive_joined(db, cache, origin, message, most):
         (group.lower(), group, name),
     )
     count_remote(db, origin, "memberships", db.total_changes - before)
-    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+    delivery = insert_message(db, cache, realm, origin, message, (), NOWHERE, NOBODY)
+    conversations.joined(db, realm, (name,), message.recipient, delivery.seq)
+    return delivery
 
 
 def receive_left(db, cache, realm, origin, message):
     """User C{message.sender} of realm C{origin} left local group C{message.recipient}."""
     leave_group(db, realm, message.recipient.name, message.sender)
-    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+    return insert_message(db, cache, realm, origin, message, (), NOWHERE, NOBODY)

@@ -3,7 +3,7 @@ Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
 L{insert_message} is the one place a message is written; whatever must
-change with every message (its outbox entries; later, each reader's
+change with every message (its outbox entries, each local reader's
 conversation and unread count) changes there, in the same transaction.
 """
 
@@ -13,6 +13,7 @@ from multirealm import errors, wire
 from multirealm.core.policy import private_route
 from multirealm.model import Delivery, History
 from multirealm.names import Address
+from multirealm.storage.queries import conversations
 from multirealm.storage.queries.accounts import local_user
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, message_of
 
@@ -48,10 +49,13 @@ _INSERT_FAILURE = (
 )
 
 
-def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
+def insert_message(db, cache, realm, origin, message, mailboxes, outbox_realms, local_users,
+                   about=None):
     """
-    Add C{message} to the C{mailboxes} named and to the outbox of each of
-    C{outbox_realms} (a frozenset); return the L{Delivery}, whose
+    Add C{message} to the C{mailboxes} named, to the outbox of each of
+    C{outbox_realms} (a frozenset) and to the conversations of this realm
+    (C{realm})'s users it reaches (L{conversations.message_added}; a
+    failure names what it is C{about}); return the L{Delivery}, whose
     C{local_users} (a frozenset of names) are the users of those mailboxes.
     """
     values = (
@@ -80,6 +84,7 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
         db.executemany(
             "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
         )
+    conversations.message_added(db, realm, message, seq, local_users, about)
     return Delivery(message, origin, local_users, outbox_realms, False, seq)
 
 
@@ -102,7 +107,7 @@ def add_private_message(db, cache, realm, origin, message):
     if message.recipient.realm == realm:
         message = to_local_user(db, cache, message)
     mailboxes, outbox, local = private_route(realm, origin, message)
-    return insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    return insert_message(db, cache, realm, origin, message, mailboxes, outbox, local)
 
 
 def history(db, cache, owner, after_id, limit, max_bytes):

@@ -61,15 +61,17 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None):
     C{removed}: the member of the group the refused entry was about that
     C{peer} refused to add, taken out of the group.
     """
+    kind, recipient = db.execute(
+        "SELECT kind, recipient FROM messages WHERE seq = ?", (seq,)
+    ).fetchone()
     if removed is not None:
-        group = address(db.execute("SELECT recipient FROM messages WHERE seq = ?", (seq,))
-                        .fetchone()[0]).name
+        group = address(recipient).name
         try:
             leave_group(db, realm, group, removed)
         except (errors.NotAMember, errors.NoSuchGroup):
             pass  # already gone: nothing was changed
     db.execute("DELETE FROM outbox WHERE realm = ? AND seq = ?", (peer, seq))
     return insert_message(
-        db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
-        frozenset((failure.recipient.name,)),
+        db, cache, realm, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
+        frozenset((failure.recipient.name,)), about=(kind, address(recipient)),
     )

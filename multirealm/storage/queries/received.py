@@ -25,7 +25,7 @@ def receive_message(db, cache, realm, origin, message, most):
     if kind == GROUP:
         return groups.add_group_message(db, cache, realm, origin, message)
     if kind == JOINED:
-        return groups.receive_joined(db, cache, origin, message, most)
+        return groups.receive_joined(db, cache, realm, origin, message, most)
     if kind == LEFT:
         return groups.receive_left(db, cache, realm, origin, message)
     return messages.add_private_message(db, cache, realm, origin, message)

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 -- Accounts ------------------------------------------------------------
 
@@ -82,6 +82,22 @@ CREATE TABLE timeline (
     seq INTEGER NOT NULL,
     PRIMARY KEY (mailbox, seq)
 ) WITHOUT ROWID;
+
+-- Each local user's conversations: one row per private peer and per
+-- group, kept up to date with every message and membership change.
+CREATE TABLE conversations (
+    user TEXT NOT NULL,            -- a local user, as registered
+    kind TEXT NOT NULL,            -- private or group
+    with_key TEXT NOT NULL,        -- name@realm; lower case for another realm's (one identity in any case)
+    with_address TEXT NOT NULL,    -- name@realm as first seen
+    last_seq INTEGER,              -- the last message; NULL for a group with none yet
+    activity REAL NOT NULL,        -- the order, newest first: last_seq, or a join (the seq before it + 0.5)
+    read_seq INTEGER NOT NULL DEFAULT 0,  -- the read marker: read up to this seq
+    unread INTEGER NOT NULL DEFAULT 0,    -- messages from others after the marker
+    PRIMARY KEY (user, kind, with_key)
+) WITHOUT ROWID;
+CREATE INDEX conversations_by_activity ON conversations (user, activity, kind, with_key);
+CREATE INDEX conversations_of_groups ON conversations (with_key) WHERE kind = 'group';
 
 -- Groups --------------------------------------------------------------
 
