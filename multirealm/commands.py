@@ -116,7 +116,7 @@ COMMANDS = {
         Command("unsubscribe", "stop the events on this connection", True),
         Command(
             "conversations", "your conversations, newest first, with unread counts", True,
-            optional=("after",), heavy="list",
+            optional=("after",), heavy="history",
         ),
         Command(
             "markread", "mark a conversation read up to a message", True,

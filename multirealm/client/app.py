@@ -131,6 +131,7 @@ class Chat:
                 return
         self.conversation = conversation
         self.show(f"talking to {conversation}: type a line to send it, /history to look back")
+        await self.do_history(conversation)
 
     async def do_create(self, group, *members):
         token = self.token()
@@ -241,6 +242,21 @@ class Chat:
             return
         self._history = (conversation, entries, 0, reply["more"])
         self._more_history()
+        # What is shown is read (on every device of this user: the realm tells them).
+        self.session.request(f"markread {token} {conversation.lstrip('#')} {entries[-1]['id']}")
+
+    async def do_conversations(self, after=None):
+        if not self.token():
+            return
+        reply = await self.ask(f"conversations {self.session.token}" + (f" {after}" if after else ""))
+        if not reply:
+            return
+        if not reply["conversations"]:
+            self.show("no conversations yet")
+        for entry in reply["conversations"]:
+            self.show(render.conversation(entry, self.session.user))
+        if reply["more"]:
+            self.show(f"(more: /conversations {reply['conversations'][-1]['with']})")
 
     def _more_history(self):
         if self._history is None:

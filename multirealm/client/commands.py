@@ -11,6 +11,8 @@ HELP = """\
 /msg USER[@REALM] TEXT       private message
 /group GROUP[@REALM] TEXT    message to a group
 /open USER | /open #GROUP    talk to one person or group: plain lines go there
+                             (shows its latest messages and marks them read)
+/conversations [AFTER]       your conversations, newest first, with unread counts
 /create GROUP MEMBER ...     create a group (members may be user@realm)
 /leave GROUP[@REALM]         leave a group
 /send-file TO PATH           send a file (TO: a user, or #group)
@@ -48,6 +50,7 @@ _SHAPES = {
     "get": (1, 2, "/get FILE_ID [FOLDER]"),
     "downloads": (0, 1, "/downloads [FOLDER]"),
     "history": (0, 1, "/history [USER | #GROUP | more]"),
+    "conversations": (0, 1, "/conversations [AFTER]"),
     "who": (0, 1, "/who [REALM]"),
     "realms": (0, 0, "/realms"),
     "help": (0, 0, "/help"),

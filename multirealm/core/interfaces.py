@@ -180,11 +180,12 @@ class IStore(Interface):
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
 
-    def conversations(user, after, limit):
+    def conversations(user, after, limit, max_bytes):
         """
-        Fires with at most C{limit} L{multirealm.model.Conversation} of
-        local user C{user}, newest activity first, after the one with
-        C{after} (an Address, or None for the first page); computed from
+        Fires with ([L{multirealm.model.Conversation}], more): at most
+        C{limit} of local user C{user}'s (fewer if their reply would pass
+        C{max_bytes}; C{more} if cut), newest activity first, after the one with C{after} (an Address, or
+        None for the first page); computed from
         what each message and membership change kept up to date, never
         from the history.  L{errors.BadRequest} for an unknown C{after}.
         """

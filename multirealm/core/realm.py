@@ -390,8 +390,8 @@ class Realm:
         named it): fires with (L{multirealm.model.Conversation}s, more).
         """
         other = None if after is None else self.address(after, "peer or group")
-        return self._page(
-            lambda _, limit: self._store.conversations(user, other, limit), after
+        return self._store.conversations(
+            user, other, self.limits.list_limit, self.limits.history_reply_bytes
         )
 
     def mark_read(self, user, other, message_id):

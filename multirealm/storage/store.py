@@ -389,9 +389,10 @@ class SQLiteStore:
 
     # -- conversations --------------------------------------------------------
 
-    def conversations(self, user, after, limit):
+    def conversations(self, user, after, limit, max_bytes=2**62):
         return self.submit(
-            conversations.conversations_of, self.realm, user, after, limit, writes=False
+            conversations.conversations_of, self.realm, user, after, limit, max_bytes,
+            writes=False,
         )
 
     def mark_read(self, user, other, message_id):

@@ -103,6 +103,20 @@ class ConversationTests(unittest.TestCase):
         unknown = self.alice.ask("conversations - nobody")
         self.assertEqual(unknown["code"], "bad_request")
 
+    def test_a_page_is_cut_by_bytes_too(self):
+        realm = make_realm(self, limits=Limits(history_reply_bytes=1024))
+        alice = Client(realm)
+        alice.login("alice")
+        for name in ("p1", "p2", "p3"):
+            Client(realm).login(name)
+            self.assertEqual(alice.ask(f"send - {name} {'x' * 200}")["status"], "OK")
+        first = alice.ask("conversations -")
+        self.assertEqual([c["with"] for c in first["conversations"]], ["p3", "p2"])
+        self.assertEqual(first["more"], True)
+        second = alice.ask("conversations - p2")
+        self.assertEqual(([c["with"] for c in second["conversations"]], second["more"]),
+                         (["p1"], False))
+
     def test_markread_moves_the_marker_forward_only(self):
         ids = [self.sent(self.heru, f"send - alice m{i}") for i in range(4)]
         self.assertEqual(self.alice.ask(f"markread - heru {ids[1]}"),
@@ -176,5 +190,5 @@ class ConversationTests(unittest.TestCase):
         again = SQLiteStore(self.realm._store.path, "1", reactor, inline=True)
         again.start()
         self.addCleanup(again.stop)
-        page = self.successResultOf(again.conversations("alice", None, 10))
+        page, _ = self.successResultOf(again.conversations("alice", None, 10))
         self.assertEqual([(c.other.name, c.unread) for c in page], [("heru", 1)])

@@ -159,6 +159,32 @@ class ChatTests(unittest.TestCase):
         self.assertEqual(self.shown, ["realm 2: linked, 0 waiting",
                                       "realm 3: not linked, 4 waiting (last error: refused)"])
 
+    def test_conversations_show_unread_counts_and_page_on(self):
+        listed = {"status": "OK", "more": True, "conversations": [
+            {"with": "team", "kind": "group", "unread": 2, "last": entry(3, "heru", "team")},
+            {"with": "heru", "kind": "private", "unread": 0, "last": entry(2, "alice", "heru")},
+            {"with": "quiet", "kind": "group", "unread": 0, "last": None},
+        ]}
+        chat = self.chat(lambda line, body, sink: listed)
+        self.type(chat, "/conversations")
+        self.assertEqual(self.session.sent, [f"conversations {TOKEN}"])
+        self.assertRegex(self.shown[0], r"^#team \(2 unread\): \[\d\d:\d\d\] heru: m3$")
+        self.assertRegex(self.shown[1], r"^heru: \[\d\d:\d\d\] you: m2$")
+        self.assertEqual(self.shown[2:], ["#quiet: no message yet", "(more: /conversations quiet)"])
+        self.type(chat, "/conversations quiet")
+        self.assertEqual(self.session.sent[-1], f"conversations {TOKEN} quiet")
+
+    def test_open_shows_the_latest_and_marks_them_read(self):
+        history = {"status": "OK", "more": False,
+                   "messages": [entry(1), entry(2, "bob", "alice"), entry(3, "alice", "heru")]}
+        chat = self.chat(lambda line, body, sink: history)
+        self.type(chat, "/open heru")
+        self.assertEqual(self.session.sent,
+                         [f"inbox {TOKEN}", f"markread {TOKEN} heru {entry(3)['id']}"])
+        self.assertEqual(len([line for line in self.shown if "m2" in line]), 0)  # bob's, not heru's
+        self.type(chat, "/open #team")
+        self.assertEqual(self.session.sent[-1], f"markread {TOKEN} team {entry(3)['id']}")
+
     def test_a_failed_open_keeps_the_open_conversation(self):
         refused = {"status": "ERROR", "code": "no_such_group", "message": "no group 'nope'"}
         chat = self.chat(lambda line, body, sink: refused)

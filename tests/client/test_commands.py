@@ -104,7 +104,8 @@ class PromptTests(unittest.TestCase):
                 await read_lines(chat, input=pipe, output=DummyOutput())
 
         asyncio.run(scenario())
-        self.assertEqual(session.sent, [f"send {'t' * 43} heru hello heru",
+        self.assertEqual(session.sent, [f"inbox {'t' * 43}",  # /open shows the latest
+                                        f"send {'t' * 43} heru hello heru",
                                         f"send {'t' * 43} bob@2 hi bob"])
         self.assertIn("unknown command /frob: /help lists them", shown)
         self.assertFalse(any("t" * 43 in line for line in shown))

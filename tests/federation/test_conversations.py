@@ -46,7 +46,7 @@ class RemoteConversationTests(unittest.TestCase):
         self.send(self.one, "alice", "HERU@2", "typed in capitals")
         self.send(self.two, "heru", "alice@1", "answer")
         self.assertEqual([c[:3] for c in self.listed(self.one, "alice")],
-                         [("HERU@2", "private", 1)])
+                         [("heru@2", "private", 1)])  # as realm 2 spells it
 
     def test_remote_groups_are_conversations_of_their_members(self):
         team = self.one.address("team")

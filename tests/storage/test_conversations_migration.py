@@ -35,7 +35,9 @@ class ConversationsMigrationTests(unittest.TestCase):
         path = store.path
         self.successResultOf(store.stop())
         db = sqlite3.connect(path, isolation_level=None)
-        db.executescript("DROP TABLE conversations; PRAGMA user_version = 5;")
+        db.executescript(
+            "DROP TABLE conversations; DROP INDEX messages_by_pair; PRAGMA user_version = 5;"
+        )
         db.close()
         again = SQLiteStore(path, realm.name, reactor, inline=True)
         self.assertEqual(again.migrated, (5, 6))

@@ -17,17 +17,21 @@ L{groups}.  What counts:
 A user's own message is never unread and moves their marker to it.
 """
 
-from multirealm import errors
+from multirealm import errors, wire
 from multirealm.core.policy import conversation_key
 from multirealm.model import FAILURE, GROUP, PRIVATE, Conversation, user_mailbox
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
 
-# Numbered: ?4 the seq, ?5 the marker (the seq if one's own, else 0), ?6 unread (0 or 1).
+# Numbered: ?4 the seq, ?5 the marker (the seq if one's own, else 0), ?6
+# unread (0 or 1), ?7 whether the peer wrote it.  A peer is shown as it
+# writes its own name (its realm spells it as registered) once it has
+# written, and its messages are counted by that spelling.
 _TOUCH_PRIVATE = (
     "INSERT INTO conversations"
     " (user, kind, with_key, with_address, last_seq, activity, read_seq, unread)"
     " VALUES (?1, 'private', ?2, ?3, ?4, ?4, ?5, ?6)"
     " ON CONFLICT (user, kind, with_key) DO UPDATE SET last_seq = ?4, activity = ?4,"
+    " with_address = CASE WHEN ?7 THEN ?3 ELSE with_address END,"
     " read_seq = CASE WHEN ?6 THEN read_seq ELSE ?4 END,"
     " unread = CASE WHEN ?6 THEN unread + 1 ELSE 0 END"
 )
@@ -40,10 +44,15 @@ _TOUCH_GROUP = (
 )
 
 
-def _touch_private(db, realm, user, other, seq, own):
+# The keys and separators of one entry around its last message.
+_ENTRY_OVERHEAD = 70
+
+
+def _touch_private(db, realm, user, other, seq, own, from_peer):
     db.execute(
         _TOUCH_PRIVATE,
-        (user, conversation_key(realm, other), str(other), seq, seq if own else 0, 0 if own else 1),
+        (user, conversation_key(realm, other), str(other), seq, seq if own else 0,
+         0 if own else 1, from_peer),
     )
 
 
@@ -58,7 +67,8 @@ def message_added(db, realm, message, seq, local_users, about=None):
         sender = message.sender
         for user in local_users:
             own = sender.realm == realm and sender.name == user
-            _touch_private(db, realm, user, message.recipient if own else sender, seq, own)
+            other = message.recipient if own else sender
+            _touch_private(db, realm, user, other, seq, own, not own)
     elif kind == GROUP:
         sender = message.sender
         db.execute(
@@ -70,7 +80,7 @@ def message_added(db, realm, message, seq, local_users, about=None):
         failed_kind, other = about
         for user in local_users:
             if failed_kind == PRIVATE:
-                _touch_private(db, realm, user, other, seq, False)
+                _touch_private(db, realm, user, other, seq, False, False)
             else:
                 db.execute(
                     "UPDATE conversations SET last_seq = ?1, activity = ?1, unread = unread + 1"
@@ -103,10 +113,12 @@ def left(db, realm, user, group):
     )
 
 
-def conversations_of(db, realm, user, after, limit):
+def conversations_of(db, realm, user, after, limit, max_bytes):
     """
-    [L{Conversation}] of local C{user}, newest activity first, at most
-    C{limit}, after the one with C{after} (an L{Address} or None; if it is
+    A page of local C{user}'s conversations, newest activity first, after
+    the one with C{after}: ([L{Conversation}], more), at most C{limit}
+    whose reply takes at most C{max_bytes} (as a history page: one entry is
+    always given; C{more} if the page was cut) (an L{Address} or None; if it is
     both a peer and a group, after the first of the two, so a page may
     repeat one entry but never skips one).  L{errors.BadRequest} if the
     user has no conversation with C{after}.
@@ -117,7 +129,7 @@ def conversations_of(db, realm, user, after, limit):
     )
     order = " ORDER BY c.activity DESC, c.kind DESC, c.with_key DESC LIMIT ?"
     if after is None:
-        rows = db.execute(select + order, (user, limit))
+        rows = db.execute(select + order, (user, limit + 1))
     else:
         start = db.execute(
             "SELECT activity, kind, with_key FROM conversations"
@@ -128,14 +140,23 @@ def conversations_of(db, realm, user, after, limit):
             raise errors.BadRequest(f"you have no conversation with {after.relative_to(realm)}")
         rows = db.execute(
             select + " AND (c.activity, c.kind, c.with_key) < (?, ?, ?)" + order,
-            (user, *start, limit),
+            (user, *start, limit + 1),
         )
     found = []
+    budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
+    more = False
     for row in rows:
         kind, with_address, unread, seq = row[:4]
         last = None if seq is None else message_of(row, 4)
+        budget -= _ENTRY_OVERHEAD + len(with_address)
+        if last is not None:
+            budget -= wire.message_bytes(last)
+        if found and (len(found) == limit or budget < 0):
+            more = True
+            break
         found.append(Conversation(address(with_address), kind, last, unread))
-    return found
+    rows.close()
+    return found, more
 
 
 def _place(db, realm, user, seq, kind, sender, recipient, failed_id):
@@ -171,9 +192,10 @@ def _place(db, realm, user, seq, kind, sender, recipient, failed_id):
 def _unread_after(db, realm, user, kind, with_address, after, last):
     """
     Messages from others in C{user}'s conversation after seq C{after} (up
-    to C{last}): read by an index in the conversation's mailbox, from the
-    marker on (a group's own history; for a peer, the user's private
-    history, whose other peers' messages in that range are read too).
+    to C{last}), counted by an index from the marker on: the group's own
+    history, or the peer's messages to the user (C{messages_by_pair}).
+    A delivery failure is not recounted: it is unread until a marker
+    passes it.
     """
     me = f"{user}@{realm}"
     if kind == GROUP:
@@ -183,18 +205,13 @@ def _unread_after(db, realm, user, kind, with_address, after, last):
             " WHERE b.owner = ? AND t.seq > ? AND t.seq <= ? AND m.sender != ?",
             ("group:" + with_address, after, last, me),
         ).fetchone()[0]
-    key = conversation_key(realm, address(with_address))
-    rows = db.execute(
-        "SELECT t.seq, m.kind, m.sender, m.recipient, m.failed_id"
-        " FROM mailboxes b JOIN timeline t ON t.mailbox = b.id JOIN messages m ON m.seq = t.seq"
-        " WHERE b.owner = ? AND t.seq > ? AND t.seq <= ?",
-        (user_mailbox(me), after, last),
-    ).fetchall()
-    return sum(
-        1 for (seq, kind, sender, recipient, failed_id) in rows
-        if sender != me
-        and _place(db, realm, user, seq, kind, sender, recipient, failed_id) == (PRIVATE, key)
-    )
+    if with_address == me:
+        return 0  # notes to oneself
+    return db.execute(
+        "SELECT count(*) FROM messages WHERE kind = 'private' AND recipient = ? AND sender = ?"
+        " AND seq > ? AND seq <= ?",
+        (me, with_address, after, last),
+    ).fetchone()[0]
 
 
 def mark_read(db, realm, user, other, message_id):

@@ -16,6 +16,8 @@ CREATE TABLE conversations (
 CREATE INDEX conversations_by_activity ON conversations (user, activity, kind, with_key);
 -- A group's rows, updated together by each message to the group.
 CREATE INDEX conversations_of_groups ON conversations (with_key) WHERE kind = 'group';
+-- A peer's private messages to a user: unread recounted after a marker.
+CREATE INDEX messages_by_pair ON messages (recipient, sender) WHERE kind = 'private';  -- and seq, the rowid
 
 -- Existing databases: rows from the history and the memberships, once.
 -- temp.this_realm holds the realm's name (schema.migrate writes it).  A
@@ -26,6 +28,7 @@ CREATE INDEX conversations_of_groups ON conversations (with_key) WHERE kind = 'g
 CREATE TEMP TABLE private_entries AS
 SELECT substr(b.owner, 6, length(b.owner) - 6 - length(r.name)) AS me, t.seq AS seq,
        m.sender = substr(b.owner, 6) AS own,
+       m.kind = 'private' AND m.sender != substr(b.owner, 6) AS from_peer,
        CASE
            WHEN m.kind = 'failure' THEN (
                SELECT f.recipient FROM messages f
@@ -41,7 +44,8 @@ JOIN messages m ON m.seq = t.seq
 WHERE m.kind IN ('private', 'failure');
 
 INSERT INTO conversations (user, kind, with_key, with_address, last_seq, activity, read_seq, unread)
-SELECT me, 'private', with_key, min(other), max(seq), max(seq), read_seq,
+SELECT me, 'private', with_key, coalesce(max(CASE WHEN from_peer THEN other END), min(other)),
+       max(seq), max(seq), read_seq,
        sum(NOT own AND seq > read_seq)
 FROM (
     SELECT e.*,

@@ -98,6 +98,8 @@ CREATE TABLE conversations (
 ) WITHOUT ROWID;
 CREATE INDEX conversations_by_activity ON conversations (user, activity, kind, with_key);
 CREATE INDEX conversations_of_groups ON conversations (with_key) WHERE kind = 'group';
+-- A peer's private messages to a user: unread recounted after a marker.
+CREATE INDEX messages_by_pair ON messages (recipient, sender) WHERE kind = 'private';  -- and seq, the rowid
 
 -- Groups --------------------------------------------------------------
 
