@@ -100,7 +100,7 @@ def build(path, total, peers, group_count):
         r = seq % 10
         if r < 6:
             talks += 1
-            peer = "u0" if talks % 12 == 1 else f"u{talks % peers}"
+            peer = "u0" if talks % 12 == 1 else f"u{1 + talks % (peers - 1)}"
             sender, recipient = ("alice", peer) if seq % 3 == 0 else (peer, "alice")
         elif r < 8:
             g = seq % group_count
@@ -314,6 +314,7 @@ def main():
     parser.add_argument("--send-only", action="store_true", help="only the send path's cost (4.)")
     args = parser.parse_args()
     folder = args.folder or tempfile.mkdtemp(prefix="conversations-bench-")
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "realm.sqlite3")
     random.seed(14)
     if args.send_only:

@@ -145,16 +145,24 @@ def conversations_of(db, realm, user, after, limit, max_bytes):
     found = []
     budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
     more = False
+    parsed = {}  # most rows name the same few addresses (the user's, above all)
+
+    def parse(text):
+        known = parsed.get(text)
+        if known is None:
+            known = parsed[text] = address(text)
+        return known
+
     for row in rows:
         kind, with_address, unread, seq = row[:4]
-        last = None if seq is None else message_of(row, 4)
+        last = None if seq is None else message_of(row, 4, parse)
         budget -= _ENTRY_OVERHEAD + len(with_address)
         if last is not None:
             budget -= wire.message_bytes(last)
         if found and (len(found) == limit or budget < 0):
             more = True
             break
-        found.append(Conversation(address(with_address), kind, last, unread))
+        found.append(Conversation(parse(with_address), kind, last, unread))
     rows.close()
     return found, more
 
