@@ -234,7 +234,7 @@ def markread_costs(db, runs):
         f" {took * 1000:.2f} ms, {unread_after} unread after it")
 
 
-def send_cost(folder, rounds, per_round, batch=75):
+def send_cost(folder, rounds, per_round, batch=75, cache_mib=None):
     """Database-thread CPU per message, before (step 5, no bookkeeping) and after."""
     ids = MessageIds()
     users = [f"s{k}" for k in range(1000)]
@@ -250,6 +250,8 @@ def send_cost(folder, rounds, per_round, batch=75):
         bookkeeping(step >= 6)
         path = os.path.join(folder, name)
         db = open_db(path)
+        if cache_mib:
+            db.execute(f"PRAGMA cache_size = -{cache_mib * 1024}")
         schema.migrate(db, path, up_to=step, realm=REALM)
         db.executemany("INSERT INTO users VALUES (?, 'h', ?)", [(u, STAMP) for u in users])
         cache = ThreadCache()
@@ -312,13 +314,15 @@ def main():
     parser.add_argument("--per-round", type=int, default=20_000)
     parser.add_argument("--folder", default=None, help="where the databases go (default: a temp folder)")
     parser.add_argument("--send-only", action="store_true", help="only the send path's cost (4.)")
+    parser.add_argument("--cache-mib", type=int, default=None,
+                        help="SQLite page cache for 4. (default: SQLite's, as the store uses)")
     args = parser.parse_args()
     folder = args.folder or tempfile.mkdtemp(prefix="conversations-bench-")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "realm.sqlite3")
     random.seed(14)
     if args.send_only:
-        return send_cost(folder, args.rounds, args.per_round)
+        return send_cost(folder, args.rounds, args.per_round, cache_mib=args.cache_mib)
     start = time.perf_counter()
     build(path, args.messages, args.peers, args.groups)
     log(f"built {args.messages} messages in {time.perf_counter() - start:.1f} s"
@@ -329,7 +333,7 @@ def main():
         list_latency(db, limit, args.queries)
     markread_costs(db, min(args.queries, 100))
     db.close()
-    send_cost(folder, args.rounds, args.per_round)
+    send_cost(folder, args.rounds, args.per_round, cache_mib=args.cache_mib)
 
 
 if __name__ == "__main__":
