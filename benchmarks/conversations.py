@@ -272,8 +272,10 @@ def send_cost(folder, rounds, per_round, batch=75, cache_mib=None):
             else:
                 sender, recipient = random.sample(users, 2)
                 recipient = Address(recipient, REALM)
-            work.append(Message(ids.new(int(time.time() * 1000)), kind if kind == GROUP else PRIVATE,
-                                Address(sender, REALM), recipient, "hello there", STAMP))
+            work.append(Message(
+                ids.new(int(time.time() * 1000)), GROUP if kind == GROUP else PRIVATE,
+                Address(sender, REALM), recipient, "hello there", STAMP,
+            ))
         add = groups.add_group_message if kind == GROUP else messages.add_private_message
         start = time.thread_time()
         for first in range(0, len(work), batch):
@@ -312,7 +314,8 @@ def main():
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=20_000)
-    parser.add_argument("--folder", default=None, help="where the databases go (default: a temp folder)")
+    parser.add_argument("--folder", default=None,
+                        help="where the databases go (default: a temp folder)")
     parser.add_argument("--send-only", action="store_true", help="only the send path's cost (4.)")
     parser.add_argument("--cache-mib", type=int, default=None,
                         help="SQLite page cache for 4. (default: SQLite's, as the store uses)")

@@ -248,7 +248,8 @@ class Chat:
     async def do_conversations(self, after=None):
         if not self.token():
             return
-        reply = await self.ask(f"conversations {self.session.token}" + (f" {after}" if after else ""))
+        after = f" {after}" if after else ""
+        reply = await self.ask(f"conversations {self.session.token}{after}")
         if not reply:
             return
         if not reply["conversations"]:

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from multirealm.chat.protocol import ChatFactory
 from multirealm.config import Limits
+from multirealm.storage.queries import conversations
 from multirealm.storage.store import SQLiteStore
 from tests.helpers import Client, make_realm
 
@@ -83,6 +84,17 @@ class ConversationTests(unittest.TestCase):
         ])
         self.assertEqual(self.heru.ask("conversations -")["conversations"][0]["unread"], 0)
 
+    def test_a_member_who_joined_later_may_mark_older_messages_read(self):
+        self.alice.ask("creategroup - team heru")
+        before = self.sent(self.alice, "sendgroup - team before bob")
+        # Joined now, as addmember does: through the membership functions.
+        store = self.realm._store
+        self.successResultOf(store.submit(
+            conversations.joined, "1", ["bob"], self.realm.address("team")))
+        self.assertEqual(summary(self.bob.ask("conversations -")), [("team", "group", 0, None)])
+        self.assertEqual(self.bob.ask(f"markread - team {before}")["status"], "OK")
+        self.assertEqual(summary(self.bob.ask("conversations -")), [("team", "group", 0, None)])
+
     def test_a_group_left_is_no_longer_a_conversation(self):
         self.alice.ask("creategroup - team heru")
         self.sent(self.alice, "sendgroup - team hi")
@@ -141,9 +153,9 @@ class ConversationTests(unittest.TestCase):
 
     def test_markread_in_a_group(self):
         self.alice.ask("creategroup - team heru bob")
-        ids = [self.sent(self.heru, "sendgroup - team g1"), self.sent(self.bob, "sendgroup - team g2"),
-               self.sent(self.alice, "sendgroup - team mine"), self.sent(self.heru, "sendgroup - team g3"),
-               self.sent(self.bob, "sendgroup - team g4")]
+        posts = [(self.heru, "g1"), (self.bob, "g2"), (self.alice, "mine"), (self.heru, "g3"),
+                 (self.bob, "g4")]
+        ids = [self.sent(client, f"sendgroup - team {text}") for client, text in posts]
         self.assertEqual(summary(self.bob.ask("conversations -")), [("team", "group", 0, "g4")])
         self.assertEqual(summary(self.heru.ask("conversations -"))[0][2], 1)
         self.assertEqual(self.heru.ask(f"markread - team {ids[0]}")["status"], "OK")
@@ -161,7 +173,8 @@ class ConversationTests(unittest.TestCase):
             reply = self.alice.ask(line)
             self.assertEqual(reply["code"], "bad_request", line)
         self.assertEqual(self.alice.ask(f"markread - heru@9 {mine}")["code"], "no_such_realm")
-        self.assertEqual(summary(self.alice.ask("conversations -")), [("heru", "private", 1, "yours")])
+        self.assertEqual(summary(self.alice.ask("conversations -")),
+                         [("heru", "private", 1, "yours")])
 
     def test_the_read_event_goes_to_the_user_s_other_subscribed_connections(self):
         phone, laptop, unsubscribed = self.client(), self.client(), self.client()

@@ -257,12 +257,13 @@ def mark_read(db, realm, user, other, message_id):
     read_seq, last_seq, with_address = rows[kind]
     if seq <= read_seq:
         return None
-    if seq >= last_seq:
-        unread = 0
+    if last_seq is None or seq >= last_seq:
+        unread = 0  # (None: a group joined after the message, with nothing since)
     else:
         unread = _unread_after(db, realm, user, kind, with_address, seq, last_seq)
     db.execute(
-        "UPDATE conversations SET read_seq = ?, unread = ? WHERE user = ? AND kind = ? AND with_key = ?",
+        "UPDATE conversations SET read_seq = ?, unread = ?"
+        " WHERE user = ? AND kind = ? AND with_key = ?",
         (seq, unread, user, kind, key),
     )
     return kind
