@@ -5,6 +5,7 @@ hasher, and a chat connection over a StringTransport.
 
 import json
 import os
+import threading
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import StringTransport
@@ -238,3 +239,27 @@ class InMemoryNetwork:
             if not moved:
                 return
         raise AssertionError("the network never went quiet")
+
+
+def slow_disk(test, files):
+    """
+    Make the batch writes of C{files} (a FileStore) wait until the
+    returned C{threading.Event} is set (set at the end of C{test} anyway).
+    """
+    release = threading.Event()
+    real_begin = files.begin
+
+    def begin_on_a_slow_disk():
+        incoming = real_begin()
+        real_write = incoming.write_now
+
+        def slow(data):
+            release.wait(10)
+            real_write(data)
+
+        incoming.write_now = slow
+        return incoming
+
+    test.patch(files, "begin", begin_on_a_slow_disk)
+    test.addCleanup(release.set)
+    return release

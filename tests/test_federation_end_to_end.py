@@ -67,6 +67,11 @@ class FederationTestCase(TwistdTestCase):
         assert replies[1]["status"] == "OK", replies
         return connection
 
+    def start(self, name):
+        """Start realm C{name} as its own twistd; (process, a client once it is up)."""
+        process = self.run_twistd(f"--realm={name}", f"--config={self.config}")
+        return process, self.connect_when_up(name, process)
+
     def connect_when_up(self, realm, process):
         def attempt():
             if process.poll() is not None:
@@ -166,10 +171,6 @@ class LocalNetworkTests(FederationTestCase):
 class RestartTests(FederationTestCase):
     NAMES = ("1", "2")
     COUNT = 1000
-
-    def start(self, name):
-        process = self.run_twistd(f"--realm={name}", f"--config={self.config}")
-        return process, self.connect_when_up(name, process)
 
     def send_all(self, client, first, sig_process=None):
         """

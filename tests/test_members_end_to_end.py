@@ -17,10 +17,6 @@ class MembershipRestartTests(FederationTestCase):
     NAMES = ("1", "2")
     COUNT = 500
 
-    def start(self, name):
-        process = self.run_twistd(f"--realm={name}", f"--config={self.config}")
-        return process, self.connect_when_up(name, process)
-
     def stream(self, client, first, sig_process=None):
         """
         Pipeline C{COUNT} requests to group team (posts, and every tenth

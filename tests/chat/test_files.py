@@ -7,7 +7,6 @@ case answered with nothing left on disk and the connection in step.
 import base64
 import errno
 import os
-import threading
 
 import attrs
 from twisted.internet import defer
@@ -15,7 +14,7 @@ from twisted.trial import unittest
 
 from multirealm.config import Limits
 from multirealm.storage.files import FileStore
-from tests.helpers import BoundedTransport, Client, make_realm, wait_until
+from tests.helpers import BoundedTransport, Client, make_realm, slow_disk, wait_until
 
 
 def sendfile(token, to, name, payload, command="sendfile"):
@@ -472,21 +471,7 @@ class LargeUploadTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_the_connection_is_not_read_while_a_batch_is_written(self):
         # Memory stays bounded: a client faster than the disk waits.
-        release = threading.Event()
-        real_begin = self.files.begin
-
-        def begin_on_a_slow_disk():
-            incoming = real_begin()
-            real_write = incoming.write_now
-
-            def slow(data):
-                release.wait(10)
-                real_write(data)
-
-            incoming.write_now = slow
-            return incoming
-
-        self.patch(self.files, "begin", begin_on_a_slow_disk)
+        release = slow_disk(self, self.files)
         data = sendfile(self.token, "heru", "big.bin", os.urandom(2**20)) + b"ping\r\n"
         self.alice.raw(data[:600_000])  # more than a batch, not the whole body
         self.assertEqual(self.alice.transport.producerState, "paused")

@@ -5,7 +5,6 @@ connection not read meanwhile, nothing left by a client that goes away.
 """
 
 import os
-import threading
 
 import attrs
 from twisted.internet import defer
@@ -18,7 +17,7 @@ from twisted.trial import unittest
 from multirealm.config import Limits
 from multirealm.storage.files import FileStore
 from multirealm.web.files import make_site
-from tests.helpers import Client, make_realm, wait_until
+from tests.helpers import Client, make_realm, slow_disk, wait_until
 
 LIMIT = 2**20
 
@@ -51,29 +50,9 @@ class StreamedUploadTests(unittest.TestCase):
             os.listdir(os.path.join(self.folder, "incoming")),
         )
 
-    def slow_disk(self):
-        """Batch writes wait for the Event returned."""
-        release = threading.Event()
-        real_begin = self.files.begin
-
-        def begin_on_a_slow_disk():
-            incoming = real_begin()
-            real_write = incoming.write_now
-
-            def slow(data):
-                release.wait(10)
-                real_write(data)
-
-            incoming.write_now = slow
-            return incoming
-
-        self.patch(self.files, "begin", begin_on_a_slow_disk)
-        self.addCleanup(release.set)
-        return release
-
     @defer.inlineCallbacks
     def test_the_connection_is_not_read_while_a_batch_is_written(self):
-        release = self.slow_disk()
+        release = slow_disk(self, self.files)
         body = os.urandom(LIMIT)
         self.channel.dataReceived(self.head() + body[:600_000])  # over a batch, not all
         self.assertEqual(self.transport.producerState, "paused")
@@ -88,7 +67,7 @@ class StreamedUploadTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_client_that_leaves_mid_body_leaves_nothing(self):
-        release = self.slow_disk()
+        release = slow_disk(self, self.files)
         self.channel.dataReceived(self.head() + os.urandom(600_000))
         self.channel.connectionLost(Failure(ConnectionLost()))
         release.set()
