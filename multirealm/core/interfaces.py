@@ -76,8 +76,12 @@ class IStore(Interface):
         L{errors.QuotaExceeded} if it would fill more than C{most} rows.
         """
 
-    def create_session(token_hash, user, expires):
-        """Record a session of C{user} valid until C{expires} (epoch s)."""
+    def create_session(token_hash, user, expires, checked_hash=None):
+        """
+        Record a session of C{user} valid until C{expires} (epoch s); with
+        C{checked_hash}, only if that is still the user's password hash
+        (else L{errors.BadCredentials}): a login never outlives a passwd.
+        """
 
     def session_user(token_hash, now):
         """(user, expires) of a live session, or None (an expired one is removed)."""

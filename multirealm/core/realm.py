@@ -132,7 +132,9 @@ class Realm:
             if found is not None:
                 name, stored = found  # the name as registered: Alice logs in as alice
         await self._check_password(name, password, stored, peer, "wrong username or password")
-        return await self.sessions.create(name)
+        # Made only while that hash is still the user's: a passwd that
+        # committed meanwhile has ended every other session, this one too.
+        return await self.sessions.create(name, checked_hash=stored)
 
     async def _check_password(self, name, password, stored, peer, refusal):
         """

@@ -42,11 +42,14 @@ class Sessions:
         self._known = OrderedDict()  # token -> (user, expires), least recently used first
         self._listeners = []
 
-    async def create(self, user):
-        """A new session of C{user}, stored; returns its token."""
+    async def create(self, user, checked_hash=None):
+        """
+        A new session of C{user}, stored; returns its token.  C{checked_hash}:
+        the password hash its login checked, which must still be the user's.
+        """
         token = secrets.token_urlsafe(32)  # 256 bits
         expires = self._clock.seconds() + self._lifetime
-        await self._store.create_session(token_hash(token), user, expires)
+        await self._store.create_session(token_hash(token), user, expires, checked_hash)
         self._remember_known(token, (user, expires))
         return token
 

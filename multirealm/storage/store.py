@@ -316,8 +316,8 @@ class SQLiteStore:
     def receive_users(self, origin, names, most=policy.REMOTE_ROWS_PER_PEER):
         return self.submit(accounts.receive_users, origin, tuple(names), most)
 
-    def create_session(self, token_hash, user, expires):
-        return self.submit(accounts.create_session, token_hash, user, expires)
+    def create_session(self, token_hash, user, expires, checked_hash=None):
+        return self.submit(accounts.create_session, token_hash, user, expires, checked_hash)
 
     def session_user(self, token_hash, now):
         return self.submit(accounts.session_user, token_hash, now)

@@ -192,3 +192,27 @@ class PasswdStoreTests(unittest.TestCase):
         self.assertEqual(heard, [("alice", token)])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         yield realm.login("alice", "new")
+
+
+class LoginRacingPasswdTests(unittest.TestCase):
+    def test_a_login_with_the_old_password_racing_passwd_gets_no_session(self):
+        # The old password leaked: the victim changes it while someone logs
+        # in with it.  The login checked the old hash before passwd
+        # committed; its session must not outlive passwd all the same.
+        realm = make_realm(self)
+        realm._hasher = SlowHasher(realm.clock)
+        realm.register("alice", "old")
+        realm.clock.advance(1)
+        d = realm.login("alice", "old")
+        realm.clock.advance(1)
+        victim = self.successResultOf(d)
+        change = realm.change_password("alice", victim, "old", "new")
+        realm.clock.advance(1.5)  # passwd's check done, its new hash being made
+        racing = realm.login("alice", "old")  # reads the hash before passwd commits
+        for _ in range(20):
+            realm.clock.advance(0.25)
+        self.successResultOf(change)
+        self.failureResultOf(racing, errors.BadCredentials)
+        fresh = realm.login("alice", "new")
+        realm.clock.advance(2)
+        self.assertEqual(realm.sessions.user_of(self.successResultOf(fresh)), "alice")

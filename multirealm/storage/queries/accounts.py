@@ -54,11 +54,25 @@ def list_users(db, after, limit):
     )
 
 
-def create_session(db, token_hash, user, expires):
-    db.execute(
-        "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",
-        (token_hash, user, expires),
-    )
+def create_session(db, token_hash, user, expires, checked_hash=None):
+    """
+    Record a session of C{user}.  With C{checked_hash} (the password hash
+    a login checked), only while it is still the user's: a passwd that
+    committed since (and ended every other session) refuses this login.
+    """
+    if checked_hash is None:
+        db.execute(
+            "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",
+            (token_hash, user, expires),
+        )
+        return
+    made = db.execute(
+        "INSERT INTO sessions (token_hash, user, expires) SELECT ?, ?, ?"
+        " WHERE EXISTS (SELECT 1 FROM users WHERE name = ? AND password_hash = ?)",
+        (token_hash, user, expires, user, checked_hash),
+    ).rowcount
+    if not made:
+        raise errors.BadCredentials("the password changed meanwhile: log in with the new one")
 
 
 def session_user(db, token_hash, now):
