@@ -73,6 +73,29 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         history = self.ask(self.heru, "groupinbox - team@1")["messages"]
         self.assertEqual([m["id"] for m in history], sent[2:])
 
+    def test_a_remote_user_named_in_two_cases_is_added_once(self):
+        self.assertEqual(self.ask(self.alice, "addmember - team heru@2 HERU@2")["status"], "OK")
+        self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "cy@3", "heru@2"]))
+        self.ask(self.alice, "removemember - team heru@2")
+        self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "cy@3"]))
+        self.assertEqual(self.info(self.heru, "team@1"), (None, "not_a_member"))
+
+    def test_a_realm_added_again_is_not_sent_its_own_posts_back(self):
+        # It holds them already; sent back, each was refused (forbidden)
+        # and logged, and listrealms showed a link error.
+        self.ask(self.alice, "addmember - team heru@2")
+        self.assertEqual(self.ask(self.heru, "sendgroup - team@1 from heru")["status"], "OK")
+        self.ask(self.alice, "removemember - team heru@2")
+        sent = []
+        real_batch = self.one._store.outbox_batch
+        self.patch(self.one._store, "outbox_batch", lambda peer, *args, **kwargs: real_batch(
+            peer, *args, **kwargs).addCallback(lambda batch: sent.extend(
+                [(peer, m.text) for _, m in batch[0]] if peer == "2" else []) or batch))
+        self.ask(self.alice, "addmember - team heru@2")
+        self.assertNotIn(("2", "from heru"), sent)
+        self.assertEqual([m["msg"] for m in self.ask(self.heru, "groupinbox - team@1")["messages"]],
+                         ["from heru"])
+
     def test_the_membership_holds_while_the_link_is_down(self):
         self.ask(self.alice, "addmember - team heru@2")
         for a, b in (("1", "2"), ("2", "1"), ("1", "3"), ("3", "1")):

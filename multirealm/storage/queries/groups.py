@@ -144,7 +144,7 @@ def create_group(db, cache, name, creator, members, created, max_created, joined
             if registered is None:
                 raise errors.NoSuchUser(f"no user {member.name!r}")
             member = Address(registered, member.realm)
-        spelled.setdefault(member, member)
+        spelled.setdefault(_once(creator.realm, member), member)
     db.execute(
         "INSERT INTO groups (name, creator, created) VALUES (?, ?, ?)",
         (name, str(creator), created),
@@ -224,6 +224,15 @@ def _notify(db, cache, realm, notice, member, realms):
     )
 
 
+def _once(realm, member):
+    """
+    What makes C{member} (an Address) one member of a group of C{realm}:
+    a user of another realm in any case (L{policy.member_in_any_case}),
+    so that heru@2 and HERU@2 named together are added once.
+    """
+    return str(member).lower() if policy.member_in_any_case(realm, member) else member
+
+
 def add_members(db, cache, realm, name, owner, members, notices, roster, most):
     """
     Owner C{owner} adds C{members} (Addresses) to local group C{name}:
@@ -246,12 +255,12 @@ def add_members(db, cache, realm, name, owner, members, notices, roster, most):
         try:
             member_as_stored(db, name, member, policy.member_in_any_case(realm, member))
         except errors.NotAMember:
-            new.setdefault(member, notice)
+            new.setdefault(_once(realm, member), (member, notice))
     count = db.execute("SELECT count(*) FROM members WHERE group_name = ?", (name,)).fetchone()[0]
     if count + len(new) > most:
         raise errors.QuotaExceeded(f"a group has at most {most} members")
     deliveries = []
-    for n, (member, notice) in enumerate(new.items()):
+    for n, (member, notice) in enumerate(new.values()):
         before = member_realms(db, name)
         db.execute("INSERT INTO members (group_name, member) VALUES (?, ?)", (name, str(member)))
         db.execute(
@@ -280,10 +289,13 @@ def _queue_history(db, cache, peer, name, realm):
     """
     number = mailbox_number(db, cache, group_mailbox(Address(name, realm)), create=False)
     if number is not None:
+        # Not the posts that came from that realm: it holds them already.
         db.execute(
-            "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, seq FROM timeline"
-            " WHERE mailbox = ? ORDER BY seq DESC LIMIT ?",
-            (peer, number, policy.HISTORY_FOR_A_NEW_REALM),
+            "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
+            " JOIN messages ON messages.seq = timeline.seq"
+            " WHERE timeline.mailbox = ? AND messages.origin != ?"
+            " ORDER BY timeline.seq DESC LIMIT ?",
+            (peer, number, peer, policy.HISTORY_FOR_A_NEW_REALM),
         )
 
 
