@@ -96,6 +96,29 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual([m["msg"] for m in self.ask(self.heru, "groupinbox - team@1")["messages"]],
                          ["from heru"])
 
+    def test_a_realm_added_again_is_sent_only_what_came_since_it_lost_its_members(self):
+        # Else each removemember/addmember pair re-sent the whole history
+        # (and re-streamed its files): an owner's amplifier.
+        self.ask(self.alice, "addmember - team heru@2")
+        for n in range(5):
+            self.ask(self.alice, f"sendgroup - team m{n}")
+        self.ask(self.alice, "removemember - team heru@2")
+        self.ask(self.alice, "sendgroup - team while away")
+        sent = []
+        real_batch = self.one._store.outbox_batch
+        self.patch(self.one._store, "outbox_batch", lambda peer, *args, **kwargs: real_batch(
+            peer, *args, **kwargs).addCallback(lambda batch: sent.extend(
+                [m.text for _, m in batch[0]] if peer == "2" else []) or batch))
+        for _ in range(3):
+            self.ask(self.alice, "addmember - team heru@2")
+            self.ask(self.alice, "removemember - team heru@2")
+        self.ask(self.alice, "addmember - team heru@2")
+        self.assertEqual([t for t in sent if not t.startswith(("added", "removed", "known"))],
+                         ["while away"])
+        history = self.ask(self.heru, "groupinbox - team@1")["messages"]
+        self.assertEqual(sorted(m["msg"] for m in history),
+                         ["m0", "m1", "m2", "m3", "m4", "while away"])
+
     def test_the_membership_holds_while_the_link_is_down(self):
         self.ask(self.alice, "addmember - team heru@2")
         for a, b in (("1", "2"), ("2", "1"), ("1", "3"), ("3", "1")):

@@ -288,15 +288,32 @@ def _queue_history(db, cache, peer, name, realm):
     (L{multirealm.model.rereads_outbox}).
     """
     number = mailbox_number(db, cache, group_mailbox(Address(name, realm)), create=False)
-    if number is not None:
-        # Not the posts that came from that realm: it holds them already.
-        db.execute(
-            "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
-            " JOIN messages ON messages.seq = timeline.seq"
-            " WHERE timeline.mailbox = ? AND messages.origin != ?"
-            " ORDER BY timeline.seq DESC LIMIT ?",
-            (peer, number, peer, policy.HISTORY_FOR_A_NEW_REALM),
-        )
+    if number is None:
+        return
+    sent = db.execute(
+        "SELECT up_to FROM history_sent WHERE group_name = ? AND realm = ?", (name, peer)
+    ).fetchone()
+    # Not what it was sent before it lost its members (removing and adding
+    # one user again must not send the history again), nor the posts that
+    # came from that realm: it holds them already.
+    db.execute(
+        "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
+        " JOIN messages ON messages.seq = timeline.seq"
+        " WHERE timeline.mailbox = ? AND timeline.seq > ? AND messages.origin != ?"
+        " ORDER BY timeline.seq DESC LIMIT ?",
+        (peer, number, sent[0] if sent else 0, peer, policy.HISTORY_FOR_A_NEW_REALM),
+    )
+
+
+def _history_sent(db, realm, name, peer):
+    """Realm C{peer} lost its last member of local group C{name}: it was sent all so far."""
+    db.execute(
+        "INSERT INTO history_sent (group_name, realm, up_to)"
+        " SELECT ?, ?, coalesce(max(timeline.seq), 0) FROM timeline"
+        " JOIN mailboxes ON mailboxes.id = timeline.mailbox WHERE mailboxes.owner = ?"
+        " ON CONFLICT (group_name, realm) DO UPDATE SET up_to = excluded.up_to",
+        (name, peer, group_mailbox(Address(name, realm))),
+    )
 
 
 def remove_members(db, cache, realm, name, owner, members, notices):
@@ -417,7 +434,9 @@ def leave_group(db, realm, name, member, cache=None, notice=None):
         "UPDATE group_realms SET members = members - 1 WHERE group_name = ? AND realm = ?",
         (name, member.realm),
     )
-    db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,))
+    if db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,)).rowcount:
+        if member.realm != realm:
+            _history_sent(db, realm, name, member.realm)
     if notice is not None:
         change = notice.text.split(" ", 1)[0]
         notice = attrs.evolve(

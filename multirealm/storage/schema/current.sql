@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;
 
 -- Accounts ------------------------------------------------------------
 
@@ -107,6 +107,15 @@ CREATE TABLE group_realms (
     group_name TEXT NOT NULL,
     realm TEXT NOT NULL,
     members INTEGER NOT NULL,
+    PRIMARY KEY (group_name, realm)
+) WITHOUT ROWID;
+
+-- How much of a local group's history each other realm was sent, kept
+-- when that realm's last member goes (adding one again sends only the rest).
+CREATE TABLE history_sent (
+    group_name TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    up_to INTEGER NOT NULL,        -- the group's last message (seq) when the realm lost its members
     PRIMARY KEY (group_name, realm)
 ) WITHOUT ROWID;
 
