@@ -157,3 +157,34 @@ class FileLinkTests(unittest.TestCase):
         yield self.settle()
         self.assertEqual(len(self.successResultOf(self.two.inbox("heru")).messages), 1)
         self.assertEqual(len(self.stored_files(self.two)[0]), 1)
+
+
+class LaterMemberFileTests(FileLinkTests):
+    @defer.inlineCallbacks
+    def test_a_member_added_later_on_another_realm_may_not_fetch_earlier_files(self):
+        # The rule (policy.fetchable): the members when the file was sent.
+        # The history reaches realm 2 after heru's "added", so its copy
+        # must not count heru among the readers of files sent before.
+        team = self.one.address("team")
+        self.successResultOf(self.one.create_group("alice", team, [self.one.address("cy@3")]))
+        self.successResultOf(self.one.register("bob", "pw"))
+        yield self.settle()
+        sent = self.successResultOf(self.one.send_group_file(
+            "alice", team, self.store_file(self.one, os.urandom(1000))))
+        yield self.settle()
+        self.one.clock.advance(1)  # heru and bob join a second after the file
+        self.successResultOf(self.one.add_members(
+            "alice", team, [self.one.address("bob"), self.one.address("heru@2")]))
+        yield self.settle()
+        self.failureResultOf(self.one.file_for("bob", sent.message.file.id), errors.Forbidden)
+        (entry,) = self.successResultOf(
+            self.two.group_inbox("heru", self.two.address("team@1", "group name"))).messages
+        self.failureResultOf(self.two.file_for("heru", entry.file.id), errors.Forbidden)
+        # A file sent once heru is a member is heru's to fetch there.
+        self.one.clock.advance(1)
+        self.successResultOf(self.one.send_group_file(
+            "alice", team, self.store_file(self.one, b"later")))
+        yield self.settle()
+        later = self.successResultOf(
+            self.two.group_inbox("heru", self.two.address("team@1", "group name"))).messages[-1]
+        self.assertEqual(self.read(self.two, "heru", later), b"later")

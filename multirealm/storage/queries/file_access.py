@@ -18,15 +18,19 @@ def snapshot_group_readers(db, file_id, group):
     )
 
 
-def snapshot_remote_group_readers(db, realm, file_id, group):
+def snapshot_remote_group_readers(db, realm, file_id, group, sent):
     """
     The users of this realm in group C{group} of another realm (as its
-    home announced them) now may fetch C{file_id}, stored here.
+    home announced them) who were members when the file was C{sent} (its
+    message's timestamp) may fetch C{file_id}, stored here: the group's
+    history reaches a realm after its first member was added, and that
+    member was not one when these files were sent.
     """
     db.execute(
         "INSERT OR IGNORE INTO file_readers (file_id, reader)"
-        " SELECT ?, member || '@' || ? FROM remote_members WHERE group_key = ?",
-        (file_id, realm, str(group).lower()),
+        " SELECT ?, member || '@' || ? FROM remote_members"
+        " WHERE group_key = ? AND (since IS NULL OR since <= ?)",
+        (file_id, realm, str(group).lower(), sent),
     )
 
 

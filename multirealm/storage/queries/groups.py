@@ -111,7 +111,7 @@ def add_group_message(db, cache, realm, origin, message):
         outbox = policy.group_outbox(realm, origin, message.recipient)
         if message.file is not None:
             file_access.snapshot_remote_group_readers(
-                db, realm, message.file.id, message.recipient
+                db, realm, message.file.id, message.recipient, message.timestamp
             )
     return insert_message(
         db, cache, origin, message, (group_mailbox(message.recipient),), outbox, NOBODY
@@ -474,9 +474,9 @@ def receive_joined(db, cache, origin, message, most):
     group = str(message.recipient)
     before = db.total_changes
     db.execute(
-        "INSERT OR IGNORE INTO remote_members (group_key, group_address, member)"
-        " VALUES (?, ?, ?)",
-        (group.lower(), group, name),
+        "INSERT OR IGNORE INTO remote_members (group_key, group_address, member, since)"
+        " VALUES (?, ?, ?, ?)",
+        (group.lower(), group, name, message.timestamp),
     )
     count_remote(db, origin, "memberships", db.total_changes - before)
     return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
@@ -537,9 +537,9 @@ def receive_member(db, cache, realm, origin, message, most):
         check_remote_room(db, origin, "memberships", 1, most)
         before = db.total_changes
         db.execute(
-            "INSERT OR IGNORE INTO remote_members (group_key, group_address, member)"
-            " VALUES (?, ?, ?)",
-            (key, str(group), name),
+            "INSERT OR IGNORE INTO remote_members (group_key, group_address, member, since)"
+            " VALUES (?, ?, ?, ?)",
+            (key, str(group), name, message.timestamp),
         )
         count_remote(db, origin, "memberships", db.total_changes - before)
     if change in (ADDED, KNOWN):

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 8;
+PRAGMA user_version = 9;
 
 -- Accounts ------------------------------------------------------------
 
@@ -124,6 +124,7 @@ CREATE TABLE remote_members (
     group_key TEXT NOT NULL,       -- lower(group@home): names are one identity in any case
     group_address TEXT NOT NULL,   -- group@home as its home spells it
     member TEXT NOT NULL,          -- a local user, as registered
+    since TEXT,                    -- when the home says it began (NULL: kept before step 009)
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
 CREATE INDEX remote_members_by_member ON remote_members (member);
