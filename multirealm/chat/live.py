@@ -91,7 +91,11 @@ class LiveDelivery:
         elif message.kind == GROUP:
             # Only the subscribed are asked about: point lookups while they
             # are few, not the group's whole member list for every post.
-            d = self.realm.group_readers(message.recipient, tuple(self._by_user))
+            # Those who were members when it was sent: the history a realm
+            # gets for its first member is not news to push.
+            d = self.realm.group_readers(
+                message.recipient, tuple(self._by_user), sent=message.timestamp
+            )
             d.addCallback(lambda readers: self._push(message, readers))
             d.addErrback(lambda failure: log.failure(
                 "finding the readers of {group} failed", failure, group=message.recipient

@@ -187,11 +187,12 @@ class IStore(Interface):
         kind): this realm's by name, the others' as C{group@home}.
         """
 
-    def group_readers(group, among=None):
+    def group_readers(group, among=None, sent=None):
         """
         The names of this realm's users who read group C{group} (an
         Address): its members here, or, for a group of another realm, the
-        ones its home announced; only those in C{among} if given.
+        ones its home announced (with C{sent}, a message's timestamp: who
+        were members then); only those in C{among} if given.
         """
 
     def remote_group_history(group, reader, after_id, limit, max_bytes):

@@ -451,12 +451,13 @@ class Realm:
         """
         return self._store.groups_of(user, max(1, self.limits.list_limit // 4))
 
-    def group_readers(self, group, among=None):
+    def group_readers(self, group, among=None, sent=None):
         """
         The names of this realm's users who read group C{group} (live
-        delivery); only those in C{among} (names) if given.
+        delivery); only those in C{among} (names) if given; with C{sent}
+        (a message's timestamp), only those who were members then.
         """
-        return self._store.group_readers(group, among)
+        return self._store.group_readers(group, among, sent)
 
     def leave_group(self, user, group):
         if group.realm != self.name:

@@ -384,8 +384,8 @@ class SQLiteStore:
     def groups_of(self, user, limit):
         return self.submit(groups.groups_of, self.realm, user, limit, writes=False)
 
-    def group_readers(self, group, among=None):
-        return self.submit(groups.group_readers, self.realm, group, among, writes=False)
+    def group_readers(self, group, among=None, sent=None):
+        return self.submit(groups.group_readers, self.realm, group, among, sent, writes=False)
 
     def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
         return self.submit(

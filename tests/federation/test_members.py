@@ -119,6 +119,21 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual(sorted(m["msg"] for m in history),
                          ["m0", "m1", "m2", "m3", "m4", "while away"])
 
+    def test_the_history_a_new_realm_is_sent_is_no_live_news(self):
+        # 10,000 old posts pushed as new events would be noise, and the
+        # subscriber's event budget would overflow.
+        for n in range(5):
+            self.ask(self.alice, f"sendgroup - team old{n}")
+        self.ask(self.heru, "subscribe -")
+        self.heru.kept = []
+        self.net.clock.advance(1)  # heru joins a second after the posts
+        self.ask(self.alice, "addmember - team heru@2")
+        self.ask(self.alice, "sendgroup - team new")
+        got = getattr(self.heru, "kept", []) + self.heru.replies()
+        self.assertEqual([e["message"]["msg"] for e in got if e.get("event") == "message"],
+                         ["new"])
+        self.assertEqual(len(self.ask(self.heru, "groupinbox - team@1")["messages"]), 6)
+
     def test_the_membership_holds_while_the_link_is_down(self):
         self.ask(self.alice, "addmember - team heru@2")
         for a, b in (("1", "2"), ("2", "1"), ("1", "3"), ("3", "1")):

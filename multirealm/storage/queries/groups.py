@@ -385,14 +385,18 @@ def groups_of(db, realm, user, limit):
     return here + there
 
 
-def group_readers(db, realm, group, among=None):
+def group_readers(db, realm, group, among=None, sent=None):
     """
     The names of this realm's users who read group C{group} (an Address):
     its local members if the group is of this realm, else those its home
-    announced.  C{among}: only these names are wanted (point lookups, not
+    announced (with C{sent}, a message's timestamp: those who were members
+    then, so the history a realm is sent for its first member is no news
+    to them).  C{among}: only these names are wanted (point lookups, not
     the whole member list, when they are few).
     """
     local = group.realm == realm
+    since = "" if local or sent is None else " AND (since IS NULL OR since <= ?)"
+    when = () if local or sent is None else (sent,)
     if among is not None and len(among) <= 500:
         wanted = [f"{name}@{realm}" if local else name for name in among]
         marks = ", ".join("?" * len(wanted))
@@ -403,14 +407,16 @@ def group_readers(db, realm, group, among=None):
             )
         else:
             rows = db.execute(
-                f"SELECT member FROM remote_members WHERE group_key = ? AND member IN ({marks})",
-                (str(group).lower(), *wanted),
+                f"SELECT member FROM remote_members WHERE group_key = ? AND member IN ({marks})"
+                + since,
+                (str(group).lower(), *wanted, *when),
             )
     elif local:
         rows = db.execute("SELECT member FROM members WHERE group_name = ?", (group.name,))
     else:
         rows = db.execute(
-            "SELECT member FROM remote_members WHERE group_key = ?", (str(group).lower(),)
+            "SELECT member FROM remote_members WHERE group_key = ?" + since,
+            (str(group).lower(), *when),
         )
     if not local:
         return [member for (member,) in rows]
