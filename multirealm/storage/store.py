@@ -33,7 +33,9 @@ from multirealm.core import policy
 from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
-from multirealm.storage.queries import accounts, file_access, groups, messages, outbox, received
+from multirealm.storage.queries import (
+    accounts, file_access, groups, messages, outbox, received, remote_groups,
+)
 from multirealm.storage.queries.common import ThreadCache
 
 log = Logger()
@@ -379,7 +381,7 @@ class SQLiteStore:
         return self.submit(groups.group_info, self.realm, name, reader, writes=False)
 
     def remote_group_info(self, group, reader):
-        return self.submit(groups.remote_group_info, self.realm, group, reader, writes=False)
+        return self.submit(remote_groups.remote_group_info, self.realm, group, reader, writes=False)
 
     def groups_of(self, user, limit):
         return self.submit(groups.groups_of, self.realm, user, limit, writes=False)
@@ -389,12 +391,14 @@ class SQLiteStore:
 
     def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
         return self.submit(
-            groups.group_history_remote, self.thread_cache, group, reader, after_id, limit,
+            remote_groups.group_history_remote, self.thread_cache, group, reader, after_id, limit,
             max_bytes, writes=False,
         )
 
     def leave_remote_group(self, group, left):
-        return self.submit(groups.leave_remote_group, self.thread_cache, self.realm, group, left)
+        return self.submit(
+            remote_groups.leave_remote_group, self.thread_cache, self.realm, group, left
+        )
 
     def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
         return self.submit(

@@ -2,10 +2,11 @@
 The SQL of the store, one module per aggregate (as Synapse splits
 C{storage/databases/main/}): L{accounts} (users, sessions, the users
 peers announced), L{messages} (the message rows, mailboxes, history),
-L{groups} (groups, members, posting to a group, memberships other realms
-announced), L{file_access} (who may fetch a file sent to a group),
-L{outbox} (what waits for each peer), L{received} (what a peer hands
-over, stored once).  L{common} holds what they share.  Nothing outside
+L{groups} (groups, members, posting to a group), L{remote_groups}
+(this realm's copy of other realms' groups its users are in),
+L{file_access} (who may fetch a file sent to a group), L{outbox} (what
+waits for each peer), L{received} (what a peer hands over, stored
+once).  L{common} holds what they share.  Nothing outside
 this package writes SQL.
 
 Every operation runs on the store's database thread inside a transaction

@@ -1,7 +1,8 @@
 """
 Groups: this realm's groups and their members (with, per group, the realms
-that have members), posting to a group, and the memberships of this
-realm's users in other realms' groups as those announced them.
+that have members), posting to a group (here or to another realm's), and
+who reads a group here.  This realm's copy of other realms' groups is
+L{multirealm.storage.queries.remote_groups}.
 
 Membership is read in the transaction of what it allows (a post, a leave,
 a history page): a member who left earlier in the same batch is no longer
@@ -16,9 +17,10 @@ from multirealm.core.policy import NOBODY, NOWHERE
 from multirealm.model import ADDED, KNOWN, Deliveries, group_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import file_access
-from multirealm.storage.queries.accounts import check_remote_room, count_remote, local_user
+from multirealm.storage.queries.accounts import local_user
 from multirealm.storage.queries.common import address, first_column
 from multirealm.storage.queries.messages import history, insert_message, mailbox_number
+from multirealm.storage.queries.remote_groups import remote_group
 
 
 def list_groups(db, after, limit):
@@ -63,21 +65,6 @@ def require_member(db, realm, group, member):
     group = local_group(db, group)
     member_as_stored(db, group, member, policy.member_in_any_case(realm, member))
     return group
-
-
-def remote_group(db, group, member):
-    """
-    Group C{group} of another realm (an L{Address}) as its home spells it,
-    if local user C{member} belongs to it (as that realm announced);
-    L{errors.NotAMember} otherwise.
-    """
-    row = db.execute(
-        "SELECT group_address FROM remote_members WHERE group_key = ? AND member = ?",
-        (str(group).lower(), member),
-    ).fetchone()
-    if row is None:
-        raise errors.NotAMember(f"you are not a member of group {group}")
-    return address(row[0])
 
 
 def member_realms(db, group):
@@ -341,32 +328,9 @@ def group_info(db, realm, name, reader):
     return name, address(creator), [address(m) for m in _members_of(db, name)]
 
 
-def remote_group_info(db, realm, group, reader):
-    """
-    (group, owner or None, members) of another realm's group as its home
-    announced, for local member C{reader} (with this realm's members
-    always: a group announced before rosters existed has no full list).
-    """
-    group = remote_group(db, group, reader)
-    key = str(group).lower()
-    owner = db.execute("SELECT owner FROM remote_groups WHERE group_key = ?", (key,)).fetchone()
-    members = set(first_column(db, "SELECT member FROM remote_rosters WHERE group_key = ?", key))
-    members.update(
-        f"{m}@{realm}"
-        for m in first_column(db, "SELECT member FROM remote_members WHERE group_key = ?", key)
-    )
-    return group, address(owner[0]) if owner else None, [address(m) for m in members]
-
-
 def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
     name = require_member(db, realm, name, reader)
     return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
-
-
-def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):
-    """The history of another realm's group as stored here, for a local member."""
-    group = remote_group(db, group, reader)
-    return history(db, cache, group_mailbox(group), after_id, limit, max_bytes)
 
 
 def groups_of(db, realm, user, limit):
@@ -440,9 +404,11 @@ def leave_group(db, realm, name, member, cache=None, notice=None):
         "UPDATE group_realms SET members = members - 1 WHERE group_name = ? AND realm = ?",
         (name, member.realm),
     )
-    if db.execute("DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,)).rowcount:
-        if member.realm != realm:
-            _history_sent(db, realm, name, member.realm)
+    emptied = db.execute(
+        "DELETE FROM group_realms WHERE group_name = ? AND members <= 0", (name,)
+    ).rowcount
+    if emptied and member.realm != realm:
+        _history_sent(db, realm, name, member.realm)
     if notice is not None:
         change = notice.text.split(" ", 1)[0]
         notice = attrs.evolve(
@@ -450,42 +416,6 @@ def leave_group(db, realm, name, member, cache=None, notice=None):
         )
         return _notify(db, cache, realm, notice, member, before)
     return None
-
-
-def leave_remote_group(db, cache, realm, group, left):
-    """
-    Local user C{left.sender} leaves group C{group} of another realm: at
-    once here, and the L{LEFT} message C{left} tells the group's home.
-    """
-    user = left.sender.name
-    group = remote_group(db, group, user)
-    _forget_member(db, group, user, f"{user}@{realm}")
-    left = attrs.evolve(left, recipient=group)
-    return insert_message(
-        db, cache, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
-    )
-
-
-def receive_joined(db, cache, origin, message, most):
-    """
-    Home realm C{origin} added local user C{message.text} to its group
-    C{message.recipient}: remember it (the message row keeps the frame
-    from being applied twice).  L{errors.NoSuchUser} if there is no such
-    user: the home realm then takes them out again.
-    """
-    name = local_user(db, cache, message.text)
-    if name is None:
-        raise errors.NoSuchUser(f"no user {message.text!r}")
-    check_remote_room(db, origin, "memberships", 1, most)
-    group = str(message.recipient)
-    before = db.total_changes
-    db.execute(
-        "INSERT OR IGNORE INTO remote_members (group_key, group_address, member, since)"
-        " VALUES (?, ?, ?, ?)",
-        (group.lower(), group, name, message.timestamp),
-    )
-    count_remote(db, origin, "memberships", db.total_changes - before)
-    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
 
 
 def receive_left(db, cache, realm, origin, message, notice=None):
@@ -499,87 +429,3 @@ def receive_left(db, cache, realm, origin, message, notice=None):
     return stored if told is None else Deliveries((stored, told))
 
 
-def _forget_member(db, group, name, member):
-    """
-    Local user C{name} (C{member}: user@realm) is no longer in group
-    C{group} of another realm: with the last local member, this realm
-    forgets the group's roster.
-    """
-    key = str(group).lower()
-    gone = db.execute(
-        "DELETE FROM remote_members WHERE group_key = ? AND member = ?", (key, name)
-    ).rowcount
-    gone += db.execute(
-        "DELETE FROM remote_rosters WHERE group_key = ? AND member = ? COLLATE NOCASE",
-        (key, member),
-    ).rowcount
-    if db.execute("SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)).fetchone():
-        count_remote(db, group.realm, "memberships", -gone)
-        return
-    gone += db.execute("DELETE FROM remote_rosters WHERE group_key = ?", (key,)).rowcount
-    db.execute("DELETE FROM remote_groups WHERE group_key = ?", (key,))
-    count_remote(db, group.realm, "memberships", -gone)
-
-
-def receive_member(db, cache, realm, origin, message, most):
-    """
-    Home realm C{origin} tells that membership of its group
-    C{message.recipient} changed (a MEMBER message): kept in this realm's
-    copy of the group (its users' memberships and the whole roster, the
-    roster only while a local user is a member).  An added local user
-    who does not exist: L{errors.NoSuchUser}, and the home takes them out.
-    """
-    change, *names = message.text.split(" ")
-    members = [Address.parse(name, origin) for name in names]
-    group = message.recipient
-    key = str(group).lower()
-    local = NOBODY
-    if change == ADDED and members[0].realm == realm:
-        name = local_user(db, cache, members[0].name)
-        if name is None:
-            raise errors.NoSuchUser(f"no user {members[0].name!r}")
-        members = [Address(name, realm)]
-        local = frozenset((name,))
-        check_remote_room(db, origin, "memberships", 1, most)
-        before = db.total_changes
-        db.execute(
-            "INSERT OR IGNORE INTO remote_members (group_key, group_address, member, since)"
-            " VALUES (?, ?, ?, ?)",
-            (key, str(group), name, message.timestamp),
-        )
-        count_remote(db, origin, "memberships", db.total_changes - before)
-    if change in (ADDED, KNOWN):
-        has_members = db.execute(
-            "SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)
-        ).fetchone()
-        if has_members:
-            db.execute(
-                "INSERT INTO remote_groups (group_key, group_address, owner) VALUES (?, ?, ?)"
-                " ON CONFLICT (group_key) DO UPDATE SET owner = excluded.owner",
-                (key, str(group), str(message.sender)),
-            )
-            # This realm's users as registered, whatever spelling the home keeps.
-            members = [
-                m if m.realm != realm else Address(local_user(db, cache, m.name) or m.name, realm)
-                for m in members
-            ]
-            check_remote_room(db, origin, "memberships", len(members), most)
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO remote_rosters (group_key, member) VALUES (?, ?)",
-                [(key, str(m)) for m in members],
-            )
-            count_remote(db, origin, "memberships", db.total_changes - before)
-    else:
-        member = members[0]
-        if member.realm == realm:
-            row = db.execute(
-                "SELECT member FROM remote_members WHERE group_key = ? AND member = ?"
-                " COLLATE NOCASE", (key, member.name),
-            ).fetchone()
-            name = row[0] if row else member.name
-            local = frozenset((name,))
-            _forget_member(db, group, name, f"{name}@{realm}")
-        else:
-            _forget_member(db, group, None, str(member))
-    return insert_message(db, cache, origin, message, (), NOWHERE, local)

@@ -4,7 +4,7 @@ as its kind says (a message, a membership its home announced, a leave).
 """
 
 from multirealm.model import GROUP, JOINED, LEFT, MEMBER, Delivery
-from multirealm.storage.queries import groups, messages
+from multirealm.storage.queries import groups, messages, remote_groups
 
 
 def receive_message(db, cache, realm, origin, message, most, notice=None):
@@ -26,9 +26,9 @@ def receive_message(db, cache, realm, origin, message, most, notice=None):
     if kind == GROUP:
         return groups.add_group_message(db, cache, realm, origin, message)
     if kind == JOINED:
-        return groups.receive_joined(db, cache, origin, message, most)
+        return remote_groups.receive_joined(db, cache, origin, message, most)
     if kind == LEFT:
         return groups.receive_left(db, cache, realm, origin, message, notice)
     if kind == MEMBER:
-        return groups.receive_member(db, cache, realm, origin, message, most)
+        return remote_groups.receive_member(db, cache, realm, origin, message, most)
     return messages.add_private_message(db, cache, realm, origin, message)
