@@ -7,6 +7,7 @@ real socket.  Every wait is bounded; every process is killed at cleanup.
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,10 +21,39 @@ from twisted.trial import unittest
 DEADLINE = 20.0  # seconds any one wait may take
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(n) for n in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """
+    A port free now on 127.0.0.1 for a realm started as a subprocess, which
+    binds it a moment later.  Chosen at random below the ephemeral range:
+    a port there (what binding port 0 gives) may meanwhile become the
+    source port of an outgoing connection, a realm link of the process
+    being started among them, and the realm then fails to listen on it.
+    """
+    low, _ = _ephemeral_range()
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 20000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def twistd():
