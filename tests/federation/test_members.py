@@ -134,6 +134,24 @@ class MembersAcrossRealmsTests(unittest.TestCase):
                          ["new"])
         self.assertEqual(len(self.ask(self.heru, "groupinbox - team@1")["messages"]), 6)
 
+    def test_a_post_the_home_refuses_leaves_the_member_realms_copy(self):
+        # heru posts before realm 2 hears of his removal: realm 2 stored it
+        # in its copy of the group, the home refuses it (not_a_member).
+        self.successResultOf(self.two.register("bob", "pw"))
+        bob = Client(self.two)
+        bob.ask("auth bob pw")
+        self.ask(self.alice, "addmember - team heru@2 bob@2")
+        self.net.cut("1", "2")  # the removal has not reached realm 2 yet
+        self.ask(self.alice, "removemember - team heru@2")
+        self.assertEqual(self.ask(self.heru, "sendgroup - team@1 after removal")["status"], "OK")
+        self.net.connect("1", "2")
+        self.net.flush()
+        on_one = [m["msg"] for m in self.ask(self.alice, "groupinbox - team")["messages"]]
+        on_two = [m["msg"] for m in self.ask(bob, "groupinbox - team@1")["messages"]]
+        self.assertEqual((on_one, on_two), ([], []))
+        failed = self.ask(self.heru, "inbox -")["messages"][-1]
+        self.assertEqual(failed["failed"]["code"], "not_a_member")
+
     def test_the_membership_holds_while_the_link_is_down(self):
         self.ask(self.alice, "addmember - team heru@2")
         for a, b in (("1", "2"), ("2", "1"), ("1", "3"), ("3", "1")):

@@ -6,10 +6,10 @@ a refusal for good, turned into a failure entry for the sender.
 
 from multirealm import errors
 from multirealm.core.policy import NOWHERE
-from multirealm.model import Deliveries, user_mailbox
+from multirealm.model import GROUP, Deliveries, group_mailbox, user_mailbox
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
 from multirealm.storage.queries.groups import leave_group
-from multirealm.storage.queries.messages import insert_message
+from multirealm.storage.queries.messages import insert_message, mailbox_number
 
 
 def outbox_batch(db, peer, after_seq, limit, max_bytes=2**62):
@@ -63,14 +63,22 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
     message) tells the realms with members.
     """
     told = None
+    kind, recipient = db.execute(
+        "SELECT kind, recipient FROM messages WHERE seq = ?", (seq,)
+    ).fetchone()
     if removed is not None:
-        group = address(db.execute("SELECT recipient FROM messages WHERE seq = ?", (seq,))
-                        .fetchone()[0]).name
+        group = address(recipient).name
         try:
             told = leave_group(db, realm, group, removed, cache, notice)
         except (errors.NotAMember, errors.NoSuchGroup):
             pass  # already gone: nothing was changed
     db.execute("DELETE FROM outbox WHERE realm = ? AND seq = ?", (peer, seq))
+    # A post to another realm's group that its home refused (its author
+    # was no longer a member, say) is no post of that group: out of this
+    # realm's copy, where the group's other members here would read it.
+    if kind == GROUP and address(recipient).realm == peer:
+        mailbox = mailbox_number(db, cache, group_mailbox(address(recipient)), create=False)
+        db.execute("DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq))
     stored = insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
         frozenset((failure.recipient.name,)),
