@@ -33,35 +33,20 @@ from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
 from multirealm.web import ranges
-from multirealm.web.upload import UploadRequest, query, session_user
+from multirealm.web.status import status_of
+from multirealm.web.upload import UploadRequest, session_user
 from multirealm.connections import for_this_process
-from multirealm.names import check_filename
 from multirealm.model import FileRef
 from multirealm.web.admission import AdmittingSite
 
 log = Logger()
-
-_STATUS = {  # error code -> HTTP status
-    "invalid_session": 401,
-    "forbidden": 403,
-    "no_such_file": 404,
-    "no_such_user": 404,
-    "no_such_group": 404,
-    "no_such_realm": 404,
-    "file_too_large": 413,
-    "rate_limited": 429,
-    "unavailable": 503,
-    "storage_full": 507,
-    "internal": 500,
-}
-
 
 def _fail(request, error, status=None):
     """Answer a ChatError (or a Failure of one) as JSON with its HTTP status."""
     if not isinstance(error, errors.ChatError):
         log.failure("file request failed", error)
         error = errors.ChatError("internal error: the server logged it")
-    request.setResponseCode(status or _STATUS.get(error.code, 400))
+    request.setResponseCode(status or status_of(error))
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(wire.error_reply(error)).encode("ascii")
 
@@ -181,16 +166,8 @@ class FilesResource(resource.Resource):
         return server.NOT_DONE_YET
 
     def _upload(self, user, request):
-        args = {key: values[0] for key, values in query(request).items()}
-        name = check_filename(args.get("name", ""))
-        if "group" in args:
-            to = self.realm.address(args["group"], "group name")
-            send = self.realm.send_group_file
-        elif "to" in args:
-            to = self.realm.address(args["to"])  # here, or on a peer: as sendfile
-            send = self._send_to_user_or_group
-        else:
-            raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
+        name, to, group_only = request.target  # checked before the body was read
+        send = self.realm.send_group_file if group_only else self._send_to_user_or_group
         file = request.take_file()
         d = file.finish(lambda file_id, size: send(user, to, FileRef(name, file_id, size)))
         d.addCallback(wire.sent)

@@ -14,6 +14,8 @@ from twisted.web import server
 
 from multirealm import errors
 from multirealm.core.incoming import IncomingFile
+from multirealm.names import check_filename
+from multirealm.web.status import status_of
 
 # The paths that reach FilesResource.render_POST; any other body is dropped.
 _UPLOAD_PATHS = frozenset({b"/files", b"/files/"})
@@ -38,6 +40,21 @@ def _token(request):
         return header[7:].strip()
     session = query(request).get("session")
     return session[0] if session else None
+
+
+def upload_target(realm, request):
+    """
+    (file name, recipient Address, whether it names a group only) of a
+    C{POST /files} by its query, checked as C{sendfile} checks its words
+    (before any of the body): L{errors.ChatError} if wrong.
+    """
+    args = {key: values[0] for key, values in query(request).items()}
+    name = check_filename(args.get("name", ""))
+    if "group" in args:
+        return name, realm.address(args["group"], "group name"), True
+    if "to" in args:
+        return name, realm.address(args["to"]), False  # here, or on a peer: as sendfile
+    raise errors.BadRequest("say who the file is for: ?to=<user> or ?group=<group>")
 
 
 def session_user(realm, request):
@@ -69,6 +86,7 @@ class UploadRequest(server.Request):
     """
 
     user = None  # the user of a POST /files, once its session is known to be valid
+    target = None  # its (file name, recipient, group only), read from its query
     _file = None  # the IncomingFile of a POST /files by a valid session
     _held = None  # body that came while the session was looked up (one read: reading stopped)
     _unprocessed = None  # (command, path, version) of a whole request waiting for its session
@@ -93,6 +111,11 @@ class UploadRequest(server.Request):
             ))
             return
         site = self.channel.site
+        try:
+            self.target = upload_target(site.realm, self)
+        except errors.ChatError as e:
+            self._refuse(status_of(e), e)
+            return
         file = IncomingFile(site.realm.files, site.max_file_bytes)  # nothing on disk yet
         if length is not None:
             file.expect(length)

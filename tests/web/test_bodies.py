@@ -85,6 +85,19 @@ class BodyTests(unittest.TestCase):
         self.assertNotIn(b"100 Continue", transport.value())
         self.assertEqual(self.begun, [])
 
+    def test_what_sendfile_would_refuse_is_refused_before_the_body(self):
+        for path, status, code in [
+            (b"/files?to=heru&name=a%2Fb", 400, "bad_filename"),
+            (b"/files?name=f.bin", 400, "bad_request"),
+            (b"/files?to=heru@nowhere&name=f.bin", 404, "no_such_realm"),
+        ]:
+            channel, transport = self.connect()
+            channel.dataReceived(self.head(path=path, extra=b"Expect: 100-continue\r\n"))
+            self.assertAnswered(transport, status, code)
+            self.assertNotIn(b"100 Continue", transport.value())
+            channel.dataReceived(b"A" * 1000)
+            self.assertEqual((self.begun, self.incoming()), ([], []))
+
     def test_a_multipart_form_is_refused_before_its_body(self):
         channel, transport = self.connect()
         channel.dataReceived(self.head(extra=(
