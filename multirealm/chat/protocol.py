@@ -46,16 +46,19 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     """
     One client connection.
 
-    Reading stops (C{pauseProducing}) for any of four reasons, kept apart
-    by its L{ReadGate}: the transport's write buffer is full (a client that does
-    not read its replies), too many replies are pending, too many bytes of
-    replies wait (this connection's C{reply_buffer_bytes}, or the realm's
-    L{ReplyBudget} while this connection holds any), or a C{serial}
-    command (C{register}, C{auth}) is running.  A history or list request
-    counts as its largest possible reply until it is answered.  The last keeps pipelined
-    requests in order across the password hashing, which runs in a thread
-    pool: C{auth} then C{send - ...}, or C{register} then C{auth}, work
-    when sent in one burst.
+    Reading stops (C{pauseProducing}) for any of six reasons, kept apart
+    by its L{ReadGate}: the transport's write buffer is full (C{writes}: a
+    client that does not read its replies), too many replies are pending
+    (C{pending}), too many bytes of replies wait (C{bytes}: this
+    connection's C{reply_buffer_bytes}, or the realm's L{ReplyBudget}
+    while this connection holds any), a heavy request waits for that
+    budget (C{budget}), a file's batch is being written (C{disk}), or a
+    C{serial} command (C{register}, C{auth}, C{passwd}) or a session
+    lookup is running (C{serial}).  A history or list request counts as
+    its largest possible reply until it is answered.  The last keeps
+    pipelined requests in order across the password hashing, which runs
+    in a thread pool: C{auth} then C{send - ...}, or C{register} then
+    C{auth}, work when sent in one burst.
 
     A client may half-close (C{nc -N}, C{printf ... | nc -q 5}): every
     request it sent before its end still gets its reply, then the server
@@ -379,8 +382,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                 if writing is not None:
                     # A batch is being written in a thread: read no more
                     # until it is (one batch in flight, in order).
-                    self._hold("disk")
-                    writing.addBoth(self._batch_written)
+                    self._gate.hold_until("disk", writing)
         if body.done:
             self._upload = None
             self.resetTimeout()  # a request ended
@@ -389,10 +391,6 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             # file open at a time.
             self._hold_until(upload.finish())
             self.setLineMode(body.rest)
-
-    def _batch_written(self, result):
-        self._release("disk")
-        return result
 
     def lineTooLong(self):
         if self._quitting:

@@ -223,7 +223,7 @@ class PeerQueue:
         """
         file = message.file
         try:
-            opened = open(self.realm.files.path(file.id), "rb")
+            opened = self.realm.files.open(file.id)
         except FileNotFoundError:
             opened = None
         except OSError as e:
