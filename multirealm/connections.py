@@ -123,6 +123,22 @@ class ConnectionLimits:
             self._full = False  # log the next time it fills, not at every refusal on the edge
 
 
+def admitted(limits, addr, words, build):
+    """
+    The protocol of a new connection from C{addr} on a port: C{build()}'s,
+    holding its L{Ticket} as C{ticket} (it releases it when it ends), if
+    C{limits} admit it; else a L{refusal} saying C{words(error)}, the
+    error in the port's own language.
+    """
+    try:
+        ticket = limits.admit(addr)
+    except errors.ChatError as e:
+        return refusal(limits, words(e))
+    protocol = build()
+    protocol.ticket = ticket
+    return protocol
+
+
 def refusal(limits, answer):
     """
     The protocol of a connection C{limits} refused: it writes C{answer}

@@ -24,7 +24,7 @@ from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
 from multirealm.commands import parse_request, split_command
-from multirealm.connections import for_this_process, refusal
+from multirealm.connections import admitted, for_this_process
 from multirealm.core.incoming import IncomingFile
 from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
@@ -515,11 +515,8 @@ class ChatFactory(Factory):
         self.connections = connections or for_this_process(limits, clock)
 
     def buildProtocol(self, addr):
-        try:
-            ticket = self.connections.admit(addr)
-        except errors.ChatError as e:
-            return refusal(self.connections, wire.to_bytes(e))
-        protocol = Factory.buildProtocol(self, addr)
-        protocol.address = ticket.host
-        protocol.ticket = ticket
+        protocol = admitted(
+            self.connections, addr, wire.to_bytes, lambda: Factory.buildProtocol(self, addr)
+        )
+        protocol.address = getattr(addr, "host", None)  # per-address limits key on it
         return protocol

@@ -26,7 +26,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
 from multirealm.core.incoming import IncomingFile
-from multirealm.connections import for_this_process, refusal
+from multirealm.connections import admitted, for_this_process
 from multirealm.federation import handshake
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
@@ -314,13 +314,9 @@ class RealmServerFactory(Factory):
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
 
     def buildProtocol(self, addr):
-        try:
-            ticket = self.connections.admit(addr)
-        except errors.ChatError as e:
-            return refusal(self.connections, _error_line(e))
-        protocol = Factory.buildProtocol(self, addr)
-        protocol.ticket = ticket
-        return protocol
+        return admitted(
+            self.connections, addr, _error_line, lambda: Factory.buildProtocol(self, addr)
+        )
 
     def on_peer_seen(self, peer, listener):
         """Call C{listener()} whenever C{peer}'s link to this realm authenticates."""

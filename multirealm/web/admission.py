@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 
 from multirealm import errors, wire
-from multirealm.connections import LINGER_SECONDS, refusal
+from multirealm.connections import LINGER_SECONDS, admitted
 
 log = Logger()
 
@@ -188,10 +188,7 @@ class AdmittingSite(server.Site):
     protocol = _Channel
 
     def buildProtocol(self, addr):
-        try:
-            ticket = self.connections.admit(addr)
-        except errors.ChatError as e:
-            return refusal(self.connections, _response(503, e))
-        channel = super().buildProtocol(addr)
-        channel.ticket = ticket
-        return channel
+        return admitted(
+            self.connections, addr, lambda error: _response(503, error),
+            lambda: super(AdmittingSite, self).buildProtocol(addr),
+        )
