@@ -147,6 +147,36 @@ def refusal(limits, answer):
     return _Refusal(limits, answer)
 
 
+class Linger:
+    """
+    The last seconds of a refused connection, counted in C{limits}: it is
+    cut at their end, or at once when C{MOST_LINGERING} already linger
+    (a flood: no descriptor waits on it).  L{end} it when the connection
+    is lost.
+    """
+
+    def __init__(self, limits, transport):
+        self._limits = limits
+        self._timer = None
+        if limits.lingering >= MOST_LINGERING:
+            transport.abortConnection()
+            return
+        limits.lingering += 1
+        self._timer = limits.clock.callLater(LINGER_SECONDS, transport.abortConnection)
+
+    @property
+    def waiting(self):
+        """True while the linger runs (not cut yet)."""
+        return self._timer is not None and self._timer.active()
+
+    def end(self):
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            self._limits.lingering -= 1
+            if timer.active():
+                timer.cancel()
+
+
 @implementer(IHandshakeListener)
 class _Refusal(Protocol):
     """
@@ -157,24 +187,19 @@ class _Refusal(Protocol):
     client that never finishes it is cut at the end of the linger too.
     """
 
-    _timer = None
+    _linger = None
 
     def __init__(self, limits, answer):
         self.limits = limits
         self.answer = answer
 
     def connectionMade(self):
-        limits = self.limits
-        if limits.lingering >= MOST_LINGERING:
-            self.transport.abortConnection()  # a flood: no descriptor waits on it
-            return
-        limits.lingering += 1
-        self._timer = limits.clock.callLater(LINGER_SECONDS, self.transport.abortConnection)
-        if not ISSLTransport.providedBy(self.transport):
+        self._linger = Linger(self.limits, self.transport)
+        if self._linger.waiting and not ISSLTransport.providedBy(self.transport):
             self._answer()
 
     def handshakeCompleted(self):
-        if self._timer is not None and self._timer.active():
+        if self._linger is not None and self._linger.waiting:
             self._answer()
 
     def _answer(self):
@@ -191,11 +216,8 @@ class _Refusal(Protocol):
         pass  # read only so that closing does not reset
 
     def connectionLost(self, reason):
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            self.limits.lingering -= 1
-            if timer.active():
-                timer.cancel()
+        if self._linger is not None:
+            self._linger.end()
 
 
 def for_this_process(limits, clock=None):

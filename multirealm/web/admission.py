@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 
 from multirealm import errors, wire
-from multirealm.connections import LINGER_SECONDS, admitted
+from multirealm.connections import Linger, admitted
 
 log = Logger()
 
@@ -57,7 +57,7 @@ class _Channel(http.HTTPChannel):
     _deadline = None
     _body = None  # bytes of the body being read since the idle timer last restarted
     _stalled = None  # aborts the connection if its client reads nothing more
-    _lingering = None  # aborts a refused connection its client does not close
+    _lingering = None  # a Linger: cuts a refused connection its client does not close
 
     def connectionMade(self):
         super().connectionMade()
@@ -124,8 +124,9 @@ class _Channel(http.HTTPChannel):
         would hand the channel to the next request mid-body), so the
         response is written here whole, with C{Connection: close}.  The
         connection then closes its side and drops what comes for up to
-        C{LINGER_SECONDS}, so that the client reads the answer rather
-        than a reset for the body it sent meanwhile.
+        C{LINGER_SECONDS} (a L{Linger}, counted with the port's other
+        refusals), so that the client reads the answer rather than a reset
+        for the body it sent meanwhile.
         """
         self._body = None
         self.setTimeout(None)
@@ -139,7 +140,7 @@ class _Channel(http.HTTPChannel):
         self.transport.unregisterProducer()  # else a paused channel would hold the close
         half_close()
         self.transport.resumeProducing()
-        self._lingering = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
+        self._lingering = Linger(self.site.connections, self.transport)
 
     def pauseProducing(self):
         # The transport's buffer is full: the client is not reading.
@@ -172,7 +173,8 @@ class _Channel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._stop_waiting()
         self._stop(self._stalled)
-        self._stop(self._lingering)
+        if self._lingering is not None:
+            self._lingering.end()
         if self.ticket is not None:
             self.ticket.release()
         super().connectionLost(reason)

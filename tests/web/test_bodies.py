@@ -18,6 +18,7 @@ from twisted.trial import unittest
 
 from multirealm import errors
 from multirealm.config import Limits
+from multirealm.connections import LINGER_SECONDS
 from multirealm.web.admission import PROGRESS
 from multirealm.web.files import make_site
 from tests.helpers import Client, make_realm, wait_until
@@ -97,6 +98,20 @@ class BodyTests(unittest.TestCase):
             self.assertNotIn(b"100 Continue", transport.value())
             channel.dataReceived(b"A" * 1000)
             self.assertEqual((self.begun, self.incoming()), ([], []))
+
+    def test_a_refusal_before_the_body_lingers_counted_with_the_ports_other_refusals(self):
+        connections = self.site.connections
+        channel, transport = self.connect()
+        half_closed = []
+        transport.loseWriteConnection = lambda: half_closed.append(True)  # as TCP has
+        channel.dataReceived(self.head(length=2**20 + 1))
+        self.assertEqual(half_closed, [True])  # the answer, then our end
+        self.assertEqual(connections.lingering, 1)
+        self.clock.advance(LINGER_SECONDS)  # the client never closed: cut
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"413", transport.value().split(b"\r\n", 1)[0])
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((connections.lingering, connections.open), (0, 0))
 
     def test_a_multipart_form_is_refused_before_its_body(self):
         channel, transport = self.connect()
