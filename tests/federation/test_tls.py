@@ -149,17 +149,21 @@ class TLSLinkTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.02)
         self.assertEqual([m.text for m in inbox], ["over TLS"])
 
-    @defer.inlineCallbacks
-    def test_the_chat_tls_port_serves_the_protocol(self):
-        realms = self.start("good")
-        port = realms["2", "service"].getServiceNamed("chat-tls").endpoint.port.getHost().port
+    def tls_client(self, port):
+        """A client endpoint to 127.0.0.1:C{port} over TLS, trusting the test CA."""
         with open(self.ca, "rb") as f:
             options = ssl.optionsForClientTLS(
                 "127.0.0.1", trustRoot=ssl.Certificate.loadPEM(f.read())
             )
-        endpoint = endpoints.wrapClientTLS(
+        return endpoints.wrapClientTLS(
             options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
         )
+
+    @defer.inlineCallbacks
+    def test_the_chat_tls_port_serves_the_protocol(self):
+        realms = self.start("good")
+        port = realms["2", "service"].getServiceNamed("chat-tls").endpoint.port.getHost().port
+        endpoint = self.tls_client(port)
         client = Collector([b"ping"])
         yield endpoints.connectProtocol(endpoint, client)
         (reply,) = yield client.done.addTimeout(10, reactor)
@@ -181,13 +185,7 @@ class TLSLinkTests(unittest.TestCase):
     def test_a_finished_tls_handshake_is_not_cut(self):
         realms = self.start("good", "header_timeout = 1")
         port = realms["2", "service"].getServiceNamed("chat-tls").endpoint.port.getHost().port
-        with open(self.ca, "rb") as f:
-            options = ssl.optionsForClientTLS(
-                "127.0.0.1", trustRoot=ssl.Certificate.loadPEM(f.read())
-            )
-        endpoint = endpoints.wrapClientTLS(
-            options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
-        )
+        endpoint = self.tls_client(port)
         client = Collector([b"ping"])
         client.dataReceived = lambda data: setattr(client, "data", client.data + data)
         yield endpoints.connectProtocol(endpoint, client)
