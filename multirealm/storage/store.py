@@ -34,7 +34,7 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
-    accounts, file_access, groups, messages, outbox, received, remote_groups,
+    accounts, conversations, file_access, groups, messages, outbox, received, remote_groups,
 )
 from multirealm.storage.queries.common import ThreadCache
 
@@ -86,7 +86,7 @@ class SQLiteStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self.migrated = schema.migrate(self._db, path)  # (from, to) versions
+        self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
         self._inline = inline
         # What the database thread remembers between operations; only that
         # thread touches it (tests reach it through operations they submit).
@@ -413,6 +413,19 @@ class SQLiteStore:
 
     def list_groups(self, after="", limit=-1):
         return self.submit(groups.list_groups, after, limit, writes=False)
+
+    # -- conversations --------------------------------------------------------
+
+    def conversations(self, user, after, limit, max_bytes=2**62):
+        return self.submit(
+            conversations.conversations_of, self.realm, user, after, limit, max_bytes,
+            writes=False,
+        )
+
+    def mark_read(self, user, other, message_id):
+        return self.submit(
+            conversations.mark_read, self.thread_cache, self.realm, user, other, message_id
+        )
 
     # -- files --------------------------------------------------------------
 

@@ -3,8 +3,9 @@ Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
 L{insert_message} is the one place a message is written; whatever must
-change with every message (its outbox entries; later, each reader's
-conversation and unread count) changes there, in the same transaction.
+change with every message (its outbox entries, each reader's
+conversation and unread count) changes there or right after it, in the
+same transaction.
 """
 
 import attrs
@@ -46,6 +47,45 @@ _INSERT_FAILURE = (
     "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
     " failed_id, failed_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+# ?1 user, ?2 peer, ?3 the message's seq, ?4 whether the user sent it.
+_PRIVATE_CONVERSATION = (
+    "INSERT INTO private_conversations (user, peer, last_seq, read_seq, received, read)"
+    " VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?3 ELSE 0 END, NOT ?4, 0)"
+    " ON CONFLICT (user, peer) DO UPDATE SET last_seq = ?3,"
+    " read_seq = CASE WHEN ?4 THEN ?3 ELSE read_seq END,"
+    " read = CASE WHEN ?4 THEN received ELSE read END,"
+    " received = received + NOT ?4"
+)
+
+
+def peer_key(realm, other):
+    """
+    How a private conversation with C{other} (an Address) is keyed: as
+    registered for this realm's users, lower case for another realm's
+    (names are one identity in any case there, as C{remote_members.group_key}).
+    """
+    text = str(other)
+    return text if other.realm == realm else text.lower()
+
+
+def private_added(db, realm, delivery):
+    """
+    Private message or failure C{delivery} (a L{Delivery}) is in the
+    history of its C{local_users}: each one's conversation with the other
+    party (L{multirealm.storage.queries.conversations}) counts it, one
+    upsert each in one statement; the sender's marker moves to it.
+    """
+    message = delivery.message
+    sender = message.sender
+    own = sender.name if sender.realm == realm else None
+    db.executemany(_PRIVATE_CONVERSATION, [
+        (user, peer_key(realm, message.recipient if user == own else sender), delivery.seq,
+         user == own)
+        for user in delivery.local_users
+    ])
+    return delivery
 
 
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
@@ -102,7 +142,9 @@ def add_private_message(db, cache, realm, origin, message):
     if message.recipient.realm == realm:
         message = to_local_user(db, cache, message)
     mailboxes, outbox, local = private_route(realm, origin, message)
-    return insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    return private_added(
+        db, realm, insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    )
 
 
 def history(db, cache, owner, after_id, limit, max_bytes):
