@@ -219,3 +219,36 @@ class ConversationTests(unittest.TestCase):
         self.assertEqual(self.bob.ask(f"markread - team {post}")["code"], "not_a_member")
         self.assertEqual(self.bob.ask("markread - team 0123")["code"], "not_a_member")
         self.assertEqual(self.bob.ask("conversations -")["conversations"], [])
+
+    def test_a_partial_markread_counts_from_either_end(self):
+        # Seqs 1-20, heru's odd: the first marker is near the start, the second near the end.
+        heru, bob = [], []
+        for i in range(10):
+            heru.append(self.sent(self.heru, f"send - alice h{i}"))
+            bob.append(self.sent(self.bob, f"send - alice b{i}"))
+        # Near the marker: counted from it; near the end: counted back from the end.
+        for marked, unread in ((heru[1], 8), (heru[8], 1), (heru[9], 0)):
+            self.alice.ask(f"markread - heru {marked}")
+            self.assertEqual(summary(self.alice.ask("conversations -")),
+                             [("bob", "private", 10, "b9"), ("heru", "private", unread, "h9")])
+
+    def test_a_partial_markread_in_a_group_counts_from_either_end(self):
+        self.alice.ask("creategroup - team heru bob")
+        posts = [self.sent(self.heru if i % 2 else self.bob, f"sendgroup - team p{i}")
+                 for i in range(10)]
+        for marked, unread in ((posts[1], 8), (posts[8], 1)):
+            self.alice.ask(f"markread - team {marked}")
+            self.assertEqual(summary(self.alice.ask("conversations -"))[0],
+                             ("team", "group", unread, "p9"))
+
+    def test_a_marker_put_back_stays_where_it_was(self):
+        ids = [self.sent(self.heru, f"send - alice m{i}") for i in range(10)]
+        self.alice.ask("creategroup - team heru")
+        posts = [self.sent(self.heru, f"sendgroup - team p{i}") for i in range(10)]
+        for other, sent, last in (("heru", ids, "m9"), ("team", posts, "p9")):
+            kind = "group" if other == "team" else "private"
+            self.alice.ask(f"markread - {other} {sent[1]}")
+            self.alice.ask(f"markread - {other} {sent[0]}")  # back: nothing moves
+            self.alice.ask(f"markread - {other} {sent[3]}")
+            entries = summary(self.alice.ask("conversations -"))
+            self.assertIn((other, kind, 6, last), entries)

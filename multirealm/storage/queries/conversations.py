@@ -251,11 +251,10 @@ def _move_group(db, user, mailbox, seq):
         return False
     if seq >= last_seq:
         read = posts
+    elif seq - read_seq <= last_seq - seq:
+        read += _count_posts(db, mailbox, read_seq, seq)
     else:
-        read += db.execute(
-            "SELECT count(*) FROM timeline WHERE mailbox = ? AND seq > ? AND seq <= ?",
-            (mailbox, read_seq, seq),
-        ).fetchone()[0]
+        read = posts - _count_posts(db, mailbox, seq, last_seq)
     db.execute(
         "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
         (seq, read, user, mailbox),
@@ -273,16 +272,40 @@ def _move_private(db, user, mailbox, peer, me, seq):
         return False
     if seq >= last_seq or peer == me:
         read = received
+    elif seq - read_seq <= last_seq - seq:
+        read += _count_from(db, mailbox, peer, me, read_seq, seq)
     else:
-        # The peer's messages the marker passes: a range of the user's history.
-        read += db.execute(
-            "SELECT count(*) FROM timeline t JOIN messages m ON m.seq = t.seq"
-            " WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ? AND "
-            + ("m.sender = ?" if peer.endswith("@" + me.rpartition("@")[2]) else "lower(m.sender) = ?"),
-            (mailbox, read_seq, seq, peer),
-        ).fetchone()[0]
+        read = received - _count_from(db, mailbox, peer, me, seq, last_seq)
     db.execute(
         "UPDATE private_conversations SET read_seq = ?, read = ? WHERE user = ? AND peer = ?",
         (seq, read, user, peer),
     )
     return True
+
+
+# A partial markread counts what lies between the marker and the message,
+# or between the message and the conversation's end, whichever range is
+# shorter (in seqs): marking what one has just scrolled to, near the end,
+# is cheap however far behind the marker was.
+
+def _count_posts(db, mailbox, after, up_to):
+    """The posts of group mailbox C{mailbox} in seqs (C{after}, C{up_to}]."""
+    return db.execute(
+        "SELECT count(*) FROM timeline WHERE mailbox = ? AND seq > ? AND seq <= ?",
+        (mailbox, after, up_to),
+    ).fetchone()[0]
+
+
+def _count_from(db, mailbox, peer, me, after, up_to):
+    """
+    The messages from C{peer} (a conversation key) in the private history
+    C{mailbox} of C{me} in seqs (C{after}, C{up_to}]: a range of the
+    user's history, filtered by sender.
+    """
+    local = peer.endswith("@" + me.rpartition("@")[2])
+    return db.execute(
+        "SELECT count(*) FROM timeline t JOIN messages m ON m.seq = t.seq"
+        " WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ? AND "
+        + ("m.sender = ?" if local else "lower(m.sender) = ?"),
+        (mailbox, after, up_to, peer),
+    ).fetchone()[0]
