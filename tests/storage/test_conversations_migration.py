@@ -16,7 +16,7 @@ from tests.helpers import Client, make_realm, make_store
 
 TABLES = {
     "private_conversations": "user, peer, last_seq, read_seq, received, read",
-    "group_activity": "mailbox, posts, last_seq",
+    "group_activity": "mailbox, posts, last_seq, joined",
     # since is the join's place: a step cannot know it (it takes 0, the oldest).
     "group_markers": "user, mailbox, read_seq, read",
 }

@@ -27,7 +27,7 @@ from multirealm.storage.queries.messages import mailbox_number, peer_key
 _POSTED = (
     "INSERT INTO group_activity (mailbox, posts, last_seq) VALUES (?, 1, ?)"
     " ON CONFLICT (mailbox) DO UPDATE SET posts = posts + 1, last_seq = excluded.last_seq"
-    " RETURNING posts"
+    " RETURNING posts, joined"
 )
 
 # The keys and separators of one entry around its last message.
@@ -37,12 +37,21 @@ _ENTRY_OVERHEAD = 70
 def group_posted(db, cache, realm, message, seq):
     """C{message}, stored as C{seq}, is a post of group C{message.recipient}."""
     mailbox = mailbox_number(db, cache, group_mailbox(message.recipient), create=False)
-    posts = db.execute(_POSTED, (mailbox, seq)).fetchone()[0]
+    posts, joined = db.execute(_POSTED, (mailbox, seq)).fetchone()
     sender = message.sender
     if sender.realm == realm:
         db.execute(
             "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
             (seq, posts, sender.name, mailbox),
+        )
+    elif joined is not None and message.timestamp < joined:
+        # Of the history a realm is sent with its first member of a group:
+        # no news to those who joined after it was posted (and had read
+        # everything before), as live delivery decides (group_readers).
+        db.execute(
+            "UPDATE group_markers SET read_seq = ?, read = ? WHERE mailbox = ? AND read = ?"
+            " AND user IN (SELECT member FROM remote_members WHERE group_key = ? AND since > ?)",
+            (seq, posts, mailbox, posts - 1, str(message.recipient).lower(), message.timestamp),
         )
 
 
@@ -60,13 +69,21 @@ def post_withdrawn(db, mailbox, seq):
     )
 
 
-def joined(db, cache, user, group):
+def joined(db, cache, user, group, stamped=None):
     """
     Local C{user} joined C{group} (an Address, as its home spells it):
     everything so far is read, and the join is the group's place in the
     order until a post.  Nothing changes for a member already.
+    C{stamped}: when the home of another realm's group says the
+    membership began (the history it sends next predates it).
     """
     mailbox = mailbox_number(db, cache, group_mailbox(group), create=True)
+    if stamped is not None:
+        db.execute(
+            "INSERT INTO group_activity (mailbox, posts, last_seq, joined) VALUES (?, 0, 0, ?)"
+            " ON CONFLICT (mailbox) DO UPDATE SET joined = max(coalesce(joined, ''), excluded.joined)",
+            (mailbox, stamped),
+        )
     db.execute(
         "INSERT INTO group_markers (user, mailbox, read_seq, read, since)"
         " SELECT ?1, ?2, coalesce(a.last_seq, 0), coalesce(a.posts, 0),"
@@ -90,7 +107,8 @@ def _groups(db, user):
     join orders just after the message before it (its C{since}).
     """
     return [
-        (max(last_seq or 0, since + 0.5), GROUP, owner[len("group:"):], (posts or 0) - read, last_seq)
+        (max(last_seq or 0, since + 0.5), GROUP, owner[len("group:"):], (posts or 0) - read,
+         last_seq)
         for owner, read, since, posts, last_seq in db.execute(
             "SELECT b.owner, g.read, g.since, a.posts, a.last_seq FROM group_markers g"
             " JOIN mailboxes b ON b.id = g.mailbox"

@@ -22,7 +22,8 @@ CREATE INDEX private_conversations_by_activity ON private_conversations (user, l
 CREATE TABLE group_activity (
     mailbox INTEGER PRIMARY KEY,   -- mailboxes.id
     posts INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,     -- 0: no post yet
+    joined TEXT                    -- another realm's group: when a local user last joined, as its home stamped it
 );
 
 -- Each local member's marker in a group, made when they join (read: the
@@ -80,6 +81,11 @@ UNION ALL
 SELECT m.member, m.member || '@' || r.name, 'group:' || m.group_address
 FROM temp.this_realm r JOIN remote_members m;
 INSERT OR IGNORE INTO mailboxes (owner) SELECT DISTINCT owner FROM memberships;
+INSERT INTO group_activity (mailbox, posts, last_seq, joined)
+SELECT b.id, 0, 0, max(m.since) FROM remote_members m
+JOIN mailboxes b ON b.owner = 'group:' || m.group_address
+WHERE m.since IS NOT NULL GROUP BY b.id
+ON CONFLICT (mailbox) DO UPDATE SET joined = excluded.joined;
 -- Each sender's last post in each group, and its rank there (the posts so far).
 CREATE TEMP TABLE own_last AS
 SELECT mailbox, sender, max(seq) AS seq, max(n) AS n FROM (

@@ -167,7 +167,8 @@ CREATE INDEX private_conversations_by_activity ON private_conversations (user, l
 CREATE TABLE group_activity (
     mailbox INTEGER PRIMARY KEY,   -- mailboxes.id
     posts INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,     -- 0: no post yet
+    joined TEXT                    -- another realm's group: when a local user last joined, as its home stamped it
 );
 
 -- Each local member's marker in a group, made when they join (read: the
