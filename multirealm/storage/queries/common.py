@@ -46,12 +46,15 @@ MESSAGE_COLUMNS = (
 )
 
 
-def message_of(row, offset=0):
-    """The L{Message} of a row of L{MESSAGE_COLUMNS}, starting at C{offset}."""
+def message_of(row, offset=0, parse=address):
+    """
+    The L{Message} of a row of L{MESSAGE_COLUMNS}, starting at C{offset};
+    C{parse} reads an address (a cache of them, for many rows).
+    """
     (id, kind, sender, recipient, body, timestamp,
      file_name, file_id, file_size, failed_id, failed_code) = row[offset:offset + 11]
     return Message(
-        id=id, kind=kind, sender=address(sender), recipient=address(recipient), text=body,
+        id=id, kind=kind, sender=parse(sender), recipient=parse(recipient), text=body,
         timestamp=timestamp,
         file=None if file_id is None else FileRef(file_name, file_id, file_size),
         failed=None if failed_id is None else Failed(failed_id, failed_code),

@@ -168,13 +168,21 @@ def conversations_of(db, realm, user, after, limit, max_bytes):
         (c for c in private + groups if cursor is None or c[:3] < cursor), reverse=True
     )[:limit + 1]
     lasts = {}
+    parsed = {}  # a page names the same few addresses many times (the user's above all)
+
+    def parse(text):
+        known = parsed.get(text)
+        if known is None:
+            known = parsed[text] = address(text)
+        return known
+
     seqs = [c[4] for c in candidates if c[4]]
     if seqs:
         marks = ", ".join("?" * len(seqs))
         for row in db.execute(
             f"SELECT m.seq, {MESSAGE_COLUMNS} FROM messages m WHERE m.seq IN ({marks})", seqs
         ):
-            lasts[row[0]] = message_of(row, 1)
+            lasts[row[0]] = message_of(row, 1, parse)
     page = []
     budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
     for _, kind, key, unread, seq in candidates:
@@ -182,7 +190,7 @@ def conversations_of(db, realm, user, after, limit, max_bytes):
         budget -= _ENTRY_OVERHEAD + len(key) + (0 if last is None else wire.message_bytes(last))
         if page and (len(page) == limit or budget < 0):
             return page, True
-        page.append((address(key), kind, last, unread))
+        page.append((parse(key), kind, last, unread))
     return page, False
 
 
