@@ -117,7 +117,8 @@ class RemoteConversationTests(unittest.TestCase):
         self.send(self.one, "alice", "heru@2", "to heru")
         failed = self.send(self.one, "alice", "nobody@2", "anyone?")
         listed = self.listed(self.one, "alice")
-        self.assertEqual(listed, [("@2", "private", 1, "not delivered to nobody@2: no user 'nobody'", "@2"),
+        refused = "not delivered to nobody@2: no user 'nobody'"
+        self.assertEqual(listed, [("@2", "private", 1, refused, "@2"),
                                   ("nobody@2", "private", 0, "anyone?", "alice"),
                                   ("heru@2", "private", 0, "to heru", "alice")])
         notice = [m for m in self.successResultOf(self.one.inbox("alice")).messages
@@ -155,4 +156,5 @@ class RemoteConversationTests(unittest.TestCase):
                                failed=Failed(refused.message.id, "not_a_member"))
         self.successResultOf(self.two._store.record_failure("1", refused.seq, failure))
         self.assertEqual(self.listed(self.two, "dee"), [("team@1", "group", 1, "first", "alice@1")])
-        self.assertEqual(self.listed(self.two, "heru")[1], ("team@1", "group", 0, "first", "alice@1"))
+        self.assertEqual(self.listed(self.two, "heru")[1],
+                         ("team@1", "group", 0, "first", "alice@1"))

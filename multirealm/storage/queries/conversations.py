@@ -4,9 +4,10 @@ message and membership change, so that listing a user's conversations
 and moving a marker never scan a history (schema step 010).
 
   - A private message: one upsert per local party, in one C{executemany}
-    (L{multirealm.storage.queries.messages.private_added}).  The conversation of a message in a user's private
-    history is the other party: the sender if it is not the user, else the
-    recipient (a delivery failure's is the refusing realm, C{@realm}).
+    (L{multirealm.storage.queries.messages.private_added}).  The
+    conversation of a message in a user's private history is the other
+    party: the sender if it is not the user, else the recipient (a
+    delivery failure's is the refusing realm, C{@realm}).
     C{unread = received - read}; one's own message moves one's marker.
   - A group post: one upsert of the group's C{group_activity} and, if its
     sender is local, that member's marker moved to it (L{group_posted}).
@@ -81,7 +82,8 @@ def joined(db, cache, user, group, stamped=None):
     if stamped is not None:
         db.execute(
             "INSERT INTO group_activity (mailbox, posts, last_seq, joined) VALUES (?, 0, 0, ?)"
-            " ON CONFLICT (mailbox) DO UPDATE SET joined = max(coalesce(joined, ''), excluded.joined)",
+            " ON CONFLICT (mailbox) DO UPDATE"
+            " SET joined = max(coalesce(joined, ''), excluded.joined)",
             (mailbox, stamped),
         )
     db.execute(
