@@ -80,11 +80,13 @@ def private_added(db, realm, delivery):
     message = delivery.message
     sender = message.sender
     own = sender.name if sender.realm == realm else None
-    db.executemany(_PRIVATE_CONVERSATION, [
-        (user, peer_key(realm, message.recipient if user == own else sender), delivery.seq,
-         user == own)
-        for user in delivery.local_users
-    ])
+    rows = []
+    for user in delivery.local_users:
+        other = message.recipient if user == own else sender
+        key = f"{other.name}@{other.realm}"  # peer_key inlined: this runs for every message
+        rows.append((user, key if other.realm == realm else key.lower(), delivery.seq,
+                     user == own))
+    db.executemany(_PRIVATE_CONVERSATION, rows)
     return delivery
 
 
