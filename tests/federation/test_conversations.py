@@ -158,3 +158,12 @@ class RemoteConversationTests(unittest.TestCase):
         self.assertEqual(self.listed(self.two, "dee"), [("team@1", "group", 1, "first", "alice@1")])
         self.assertEqual(self.listed(self.two, "heru")[1],
                          ("team@1", "group", 0, "first", "alice@1"))
+
+    def test_a_member_s_conversation_rows_do_not_count_against_the_peer_s_quota(self):
+        self.successResultOf(self.one.create_group(
+            "alice", self.one.address("team"), [self.one.address("heru@2")]))
+        self.net.flush()
+        counted = self.successResultOf(self.two._store.submit(
+            lambda db: db.execute("SELECT memberships FROM remote_counts WHERE realm = '1'")
+            .fetchone()[0], writes=False))
+        self.assertEqual(counted, 3)  # heru's membership, and alice and heru on the roster

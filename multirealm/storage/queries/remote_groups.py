@@ -181,5 +181,5 @@ def _join(db, cache, origin, message, name, most):
         " VALUES (?, ?, ?, ?)",
         (group.lower(), group, name, message.timestamp),
     )
-    conversations.joined(db, cache, name, message.recipient, message.timestamp)
     count_remote(db, origin, "memberships", db.total_changes - before)
+    conversations.joined(db, cache, name, message.recipient, message.timestamp)
