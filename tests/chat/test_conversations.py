@@ -252,3 +252,21 @@ class ConversationTests(unittest.TestCase):
             self.alice.ask(f"markread - {other} {sent[3]}")
             entries = summary(self.alice.ask("conversations -"))
             self.assertIn((other, kind, 6, last), entries)
+
+    def test_a_name_both_a_peer_and_a_group_pages_on_without_skipping(self):
+        realm = make_realm(self, limits=Limits(list_limit=1))
+        alice, team = Client(realm), Client(realm)
+        alice.login("alice")
+        team.login("team")
+        self.assertEqual(alice.ask("creategroup - team")["status"], "OK")
+        self.sent(team, "send - alice from the user team")
+        self.sent(alice, "sendgroup - team to the group team")
+        self.sent(alice, "send - alice a note")
+        seen, after = [], ""
+        for _ in range(5):
+            reply = alice.ask(f"conversations -{after}")
+            seen += [(c["with"], c["kind"]) for c in reply["conversations"]]
+            if not reply["more"]:
+                break
+            after = " " + reply["conversations"][-1]["with"]
+        self.assertEqual(seen, [("alice", "private"), ("team", "group"), ("team", "private")])
