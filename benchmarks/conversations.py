@@ -261,7 +261,7 @@ def send_cost(folder, rounds, per_round, batch=75, cache_mib=None):
         if on:
             messages.private_added, conversations.group_posted, conversations.joined = real
         else:
-            messages.private_added = lambda db, realm, delivery: delivery
+            messages.private_added = lambda cache, realm, delivery: delivery
             conversations.group_posted = conversations.joined = lambda *args: None
 
     def fresh(name, step):
@@ -300,6 +300,7 @@ def send_cost(folder, rounds, per_round, batch=75, cache_mib=None):
             db.execute("BEGIN IMMEDIATE")
             for message in work[first:first + batch]:
                 add(db, cache, REALM, REALM, message)
+            messages.write_private_counts(db, cache)
             db.execute("COMMIT")
         return (time.thread_time() - start) / per_round * 1e6
 

@@ -53,6 +53,15 @@ class _Operation:
 _STOP = object()
 
 
+# Operations that may leave their private conversations' counts for the
+# batch's end (messages.private_added): they read no private_conversations
+# row.  Before any other operation, and before the commit, the counts are
+# written, so every reader sees them; in a batch run again in isolation,
+# before every operation (a savepoint rolled back forgets the thread's
+# cache, and the counts with it).
+_ONLY_COUNT_PRIVATE = frozenset((messages.add_private_message, received.receive_message))
+
+
 class _NeedsIsolation(Exception):
     """A batch must run again with a savepoint around each operation."""
 
@@ -222,6 +231,8 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 savepoint = isolated and op.writes
+                if isolated or op.function not in _ONLY_COUNT_PRIVATE:
+                    messages.write_private_counts(db, self.thread_cache)
                 if savepoint:
                     db.execute("SAVEPOINT op")
                 changes = db.total_changes
@@ -247,6 +258,7 @@ class SQLiteStore:
                     if savepoint:
                         db.execute("RELEASE op")
                     results.append((op, result))
+            messages.write_private_counts(db, self.thread_cache)
             db.execute("COMMIT")
             self.commits += 1
         except BaseException as e:

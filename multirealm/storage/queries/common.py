@@ -15,6 +15,10 @@ class ThreadCache:
     forgotten when a transaction or savepoint rolls back (an entry made
     inside it may be gone), and a part when it grows past C{MAX}.  Only the
     database thread touches it.
+
+    It also holds what the batch's private messages counted and the store
+    has not yet written (L{multirealm.storage.queries.messages.private_added}):
+    at most a few entries per message of one batch, and rolled back with it.
     """
 
     MAX = 100_000
@@ -22,10 +26,12 @@ class ThreadCache:
     def __init__(self):
         self.users = {}  # a name as asked -> the name as registered
         self.mailboxes = {}
+        self.private_counts = {}  # (user, peer) -> counts not yet written
 
     def clear(self):
         self.users.clear()
         self.mailboxes.clear()
+        self.private_counts.clear()
 
 
 def first_column(db, sql, *args):

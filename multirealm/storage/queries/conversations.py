@@ -3,7 +3,8 @@ Conversations and read markers: counters kept in the transaction of each
 message and membership change, so that listing a user's conversations
 and moving a marker never scan a history (schema step 010).
 
-  - A private message: one upsert per local party, in one C{executemany}
+  - A private message: one upsert per local party's conversation, written
+    once per batch however many of its messages the batch holds
     (L{multirealm.storage.queries.messages.private_added}).  The
     conversation of a message in a user's private history is the other
     party: the sender if it is not the user, else the recipient (a
@@ -146,8 +147,9 @@ def conversations_of(db, realm, user, after, limit, max_bytes):
     A page of local C{user}'s conversations, newest activity first, after
     the one with C{after} (an Address, or None): ([(Address, kind, last
     L{Message} or None, unread)], more), at most C{limit} whose reply
-    takes at most C{max_bytes} (one entry is always given).  Private rows
-    are read by their index, newest first; the user's groups are merged
+    takes at most C{max_bytes} (one entry is always given).  The user's
+    private rows (together in the primary key) are sorted, newest first,
+    keeping only a page's worth; the user's groups are merged
     in; then the page's last messages, by seq.
     """
     groups = _groups(db, user)

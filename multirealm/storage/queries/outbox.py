@@ -83,7 +83,7 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
             "DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq)
         ).rowcount:
             conversations.post_withdrawn(db, mailbox, seq)
-    stored = private_added(db, realm, insert_message(
+    stored = private_added(cache, realm, insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
         frozenset((failure.recipient.name,)),
     ))

@@ -160,7 +160,9 @@ CREATE TABLE private_conversations (
     read INTEGER NOT NULL,         -- of those, how many are at or before the marker
     PRIMARY KEY (user, peer)
 ) WITHOUT ROWID;
-CREATE INDEX private_conversations_by_activity ON private_conversations (user, last_seq);
+-- No index by last_seq: each message would move two entries of it (the
+-- dearest part of the bookkeeping, measured); a page sorts the user's rows,
+-- which lie together in the primary key.
 
 -- One row per group mailbox (this realm's groups, and its copies of other
 -- realms'): every message of its history counts.
