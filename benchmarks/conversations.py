@@ -30,7 +30,6 @@ history):
 """
 
 import argparse
-import json
 import os
 import random
 import sqlite3
@@ -46,7 +45,7 @@ from multirealm.model import GROUP, PRIVATE, Message, MessageIds  # noqa: E402
 from multirealm.names import Address  # noqa: E402
 from multirealm.storage import schema  # noqa: E402
 from multirealm.storage.queries import conversations, groups, messages  # noqa: E402
-from multirealm.storage.queries.messages import peer_key  # noqa: E402
+from multirealm.core.policy import conversation_key  # noqa: E402
 from multirealm.storage.queries.common import ThreadCache  # noqa: E402
 
 REALM = "1"
@@ -244,7 +243,7 @@ def markread_costs(db, runs):
     took = timed(Address("u0", REALM), ids[len(ids) // 3])
     received, read = db.execute(
         "SELECT received, read FROM private_conversations WHERE user = 'alice' AND peer = ?",
-        (peer_key(REALM, Address("u0", REALM)),)).fetchone()
+        (conversation_key(REALM, Address("u0", REALM)),)).fetchone()
     log(f"markread, u0's conversation ({len(ids)} messages), a third of the way from the start:"
         f" {took * 1000:.2f} ms, {received - read} of {received} unread after it")
 
