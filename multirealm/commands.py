@@ -128,6 +128,14 @@ COMMANDS = {
             variadic="member",
         ),
         Command("groupinfo", "a group's owner and members (for its members)", True, ("group",)),
+        Command(
+            "conversations", "your conversations, newest first, with unread counts", True,
+            optional=("after",), heavy="history",
+        ),
+        Command(
+            "markread", "mark a conversation read up to a message", True,
+            ("peer_or_group", "id"),
+        ),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

@@ -63,7 +63,8 @@ class Limits:
     # A list request counts as list_limit x 40 bytes until answered (names
     # of at most 32 characters, quoted): 20,000 of them stay under 1 MiB.
     list_limit: int = _limit(
-        1000, "most names in one `listusers` / `listgroups` reply", minimum=1, maximum=20_000)
+        1000, "most names in one `listusers` / `listgroups` reply, entries in one `conversations`",
+        minimum=1, maximum=20_000)
     reply_buffer_bytes: int = _limit(
         4 * 1024 * 1024,
         "a connection is not read while more than this many bytes of its replies wait",

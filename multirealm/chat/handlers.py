@@ -250,6 +250,36 @@ class Handlers:
 
         return self.realm.group_info(caller.user, group).addCallback(reply)
 
+    # -- conversations ----------------------------------------------------------
+
+    def command_conversations(self, caller, after):
+        realm = self.realm.name
+
+        def reply(page):
+            entries, more = page
+            return ok(conversations=[{
+                "with": other.relative_to(realm),
+                "kind": kind,
+                "last": None if last is None else last.to_wire(realm),
+                "unread": unread,
+            } for other, kind, last, unread in entries], more=more)
+
+        return self.realm.conversations(caller.user, after).addCallback(reply)
+
+    def command_markread(self, caller, peer_or_group, id):
+        other = self.realm.conversation_address(peer_or_group)
+
+        def marked(result):
+            conversation, moved = result
+            if moved and self.events is not None:
+                self.events.tell_other_connections(caller.user, {
+                    "event": "read", "with": conversation.relative_to(self.realm.name),
+                    "up_to": id,
+                })
+            return ok(message=f"read up to {id}")
+
+        return self.realm.mark_read(caller.user, other, id).addCallback(marked)
+
     # -- files ----------------------------------------------------------------
 
     def command_sendfile(self, caller, to, filename):

@@ -123,8 +123,11 @@ class LiveDelivery:
         for user in set(readers) | delivery.local_users:
             self.push_to(user, event)
 
-    def push_to(self, user, event):
-        """Push C{event} (encoded) to every subscribed connection of local user C{user}."""
+    def push_to(self, user, event, skip=None):
+        """
+        Push C{event} (encoded) to every subscribed connection of local
+        user C{user}, but C{skip} (the one whose request caused it).
+        """
         connections = self._by_user.get(user)
         if not connections:
             return
@@ -133,7 +136,8 @@ class LiveDelivery:
             if expires <= now:
                 self.unsubscribe(connection)  # its session has ended
                 continue
-            connection.push_event(event)
+            if connection is not skip:
+                connection.push_event(event)
 
     def _push(self, message, users):
         sender = message.sender

@@ -174,6 +174,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def session_ended(self, token):
         self.factory.live.session_ended(token)
 
+    def tell_other_connections(self, user, event):
+        """C{event} (a dict) to C{user}'s subscribed connections other than this one."""
+        self.factory.live.push_to(user, wire.encode(event), skip=self)
+
     def authenticated(self, user):
         """This connection logged in as C{user}: another user's events stop."""
         if self.subscribed_as is not None and self.subscribed_as.lower() != user.lower():

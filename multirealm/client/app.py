@@ -17,6 +17,7 @@ from multirealm import errors
 from multirealm.client import commands, render
 from multirealm.client.connection import ChatSession, NotConnected
 from multirealm.client.transfers import LARGE, FileSink, Upload, wire_file_name
+from multirealm.client.unread import Unread
 
 DOWNLOADS = os.path.join("~", "Downloads")
 
@@ -36,11 +37,15 @@ class Chat:
         self.background = set()  # their tasks: the person types on meanwhile
         # async (question) -> a line typed without being shown (read_lines sets it)
         self.hidden = None
+        self.unread = Unread()  # counts per conversation, kept from events
 
     @property
     def prompt(self):
         """The prompt, under a progress bar for each large transfer under way."""
         who = self.session.user or "not logged in"
+        unread = self.unread.total()
+        if unread:
+            who += f" ({unread} unread)"
         bars = [render.progress(t.label, t.done, t.total) for t in self.transfers
                 if t.total >= LARGE]
         return "\n".join(bars + [f"{who}{' > ' + self.conversation if self.conversation else ''}> "])
@@ -139,9 +144,31 @@ class Chat:
 
     def show_sent(self, reply, to, text, group=None):
         """One's own message, as history shows it."""
-        entry = {"msg_from": self.session.user, "msg_to": to, "msg": text,
+        entry = {"id": reply.get("id"), "msg_from": self.session.user, "msg_to": to, "msg": text,
                  "timestamp": reply.get("timestamp")}
+        self.unread.message("group" if group else "private", entry, self.session.user)
         self.show(render.message(entry, self.session.user, group))
+
+    def event(self, item):
+        """The line of an event (or None); the unread counts follow it."""
+        kind = item.get("event")
+        if kind == "message":
+            self.unread.message(item.get("kind"), item.get("message", {}), self.session.user)
+        elif kind == "read" and not self.unread.read(str(item.get("with")), item.get("up_to")):
+            task = asyncio.ensure_future(self._recount())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        return render.event(item, self.session.user)
+
+    async def _recount(self):
+        """The counts of the newest conversations, asked again (a read event said they moved)."""
+        try:
+            reply = await self.session.request(f"conversations {self.session.token}").asFuture(
+                asyncio.get_running_loop())
+        except NotConnected:
+            return
+        if reply.get("status") == "OK":
+            self.unread.listed(reply["conversations"])
 
     async def do_open(self, conversation):
         if not self.token():
@@ -282,6 +309,23 @@ class Chat:
             return
         self._history = (conversation, entries, 0, reply["more"])
         self._more_history()
+        # What is shown is read, on every device of this user (the realm tells them).
+        last = entries[-1]["id"]
+        if await self.ask(f"markread {token} {conversation.lstrip('#')} {last}"):
+            self.unread.read(conversation.lstrip("#"), last)
+
+    async def do_conversations(self, after=None):
+        token = self.token()
+        reply = token and await self.ask(f"conversations {token}" + (f" {after}" if after else ""))
+        if not reply:
+            return
+        self.unread.listed(reply["conversations"])
+        if not reply["conversations"]:
+            self.show("no conversations yet")
+        for entry in reply["conversations"]:
+            self.show(render.conversation(entry, self.session.user))
+        if reply["more"]:
+            self.show(f"(more: /conversations {reply['conversations'][-1]['with']})")
 
     def _more_history(self):
         if self._history is None:
@@ -380,8 +424,7 @@ def main(argv=None):
         print(render.safe(line), flush=True)
 
     session = ChatSession(
-        options.host, options.port, reactor, show,
-        lambda item: render.event(item, session.user),
+        options.host, options.port, reactor, show, lambda item: chat.event(item),
     )
     chat = Chat(session, show, options.downloads)
 

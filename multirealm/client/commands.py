@@ -20,7 +20,8 @@ HELP = """\
 /send-file TO PATH           send a file (TO: a user, or #group)
 /get FILE_ID [FOLDER]        save a file you received (in /downloads, or FOLDER)
 /downloads [FOLDER]          the folder /get saves in: shown, or set
-/history [USER | #GROUP]     its latest messages (then /history more: older ones)
+/history [USER | #GROUP]     its latest messages, marked read (then /history more: older ones)
+/conversations [AFTER]       your conversations, newest first, with unread counts
 /who [REALM]                 users of this realm, or of a linked one
 /realms                      linked realms and their queues
 /help                        this list
@@ -57,6 +58,7 @@ _SHAPES = {
     "get": (1, 2, "/get FILE_ID [FOLDER]"),
     "downloads": (0, 1, "/downloads [FOLDER]"),
     "history": (0, 1, "/history [USER | #GROUP | more]"),
+    "conversations": (0, 1, "/conversations [AFTER]"),
     "who": (0, 1, "/who [REALM]"),
     "realms": (0, 0, "/realms"),
     "help": (0, 0, "/help"),

@@ -60,6 +60,18 @@ def message(entry, me, group=None):
     return f"[{when}] {where}: {body}"
 
 
+def conversation(entry, me):
+    """One line of a C{conversations} entry: C{#team (2 unread): [12:01] heru: hi}."""
+    name = ("#" if entry.get("kind") == "group" else "") + str(entry.get("with", "?"))
+    unread = entry.get("unread", 0)
+    line = f"{name} ({unread} unread)" if unread else name
+    last = entry.get("last")
+    if last is None:
+        return f"{line}: no message yet"
+    text = f"a file: {last.get('file')}" if "file_id" in last else last.get("msg", "")
+    return f"{line}: [{clock(last.get('timestamp'))}] {_you(last.get('msg_from', '?'), me)}: {text}"
+
+
 def _you(name, me):
     """C{"you"} for this user's own name (whatever its case, as the realm sees it)."""
     return "you" if me is not None and str(name).lower() == me.lower() else name

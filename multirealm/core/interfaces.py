@@ -195,6 +195,25 @@ class IStore(Interface):
         were members then); only those in C{among} if given.
         """
 
+    def conversations(user, after, limit, max_bytes):
+        """
+        Fires with ([(Address, kind, last L{multirealm.model.Message} or
+        None, unread)], more): at most C{limit} of local user C{user}'s
+        conversations (fewer if their reply would pass C{max_bytes}),
+        newest activity first, after the one with C{after} (an Address, or
+        None for the first page); from counters kept with each message,
+        never from a history.  L{errors.BadRequest} for an unknown C{after}.
+        """
+
+    def mark_read(user, other, message_id):
+        """
+        Move C{user}'s read marker in the conversation with C{other} (an
+        Address) forward to message C{message_id}; fires with (the
+        conversation's Address, whether the marker moved).
+        L{errors.NotAMember} for a group C{user} is not in,
+        L{errors.BadRequest} if the conversation holds no such message.
+        """
+
     def remote_group_history(group, reader, after_id, limit, max_bytes):
         """
         A L{multirealm.model.History} page of group C{group} of another

@@ -470,6 +470,39 @@ class Realm:
         """A page of this realm's group names; as L{list_users}."""
         return self._page(self._store.list_groups, after)
 
+    # -- conversations ------------------------------------------------------
+
+    def conversation_address(self, text):
+        """
+        The peer or group a conversation is with: C{name}, C{name@realm}
+        (of any realm: one that was linked once), or C{@realm} for the
+        delivery failures a realm reported.
+        """
+        if text.startswith("@"):
+            check_name(text[1:], "realm name")
+            return Address("", text[1:])
+        return Address.parse(text, self.name, "peer or group")
+
+    def conversations(self, user, after=None):
+        """
+        A page of local user C{user}'s conversations, newest activity
+        first, after the one with C{after} (text, as the previous page
+        named it): fires with ([(Address, kind, last Message or None,
+        unread)], more).
+        """
+        other = None if after is None else self.conversation_address(after)
+        return self._store.conversations(
+            user, other, self.limits.list_limit, self.limits.history_reply_bytes
+        )
+
+    def mark_read(self, user, other, message_id):
+        """
+        C{user} has read their conversation with C{other} (an Address) up
+        to message C{message_id}: fires with (the conversation's Address,
+        whether the marker moved).
+        """
+        return self._store.mark_read(user, other, message_id)
+
     # -- links (the federation adapter reports and drains through these) ----
 
     def set_linked(self, peer, linked):

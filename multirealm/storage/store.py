@@ -34,7 +34,7 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
-    accounts, file_access, groups, messages, outbox, received, remote_groups,
+    accounts, conversations, file_access, groups, messages, outbox, received, remote_groups,
 )
 from multirealm.storage.queries.common import ThreadCache
 
@@ -51,6 +51,15 @@ class _Operation:
 
 
 _STOP = object()
+
+
+# Operations that may leave their private conversations' counts for the
+# batch's end (messages.private_added): they read no private_conversations
+# row.  Before any other operation, and before the commit, the counts are
+# written, so every reader sees them; in a batch run again in isolation,
+# before every operation (a savepoint rolled back forgets the thread's
+# cache, and the counts with it).
+_ONLY_COUNT_PRIVATE = frozenset((messages.add_private_message, received.receive_message))
 
 
 class _NeedsIsolation(Exception):
@@ -86,7 +95,7 @@ class SQLiteStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self.migrated = schema.migrate(self._db, path)  # (from, to) versions
+        self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
         self._inline = inline
         # What the database thread remembers between operations; only that
         # thread touches it (tests reach it through operations they submit).
@@ -222,6 +231,8 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 savepoint = isolated and op.writes
+                if isolated or op.function not in _ONLY_COUNT_PRIVATE:
+                    messages.write_private_counts(db, self.thread_cache)
                 if savepoint:
                     db.execute("SAVEPOINT op")
                 changes = db.total_changes
@@ -247,6 +258,7 @@ class SQLiteStore:
                     if savepoint:
                         db.execute("RELEASE op")
                     results.append((op, result))
+            messages.write_private_counts(db, self.thread_cache)
             db.execute("COMMIT")
             self.commits += 1
         except BaseException as e:
@@ -413,6 +425,19 @@ class SQLiteStore:
 
     def list_groups(self, after="", limit=-1):
         return self.submit(groups.list_groups, after, limit, writes=False)
+
+    # -- conversations --------------------------------------------------------
+
+    def conversations(self, user, after, limit, max_bytes=2**62):
+        return self.submit(
+            conversations.conversations_of, self.realm, user, after, limit, max_bytes,
+            writes=False,
+        )
+
+    def mark_read(self, user, other, message_id):
+        return self.submit(
+            conversations.mark_read, self.thread_cache, self.realm, user, other, message_id
+        )
 
     # -- files --------------------------------------------------------------
 

@@ -223,3 +223,83 @@ class FailureInsideABatchTests(StoreTestCase):
         yield store.add_private_message(message(1))  # room again: it goes on
         yield self.assertFailure(store.submit(full), errors.StorageFull)
         self.assertEqual(len(said), 2)
+
+
+class PrivateCountsInABatchTests(StoreTestCase):
+    """
+    A batch writes each private conversation's counts once, at its end or
+    before the first operation that may read them: what it writes must be
+    what one row per message would have written.
+    """
+
+    def rows(self, store):
+        return store.submit(lambda db: db.execute(
+            "SELECT user, peer, last_seq, read_seq, received, read FROM private_conversations"
+            " ORDER BY user, peer"
+        ).fetchall(), writes=False)
+
+    @defer.inlineCallbacks
+    def test_many_messages_of_one_conversation_in_one_batch(self):
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)
+        # heru 1, 2; alice 3 (her marker moves past 1 and 2); heru 4, 5.
+        sent = [
+            store.add_private_message(message(n, sender=s, recipient=r))
+            for n, (s, r) in enumerate(
+                [("heru", "alice"), ("heru", "alice"), ("alice", "heru"),
+                 ("heru", "alice"), ("heru", "alice")], 1)
+        ]
+        store.start()
+        yield users
+        yield defer.gatherResults(sent)
+        self.assertEqual(store.commits, 1)
+        self.assertEqual((yield self.rows(store)), [
+            ("alice", "heru@1", 5, 3, 4, 2),
+            ("heru", "alice@1", 5, 5, 1, 1),
+        ])
+        # A second batch adds to the rows the first wrote.
+        yield store.add_private_message(message(6, sender="alice", recipient="heru"))
+        self.assertEqual((yield self.rows(store)), [
+            ("alice", "heru@1", 6, 6, 4, 4),
+            ("heru", "alice@1", 6, 5, 2, 1),
+        ])
+
+    @defer.inlineCallbacks
+    def test_a_reader_in_the_same_batch_sees_the_counts(self):
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)
+        first = store.add_private_message(message(1, sender="heru", recipient="alice"))
+        page = store.conversations("alice", None, 10)
+        store.start()
+        yield users
+        yield first
+        entries, more = yield page
+        self.assertEqual(store.commits, 1)
+        self.assertEqual([(str(a), kind, last.id, unread) for a, kind, last, unread in entries],
+                         [("heru@1", "private", "ID0001", 1)])
+
+    @defer.inlineCallbacks
+    def test_a_batch_run_again_in_isolation_counts_each_message_once(self):
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)
+
+        def refuse_late(db):
+            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
+            raise errors.UserExists("too late to refuse cleanly")
+
+        late = store.submit(refuse_late)
+        before = store.add_private_message(message(1, sender="heru", recipient="alice"))
+        # Refused in its own savepoint, which forgets the thread's cache:
+        # the counts of the message before it must be written by then.
+        nobody = store.add_private_message(message(9, sender="heru", recipient="nobody"))
+        after = store.add_private_message(message(2, sender="heru", recipient="alice"))
+        store.start()
+        yield users
+        yield self.assertFailure(late, errors.UserExists)
+        yield before
+        yield self.assertFailure(nobody, errors.NoSuchUser)
+        yield after
+        self.assertEqual((yield self.rows(store)), [
+            ("alice", "heru@1", 2, 0, 2, 0),
+            ("heru", "alice@1", 2, 2, 0, 0),
+        ])

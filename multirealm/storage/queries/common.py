@@ -15,6 +15,10 @@ class ThreadCache:
     forgotten when a transaction or savepoint rolls back (an entry made
     inside it may be gone), and a part when it grows past C{MAX}.  Only the
     database thread touches it.
+
+    It also holds what the batch's private messages counted and the store
+    has not yet written (L{multirealm.storage.queries.messages.private_added}):
+    at most a few entries per message of one batch, and rolled back with it.
     """
 
     MAX = 100_000
@@ -22,10 +26,12 @@ class ThreadCache:
     def __init__(self):
         self.users = {}  # a name as asked -> the name as registered
         self.mailboxes = {}
+        self.private_counts = {}  # (user, peer) -> counts not yet written
 
     def clear(self):
         self.users.clear()
         self.mailboxes.clear()
+        self.private_counts.clear()
 
 
 def first_column(db, sql, *args):
@@ -46,12 +52,15 @@ MESSAGE_COLUMNS = (
 )
 
 
-def message_of(row, offset=0):
-    """The L{Message} of a row of L{MESSAGE_COLUMNS}, starting at C{offset}."""
+def message_of(row, offset=0, parse=address):
+    """
+    The L{Message} of a row of L{MESSAGE_COLUMNS}, starting at C{offset};
+    C{parse} reads an address (a cache of them, for many rows).
+    """
     (id, kind, sender, recipient, body, timestamp,
      file_name, file_id, file_size, failed_id, failed_code) = row[offset:offset + 11]
     return Message(
-        id=id, kind=kind, sender=address(sender), recipient=address(recipient), text=body,
+        id=id, kind=kind, sender=parse(sender), recipient=parse(recipient), text=body,
         timestamp=timestamp,
         file=None if file_id is None else FileRef(file_name, file_id, file_size),
         failed=None if failed_id is None else Failed(failed_id, failed_code),

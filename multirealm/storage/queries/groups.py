@@ -16,7 +16,7 @@ from multirealm.core import policy
 from multirealm.core.policy import NOBODY, NOWHERE
 from multirealm.model import ADDED, KNOWN, Deliveries, group_mailbox
 from multirealm.names import Address
-from multirealm.storage.queries import file_access
+from multirealm.storage.queries import conversations, file_access
 from multirealm.storage.queries.accounts import local_user
 from multirealm.storage.queries.common import address, first_column
 from multirealm.storage.queries.messages import history, insert_message, mailbox_number
@@ -100,9 +100,11 @@ def add_group_message(db, cache, realm, origin, message):
             file_access.snapshot_remote_group_readers(
                 db, realm, message.file.id, message.recipient, message.timestamp
             )
-    return insert_message(
+    delivery = insert_message(
         db, cache, origin, message, (group_mailbox(message.recipient),), outbox, NOBODY
     )
+    conversations.group_posted(db, cache, realm, delivery.message, delivery.seq)
+    return delivery
 
 
 def create_group(db, cache, name, creator, members, created, max_created, joined=(),
@@ -143,6 +145,8 @@ def create_group(db, cache, name, creator, members, created, max_created, joined
     realms = {}
     for member in spelled.values():
         realms[member.realm] = realms.get(member.realm, 0) + 1
+        if member.realm == creator.realm:
+            conversations.joined(db, cache, member.name, Address(name, creator.realm))
     db.executemany(
         "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, ?)",
         [(name, realm, count) for realm, count in realms.items()],
@@ -255,6 +259,8 @@ def add_members(db, cache, realm, name, owner, members, notices, roster, most):
             " ON CONFLICT (group_name, realm) DO UPDATE SET members = members + 1",
             (name, member.realm),
         )
+        if member.realm == realm:
+            conversations.joined(db, cache, member.name, Address(name, realm))
         notice = attrs.evolve(notice, recipient=Address(name, realm), text=f"{ADDED} {member}")
         deliveries.append(_notify(db, cache, realm, notice, member, member_realms(db, name)))
         if member.realm != realm and member.realm not in before:
@@ -400,6 +406,8 @@ def leave_group(db, realm, name, member, cache=None, notice=None):
     db.execute(
         "DELETE FROM members WHERE group_name = ? AND member = ?", (name, stored)
     )
+    if member.realm == realm:
+        conversations.left(db, cache, address(stored).name, Address(name, realm))
     db.execute(
         "UPDATE group_realms SET members = members - 1 WHERE group_name = ? AND realm = ?",
         (name, member.realm),

@@ -3,8 +3,9 @@ Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
 L{insert_message} is the one place a message is written; whatever must
-change with every message (its outbox entries; later, each reader's
-conversation and unread count) changes there, in the same transaction.
+change with every message (its outbox entries, each reader's
+conversation and unread count) changes there or right after it, in the
+same transaction.
 """
 
 import attrs
@@ -46,6 +47,58 @@ _INSERT_FAILURE = (
     "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
     " failed_id, failed_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+# ?1 user, ?2 peer, ?3 the last seq, ?4 messages from the peer, ?5 the
+# user's own last seq (NULL: none), ?6 messages from the peer before it.
+# SET reads the row as it was: read = received + ?6 counts up to ?5.
+_PRIVATE_COUNTS = (
+    "INSERT INTO private_conversations (user, peer, last_seq, read_seq, received, read)"
+    " VALUES (?1, ?2, ?3, coalesce(?5, 0), ?4, ?6)"
+    " ON CONFLICT (user, peer) DO UPDATE SET last_seq = ?3, received = received + ?4,"
+    " read_seq = coalesce(?5, read_seq),"
+    " read = CASE WHEN ?5 IS NULL THEN read ELSE received + ?6 END"
+)
+
+
+def private_added(cache, realm, delivery):
+    """
+    Private message or failure C{delivery} (a L{Delivery}) is in the
+    history of its C{local_users}: each one's conversation with the other
+    party (L{multirealm.storage.queries.conversations}) counts it, and the
+    sender's marker moves to it.  Counted in C{cache.private_counts}, and
+    written by L{write_private_counts} before the transaction's next
+    reader and its commit: one row per conversation per batch, however
+    many of the batch's messages it holds.
+    """
+    message = delivery.message
+    sender = message.sender
+    own = sender.name if sender.realm == realm else None
+    seq = delivery.seq
+    counts = cache.private_counts
+    for user in delivery.local_users:
+        other = message.recipient if user == own else sender
+        key = f"{other.name}@{other.realm}"  # conversation_key inlined: this runs for every message
+        row = (user, key if other.realm == realm else key.lower())
+        # [last seq, from the peer, own last seq, from the peer before it]
+        count = counts.get(row)
+        if count is None:
+            count = counts[row] = [seq, 0, None, 0]
+        count[0] = seq
+        if user == own:
+            count[2] = seq
+            count[3] = count[1]
+        else:
+            count[1] += 1
+    return delivery
+
+
+def write_private_counts(db, cache):
+    """Write what L{private_added} counted since the last call."""
+    counts = cache.private_counts
+    if counts:
+        db.executemany(_PRIVATE_COUNTS, [key + tuple(count) for key, count in counts.items()])
+        counts.clear()
 
 
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
@@ -102,7 +155,9 @@ def add_private_message(db, cache, realm, origin, message):
     if message.recipient.realm == realm:
         message = to_local_user(db, cache, message)
     mailboxes, outbox, local = private_route(realm, origin, message)
-    return insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    return private_added(
+        cache, realm, insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    )
 
 
 def history(db, cache, owner, after_id, limit, max_bytes):

@@ -5,11 +5,12 @@ a refusal for good, turned into a failure entry for the sender.
 """
 
 from multirealm import errors
-from multirealm.core.policy import NOWHERE
+from multirealm.core.policy import NOWHERE, pair_mailbox
 from multirealm.model import GROUP, Deliveries, group_mailbox, user_mailbox
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
 from multirealm.storage.queries.groups import leave_group
-from multirealm.storage.queries.messages import insert_message, mailbox_number
+from multirealm.storage.queries import conversations
+from multirealm.storage.queries.messages import insert_message, mailbox_number, private_added
 
 
 def outbox_batch(db, peer, after_seq, limit, max_bytes=2**62):
@@ -78,9 +79,14 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
     # realm's copy, where the group's other members here would read it.
     if kind == GROUP and address(recipient).realm == peer:
         mailbox = mailbox_number(db, cache, group_mailbox(address(recipient)), create=False)
-        db.execute("DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq))
-    stored = insert_message(
-        db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
-        frozenset((failure.recipient.name,)),
+        if db.execute(
+            "DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq)
+        ).rowcount:
+            conversations.post_withdrawn(db, mailbox, seq)
+    mailboxes = (
+        user_mailbox(failure.recipient), pair_mailbox(realm, failure.recipient, failure.sender)
     )
+    stored = private_added(cache, realm, insert_message(
+        db, cache, realm, failure, mailboxes, NOWHERE, frozenset((failure.recipient.name,)),
+    ))
     return stored if told is None else Deliveries((stored, told))

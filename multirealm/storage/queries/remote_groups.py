@@ -14,6 +14,7 @@ from multirealm.core import policy
 from multirealm.core.policy import NOBODY, NOWHERE
 from multirealm.model import ADDED, KNOWN, group_mailbox
 from multirealm.names import Address
+from multirealm.storage.queries import conversations
 from multirealm.storage.queries.accounts import check_remote_room, count_remote, local_user
 from multirealm.storage.queries.common import address, first_column
 from multirealm.storage.queries.messages import history, insert_message
@@ -64,7 +65,7 @@ def leave_remote_group(db, cache, realm, group, left):
     """
     user = left.sender.name
     group = remote_group(db, group, user)
-    _forget_member(db, group, user, f"{user}@{realm}")
+    _forget_member(db, cache, group, user, f"{user}@{realm}")
     left = attrs.evolve(left, recipient=group)
     return insert_message(
         db, cache, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
@@ -81,7 +82,7 @@ def receive_joined(db, cache, origin, message, most):
     name = local_user(db, cache, message.text)
     if name is None:
         raise errors.NoSuchUser(f"no user {message.text!r}")
-    _join(db, origin, message, name, most)
+    _join(db, cache, origin, message, name, most)
     return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
 
 
@@ -104,7 +105,7 @@ def receive_member(db, cache, realm, origin, message, most):
             raise errors.NoSuchUser(f"no user {members[0].name!r}")
         members = [Address(name, realm)]
         local = frozenset((name,))
-        _join(db, origin, message, name, most)
+        _join(db, cache, origin, message, name, most)
     if change in (ADDED, KNOWN):
         has_members = db.execute(
             "SELECT 1 FROM remote_members WHERE group_key = ? LIMIT 1", (key,)
@@ -136,13 +137,13 @@ def receive_member(db, cache, realm, origin, message, most):
             ).fetchone()
             name = row[0] if row else member.name
             local = frozenset((name,))
-            _forget_member(db, group, name, f"{name}@{realm}")
+            _forget_member(db, cache, group, name, f"{name}@{realm}")
         else:
-            _forget_member(db, group, None, str(member))
+            _forget_member(db, cache, group, None, str(member))
     return insert_message(db, cache, origin, message, (), NOWHERE, local)
 
 
-def _forget_member(db, group, name, member):
+def _forget_member(db, cache, group, name, member):
     """
     Local user C{name} (C{member}: user@realm) is no longer in group
     C{group} of another realm: with the last local member, this realm
@@ -152,6 +153,8 @@ def _forget_member(db, group, name, member):
     gone = db.execute(
         "DELETE FROM remote_members WHERE group_key = ? AND member = ?", (key, name)
     ).rowcount
+    if gone:
+        conversations.left(db, cache, name, group)
     gone += db.execute(
         "DELETE FROM remote_rosters WHERE group_key = ? AND member = ? COLLATE NOCASE",
         (key, member),
@@ -164,7 +167,7 @@ def _forget_member(db, group, name, member):
     count_remote(db, group.realm, "memberships", -gone)
 
 
-def _join(db, origin, message, name, most):
+def _join(db, cache, origin, message, name, most):
     """
     Local user C{name} is in group C{message.recipient} of realm C{origin}
     since C{message} (a joined or added notice) said so; a row its home
@@ -179,3 +182,4 @@ def _join(db, origin, message, name, most):
         (group.lower(), group, name, message.timestamp),
     )
     count_remote(db, origin, "memberships", db.total_changes - before)
+    conversations.joined(db, cache, name, message.recipient, message.timestamp)

@@ -43,10 +43,12 @@ def latest():
     return len(steps())
 
 
-def migrate(db, path, up_to=None):
+def migrate(db, path, up_to=None, realm=None):
     """
     Bring the database C{db} (an sqlite3 connection in autocommit mode) up
     to step C{up_to} (default: the latest).  Returns (from, to) versions.
+    A step that fills a table from the rows already there reads the name
+    of the database's realm, C{realm}, from C{temp.this_realm}.
 
     @raise SchemaError: the database is newer than this code.
     """
@@ -58,6 +60,9 @@ def migrate(db, path, up_to=None):
             f"{path}: the database is at schema version {version}, newer than this"
             f" code knows ({len(all_steps)}): run a newer multirealm"
         )
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS this_realm (name TEXT)")
+    db.execute("DELETE FROM temp.this_realm")
+    db.execute("INSERT INTO temp.this_realm VALUES (?)", (realm,))
     for number, sql in all_steps[version:target]:
         # executescript runs the step and the version bump as one transaction.
         try:

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 9;
+PRAGMA user_version = 10;
 
 -- Accounts ------------------------------------------------------------
 
@@ -70,8 +70,10 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_file ON messages (file_id) WHERE file_id IS NOT NULL;
 
--- One mailbox per conversation: 'user:alice@1' for a user's private
--- history, 'group:team@1' for a group's.
+-- One mailbox per history: 'user:alice@1' for a user's private history
+-- (every peer), 'pair:alice@1 heru@2' for one private conversation (both
+-- directions; the keys of policy.conversation_key, in order; since step
+-- 010), 'group:team@1' for a group's.
 CREATE TABLE mailboxes (
     id INTEGER PRIMARY KEY,
     owner TEXT NOT NULL UNIQUE
@@ -141,6 +143,49 @@ CREATE TABLE remote_rosters (
     member TEXT NOT NULL,          -- user@realm
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
+
+-- Conversations ---------------------------------------------------------
+
+-- Counters kept with each message and membership change, so that
+-- conversations and markread never scan a history:
+-- unread = received - read (private), posts - read (group).
+
+-- One row per local user and private peer: the other party of each
+-- message in the user's private history (a delivery failure's is its
+-- sender, the refusing realm @realm).
+CREATE TABLE private_conversations (
+    user TEXT NOT NULL,            -- a local user, as registered
+    peer TEXT NOT NULL,            -- user@realm: as registered here, lower(user@realm) for another realm's
+    last_seq INTEGER NOT NULL,     -- the conversation's last message
+    read_seq INTEGER NOT NULL,     -- the read marker: read up to this seq
+    received INTEGER NOT NULL,     -- messages from the peer, ever
+    read INTEGER NOT NULL,         -- of those, how many are at or before the marker
+    PRIMARY KEY (user, peer)
+) WITHOUT ROWID;
+-- No index by last_seq: each message would move two entries of it (the
+-- dearest part of the bookkeeping, measured); a page sorts the user's rows,
+-- which lie together in the primary key.
+
+-- One row per group mailbox (this realm's groups, and its copies of other
+-- realms'): every message of its history counts.
+CREATE TABLE group_activity (
+    mailbox INTEGER PRIMARY KEY,   -- mailboxes.id
+    posts INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,     -- 0: no post yet
+    joined TEXT                    -- another realm's group: when a local user last joined, as its home stamped it
+);
+
+-- Each local member's marker in a group, made when they join (read: the
+-- posts so far) and deleted when they leave.
+CREATE TABLE group_markers (
+    user TEXT NOT NULL,            -- a local user, as registered
+    mailbox INTEGER NOT NULL,      -- the group's mailboxes.id
+    read_seq INTEGER NOT NULL,
+    read INTEGER NOT NULL,         -- posts at or before the marker
+    since INTEGER NOT NULL,        -- the join's place in the order (the last seq then)
+    PRIMARY KEY (user, mailbox)
+) WITHOUT ROWID;
+CREATE INDEX group_markers_by_mailbox ON group_markers (mailbox);
 
 -- Files ---------------------------------------------------------------
 

@@ -1,0 +1,339 @@
+"""
+Conversations and read markers: counters kept in the transaction of each
+message and membership change, so that listing a user's conversations
+and moving a marker never scan a history (schema step 010).
+
+  - A private message: one upsert per local party's conversation, written
+    once per batch however many of its messages the batch holds
+    (L{multirealm.storage.queries.messages.private_added}).  The
+    conversation of a message in a user's private history is the other
+    party: the sender if it is not the user, else the recipient (a
+    delivery failure's is the refusing realm, C{@realm}).
+    C{unread = received - read}; one's own message moves one's marker.
+  - A group post: one upsert of the group's C{group_activity} and, if its
+    sender is local, that member's marker moved to it (L{group_posted}).
+    C{unread = posts - read}.  Joining makes the marker with everything so
+    far read (L{joined}); leaving deletes it (L{left}).
+
+C{read} always counts the conversation's messages from others at or
+before C{read_seq} (for a group: every post), which is what lets
+L{mark_read} move a marker by counting only what it passes.
+"""
+
+from multirealm import errors, wire
+from multirealm.core.policy import conversation_key, pair_mailbox
+from multirealm.model import GROUP, PRIVATE, group_mailbox
+from multirealm.names import Address
+from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
+from multirealm.storage.queries.messages import mailbox_number
+
+_POSTED = (
+    "INSERT INTO group_activity (mailbox, posts, last_seq) VALUES (?, 1, ?)"
+    " ON CONFLICT (mailbox) DO UPDATE SET posts = posts + 1, last_seq = excluded.last_seq"
+    " RETURNING posts, joined"
+)
+
+# The keys and separators of one entry around its last message.
+_ENTRY_OVERHEAD = 70
+
+
+def group_posted(db, cache, realm, message, seq):
+    """C{message}, stored as C{seq}, is a post of group C{message.recipient}."""
+    mailbox = mailbox_number(db, cache, group_mailbox(message.recipient), create=False)
+    posts, joined = db.execute(_POSTED, (mailbox, seq)).fetchone()
+    sender = message.sender
+    if sender.realm == realm:
+        db.execute(
+            "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
+            (seq, posts, sender.name, mailbox),
+        )
+    elif joined is not None and message.timestamp < joined:
+        # Of the history a realm is sent with its first member of a group:
+        # no news to those who joined after it was posted (and had read
+        # everything before), as live delivery decides (group_readers).
+        db.execute(
+            "UPDATE group_markers SET read_seq = ?, read = ? WHERE mailbox = ? AND read = ?"
+            " AND user IN (SELECT member FROM remote_members WHERE group_key = ? AND since > ?)",
+            (seq, posts, mailbox, posts - 1, str(message.recipient).lower(), message.timestamp),
+        )
+
+
+def post_withdrawn(db, mailbox, seq):
+    """Post C{seq} was taken out of group mailbox C{mailbox} (its home refused it)."""
+    db.execute(
+        "UPDATE group_activity SET posts = posts - 1,"
+        " last_seq = coalesce((SELECT max(seq) FROM timeline WHERE mailbox = ?1), 0)"
+        " WHERE mailbox = ?1",
+        (mailbox,),
+    )
+    db.execute(
+        "UPDATE group_markers SET read = read - 1 WHERE mailbox = ? AND read_seq >= ?",
+        (mailbox, seq),
+    )
+
+
+def joined(db, cache, user, group, stamped=None):
+    """
+    Local C{user} joined C{group} (an Address, as its home spells it):
+    everything so far is read, and the join is the group's place in the
+    order until a post.  Nothing changes for a member already.
+    C{stamped}: when the home of another realm's group says the
+    membership began (the history it sends next predates it).
+    """
+    mailbox = mailbox_number(db, cache, group_mailbox(group), create=True)
+    if stamped is not None:
+        db.execute(
+            "INSERT INTO group_activity (mailbox, posts, last_seq, joined) VALUES (?, 0, 0, ?)"
+            " ON CONFLICT (mailbox) DO UPDATE"
+            " SET joined = max(coalesce(joined, ''), excluded.joined)",
+            (mailbox, stamped),
+        )
+    db.execute(
+        "INSERT INTO group_markers (user, mailbox, read_seq, read, since)"
+        " SELECT ?1, ?2, coalesce(a.last_seq, 0), coalesce(a.posts, 0),"
+        " (SELECT coalesce(max(seq), 0) FROM messages)"
+        " FROM (SELECT 1) LEFT JOIN group_activity a ON a.mailbox = ?2"
+        " ON CONFLICT (user, mailbox) DO NOTHING",
+        (user, mailbox),
+    )
+
+
+def left(db, cache, user, group):
+    """Local C{user} is no longer in C{group}: its marker goes."""
+    mailbox = mailbox_number(db, cache, group_mailbox(group), create=False)
+    if mailbox is not None:
+        db.execute("DELETE FROM group_markers WHERE user = ? AND mailbox = ?", (user, mailbox))
+
+
+def _groups(db, user):
+    """
+    [(order, kind, key, unread, last_seq)] of every group of C{user}: a
+    join orders just after the message before it (its C{since}).
+    """
+    return [
+        (max(last_seq or 0, since + 0.5), GROUP, owner[len("group:"):], (posts or 0) - read,
+         last_seq)
+        for owner, read, since, posts, last_seq in db.execute(
+            "SELECT b.owner, g.read, g.since, a.posts, a.last_seq FROM group_markers g"
+            " JOIN mailboxes b ON b.id = g.mailbox"
+            " LEFT JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ?",
+            (user,),
+        )
+    ]
+
+
+def _cursor(db, realm, user, after, groups):
+    """The place in the order of C{user}'s conversation with C{after}; L{errors.BadRequest}."""
+    places = []
+    row = db.execute(
+        "SELECT last_seq, peer FROM private_conversations WHERE user = ? AND peer = ?",
+        (user, conversation_key(realm, after)),
+    ).fetchone()
+    if row is not None:
+        places.append((row[0], PRIVATE, row[1]))
+    wanted = str(after)
+    same = [g for g in groups if g[2] == wanted] or [
+        g for g in groups if g[2].lower() == wanted.lower()
+    ]
+    places += [g[:3] for g in same]
+    if not places:
+        raise errors.BadRequest(f"you have no conversation with {after.relative_to(realm)}")
+    # Named both a peer and a group: after the first of them, so that a
+    # page may repeat an entry but never skips one.
+    return max(places)
+
+
+def conversations_of(db, realm, user, after, limit, max_bytes):
+    """
+    A page of local C{user}'s conversations, newest activity first, after
+    the one with C{after} (an Address, or None): ([(Address, kind, last
+    L{Message} or None, unread)], more), at most C{limit} whose reply
+    takes at most C{max_bytes} (one entry is always given).  The user's
+    private rows (together in the primary key) are sorted, newest first,
+    keeping only a page's worth; the user's groups are merged
+    in; then the page's last messages, by seq.
+    """
+    groups = _groups(db, user)
+    cursor = None if after is None else _cursor(db, realm, user, after, groups)
+    if cursor is None:
+        rows = db.execute(
+            "SELECT last_seq, peer, received - read FROM private_conversations WHERE user = ?"
+            " ORDER BY last_seq DESC LIMIT ?",
+            (user, limit + 1),
+        )
+    else:
+        # last_seq is one message's: no two of one user's rows share it.
+        rows = db.execute(
+            "SELECT last_seq, peer, received - read FROM private_conversations WHERE user = ?"
+            " AND last_seq <= ? ORDER BY last_seq DESC LIMIT ?",
+            (user, cursor[0], limit + 2),
+        )
+    private = [(seq, PRIVATE, peer, unread, seq) for seq, peer, unread in rows]
+    candidates = sorted(
+        (c for c in private + groups if cursor is None or c[:3] < cursor), reverse=True
+    )[:limit + 1]
+    lasts = {}
+    parsed = {}  # a page names the same few addresses many times (the user's above all)
+
+    def parse(text):
+        known = parsed.get(text)
+        if known is None:
+            known = parsed[text] = address(text)
+        return known
+
+    seqs = [c[4] for c in candidates if c[4]]
+    if seqs:
+        marks = ", ".join("?" * len(seqs))
+        for row in db.execute(
+            f"SELECT m.seq, {MESSAGE_COLUMNS} FROM messages m WHERE m.seq IN ({marks})", seqs
+        ):
+            lasts[row[0]] = message_of(row, 1, parse)
+    page = []
+    budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
+    for _, kind, key, unread, seq in candidates:
+        last = lasts.get(seq)
+        budget -= _ENTRY_OVERHEAD + len(key) + (0 if last is None else wire.message_bytes(last))
+        if page and (len(page) == limit or budget < 0):
+            return page, True
+        page.append((parse(key), kind, last, unread))
+    return page, False
+
+
+def _group_mailbox(db, cache, realm, user, other):
+    """
+    (mailbox number or None, whether C{user} is a member) of group C{other}
+    as this realm keeps it; (None, False) if there is no such group here.
+    """
+    if other.realm == realm:
+        row = db.execute(
+            "SELECT name FROM groups WHERE name = ? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
+            (other.name, other.name),
+        ).fetchone()
+        if row is None:
+            return None, False
+        group = Address(row[0], realm)
+    else:
+        row = db.execute(
+            "SELECT group_address FROM remote_members WHERE group_key = ? AND member = ?",
+            (str(other).lower(), user),
+        ).fetchone()
+        if row is None:
+            return None, False
+        group = address(row[0])
+    mailbox = mailbox_number(db, cache, group_mailbox(group), create=False)
+    member = mailbox is not None and db.execute(
+        "SELECT 1 FROM group_markers WHERE user = ? AND mailbox = ?", (user, mailbox)
+    ).fetchone() is not None
+    return mailbox, member
+
+
+def _in_timeline(db, mailbox, seq):
+    return mailbox is not None and db.execute(
+        "SELECT 1 FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq)
+    ).fetchone() is not None
+
+
+def mark_read(db, cache, realm, user, other, message_id):
+    """
+    Local C{user} has read their conversation with C{other} (an Address,
+    a peer or a group) up to and including message C{message_id}: the
+    marker moves forward, never back.  Returns (the conversation's
+    Address, whether the marker moved).  L{errors.NotAMember} for a group
+    the user is not in; L{errors.BadRequest} if the conversation holds no
+    such message.
+    """
+    me = f"{user}@{realm}"
+    peer = conversation_key(realm, other)
+    pair = mailbox_number(db, cache, pair_mailbox(realm, Address(user, realm), other), create=False)
+    group_box, member = _group_mailbox(db, cache, realm, user, other)
+    found = None
+    for seq, kind in db.execute(
+        "SELECT seq, kind FROM messages WHERE id = ?", (message_id,)
+    ).fetchall():
+        if kind == GROUP:
+            if member and _in_timeline(db, group_box, seq):
+                found = GROUP, seq
+                break
+        elif _in_timeline(db, pair, seq):
+            found = PRIVATE, seq
+            break
+    if found is None:
+        if group_box is not None and not member:
+            raise errors.NotAMember(f"you are not a member of group {other.relative_to(realm)}")
+        raise errors.BadRequest(
+            f"no message {message_id!r} in your conversation with {other.relative_to(realm)}"
+        )
+    kind, seq = found
+    if kind == GROUP:
+        owner = db.execute("SELECT owner FROM mailboxes WHERE id = ?", (group_box,)).fetchone()[0]
+        return address(owner[len("group:"):]), _move_group(db, user, group_box, seq)
+    return address(peer), _move_private(db, user, pair, peer, me, seq)
+
+
+def _move_group(db, user, mailbox, seq):
+    read_seq, read, posts, last_seq = db.execute(
+        "SELECT g.read_seq, g.read, a.posts, a.last_seq FROM group_markers g"
+        " JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ? AND g.mailbox = ?",
+        (user, mailbox),
+    ).fetchone()
+    if seq <= read_seq:
+        return False
+    if seq >= last_seq:
+        read = posts
+    elif seq - read_seq <= last_seq - seq:
+        read += _count_posts(db, mailbox, read_seq, seq)
+    else:
+        read = posts - _count_posts(db, mailbox, seq, last_seq)
+    db.execute(
+        "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
+        (seq, read, user, mailbox),
+    )
+    return True
+
+
+def _move_private(db, user, mailbox, peer, me, seq):
+    read_seq, read, received, last_seq = db.execute(
+        "SELECT read_seq, read, received, last_seq FROM private_conversations"
+        " WHERE user = ? AND peer = ?",
+        (user, peer),
+    ).fetchone()
+    if seq <= read_seq:
+        return False
+    if seq >= last_seq or peer == me:
+        read = received
+    elif seq - read_seq <= last_seq - seq:
+        read += _count_from(db, mailbox, peer, me, read_seq, seq)
+    else:
+        read = received - _count_from(db, mailbox, peer, me, seq, last_seq)
+    db.execute(
+        "UPDATE private_conversations SET read_seq = ?, read = ? WHERE user = ? AND peer = ?",
+        (seq, read, user, peer),
+    )
+    return True
+
+
+# A partial markread counts what lies between the marker and the message,
+# or between the message and the conversation's end, whichever range is
+# shorter (in seqs): marking what one has just scrolled to, near the end,
+# is cheap however far behind the marker was.
+
+def _count_posts(db, mailbox, after, up_to):
+    """The posts of group mailbox C{mailbox} in seqs (C{after}, C{up_to}]."""
+    return db.execute(
+        "SELECT count(*) FROM timeline WHERE mailbox = ? AND seq > ? AND seq <= ?",
+        (mailbox, after, up_to),
+    ).fetchone()[0]
+
+
+def _count_from(db, mailbox, peer, me, after, up_to):
+    """
+    The messages from C{peer} (a conversation key) in seqs (C{after},
+    C{up_to}] of C{mailbox}, the conversation's own (both directions).
+    """
+    local = peer.endswith("@" + me.rpartition("@")[2])
+    return db.execute(
+        "SELECT count(*) FROM timeline t JOIN messages m ON m.seq = t.seq"
+        " WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ? AND "
+        + ("m.sender = ?" if local else "lower(m.sender) = ?"),
+        (mailbox, after, up_to, peer),
+    ).fetchone()[0]
