@@ -128,6 +128,10 @@ COMMANDS = {
             variadic="member",
         ),
         Command("groupinfo", "a group's owner and members (for its members)", True, ("group",)),
+        Command(
+            "presence", "whether users (user or user@realm) are online, and when last seen",
+            True, variadic="user",
+        ),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

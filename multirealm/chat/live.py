@@ -34,6 +34,9 @@ class LiveDelivery:
     def __init__(self, realm):
         self.realm = realm
         self._by_user = {}  # user name -> {connection: (token, when it expires)}
+        # A user is online while a connection of theirs is subscribed.
+        self._presence = realm.presence
+        self._presence.listen(self)
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -53,6 +56,7 @@ class LiveDelivery:
         expires = self.realm.sessions.expires(token)
         connections[connection] = (token, float("inf") if expires is None else expires)
         connection.subscribed_as = user
+        self._presence.connected(user)
 
     def unsubscribe(self, connection):
         user = getattr(connection, "subscribed_as", None)
@@ -60,7 +64,8 @@ class LiveDelivery:
             return
         connection.subscribed_as = None
         connections = self._by_user.get(user, {})
-        connections.pop(connection, None)
+        if connections.pop(connection, None) is not None:
+            self._presence.disconnected(user)
         if not connections:
             self._by_user.pop(user, None)
 
