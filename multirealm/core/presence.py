@@ -50,6 +50,7 @@ class Presence:
         self._settling = {}  # local user -> (first change, the call that settles it)
         self._went_offline = {}  # local user -> when, until their change settles
         self._listeners = []  # what pushes events to subscribed connections
+        self._stopped = False  # the realm stops: connections that end now change nothing
         self.peers = PeerPresence(realm, peers, clock, self.fan_out)
 
     def listen(self, listener):
@@ -63,6 +64,8 @@ class Presence:
 
     def connected(self, user):
         """A connection of local user C{user} (as registered) subscribed."""
+        if self._stopped:
+            return
         count = self._connections.get(user, 0)
         self._connections[user] = count + 1
         if not count:
@@ -70,6 +73,8 @@ class Presence:
 
     def disconnected(self, user):
         """A connection of C{user} that was subscribed is no longer."""
+        if self._stopped:
+            return
         count = self._connections.get(user, 0) - 1
         if count > 0:
             self._connections[user] = count
@@ -137,6 +142,7 @@ class Presence:
 
     def stop(self):
         """The realm stops: everyone online was last seen now."""
+        self._stopped = True
         for _, call in self._settling.values():
             call.cancel()
         self._settling.clear()
