@@ -10,7 +10,8 @@ from multirealm.storage.queries import presence
 from tests.helpers import make_store
 
 # The conversations step (merged apart) makes this table; these tests make
-# it as it will be, with the index by peer that presence reads it by.
+# it as it will be (a peer of another realm keyed lower(user@realm)), with
+# the index by peer that presence reads it by.
 PRIVATE_CONVERSATIONS = """
 CREATE TABLE private_conversations (user TEXT NOT NULL, peer TEXT NOT NULL,
     last_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL, received INTEGER NOT NULL,
@@ -68,10 +69,12 @@ class ContactsTests(unittest.TestCase):
 
     def test_contacts_share_a_private_conversation(self):
         add_private_conversations(self.store, ("alice", "cy@1"), ("cy", "alice@1"),
-                                  ("dan", "zed@3"))
+                                  ("dan", "zed@3"), ("bob", "ann@3"))
         self.assertEqual(self.contacts("alice@1"), {"bob", "cy"})
         self.assertEqual(self.contacts("cy@1"), {"alice", "dan"})
         self.assertEqual(self.contacts("zed@3"), {"cy", "dan"})
+        # Another realm's peer is keyed in lower case (one identity in any case).
+        self.assertEqual(self.contacts("Ann@3"), {"bob"})
 
     def test_contacts_are_found_by_indexes_never_by_a_scan(self):
         add_private_conversations(self.store)

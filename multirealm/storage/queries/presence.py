@@ -49,7 +49,8 @@ def local_contacts(db, realm, person):
     announced it, C{remote_rosters}, joined to this realm's members of it,
     C{remote_members}), or a private conversation
     (C{private_conversations}: one row per local user and peer, the peer
-    keyed C{user@realm}).
+    keyed C{user@realm} as registered here, C{lower(user@realm)} for
+    another realm's).
 
     Indexed reads only, never a scan of the users: C{members_by_member},
     C{remote_rosters_by_member} and C{private_conversations_by_peer} lead
@@ -76,7 +77,8 @@ def local_contacts(db, realm, person):
     if _has_private_conversations(db):
         names.update(
             row[0] for row in db.execute(
-                "SELECT user FROM private_conversations WHERE peer = ?", (person,)
+                "SELECT user FROM private_conversations WHERE peer = ?",
+                (person if person.endswith(suffix) else person.lower(),),
             )
         )
     if person.endswith(suffix):
