@@ -1,5 +1,5 @@
 """
-Presence across realms (docs/protocol.md, "Presence on the realm link"):
+Presence across realms (docs/protocol.md, "Realm port", presencerealm):
 L{PeerPresence}, what this realm tells its peers of its users and what it
 knows of theirs.  It knows no sockets: the federation adapter hands it a
 function that sends entries on a link, and hands it what arrives.
@@ -29,8 +29,7 @@ UPDATE, SYNC, SYNCED = "update", "sync", "synced"
 
 class PeerPresence:
     """
-    @param realm: this realm's name.
-    @param peers: the names of the realms it links to.
+    @param peers: the names of the realms this one links to.
     @param clock: an L{IReactorTime}.
     @param fan_out: C{fan_out(address, online, last_seen)}: the event to
         the local contacts of a peer's user whose state changed.
@@ -39,8 +38,7 @@ class PeerPresence:
     BATCH_SECONDS = 0.1
     MAX_VIEW = 100_000
 
-    def __init__(self, realm, peers, clock, fan_out):
-        self._realm = realm
+    def __init__(self, peers, clock, fan_out):
         self._clock = clock
         self._fan_out = fan_out
         self._senders = {}  # peer -> send(entries, snapshot) while our link to it is up

@@ -51,7 +51,7 @@ class Presence:
         self._went_offline = {}  # local user -> when, until their change settles
         self._listeners = []  # what pushes events to subscribed connections
         self._stopped = False  # the realm stops: connections that end now change nothing
-        self.peers = PeerPresence(realm, peers, clock, self.fan_out)
+        self.peers = PeerPresence(peers, clock, self.fan_out)
 
     def listen(self, listener):
         """
