@@ -7,6 +7,7 @@ import os
 
 from twisted.trial import unittest
 
+from multirealm.config import Limits
 from multirealm.core.presence import Presence
 from tests.helpers import Client, make_realm, make_store
 from tests.storage.test_presence import add_private_conversations
@@ -90,6 +91,24 @@ class PresenceTests(unittest.TestCase):
         self.assertEqual(self.events(self.bob),
                          [{"event": "presence", "user": "alice", "online": False,
                            "last_seen": "2023-11-14T22:13:20.600+00:00"}])
+
+    def test_a_subscription_ends_with_its_session_and_its_user_goes_offline(self):
+        realm = make_realm(self, limits=Limits(session_days=1, idle_timeout=10 * 86400))
+        alice, bob = Client(realm), Client(realm)
+        alice.login("alice")
+        bob.ask("register bob pw")
+        self.assertEqual(alice.ask("creategroup - team bob")["status"], "OK")
+        self.subscribe(alice)
+        realm.clock.advance(43200)
+        bob.ask("auth bob pw")  # a session that outlives alice's
+        self.subscribe(bob)
+        realm.clock.advance(43200 - 1)
+        self.assertEqual(self.presence(bob, "alice")["alice"]["online"], True)
+        realm.clock.advance(1)
+        realm.clock.advance(SETTLE)
+        self.assertEqual([(e["user"], e["online"]) for e in self.events(bob)],
+                         [("alice", False)])
+        self.assertEqual(self.presence(bob, "alice")["alice"]["online"], False)
 
     def test_a_private_conversation_makes_contacts(self):
         add_private_conversations(self.realm._store, ("alice", "cy@1"), ("cy", "alice@1"))
