@@ -40,6 +40,10 @@ class Presence:
     MOST_SECONDS = 2.0
     # Names one presence request may ask about.
     MAX_NAMES = 100
+    # Contact lookups in the store at once: a storm of changes (a peer's
+    # link dropping with thousands online) waits its turn, and the
+    # database thread's batches keep room for messages.
+    LOOKUPS = 16
 
     def __init__(self, realm, peers, store, clock):
         self.realm = realm
@@ -51,6 +55,7 @@ class Presence:
         self._went_offline = {}  # local user -> when, until their change settles
         self._listeners = []  # what pushes events to subscribed connections
         self._stopped = False  # the realm stops: connections that end now change nothing
+        self._lookups = defer.DeferredSemaphore(self.LOOKUPS)
         self.peers = PeerPresence(peers, clock, self.fan_out)
 
     def listen(self, listener):
@@ -134,7 +139,7 @@ class Presence:
                     for listener in self._listeners:
                         listener.push_to(user, event)
 
-        self._store.local_contacts(person).addCallbacks(push, self._failed)
+        self._lookups.run(self._store.local_contacts, person).addCallbacks(push, self._failed)
 
     def link_up(self, peer, send):
         """Our link to C{peer} authenticated: see L{PeerPresence.link_up}."""
