@@ -136,6 +136,10 @@ COMMANDS = {
             "markread", "mark a conversation read up to a message", True,
             ("peer_or_group", "id"),
         ),
+        Command(
+            "presence", "whether users (user or user@realm) are online, and when last seen",
+            True, variadic="user",
+        ),
         Command("help", "this list"),
         Command("ping", "keep an idle connection open"),
         Command("quit", "close the connection", closes=True),

@@ -118,6 +118,7 @@ class RealmCoreService(Service):
         # then every queued store operation still commits before we return.
         Service.stopService(self)
         self.hasher.stop()
+        self.realm.presence.stop()  # who is online now was last seen now
         return self.store.stop()
 
 

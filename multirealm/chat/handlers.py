@@ -280,6 +280,14 @@ class Handlers:
 
         return self.realm.mark_read(caller.user, other, id).addCallback(marked)
 
+    # -- presence -------------------------------------------------------------
+
+    def command_presence(self, caller, user):
+        if not user:
+            raise errors.BadRequest("name at least one user")
+        addresses = [self.realm.address(name) for name in user]
+        return self.realm.presence.ask(addresses).addCallback(lambda states: ok(presence=states))
+
     # -- files ----------------------------------------------------------------
 
     def command_sendfile(self, caller, to, filename):

@@ -34,6 +34,10 @@ class LiveDelivery:
     def __init__(self, realm):
         self.realm = realm
         self._by_user = {}  # user name -> {connection: (token, when it expires)}
+        # A user is online while a connection of theirs is subscribed.
+        self._presence = realm.presence
+        self._presence.listen(self)
+        self._expiry = {}  # connection -> the call that ends its subscription with its session
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -53,14 +57,25 @@ class LiveDelivery:
         expires = self.realm.sessions.expires(token)
         connections[connection] = (token, float("inf") if expires is None else expires)
         connection.subscribed_as = user
+        self._presence.connected(user)
+        if expires is not None:
+            # Ended when the session ends, event or not: the user goes offline then.
+            clock = self.realm.clock
+            self._expiry[connection] = clock.callLater(
+                max(0.0, expires - clock.seconds()), self.unsubscribe, connection
+            )
 
     def unsubscribe(self, connection):
         user = getattr(connection, "subscribed_as", None)
         if user is None:
             return
         connection.subscribed_as = None
+        expiry = self._expiry.pop(connection, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
         connections = self._by_user.get(user, {})
-        connections.pop(connection, None)
+        if connections.pop(connection, None) is not None:
+            self._presence.disconnected(user)
         if not connections:
             self._by_user.pop(user, None)
 

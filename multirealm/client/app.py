@@ -212,7 +212,28 @@ class Chat:
         token = self.token()
         reply = token and await self.ask(f"groupinfo {token} {group.lstrip('#')}")
         if reply:
-            self.show(render.members(reply, self.session.user))
+            states = await self._presence(reply.get("members", []))
+            self.show(render.members(reply, self.session.user, states))
+
+    # Names one presence request asks about (the realm takes at most 100).
+    PRESENCE_AT_ONCE = 100
+
+    async def _presence(self, names):
+        """
+        {name: {"online", "last_seen"}} of C{names} as the realm answers
+        (bare for its own users), {} when not logged in: marks, not news,
+        so a refusal is not shown.
+        """
+        states = {}
+        if self.session.token is None:
+            return states
+        for start in range(0, len(names), self.PRESENCE_AT_ONCE):
+            line = " ".join(names[start:start + self.PRESENCE_AT_ONCE])
+            d = self.session.request(f"presence {self.session.token} {line}")
+            reply = await d.asFuture(asyncio.get_running_loop())
+            if reply.get("status") == "OK":
+                states.update(reply.get("presence", {}))
+        return states
 
     # -- files --------------------------------------------------------------------
 
@@ -349,7 +370,12 @@ class Chat:
     async def do_who(self, realm=None):
         reply = await self.ask("listusers" + (f" {realm}" if realm else ""))
         if reply:
-            names = ", ".join(reply["users"]) or "nobody yet"
+            asked = [f"{name}@{realm}" if realm else name for name in reply["users"]]
+            states = await self._presence(asked)
+            names = ", ".join(
+                render.marked(name, states.get(a) or states.get(name))
+                for name, a in zip(reply["users"], asked)
+            ) or "nobody yet"
             self.show(f"users{' of realm ' + realm if realm else ''}: {names}"
                       + (" (and more)" if reply.get("more") else ""))
 

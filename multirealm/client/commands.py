@@ -16,13 +16,13 @@ HELP = """\
 /leave GROUP[@REALM]         leave a group
 /add GROUP MEMBER ...        add members to a group you created
 /remove GROUP MEMBER ...     take members out of a group you created
-/members GROUP[@REALM]       a group's owner and members
+/members GROUP[@REALM]       a group's owner and members (● online, ○ offline)
 /send-file TO PATH           send a file (TO: a user, or #group)
 /get FILE_ID [FOLDER]        save a file you received (in /downloads, or FOLDER)
 /downloads [FOLDER]          the folder /get saves in: shown, or set
 /history [USER | #GROUP]     its latest messages, marked read (then /history more: older ones)
 /conversations [AFTER]       your conversations, newest first, with unread counts
-/who [REALM]                 users of this realm, or of a linked one
+/who [REALM]                 users of this realm, or of a linked one (● online, ○ offline)
 /realms                      linked realms and their queues
 /help                        this list
 /quit                        leave (Ctrl-D too)"""

@@ -86,6 +86,11 @@ def event(item, me):
         return message(entry, me, group)
     if kind == "overflow":
         return "(too many messages at once: catching up from history)"
+    if kind == "presence":
+        user = item.get("user")
+        if item.get("online"):
+            return f"● {user} is online"
+        return f"○ {user} went offline"
     if kind == "member":
         member, by = _you(item.get("member"), me), _you(item.get("by"), me)
         group = f"#{item.get('group')}"
@@ -97,9 +102,23 @@ def event(item, me):
     return None
 
 
-def members(reply, me):
-    """The groupinfo reply: who owns the group and who is in it."""
-    names = ", ".join(_you(m, me) for m in reply.get("members", []))
+def marked(name, state):
+    """
+    C{name} with its presence mark: C{● name} online, C{○ name} offline
+    (then when last seen, if known); as it is without a C{state}.
+    """
+    if not state:
+        return name
+    if state.get("online"):
+        return f"● {name}"
+    seen = state.get("last_seen")
+    return f"○ {name}" + (f" (seen {clock(seen)})" if seen else "")
+
+
+def members(reply, me, states=None):
+    """The groupinfo reply: who owns the group and who is in it (marked with C{states})."""
+    states = states or {}
+    names = ", ".join(marked(_you(m, me), states.get(m)) for m in reply.get("members", []))
     owner = reply.get("owner")
     owned = f" (owner: {_you(owner, me)})" if owner else ""
     return f"#{reply.get('group')}{owned}: {names}"

@@ -100,6 +100,22 @@ class IStore(Interface):
     def purge_sessions(now):
         """Remove every session expired by C{now}; fires with how many."""
 
+    def set_last_seen(stamps):
+        """Local users went offline: C{stamps} is [(name as registered, timestamp)]."""
+
+    def last_seen(names):
+        """
+        {name as asked: (name as registered, last_seen or None)} of the
+        local users C{names} (any case); a name with no user is left out.
+        """
+
+    def local_contacts(person):
+        """
+        The names of this realm's users who share a group or a private
+        conversation with C{person} (an Address, of this realm or
+        another), C{person} left out; indexed reads, never a scan of users.
+        """
+
     def add_private_message(message):
         """
         Store a private message minted here in the history of each party of

@@ -24,6 +24,7 @@ from multirealm.core import policy, received
 from multirealm.core.links import LinkStates
 from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.notifier import Notifier
+from multirealm.core.presence import Presence
 from multirealm.core.sessions import Sessions
 from multirealm.model import (
     ADDED,
@@ -69,6 +70,7 @@ class Realm:
     @ivar notifier: the L{Notifier} that announces every stored message.
     @ivar sessions: the L{Sessions} of this realm.
     @ivar links: the L{LinkStates} of its links to C{peers}.
+    @ivar presence: the L{Presence} of its users, and of its peers' users.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
@@ -92,6 +94,7 @@ class Realm:
         self._ids = MessageIds()
         self._addresses = {}  # text -> Address: valid addresses parsed before
         self.links = LinkStates(self.peers, store, clock)
+        self.presence = Presence(name, self.peers, store, clock)
         self._registration_listeners = []
 
     def _now(self):

@@ -34,7 +34,7 @@ import re
 import attrs
 
 from multirealm.model import GROUP, JOINED, LEFT, MEMBER, PRIVATE, FileRef, Message
-from multirealm.names import Address, parse_number
+from multirealm.names import Address, is_valid_name, parse_number
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -225,6 +225,83 @@ class UsersFrame:
         return f"@id={self.id};ts={self.timestamp} {self.VERB} {' '.join(self.names)}"
 
 
+@attrs.frozen
+class PresenceFrame:
+    """
+    C{presencerealm}: which users of the sending realm are online, not
+    durable and not answered.  C{update} carries changes; a snapshot (the
+    users online, sent when a link authenticates) is C{sync} frames, the
+    last one C{synced}.  An entry is C{+<name>} (online) or C{-<name>}
+    (offline), then C{=<last_seen>} for an offline one when known.
+
+        @id=presence-<n>;ts=<timestamp> presencerealm update|sync|synced <entry> ...
+    """
+
+    VERB = "presencerealm"
+    MODES = ("update", "sync", "synced")
+
+    id: str
+    timestamp: str
+    mode: str
+    entries: tuple  # (name, online, last_seen or None)
+
+    @classmethod
+    def from_line(cls, line):
+        frame_id, timestamp, words = _tagged(line)
+        if len(words) < 2 or words[0] != cls.VERB or words[1] not in cls.MODES:
+            raise FrameError("expected: presencerealm update|sync|synced <entry> ...")
+        return cls(frame_id, timestamp, words[1], tuple(_presence_entry(w) for w in words[2:]))
+
+    def to_line(self):
+        return " ".join([f"@id={self.id};ts={self.timestamp} {self.VERB} {self.mode}",
+                         *(_presence_word(*entry) for entry in self.entries)])
+
+    @classmethod
+    def lines(cls, entries, snapshot, first_id, timestamp, max_bytes):
+        """
+        The frame lines that carry C{entries}, each at most about
+        C{max_bytes}; a snapshot is at least one frame, its last C{synced}.
+        Their ids are C{presence-<n>} from C{first_id} on.
+        """
+        chunks, words, size = [], [], 0
+        for entry in entries:
+            word = _presence_word(*entry)
+            if words and size + len(word) + 1 > max_bytes - 128:
+                chunks.append(words)
+                words, size = [], 0
+            words.append(word)
+            size += len(word) + 1
+        if words or (snapshot and not chunks):
+            chunks.append(words)
+        lines = []
+        for n, chunk in enumerate(chunks):
+            mode = "update" if not snapshot else "synced" if n == len(chunks) - 1 else "sync"
+            lines.append(" ".join(
+                [f"@id={PRESENCE_ID}{first_id + n};ts={timestamp} {cls.VERB} {mode}", *chunk]
+            ))
+        return lines
+
+
+# The id of a presencerealm frame: this prefix, then a number.
+PRESENCE_ID = "presence-"
+_SEEN = re.compile(r"[0-9T:.+\-Z]{1,40}")
+
+
+def _presence_word(name, online, last_seen):
+    if online:
+        return f"+{name}"
+    return f"-{name}" if last_seen is None else f"-{name}={last_seen}"
+
+
+def _presence_entry(word):
+    sign, name, last_seen = word[:1], *word[1:].partition("=")[::2]
+    if sign not in "+-" or not sign or not is_valid_name(name) or (
+        last_seen and (sign == "+" or not _SEEN.fullmatch(last_seen))
+    ):
+        raise FrameError(f"a presence entry is +<name>, -<name> or -<name>=<last seen>: {word!r}")
+    return name, sign == "+", last_seen or None
+
+
 def line_id(line):
     """The id a frame line gives, if it can be read, else "": what a bad frame is answered by."""
     tag = _ID_TAG.match(line)
@@ -245,12 +322,17 @@ def body_follows(line):
 
 
 def parse_frame(line):
-    """The L{MessageFrame}, L{FileFrame} or L{UsersFrame} of C{line}; L{FrameError} if none."""
+    """
+    The L{MessageFrame}, L{FileFrame}, L{UsersFrame} or L{PresenceFrame} of
+    C{line}; L{FrameError} if none.
+    """
     verb = _verb(line)
     if verb in FileFrame.VERBS:
         return FileFrame.from_line(line)
     if verb == UsersFrame.VERB:
         return UsersFrame.from_line(line)
+    if verb == PresenceFrame.VERB:
+        return PresenceFrame.from_line(line)
     return MessageFrame.from_line(line)
 
 

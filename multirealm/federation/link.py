@@ -31,6 +31,7 @@ from multirealm.federation.frames import (
     FrameError,
     TRANSIENT,
     MessageFrame,
+    PresenceFrame,
     UsersFrame,
     frame_limit,
     json_object,
@@ -85,6 +86,7 @@ class PeerQueue:
         self._last_progress = 0.0  # when an answer last came or frames went out
         self._answered = []  # outbox seqs answered OK, not yet forgotten
         self._rereads = 0  # times the outbox was to be read again from the start
+        self._presence_frames = 0  # presencerealm frames sent: their ids
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
@@ -122,6 +124,9 @@ class PeerQueue:
         self.realm.set_linked(self.peer, True)
         self.wake()
         self.users_changed()
+        self.realm.presence.link_up(
+            self.peer, lambda entries, snapshot: self._send_presence(link, entries, snapshot)
+        )
 
     def detach(self, link):
         self.flush_acks()
@@ -132,6 +137,7 @@ class PeerQueue:
                 self._waiting_answer.cancel()
             self._waiting_answer = None
             self.realm.set_linked(self.peer, False)
+            self.realm.presence.peers.link_down(self.peer)
 
     def wake(self):
         """Send what waits, while there is a link and room in the window."""
@@ -298,6 +304,19 @@ class PeerQueue:
     def _users_failed(self, failure):
         self._users_in_flight = False
         self._failed(failure)
+
+    # -- this realm's users' presence, told to the peer (not durable) ------------
+
+    def _send_presence(self, link, entries, snapshot):
+        if link is not self.link:
+            return
+        lines = PresenceFrame.lines(
+            entries, snapshot, self._presence_frames, format_timestamp(self.realm.clock.seconds()),
+            link.factory.max_line_bytes,
+        )
+        self._presence_frames += len(lines)
+        for line in lines:
+            link.send(line)
 
     # -- a peer that stops answering ---------------------------------------------
 

@@ -34,6 +34,7 @@ from multirealm.federation.frames import (
     FileFrame,
     TRANSIENT,
     FrameError,
+    PresenceFrame,
     UsersFrame,
     body_follows,
     frame_limit,
@@ -70,6 +71,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        if self.peer is not None:
+            self.realm.presence.peers.peer_lost(self.peer, self)
         if self.ticket is not None:
             self.ticket.release()
         self._gate.connection_lost()  # an answer arriving now releases nothing
@@ -177,6 +180,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.peer = self._hello.realm
         self.setTimeout(None)
         self._write(json.dumps({"status": "OK", "message": "linked"}))
+        self.realm.presence.peers.peer_linked(self.peer, self)
         self.factory.peer_seen(self.peer)
 
     def _secret(self):
@@ -195,6 +199,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             return self._bad_frame(text, "bad_request", str(e))
         if isinstance(frame, FileFrame):
             return self._file_frame(frame)
+        if isinstance(frame, PresenceFrame):
+            # Not durable, not answered: what the peer's users are now.
+            return self.realm.presence.peers.received(self.peer, self, frame.mode, frame.entries)
         if self._not_now is not None:
             # Frames after a "not now" on this link wait for the next one
             # too, so none is stored before the one refused: order is kept.

@@ -34,7 +34,8 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
-    accounts, conversations, file_access, groups, messages, outbox, received, remote_groups,
+    accounts, conversations, file_access, groups, messages, outbox, presence, received,
+    remote_groups,
 )
 from multirealm.storage.queries.common import ThreadCache
 
@@ -344,6 +345,17 @@ class SQLiteStore:
 
     def purge_sessions(self, now):
         return self.submit(accounts.purge_sessions, now)
+
+    # -- presence -----------------------------------------------------------
+
+    def set_last_seen(self, stamps):
+        return self.submit(presence.set_last_seen, tuple(stamps))
+
+    def last_seen(self, names):
+        return self.submit(presence.last_seen, tuple(names), writes=False)
+
+    def local_contacts(self, person):
+        return self.submit(presence.local_contacts, self.realm, str(person), writes=False)
 
     # -- messages -----------------------------------------------------------
 

@@ -29,6 +29,7 @@ class MemberCommandTests(unittest.TestCase):
             f"addmember {TOKEN} team heru@2 cy@3",
             f"removemember {TOKEN} team heru@2",
             f"groupinfo {TOKEN} team",
+            f"presence {TOKEN} alice cy@3",
         ])
         self.assertEqual(self.shown, [
             "added to #team: heru@2, cy@3",

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 10;
+PRAGMA user_version = 11;
 
 -- Accounts ------------------------------------------------------------
 
@@ -23,6 +23,13 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_expiry ON sessions (expires);
 CREATE INDEX sessions_by_user ON sessions (user);     -- passwd ends a user's other sessions
+
+-- When each local user was last online (presence), written when their
+-- last subscribed connection ends.
+CREATE TABLE last_seen (
+    user TEXT PRIMARY KEY,         -- a local user, as registered
+    at TEXT NOT NULL
+) WITHOUT ROWID;
 
 -- The users of other realms, as each announced them (listusers <realm>).
 CREATE TABLE remote_users (
@@ -143,6 +150,7 @@ CREATE TABLE remote_rosters (
     member TEXT NOT NULL,          -- user@realm
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
+CREATE INDEX remote_rosters_by_member ON remote_rosters (member);  -- a user's contacts (presence)
 
 -- Conversations ---------------------------------------------------------
 
@@ -165,6 +173,7 @@ CREATE TABLE private_conversations (
 -- No index by last_seq: each message would move two entries of it (the
 -- dearest part of the bookkeeping, measured); a page sorts the user's rows,
 -- which lie together in the primary key.
+CREATE INDEX private_conversations_by_peer ON private_conversations (peer);  -- contacts (presence)
 
 -- One row per group mailbox (this realm's groups, and its copies of other
 -- realms'): every message of its history counts.

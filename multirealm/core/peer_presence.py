@@ -1,0 +1,149 @@
+"""
+Presence across realms (docs/protocol.md, "Realm port", presencerealm):
+L{PeerPresence}, what this realm tells its peers of its users and what it
+knows of theirs.  It knows no sockets: the federation adapter hands it a
+function that sends entries on a link, and hands it what arrives.
+
+Outgoing: every announced change of a local user waits, at most
+L{PeerPresence.BATCH_SECONDS}, in one batch per linked peer (the latest
+state of each user, so a batch holds at most one entry per user); a link
+that authenticates first gets a snapshot of the users online.  Nothing is
+kept for a peer while its link is down: the snapshot says it all when the
+link comes back.
+
+Incoming: the view of each peer's users, in memory, at most
+L{PeerPresence.MAX_VIEW} names per peer.  A snapshot replaces it; an
+update changes it; the link it came on ending empties it (everyone there
+reads offline, last_seen null).  Each change is fanned out to the local
+contacts of that user.
+"""
+
+from twisted.logger import Logger
+
+from multirealm.names import Address
+
+log = Logger()
+
+UPDATE, SYNC, SYNCED = "update", "sync", "synced"
+
+
+class PeerPresence:
+    """
+    @param peers: the names of the realms this one links to.
+    @param clock: an L{IReactorTime}.
+    @param fan_out: C{fan_out(address, online, last_seen)}: the event to
+        the local contacts of a peer's user whose state changed.
+    """
+
+    BATCH_SECONDS = 0.1
+    MAX_VIEW = 100_000
+
+    def __init__(self, peers, clock, fan_out):
+        self._clock = clock
+        self._fan_out = fan_out
+        self._senders = {}  # peer -> send(entries, snapshot) while our link to it is up
+        self._batches = {}  # peer -> {user: (user, online, last_seen)} not yet sent
+        self._flush = None  # the call that sends the batches
+        self._views = {peer: {} for peer in peers}  # peer -> {folded name: (name, online, seen)}
+        self._links = {}  # peer -> the link of theirs whose frames are believed
+        self._syncing = {}  # peer -> the snapshot being received
+        self._full = set()  # peers whose view was full (logged once)
+
+    # -- what goes to the peers -------------------------------------------------
+
+    def link_up(self, peer, send, online):
+        """
+        Our link to C{peer} authenticated: C{send(entries, snapshot)} sends
+        [(user, online, last_seen)] on it; the snapshot of C{online} (the
+        local users announced online) goes at once.
+        """
+        self._senders[peer] = send
+        self._batches.pop(peer, None)
+        send([(user, True, None) for user in sorted(online)], True)
+
+    def link_down(self, peer):
+        self._senders.pop(peer, None)
+        self._batches.pop(peer, None)
+
+    def announce(self, user, online, last_seen):
+        """Local user C{user} went online or offline: in the next batch of each linked peer."""
+        for peer in self._senders:
+            self._batches.setdefault(peer, {})[user] = (user, online, last_seen)
+        if self._batches and self._flush is None:
+            self._flush = self._clock.callLater(self.BATCH_SECONDS, self._send_batches)
+
+    def _send_batches(self):
+        self._flush = None
+        batches, self._batches = self._batches, {}
+        for peer, batch in batches.items():
+            send = self._senders.get(peer)
+            if send is not None:
+                send(list(batch.values()), False)
+
+    def stop(self):
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        self._batches.clear()
+
+    # -- what the peers announce -------------------------------------------------
+
+    def peer_linked(self, peer, link):
+        """C{peer}'s link to this realm authenticated: its frames are the ones believed."""
+        self._links[peer] = link
+        self._syncing.pop(peer, None)
+
+    def peer_lost(self, peer, link):
+        """C{peer}'s link C{link} ended: if it was the believed one, its users read offline."""
+        if self._links.get(peer) is not link:
+            return
+        del self._links[peer]
+        self._syncing.pop(peer, None)
+        self._replace(peer, {})
+
+    def received(self, peer, link, mode, entries):
+        """
+        C{peer} announced C{entries} [(user, online, last_seen)] on C{link}:
+        an L{UPDATE}, or a part of a snapshot (L{SYNC}, the last L{SYNCED}).
+        """
+        if self._links.get(peer) is not link:
+            return  # an older link of that peer's: what the newer one says counts
+        if mode == UPDATE:
+            view = self._views[peer]
+            for name, online, last_seen in entries:
+                key = name.lower()
+                if key not in view and not self._room(peer, view):
+                    continue
+                view[key] = (name, online, last_seen)
+                self._fan_out(Address(name, peer), online, last_seen)
+            return
+        snapshot = self._syncing.setdefault(peer, {})
+        for name, online, last_seen in entries:
+            if self._room(peer, snapshot):
+                snapshot[name.lower()] = (name, online, last_seen)
+        if mode == SYNCED:
+            self._replace(peer, self._syncing.pop(peer))
+
+    def _room(self, peer, view):
+        if len(view) < self.MAX_VIEW:
+            return True
+        if peer not in self._full:
+            self._full.add(peer)
+            log.warn("realm {peer} announced more than {most} users' presence: the rest is"
+                     " ignored", peer=peer, most=self.MAX_VIEW)
+        return False
+
+    def _replace(self, peer, view):
+        """C{view} is now what C{peer}'s users are: each user whose online state changed is news."""
+        old, self._views[peer] = self._views[peer], view
+        for key in old.keys() | view.keys():
+            was, now = old.get(key), view.get(key)
+            if (was is not None and was[1]) == (now is not None and now[1]):
+                continue
+            name, online, last_seen = now or (was[0], False, None)
+            self._fan_out(Address(name, peer), online, last_seen)
+
+    def state(self, address):
+        """(online, last_seen) of C{address}, a user of a peer, as it announced."""
+        seen = self._views.get(address.realm, {}).get(address.name.lower())
+        return (False, None) if seen is None else seen[1:]
