@@ -9,6 +9,7 @@ Imports only leaves (config) and the channel's contract: never the server.
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -28,6 +29,7 @@ VERBS = {
     "queues": ("per peer realm: link, outbox depth, age of the oldest entry", None),
 }
 CONNECT_SECONDS = 10
+ANSWER_SECONDS = 60  # a hung realm accepts (the kernel does) but never answers
 
 
 class Failed(Exception):
@@ -81,15 +83,26 @@ async def _connect(reactor, realm):
         raise Failed(f"{not_running} ({path}: {e})") from None
 
 
-async def _ask(protocol, command, **arguments):
+async def _ask(reactor, protocol, command, **arguments):
     try:
-        return await protocol.callRemote(command, **arguments)
+        return await protocol.callRemote(command, **arguments).addTimeout(
+            ANSWER_SECONDS, reactor
+        )
+    except defer.TimeoutError:
+        raise Failed(
+            f"no answer within {ANSWER_SECONDS} s (the realm is overloaded or hung;"
+            " the request may still be carried out: check before trying again)"
+        ) from None
     except commands.Refused as e:
         raise Failed(str(e)) from None
     except amp.UnknownRemoteError:
         raise Failed("internal: the realm failed on this request (its log says why)") from None
     except error.ConnectionDone:
         raise Failed("the realm closed the admin connection before answering") from None
+
+
+def _sessions(count):
+    return f"{count} session{'' if count == 1 else 's'}"
 
 
 def _table(header, rows):
@@ -100,10 +113,10 @@ def _table(header, rows):
     ]
 
 
-async def _users(protocol, options):
+async def _users(ask, options):
     rows, after = [], ""
     while True:
-        page = await _ask(protocol, commands.Users, after=after)
+        page = await ask(commands.Users, after=after)
         rows += [
             (u["name"], "locked" if u["locked"] else "-", u["sessions"], u["created"])
             for u in page["users"]
@@ -112,29 +125,29 @@ async def _users(protocol, options):
             break
         after = page["users"][-1]["name"]
     lines = _table(("user", "locked", "sessions", "registered"), rows)
-    return lines + [f"{len(rows)} users"]
+    return lines + [f"{len(rows)} user{'' if len(rows) == 1 else 's'}"]
 
 
-async def _resetpassword(protocol, options):
-    done = await _ask(protocol, commands.ResetPassword, user=options.user)
+async def _resetpassword(ask, options):
+    done = await ask(commands.ResetPassword, user=options.user)
     return [
         f"new password of {done['user']}: {done['password']}",
-        f"{done['ended']} sessions of {done['user']} ended",
+        f"{_sessions(done['ended'])} of {done['user']} ended",
     ]
 
 
-async def _lock(protocol, options):
-    done = await _ask(protocol, commands.Lock, user=options.user)
-    return [f"{done['user']} is locked out: {done['ended']} sessions ended; messages kept"]
+async def _lock(ask, options):
+    done = await ask(commands.Lock, user=options.user)
+    return [f"{done['user']} is locked out: {_sessions(done['ended'])} ended; messages kept"]
 
 
-async def _unlock(protocol, options):
-    done = await _ask(protocol, commands.Unlock, user=options.user)
+async def _unlock(ask, options):
+    done = await ask(commands.Unlock, user=options.user)
     return [f"{done['user']} may log in again"]
 
 
-async def _deletegroup(protocol, options):
-    done = await _ask(protocol, commands.DeleteGroup, group=options.group)
+async def _deletegroup(ask, options):
+    done = await ask(commands.DeleteGroup, group=options.group)
     told = ", ".join(done["realms"]) or "none"
     return [
         f"group {done['group']} deleted: {done['removed']} members removed"
@@ -147,8 +160,8 @@ def _age(seconds):
     return "-" if seconds is None else f"{seconds}s"
 
 
-async def _queues(protocol, options):
-    done = await _ask(protocol, commands.Queues)
+async def _queues(ask, options):
+    done = await ask(commands.Queues)
     rows = [
         (p["name"], "up" if p["linked"] else "down", p["pending"],
          _age(p.get("oldest_pending_seconds")), p.get("last_error") or "-")
@@ -159,10 +172,17 @@ async def _queues(protocol, options):
     return _table(("peer", "link", "pending", "oldest", "last error"), rows)
 
 
+_DO = {
+    "users": _users, "resetpassword": _resetpassword, "lock": _lock, "unlock": _unlock,
+    "deletegroup": _deletegroup, "queues": _queues,
+}
+
+
 async def _run_one(reactor, realm, options):
     protocol = await _connect(reactor, realm)
     try:
-        return await globals()[f"_{options.verb}"](protocol, options)
+        ask = functools.partial(_ask, reactor, protocol)
+        return await _DO[options.verb](ask, options)
     except Failed as e:
         raise Failed(f"realm {realm.name}: {e}") from None
     finally:

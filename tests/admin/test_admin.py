@@ -225,7 +225,7 @@ class ResetPasswordTests(AdminTestCase):
         self.assertTrue(first.startswith("new password of alice: "), first)
         password = first.rsplit(" ", 1)[1]
         self.assertGreaterEqual(len(password), 16)
-        self.assertEqual(second, "1 sessions of alice ended")
+        self.assertEqual(second, "1 session of alice ended")
 
         self.assertEqual((yield old.ask("inbox -"))["code"], "invalid_session")
         self.assertEqual((yield old.ask("auth alice old-pw"))["code"], "bad_credentials")
@@ -433,3 +433,19 @@ class DeleteRaceTests(unittest.TestCase):
         self.assertIn("changed meanwhile", failure.value.message)
         self.assertEqual(self.successResultOf(store.group_roster("team"))[2],
                          ["alice@1", "bob@1"])
+
+
+class HungRealmTests(unittest.TestCase):
+    def test_a_realm_that_accepts_but_never_answers_is_given_up_on(self):
+        clock = task.Clock()
+
+        class Silent:
+            def callRemote(self, command, **arguments):
+                return defer.Deferred()
+
+        asked = defer.ensureDeferred(tool._ask(clock, Silent(), commands.Users, after=""))
+        clock.advance(tool.ANSWER_SECONDS - 1)
+        self.assertNoResult(asked)
+        clock.advance(1)
+        failure = self.failureResultOf(asked, tool.Failed)
+        self.assertIn(f"no answer within {tool.ANSWER_SECONDS} s", str(failure.value))

@@ -43,7 +43,7 @@ class ConsoleTests(TwistdTestCase):
         self.assertEqual(alice.ask("register alice pw", "auth alice pw")[1]["status"], "OK")
         status, out, err = self.admin("lock", "alice")
         self.assertEqual((status, out, err),
-                         (0, "alice is locked out: 1 sessions ended; messages kept\n", ""))
+                         (0, "alice is locked out: 1 session ended; messages kept\n", ""))
         self.assertEqual(alice.ask("auth alice pw")["code"], "locked")
 
         # A second realm process on the same data directory is refused.
