@@ -210,7 +210,8 @@ class LockTests(AdminTestCase):
         self.start("1")
         status, out, err = yield self.admin("lock", "nobody")
         self.assertEqual(
-            (status, out, err), (1, "", "multirealm-admin: realm 1: no_such_user: no user 'nobody'\n")
+            (status, out, err),
+            (1, "", "multirealm-admin: realm 1: no_such_user: no user 'nobody'\n"),
         )
 
 
@@ -425,7 +426,9 @@ class DeleteRaceTests(unittest.TestCase):
         alice = Address("alice", "1")
         self.successResultOf(realm.create_group("alice", Address("team", "1"), [alice]))
         name, creator, members = self.successResultOf(store.group_roster("team"))
-        self.successResultOf(realm.add_members("alice", Address("team", "1"), [Address("bob", "1")]))
+        self.successResultOf(
+            realm.add_members("alice", Address("team", "1"), [Address("bob", "1")])
+        )
         notices = [realm.new_message(MEMBER, "alice", Address("team", "1"), REMOVED)]
         failure = self.failureResultOf(
             store.delete_group(name, alice, [alice], notices, "now"), errors.Unavailable
