@@ -82,6 +82,9 @@ class AdminTestCase(unittest.TestCase):
 
     def start(self, name):
         service = build_realm_service(self.network, name, reactor, hasher=InlineHasher())
+        # No sweep of orphan files: it runs in a thread that stopping does
+        # not wait for, and these tests remove their folder at cleanup.
+        service.getServiceNamed("core").files = None
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
