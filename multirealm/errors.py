@@ -166,3 +166,9 @@ class NoSuchFile(ChatError):
     """No file of that id."""
 
     code = "no_such_file"
+
+
+class Locked(ChatError):
+    """The account is locked by the realm's operator: no login."""
+
+    code = "locked"

@@ -15,10 +15,12 @@ from twisted.logger import Logger
 
 from multirealm import tls
 from multirealm.connections import for_this_process, listen_backlog
+from multirealm.admin.server import admin_service
 from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
+from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
@@ -139,7 +141,8 @@ def build_realm_service(
     for the whole process when it runs several realms.
 
     Its children, by name: C{core} (a L{RealmCoreService}, whose C{realm} is
-    the L{Realm}) and C{chat} (see L{listening_service}).
+    the L{Realm}), C{admin} (the admin socket, whose C{path} is its path)
+    and C{chat} (see L{listening_service}).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -161,6 +164,11 @@ def build_realm_service(
     core = RealmCoreService(realm, store, hasher, files)
     core.setName("core")
     core.setServiceParent(top)
+    # The operator's multirealm-admin, on a UNIX socket only this user can reach.
+    admin = admin_service(realm_config.data_dir, Operator(realm, store, hasher), reactor)
+    if admin is not None:
+        admin.setName("admin")
+        admin.setServiceParent(top)
     # Expired sessions are refused when used; this also removes the ones
     # nobody uses again, so the table does not grow for ever.
     purge = TimerService(SESSION_PURGE_SECONDS, realm.purge_expired_sessions)

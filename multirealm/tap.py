@@ -10,6 +10,7 @@ that cannot be opened, a port in use) print one line on stderr and exit
 with status 1, never a traceback.
 """
 
+import os
 import sqlite3
 import sys
 
@@ -59,6 +60,11 @@ class _ExitOnStartupError(MultiService):
         try:
             MultiService.privilegedStartService(self)
         except CannotListenError as e:
+            if isinstance(e.port, bytes):  # the path of a realm's admin socket
+                _fail(
+                    f"cannot serve the admin socket {os.fsdecode(e.port)}: {e.socketError}"
+                    " (is this realm running already?)"
+                )
             _fail(f"cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
 
 

@@ -291,3 +291,36 @@ class IStore(Interface):
         out of it, C{notice} telling the realms with members.  Fires with
         its Delivery (or Deliveries).
         """
+
+    # -- the operator (multirealm-admin) --
+
+    def operator_users(now, after, limit):
+        """
+        [(name, locked, sessions live at C{now}, created)] of up to
+        C{limit} local users after C{after}, by name.
+        """
+
+    def registered_name(name):
+        """Local user C{name} (any case) as registered; L{errors.NoSuchUser}."""
+
+    def set_locked(name, locked):
+        """
+        Lock local user C{name} (as registered) at C{locked} (a timestamp)
+        or, with None, unlock them; locking ends every session of theirs in
+        the same transaction.  Fires with the number of sessions ended.
+        """
+
+    def reset_password(name, password_hash):
+        """User C{name}'s hash becomes C{password_hash}; every session ends (their number)."""
+
+    def group_roster(name):
+        """(name as created, creator, [member as text]) of local group C{name}."""
+
+    def delete_group(name, creator, members, notices, deleted):
+        """
+        Local group C{name} loses C{members} as if its creator removed them
+        (one MEMBER notice each, queued for the realms with members), then
+        is deleted and its name never given again; L{errors.Unavailable}
+        (nothing changed) if it has members beyond C{members}.  Fires with
+        the notices' Deliveries.
+        """

@@ -34,8 +34,8 @@ from multirealm.core.interfaces import IStore
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
-    accounts, conversations, file_access, groups, messages, outbox, presence, received,
-    remote_groups,
+    accounts, conversations, file_access, groups, messages, operator, outbox, presence,
+    received, remote_groups,
 )
 from multirealm.storage.queries.common import ThreadCache
 
@@ -475,4 +475,27 @@ class SQLiteStore:
         return self.submit(
             outbox.record_failure, self.thread_cache, self.realm, peer, seq, failure, removed,
             notice,
+        )
+
+    # -- the operator (multirealm-admin) ------------------------------------
+
+    def operator_users(self, now, after, limit):
+        return self.submit(operator.users, now, after, limit, writes=False)
+
+    def registered_name(self, name):
+        return self.submit(operator.registered_name, name, writes=False)
+
+    def set_locked(self, name, locked):
+        return self.submit(operator.set_locked, name, locked)
+
+    def reset_password(self, name, password_hash):
+        return self.submit(operator.reset_password, name, password_hash)
+
+    def group_roster(self, name):
+        return self.submit(operator.group_roster, name, writes=False)
+
+    def delete_group(self, name, creator, members, notices, deleted):
+        return self.submit(
+            operator.delete_group, self.thread_cache, self.realm, name, creator, tuple(members),
+            tuple(notices), deleted,
         )

@@ -84,6 +84,7 @@ class MigrationTests(unittest.TestCase):
                 " DROP TABLE group_markers; PRAGMA user_version = 9;"
                 # and what the steps after 010 make, to make again
                 " DROP TABLE last_seen; DROP INDEX remote_rosters_by_member;"
+                " DROP TABLE locked_users; DROP TABLE deleted_groups;"
                 " DELETE FROM timeline WHERE mailbox IN"
                 " (SELECT id FROM mailboxes WHERE owner LIKE 'pair:%');"
                 " DELETE FROM mailboxes WHERE owner LIKE 'pair:%';"

@@ -59,7 +59,10 @@ def create_session(db, token_hash, user, expires, checked_hash=None):
     Record a session of C{user}.  With C{checked_hash} (the password hash
     a login checked), only while it is still the user's: a passwd that
     committed since (and ended every other session) refuses this login.
+    A locked user gets none (L{errors.Locked}), however they logged in.
     """
+    if db.execute("SELECT 1 FROM locked_users WHERE name = ?", (user,)).fetchone():
+        raise errors.Locked(f"user {user!r} is locked out of this realm: ask its operator")
     if checked_hash is None:
         db.execute(
             "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",

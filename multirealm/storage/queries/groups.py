@@ -122,6 +122,11 @@ def create_group(db, cache, name, creator, members, created, max_created, joined
     ).fetchone()
     if taken is not None:
         raise errors.GroupExists(f"group {taken[0]!r} already exists")
+    deleted = db.execute(
+        "SELECT name FROM deleted_groups WHERE name = ? COLLATE NOCASE LIMIT 1", (name,)
+    ).fetchone()
+    if deleted is not None:
+        raise errors.GroupExists(f"group {deleted[0]!r} was deleted: its name is not given again")
     policy.check_groups_created(
         db.execute("SELECT count(*) FROM groups WHERE creator = ?", (str(creator),)).fetchone()[0],
         max_created,

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 11;
+PRAGMA user_version = 12;
 
 -- Accounts ------------------------------------------------------------
 
@@ -30,6 +30,12 @@ CREATE TABLE last_seen (
     user TEXT PRIMARY KEY,         -- a local user, as registered
     at TEXT NOT NULL
 ) WITHOUT ROWID;
+
+-- Users an operator locked out (multirealm-admin lock): no login.
+CREATE TABLE locked_users (
+    name TEXT PRIMARY KEY,         -- as registered
+    locked TEXT NOT NULL           -- when
+);
 
 -- The users of other realms, as each announced them (listusers <realm>).
 CREATE TABLE remote_users (
@@ -102,6 +108,14 @@ CREATE TABLE groups (
 );
 CREATE INDEX groups_by_folded_name ON groups (name COLLATE NOCASE);
 CREATE INDEX groups_by_creator ON groups (creator);   -- groups per creator (a quota)
+
+-- Groups an operator deleted: their names are not given again (their
+-- history stays, unreachable, here and in member realms' copies).
+CREATE TABLE deleted_groups (
+    name TEXT PRIMARY KEY,
+    deleted TEXT NOT NULL
+);
+CREATE INDEX deleted_groups_by_folded_name ON deleted_groups (name COLLATE NOCASE);
 
 CREATE TABLE members (
     group_name TEXT NOT NULL,

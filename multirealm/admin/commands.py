@@ -1,0 +1,101 @@
+"""
+The admin channel's contract, shared by the realm (L{multirealm.admin.server})
+and the tool (L{multirealm.admin.tool}): where its UNIX socket is, and
+its AMP commands.  A refusal is L{Refused}, its text C{code: message}
+with a code of docs/protocol.md.
+"""
+
+import os
+
+from twisted.protocols import amp
+
+FOLDER = "admin"  # in the realm's data directory, mode 0700
+SOCKET = "admin.sock"  # in it, mode 0600
+
+
+# sockaddr_un.sun_path is 108 bytes on Linux (104 on BSDs), NUL included.
+MAX_SOCKET_PATH = 103
+
+
+def socket_path(data_dir):
+    return os.path.join(data_dir, FOLDER, SOCKET)
+
+
+def path_fits(path):
+    """Whether C{path} fits in a UNIX socket's address."""
+    return len(os.fsencode(path)) <= MAX_SOCKET_PATH
+
+
+class Refused(Exception):
+    """The realm refused the request: C{code: message}."""
+
+
+_ERRORS = {Refused: b"REFUSED"}
+
+
+class Users(amp.Command):
+    """A page of local users, after C{after}, by name."""
+
+    arguments = [(b"after", amp.Unicode())]
+    response = [
+        (b"users", amp.AmpList([
+            (b"name", amp.Unicode()),
+            (b"locked", amp.Boolean()),
+            (b"sessions", amp.Integer()),
+            (b"created", amp.Unicode()),
+        ])),
+        (b"more", amp.Boolean()),
+    ]
+    errors = _ERRORS
+
+
+class ResetPassword(amp.Command):
+    """A new random password for C{user}; every session of theirs ends."""
+
+    arguments = [(b"user", amp.Unicode())]
+    response = [(b"user", amp.Unicode()), (b"password", amp.Unicode()), (b"ended", amp.Integer())]
+    errors = _ERRORS
+
+
+class Lock(amp.Command):
+    """C{user} may not log in; every session of theirs ends."""
+
+    arguments = [(b"user", amp.Unicode())]
+    response = [(b"user", amp.Unicode()), (b"ended", amp.Integer())]
+    errors = _ERRORS
+
+
+class Unlock(amp.Command):
+    """C{user} may log in again."""
+
+    arguments = [(b"user", amp.Unicode())]
+    response = [(b"user", amp.Unicode())]
+    errors = _ERRORS
+
+
+class DeleteGroup(amp.Command):
+    """Local group C{group} loses every member (on every realm) and is deleted."""
+
+    arguments = [(b"group", amp.Unicode())]
+    response = [
+        (b"group", amp.Unicode()),
+        (b"removed", amp.Integer()),
+        (b"realms", amp.ListOf(amp.Unicode())),
+    ]
+    errors = _ERRORS
+
+
+class Queues(amp.Command):
+    """Per peer realm: its link, its outbox depth and the age of the oldest entry."""
+
+    arguments = []
+    response = [
+        (b"peers", amp.AmpList([
+            (b"name", amp.Unicode()),
+            (b"linked", amp.Boolean()),
+            (b"pending", amp.Integer()),
+            (b"oldest_pending_seconds", amp.Integer(optional=True)),
+            (b"last_error", amp.Unicode(optional=True)),
+        ])),
+    ]
+    errors = _ERRORS
