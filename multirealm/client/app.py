@@ -340,11 +340,16 @@ class Chat:
         reply = token and await self.ask(f"conversations {token}" + (f" {after}" if after else ""))
         if not reply:
             return
-        self.unread.listed(reply["conversations"])
-        if not reply["conversations"]:
+        entries = reply["conversations"]
+        self.unread.listed(entries)
+        if not entries:
             self.show("no conversations yet")
-        for entry in reply["conversations"]:
-            self.show(render.conversation(entry, self.session.user))
+        # People are marked online or not; a realm's failures (@2) are no one.
+        people = [e["with"] for e in entries
+                  if e.get("kind") == "private" and not str(e.get("with", "@")).startswith("@")]
+        states = await self._presence(people)
+        for entry in entries:
+            self.show(render.conversation(entry, self.session.user, states.get(entry.get("with"))))
         if reply["more"]:
             self.show(f"(more: /conversations {reply['conversations'][-1]['with']})")
 

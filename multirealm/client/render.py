@@ -60,9 +60,13 @@ def message(entry, me, group=None):
     return f"[{when}] {where}: {body}"
 
 
-def conversation(entry, me):
-    """One line of a C{conversations} entry: C{#team (2 unread): [12:01] heru: hi}."""
-    name = ("#" if entry.get("kind") == "group" else "") + str(entry.get("with", "?"))
+def conversation(entry, me, state=None):
+    """
+    One line of a C{conversations} entry: C{#team (2 unread): [12:01] heru: hi},
+    a person marked with their presence C{state} (L{marked}).
+    """
+    name = str(entry.get("with", "?"))
+    name = f"#{name}" if entry.get("kind") == "group" else marked(name, state)
     unread = entry.get("unread", 0)
     line = f"{name} ({unread} unread)" if unread else name
     last = entry.get("last")
