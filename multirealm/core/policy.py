@@ -39,39 +39,16 @@ def private_route(realm, origin, message):
     to queue it for, names of the local users it reaches).  Minted here
     (C{origin} is C{realm}): the sender's history, and the recipient's if
     local, else queued for the recipient's realm.  Handed over by a peer:
-    the recipient's history only.  Always the conversation's own
-    (L{pair_mailbox}) as well.
+    the recipient's history only.
     """
     sender, recipient = message.sender, message.recipient
-    pair = pair_mailbox(realm, sender, recipient)
     if origin != realm:
-        return (user_mailbox(recipient), pair), NOWHERE, frozenset((recipient.name,))
+        return (user_mailbox(recipient),), NOWHERE, frozenset((recipient.name,))
     if recipient.realm == realm:
         # A set: a note to oneself is in one history once.
-        return ({user_mailbox(sender), user_mailbox(recipient), pair}, NOWHERE,
+        return ({user_mailbox(sender), user_mailbox(recipient)}, NOWHERE,
                 frozenset((sender.name, recipient.name)))
-    return ((user_mailbox(sender), pair), frozenset((recipient.realm,)),
-            frozenset((sender.name,)))
-
-
-def conversation_key(realm, other):
-    """
-    How a private conversation with C{other} (an Address) is keyed: as
-    registered for this realm's users, lower case for another realm's
-    (names are one identity in any case there, as C{remote_members.group_key}).
-    """
-    text = str(other)
-    return text if other.realm == realm else text.lower()
-
-
-def pair_mailbox(realm, one, other):
-    """
-    The mailbox of the private conversation between C{one} and C{other}
-    (Addresses; one may be a refusing realm, C{@realm}): both directions
-    in one history, so that counting in one conversation reads only it.
-    """
-    keys = sorted((conversation_key(realm, one), conversation_key(realm, other)))
-    return f"pair:{keys[0]} {keys[1]}"
+    return (user_mailbox(sender),), frozenset((recipient.realm,)), frozenset((sender.name,))
 
 
 def group_outbox(realm, origin, group, member_realms=NOWHERE):

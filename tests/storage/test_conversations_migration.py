@@ -1,8 +1,7 @@
 """
 Schema step 010 fills the conversation counters of a database that had
-messages before it, and each private conversation's own history: the
-same rows the messages would have kept had the step been there (unread
-after each user's own last message).
+messages before it: the same counters the messages would have kept had
+the step been there (unread after each user's own last message).
 """
 
 import sqlite3
@@ -24,21 +23,12 @@ TABLES = {
 }
 
 
-# Each private conversation's own history (policy.pair_mailbox).
-PAIRS = (
-    "SELECT b.owner, t.seq FROM timeline t JOIN mailboxes b ON b.id = t.mailbox"
-    " WHERE b.owner LIKE 'pair:%'"
-)
-
-
 def rows(path):
     with sqlite3.connect(path) as db:
-        kept = {
+        return {
             table: sorted(db.execute(f"SELECT {columns} FROM {table}").fetchall())
             for table, columns in TABLES.items()
         }
-        kept["pairs"] = sorted(db.execute(PAIRS).fetchall())
-        return kept
 
 
 def remote(n, kind, sender, recipient, text="hi"):
@@ -85,9 +75,6 @@ class MigrationTests(unittest.TestCase):
                 # and what the steps after 010 make, to make again
                 " DROP TABLE last_seen; DROP INDEX remote_rosters_by_member;"
                 " DROP TABLE locked_users; DROP TABLE deleted_groups;"
-                " DELETE FROM timeline WHERE mailbox IN"
-                " (SELECT id FROM mailboxes WHERE owner LIKE 'pair:%');"
-                " DELETE FROM mailboxes WHERE owner LIKE 'pair:%';"
             )
         again = SQLiteStore(store.path, "1", reactor, inline=True)
         again.start()

@@ -21,11 +21,10 @@ L{mark_read} move a marker by counting only what it passes.
 """
 
 from multirealm import errors, wire
-from multirealm.core.policy import conversation_key, pair_mailbox
-from multirealm.model import GROUP, PRIVATE, group_mailbox
+from multirealm.model import GROUP, PRIVATE, group_mailbox, user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
-from multirealm.storage.queries.messages import mailbox_number
+from multirealm.storage.queries.messages import mailbox_number, peer_key
 
 _POSTED = (
     "INSERT INTO group_activity (mailbox, posts, last_seq) VALUES (?, 1, ?)"
@@ -127,7 +126,7 @@ def _cursor(db, realm, user, after, groups):
     places = []
     row = db.execute(
         "SELECT last_seq, peer FROM private_conversations WHERE user = ? AND peer = ?",
-        (user, conversation_key(realm, after)),
+        (user, peer_key(realm, after)),
     ).fetchone()
     if row is not None:
         places.append((row[0], PRIVATE, row[1]))
@@ -243,20 +242,22 @@ def mark_read(db, cache, realm, user, other, message_id):
     such message.
     """
     me = f"{user}@{realm}"
-    peer = conversation_key(realm, other)
-    pair = mailbox_number(db, cache, pair_mailbox(realm, Address(user, realm), other), create=False)
+    peer = peer_key(realm, other)
+    box = mailbox_number(db, cache, user_mailbox(Address(user, realm)), create=False)
     group_box, member = _group_mailbox(db, cache, realm, user, other)
     found = None
-    for seq, kind in db.execute(
-        "SELECT seq, kind FROM messages WHERE id = ?", (message_id,)
+    for seq, kind, sender, recipient in db.execute(
+        "SELECT seq, kind, sender, recipient FROM messages WHERE id = ?", (message_id,)
     ).fetchall():
         if kind == GROUP:
             if member and _in_timeline(db, group_box, seq):
                 found = GROUP, seq
                 break
-        elif _in_timeline(db, pair, seq):
-            found = PRIVATE, seq
-            break
+        elif _in_timeline(db, box, seq):
+            party = address(recipient if sender == me else sender)
+            if peer_key(realm, party) == peer:
+                found = PRIVATE, seq
+                break
     if found is None:
         if group_box is not None and not member:
             raise errors.NotAMember(f"you are not a member of group {other.relative_to(realm)}")
@@ -267,7 +268,7 @@ def mark_read(db, cache, realm, user, other, message_id):
     if kind == GROUP:
         owner = db.execute("SELECT owner FROM mailboxes WHERE id = ?", (group_box,)).fetchone()[0]
         return address(owner[len("group:"):]), _move_group(db, user, group_box, seq)
-    return address(peer), _move_private(db, user, pair, peer, me, seq)
+    return address(peer), _move_private(db, user, box, peer, me, seq)
 
 
 def _move_group(db, user, mailbox, seq):
@@ -327,8 +328,9 @@ def _count_posts(db, mailbox, after, up_to):
 
 def _count_from(db, mailbox, peer, me, after, up_to):
     """
-    The messages from C{peer} (a conversation key) in seqs (C{after},
-    C{up_to}] of C{mailbox}, the conversation's own (both directions).
+    The messages from C{peer} (a conversation key) in the private history
+    C{mailbox} of C{me} in seqs (C{after}, C{up_to}]: a range of the
+    user's history, filtered by sender.
     """
     local = peer.endswith("@" + me.rpartition("@")[2])
     return db.execute(

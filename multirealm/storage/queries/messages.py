@@ -61,6 +61,16 @@ _PRIVATE_COUNTS = (
 )
 
 
+def peer_key(realm, other):
+    """
+    How a private conversation with C{other} (an Address) is keyed: as
+    registered for this realm's users, lower case for another realm's
+    (names are one identity in any case there, as C{remote_members.group_key}).
+    """
+    text = str(other)
+    return text if other.realm == realm else text.lower()
+
+
 def private_added(cache, realm, delivery):
     """
     Private message or failure C{delivery} (a L{Delivery}) is in the
@@ -78,7 +88,7 @@ def private_added(cache, realm, delivery):
     counts = cache.private_counts
     for user in delivery.local_users:
         other = message.recipient if user == own else sender
-        key = f"{other.name}@{other.realm}"  # conversation_key inlined: this runs for every message
+        key = f"{other.name}@{other.realm}"  # peer_key inlined: this runs for every message
         row = (user, key if other.realm == realm else key.lower())
         # [last seq, from the peer, own last seq, from the peer before it]
         count = counts.get(row)

@@ -5,7 +5,7 @@ a refusal for good, turned into a failure entry for the sender.
 """
 
 from multirealm import errors
-from multirealm.core.policy import NOWHERE, pair_mailbox
+from multirealm.core.policy import NOWHERE
 from multirealm.model import GROUP, Deliveries, group_mailbox, user_mailbox
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
 from multirealm.storage.queries.groups import leave_group
@@ -83,10 +83,8 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
             "DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq)
         ).rowcount:
             conversations.post_withdrawn(db, mailbox, seq)
-    mailboxes = (
-        user_mailbox(failure.recipient), pair_mailbox(realm, failure.recipient, failure.sender)
-    )
     stored = private_added(cache, realm, insert_message(
-        db, cache, realm, failure, mailboxes, NOWHERE, frozenset((failure.recipient.name,)),
+        db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
+        frozenset((failure.recipient.name,)),
     ))
     return stored if told is None else Deliveries((stored, told))

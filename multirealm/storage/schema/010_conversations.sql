@@ -65,16 +65,6 @@ INSERT INTO private_conversations (user, peer, last_seq, read_seq, received, rea
 SELECT e.user, e.peer, max(e.seq), k.read_seq, sum(NOT e.own), sum(NOT e.own AND e.seq < k.read_seq)
 FROM private_entries e JOIN private_marks k ON k.user = e.user AND k.peer = e.peer
 GROUP BY e.user, e.peer;
--- Each private conversation's own mailbox, 'pair:<key> <key>' (the two
--- parties' keys in order), holding both directions (policy.pair_mailbox).
-CREATE TEMP TABLE pair_entries AS
-SELECT DISTINCT seq, CASE WHEN me < peer THEN 'pair:' || me || ' ' || peer
-                          ELSE 'pair:' || peer || ' ' || me END AS owner
-FROM (SELECT e.seq, e.peer, e.user || '@' || r.name AS me FROM private_entries e, temp.this_realm r);
-INSERT OR IGNORE INTO mailboxes (owner) SELECT DISTINCT owner FROM pair_entries;
-INSERT OR IGNORE INTO timeline (mailbox, seq)
-SELECT b.id, p.seq FROM pair_entries p JOIN mailboxes b ON b.owner = p.owner;
-DROP TABLE pair_entries;
 DROP TABLE private_entries;
 DROP TABLE private_marks;
 

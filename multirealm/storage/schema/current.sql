@@ -83,10 +83,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_file ON messages (file_id) WHERE file_id IS NOT NULL;
 
--- One mailbox per history: 'user:alice@1' for a user's private history
--- (every peer), 'pair:alice@1 heru@2' for one private conversation (both
--- directions; the keys of policy.conversation_key, in order; since step
--- 010), 'group:team@1' for a group's.
+-- One mailbox per conversation: 'user:alice@1' for a user's private
+-- history, 'group:team@1' for a group's.
 CREATE TABLE mailboxes (
     id INTEGER PRIMARY KEY,
     owner TEXT NOT NULL UNIQUE
