@@ -56,13 +56,7 @@ class TwoRealmsTests(FederationTestCase):
 
 class ThreeRealmsInOneProcessTests(FederationTestCase):
     def test_conversations_across_three_realms_of_one_process(self):
-        process = self.run_twistd("--realm=all", f"--config={self.config}")
-        for name in self.NAMES:
-            self.connect_when_up(name, process)
-        alice, heru, cy = (self.client(n, u) for n, u in (("1", "alice"), ("2", "heru"),
-                                                          ("3", "cy")))
-        for client in (alice, heru, cy):
-            wait_for("every link", lambda c=client: self.all_linked(c))
+        process, alice, heru, cy = self.three_linked_in_one_process()
         self.assertEqual(alice.ask("creategroup - team")["status"], "OK")
         self.assertEqual(alice.ask("addmember - team heru@2 cy@3")["status"], "OK")
         wait_for("team at realm 3", lambda: listed(cy) == [("team@1", "group", 0, None)])

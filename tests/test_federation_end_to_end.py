@@ -88,6 +88,20 @@ class FederationTestCase(TwistdTestCase):
     def all_linked(self, client):
         return all(r["linked"] for r in client.ask("listrealms")["realms"])
 
+    def three_linked_in_one_process(self):
+        """
+        Realms 1, 2 and 3 in one twistd (--realm=all), every link up:
+        (the process, clients of alice@1, heru@2 and cy@3, registered and
+        logged in).
+        """
+        process = self.run_twistd("--realm=all", f"--config={self.config}")
+        for name in self.NAMES:
+            self.connect_when_up(name, process)
+        clients = tuple(self.client(n, u) for n, u in (("1", "alice"), ("2", "heru"), ("3", "cy")))
+        for client in clients:
+            wait_for("every link", lambda c=client: self.all_linked(c))
+        return (process,) + clients
+
 
 def everything(client, command):
     """Every message of C{command} (inbox -), in one reply (see history_limit)."""

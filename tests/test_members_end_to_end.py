@@ -93,13 +93,7 @@ class MembershipRestartTests(FederationTestCase):
 
 class ThreeRealmsInOneProcessTests(FederationTestCase):
     def test_members_change_across_three_realms_of_one_process(self):
-        process = self.run_twistd("--realm=all", f"--config={self.config}")
-        for name in self.NAMES:
-            self.connect_when_up(name, process)
-        alice, heru, cy = (self.client(n, u) for n, u in (("1", "alice"), ("2", "heru"),
-                                                          ("3", "cy")))
-        for client in (alice, heru, cy):
-            wait_for("every link", lambda c=client: self.all_linked(c))
+        process, alice, heru, cy = self.three_linked_in_one_process()
         self.assertEqual(alice.ask("creategroup - team")["status"], "OK")
         alice.ask("sendgroup - team first")
         self.assertEqual(alice.ask("addmember - team heru@2 cy@3")["status"], "OK")

@@ -83,13 +83,7 @@ class PresenceAcrossProcessesTests(FederationTestCase):
 
 class PresenceInThreeRealmsTests(FederationTestCase):
     def test_presence_reaches_contacts_on_every_realm_of_one_process(self):
-        process = self.run_twistd("--realm=all", f"--config={self.config}")
-        for name in self.NAMES:
-            self.connect_when_up(name, process)
-        alice, heru, cy = (self.client(n, u) for n, u in (("1", "alice"), ("2", "heru"),
-                                                          ("3", "cy")))
-        for client in (alice, heru, cy):
-            wait_for("every link", lambda c=client: self.all_linked(c))
+        process, alice, heru, cy = self.three_linked_in_one_process()
         self.assertEqual(alice.ask("creategroup - team heru@2 cy@3")["status"], "OK")
         wait_for("the roster at realm 3",
                  lambda: cy.ask("groupinfo - team@1").get("members") == ["alice@1", "cy",
