@@ -277,14 +277,10 @@ def _move_group(db, user, mailbox, seq):
         " JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ? AND g.mailbox = ?",
         (user, mailbox),
     ).fetchone()
-    if seq <= read_seq:
+    read = _read_up_to(seq, read_seq, read, posts, last_seq,
+                       lambda after, up_to: _count_posts(db, mailbox, after, up_to))
+    if read is None:
         return False
-    if seq >= last_seq:
-        read = posts
-    elif seq - read_seq <= last_seq - seq:
-        read += _count_posts(db, mailbox, read_seq, seq)
-    else:
-        read = posts - _count_posts(db, mailbox, seq, last_seq)
     db.execute(
         "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
         (seq, read, user, mailbox),
@@ -298,14 +294,12 @@ def _move_private(db, user, mailbox, peer, me, seq):
         " WHERE user = ? AND peer = ?",
         (user, peer),
     ).fetchone()
-    if seq <= read_seq:
+    if peer == me:  # notes to oneself: all one's own
+        last_seq = seq
+    read = _read_up_to(seq, read_seq, read, received, last_seq,
+                       lambda after, up_to: _count_from(db, mailbox, peer, me, after, up_to))
+    if read is None:
         return False
-    if seq >= last_seq or peer == me:
-        read = received
-    elif seq - read_seq <= last_seq - seq:
-        read += _count_from(db, mailbox, peer, me, read_seq, seq)
-    else:
-        read = received - _count_from(db, mailbox, peer, me, seq, last_seq)
     db.execute(
         "UPDATE private_conversations SET read_seq = ?, read = ? WHERE user = ? AND peer = ?",
         (seq, read, user, peer),
@@ -313,10 +307,24 @@ def _move_private(db, user, mailbox, peer, me, seq):
     return True
 
 
-# A partial markread counts what lies between the marker and the message,
-# or between the message and the conversation's end, whichever range is
-# shorter (in seqs): marking what one has just scrolled to, near the end,
-# is cheap however far behind the marker was.
+def _read_up_to(seq, read_seq, read, total, last_seq, count):
+    """
+    How many of a conversation's C{total} messages from others are read
+    once its marker (at C{read_seq}, C{read} of them) moves to C{seq};
+    None if that is no move forward.  C{count(after, up_to)} counts them
+    in a range of seqs: what lies between the marker and the message, or
+    between the message and the conversation's end (C{last_seq}),
+    whichever range is shorter, so that marking what one has just
+    scrolled to, near the end, is cheap however far behind the marker was.
+    """
+    if seq <= read_seq:
+        return None
+    if seq >= last_seq:
+        return total
+    if seq - read_seq <= last_seq - seq:
+        return read + count(read_seq, seq)
+    return total - count(seq, last_seq)
+
 
 def _count_posts(db, mailbox, after, up_to):
     """The posts of group mailbox C{mailbox} in seqs (C{after}, C{up_to}]."""
