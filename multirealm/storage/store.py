@@ -37,7 +37,7 @@ from multirealm.storage.queries import (
     accounts, conversations, file_access, groups, messages, operator, outbox, presence,
     received, remote_groups,
 )
-from multirealm.storage.queries.common import ThreadCache
+from multirealm.storage.queries.common import Later, ThreadCache
 
 log = Logger()
 
@@ -447,9 +447,18 @@ class SQLiteStore:
         )
 
     def mark_read(self, user, other, message_id):
-        return self.submit(
+        return self._in_steps(
             conversations.mark_read, self.thread_cache, self.realm, user, other, message_id
         )
+
+    def _in_steps(self, function, *args):
+        """L{submit}, and again each L{Later} it answers, in later batches."""
+        def step(result):
+            if isinstance(result, Later):
+                return self.submit(result.function, *result.args).addCallback(step)
+            return result
+
+        return self.submit(function, *args).addCallback(step)
 
     # -- files --------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from multirealm import errors
 from multirealm.core.interfaces import IStore
 from multirealm.model import user_mailbox
 from multirealm.names import Address
+from multirealm.storage.queries import conversations
 from multirealm.storage.queries.messages import mailbox_number
 from multirealm.storage.store import SQLiteStore
 from tests.storage.base import StoreTestCase, message
@@ -303,3 +304,59 @@ class PrivateCountsInABatchTests(StoreTestCase):
             ("alice", "heru@1", 2, 0, 2, 0),
             ("heru", "alice@1", 2, 2, 0, 0),
         ])
+
+
+class PartialMarkreadInStepsTests(StoreTestCase):
+    """
+    A markread in the middle of a private conversation counts a range of
+    the user's whole private history: in steps of COUNT_ROWS rows, each in
+    a batch of its own, so that other operations run between them.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.patch(conversations, "COUNT_ROWS", 3)
+
+    @defer.inlineCallbacks
+    def history(self, store):
+        """heru writes alice 1..6, bob writes her 7..16 between them; the ids of heru's."""
+        yield self.populate(store)
+        yield store.create_user("bob", "h", "t")
+        ids = []
+        for n in range(1, 17):
+            sender = "heru" if n % 3 == 1 else "bob"
+            yield store.add_private_message(message(n, sender=sender, recipient="alice"))
+            if sender == "heru":
+                ids.append(f"ID{n:04d}")
+        return ids
+
+    def unread(self, store, peer):
+        def read(db):
+            return db.execute(
+                "SELECT received - read, read_seq FROM private_conversations"
+                " WHERE user = 'alice' AND peer = ?", (peer,)
+            ).fetchone()
+        return store.submit(read, writes=False)
+
+    @defer.inlineCallbacks
+    def test_the_count_runs_in_steps_with_other_batches_between(self):
+        store = self.open()
+        ids = yield self.history(store)
+        commits = store.commits
+        # The 3rd of heru's 6 (seq 7): 3 of his after it; the marker from 0.
+        result = yield store.mark_read("alice", Address("heru", "1"), ids[2])
+        self.assertEqual(result, (Address("heru", "1"), True))
+        self.assertEqual((yield self.unread(store, "heru@1")), (3, 7))
+        self.assertGreater(store.commits - commits, 2)  # seqs 1-7: 7 rows, 3 a step
+
+    @defer.inlineCallbacks
+    def test_a_marker_moved_between_the_steps_is_never_put_back(self):
+        store = self.open()
+        ids = yield self.history(store)
+        # alice answers heru in the batch of the markread's first step: her
+        # marker moves past everything before the count's next step.
+        marked = store.mark_read("alice", Address("heru", "1"), ids[2])
+        answered = store.add_private_message(message(99, sender="alice", recipient="heru"))
+        self.assertEqual((yield marked), (Address("heru", "1"), False))
+        yield answered
+        self.assertEqual((yield self.unread(store, "heru@1")), (0, 17))

@@ -34,6 +34,20 @@ class ThreadCache:
         self.private_counts.clear()
 
 
+class Later:
+    """
+    What an operation answers when it has more to do: the store runs
+    C{function(db, *args)} in a later batch (other operations' batches run
+    between), and answers with what that finally returns.  A long piece of
+    work (a count over a large history) so goes in bounded steps, and no
+    one waits behind all of it at once.
+    """
+
+    def __init__(self, function, *args):
+        self.function = function
+        self.args = args
+
+
 def first_column(db, sql, *args):
     """The first column of every row of C{sql}."""
     return [row[0] for row in db.execute(sql, args)]

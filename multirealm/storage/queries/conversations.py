@@ -23,7 +23,7 @@ L{mark_read} move a marker by counting only what it passes.
 from multirealm import errors, wire
 from multirealm.model import GROUP, PRIVATE, group_mailbox, user_mailbox
 from multirealm.names import Address
-from multirealm.storage.queries.common import MESSAGE_COLUMNS, address, message_of
+from multirealm.storage.queries.common import MESSAGE_COLUMNS, Later, address, message_of
 from multirealm.storage.queries.messages import mailbox_number, peer_key
 
 _POSTED = (
@@ -268,7 +268,7 @@ def mark_read(db, cache, realm, user, other, message_id):
     if kind == GROUP:
         owner = db.execute("SELECT owner FROM mailboxes WHERE id = ?", (group_box,)).fetchone()[0]
         return address(owner[len("group:"):]), _move_group(db, user, group_box, seq)
-    return address(peer), _move_private(db, user, box, peer, me, seq)
+    return _move_private(db, address(peer), user, box, peer, me, seq)
 
 
 def _move_group(db, user, mailbox, seq):
@@ -277,10 +277,11 @@ def _move_group(db, user, mailbox, seq):
         " JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ? AND g.mailbox = ?",
         (user, mailbox),
     ).fetchone()
-    read = _read_up_to(seq, read_seq, read, posts, last_seq,
-                       lambda after, up_to: _count_posts(db, mailbox, after, up_to))
-    if read is None:
+    move = _marker_move(seq, read_seq, read, posts, last_seq)
+    if move is None:
         return False
+    base, sign, after, up_to = move
+    read = base + sign * _count_posts(db, mailbox, after, up_to)
     db.execute(
         "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
         (seq, read, user, mailbox),
@@ -288,7 +289,11 @@ def _move_group(db, user, mailbox, seq):
     return True
 
 
-def _move_private(db, user, mailbox, peer, me, seq):
+def _move_private(db, conversation, user, mailbox, peer, me, seq):
+    """
+    C{user}'s marker in their conversation with C{peer} moves to C{seq}:
+    (C{conversation}, whether it moved), or the L{Later} that counts on.
+    """
     read_seq, read, received, last_seq = db.execute(
         "SELECT read_seq, read, received, last_seq FROM private_conversations"
         " WHERE user = ? AND peer = ?",
@@ -296,34 +301,71 @@ def _move_private(db, user, mailbox, peer, me, seq):
     ).fetchone()
     if peer == me:  # notes to oneself: all one's own
         last_seq = seq
-    read = _read_up_to(seq, read_seq, read, received, last_seq,
-                       lambda after, up_to: _count_from(db, mailbox, peer, me, after, up_to))
-    if read is None:
-        return False
+    move = _marker_move(seq, read_seq, read, received, last_seq)
+    if move is None:
+        return conversation, False
+    # The range is one of the user's whole private history (every peer's
+    # messages): counted in steps of COUNT_ROWS rows, a batch each.
+    base, sign, after, up_to = move
+    return _count_private(db, conversation, user, mailbox, peer, me, seq, read_seq,
+                          base, sign, after, up_to)
+
+
+# Rows of a user's private history one step of a private markread's count
+# reads: a few milliseconds of the database thread.
+COUNT_ROWS = 20_000
+
+
+def _count_private(db, conversation, user, mailbox, peer, me, seq, read_seq, read, sign,
+                   after, up_to):
+    """
+    Count C{peer}'s messages in C{(after, up_to]} of C{me}'s private history
+    C{mailbox}, at most L{COUNT_ROWS} rows a step, into C{read} (added with
+    C{sign}); then set the marker to C{seq} if it is still at C{read_seq}
+    (a markread or a message of the user's may have moved it meanwhile).
+    """
+    local = peer.endswith("@" + me.rpartition("@")[2])
+    scanned, counted, last = db.execute(
+        "SELECT count(*), coalesce(sum(" + ("sender = ?" if local else "lower(sender) = ?")
+        + "), 0), max(seq) FROM (SELECT t.seq, m.sender FROM timeline t"
+        " JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ?"
+        " ORDER BY t.seq LIMIT ?)",
+        (peer, mailbox, after, up_to, COUNT_ROWS),
+    ).fetchone()
+    read += sign * counted
+    if scanned == COUNT_ROWS and last < up_to:
+        return Later(_count_private, conversation, user, mailbox, peer, me, seq, read_seq,
+                     read, sign, last, up_to)
+    now = db.execute(
+        "SELECT read_seq FROM private_conversations WHERE user = ? AND peer = ?", (user, peer)
+    ).fetchone()[0]
+    if now != read_seq:  # moved meanwhile: from where it is now
+        return _move_private(db, conversation, user, mailbox, peer, me, seq)
     db.execute(
         "UPDATE private_conversations SET read_seq = ?, read = ? WHERE user = ? AND peer = ?",
         (seq, read, user, peer),
     )
-    return True
+    return conversation, True
 
 
-def _read_up_to(seq, read_seq, read, total, last_seq, count):
+def _marker_move(seq, read_seq, read, total, last_seq):
     """
-    How many of a conversation's C{total} messages from others are read
-    once its marker (at C{read_seq}, C{read} of them) moves to C{seq};
-    None if that is no move forward.  C{count(after, up_to)} counts them
-    in a range of seqs: what lies between the marker and the message, or
-    between the message and the conversation's end (C{last_seq}),
-    whichever range is shorter, so that marking what one has just
-    scrolled to, near the end, is cheap however far behind the marker was.
+    How to count a conversation's messages from others that are read once
+    its marker (at C{read_seq}, C{read} of C{total} read) moves to C{seq}:
+    (base, sign, after, up_to), read being C{base + sign * (the count in
+    seqs (after, up_to])}; None if that is no move forward.  The range is
+    what lies between the marker and the message, or between the message
+    and the conversation's end (C{last_seq}), whichever is shorter, so that
+    marking what one has just scrolled to, near the end, is cheap however
+    far behind the marker was; empty when the message is the last.
     """
     if seq <= read_seq:
         return None
     if seq >= last_seq:
-        return total
+        return total, 1, seq, seq
     if seq - read_seq <= last_seq - seq:
-        return read + count(read_seq, seq)
-    return total - count(seq, last_seq)
+        return read, 1, read_seq, seq
+    return total, -1, seq, last_seq
 
 
 def _count_posts(db, mailbox, after, up_to):
@@ -331,19 +373,4 @@ def _count_posts(db, mailbox, after, up_to):
     return db.execute(
         "SELECT count(*) FROM timeline WHERE mailbox = ? AND seq > ? AND seq <= ?",
         (mailbox, after, up_to),
-    ).fetchone()[0]
-
-
-def _count_from(db, mailbox, peer, me, after, up_to):
-    """
-    The messages from C{peer} (a conversation key) in the private history
-    C{mailbox} of C{me} in seqs (C{after}, C{up_to}]: a range of the
-    user's history, filtered by sender.
-    """
-    local = peer.endswith("@" + me.rpartition("@")[2])
-    return db.execute(
-        "SELECT count(*) FROM timeline t JOIN messages m ON m.seq = t.seq"
-        " WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ? AND "
-        + ("m.sender = ?" if local else "lower(m.sender) = ?"),
-        (mailbox, after, up_to, peer),
     ).fetchone()[0]
