@@ -74,6 +74,7 @@ class MigrationTests(unittest.TestCase):
                 " DROP TABLE group_markers; PRAGMA user_version = 9;"
                 # and what the steps after 010 make, to make again
                 " DROP TABLE last_seen; DROP INDEX remote_rosters_by_member;"
+                " DROP INDEX members_by_folded_member;"
                 " DROP TABLE locked_users; DROP TABLE deleted_groups;"
             )
         again = SQLiteStore(store.path, "1", reactor, inline=True)

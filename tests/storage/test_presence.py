@@ -59,6 +59,18 @@ class ContactsTests(unittest.TestCase):
         # Another realm's peer is keyed in lower case (one identity in any case).
         self.assertEqual(self.contacts("Ann@3"), {"bob"})
 
+    def test_another_realms_members_are_matched_in_any_case(self):
+        # The creator wrote them in another case than their realms register them.
+        self.successResultOf(self.store.create_group(
+            "pals", Address("bob", "1"), [Address("bob", "1"), Address("ZED", "3")], "t",
+        ))
+        self.store._db.executescript("""
+            INSERT INTO remote_members VALUES ('lab@2', 'lab@2', 'bob', NULL);
+            INSERT INTO remote_rosters VALUES ('lab@2', 'bob@1'), ('lab@2', 'CY@1');
+        """)
+        self.assertEqual(self.contacts("zed@3"), {"bob", "cy", "dan"})
+        self.assertEqual(self.contacts("cy@1"), {"bob", "dan"})
+
     def test_contacts_are_found_by_indexes_never_by_a_scan(self):
         plans = []
         real_execute = self.store._db.execute

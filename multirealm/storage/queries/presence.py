@@ -42,17 +42,22 @@ def local_contacts(db, realm, person):
     keyed C{user@realm} as registered here, C{lower(user@realm)} for
     another realm's).
 
-    Indexed reads only, never a scan of the users: C{members_by_member},
-    C{remote_rosters_by_member} and C{private_conversations_by_peer} lead
+    Indexed reads only, never a scan of the users: C{members_by_member}
+    (or C{members_by_folded_member}), C{remote_rosters_by_member} (in any
+    case) and C{private_conversations_by_peer} lead
     from C{person} to their groups and conversations; the rows read are
     those groups' members.
     """
     suffix = "@" + realm
     names = set()
+    # A member of another realm is listed as the group's creator wrote it
+    # (HERU@2), and so is every member in a roster another realm announced:
+    # matched in any case there (policy.member_in_any_case).
+    in_any_case = "" if person.endswith(suffix) else " COLLATE NOCASE"
     for (member,) in db.execute(
         "SELECT DISTINCT them.member FROM members AS me"
         " JOIN members AS them ON them.group_name = me.group_name"
-        " WHERE me.member = ?",
+        " WHERE me.member = ?" + in_any_case,
         (person,),
     ):
         if member.endswith(suffix):
@@ -60,7 +65,7 @@ def local_contacts(db, realm, person):
     for (member,) in db.execute(
         "SELECT DISTINCT local.member FROM remote_rosters AS roster"
         " JOIN remote_members AS local ON local.group_key = roster.group_key"
-        " WHERE roster.member = ?",
+        " WHERE roster.member = ? COLLATE NOCASE",
         (person,),
     ):
         names.add(member)

@@ -121,6 +121,7 @@ CREATE TABLE members (
     PRIMARY KEY (group_name, member)
 ) WITHOUT ROWID;
 CREATE INDEX members_by_member ON members (member);
+CREATE INDEX members_by_folded_member ON members (member COLLATE NOCASE);  -- contacts of another realm's user
 
 -- For each group, the realms with members and how many: a message is
 -- queued once per realm without reading the member list.
@@ -162,7 +163,7 @@ CREATE TABLE remote_rosters (
     member TEXT NOT NULL,          -- user@realm
     PRIMARY KEY (group_key, member)
 ) WITHOUT ROWID;
-CREATE INDEX remote_rosters_by_member ON remote_rosters (member);  -- a user's contacts (presence)
+CREATE INDEX remote_rosters_by_member ON remote_rosters (member COLLATE NOCASE);  -- contacts (presence)
 
 -- Conversations ---------------------------------------------------------
 
