@@ -112,10 +112,12 @@ class PeerPresence:
             view = self._views[peer]
             for name, online, last_seen in entries:
                 key = name.lower()
-                if key not in view and not self._room(peer, view):
+                was = view.get(key)
+                if was is None and not self._room(peer, view):
                     continue
                 view[key] = (name, online, last_seen)
-                self._fan_out(Address(name, peer), online, last_seen)
+                if (was is not None and was[1]) != online:  # news only if it changed
+                    self._fan_out(Address(name, peer), online, last_seen)
             return
         snapshot = self._syncing.setdefault(peer, {})
         for name, online, last_seen in entries:

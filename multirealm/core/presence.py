@@ -41,8 +41,8 @@ class Presence:
     # Names one presence request may ask about.
     MAX_NAMES = 100
     # Contact lookups in the store at once: a storm of changes (a peer's
-    # link dropping with thousands online) waits its turn, and the
-    # database thread's batches keep room for messages.
+    # link dropping with thousands online) waits its turn, one entry a
+    # person, and the database thread's batches keep room for messages.
     LOOKUPS = 16
 
     def __init__(self, realm, peers, store, clock):
@@ -55,7 +55,10 @@ class Presence:
         self._went_offline = {}  # local user -> when, until their change settles
         self._listeners = []  # what pushes events to subscribed connections
         self._stopped = False  # the realm stops: connections that end now change nothing
-        self._lookups = defer.DeferredSemaphore(self.LOOKUPS)
+        # People whose event waits for a contact lookup: their latest state
+        # only (a storm of changes is bounded by the people it is about).
+        self._waiting = {}  # Address -> (online, last_seen)
+        self._looking = 0  # lookups in the store now
         self.peers = PeerPresence(peers, clock, self.fan_out)
 
     def listen(self, listener):
@@ -126,20 +129,35 @@ class Presence:
         """
         if not self._connections or not self._listeners:
             return  # nobody here is subscribed
-        event = wire.encode({
-            "event": "presence",
-            "user": person.relative_to(self.realm),
-            "online": online,
-            "last_seen": last_seen,
-        })
+        self._waiting.pop(person, None)  # a newer state: it goes in its turn, not twice
+        self._waiting[person] = (online, last_seen)
+        self._look_up()
 
-        def push(contacts):
-            for user in contacts:
-                if user in self._connections:
-                    for listener in self._listeners:
-                        listener.push_to(user, event)
+    def _look_up(self):
+        """The contacts of the people waiting, at most L{LOOKUPS} at once, oldest first."""
+        while self._waiting and self._looking < self.LOOKUPS:
+            person = next(iter(self._waiting))
+            online, last_seen = self._waiting.pop(person)
+            event = wire.encode({
+                "event": "presence",
+                "user": person.relative_to(self.realm),
+                "online": online,
+                "last_seen": last_seen,
+            })
+            self._looking += 1
+            d = self._store.local_contacts(person)
+            d.addCallbacks(self._push, self._failed, callbackArgs=(event,))
+            d.addBoth(self._looked_up)
 
-        self._lookups.run(self._store.local_contacts, person).addCallbacks(push, self._failed)
+    def _push(self, contacts, event):
+        for user in contacts:
+            if user in self._connections:
+                for listener in self._listeners:
+                    listener.push_to(user, event)
+
+    def _looked_up(self, _):
+        self._looking -= 1
+        self._look_up()
 
     def link_up(self, peer, send):
         """Our link to C{peer} authenticated: see L{PeerPresence.link_up}."""

@@ -25,9 +25,11 @@ class HeldStore:
 class Pushes:
     def __init__(self):
         self.pushed = []
+        self.events = []
 
     def push_to(self, user, event):
         self.pushed.append(user)
+        self.events.append(event)
 
 
 class FanOutTests(unittest.TestCase):
@@ -43,3 +45,19 @@ class FanOutTests(unittest.TestCase):
             _, d = store.lookups.pop(0)
             d.callback({"alice"})
         self.assertEqual(len(pushes.pushed), 100)  # every one answered in turn
+
+    def test_waiting_changes_of_one_person_are_one_lookup_with_the_latest_state(self):
+        store, pushes = HeldStore(), Pushes()
+        presence = Presence("1", ("2",), store, task.Clock())
+        presence.listen(pushes)
+        presence.connected("alice")
+        for n in range(Presence.LOOKUPS):  # the store is busy with these
+            presence.fan_out(Address(f"u{n}", "2"), True, None)
+        for n in range(1000):  # heru flaps while they wait
+            presence.fan_out(Address("heru", "2"), n % 2 == 0, None)
+        self.assertEqual(len(presence._waiting), 1)
+        while store.lookups:
+            _, d = store.lookups.pop(0)
+            d.callback({"alice"})
+        self.assertEqual(len(pushes.pushed), Presence.LOOKUPS + 1)
+        self.assertIn(b'"user": "heru@2", "online": false', pushes.events[-1])

@@ -151,6 +151,16 @@ class PresenceAcrossRealmsTests(unittest.TestCase):
         peers.received("1", new, "synced", [("alice", True, None)])
         self.assertEqual(peers.state(self.two.address("alice@1")), (True, None))
 
+    def test_an_update_that_changes_nothing_is_no_news(self):
+        peers = self.two.presence.peers
+        told = []
+        peers._fan_out = lambda person, online, last_seen: told.append((str(person), online))
+        link = object()
+        peers.peer_linked("1", link)
+        peers.received("1", link, "update", [("alice", True, None)] * 1000)
+        peers.received("1", link, "update", [("Alice", True, None), ("alice", False, STAMP)])
+        self.assertEqual(told, [("alice@1", True), ("alice@1", False)])
+
     def test_a_peer_fills_at_most_max_view_names(self):
         peers = self.two.presence.peers
         peers.MAX_VIEW = 5
