@@ -241,6 +241,14 @@ class ConversationTests(unittest.TestCase):
             self.assertEqual(summary(self.alice.ask("conversations -"))[0],
                              ("team", "group", unread, "p9"))
 
+    def test_a_peer_of_this_realm_is_named_in_any_case(self):
+        self.sent(self.heru, "send - alice one")
+        last = self.sent(self.heru, "send - alice two")
+        self.sent(self.bob, "send - alice three")
+        self.assertEqual(self.alice.ask(f"markread - HERU {last}")["status"], "OK")
+        self.assertEqual(summary(self.alice.ask("conversations - BOB")),
+                         [("heru", "private", 0, "two")])
+
     def test_a_marker_put_back_stays_where_it_was(self):
         ids = [self.sent(self.heru, f"send - alice m{i}") for i in range(10)]
         self.alice.ask("creategroup - team heru")

@@ -121,12 +121,27 @@ def _groups(db, user):
     ]
 
 
+def _peer(db, realm, other):
+    """
+    The key of the private conversation with C{other} (L{peer_key}), a
+    user of this realm as registered (asked in any case, as C{send} is).
+    """
+    if other.realm == realm and other.name:
+        row = db.execute(
+            "SELECT name FROM users WHERE name = ? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
+            (other.name, other.name),
+        ).fetchone()
+        if row is not None:
+            other = Address(row[0], realm)
+    return peer_key(realm, other)
+
+
 def _cursor(db, realm, user, after, groups):
     """The place in the order of C{user}'s conversation with C{after}; L{errors.BadRequest}."""
     places = []
     row = db.execute(
         "SELECT last_seq, peer FROM private_conversations WHERE user = ? AND peer = ?",
-        (user, peer_key(realm, after)),
+        (user, _peer(db, realm, after)),
     ).fetchone()
     if row is not None:
         places.append((row[0], PRIVATE, row[1]))
@@ -242,7 +257,7 @@ def mark_read(db, cache, realm, user, other, message_id):
     such message.
     """
     me = f"{user}@{realm}"
-    peer = peer_key(realm, other)
+    peer = _peer(db, realm, other)
     box = mailbox_number(db, cache, user_mailbox(Address(user, realm)), create=False)
     group_box, member = _group_mailbox(db, cache, realm, user, other)
     found = None
