@@ -293,20 +293,21 @@ class Handlers:
     def command_sendfile(self, caller, to, filename):
         recipient = self.realm.address(to)
         check_filename(filename)
-        user = caller.user
-        return PendingFile(
-            filename,
-            lambda file: self.realm.send_file(user, recipient, file).addCallback(wire.sent),
-        )
+        return self._pending_file(caller, filename, self.realm.send_file, recipient)
 
     def command_sendgroupfile(self, caller, group, filename):
         group = self.realm.address(group, "group name")
         check_filename(filename)
-        user = caller.user
-        return PendingFile(
-            filename,
-            lambda file: self.realm.send_group_file(user, group, file).addCallback(wire.sent),
-        )
+        return self._pending_file(caller, filename, self.realm.send_group_file, group)
+
+    def _pending_file(self, caller, filename, send, to):
+        """The message of a file once its body is in, if the session still lives then."""
+        def stored(file):
+            d = self.realm.sessions.still_live(caller.token)
+            d.addCallback(lambda _: send(caller.user, to, file))
+            return d.addCallback(wire.sent)
+
+        return PendingFile(filename, stored)
 
     def command_getfile(self, caller, file_id):
         return self.realm.file_for(caller.user, file_id).addCallback(self._file_reply)

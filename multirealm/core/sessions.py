@@ -15,6 +15,7 @@ import hashlib
 import secrets
 from collections import OrderedDict
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from multirealm import errors
@@ -107,6 +108,15 @@ class Sessions:
             raise errors.InvalidSession("session expired: log in again with auth")
         d = self._store.session_user(token_hash(token), self._clock.seconds())
         return d.addCallback(self._remember, token)
+
+    def still_live(self, token):
+        """
+        A Deferred that fires if session C{token} is still live, else fails
+        with L{errors.InvalidSession}: asked again when a request ends that
+        began long before (an upload, checked at its header), so that a
+        session ended meanwhile (C{logout}, C{passwd}, a lock) stores nothing.
+        """
+        return defer.maybeDeferred(self.user_of, token)
 
     def _remember(self, found, token):
         if found is None:

@@ -169,7 +169,12 @@ class FilesResource(resource.Resource):
         name, to, group_only = request.target  # checked before the body was read
         send = self.realm.send_group_file if group_only else self._send_to_user_or_group
         file = request.take_file()
-        d = file.finish(lambda file_id, size: send(user, to, FileRef(name, file_id, size)))
+
+        def stored(file_id, size):  # if the session still lives, now the body is in
+            d = session_user(self.realm, request)
+            return d.addCallback(lambda _: send(user, to, FileRef(name, file_id, size)))
+
+        d = file.finish(stored)
         d.addCallback(wire.sent)
         d.addCallback(lambda reply: self._json(request, reply[: -len(wire.REPLY_END)]))
         return d

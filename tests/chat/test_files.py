@@ -148,6 +148,17 @@ class FileTests(unittest.TestCase):
         self.alice.protocol.connectionLost(None)
         self.assertEqual(self.stored(), ([], []))
 
+    @defer.inlineCallbacks
+    def test_a_session_ended_mid_upload_stores_no_message(self):
+        data = sendfile(self.alice_token, "heru", "late.bin", os.urandom(60_000))
+        self.alice.raw(data[: len(data) // 2])
+        other = Client(self.realm)  # her other device logs the session out meanwhile
+        self.assertEqual(other.ask(f"logout {self.alice_token}")["status"], "OK")
+        self.alice.raw(data[len(data) // 2:])
+        (reply,) = yield self.replies(self.alice, 1)
+        self.assertEqual(reply["code"], "invalid_session", reply)
+        self.assertEqual(self.heru.ask("inbox -")["messages"], [])
+
     def test_leftovers_of_a_crash_are_swept(self):
         incoming = self.files.begin()
         incoming.write(b"half a file")

@@ -153,6 +153,17 @@ class BodyTests(unittest.TestCase):
         with self.realm.files.open(file.id) as f:
             self.assertEqual(f.read(), body)
 
+    @defer.inlineCallbacks
+    def test_a_session_ended_before_the_body_is_in_stores_no_message(self):
+        channel, transport = self.connect()
+        body = os.urandom(1000)
+        channel.dataReceived(self.head() + body[:500])
+        self.assertEqual(Client(self.realm).ask(f"logout {self.token}")["status"], "OK")
+        channel.dataReceived(body[500:])
+        yield wait_until(lambda: b"invalid_session" in transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 401 "), transport.value())
+        self.assertEqual((yield self.realm.inbox("heru")).messages, ())
+
     def test_a_session_found_invalid_later_is_refused_before_its_body(self):
         looked_up = defer.Deferred()
         self.patch(self.realm.sessions, "user_of", lambda token: looked_up)
