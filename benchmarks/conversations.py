@@ -26,7 +26,7 @@ history):
      to a group of 50 local members.  Run it on a quiet machine.
 
     /path/to/venv/bin/python benchmarks/conversations.py [--messages 1000000] [--queries 200]
-    /path/to/venv/bin/python benchmarks/conversations.py --send [--rounds 5]
+    /path/to/venv/bin/python benchmarks/conversations.py --send [--rounds 5] [--batch 1600]
 """
 
 import argparse
@@ -355,6 +355,9 @@ def main():
     parser.add_argument("--folder", default=None,
                         help="where the databases go (default: a temp folder)")
     parser.add_argument("--send", action="store_true", help="only the send path's cost (4.)")
+    parser.add_argument("--batch", type=int, default=75,
+                        help="messages a transaction in --send (run.py's pipelined load: about"
+                             " 1600; its closed loop: about 150)")
     parser.add_argument("--cache-mib", type=int, default=None,
                         help="SQLite page cache for 4. (default: SQLite's, as the store uses)")
     args = parser.parse_args()
@@ -363,7 +366,8 @@ def main():
     path = os.path.join(folder, "realm.sqlite3")
     random.seed(14)
     if args.send:
-        return send_cost(folder, args.rounds, args.per_round, cache_mib=args.cache_mib)
+        return send_cost(folder, args.rounds, args.per_round, batch=args.batch,
+                         cache_mib=args.cache_mib)
     start = time.perf_counter()
     build(path, args.messages, args.peers, args.groups)
     log(f"built {args.messages} messages in {time.perf_counter() - start:.1f} s"
