@@ -240,6 +240,22 @@ class InMemoryNetwork:
                 return
         raise AssertionError("the network never went quiet")
 
+    def ask(self, client, line):
+        """Send C{line}, let the realms talk; its reply (events are kept for L{events})."""
+        client.send(line)
+        self.flush()
+        replies = client.replies()
+        client.kept = getattr(client, "kept", []) + [r for r in replies if "event" in r]
+        (reply,) = [r for r in replies if "status" in r]
+        return reply
+
+    @staticmethod
+    def events(client, kind):
+        """The events of C{kind} C{client} got since the last call (of any kind)."""
+        got = getattr(client, "kept", []) + client.replies()
+        client.kept = []
+        return [r for r in got if r.get("event") == kind]
+
 
 def slow_disk(test, files):
     """

@@ -26,19 +26,11 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.net.flush()
 
     def ask(self, client, line):
-        """Send C{line}, let the realms talk; its reply (events are kept for L{events})."""
-        client.send(line)
-        self.net.flush()
-        replies = client.replies()
-        client.kept = getattr(client, "kept", []) + [r for r in replies if "event" in r]
-        (reply,) = [r for r in replies if "status" in r]
-        return reply
+        return self.net.ask(client, line)
 
     def events(self, client):
         """The member events C{client} got since the last call."""
-        got = getattr(client, "kept", []) + client.replies()
-        client.kept = []
-        return [r for r in got if r.get("event") == "member"]
+        return self.net.events(client, "member")
 
     def info(self, client, group):
         reply = self.ask(client, f"groupinfo - {group}")

@@ -61,18 +61,11 @@ class PresenceAcrossRealmsTests(unittest.TestCase):
             self.net.flush()
 
     def ask(self, client, line):
-        client.send(line)
-        self.net.flush()
-        replies = client.replies()
-        client.kept = getattr(client, "kept", []) + [r for r in replies if "event" in r]
-        (reply,) = [r for r in replies if "status" in r]
-        return reply
+        return self.net.ask(client, line)
 
     def events(self, client):
-        got = getattr(client, "kept", []) + client.replies()
-        client.kept = []
-        return [(e["user"], e["online"], e["last_seen"]) for e in got
-                if e.get("event") == "presence"]
+        return [(e["user"], e["online"], e["last_seen"])
+                for e in self.net.events(client, "presence")]
 
     def test_contacts_on_every_realm_get_the_event(self):
         self.ask(self.heru, "subscribe -")
