@@ -13,7 +13,7 @@ import secrets
 
 from twisted.logger import Logger
 
-from multirealm.core.realm import _deferred
+from multirealm.core.realm import returns_deferred
 from multirealm.model import MEMBER, REMOVED, format_timestamp
 from multirealm.names import Address, check_name
 
@@ -61,7 +61,7 @@ class Operator:
         )
         return ended[0]
 
-    @_deferred
+    @returns_deferred
     async def reset_password(self, user):
         """A new random password for C{user}: fires with (name, password, sessions ended)."""
         name = await self._store.registered_name(user)
@@ -76,7 +76,7 @@ class Operator:
         )
         return name, password, ended
 
-    @_deferred
+    @returns_deferred
     async def lock(self, user):
         """C{user} may not log in; every session ends: fires with (name, sessions ended)."""
         name = await self._store.registered_name(user)
@@ -89,7 +89,7 @@ class Operator:
         )
         return name, ended
 
-    @_deferred
+    @returns_deferred
     async def unlock(self, user):
         """C{user} may log in again: fires with their name."""
         name = await self._store.registered_name(user)
@@ -97,7 +97,7 @@ class Operator:
         log.info("the operator unlocked {user} on realm {realm}", user=name, realm=self._realm.name)
         return name
 
-    @_deferred
+    @returns_deferred
     async def delete_group(self, group):
         """
         Local group C{group} loses every member, as if its creator removed

@@ -47,7 +47,7 @@ from multirealm.names import Address, check_name, check_new_name
 log = Logger()
 
 
-def _deferred(coroutine_function):
+def returns_deferred(coroutine_function):
     """Make an C{async def} method return a Deferred, as every core method does."""
 
     @functools.wraps(coroutine_function)
@@ -102,7 +102,7 @@ class Realm:
 
     # -- accounts and sessions ----------------------------------------------
 
-    @_deferred
+    @returns_deferred
     async def register(self, name, password, peer=None):
         """
         Create local user C{name}.  C{peer} is the client's address: hashing
@@ -118,7 +118,7 @@ class Realm:
         for listener in self._registration_listeners:
             listener()
 
-    @_deferred
+    @returns_deferred
     async def login(self, name, password, peer=None):
         """
         Check the password; return a new session token.  C{peer} is the
@@ -157,7 +157,7 @@ class Realm:
             raise errors.BadCredentials(refusal)
         self.logins.succeeded(peer, name)
 
-    @_deferred
+    @returns_deferred
     async def change_password(self, user, token, old, new, peer=None):
         """
         Local user C{user}, in session C{token}, changes their password from
@@ -180,7 +180,7 @@ class Realm:
         )
         log.info("{user} changed their password on realm {realm}", user=user, realm=self.name)
 
-    @_deferred
+    @returns_deferred
     async def logout(self, token):
         await self.sessions.end(token)
 
