@@ -135,7 +135,9 @@ class FloodTests(unittest.TestCase):
         for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
             self.open_flood(source, 100)
         refused = self.refusals(300 - 192)
-        self.assertEqual(len(refused), 300 - 192)
+        # The probe that saw the realm up may still count for an instant
+        # (its end not yet seen): one more refusal then.
+        self.assertIn(len(refused), (300 - 192, 300 - 192 + 1))
         self.assertRefused(refused, "unavailable")
         for sock in self.flood:
             sock.close()
