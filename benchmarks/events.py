@@ -38,8 +38,9 @@ END = b"\r\n\r\n"
 class Subscribers(threading.Thread):
     """
     One connection per (user, token), each subscribed; a selectors loop
-    notes when each event's text arrives.  With C{reading=False} the
-    sockets are never read after subscribing (and have a small buffer).
+    notes when each event's text arrives (L{note}: message events; a
+    subclass notes others).  With C{reading=False} the sockets are never
+    read after subscribing (and have a small buffer).
     """
 
     def __init__(self, port, tokens, reading=True):
@@ -50,7 +51,7 @@ class Subscribers(threading.Thread):
         self.selector = selectors.DefaultSelector()
         self.socks = []
         for user, token in tokens:
-            s = socket.create_connection(("127.0.0.1", port), 30)
+            s = socket.create_connection(("127.0.0.1", port), 60)
             if not reading:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(f"subscribe {token}\r\n".encode())
@@ -60,8 +61,8 @@ class Subscribers(threading.Thread):
             assert b'"OK"' in buf, buf
             s.setblocking(False)
             self.socks.append(s)
-            if reading:
-                self.selector.register(s, selectors.EVENT_READ, [user, b""])
+            if reading:  # what came with the OK stays to be read
+                self.selector.register(s, selectors.EVENT_READ, [user, buf.split(END, 1)[1]])
         self.reading = reading
 
     def run(self):
@@ -76,10 +77,13 @@ class Subscribers(threading.Thread):
                 state[1] += data
                 while END in state[1]:
                     item, state[1] = state[1].split(END, 1)
-                    event = json.loads(item)
-                    if event.get("event") == "message":
-                        self.events += 1
-                        self.arrived[(state[0], event["message"].get("msg"))] = now
+                    self.note(state[0], json.loads(item), now)
+
+    def note(self, user, event, now):
+        """Event C{event} reached C{user}'s connection at C{now}."""
+        if event.get("event") == "message":
+            self.events += 1
+            self.arrived[(user, event["message"].get("msg"))] = now
 
     def close(self):
         self.stopping.set()

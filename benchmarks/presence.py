@@ -23,11 +23,9 @@ import argparse
 import atexit
 import json
 import os
-import selectors
 import socket
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,44 +33,15 @@ import events  # noqa: E402  (logins)
 import federation  # noqa: E402  (two realms)
 import run  # noqa: E402  (processes, pinning)
 
-END = b"\r\n\r\n"
 
 
-class Contacts(threading.Thread):
+class Contacts(events.Subscribers):
     """One subscribed connection per (user, token); notes when each presence event arrives."""
 
-    def __init__(self, port, tokens):
-        super().__init__(daemon=True)
-        self.arrived = {}  # (contact, user, online) -> monotonic time
-        self.stopping = threading.Event()
-        self.selector = selectors.DefaultSelector()
-        self.socks = []
-        for user, token in tokens:
-            s = socket.create_connection(("127.0.0.1", port), 60)
-            s.sendall(f"subscribe {token}\r\n".encode())
-            buf = b""
-            while END not in buf:
-                buf += s.recv(4096)
-            assert b'"OK"' in buf, buf
-            s.setblocking(False)
-            self.socks.append(s)
-            self.selector.register(s, selectors.EVENT_READ, [user, buf.split(END, 1)[1]])
-
-    def run(self):
-        while not self.stopping.is_set():
-            for key, _ in self.selector.select(0.05):
-                state = key.data
-                try:
-                    data = key.fileobj.recv(1 << 16)
-                except BlockingIOError:
-                    continue
-                now = time.monotonic()
-                state[1] += data
-                while END in state[1]:
-                    item, state[1] = state[1].split(END, 1)
-                    event = json.loads(item)
-                    if event.get("event") == "presence":
-                        self.arrived.setdefault((state[0], event["user"], event["online"]), now)
+    def note(self, contact, event, now):
+        # (contact, user, online) -> monotonic time
+        if event.get("event") == "presence":
+            self.arrived.setdefault((contact, event["user"], event["online"]), now)
 
     def wait(self, user, online, count, started, timeout=30.0):
         """Latencies of the C{count} contacts' events about C{user}, once all came (or timeout)."""
@@ -84,12 +53,6 @@ class Contacts(threading.Thread):
                 break
             time.sleep(0.01)
         return got
-
-    def close(self):
-        self.stopping.set()
-        self.join(5)
-        for s in self.socks:
-            s.close()
 
 
 def figures(latencies, count):
