@@ -52,6 +52,15 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    @property
+    def count(self):
+        return sum(self.counts)
+
+    def add(self, other):
+        """Count C{other}'s observations (same bounds) in this one too."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.sum += other.sum
+
     def cumulative(self):
         """C{[(bound, observations at most bound)...]}, the last bound C{inf}."""
         total, out = 0, []
@@ -79,9 +88,9 @@ class RealmMetrics:
     The counters of one realm.  Adapters bump the attributes directly;
     the realm's notifier tells it of every stored message.
 
-    @ivar requests: C{{(command, code): requests}}, code C{OK} or an error code.
-    @ivar latency: C{{command: Histogram}} of seconds from a request's line
-        to its reply being ready.
+    @ivar requests: C{{(command, code): Histogram}} of the seconds from a
+        request being handled to its reply being ready, code C{OK} or an
+        error code: one histogram counts and times (one update a request).
     @ivar connections: C{{kind: connections open}}.
     @ivar stored: C{{(kind, origin): messages}}, origin C{local} (minted
         here) or C{peer} (received over a link).
@@ -94,7 +103,6 @@ class RealmMetrics:
     def __init__(self, name, peers):
         self.name = name
         self.requests = {}
-        self.latency = {}
         self.connections = dict.fromkeys(CONNECTION_KINDS, 0)
         self.stored = {}
         self.file_bytes_in = {"local": 0, "peer": 0}
@@ -112,12 +120,9 @@ class RealmMetrics:
 
     def request(self, command, code, seconds):
         """One request of C{command} answered C{code} after C{seconds}."""
-        key = (command, code)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        histogram = self.latency.get(command)
+        histogram = self.requests.get((command, code))
         if histogram is None:
-            histogram = self.latency[command] = Histogram(REQUEST_SECONDS)
+            histogram = self.requests[command, code] = Histogram(REQUEST_SECONDS)
         histogram.observe(seconds)
 
     def message_committed(self, delivery):

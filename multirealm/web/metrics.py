@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from multirealm import errors, wire
+from multirealm.core.metrics import Histogram
 
 log = Logger()
 
@@ -92,15 +93,20 @@ class RealmCollector:
             "multirealm_requests", "Chat requests answered, by command and code (OK or an error code)",
             labels=["command", "code"],
         )
-        for (command, code), count in sorted(metrics.requests.items()):
-            requests.add_metric([command, code], count)
+        by_command = {}
+        for (command, code), histogram in sorted(metrics.requests.items()):
+            requests.add_metric([command, code], histogram.count)
+            merged = by_command.get(command)
+            if merged is None:
+                merged = by_command[command] = Histogram(histogram.bounds)
+            merged.add(histogram)
         yield requests
         latency = _histogram(
             "multirealm_request_seconds",
             "Seconds from a chat request being handled to its reply being ready, by command",
             ["command"],
         )
-        for command, histogram in sorted(metrics.latency.items()):
+        for command, histogram in by_command.items():
             _add(latency, histogram, [command])
         yield latency
 
