@@ -198,7 +198,9 @@ def build_realm_service(
         b"metrics", MetricsResource(realm, store, hasher, realm_config.metrics_allow)
     )
     http = listening_service(
-        tcp_description(realm_config.host, realm_config.http_port, backlog), site, reactor
+        tcp_description(realm_config.host, realm_config.http_port, backlog),
+        site,
+        reactor,
     )
     http.setName("http")
     http.setServiceParent(top)

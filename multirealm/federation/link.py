@@ -369,8 +369,6 @@ class PeerQueue:
             return  # an answer to a frame of an earlier link, or a stray
         self._in_flight_bytes -= _held_bytes(sent[1])
         seq, message = sent
-        if ack.code is not None:
-            self._counts.frames_refused += 1
         if ack.code is None:
             # Forgotten together with the others of the same read (flush_acks):
             # one store operation for many answers.
@@ -379,6 +377,7 @@ class PeerQueue:
             self._watch(answered=True)
             self.wake()
             return
+        self._counts.frames_refused += 1
         if ack.code in TRANSIENT:
             # The peer cannot store now: everything goes again, in order,
             # on the next link (after the backoff), nothing is dropped.
