@@ -150,7 +150,7 @@ class OutboxTests(MetricsTestCase):
         clock.advance(2)
         self.assertEqual(outbox((yield self.scrape(one))), (0, 3, 4))
 
-        self.start(network, "2")  # back: its link to realm 1 brings realm 1's at once
+        two = self.start(network, "2")  # back: its link to realm 1 brings realm 1's at once
         for _ in range(200):  # 10 s at most
             clock.advance(2)
             scrape = yield self.scrape(one)
@@ -167,6 +167,14 @@ class OutboxTests(MetricsTestCase):
         self.assertEqual(
             scrape.value("multirealm_messages_stored_total", kind="private", origin="local"), 3
         )
+        # Realm 2, in the same process, has numbers of its own (as under --realm=all).
+        theirs = yield self.scrape(two)
+        self.assertEqual(theirs.labels("peer"), {"1"})
+        self.assertEqual(
+            theirs.value("multirealm_messages_stored_total", kind="private", origin="peer"), 3
+        )
+        self.assertEqual(theirs.value("multirealm_messages_stored_total",
+                                      kind="private", origin="local"), 0)
 
 
 class RequestTests(MetricsTestCase):
