@@ -134,6 +134,10 @@ class Limits:
         minimum=0)
 
 
+# Who may read GET /metrics when [realm:NAME] metrics_allow does not say.
+METRICS_ALLOW_DEFAULT = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
 @attrs.frozen
 class RealmConfig:
     name: str
@@ -147,6 +151,7 @@ class RealmConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    metrics_allow: tuple = METRICS_ALLOW_DEFAULT  # ip_network values
 
 
 @attrs.frozen
@@ -237,8 +242,25 @@ def _read_limits(section):
 
 _REALM_KEYS = frozenset({
     "host", "chat_port", "realm_port", "http_port", "data_dir", "peers",
-    "tls_port", "tls_cert", "tls_key", "tls_ca",
+    "tls_port", "tls_cert", "tls_key", "tls_ca", "metrics_allow",
 })
+
+
+def _networks(section, key, default):
+    """Addresses and networks (C{10.0.0.5 192.168.1.0/24 ::1}), space or comma separated."""
+    text = section.optional_text(key)
+    if text is None:
+        return default
+    networks = []
+    for word in text.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(word))
+        except ValueError as e:
+            raise section.error(
+                key, f"{word!r} is not an IP address or network (such as 10.0.0.5 or"
+                f" 192.168.1.0/24): {e}"
+            ) from None
+    return tuple(networks)
 
 
 def _read_realm(path, parser, section_name, name, folder, all_names):
@@ -267,6 +289,7 @@ def _read_realm(path, parser, section_name, name, folder, all_names):
         tls_cert=s.path_under("tls_cert", folder) if s.optional_text("tls_cert") else None,
         tls_key=s.path_under("tls_key", folder) if s.optional_text("tls_key") else None,
         tls_ca=s.path_under("tls_ca", folder) if s.optional_text("tls_ca") else None,
+        metrics_allow=_networks(s, "metrics_allow", METRICS_ALLOW_DEFAULT),
     )
     if realm.tls_port is not None and not (realm.tls_cert and realm.tls_key):
         raise s.error("tls_port", "needs tls_cert and tls_key too")

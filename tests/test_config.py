@@ -140,6 +140,22 @@ class ConfigTests(unittest.TestCase):
             "[link:a:b] colour: unknown key: not a key of this section",
         )
 
+    def test_metrics_allow_lists_addresses_and_networks(self):
+        self.assertEqual(config.load(self.write(MINIMAL)).realm("a").metrics_allow,
+                         config.METRICS_ALLOW_DEFAULT)  # loopback only
+        path = self.write(MINIMAL.replace(
+            "data_dir = data/a", "data_dir = data/a\nmetrics_allow = 10.0.0.5, 192.168.1.0/24 ::1"
+        ))
+        self.assertEqual(
+            [str(n) for n in config.load(path).realm("a").metrics_allow],
+            ["10.0.0.5/32", "192.168.1.0/24", "::1/128"],
+        )
+        for wrong in ("prometheus.example", "192.168.1.5/24", "10.0.0.0/33"):
+            self.assertConfigError(
+                MINIMAL.replace("data_dir = data/a", f"data_dir = data/a\nmetrics_allow = {wrong}"),
+                "[realm:a] metrics_allow:", repr(wrong),
+            )
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")

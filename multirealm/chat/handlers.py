@@ -342,6 +342,7 @@ class Handlers:
                     f"the file cannot be read now ({e.strerror or e}): try again later")))
                 return defer.succeed(None)
             consumer.write(head)
+            self.realm.metrics.file_bytes_out["chat"] += file.size
             streamed = base64_file(opened)(consumer)
             return streamed.addCallback(lambda _: consumer.write(b'"}' + wire.REPLY_END))
 

@@ -9,6 +9,7 @@ connection's L{OutboundQueue}, which writes replies in request order
 however the core's answers interleave.
 """
 
+from time import perf_counter
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
@@ -37,6 +38,9 @@ BODY_PROGRESS_BYTES = 65536
 
 # Sent once to a subscriber whose events backed up past its budget.
 OVERFLOW_EVENT = wire.encode({"event": "overflow"})
+
+# The command label of a request that names no known command (metrics).
+UNKNOWN = "unknown"
 
 log = Logger()
 
@@ -79,11 +83,14 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     MAX_PENDING = 1000
     address = None  # the client's IP, set by the factory: per-address limits key on it
     ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
+    kind = "chat"  # counted open as (metrics): chat_tls on the TLS port
     _handshake_deadline = None
+    _counted_open = False
 
     def connectionMade(self):
         factory = self.factory
         self.realm = factory.realm
+        self._metrics = self.realm.metrics
         self.MAX_LENGTH = factory.limits.max_line_bytes
         self._bucket = TokenBucket(
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
@@ -117,6 +124,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self._handshake_deadline = factory.clock.callLater(
                 factory.limits.header_timeout, self.transport.abortConnection
             )
+            self.kind = "chat_tls"
+        open_now = self._metrics.connections
+        open_now[self.kind] = open_now.get(self.kind, 0) + 1
+        self._counted_open = True
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if keepalive is not None:
             keepalive(True)
@@ -156,6 +167,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         self.handshakeCompleted()  # its deadline, if it never did
         if self.ticket is not None:
             self.ticket.release()
+        if self._counted_open:
+            self._counted_open = False
+            self._metrics.connections[self.kind] -= 1
         self.connected = False
         self._gate.connection_lost()
         self._quitting = True
@@ -192,6 +206,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         until it subscribes again; what it missed is in its history.
         """
         outbound = self._outbound
+        self._metrics.events_sent += 1
         if outbound.can_write_now():
             self._event_bytes = 0  # nothing of this client's waits: out at once
             outbound.between(event)
@@ -204,6 +219,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                 or realm.used + len(event) > realm.limit // 2):
             self.unsubscribe()
             event = OVERFLOW_EVENT
+            self._metrics.event_overflows += 1
         self._event_bytes += len(event)
         outbound.between(event)
 
@@ -300,11 +316,12 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             # with it: the command table tells, from the bytes as read.
             command = split_command(line)[0]
             if command is not None and command.upload:
-                return self._begin_upload(None, refused)
-            return self._answer(refused)
+                return self._begin_upload(command, None, refused)
+            name = UNKNOWN if command is None else command.name
+            return self._answer(refused, 0, name, perf_counter())
         command = request.command
         if command is not None and command.upload:
-            return self._begin_upload(request)
+            return self._begin_upload(command, request)
         if command is not None and command.heavy and self._budget.exhausted:
             # The realm holds too many reply bytes: this long request waits
             # (and so do the ones after it) until there is room.
@@ -328,6 +345,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             raise self._bug(Failure()) from None
 
     def _handle(self, request):
+        started = perf_counter()
+        command = request.command
+        name = UNKNOWN if command is None else command.name
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
@@ -335,26 +355,26 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         except Exception:
             result = defer.fail()  # answered like a failure that came later
         else:
-            command = request.command
             if command.closes:
                 self._quitting = True
             elif command.serial and isinstance(result, defer.Deferred):
                 self._hold_until(result)
             elif command.heavy:
-                return self._answer(result, self._longest[command.heavy])
-        self._answer(result)
+                return self._answer(result, self._longest[command.heavy], name, started)
+        self._answer(result, 0, name, started)
 
     # -- uploads: sendfile, sendgroupfile ------------------------------------
 
-    def _begin_upload(self, request, refused=None):
+    def _begin_upload(self, command, request, refused=None):
         """
-        A file body follows this line, whatever the line said: read it in
-        raw mode, to disk if the request is good, else only to its end, and
-        answer once it is all in (in its place among the replies).
+        A file body follows this line of C{command}, whatever the line
+        said: read it in raw mode, to disk if the request is good, else
+        only to its end, and answer once it is all in (in its place among
+        the replies).
         """
         file = IncomingFile(self.realm.files, self.factory.limits.max_file_bytes)
         upload = _Upload(defer.Deferred(), Base64Body(), file)
-        self._answer(upload.answer)
+        self._answer(upload.answer, 0, command.name, perf_counter())
         try:
             if refused is not None:
                 raise refused
@@ -401,32 +421,42 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             return  # ignored, as every line after quit is
         self._bucket.allow()  # the line counts against the rate all the same
         self._answer(
-            errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
+            errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored"),
+            0, UNKNOWN, perf_counter(),
         )
 
-    def _answer(self, result, most=0):
+    def _answer(self, result, most, name, started):
         """
-        Queue the reply to one request: a dict, bytes, a ChatError or a
+        Queue the reply to one request of command C{name} handled since
+        C{started} (C{perf_counter}): a dict, bytes, a ChatError or a
         Deferred (whose reply may take up to C{most} bytes).
         """
         if isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
-            result.addCallbacks(self._fill, self._fill_failure, (slot,), None, (slot,))
+            counted = (slot, name, started)
+            result.addCallbacks(self._fill, self._fill_failure, counted, None, counted)
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
+            self._count(result, name, started)
             self._outbound.reply(self._encode(result))
         if self._outbound.pending_bytes:
             self._check_reply_bytes()
 
-    def _fill(self, result, slot):
+    def _count(self, result, name, started):
+        """One request answered (metrics): by command, by code, and how long it took."""
+        code = result.code if isinstance(result, errors.ChatError) else "OK"
+        self._metrics.request(name, code, perf_counter() - started)
+
+    def _fill(self, result, slot, name, started):
+        self._count(result, name, started)
         self._outbound.fill(slot, result if type(result) is bytes else self._encode(result))
 
-    def _fill_failure(self, failure, slot):
+    def _fill_failure(self, failure, slot, name, started):
         if failure.check(errors.ChatError):
-            self._fill(failure.value, slot)
+            self._fill(failure.value, slot, name, started)
         else:
-            self._fill(self._bug(failure), slot)
+            self._fill(self._bug(failure), slot, name, started)
 
     def _encode(self, result):
         """The bytes of a reply; one that cannot be encoded is a bug, answered internal."""

@@ -3,7 +3,7 @@ What the core expects of the adapters around it: the store (L{IStore}) and
 the subscribers of the notifier (L{IMessageObserver}).
 """
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IMessageObserver(Interface):
@@ -42,6 +42,14 @@ class IStore(Interface):
         operation's Deferred fires; never for a duplicate or for anything
         rolled back.  A later call replaces the listener.
         """
+
+    commit_operations = Attribute(
+        "A L{multirealm.core.metrics.Histogram} of the operations in each committed"
+        " transaction (GET /metrics)."
+    )
+    commit_seconds = Attribute(
+        "A L{multirealm.core.metrics.Histogram} of each committed transaction's seconds."
+    )
 
     def create_user(name, password_hash, created):
         """Add a local user; L{errors.UserExists} if taken."""

@@ -40,6 +40,10 @@ class LinkStates:
         else:
             self._linked.discard(peer)
 
+    def linked(self, peer):
+        """Whether the link to C{peer} is up (authenticated)."""
+        return peer in self._linked
+
     def set_error(self, peer, error):
         self._errors[peer] = (format_timestamp(self._clock.seconds()), error)
 

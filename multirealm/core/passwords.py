@@ -20,12 +20,14 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict, deque
+from time import perf_counter
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from multirealm import errors
+from multirealm.core.metrics import HASH_WAIT_SECONDS, Histogram
 
 # 16 MiB and about 50 ms a hash: OWASP's floor for scrypt.
 DEFAULT_COST = (2**14, 8, 1)
@@ -88,13 +90,15 @@ class PasswordHasher:
         self._max_waiting = max_waiting
         self._max_per_peer = max_waiting_per_peer
         # Two sets of lanes, served in turn within a set: peer -> deque of
-        # (function, args, deferred).  Suspects are served after the rest.
+        # (function, args, deferred, when queued).  Suspects are served
+        # after the rest.
         self._lanes = {False: OrderedDict(), True: OrderedDict()}
         self._queued = {}  # peer -> jobs waiting or running
         self._waiting = 0
         self._running = 0
         self._turns = 0
         self._stopped = False
+        self.waits = Histogram(HASH_WAIT_SECONDS)  # seconds from queued to started (metrics)
 
     def start(self):
         self._stopped = False
@@ -108,7 +112,7 @@ class PasswordHasher:
         for lanes in self._lanes.values():
             while lanes:
                 _, lane = lanes.popitem(last=False)
-                for _, _, deferred in lane:
+                for _, _, deferred, _ in lane:
                     self._waiting -= 1
                     deferred.errback(errors.Unavailable("the realm is shutting down; try again"))
         self._queued.clear()
@@ -124,6 +128,11 @@ class PasswordHasher:
     def waiting(self):
         """Jobs waiting or running."""
         return self._waiting
+
+    @property
+    def running(self):
+        """Jobs running."""
+        return self._running
 
     def _in_pool(self, function, *args):
         return deferToThreadPool(self._reactor, self._pool, function, *args)
@@ -142,7 +151,7 @@ class PasswordHasher:
         lane = lanes.get(peer)
         if lane is None:
             lane = lanes[peer] = deque()
-        lane.append((function, args, deferred))
+        lane.append((function, args, deferred, perf_counter()))
         self._queued[peer] = self._queued.get(peer, 0) + 1
         self._waiting += 1
         self._next()
@@ -163,7 +172,7 @@ class PasswordHasher:
             return False
         _, other, lanes = longest
         lane = lanes[other]
-        _, _, refused = lane.pop()
+        _, _, refused, _ = lane.pop()
         if not lane:
             del lanes[other]
         self._waiting -= 1
@@ -186,7 +195,8 @@ class PasswordHasher:
             else:
                 lanes = clean
             peer, lane = lanes.popitem(last=False)
-            function, args, deferred = lane.popleft()
+            function, args, deferred, queued = lane.popleft()
+            self.waits.observe(perf_counter() - queued)
             if lane:
                 lanes[peer] = lane  # back of the line for its next job
             self._running += 1

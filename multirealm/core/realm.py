@@ -23,6 +23,7 @@ from multirealm import errors
 from multirealm.core import policy, received
 from multirealm.core.links import LinkStates
 from multirealm.core.logins import LoginGuard, RegistrationRate
+from multirealm.core.metrics import RealmMetrics
 from multirealm.core.notifier import Notifier
 from multirealm.core.presence import Presence
 from multirealm.core.sessions import Sessions
@@ -71,6 +72,7 @@ class Realm:
     @ivar sessions: the L{Sessions} of this realm.
     @ivar links: the L{LinkStates} of its links to C{peers}.
     @ivar presence: the L{Presence} of its users, and of its peers' users.
+    @ivar metrics: the L{RealmMetrics} its adapters count into.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
@@ -82,6 +84,8 @@ class Realm:
         self.clock = clock
         self.files = files  # the FileStore: where uploaded files live
         self.notifier = Notifier()
+        self.metrics = RealmMetrics(name, self.peers)
+        self.notifier.subscribe(self.metrics)  # messages stored, by kind
         self.logins = LoginGuard(clock)
         self._registrations = RegistrationRate(
             clock, limits.registrations_per_hour, limits.registration_burst

@@ -87,6 +87,7 @@ class PeerQueue:
         self._answered = []  # outbox seqs answered OK, not yet forgotten
         self._rereads = 0  # times the outbox was to be read again from the start
         self._presence_frames = 0  # presencerealm frames sent: their ids
+        self._counts = realm.metrics.peer(peer)  # frames sent and answered (metrics)
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
@@ -199,6 +200,7 @@ class PeerQueue:
                 ).addErrback(self._failed)
                 continue
             self._track(seq, message)
+            self._counts.frames_sent += 1
             if message.file is not None:
                 lines = self._flush_lines(link, lines)  # in order, before the file
                 link.send_file(line, seq, message)
@@ -370,10 +372,12 @@ class PeerQueue:
         if ack.code is None:
             # Forgotten together with the others of the same read (flush_acks):
             # one store operation for many answers.
+            self._counts.frames_acknowledged += 1
             self._answered.append(seq)
             self._watch(answered=True)
             self.wake()
             return
+        self._counts.frames_refused += 1
         if ack.code in TRANSIENT:
             # The peer cannot store now: everything goes again, in order,
             # on the next link (after the backoff), nothing is dropped.
@@ -410,6 +414,7 @@ class RealmLink(RequestLineReceiver):
         self.MAX_LENGTH = frame_limit(factory.max_line_bytes)
         self._nonce = handshake.new_nonce()
         self._state = "challenge"
+        factory.realm.metrics.connections["realm_out"] += 1
         self.send(handshake.Hello(factory.realm.name, self._nonce).to_line())
 
     def send(self, line):
@@ -433,6 +438,7 @@ class RealmLink(RequestLineReceiver):
         if opened is None:
             return  # gone (answered to its sender) or the link is closing
         self.transport.write(line.encode("utf-8") + b"\r\n")
+        self.factory.realm.metrics.file_bytes_out["realm"] += message.file.size
         self.streaming = True
         d = _WatchedFileSender(self).beginFileTransfer(opened, self.transport)
         d.addBoth(self._file_sent, opened)
@@ -502,6 +508,7 @@ class RealmLink(RequestLineReceiver):
         self.close(why)
 
     def connectionLost(self, reason):
+        self.factory.realm.metrics.connections["realm_out"] -= 1
         if not self.closed_on_purpose and self.factory.continueTrying:
             self.factory.queue.link_failed(f"link lost: {reason.getErrorMessage()}")
         self.factory.queue.detach(self)
@@ -558,6 +565,11 @@ class LinkFactory(ReconnectingClientFactory):
     def clientConnectionFailed(self, connector, reason):
         self.queue.link_failed(f"cannot connect: {reason.getErrorMessage()}")
         ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
+
+    def retry(self, connector=None):
+        # A failed or lost link (never after stopTrying): another attempt after the backoff.
+        self.realm.metrics.peer(self.peer).reconnects += 1
+        ReconnectingClientFactory.retry(self, connector)
 
     def peer_seen(self):
         """

@@ -55,6 +55,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionMade(self):
         self.realm = self.factory.realm
+        self.realm.metrics.connections["realm_in"] += 1
         self.MAX_LENGTH = frame_limit(self.factory.max_line_bytes)
         self.callLater = self.factory.clock.callLater
         self.setTimeout(HANDSHAKE_SECONDS)
@@ -70,6 +71,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.transport.registerProducer(_AnswerFlow(self), True)
 
     def connectionLost(self, reason):
+        self.realm.metrics.connections["realm_in"] -= 1
         self.setTimeout(None)
         if self.peer is not None:
             self.realm.presence.peers.peer_lost(self.peer, self)

@@ -22,6 +22,7 @@ import os
 import queue
 import sqlite3
 import threading
+from time import perf_counter
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,6 +32,7 @@ from zope.interface import implementer
 from multirealm import errors
 from multirealm.core import policy
 from multirealm.core.interfaces import IStore
+from multirealm.core.metrics import COMMIT_OPERATIONS, COMMIT_SECONDS, Histogram
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
@@ -102,6 +104,9 @@ class SQLiteStore:
         # thread touches it (tests reach it through operations they submit).
         self.thread_cache = ThreadCache()
         self.commits = 0  # transactions committed: a figure for tests and tuning
+        # Of each committed batch (metrics; written by the database thread only):
+        self.commit_operations = Histogram(COMMIT_OPERATIONS)  # operations in it
+        self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
         self._report = None  # called with each committed Delivery
         self._full = False  # the disk was full at the last failure, and said so
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
@@ -228,6 +233,7 @@ class SQLiteStore:
     def _transaction(self, batch, isolated):
         db = self._db
         results = []
+        started = perf_counter()
         try:
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
@@ -262,6 +268,8 @@ class SQLiteStore:
             messages.write_private_counts(db, self.thread_cache)
             db.execute("COMMIT")
             self.commits += 1
+            self.commit_operations.observe(len(batch))
+            self.commit_seconds.observe(perf_counter() - started)
         except BaseException as e:
             self.thread_cache.clear()
             if db.in_transaction:

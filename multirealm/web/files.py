@@ -141,6 +141,7 @@ class FileResource(resource.Resource):
             opened.close()
             request.finish()
             return
+        self.realm.metrics.file_bytes_out["http"] += length
         producer.start()
 
 

@@ -131,6 +131,17 @@ class FairnessTests(unittest.TestCase):
         hasher.hash("other", peer="elsewhere")
         self.assertEqual(hasher.waiting, 4)
 
+    def test_the_queue_and_each_jobs_wait_are_measured(self):
+        hasher = self.hasher()
+        for n in range(5):
+            hasher.hash(f"j{n}", peer="a")
+        self.assertEqual((hasher.waiting, hasher.running), (5, 2))
+        self.assertEqual(sum(hasher.waits.counts), 2)  # started: waited (a moment)
+        self.runner.finish_one()
+        self.assertEqual((hasher.waiting, hasher.running), (4, 2))
+        self.assertEqual(sum(hasher.waits.counts), 3)
+        self.assertGreater(hasher.waits.sum, 0)
+
     def test_stop_abandons_the_queue_at_once(self):
         hasher = self.hasher()
         jobs = [hasher.hash(f"j{n}", peer=f"p{n}") for n in range(50)]

@@ -68,6 +68,8 @@ class FileLinkTests(unittest.TestCase):
         self.assertEqual(entry.id, sent.message.id)
         self.assertEqual((entry.file.name, entry.file.size), ("photo 1.jpg", len(data)))
         self.assertEqual(self.read(self.two, "heru", entry), data)
+        self.assertEqual(self.one.metrics.file_bytes_out["realm"], len(data))
+        self.assertEqual(self.two.metrics.file_bytes_in["peer"], len(data))
         # Nobody else on realm 2 may fetch it.
         self.successResultOf(self.two.register("eve", "pw"))
         self.failureResultOf(self.two.file_for("eve", entry.file.id), errors.Forbidden)

@@ -123,6 +123,14 @@ class HTTPFileTests(unittest.TestCase):
         self.assertEqual((response.code, body), (206, self.payload[10:20]))
 
     @defer.inlineCallbacks
+    def test_the_bytes_sent_are_counted_for_the_metrics(self):
+        yield self.get(self.heru)
+        yield self.get(self.heru, {b"range": [b"bytes=10-19"]})
+        yield self.request(b"HEAD", b"/files/" + self.file_id.encode(), self.heru)  # no body
+        self.assertEqual(self.realm.metrics.file_bytes_out["http"], len(self.payload) + 10)
+        self.assertEqual(self.realm.metrics.file_bytes_in["local"], len(self.payload))
+
+    @defer.inlineCallbacks
     def test_ranges_by_rfc_9110(self):
         size = len(self.payload)
         for header, status, first, last in [
