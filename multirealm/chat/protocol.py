@@ -13,7 +13,6 @@ however the core's answers interleave.
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -30,6 +29,7 @@ from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
 from multirealm.readgate import ReadGate
+from multirealm.logs import RealmLogger
 
 # During a file body, only this many bytes of it restart the idle timer:
 # a body trickled a byte a minute does not hold a connection for ever.
@@ -38,7 +38,7 @@ BODY_PROGRESS_BYTES = 65536
 # Sent once to a subscriber whose events backed up past its budget.
 OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 
-log = Logger()
+log = RealmLogger()
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -108,6 +108,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             on_resume=lambda: self._release("writes"),
             on_written=self._replies_written,
             budget=self._budget,
+            realm=self.realm.name,
         )
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer
         self.setTimeout(factory.limits.idle_timeout)
@@ -352,7 +353,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         raw mode, to disk if the request is good, else only to its end, and
         answer once it is all in (in its place among the replies).
         """
-        file = IncomingFile(self.realm.files, self.factory.limits.max_file_bytes)
+        file = IncomingFile(
+            self.realm.files, self.factory.limits.max_file_bytes, self.realm.name
+        )
         upload = _Upload(defer.Deferred(), Base64Body(), file)
         self._answer(upload.answer)
         try:
@@ -517,6 +520,9 @@ class ChatFactory(Factory):
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
         self.connections = connections or for_this_process(limits, clock)
+
+    def logPrefix(self):
+        return f"realm {self.realm.name} chat"
 
     def buildProtocol(self, addr):
         protocol = admitted(

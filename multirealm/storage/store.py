@@ -24,7 +24,6 @@ import sqlite3
 import threading
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,8 +37,9 @@ from multirealm.storage.queries import (
     received, remote_groups,
 )
 from multirealm.storage.queries.common import Later, ThreadCache
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 class _Operation:
     __slots__ = ("function", "args", "deferred", "writes")
