@@ -82,7 +82,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             )
         elif self._refused is None:  # the peer hung up, or TLS failed
             self.factory.failing(
-                self._claimed(), f"it hung up: {reason.getErrorMessage()}",
+                self._claimed(), f"hung up in the handshake: {reason.getErrorMessage()}",
                 self.transport.getPeer(),
             )
         if self.ticket is not None:
@@ -101,7 +101,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         Only ever during the handshake, which fails with C{why}.
         """
         self._refused = why
-        self.factory.failing(self._claimed(), why, self.transport.getPeer())
+        self.factory.failing(
+            self._claimed(), f"handshake refused: {why}", self.transport.getPeer()
+        )
         self.transport.write(_error_line(error(why)))
         self.transport.loseConnection()  # reading stops; the framing reads no later line
 
@@ -343,22 +345,24 @@ class RealmServerFactory(Factory):
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
         # The log of each peer's links (None: of realms that are none of them).
         self._stories = {peer: LinkStory(realm.clock) for peer in (None, *realm.peers)}
+        self._stopping = False
 
     def logPrefix(self):
         return f"realm {self.realm.name} realm port"
 
     def stopFactory(self):
+        self._stopping = True  # the links still open are lost because this realm stops
         for story in self._stories.values():
             story.stop()
 
-    def failing(self, peer, why, address):
-        """A handshake from C{peer} (None if unknown) failed with C{why}: said if news."""
+    def failing(self, peer, why, address, event="handshake_failed"):
+        """A link from C{peer} (None if unknown) failed with C{why}: said if news."""
         if self._stories[peer].failed(why):
-            log.warn("link from {claimed} ({address}) failed its handshake: {why} (said"
-                     " again only if the reason changes)",
+            log.warn("link from {claimed} ({address}) failing: {why} (said again only if the"
+                     " reason changes)",
                      claimed=f"realm {peer}" if peer else "an unknown realm",
                      address=_address(address), why=why, peer=peer, realm=self.realm,
-                     link_event="handshake_failed")
+                     link_event=event)
 
     def linked(self, peer, address):
         """C{peer}'s link authenticated: its up line, now or once it stays up."""
@@ -374,8 +378,13 @@ class RealmServerFactory(Factory):
     def lost(self, peer, seconds, why, unanswered, address):
         """C{peer}'s link, up C{seconds}, is lost: its down line, or one more failure."""
         story = self._stories[peer]
+        if self._stopping:
+            return log.info("link from realm {peer} closed after {seconds:.1f} s: this realm"
+                            " stops; {unanswered} frames unanswered", peer=peer,
+                            seconds=seconds, unanswered=unanswered, realm=self.realm,
+                            link_event="down")
         if not story.down(seconds):
-            return self.failing(peer, story.lost_early(why), address)
+            return self.failing(peer, story.lost_early(why), address, "failing")
         log.warn("link from realm {peer} down after {seconds:.1f} s: {why};"
                  " {unanswered} frames unanswered", peer=peer, seconds=seconds, why=why,
                  unanswered=unanswered, realm=self.realm, link_event="down")

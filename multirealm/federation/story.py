@@ -12,8 +12,9 @@ class LinkStory:
     @param clock: an L{IReactorTime}.
     """
 
-    # A link lost within this many seconds of coming up counts as one more
-    # failed attempt: its up and down lines are not said.
+    # A link lost within this many seconds of coming up, twice in a row or
+    # more, counts as one more failed attempt: its up and down lines are
+    # not said (the first is: a peer restarted soon after a link came up).
     STEADY_SECONDS = 10.0
 
     def __init__(self, clock):
@@ -21,6 +22,7 @@ class LinkStory:
         self._failing = None  # the reason last said while the link fails
         self._failures = 0  # attempts failed since it was last up
         self._since = None  # when the first of them failed
+        self._early = 0  # links lost within STEADY_SECONDS of coming up, in a row
         self._flapping = False  # links are lost as soon as up
         self._steady = None  # the call that says the link up once it stays
 
@@ -51,10 +53,9 @@ class LinkStory:
         L{failed} with L{lost_early} of its reason).
         """
         self.stop()
-        if seconds >= self.STEADY_SECONDS:
-            return True
-        self._flapping = True
-        return False
+        self._early = self._early + 1 if seconds < self.STEADY_SECONDS else 0
+        self._flapping = self._early > 1
+        return not self._flapping
 
     def lost_early(self, why):
         """The failure a link lost within L{STEADY_SECONDS} of coming up counts as."""
@@ -67,7 +68,7 @@ class LinkStory:
         self._steady = None
 
     def _stayed(self, say_later):
-        self._steady, self._flapping = None, False
+        self._steady, self._flapping, self._early = None, False, 0
         say_later(self._recovered())
 
     def _recovered(self):

@@ -232,7 +232,9 @@ class _WithoutQuery:
 
 
 def _log_line(timestamp, request):
-    return http.combinedLogFormatter(timestamp, _WithoutQuery(request))
+    """A line of the access log: the realm's name, then the combined log format."""
+    realm = request.channel.site.realm.name
+    return f"realm {realm} " + http.combinedLogFormatter(timestamp, _WithoutQuery(request))
 
 
 def make_site(realm, limits, connections=None, reactor=None):
