@@ -122,7 +122,8 @@ class PeerQueue:
     def attach(self, link, recovered=""):
         """
         A link authenticated: send everything not yet answered, from the
-        start.  C{recovered}: what its up line says of the failures before.
+        start.  C{recovered}: what its up line says of the failures before
+        (None: no line now, links keep being lost as soon as up).
         """
         self.link, self._sent_up_to, self._in_flight = link, 0, {}
         self._in_flight_bytes = 0
@@ -131,8 +132,9 @@ class PeerQueue:
         self._backlog = None
         self._attached_at = self.realm.clock.seconds()
         self.realm.set_linked(self.peer, True)
-        # Counted before the first read of the outbox: the store answers in order.
-        self.with_depth(self.tell_up, link, recovered)
+        if recovered is not None:
+            # Counted before the first read of the outbox: the store answers in order.
+            self.with_depth(self.tell_up, link, recovered)
         self.wake()
         self.users_changed()
         self.realm.presence.link_up(
@@ -167,9 +169,7 @@ class PeerQueue:
         d.addErrback(self._failed)
 
     def tell_up(self, depth, link, recovered):
-        """The up line of C{link} (C{recovered}: its note; None: not now)."""
-        if recovered is None:
-            return  # links keep dropping as soon as up: said once one stays up
+        """The up line of C{link}, C{recovered} its note on the failures before."""
         log.info("link to realm {peer} up{recovered}: {queued} messages queued",
                  peer=self.peer, recovered=recovered, queued=depth, realm=self.realm,
                  link_event="up")
