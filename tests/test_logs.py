@@ -291,6 +291,19 @@ class NoSecretsTests(unittest.TestCase):
             self.assertNotIn("correct-horse-battery", text)
 
 
+class HotPathTests(unittest.TestCase):
+    def test_sending_logs_nothing(self):
+        realm = make_realm(self, name="1")
+        client = Client(realm)
+        token = client.login("alice")
+        client.login("bob")
+        log = Captured(self)
+        for n in range(20):
+            self.assertEqual(client.ask(f"send {token} bob note {n}")["status"], "OK")
+            self.assertEqual(client.ask(f"send {token} heru@2 note {n}")["status"], "OK")
+        self.assertEqual([formatEvent(e) for e in log.events], [])
+
+
 class JSONTests(unittest.TestCase):
     def observe(self, emit):
         out = io.StringIO()

@@ -108,7 +108,7 @@ class AdminFactory(Factory):
     noisy = False
 
     def logPrefix(self):
-        return f"realm {self.operator.realm} admin"
+        return f"realm {self.operator.realm_name} admin"
 
     def __init__(self, operator):
         self.operator = operator
@@ -129,7 +129,7 @@ def admin_service(data_dir, operator, reactor):
             "no admin channel: {path} is longer than a UNIX socket's path may be"
             " ({most} bytes); use a shorter data_dir",
             path=commands.socket_path(data_dir), most=commands.MAX_SOCKET_PATH,
-            realm=operator.realm,
+            realm=operator.realm_name,
         )
         return None
     path = prepare_folder(data_dir)

@@ -30,7 +30,7 @@ class Operator:
     PASSWORD_BYTES = 12  # 96 random bits, 16 characters
 
     def __init__(self, realm, store, hasher):
-        self.realm = realm.name  # what its log lines name
+        self.realm_name = realm.name  # what its log lines name
         self._realm = realm
         self._store = store
         self._hasher = hasher

@@ -38,7 +38,7 @@ class Sessions:
     MAX_KNOWN = 10_000  # about 10 MB
 
     def __init__(self, store, clock, lifetime, realm=None):
-        self.realm = realm
+        self.realm_name = realm
         self._store = store
         self._clock = clock
         self._lifetime = lifetime
@@ -85,7 +85,7 @@ class Sessions:
                 listener(user, keep)
             except Exception:  # what is stored stays done: the caller's reply goes on
                 log.failure("a listener failed on the end of {user}'s sessions", user=user,
-                            realm=self.realm)
+                            realm=self.realm_name)
 
     def on_user_sessions_ended(self, listener):
         """Call C{listener(user, kept token or None)} after each L{end_all_of}."""

@@ -381,7 +381,7 @@ class FolderTests(unittest.TestCase):
 
     def test_a_path_too_long_for_a_socket_serves_none(self):
         deep = os.path.join(self.data, "d" * 100)
-        operator = types.SimpleNamespace(realm="1")  # its name is all it is asked
+        operator = types.SimpleNamespace(realm_name="1")  # its name is all it is asked
         self.assertIsNone(server.admin_service(deep, operator, reactor))
         self.assertFalse(os.path.exists(deep))
 
