@@ -126,7 +126,8 @@ class UploadRequest(server.Request):
         self._held = []
         self._hold()
         d = session_user(site.realm, self)
-        d.addCallbacks(self._admit, self._refuse_session, callbackArgs=(file, expects))
+        d.addCallbacks(self._admit, self._refuse_session, callbackArgs=(file, expects),
+                       errbackArgs=(site.realm,))
         d.addBoth(self._release)
 
     def _admit(self, user, file, expects):
@@ -141,12 +142,11 @@ class UploadRequest(server.Request):
         if self._unprocessed is not None:
             server.Request.requestReceived(self, *self._unprocessed)
 
-    def _refuse_session(self, failure):
+    def _refuse_session(self, failure, realm):
         if failure.check(errors.InvalidSession):
             self._refuse(401, failure.value)
         else:
-            log.failure("a session could not be looked up", failure,
-                        realm=self.channel.site.realm)
+            log.failure("a session could not be looked up", failure, realm=realm)
             self._refuse(503, errors.Unavailable("the session could not be checked: try again"))
 
     def _refuse(self, status, error):
