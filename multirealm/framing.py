@@ -32,6 +32,10 @@ class RequestLineReceiver(LineReceiver):
     _framing = False  # inside the loop of _cut_lines (guards re-entry)
     _discarding = False  # inside the tail of a line already reported too long
 
+    def logPrefix(self):
+        """Its factory's (which names the realm): Twisted's lines about it name the realm."""
+        return self.factory.logPrefix()
+
     def lineTooLong(self):
         """
         Called once for each line longer than C{MAX_LENGTH}, in its place

@@ -11,7 +11,6 @@ from twisted.application.internet import SSLClient, TCPClient, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
 
 from multirealm import tls
 from multirealm.connections import for_this_process, listen_backlog
@@ -26,8 +25,9 @@ from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
 from multirealm.storage.store import SQLiteStore
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 DATABASE_FILE = "realm.sqlite3"
 FILES_FOLDER = "files"
@@ -113,7 +113,8 @@ class RealmCoreService(Service):
             self.store.file_ids().addCallback(
                 lambda known: deferToThread(self.files.remove_orphans, known, started)
             ).addErrback(
-                lambda failure: log.failure("sweeping orphan files failed", failure)
+                lambda failure: log.failure("sweeping orphan files failed", failure,
+                                           realm=self.realm)
             )
 
     def stopService(self):

@@ -32,6 +32,9 @@ class Options(usage.Options):
     longdesc = (
         "Run one realm of a multirealm chat network, as described in realms.ini;"
         " --realm=all runs every realm of the file in this one process."
+        " Every line of a realm's log names it ([realm 1]). For log shippers, one"
+        " JSON object a line on standard output (with its realm and peer fields):"
+        " twistd -n --logger=multirealm.logs.json_lines multirealm --realm=..."
     )
     optParameters = [
         ["realm", "r", None,

@@ -10,8 +10,10 @@ import json
 import attrs
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
@@ -77,7 +79,7 @@ class OneAdmissionTests(unittest.TestCase):
         self.assertEqual(other.value(), b"")
 
         for protocol in (chat, http, link):  # each gives its place back
-            protocol.connectionLost(None)
+            protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(connections.open, 1)
         _, again = connect(ports.link)
         self.assertEqual(again.value(), b"")

@@ -17,13 +17,13 @@ import stat
 from twisted.application import strports
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols import amp
 
 from multirealm import errors
 from multirealm.admin import commands
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 class AdminSocketError(OSError):
     """The admin socket cannot be served safely; the message says why and where."""
@@ -107,6 +107,9 @@ class AdminProtocol(amp.AMP):
 class AdminFactory(Factory):
     noisy = False
 
+    def logPrefix(self):
+        return f"realm {self.operator.realm_name} admin"
+
     def __init__(self, operator):
         self.operator = operator
 
@@ -126,6 +129,7 @@ def admin_service(data_dir, operator, reactor):
             "no admin channel: {path} is longer than a UNIX socket's path may be"
             " ({most} bytes); use a shorter data_dir",
             path=commands.socket_path(data_dir), most=commands.MAX_SOCKET_PATH,
+            realm=operator.realm_name,
         )
         return None
     path = prepare_folder(data_dir)

@@ -12,7 +12,6 @@ protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
 
 import attrs
 from twisted.internet import defer
-from twisted.logger import Logger
 
 import json
 
@@ -21,10 +20,11 @@ from multirealm.chat.outbound import Streamed, base64_file
 from multirealm.commands import COMMANDS
 from multirealm.names import check_filename
 from multirealm.wire import ok
+from multirealm.logs import RealmLogger
 
 SAME_SESSION = "-"
 
-log = Logger()
+log = RealmLogger()
 
 
 @attrs.frozen
@@ -337,7 +337,8 @@ class Handlers:
                 consumer.write(wire.to_bytes(errors.NoSuchFile(f"the file {file.id} is gone")))
                 return defer.succeed(None)
             except OSError as e:  # out of descriptors, say: this reply fails, not the connection
-                log.error("cannot open file {id}: {error!r}", id=file.id, error=e)
+                log.error("cannot open file {id}: {error!r}", id=file.id, error=e,
+                          realm=self.realm)
                 consumer.write(wire.to_bytes(errors.Unavailable(
                     f"the file cannot be read now ({e.strerror or e}): try again later")))
                 return defer.succeed(None)

@@ -14,15 +14,15 @@ through its outbound queue, under a byte budget of its own (the
 protocol's C{push_event}).
 """
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.names import Address
 from multirealm.model import FAILURE, GROUP, KNOWN, MEMBER, PRIVATE
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 @implementer(IMessageObserver)
@@ -113,7 +113,8 @@ class LiveDelivery:
             )
             d.addCallback(lambda readers: self._push(message, readers))
             d.addErrback(lambda failure: log.failure(
-                "finding the readers of {group} failed", failure, group=message.recipient
+                "finding the readers of {group} failed", failure, group=message.recipient,
+                realm=self.realm,
             ))
         elif message.kind == MEMBER and not message.text.startswith(KNOWN):
             # Every member here as the change left it, and the one it
@@ -121,7 +122,8 @@ class LiveDelivery:
             d = self.realm.group_readers(message.recipient, tuple(self._by_user))
             d.addCallback(lambda readers: self._push_member(message, delivery, readers))
             d.addErrback(lambda failure: log.failure(
-                "finding the readers of {group} failed", failure, group=message.recipient
+                "finding the readers of {group} failed", failure, group=message.recipient,
+                realm=self.realm,
             ))
         # Other membership frames (joined, left, known) are not news to anyone.
 

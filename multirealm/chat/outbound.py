@@ -27,12 +27,13 @@ import base64
 from collections import deque
 
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-log = Logger()
+from multirealm.logs import RealmLogger
+
+log = RealmLogger()
 
 
 class Streamed:
@@ -100,9 +101,11 @@ class OutboundQueue:
     @param on_written: called after one or more replies were written out.
     @param budget: the realm's L{ReplyBudget}, told of every change of
         C{pending_bytes}.
+    @param realm: the name of the realm, for its log lines.
     """
 
-    def __init__(self, transport, on_pause, on_resume, on_written, budget=None):
+    def __init__(self, transport, on_pause, on_resume, on_written, budget=None, realm=None):
+        self._realm = realm
         self._transport = transport
         self._on_pause = on_pause
         self._on_resume = on_resume
@@ -287,7 +290,8 @@ class OutboundQueue:
         if isinstance(result, Failure):
             # Part of the reply is out already; what follows could not be
             # framed correctly, so the connection ends here, at once.
-            log.failure("streamed reply failed; closing the connection", result)
+            log.failure("streamed reply failed; closing the connection", result,
+                        realm=self._realm)
             self.close()
             self.end(abort=True)
             return None

@@ -14,7 +14,6 @@ from time import perf_counter
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -31,6 +30,7 @@ from multirealm.framing import RequestLineReceiver
 from multirealm.model import FileRef
 from multirealm.ratelimit import TokenBucket
 from multirealm.readgate import ReadGate
+from multirealm.logs import RealmLogger
 
 # During a file body, only this many bytes of it restart the idle timer:
 # a body trickled a byte a minute does not hold a connection for ever.
@@ -42,7 +42,7 @@ OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 # The command label of a request that names no known command (metrics).
 UNKNOWN = "unknown"
 
-log = Logger()
+log = RealmLogger()
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -115,6 +115,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             on_resume=lambda: self._release("writes"),
             on_written=self._replies_written,
             budget=self._budget,
+            realm=self.realm.name,
         )
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer
         self.setTimeout(factory.limits.idle_timeout)
@@ -372,7 +373,9 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         only to its end, and answer once it is all in (in its place among
         the replies).
         """
-        file = IncomingFile(self.realm.files, self.factory.limits.max_file_bytes)
+        file = IncomingFile(
+            self.realm.files, self.factory.limits.max_file_bytes, self.realm.name
+        )
         upload = _Upload(defer.Deferred(), Base64Body(), file)
         self._answer(upload.answer, 0, command.name, perf_counter())
         try:
@@ -547,6 +550,9 @@ class ChatFactory(Factory):
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
         self.connections = connections or for_this_process(limits, clock)
+
+    def logPrefix(self):
+        return f"realm {self.realm.name} chat"
 
     def buildProtocol(self, addr):
         protocol = admitted(

@@ -12,21 +12,21 @@ C{unavailable}; both say "nothing was kept, try again later".
 import errno
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from multirealm import errors
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def disk_error(error):
-    """The L{errors.ChatError} a client sees for file system error C{error}."""
+def disk_error(error, realm=None):
+    """The L{errors.ChatError} a client sees for file system error C{error} on C{realm}."""
     if getattr(error, "errno", None) in _FULL:
         return errors.StorageFull("the realm's disk is full: the file was not kept; try later")
-    log.error("a file could not be stored: {error!r}", error=error)
+    log.error("a file could not be stored: {error!r}", error=error, realm=realm)
     return errors.Unavailable(
         f"the file could not be stored ({getattr(error, 'strerror', None) or error});"
         " try again later"
@@ -41,7 +41,8 @@ class IncomingFile:
     answers its error.
     """
 
-    def __init__(self, files, limit):
+    def __init__(self, files, limit, realm=None):
+        self._realm = realm  # its name, for the log
         self.size = 0
         self.error = None  # a Failure of the ChatError it will be refused with
         self._files = files
@@ -77,7 +78,7 @@ class IncomingFile:
         try:
             writing = self._disk().write(data)
         except OSError as e:  # begun on a full disk, or an earlier batch failed
-            self.fail(disk_error(e))
+            self.fail(disk_error(e, self._realm))
             return None
         if writing is None:
             return None
@@ -86,7 +87,7 @@ class IncomingFile:
         def done(result):
             incoming = self._incoming
             if incoming is not None and incoming.error is not None:
-                self.fail(disk_error(incoming.error))  # dropped now, not at the end
+                self.fail(disk_error(incoming.error, self._realm))  # dropped now, not at the end
             written.callback(None)
             return result
 
@@ -120,7 +121,7 @@ class IncomingFile:
         try:
             incoming = self._disk()
         except OSError as e:
-            self.fail(disk_error(e))
+            self.fail(disk_error(e, self._realm))
             return defer.fail(self.error)
         d = incoming.finish()
         d.addCallback(lambda _: store(incoming.id, self.size))
@@ -129,5 +130,5 @@ class IncomingFile:
     def _failed(self, failure):
         self._drop()
         if failure.check(OSError):
-            return Failure(disk_error(failure.value))
+            return Failure(disk_error(failure.value, self._realm))
         return failure

@@ -13,15 +13,16 @@ A message whose transaction rolled back is never announced (the store only
 reports after the commit), nor is a duplicate (nothing new was stored).
 """
 
-from twisted.logger import Logger
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 class Notifier:
     """Subscribers, called in subscription order for every new delivery."""
 
-    def __init__(self):
+    def __init__(self, realm=None):
+        self._realm = realm  # its name, for the log
         self._observers = []
 
     def subscribe(self, observer):
@@ -41,4 +42,4 @@ class Notifier:
                 observer.message_committed(delivery)
             except Exception:
                 log.failure("observer {observer!r} failed on message {id}",
-                            observer=observer, id=delivery.message.id)
+                            observer=observer, id=delivery.message.id, realm=self._realm)

@@ -11,13 +11,12 @@ C{invalid_session}, and its event subscription ends at once).
 
 import secrets
 
-from twisted.logger import Logger
-
 from multirealm.core.realm import returns_deferred
 from multirealm.model import MEMBER, REMOVED, format_timestamp
 from multirealm.names import Address, check_name
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 class Operator:
@@ -31,6 +30,7 @@ class Operator:
     PASSWORD_BYTES = 12  # 96 random bits, 16 characters
 
     def __init__(self, realm, store, hasher):
+        self.realm_name = realm.name  # what its log lines name
         self._realm = realm
         self._store = store
         self._hasher = hasher

@@ -18,11 +18,10 @@ reads offline, last_seen null).  Each change is fanned out to the local
 contacts of that user.
 """
 
-from twisted.logger import Logger
-
 from multirealm.names import Address
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 UPDATE, SYNC, SYNCED = "update", "sync", "synced"
 
@@ -38,7 +37,8 @@ class PeerPresence:
     BATCH_SECONDS = 0.1
     MAX_VIEW = 100_000
 
-    def __init__(self, peers, clock, fan_out):
+    def __init__(self, peers, clock, fan_out, realm=None):
+        self._realm = realm  # its name, for the log
         self._clock = clock
         self._fan_out = fan_out
         self._senders = {}  # peer -> send(entries, snapshot) while our link to it is up
@@ -132,7 +132,7 @@ class PeerPresence:
         if peer not in self._full:
             self._full.add(peer)
             log.warn("realm {peer} announced more than {most} users' presence: the rest is"
-                     " ignored", peer=peer, most=self.MAX_VIEW)
+                     " ignored", peer=peer, most=self.MAX_VIEW, realm=self._realm)
         return False
 
     def _replace(self, peer, view):

@@ -16,14 +16,14 @@ path of a message.
 """
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from multirealm import errors, wire
 from multirealm.core.peer_presence import PeerPresence
 from multirealm.model import format_timestamp
 from multirealm.names import Address
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 class Presence:
@@ -59,7 +59,7 @@ class Presence:
         # only (a storm of changes is bounded by the people it is about).
         self._waiting = {}  # Address -> (online, last_seen)
         self._looking = 0  # lookups in the store now
-        self.peers = PeerPresence(peers, clock, self.fan_out)
+        self.peers = PeerPresence(peers, clock, self.fan_out, realm)
 
     def listen(self, listener):
         """
@@ -209,4 +209,4 @@ class Presence:
         return self._store.last_seen(local).addCallback(answer)
 
     def _failed(self, failure):
-        log.failure("presence: a store operation failed", failure)
+        log.failure("presence: a store operation failed", failure, realm=self.realm)

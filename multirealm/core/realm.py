@@ -17,7 +17,6 @@ import functools
 
 import attrs
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from multirealm import errors
 from multirealm.core import policy, received
@@ -44,8 +43,9 @@ from multirealm.model import (
     user_mailbox,
 )
 from multirealm.names import Address, check_name, check_new_name
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 def returns_deferred(coroutine_function):
@@ -83,14 +83,14 @@ class Realm:
         self.limits = limits
         self.clock = clock
         self.files = files  # the FileStore: where uploaded files live
-        self.notifier = Notifier()
+        self.notifier = Notifier(name)
         self.metrics = RealmMetrics(name, self.peers)
         self.notifier.subscribe(self.metrics)  # messages stored, by kind
         self.logins = LoginGuard(clock)
         self._registrations = RegistrationRate(
             clock, limits.registrations_per_hour, limits.registration_burst
         )
-        self.sessions = Sessions(store, clock, limits.session_days * 86400)
+        self.sessions = Sessions(store, clock, limits.session_days * 86400, name)
         store.report_deliveries_to(self.notifier.notify)
         self._store = store
         self._hasher = hasher
@@ -536,6 +536,12 @@ class Realm:
         """Up to C{limit} (seq, L{Message}) waiting for C{peer}, oldest first."""
         return self._store.outbox_batch(peer, after_seq, limit, max_bytes)
 
+    def outbox_depth(self, peer):
+        """Fires with how many messages wait for C{peer}: a count, for the log's link lines."""
+        return self._store.pending_counts().addCallback(
+            lambda counts: counts.get(peer, (0, None))[0]
+        )
+
     def outbox_done(self, peer, seqs):
         """C{peer} answered the outbox entries C{seqs}: forget them."""
         return self._store.outbox_done(peer, seqs)
@@ -556,7 +562,7 @@ class Realm:
         if message.sender.realm != self.name:
             log.warn(
                 "realm {peer} refused forwarded message {id}: {code} ({why})",
-                peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS],
+                peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS], realm=self,
             )
             return self.outbox_done(peer, [seq])
         reason = "".join(c if c.isprintable() else " " for c in reason[:self.REASON_CHARS])
@@ -567,6 +573,7 @@ class Realm:
                 log.warn(
                     "realm {peer} refused membership notice {id}: {code} ({why})",
                     peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS],
+                    realm=self,
                 )
                 return self.outbox_done(peer, [seq])
             removed = Address.parse(member, peer)

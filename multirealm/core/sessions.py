@@ -16,11 +16,11 @@ import secrets
 from collections import OrderedDict
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from multirealm import errors
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 def token_hash(token):
@@ -32,11 +32,13 @@ class Sessions:
     @param store: an L{multirealm.core.interfaces.IStore}.
     @param clock: an L{IReactorTime}: only C{seconds()} is used.
     @param lifetime: seconds a session works after it is made.
+    @param realm: the realm's name, for the log.
     """
 
     MAX_KNOWN = 10_000  # about 10 MB
 
-    def __init__(self, store, clock, lifetime):
+    def __init__(self, store, clock, lifetime, realm=None):
+        self.realm_name = realm
         self._store = store
         self._clock = clock
         self._lifetime = lifetime
@@ -82,7 +84,8 @@ class Sessions:
             try:
                 listener(user, keep)
             except Exception:  # what is stored stays done: the caller's reply goes on
-                log.failure("a listener failed on the end of {user}'s sessions", user=user)
+                log.failure("a listener failed on the end of {user}'s sessions", user=user,
+                            realm=self.realm_name)
 
     def on_user_sessions_ended(self, listener):
         """Call C{listener(user, kept token or None)} after each L{end_all_of}."""

@@ -17,14 +17,15 @@ whenever a message for the peer is committed (the notifier), never only
 import os
 from collections import deque
 
+from twisted.internet import defer
 from twisted.internet.protocol import ReconnectingClientFactory
-from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.federation import handshake
+from multirealm.federation.story import LinkStory
 from multirealm.federation.frames import (
     Ack,
     FileFrame,
@@ -39,8 +40,9 @@ from multirealm.federation.frames import (
 from multirealm.model import format_timestamp, rereads_outbox
 from multirealm.framing import RequestLineReceiver
 from multirealm.names import parse_number
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 def _held_bytes(message):
     """About what an in-flight message holds in memory."""
@@ -88,6 +90,8 @@ class PeerQueue:
         self._rereads = 0  # times the outbox was to be read again from the start
         self._presence_frames = 0  # presencerealm frames sent: their ids
         self._counts = realm.metrics.peer(peer)  # frames sent and answered (metrics)
+        self._backlog = None  # (messages, since when) while a link drains what waited
+        self._attached_at = None  # when the link came up
         realm.on_registration(self.users_changed)
 
     # -- the notifier -----------------------------------------------------------
@@ -116,22 +120,38 @@ class PeerQueue:
 
     # -- the link -----------------------------------------------------------------
 
-    def attach(self, link):
-        """A link authenticated: send everything not yet answered, from the start."""
+    def attach(self, link, recovered=""):
+        """
+        A link authenticated: send everything not yet answered, from the
+        start.  C{recovered}: what its up line says of the failures before
+        (None: no line now, links keep being lost as soon as up).
+        """
         self.link, self._sent_up_to, self._in_flight = link, 0, {}
         self._in_flight_bytes = 0
         self._caught_up = False
         self._users_in_flight = False
+        self._backlog = None
+        self._attached_at = self.realm.clock.seconds()
         self.realm.set_linked(self.peer, True)
+        if recovered is not None:
+            # Counted before the first read of the outbox: the store answers in order.
+            self.with_depth(self.tell_up, link, recovered)
         self.wake()
         self.users_changed()
         self.realm.presence.link_up(
             self.peer, lambda entries, snapshot: self._send_presence(link, entries, snapshot)
         )
 
-    def detach(self, link):
+    def detach(self, link, why=None):
+        """
+        C{link} is gone (C{why}: the reason its down line gives; None for
+        no line).
+        """
         self.flush_acks()
         if self.link is link:
+            if why is not None:
+                self._down(link, why, len(self._in_flight))
+            self._backlog = None
             self.link, self._in_flight, self._in_flight_bytes = None, {}, 0
             self._users_in_flight = False
             if self._waiting_answer is not None and self._waiting_answer.active():
@@ -139,6 +159,49 @@ class PeerQueue:
             self._waiting_answer = None
             self.realm.set_linked(self.peer, False)
             self.realm.presence.peers.link_down(self.peer)
+
+    # -- the link's story in the log: one line each, with the outbox depth -------
+
+    def with_depth(self, tell, *args):
+        """Call C{tell(depth, *args)} with the outbox depth once counted ("?" if it fails)."""
+        d = defer.maybeDeferred(self.realm.outbox_depth, self.peer)
+        d.addErrback(lambda _: "?")
+        d.addCallback(tell, *args)
+        d.addErrback(self._failed)
+
+    def tell_up(self, depth, link, recovered):
+        """The up line of C{link}, C{recovered} its note on the failures before."""
+        log.info("link to realm {peer} up{recovered}: {queued} messages queued",
+                 peer=self.peer, recovered=recovered, queued=depth, realm=self.realm,
+                 link_event="up")
+        if link is self.link and depth != "?" and depth > 0:
+            self._backlog = (depth, self.realm.clock.seconds())
+            log.info("link to realm {peer}: sending a backlog of {queued} messages",
+                     peer=self.peer, queued=depth, realm=self.realm, link_event="backlog")
+            self._check_drained()
+
+    def _check_drained(self):
+        """The backlog is sent and answered, all of it: one line."""
+        if (self._backlog is not None and self._caught_up and not self._in_flight
+                and not self._reading):
+            (depth, since), self._backlog = self._backlog, None
+            log.info("link to realm {peer}: backlog of {queued} messages drained in"
+                     " {seconds:.1f} s", peer=self.peer, queued=depth,
+                     seconds=self.realm.clock.seconds() - since, realm=self.realm,
+                     link_event="drained")
+
+    def _down(self, link, why, unanswered):
+        fields = dict(peer=self.peer, why=why, unanswered=unanswered, link_event="down",
+                      seconds=self.realm.clock.seconds() - self._attached_at)
+        if not link.factory.continueTrying:  # the realm stops: no store to count with
+            return log.info("link to realm {peer} closed after {seconds:.1f} s: {why};"
+                            " {unanswered} frames unanswered", realm=self.realm, **fields)
+        if not link.factory.story.down(fields["seconds"]):
+            return link.factory.failing(link.factory.story.lost_early(why))
+        self.with_depth(lambda depth: log.warn(
+            "link to realm {peer} down after {seconds:.1f} s: {why}; {unanswered} frames"
+            " unanswered, {queued} messages queued", queued=depth, realm=self.realm, **fields
+        ))
 
     def wake(self):
         """Send what waits, while there is a link and room in the window."""
@@ -180,6 +243,7 @@ class PeerQueue:
         # as it is announced (message_committed).
         self._caught_up = complete
         self._send(batch, link)
+        self._check_drained()
 
     def _send(self, batch, link):
         lines = []  # frames written together, in one write
@@ -236,7 +300,7 @@ class PeerQueue:
             opened = None
         except OSError as e:
             log.warn("cannot open file {id} for realm {peer}: {error}",
-                     id=file.id, peer=self.peer, error=e)
+                     id=file.id, peer=self.peer, error=e, realm=self.realm)
             self.link.close(f"cannot read a file to send: {e.strerror}")
             return None
         if opened is not None and os.fstat(opened.fileno()).st_size != file.size:
@@ -255,13 +319,15 @@ class PeerQueue:
 
     def _read_failed(self, failure):
         self._reading = False
-        log.failure("reading the outbox of {peer} failed", failure, peer=self.peer)
+        log.failure("reading the outbox of {peer} failed", failure, peer=self.peer,
+                    realm=self.realm)
         # Not left waiting for the next message: try again shortly.
         self.realm.clock.callLater(self.RETRY_SECONDS, self.wake)
 
     def _failed(self, failure):
         """A store operation other than a read failed: logged (what it kept is sent again)."""
-        log.failure("the outbox of {peer}: a store operation failed", failure, peer=self.peer)
+        log.failure("the outbox of {peer}: a store operation failed", failure, peer=self.peer,
+                    realm=self.realm)
 
     # -- this realm's users, announced to the peer -------------------------------
 
@@ -376,6 +442,7 @@ class PeerQueue:
             self._answered.append(seq)
             self._watch(answered=True)
             self.wake()
+            self._check_drained()
             return
         self._counts.frames_refused += 1
         if ack.code in TRANSIENT:
@@ -389,6 +456,7 @@ class PeerQueue:
         done.addErrback(self._failed)
         self._watch(answered=True)
         self.wake()
+        self._check_drained()
 
     def flush_acks(self):
         """Forget, in one store operation, the entries answered OK since the last call."""
@@ -405,6 +473,7 @@ class RealmLink(RequestLineReceiver):
     """One outgoing connection to a peer: the handshake, then frames out, answers in."""
 
     closed_on_purpose = False
+    linked_at = None  # when the handshake finished
 
     def connectionMade(self):
         self.streaming = False  # a file is being written: other frames wait
@@ -471,7 +540,8 @@ class RealmLink(RequestLineReceiver):
             try:
                 ack = Ack.from_line(text)
             except FrameError:
-                return log.warn("realm {peer} sent {line!r}", peer=self.factory.peer, line=text)
+                return log.warn("realm {peer} sent {line!r}", peer=self.factory.peer,
+                                line=text[:200], realm=self.factory.realm)
             return self.factory.queue.acked(ack)
         if self._state == "challenge":
             return self._challenge(text)
@@ -482,13 +552,15 @@ class RealmLink(RequestLineReceiver):
         try:
             challenge = handshake.Challenge.from_line(text)
         except handshake.HandshakeError:
-            return self._give_up(f"not a challenge: {text[:200]!r}")
+            return self._give_up(_refused(text) or f"not a challenge: {text[:200]!r}")
         secret = factory.secret
         expected = handshake.proof(
             secret, "responder", factory.realm.name, factory.peer, self._nonce, challenge.nonce
         )
-        if challenge.realm != factory.peer or not handshake.proves(expected, challenge.proof):
-            return self._give_up("the peer could not prove its realm")
+        if challenge.realm != factory.peer:
+            return self._give_up(f"wrong realm: it says it is realm {challenge.realm[:100]!r}")
+        if not handshake.proves(expected, challenge.proof):
+            return self._give_up("the peer could not prove its realm (another link secret?)")
         mine = handshake.proof(
             secret, "initiator", factory.realm.name, factory.peer, self._nonce, challenge.nonce
         )
@@ -498,20 +570,30 @@ class RealmLink(RequestLineReceiver):
     def _welcome(self, text):
         reply = json_object(text)
         if reply is None or reply.get("status") != "OK":
-            return self._give_up(f"refused: {text[:200]!r}")
+            return self._give_up(_refused(text) or f"refused: {text[:200]!r}")
         self._state = "linked"
+        self.linked_at = self.factory.realm.clock.seconds()
         self.factory.resetDelay()  # only now: the link is proved
-        self.factory.queue.attach(self)
+        queue = self.factory.queue
+        queue.attach(self, self.factory.story.up(
+            lambda note: queue.with_depth(queue.tell_up, self, note)
+        ))
 
     def _give_up(self, why):
-        log.warn("link to realm {peer}: {why}", peer=self.factory.peer, why=why)
+        self.factory.failing(f"handshake failed: {why}")
         self.close(why)
 
     def connectionLost(self, reason):
         self.factory.realm.metrics.connections["realm_out"] -= 1
+        why = f"link lost: {reason.getErrorMessage()}"
         if not self.closed_on_purpose and self.factory.continueTrying:
-            self.factory.queue.link_failed(f"link lost: {reason.getErrorMessage()}")
-        self.factory.queue.detach(self)
+            if self.linked_at is None:  # the TLS handshake, or the peer hung up
+                self.factory.failing(f"handshake failed: {why}")
+            else:
+                self.factory.queue.link_failed(why)
+        if not self.factory.continueTrying:
+            why = "this realm stops"
+        self.factory.queue.detach(self, why)
 
     def close(self, why, abort=False):
         """
@@ -522,11 +604,19 @@ class RealmLink(RequestLineReceiver):
         """
         self.closed_on_purpose = True
         self.factory.queue.link_failed(why)
-        self.factory.queue.detach(self)
+        self.factory.queue.detach(self, why)
         if abort:
             self.transport.abortConnection()
         else:
             self.transport.loseConnection()
+
+
+def _refused(text):
+    """The refusal of a peer's ERROR line, as a reason; None if C{text} is not one."""
+    reply = json_object(text)
+    if reply is None or reply.get("status") != "ERROR":
+        return None
+    return f"refused by the peer: {str(reply.get('message'))[:200]}"
 
 
 class _WatchedFileSender(FileSender):
@@ -561,15 +651,33 @@ class LinkFactory(ReconnectingClientFactory):
         self.max_line_bytes = max_line_bytes
         self.clock = clock
         self.maxDelay = max_delay
+        self.story = LinkStory(realm.clock)
+
+    def logPrefix(self):
+        return f"realm {self.realm.name} link to {self.peer}"
 
     def clientConnectionFailed(self, connector, reason):
-        self.queue.link_failed(f"cannot connect: {reason.getErrorMessage()}")
+        self.failing(f"cannot connect: {reason.getErrorMessage()}")
         ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
 
     def retry(self, connector=None):
         # A failed or lost link (never after stopTrying): another attempt after the backoff.
         self.realm.metrics.peer(self.peer).reconnects += 1
         ReconnectingClientFactory.retry(self, connector)
+    def failing(self, why):
+        """An attempt failed before the link was up: one line if that is news."""
+        self.queue.link_failed(why)
+        if self.story.failed(why):
+            self.queue.with_depth(lambda depth: log.warn(
+                "link to realm {peer} failing: {why}; {queued} messages queued; retrying"
+                " at most {delay:g} s apart (said again only if the reason changes)",
+                peer=self.peer, why=why, queued=depth, delay=self.maxDelay,
+                realm=self.realm, link_event="failing",
+            ))
+
+    def stopTrying(self):
+        self.story.stop()
+        ReconnectingClientFactory.stopTrying(self)
 
     def peer_seen(self):
         """

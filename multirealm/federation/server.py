@@ -21,13 +21,13 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from multirealm import errors, wire
 from multirealm.core.incoming import IncomingFile
 from multirealm.connections import admitted, for_this_process
 from multirealm.federation import handshake
+from multirealm.federation.story import LinkStory
 from multirealm.names import check_filename
 from multirealm.federation.frames import (
     Ack,
@@ -43,8 +43,9 @@ from multirealm.federation.frames import (
 )
 from multirealm.framing import RequestLineReceiver
 from multirealm.readgate import ReadGate
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 HANDSHAKE_SECONDS = 10.0
 INTERNAL = "internal error: the realm logged it"
@@ -60,6 +61,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.callLater = self.factory.clock.callLater
         self.setTimeout(HANDSHAKE_SECONDS)
         self.peer = None  # the realm the link proved, once it has
+        self._linked_at = None
+        self._refused = None  # why this realm refused the handshake
         self._hello = None
         self._nonce = handshake.new_nonce()
         self._file = None  # the file body being read, in raw mode
@@ -75,6 +78,15 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self.setTimeout(None)
         if self.peer is not None:
             self.realm.presence.peers.peer_lost(self.peer, self)
+            self.factory.lost(
+                self.peer, self.realm.clock.seconds() - self._linked_at,
+                reason.getErrorMessage(), self._pending, self.transport.getPeer(),
+            )
+        elif self._refused is None:  # the peer hung up, or TLS failed
+            self.factory.failing(
+                self._claimed(), f"hung up in the handshake: {reason.getErrorMessage()}",
+                self.transport.getPeer(),
+            )
         if self.ticket is not None:
             self.ticket.release()
         self._gate.connection_lost()  # an answer arriving now releases nothing
@@ -86,7 +98,14 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._refuse("the handshake did not finish in time")
 
     def _refuse(self, why, error=errors.Forbidden):
-        """One ERROR line, then the connection is closed: nothing more is read."""
+        """
+        One ERROR line, then the connection is closed: nothing more is read.
+        Only ever during the handshake, which fails with C{why}.
+        """
+        self._refused = why
+        self.factory.failing(
+            self._claimed(), f"handshake refused: {why}", self.transport.getPeer()
+        )
         self.transport.write(_error_line(error(why)))
         self.transport.loseConnection()  # reading stops; the framing reads no later line
 
@@ -119,14 +138,12 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         try:
             RequestLineReceiver.dataReceived(self, data)
         except Exception:  # a bug reading a file's body: its frame is not answered
-            log.failure("realm {realm}: reading from {peer} failed", realm=self.realm.name,
-                        peer=self.peer)
+            log.failure("reading from realm {peer} failed", realm=self.realm, peer=self.peer)
             self._close_when_answered()
 
     def _bug(self, text):
         """A line failed: logged, and answered C{internal}."""
-        log.failure("realm {realm}: a line from {peer} failed", realm=self.realm.name,
-                    peer=self.peer)
+        log.failure("a line from realm {peer} failed", realm=self.realm, peer=self.peer)
         if self.peer is None:
             return self._refuse(INTERNAL, errors.ChatError)
         self._bad_frame(text, "internal", INTERNAL)
@@ -176,14 +193,19 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             self._hello.nonce, self._nonce,
         )
         if not handshake.proves(expected, given):
-            log.info("realm {realm}: link from {peer} failed its proof",
-                     realm=self.realm.name, peer=self._hello.realm)
             return self._refuse("the link could not prove its realm")
         self.peer = self._hello.realm
+        self._linked_at = self.realm.clock.seconds()
+        self.factory.linked(self.peer, self.transport.getPeer())
         self.setTimeout(None)
         self._write(json.dumps({"status": "OK", "message": "linked"}))
         self.realm.presence.peers.peer_linked(self.peer, self)
         self.factory.peer_seen(self.peer)
+
+    def _claimed(self):
+        """The realm the handshake says it is from, if one of this realm's peers."""
+        hello = self._hello
+        return hello.realm if hello is not None and hello.realm in self.realm.peers else None
 
     def _secret(self):
         return self.factory.secret_for(self.realm.name, self._hello.realm)
@@ -243,7 +265,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         good, else only to their end; nothing after them is read until the
         file's message is stored, so frames stay in order.
         """
-        incoming = IncomingFile(self.realm.files, self.realm.limits.max_file_bytes)
+        incoming = IncomingFile(
+            self.realm.files, self.realm.limits.max_file_bytes, self.realm.name
+        )
         self._file = _FileBody(frame, incoming)
         try:
             check_filename(frame.name)
@@ -294,8 +318,8 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             if code in TRANSIENT and self._not_now is None:
                 self._not_now = failure.value
             return Ack(frame_id, code, message)
-        log.failure("realm {realm}: frame from {peer} failed", failure,
-                    realm=self.realm.name, peer=self.peer)
+        log.failure("a frame from realm {peer} failed", failure, realm=self.realm,
+                    peer=self.peer)
         return Ack(frame_id, "internal", INTERNAL)
 
     def _write(self, line):
@@ -321,6 +345,51 @@ class RealmServerFactory(Factory):
         self.clock = clock
         self.connections = connections or for_this_process(realm.limits, clock)
         self._seen_listeners = {}  # peer -> called when its link to this realm authenticates
+        # The log of each peer's links (None: of realms that are none of them).
+        self._stories = {peer: LinkStory(realm.clock) for peer in (None, *realm.peers)}
+        self._stopping = False
+
+    def logPrefix(self):
+        return f"realm {self.realm.name} realm port"
+
+    def stopFactory(self):
+        self._stopping = True  # the links still open are lost because this realm stops
+        for story in self._stories.values():
+            story.stop()
+
+    def failing(self, peer, why, address, event="handshake_failed"):
+        """A link from C{peer} (None if unknown) failed with C{why}: said if news."""
+        if self._stories[peer].failed(why):
+            log.warn("link from {claimed} ({address}) failing: {why} (said again only if the"
+                     " reason changes)",
+                     claimed=f"realm {peer}" if peer else "an unknown realm",
+                     address=_address(address), why=why, peer=peer, realm=self.realm,
+                     link_event=event)
+
+    def linked(self, peer, address):
+        """C{peer}'s link authenticated: its up line, now or once it stays up."""
+        def say(note):
+            log.info("link from realm {peer} ({address}) up{note}", peer=peer,
+                     address=_address(address), note=note, realm=self.realm,
+                     link_event="up")
+
+        note = self._stories[peer].up(say)
+        if note is not None:
+            say(note)
+
+    def lost(self, peer, seconds, why, unanswered, address):
+        """C{peer}'s link, up C{seconds}, is lost: its down line, or one more failure."""
+        story = self._stories[peer]
+        if self._stopping:
+            return log.info("link from realm {peer} closed after {seconds:.1f} s: this realm"
+                            " stops; {unanswered} frames unanswered", peer=peer,
+                            seconds=seconds, unanswered=unanswered, realm=self.realm,
+                            link_event="down")
+        if not story.down(seconds):
+            return self.failing(peer, story.lost_early(why), address, "failing")
+        log.warn("link from realm {peer} down after {seconds:.1f} s: {why};"
+                 " {unanswered} frames unanswered", peer=peer, seconds=seconds, why=why,
+                 unanswered=unanswered, realm=self.realm, link_event="down")
 
     def buildProtocol(self, addr):
         return admitted(
@@ -335,6 +404,10 @@ class RealmServerFactory(Factory):
         listener = self._seen_listeners.get(peer)
         if listener is not None:
             listener()
+
+
+def _address(address):
+    return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
 
 
 def _error_line(error):

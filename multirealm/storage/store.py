@@ -25,7 +25,6 @@ import threading
 from time import perf_counter
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -40,8 +39,9 @@ from multirealm.storage.queries import (
     private_history, received, remote_groups,
 )
 from multirealm.storage.queries.common import Later, ThreadCache
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 class _Operation:
     __slots__ = ("function", "args", "deferred", "writes")

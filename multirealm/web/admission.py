@@ -21,13 +21,13 @@ L{multirealm.connections}).
 
 import json
 
-from twisted.logger import Logger
 from twisted.web import http, server
 
 from multirealm import errors, wire
 from multirealm.connections import Linger, admitted
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 PROGRESS = 64 * 1024  # bytes of a request body that restart the idle timer
 
@@ -156,7 +156,8 @@ class _Channel(http.HTTPChannel):
     def _not_reading(self):
         self._stalled = None
         log.info("{peer} read nothing for {timeout:g} s: aborting",
-                 peer=str(self.transport.getPeer()), timeout=self.site.timeOut)
+                 peer=str(self.transport.getPeer()), timeout=self.site.timeOut,
+                 realm=self.site.realm)
         self.transport.abortConnection()
 
     @staticmethod
@@ -188,6 +189,9 @@ class AdmittingSite(server.Site):
     """
 
     protocol = _Channel
+
+    def logPrefix(self):
+        return f"realm {self.realm.name} http"
 
     def buildProtocol(self, addr):
         return admitted(

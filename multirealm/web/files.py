@@ -28,7 +28,6 @@ import os
 from urllib.parse import quote
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
@@ -38,13 +37,14 @@ from multirealm.web.upload import UploadRequest, session_user
 from multirealm.connections import for_this_process
 from multirealm.model import FileRef
 from multirealm.web.admission import AdmittingSite
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 def _fail(request, error, status=None):
     """Answer a ChatError (or a Failure of one) as JSON with its HTTP status."""
     if not isinstance(error, errors.ChatError):
-        log.failure("file request failed", error)
+        log.failure("file request failed", error, realm=request.site.realm)
         error = errors.ChatError("internal error: the server logged it")
     request.setResponseCode(status or status_of(error))
     request.setHeader(b"content-type", b"application/json")
@@ -233,7 +233,9 @@ class _WithoutQuery:
 
 
 def _log_line(timestamp, request):
-    return http.combinedLogFormatter(timestamp, _WithoutQuery(request))
+    """A line of the access log: the realm's name, then the combined log format."""
+    realm = request.channel.site.realm.name
+    return f"realm {realm} " + http.combinedLogFormatter(timestamp, _WithoutQuery(request))
 
 
 def make_site(realm, limits, connections=None, reactor=None):

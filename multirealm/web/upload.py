@@ -9,20 +9,20 @@ import io
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web import server
 
 from multirealm import errors
 from multirealm.core.incoming import IncomingFile
 from multirealm.names import check_filename
 from multirealm.web.status import status_of
+from multirealm.logs import RealmLogger
 
 # The paths that reach FilesResource.render_POST; any other body is dropped.
 _UPLOAD_PATHS = frozenset({b"/files", b"/files/"})
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-log = Logger()
+log = RealmLogger()
 
 
 def query(request):
@@ -116,7 +116,8 @@ class UploadRequest(server.Request):
         except errors.ChatError as e:
             self._refuse(status_of(e), e)
             return
-        file = IncomingFile(site.realm.files, site.max_file_bytes)  # nothing on disk yet
+        # Nothing on disk yet.
+        file = IncomingFile(site.realm.files, site.max_file_bytes, site.realm.name)
         if length is not None:
             file.expect(length)
         if file.error is not None:
@@ -125,7 +126,8 @@ class UploadRequest(server.Request):
         self._held = []
         self._hold()
         d = session_user(site.realm, self)
-        d.addCallbacks(self._admit, self._refuse_session, callbackArgs=(file, expects))
+        d.addCallbacks(self._admit, self._refuse_session, callbackArgs=(file, expects),
+                       errbackArgs=(site.realm,))
         d.addBoth(self._release)
 
     def _admit(self, user, file, expects):
@@ -140,11 +142,11 @@ class UploadRequest(server.Request):
         if self._unprocessed is not None:
             server.Request.requestReceived(self, *self._unprocessed)
 
-    def _refuse_session(self, failure):
+    def _refuse_session(self, failure, realm):
         if failure.check(errors.InvalidSession):
             self._refuse(401, failure.value)
         else:
-            log.failure("a session could not be looked up", failure)
+            log.failure("a session could not be looked up", failure, realm=realm)
             self._refuse(503, errors.Unavailable("the session could not be checked: try again"))
 
     def _refuse(self, status, error):

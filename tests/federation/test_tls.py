@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer, endpoints, reactor, ssl, task
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -271,8 +272,21 @@ class TLSLinkTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_certificate_for_another_host_fails_the_link(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         error = yield self.assertLinkFails("wrong-host")
         self.assertIn("link lost", error)
+        # Realm 1's log says so, once, with why (the TLS error).
+
+        def failing():
+            return [formatEvent(e) for e in events
+                    if e.get("link_event") == "failing" and e.get("realm") == "1"]
+
+        yield wait_until(failing)
+        (line,) = failing()
+        self.assertIn("link to realm 2 failing: handshake failed: link lost:", line)
+        self.assertIn("Mismatch", line)
 
     @defer.inlineCallbacks
     def test_a_certificate_from_an_unknown_authority_fails_the_link(self):

@@ -356,6 +356,7 @@ class HTTPFileTests(unittest.TestCase):
         yield self.get(path=path)
         logged = " ".join(str(event.get("log_io", "")) for event in lines)
         self.assertIn(self.file_id, logged)  # the request was logged ...
+        self.assertIn(f"realm {self.realm.name} \"127.0.0.1\" - ", logged)  # by its realm
         self.assertNotIn(self.heru, logged)  # ... without its session
 
     @defer.inlineCallbacks
