@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
-from twisted.logger import Logger
 from twisted.web import resource, server
 
 from multirealm import errors, wire
 from multirealm.core.metrics import Histogram
+from multirealm.logs import RealmLogger
 
-log = Logger()
+log = RealmLogger()
 
 
 def is_allowed(host, networks):
