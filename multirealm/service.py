@@ -16,7 +16,8 @@ from multirealm import tls
 from multirealm.connections import for_this_process, listen_backlog
 from multirealm.admin.server import admin_service
 from multirealm.chat.protocol import ChatFactory
-from multirealm.federation.link import LinkFactory, PeerQueue
+from multirealm.federation.link import LinkFactory
+from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.web.metrics import MetricsResource

@@ -183,7 +183,8 @@ class InMemoryNetwork:
     SECRET = "pair-secret"
 
     def __init__(self, testcase, names=("1", "2", "3")):
-        from multirealm.federation.link import LinkFactory, PeerQueue
+        from multirealm.federation.link import LinkFactory
+        from multirealm.federation.queue import PeerQueue
         from multirealm.federation.server import RealmServerFactory
 
         self.clock = task.Clock()

@@ -23,7 +23,8 @@ from twisted.trial import unittest
 
 import multirealm
 from multirealm import config
-from multirealm.federation.link import LinkFactory, PeerQueue
+from multirealm.federation.link import LinkFactory
+from multirealm.federation.queue import PeerQueue
 from multirealm.federation.story import LinkStory
 from multirealm.logs import RealmLogger, json_lines
 from multirealm.service import build_realm_service

@@ -16,7 +16,8 @@ from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 from twisted.trial import unittest
 
-from multirealm.federation.link import LinkFactory, PeerQueue
+from multirealm.federation.link import LinkFactory
+from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmProtocol, RealmServerFactory
 from multirealm.model import FileRef
 from tests.helpers import Client, InMemoryNetwork, make_realm

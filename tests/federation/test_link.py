@@ -16,7 +16,8 @@ from zope.interface import implementer
 from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
 
-from multirealm.federation.link import LinkFactory, PeerQueue
+from multirealm.federation.link import LinkFactory
+from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmProtocol, RealmServerFactory
 from tests.helpers import make_realm
 

@@ -9,7 +9,8 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
 
-from multirealm.federation.link import LinkFactory, PeerQueue
+from multirealm.federation.link import LinkFactory
+from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from tests.federation.test_link import FakeConnector, secret_for
 from tests.helpers import make_realm
