@@ -19,6 +19,7 @@ import os
 from twisted.internet import defer
 from zope.interface import implementer
 
+from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.federation.frames import (
     TRANSIENT,
@@ -317,6 +318,12 @@ class PeerQueue:
 
     def _failed(self, failure):
         """A store operation other than a read failed: logged (what it kept is sent again)."""
+        if failure.check(errors.Unavailable):
+            # The realm is stopping: the answer is forgotten, and the entry
+            # goes again after the restart (the peer stores it once).
+            log.info("the outbox of {peer}: an answer not recorded, the realm stops",
+                     peer=self.peer, realm=self.realm)
+            return
         log.failure("the outbox of {peer}: a store operation failed", failure, peer=self.peer,
                     realm=self.realm)
 

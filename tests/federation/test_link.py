@@ -120,6 +120,15 @@ class LinkTests(unittest.TestCase):
         self.assertEqual(self.pending()["pending"], 0)
         self.flushLoggedErrors()
 
+    def test_answers_that_reach_a_realm_stopping_are_no_error_and_go_again(self):
+        client, pump = self.connect()
+        self.send(2)
+        # The realm stops (its store refuses, unavailable) as the answers come.
+        self.successResultOf(self.one._store.stop())
+        pump.flush()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.delivered(), ["m0", "m1"])
+
     def test_a_refused_message_comes_back_to_its_sender_as_a_failure(self):
         sent = self.successResultOf(self.one.send("alice", self.one.address("nobody@2"), "lost"))
         client, pump = self.connect()
