@@ -167,15 +167,14 @@ class _Channel(http.HTTPChannel):
     def upgraded(self):
         """
         This connection is a WebSocket now (Twisted's upgrade has replaced
-        this channel's C{dataReceived} and C{connectionLost}): no HTTP
-        timer runs on it any more, the channel stops being the transport's
-        producer (the WebSocket's protocol takes that place), and its
-        ticket is handed over: returned, for the new protocol to release.
+        this channel's C{dataReceived} and C{connectionLost}): the channel
+        stops being the transport's producer (the WebSocket's protocol
+        takes that place), and its ticket is handed over: returned, for
+        the new protocol to release.  No HTTP timer runs on it any more:
+        the header deadline stopped when the headers were in, the idle
+        timer while a request is answered, and neither starts again until
+        a response ends, which this one never does.
         """
-        self._stop_waiting()
-        self._stop(self._stalled)
-        self._stalled = None
-        self.setTimeout(None)
         self.transport.unregisterProducer()
         ticket, self.ticket = self.ticket, None
         return ticket

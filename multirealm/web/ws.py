@@ -217,7 +217,7 @@ class ChatSocket:
         chat = self._chat
         try:
             waiting = self._waiting
-            while waiting and not chat.paused and not self._tcp.disconnecting:
+            while waiting and not chat.paused:
                 entry = waiting.popleft()
                 if type(entry) is bytearray:
                     chat.dataReceived(bytes(entry))
@@ -261,22 +261,12 @@ class ChatSocket:
         self._tcp.write(self._ws._wsconn.send(message))
         self._open = not finished
 
-    def writeSequence(self, data):
-        for part in data:
-            self.write(part)
-
     def loseConnection(self):
         if not self._tcp.disconnecting:
             self._ws.loseConnection(1000)
 
     def abortConnection(self):
         self._tcp.abortConnection()
-
-    def getPeer(self):
-        return self._tcp.getPeer()
-
-    def getHost(self):
-        return self._tcp.getHost()
 
     def setTcpKeepAlive(self, enabled):
         keepalive = getattr(self._tcp, "setTcpKeepAlive", None)
@@ -297,9 +287,6 @@ class ChatSocket:
         self._tcp.pauseProducing()
 
     def resumeProducing(self):
-        self._hand_on()
-        if not self._waiting and not self._chat.paused:
+        self._hand_on()  # which may have closed the connection (a quit)
+        if not (self._waiting or self._chat.paused or self._tcp.disconnecting):
             self._tcp.resumeProducing()
-
-    def stopProducing(self):
-        self._tcp.stopProducing()
