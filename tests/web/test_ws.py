@@ -4,9 +4,11 @@ message is, who may open one, and the same answers as the chat port, in
 memory and over loopback.
 """
 
+import gc
 import json
 import os
 import tracemalloc
+import weakref
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import AccumulatingProtocol
@@ -55,6 +57,22 @@ class InMemoryTests(unittest.TestCase):
         self.assertTrue(all(r["message"] == "Message Sent" for r in replies[2:52]))
         self.assertEqual([m["msg"] for m in replies[52]["messages"]],
                          [f"m{i}" for i in range(50)])
+
+    def test_the_http_request_a_websocket_started_as_is_let_go(self):
+        made = []
+        factory = self.realm.site.requestFactory
+
+        def request(*args, **kwargs):
+            made.append(factory(*args, **kwargs))
+            return made[-1]
+
+        self.realm.site.requestFactory = request
+        browser = self.realm.connect()
+        (ref,) = [weakref.ref(r) for r in made]
+        del made[:]
+        gc.collect()
+        self.assertIsNone(ref())
+        self.assertEqual(self.realm.ask(browser, "ping")[0]["message"], "pong")
 
     def test_tcp_keepalive_finds_a_vanished_browser_as_it_does_a_chat_client(self):
         self.assertTrue(self.realm.connect().pipe.server_transport.keepalive)
