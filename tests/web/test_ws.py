@@ -88,7 +88,9 @@ class InMemoryTests(unittest.TestCase):
         self.assertEqual(event["message"]["msg"], "hi there")
 
 
-class OriginTests(unittest.TestCase):
+class HandshakeTests(unittest.TestCase):
+    """Who may open /ws, and what the handshake takes."""
+
     def setUp(self):
         self.realm = InMemory(self)
 
@@ -121,6 +123,14 @@ class OriginTests(unittest.TestCase):
             self.assertEqual(body["code"], "forbidden")
             # Still HTTP: what comes next is no WebSocket message to the chat.
             self.assertEqual(pipe.raw(b"\x81\x84abcd\x00\x00\x00\x00"), b"")
+
+    def test_frames_sent_with_the_handshake_are_dropped(self):
+        pipe = self.realm.pipe()
+        answer = pipe.raw(handshake() + frames(("ping", True)))
+        answer += pipe.raw(frames(("help", True)))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 101 "))
+        (reply,) = [json.loads(f.payload) for f in server_frames(answer)]
+        self.assertIn("commands", reply)
 
     def test_two_origins_are_refused(self):
         request = handshake(b"http://realm.test:8080").replace(
