@@ -164,8 +164,8 @@ class ChatSocket:
         self._ws = None
         # Messages read and not handed on yet, in order: bytearrays of
         # request lines, or what makes a refused message's error
-        # (_binary, _line_break).  A deque only while any wait: an empty
-        # one is most of a KiB, and most connections never need one.
+        # (_binary, _line_break).  A deque only while any wait (an empty
+        # one is most of a KiB): an idle connection holds none.
         self._waiting = None
         self._handing_on = False
 
