@@ -21,6 +21,7 @@ from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.web.metrics import MetricsResource
+from multirealm.web.ws import ChatSocketResource
 from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
@@ -198,6 +199,10 @@ def build_realm_service(
     # GET /metrics, for the operator's scraper (metrics_allow: loopback by default).
     site.resource.putChild(
         b"metrics", MetricsResource(realm, store, hasher, realm_config.metrics_allow)
+    )
+    # The same chat over a WebSocket (one factory: one live delivery, one reply budget).
+    site.resource.putChild(
+        b"ws", ChatSocketResource(chat_factory.build_upgraded, limits.max_line_bytes)
     )
     http = listening_service(
         tcp_description(realm_config.host, realm_config.http_port, backlog),

@@ -428,6 +428,21 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             0, UNKNOWN, perf_counter(),
         )
 
+    def refuse(self, error):
+        """
+        A request refused before it was a line (a WebSocket message that
+        cannot be one: binary, or holding a line break), answered with
+        C{error} in its place among the replies; inside a file body, the
+        file fails with it instead.  It counts against the rate as a line.
+        """
+        if self._quitting:
+            return
+        if self._upload is not None:
+            self._upload.fail(errors.BadFileEncoding(f"{error} (in the file's body)"))
+            return
+        self._bucket.allow()
+        self._answer(error, 0, UNKNOWN, perf_counter())
+
     def _answer(self, result, most, name, started):
         """
         Queue the reply to one request of command C{name} handled since
@@ -553,6 +568,18 @@ class ChatFactory(Factory):
 
     def logPrefix(self):
         return f"realm {self.realm.name} chat"
+
+    def build_upgraded(self, addr, ticket):
+        """
+        The protocol of a connection admitted on another port (a WebSocket,
+        admitted as the HTTP connection it started as): it holds that
+        connection's C{ticket} and gives it back when it ends.
+        """
+        protocol = Factory.buildProtocol(self, addr)
+        protocol.kind = "websocket"  # the one such port (metrics)
+        protocol.ticket = ticket
+        protocol.address = getattr(addr, "host", None)
+        return protocol
 
     def buildProtocol(self, addr):
         protocol = admitted(

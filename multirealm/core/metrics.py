@@ -27,8 +27,8 @@ COMMIT_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 COMMIT_OPERATIONS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 HASH_WAIT_SECONDS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# The kinds of connection counted open (the WebSocket sets its own).
-CONNECTION_KINDS = ("chat", "chat_tls", "realm_in", "realm_out")
+# The kinds of connection counted open.
+CONNECTION_KINDS = ("chat", "chat_tls", "websocket", "realm_in", "realm_out")
 # The ports a stored file's bytes are sent by.
 FILE_PORTS = ("chat", "http", "realm")
 
