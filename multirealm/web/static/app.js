@@ -87,6 +87,7 @@ async function resume() {
     if (error.code === 'invalid_session') {
       forget();
       chat.alert(error);
+      $('username').focus();
     }
     return;
   }
@@ -162,6 +163,8 @@ function refreshSoon() {
   refreshing = setTimeout(() => refreshConversations().catch(() => {}), 200);
 }
 
+const ADDRESS = /^[A-Za-z0-9_.-]{1,32}(@[A-Za-z0-9_.-]{1,32})?$/;
+
 async function openConversation(kind, name) {
   sidebar.open(kind, name);
   $('conversation-title').textContent = name;
@@ -175,7 +178,7 @@ async function openConversation(kind, name) {
 
 $('open-form').addEventListener('submit', acting(async () => {
   const name = $('open-address').value.trim();
-  if (!name || /\s/.test(name)) throw new Error('an address is one word: heru, heru@2');
+  if (!ADDRESS.test(name)) throw new Error(`'${name}' is no address: write heru, or heru@2 for another realm`);
   const known = sidebar.find(name);
   await openConversation(known ? known.kind : 'private', known ? known.with : name);
   $('open-address').value = '';
@@ -261,6 +264,6 @@ function received(kind, message) {
   if (isNew && !group && !name.startsWith('@')) askPresence([name]).catch(() => {});
 }
 
-showChat(false);
-if (session.token()) $('login-view').hidden = true; // until the session is resumed
+showChat(Boolean(session.token())); // until the realm says whether the session lives
+if (!session.token()) $('username').focus();
 socket.start();
