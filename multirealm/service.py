@@ -20,6 +20,7 @@ from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory, PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
+from multirealm.web.ws import ChatSocketResource
 from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
@@ -191,9 +192,14 @@ def build_realm_service(
         )
         chat_tls.setName("chat-tls")
         chat_tls.setServiceParent(top)
+    site = make_site(realm, limits, connections, reactor)
+    # The same chat over a WebSocket (one factory: one live delivery, one reply budget).
+    site.resource.putChild(
+        b"ws", ChatSocketResource(chat_factory.build_upgraded, limits.max_line_bytes)
+    )
     http = listening_service(
         tcp_description(realm_config.host, realm_config.http_port, backlog),
-        make_site(realm, limits, connections, reactor),
+        site,
         reactor,
     )
     http.setName("http")

@@ -404,6 +404,21 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             errors.LineTooLong(f"request line longer than {self.MAX_LENGTH} bytes; ignored")
         )
 
+    def refuse(self, error):
+        """
+        A request refused before it was a line (a WebSocket message that
+        cannot be one: binary, or holding a line break), answered with
+        C{error} in its place among the replies; inside a file body, the
+        file fails with it instead.  It counts against the rate as a line.
+        """
+        if self._quitting:
+            return
+        if self._upload is not None:
+            self._upload.fail(errors.BadFileEncoding(f"{error} (in the file's body)"))
+            return
+        self._bucket.allow()
+        self._answer(error)
+
     def _answer(self, result, most=0):
         """
         Queue the reply to one request: a dict, bytes, a ChatError or a
@@ -517,6 +532,17 @@ class ChatFactory(Factory):
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
         self.connections = connections or for_this_process(limits, clock)
+
+    def build_upgraded(self, addr, ticket):
+        """
+        The protocol of a connection admitted on another port (a WebSocket,
+        admitted as the HTTP connection it started as): it holds that
+        connection's C{ticket} and gives it back when it ends.
+        """
+        protocol = Factory.buildProtocol(self, addr)
+        protocol.ticket = ticket
+        protocol.address = getattr(addr, "host", None)
+        return protocol
 
     def buildProtocol(self, addr):
         protocol = admitted(

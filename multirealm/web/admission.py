@@ -14,9 +14,9 @@ timed where twisted.web's idle timeout is not enough:
     idle timeout off while a response is produced.
 
 A request may be refused before its body is read (L{_Channel.refuse}).
-The WebSocket to come (C{/ws}) starts as one of these requests; its
-resource takes over the channel's C{ticket} (see
-L{multirealm.connections}).
+A WebSocket (C{/ws}) starts as one of these requests; once upgraded, it
+takes over the channel's C{ticket} (L{_Channel.upgraded}; see
+L{multirealm.connections}) and no HTTP timer runs on it.
 """
 
 import json
@@ -163,6 +163,21 @@ class _Channel(http.HTTPChannel):
     def _stop(call):
         if call is not None and call.active():
             call.cancel()
+
+    def upgraded(self):
+        """
+        This connection is a WebSocket now (Twisted's upgrade has replaced
+        this channel's C{dataReceived} and C{connectionLost}): the channel
+        stops being the transport's producer (the WebSocket's protocol
+        takes that place), and its ticket is handed over: returned, for
+        the new protocol to release.  No HTTP timer runs on it any more:
+        the header deadline stopped when the headers were in, the idle
+        timer while a request is answered, and neither starts again until
+        a response ends, which this one never does.
+        """
+        self.transport.unregisterProducer()
+        ticket, self.ticket = self.ticket, None
+        return ticket
 
     def requestDone(self, request):
         if self.persistent:
