@@ -137,6 +137,10 @@ COMMANDS = {
             ("peer_or_group", "id"),
         ),
         Command(
+            "history", "one conversation's messages, newest page, or the page before an id",
+            True, ("kind", "peer_or_group"), optional=("before_id",), heavy="history",
+        ),
+        Command(
             "presence", "whether users (user or user@realm) are online, and when last seen",
             True, variadic="user",
         ),

@@ -266,6 +266,12 @@ class Handlers:
 
         return self.realm.conversations(caller.user, after).addCallback(reply)
 
+    def command_history(self, caller, kind, peer_or_group, before_id):
+        other = self.realm.conversation_address(peer_or_group)
+        return self.realm.conversation_history(
+            caller.user, kind, other, before_id
+        ).addCallback(self._history)
+
     def command_markread(self, caller, peer_or_group, id):
         other = self.realm.conversation_address(peer_or_group)
 

@@ -307,33 +307,25 @@ class Chat:
         if not self.token():
             return
         if which == "more":
-            return self._more_history()
+            return await self._more_history()
         conversation = which or self.conversation
         if conversation is None:
             self.show("/history USER or /history #GROUP (or /open one first)")
             return
-        token = self.session.token
-        if conversation.startswith("#"):
-            group = conversation[1:]
-            reply = await self.ask(f"groupinbox {token} {group}")
-            entries = reply["messages"] if reply else None
-        else:
-            reply = await self.ask(f"inbox {token}")
-            entries = None if reply is None else [
-                m for m in reply["messages"]
-                if conversation in (m.get("msg_from"), m.get("msg_to"))
-            ]
-        if entries is None:
+        kind, name = _kind_and_name(conversation)
+        reply = await self.ask(f"history {self.session.token} {kind} {name}")
+        if reply is None:
             return
+        entries = reply["messages"]
         if not entries:
             self.show(f"nothing with {conversation} yet")
             return
         self._history = (conversation, entries, 0, reply["more"])
-        self._more_history()
+        await self._more_history()
         # What is shown is read, on every device of this user (the realm tells them).
         last = entries[-1]["id"]
-        if await self.ask(f"markread {token} {conversation.lstrip('#')} {last}"):
-            self.unread.read(conversation.lstrip("#"), last)
+        if await self.ask(f"markread {self.session.token} {name} {last}"):
+            self.unread.read(name, last)
 
     async def do_conversations(self, after=None):
         token = self.token()
@@ -353,23 +345,34 @@ class Chat:
         if reply["more"]:
             self.show(f"(more: /conversations {reply['conversations'][-1]['with']})")
 
-    def _more_history(self):
+    async def _more_history(self):
         if self._history is None:
             self.show("/history USER or /history #GROUP first; then /history more")
             return
-        conversation, entries, shown, kept_back = self._history
+        conversation, entries, shown, older_on_realm = self._history
+        if shown == len(entries) and older_on_realm:
+            # Shown all the realm gave: ask it for the page before the oldest.
+            kind, name = _kind_and_name(conversation)
+            reply = await self.ask(
+                f"history {self.session.token} {kind} {name} {entries[0]['id']}"
+            )
+            if reply is None:
+                return
+            entries = reply["messages"] + entries
+            older_on_realm = reply["more"]
         page = entries[max(0, len(entries) - shown - self.HISTORY_PAGE):len(entries) - shown]
         if not page:
-            self.show("(that is as far back as the realm gives: it cannot page back yet)"
-                      if kept_back else f"(that is the whole conversation with {conversation})")
+            self.show(f"(that is the whole conversation with {conversation})")
             return
         group = conversation[1:] if conversation.startswith("#") else None
         for entry in page:
             self.show(render.message(entry, self.session.user, group))
         shown += len(page)
-        self._history = (conversation, entries, shown, kept_back)
+        self._history = (conversation, entries, shown, older_on_realm)
         older = len(entries) - shown
-        if older:
+        if older_on_realm:
+            self.show(f"({older}+ older: /history more)" if older else "(older: /history more)")
+        elif older:
             self.show(f"({older} older: /history more)")
 
     async def do_who(self, realm=None):
@@ -478,3 +481,10 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _kind_and_name(conversation):
+    """("group", name) for C{#name}, else ("private", the peer): as C{history} takes them."""
+    if conversation.startswith("#"):
+        return "group", conversation[1:]
+    return "private", conversation

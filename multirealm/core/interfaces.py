@@ -152,11 +152,12 @@ class IStore(Interface):
         MEMBER message) on to every realm with members.
         """
 
-    def history(mailbox, after_id, limit, max_bytes):
+    def history(mailbox, after_id, limit, max_bytes, before_id=None):
         """
         A L{multirealm.model.History} page of C{mailbox} (named by
         L{multirealm.model.user_mailbox} or L{multirealm.model.group_mailbox}):
-        without C{after_id} its newest C{limit} messages, with it the oldest
+        without C{after_id} its newest C{limit} messages (before
+        C{before_id} if given), with it the oldest
         C{limit} after that id, fewer if their reply would take more than
         C{max_bytes} (L{multirealm.wire.message_bytes}; at least one);
         L{errors.BadRequest} for an unknown id.
@@ -230,7 +231,16 @@ class IStore(Interface):
         L{errors.BadRequest} if the conversation holds no such message.
         """
 
-    def remote_group_history(group, reader, after_id, limit, max_bytes):
+    def private_history(user, other, before_id, limit, max_bytes):
+        """
+        A L{multirealm.model.History} page of local C{user}'s private
+        conversation with C{other} (an Address; C{@realm}: that realm's
+        delivery failures): its newest messages, or the newest before
+        C{before_id}; C{more} if older ones exist.  L{errors.BadRequest}
+        if the conversation does not hold C{before_id}.
+        """
+
+    def remote_group_history(group, reader, after_id, limit, max_bytes, before_id=None):
         """
         A L{multirealm.model.History} page of group C{group} of another
         realm (an Address) as stored here, if local user C{reader} is a
@@ -244,7 +254,7 @@ class IStore(Interface):
         for the group's home.  Fires with its Delivery.
         """
 
-    def group_history(name, reader, after_id, limit, max_bytes):
+    def group_history(name, reader, after_id, limit, max_bytes, before_id=None):
         """
         L{history} of local group C{name}, if C{reader} (an address) is a
         member: L{errors.NoSuchGroup} / L{errors.NotAMember} otherwise.

@@ -360,12 +360,12 @@ class Realm:
             self.limits.history_reply_bytes,
         )
 
-    def group_inbox(self, user, group, after_id=None):
+    def group_inbox(self, user, group, after_id=None, before_id=None):
         if group.realm != self.name:
             # Read here, from what its home forwarded: works while the link is down.
             return self._store.remote_group_history(
                 group, user, after_id, self.limits.history_limit,
-                self.limits.history_reply_bytes,
+                self.limits.history_reply_bytes, before_id,
             )
         return self._store.group_history(
             group.name,
@@ -373,6 +373,22 @@ class Realm:
             after_id,
             self.limits.history_limit,
             self.limits.history_reply_bytes,
+            before_id,
+        )
+
+    def conversation_history(self, user, kind, other, before_id=None):
+        """
+        A page of local C{user}'s conversation with C{other} (an Address,
+        as L{conversation_address} reads it), of C{kind} C{"private"} or
+        C{"group"} as C{conversations} names it: the newest messages, or
+        the newest before C{before_id}; C{more} if older ones exist.
+        """
+        if kind == GROUP:
+            return self.group_inbox(user, other, before_id=before_id)
+        if kind != PRIVATE:
+            raise errors.BadRequest(f"kind {kind!r} is neither private nor group")
+        return self._store.private_history(
+            user, other, before_id, self.limits.history_limit, self.limits.history_reply_bytes
         )
 
     # -- groups -------------------------------------------------------------

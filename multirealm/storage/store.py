@@ -35,7 +35,7 @@ from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
     accounts, conversations, file_access, groups, messages, operator, outbox, presence,
-    received, remote_groups,
+    private_history, received, remote_groups,
 )
 from multirealm.storage.queries.common import Later, ThreadCache
 
@@ -375,9 +375,16 @@ class SQLiteStore:
             notice,
         )
 
-    def history(self, mailbox, after_id, limit, max_bytes=2**62):
+    def history(self, mailbox, after_id, limit, max_bytes=2**62, before_id=None):
         return self.submit(
-            messages.history, self.thread_cache, mailbox, after_id, limit, max_bytes, writes=False
+            messages.history, self.thread_cache, mailbox, after_id, limit, max_bytes, before_id,
+            writes=False,
+        )
+
+    def private_history(self, user, other, before_id, limit, max_bytes=2**62):
+        return self.submit(
+            private_history.private_history, self.thread_cache, self.realm, user, other,
+            before_id, limit, max_bytes, writes=False,
         )
 
     # -- groups -------------------------------------------------------------
@@ -413,10 +420,11 @@ class SQLiteStore:
     def group_readers(self, group, among=None, sent=None):
         return self.submit(groups.group_readers, self.realm, group, among, sent, writes=False)
 
-    def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62):
+    def remote_group_history(self, group, reader, after_id, limit, max_bytes=2**62,
+                             before_id=None):
         return self.submit(
             remote_groups.group_history_remote, self.thread_cache, group, reader, after_id, limit,
-            max_bytes, writes=False,
+            max_bytes, before_id, writes=False,
         )
 
     def leave_remote_group(self, group, left):
@@ -424,10 +432,10 @@ class SQLiteStore:
             remote_groups.leave_remote_group, self.thread_cache, self.realm, group, left
         )
 
-    def group_history(self, name, reader, after_id, limit, max_bytes=2**62):
+    def group_history(self, name, reader, after_id, limit, max_bytes=2**62, before_id=None):
         return self.submit(
             groups.group_history, self.thread_cache, self.realm, name, reader, after_id, limit,
-            max_bytes, writes=False,
+            max_bytes, before_id, writes=False,
         )
 
     def leave_group(self, name, member, notice=None):

@@ -134,10 +134,29 @@ class ChatTests(unittest.TestCase):
         self.assertIn("m0", self.shown[21])
         self.type(chat, "/history more")
         self.assertEqual(self.shown[-1], "(that is the whole conversation with heru)")
-        chat = self.chat(self.history(3, more=True))
-        self.type(chat, "/history heru", "/history more")
-        self.assertEqual(self.shown[-1],
-                         "(that is as far back as the realm gives: it cannot page back yet)")
+
+    def test_history_more_pages_back_on_the_realm_when_all_it_gave_is_shown(self):
+        pages = {
+            None: {"status": "OK", "messages": [entry(n) for n in (3, 4)], "more": True},
+            entry(3)["id"]: {"status": "OK", "messages": [entry(n) for n in (1, 2)],
+                             "more": False},
+        }
+
+        def realm(line, body, sink):
+            words = line.split()
+            if words[0] == "history":
+                return pages[words[4] if len(words) > 4 else None]
+            return {"status": "OK", "message": "read"}
+
+        chat = self.chat(realm)
+        self.type(chat, "/history heru")
+        self.assertEqual(self.shown[-1], "(older: /history more)")
+        self.type(chat, "/history more")
+        self.assertEqual(self.session.sent[-1], f"history {TOKEN} private heru {entry(3)['id']}")
+        self.assertIn("m1", self.shown[-2])
+        self.assertIn("m2", self.shown[-1])
+        self.type(chat, "/history more")
+        self.assertEqual(self.shown[-1], "(that is the whole conversation with heru)")
 
     def test_own_lines_look_the_same_live_and_in_history(self):
         chat = self.chat()

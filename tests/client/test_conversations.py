@@ -83,12 +83,12 @@ class ConversationCommandTests(unittest.TestCase):
     def test_history_marks_the_newest_message_shown_read(self):
         history = {"status": "OK", "more": False,
                    "messages": [entry(1, sender="heru@2"), entry(2, sender="heru@2")]}
-        chat = self.chat(lambda line, body, sink: history if "inbox" in line else
+        chat = self.chat(lambda line, body, sink: history if "history" in line else
                          {"status": "OK", "message": "read"})
         type_lines(chat, "/history heru@2", "/history #team")
         self.assertEqual(self.session.sent, [
-            f"inbox {TOKEN}", f"markread {TOKEN} heru@2 {entry(2)['id']}",
-            f"groupinbox {TOKEN} team", f"markread {TOKEN} team {entry(2)['id']}",
+            f"history {TOKEN} private heru@2", f"markread {TOKEN} heru@2 {entry(2)['id']}",
+            f"history {TOKEN} group team", f"markread {TOKEN} team {entry(2)['id']}",
         ])
 
     def test_parse(self):

@@ -10,6 +10,7 @@ the realm that refused).
 import attrs
 from twisted.trial import unittest
 
+from multirealm import errors
 from multirealm.model import FAILURE, Failed
 from multirealm.names import Address
 from tests.helpers import Client, InMemoryNetwork
@@ -167,3 +168,47 @@ class RemoteConversationTests(unittest.TestCase):
             lambda db: db.execute("SELECT memberships FROM remote_counts WHERE realm = '1'")
             .fetchone()[0], writes=False))
         self.assertEqual(counted, 3)  # heru's membership, and alice and heru on the roster
+
+
+class RemoteHistoryTests(unittest.TestCase):
+    """The history command's pages of conversations that cross realms."""
+
+    def setUp(self):
+        self.net = InMemoryNetwork.of_three_users(self)
+        self.one, self.two, self.three = (self.net.realms[n] for n in ("1", "2", "3"))
+
+    def page(self, realm, user, kind, other, before=None):
+        page = self.successResultOf(realm.conversation_history(
+            user, kind, realm.conversation_address(other), before
+        ))
+        return [m.text for m in page.messages], page.more
+
+    def send(self, realm, user, to, text):
+        self.successResultOf(realm.send(user, realm.address(to), text))
+        self.net.flush()
+
+    def test_a_peer_of_another_realm_in_any_case_and_the_failures(self):
+        self.send(self.one, "alice", "HERU@2", "typed in capitals")
+        self.send(self.two, "heru", "alice@1", "answer")
+        self.send(self.three, "cy", "alice@1", "not heru")
+        self.send(self.one, "alice", "nobody@2", "anyone?")
+        self.assertEqual(self.page(self.one, "alice", "private", "heru@2"),
+                         (["typed in capitals", "answer"], False))
+        self.assertEqual(self.page(self.two, "heru", "private", "Alice@1"),
+                         (["typed in capitals", "answer"], False))
+        self.assertEqual(self.page(self.one, "alice", "private", "@2"),
+                         (["not delivered to nobody@2: no user 'nobody'"], False))
+
+    def test_a_group_of_another_realm_read_backwards_on_a_member_realm(self):
+        team = self.one.address("team")
+        self.successResultOf(self.one.create_group("alice", team, [self.one.address("heru@2")]))
+        self.net.flush()
+        for n in range(4):
+            self.successResultOf(self.one.send_group("alice", team, f"post{n}"))
+        self.net.flush()
+        history = self.successResultOf(self.two.group_inbox("heru", self.two.address("team@1")))
+        before = history.messages[2].id
+        self.assertEqual(self.page(self.two, "heru", "group", "team@1", before),
+                         (["post0", "post1"], False))
+        outside = self.three.conversation_history("cy", "group", self.three.address("team@1"))
+        self.failureResultOf(outside, errors.NotAMember)

@@ -2,6 +2,7 @@
 The SQL of the store, one module per aggregate (as Synapse splits
 C{storage/databases/main/}): L{accounts} (users, sessions, the users
 peers announced), L{messages} (the message rows, mailboxes, history),
+L{private_history} (one private conversation, paged backwards),
 L{groups} (groups, members, posting to a group), L{remote_groups}
 (this realm's copy of other realms' groups its users are in),
 L{file_access} (who may fetch a file sent to a group), L{outbox} (what

@@ -121,7 +121,7 @@ def _groups(db, user):
     ]
 
 
-def _peer(db, realm, other):
+def peer_of(db, realm, other):
     """
     The key of the private conversation with C{other} (L{peer_key}), a
     user of this realm as registered (asked in any case, as C{send} is).
@@ -141,7 +141,7 @@ def _cursor(db, realm, user, after, groups):
     places = []
     row = db.execute(
         "SELECT last_seq, peer FROM private_conversations WHERE user = ? AND peer = ?",
-        (user, _peer(db, realm, after)),
+        (user, peer_of(db, realm, after)),
     ).fetchone()
     if row is not None:
         places.append((row[0], PRIVATE, row[1]))
@@ -257,7 +257,7 @@ def mark_read(db, cache, realm, user, other, message_id):
     such message.
     """
     me = f"{user}@{realm}"
-    peer = _peer(db, realm, other)
+    peer = peer_of(db, realm, other)
     box = mailbox_number(db, cache, user_mailbox(Address(user, realm)), create=False)
     group_box, member = _group_mailbox(db, cache, realm, user, other)
     found = None

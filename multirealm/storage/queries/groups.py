@@ -339,9 +339,11 @@ def group_info(db, realm, name, reader):
     return name, address(creator), [address(m) for m in _members_of(db, name)]
 
 
-def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes):
+def group_history(db, cache, realm, name, reader, after_id, limit, max_bytes, before_id=None):
     name = require_member(db, realm, name, reader)
-    return history(db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes)
+    return history(
+        db, cache, group_mailbox(Address(name, realm)), after_id, limit, max_bytes, before_id
+    )
 
 
 def groups_of(db, realm, user, limit):

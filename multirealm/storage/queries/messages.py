@@ -170,46 +170,66 @@ def add_private_message(db, cache, realm, origin, message):
     )
 
 
-def history(db, cache, owner, after_id, limit, max_bytes):
+def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
     """
     A L{History} page of mailbox C{owner}: at most C{limit} messages whose
     reply takes at most C{max_bytes} (L{wire.message_bytes}; one message
-    is always given, however long, so a client can always page on).  Rows
-    are read one at a time, so the page, not the mailbox, is what is held
-    in memory.
+    is always given, however long, so a client can always page on).  The
+    newest page; with C{after_id}, the oldest page after it; with
+    C{before_id}, the newest page before it.  Rows are read one at a
+    time, so the page, not the mailbox, is what is held in memory.
     """
     mailbox = mailbox_number(db, cache, owner, create=False)
     select = (
         "SELECT " + MESSAGE_COLUMNS +
         " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
     )
-    if after_id is None:
+    if after_id is None and before_id is None:
         rows = db.execute(select + " ORDER BY t.seq DESC", (mailbox,))
+    elif after_id is not None:
+        rows = db.execute(
+            select + " AND t.seq > ? ORDER BY t.seq", (mailbox, _seq_in(db, mailbox, after_id))
+        )
     else:
-        # Looked up in this mailbox, the first of that id: the store keys a
-        # message by (origin, id), so a peer that reuses another realm's id
-        # stores a second row with it, and a message of another
-        # conversation is no place to page from.
-        after = db.execute(
-            "SELECT min(t.seq) FROM messages m JOIN timeline t ON t.seq = m.seq"
-            " WHERE m.id = ? AND t.mailbox = ?",
-            (after_id, mailbox),
-        ).fetchone()
-        if after[0] is None:
-            raise errors.BadRequest(f"no message with id {after_id!r} here")
-        rows = db.execute(select + " AND t.seq > ? ORDER BY t.seq", (mailbox, after[0]))
-    messages = []
-    budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
-    for row in rows:
-        message = message_of(row)
-        budget -= wire.message_bytes(message)
-        if messages and (len(messages) == limit or budget < 0):
-            more = True
-            break
-        messages.append(message)
-    else:
-        more = False
+        rows = db.execute(
+            select + " AND t.seq < ? ORDER BY t.seq DESC",
+            (mailbox, _seq_in(db, mailbox, before_id)),
+        )
+    page = take_page(map(message_of, rows), limit, max_bytes)
     rows.close()
     if after_id is None:
-        messages.reverse()
-    return History(tuple(messages), more)
+        return History(tuple(reversed(page.messages)), page.more)
+    return page
+
+
+def _seq_in(db, mailbox, message_id):
+    """
+    Where message C{message_id} is in C{mailbox}: the first row of that id
+    there (the store keys a message by (origin, id), so a peer that reuses
+    another realm's id stores a second row with it, and a message of
+    another conversation is no place to page from); L{errors.BadRequest}.
+    """
+    row = db.execute(
+        "SELECT min(t.seq) FROM messages m JOIN timeline t ON t.seq = m.seq"
+        " WHERE m.id = ? AND t.mailbox = ?",
+        (message_id, mailbox),
+    ).fetchone()
+    if row[0] is None:
+        raise errors.BadRequest(f"no message with id {message_id!r} here")
+    return row[0]
+
+
+def take_page(messages, limit, max_bytes):
+    """
+    A L{History} of the first of C{messages} (an iterable of L{Message}s,
+    read only as far as needed) that fit C{limit} and C{max_bytes}; the
+    first always fits.  C{more}: some were left.
+    """
+    page = []
+    budget = max_bytes - wire.HISTORY_REPLY_OVERHEAD
+    for message in messages:
+        budget -= wire.message_bytes(message)
+        if page and (len(page) == limit or budget < 0):
+            return History(tuple(page), True)
+        page.append(message)
+    return History(tuple(page), False)

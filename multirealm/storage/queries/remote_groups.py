@@ -52,10 +52,10 @@ def remote_group_info(db, realm, group, reader):
     return group, address(owner[0]) if owner else None, [address(m) for m in members]
 
 
-def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes):
+def group_history_remote(db, cache, group, reader, after_id, limit, max_bytes, before_id=None):
     """The history of another realm's group as stored here, for a local member."""
     group = remote_group(db, group, reader)
-    return history(db, cache, group_mailbox(group), after_id, limit, max_bytes)
+    return history(db, cache, group_mailbox(group), after_id, limit, max_bytes, before_id)
 
 
 def leave_remote_group(db, cache, realm, group, left):
