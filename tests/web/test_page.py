@@ -116,3 +116,10 @@ class StaticFilesTests(unittest.TestCase):
             self.assertNotIn("innerHTML", script)  # text is text
         self.assertTrue(wanted)
         self.assertLessEqual(wanted, names)
+
+    def test_a_folder_is_never_listed(self):
+        folder = self.mktemp()
+        os.makedirs(os.path.join(folder, "vendor"))
+        root = page.PageFile(folder)
+        self.assertIs(root.getChild(b"", None), root.childNotFound)  # no index.html
+        self.assertIs(root.getChild(b"vendor", None).getChild(b"", None), root.childNotFound)
