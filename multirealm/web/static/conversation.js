@@ -119,7 +119,7 @@ export class Conversation {
     const node = this.log.querySelector(`[data-id="${CSS.escape(failure.failed.id)}"]`);
     if (node && !node.querySelector('.failed-note')) {
       node.classList.add('undelivered');
-      node.append(el('p', { class: 'failed-note' }, `Not delivered: ${failure.msg}`));
+      node.append(el('p', { class: 'failed-note' }, el('strong', {}, 'Failed: '), failure.msg));
     }
   }
 
@@ -141,7 +141,7 @@ export class Conversation {
         }, message.file),
         ' ', el('span', { class: 'size' }, `(${sizeText(message.size)})`));
     } else if (message.failed) {
-      body = el('p', { class: 'text' }, el('strong', {}, 'Not delivered: '), message.msg);
+      body = el('p', { class: 'text' }, el('strong', {}, 'Failed: '), message.msg);
     } else {
       body = el('p', { class: 'text' }, message.msg);
     }

@@ -5,6 +5,8 @@ import { el } from './dom.js';
 export const keyOf = (kind, name) => `${kind}:${name.toLowerCase()}`;
 const isPerson = (entry) => entry.kind === 'private' && !entry.with.startsWith('@');
 
+const preview = (message) => `${message.msg_from}: ${message.file !== undefined ? message.file : message.msg}`;
+
 export class Sidebar {
   constructor(list, onOpen) {
     this.list = list;
@@ -103,7 +105,9 @@ export class Sidebar {
       },
       isPerson(entry) && entry.online !== undefined
         ? el('span', { class: entry.online ? 'dot online' : 'dot', 'aria-hidden': 'true' }) : null,
-      el('span', { class: entry.kind === 'group' ? 'name group' : 'name' }, entry.with),
+      el('span', { class: 'label' },
+        el('span', { class: entry.kind === 'group' ? 'name group' : 'name' }, entry.with),
+        entry.last ? el('span', { class: 'last' }, preview(entry.last)) : null),
       entry.unread > 0 ? el('span', { class: 'badge', 'aria-hidden': 'true' }, String(entry.unread)) : null);
       return el('li', {}, button);
     });
