@@ -21,11 +21,11 @@ chat sends one C{too_many_connections} or C{unavailable} reply, HTTP a
 per-byte cost): the factory takes a L{Ticket} in C{buildProtocol}, the
 protocol gives it back in C{connectionLost}.
 
-The WebSocket to come (C{/ws} on the HTTP port) is admitted as the HTTP
+A WebSocket (C{/ws} on the HTTP port) is admitted as the HTTP
 connection it starts as, under the HTTP request-header deadline.
 Twisted's upgrade replaces the channel's C{connectionLost} with the
-WebSocket protocol's, so the C{/ws} resource must hand the channel's
-C{ticket} to the protocol it builds, which releases it when it ends.
+WebSocket protocol's, so the channel hands its C{ticket} to the chat
+protocol the C{/ws} resource builds, which releases it when it ends.
 """
 
 import resource

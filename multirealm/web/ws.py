@@ -29,6 +29,7 @@ Only pages of the realm's own origin may open it (L{same_origin}).
 """
 
 import io
+import json
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -74,7 +75,7 @@ class ChatSocketResource(WebSocketResource):
         if refusal is not None:
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"application/json")
-            return wire.encode(wire.error_reply(errors.Forbidden(refusal)))
+            return json.dumps(wire.error_reply(errors.Forbidden(refusal))).encode("ascii")
         return super().render_GET(request)
 
     def buildProtocol(self, request):

@@ -488,6 +488,15 @@ class MessageTests(unittest.TestCase):
         browser.pipe.flush()
         self.assertEqual(self.codes(browser.take()), ["bad_encoding", "bad_request", "rate_limited"])
 
+    def test_a_text_message_that_is_not_utf8_closes_with_1007(self):
+        replies = self.raw(b"\x81\x81\x00\x00\x00\x00\xff")  # masked, with a zero key
+        self.assertEqual(replies, [])
+        self.assertIsNotNone(self.browser.lost)
+        close = server_frames(self.browser.pipe.server_transport.out)[-1]
+        self.assertEqual((close.opcode.name, close.payload[0]), ("CLOSE", 1007))
+        self.assertEqual(self.realm.connections.open, 0)
+        self.assertEqual(self.realm.ask(self.realm.connect(), "ping")[0]["message"], "pong")
+
     def test_an_empty_message_is_an_empty_line_no_reply(self):
         self.assertEqual(self.codes(self.realm.ask(self.browser, "", "  ", "ping")), ["OK"])
 
