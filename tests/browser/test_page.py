@@ -284,6 +284,16 @@ class TwoRealmsTests(BrowserTestCase):
         alice.fill("password", "Password", "wrong")
         alice.press("Log in")
         wait_for("the error", lambda: "wrong username or password" in alice.alert_text())
+        alice.log_in("alice")
+        # a session ended elsewhere (a new password on another device): back to the login
+        other_device = Connection(self.ports["chat1"])
+        self.addCleanup(other_device.close)
+        other_device.ask("auth alice pw")
+        self.assertEqual(other_device.ask("passwd - pw new-pw")["status"], "OK")
+        alice.driver.refresh()
+        alice.get("textbox", "Username")
+        wait_for("the reason", lambda: "expired session" in alice.alert_text())
+        alice.log_in("alice", "new-pw")
 
     def test_keyboard_only(self):
         self.start()

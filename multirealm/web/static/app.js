@@ -1,7 +1,7 @@
 // The web client: logs in over the realm's WebSocket, keeps the session in
 // sessionStorage (never in a URL), and wires the parts of the page.
 import { $ } from './dom.js';
-import { ChatSocket } from './socket.js';
+import { ChatSocket, Disconnected } from './socket.js';
 import { Sidebar } from './sidebar.js';
 import { Conversation } from './conversation.js';
 import { GroupPanel } from './group.js';
@@ -37,8 +37,12 @@ const socket = new ChatSocket({ onOpen: () => resume().catch(chat.alert), onEven
 const chat = {
   async request(line) {
     const reply = await socket.ask(line);
-    if (reply.status !== 'OK') throw new ChatError(reply);
-    return reply;
+    if (reply.status === 'OK') return reply;
+    if (reply.code === 'invalid_session' && session.token()) { // ended elsewhere, or expired
+      forget();
+      $('username').focus();
+    }
+    throw new ChatError(reply);
   },
   token: session.token,
   me: () => session.user() || '',
@@ -84,11 +88,7 @@ async function resume() {
   try {
     await chat.request(`subscribe ${session.token()}`);
   } catch (error) {
-    if (error.code === 'invalid_session') {
-      forget();
-      chat.alert(error);
-      $('username').focus();
-    }
+    if (!(error instanceof Disconnected)) chat.alert(error); // else: reconnecting, as the status says
     return;
   }
   showChat(true);
@@ -107,10 +107,17 @@ function forget() {
   showChat(false);
 }
 
-async function login(user, password) {
+// The username and password typed: each one word (the protocol splits on spaces).
+function credentials() {
+  const user = $('username').value.trim();
+  const password = $('password').value;
   if (!user || /\s/.test(user) || !password || /\s/.test(password)) {
     throw new Error('a username and a password, each one word without spaces');
   }
+  return [user, password];
+}
+
+async function login(user, password) {
   const reply = await chat.request(`auth ${user} ${password}`);
   session.save(user, reply.tokenid);
   $('password').value = '';
@@ -118,13 +125,9 @@ async function login(user, password) {
   $('open-address').focus();
 }
 
-$('login-form').addEventListener('submit', acting(() => login($('username').value.trim(), $('password').value)));
+$('login-form').addEventListener('submit', acting(() => login(...credentials())));
 $('register').addEventListener('click', acting(async () => {
-  const user = $('username').value.trim();
-  const password = $('password').value;
-  if (!user || /\s/.test(user) || !password || /\s/.test(password)) {
-    throw new Error('a username and a password, each one word without spaces');
-  }
+  const [user, password] = credentials();
   await chat.request(`register ${user} ${password}`);
   await login(user, password);
 }));
