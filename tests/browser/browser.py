@@ -20,7 +20,6 @@ try:
         NoAlertPresentException,
         NoSuchElementException,
         StaleElementReferenceException,
-        WebDriverException,
     )
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
@@ -238,4 +237,4 @@ class Page:
         self.driver.save_screenshot(path)
 
 
-__all__ = ["ActionChains", "By", "Keys", "Page", "WebDriverException", "missing", "wait_for", "DEADLINE"]
+__all__ = ["ActionChains", "By", "Keys", "Page", "missing", "wait_for", "DEADLINE"]
