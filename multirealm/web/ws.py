@@ -33,16 +33,14 @@ import json
 from collections import deque
 from urllib.parse import urlsplit
 
-from twisted.logger import Logger
 from twisted.web.websocket import WebSocketResource
 from wsproto.events import TextMessage
 
 from multirealm import errors, wire
 
-log = Logger()
-
-# A message is kept to max_line_bytes and this much (a final "\r", which
-# the chat port allows too); the chat protocol refuses any longer line.
+# A message is kept to max_line_bytes and two characters: room for a final
+# "\r" (allowed, as on the chat port) and one more, so that the chat
+# protocol sees a longer message as the line too long that it is.
 MESSAGE_SLACK = 2
 
 
@@ -79,7 +77,8 @@ class ChatSocketResource(WebSocketResource):
         return super().render_GET(request)
 
     def buildProtocol(self, request):
-        return ChatSocket(self._build_chat, request.channel, request.getClientAddress(), self._most)
+        address = request.getClientAddress()
+        return ChatSocket(self._build_chat, request.channel, address, self._most)
 
 
 def same_origin(request):
@@ -164,7 +163,8 @@ class ChatSocket:
         self._most = most
         self._ws = None
         # Messages read and not handed on yet, in order: bytearrays of
-        # request lines, or the error of a refused message.
+        # request lines, or what makes a refused message's error
+        # (_binary, _line_break).
         self._waiting = deque()
         self._handing_on = False
 
@@ -197,8 +197,7 @@ class ChatSocket:
 
     def connectionLost(self, reason):
         self._waiting.clear()
-        if self._chat is not None:
-            self._chat.connectionLost(reason)
+        self._chat.connectionLost(reason)
 
     # -- in: messages to the chat protocol, in order --------------------------
 
@@ -212,7 +211,7 @@ class ChatSocket:
 
     def _hand_on(self):
         """Hand the messages waiting to the chat protocol while it reads."""
-        if self._handing_on or self._chat is None:
+        if self._handing_on:
             return  # the loop below goes on with what was added
         self._handing_on = True
         chat = self._chat
