@@ -203,8 +203,17 @@ class Page:
         self.press("Open")
         wait_for(f"conversation {address}", lambda: self.heading() == address)
 
+    def conversation(self):
+        """The region holding the Messages log: the open conversation."""
+        log = self.get("log", "Messages")
+        return log.find_element(By.XPATH, "ancestor::*[self::section or @role='region'][1]")
+
     def heading(self):
-        return self.driver.find_element(By.ID, "conversation-title").text
+        return self.conversation().accessible_name
+
+    def region(self):
+        """What the open conversation's region shows (its name, the person's state, ...)."""
+        return self.conversation().text
 
     def say(self, text):
         """Type a message and send it with Enter."""

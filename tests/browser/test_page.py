@@ -61,6 +61,8 @@ class TwoRealmsTests(BrowserTestCase):
         heru.get("textbox", "Username")
         phone.press("Log out")
         alice.wait_entry("heru@2", "offline")
+        alice.open_entry("heru@2")
+        wait_for("when heru was last seen", lambda: "last seen" in alice.region())
         heru.log_in("heru")
         alice.wait_entry("heru@2", "online")
         heru.wait_entry("alice@1", "1 unread")

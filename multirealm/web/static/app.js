@@ -1,6 +1,6 @@
 // The web client: logs in over the realm's WebSocket, keeps the session in
 // sessionStorage (never in a URL), and wires the parts of the page.
-import { $ } from './dom.js';
+import { $, timeElement } from './dom.js';
 import { ChatSocket, Disconnected } from './socket.js';
 import { Sidebar } from './sidebar.js';
 import { Conversation } from './conversation.js';
@@ -104,6 +104,7 @@ function forget() {
   document.body.classList.remove('open');
   $('send-form').hidden = true;
   $('conversation-title').textContent = 'No conversation open';
+  $('conversation-presence').replaceChildren();
   showChat(false);
 }
 
@@ -156,8 +157,24 @@ async function refreshConversations() {
 async function askPresence(people) {
   for (let i = 0; i < people.length; i += 100) {
     const reply = await chat.request(`presence ${session.token()} ${people.slice(i, i + 100).join(' ')}`);
-    for (const [user, state] of Object.entries(reply.presence)) sidebar.setOnline(user, state.online);
+    for (const [user, state] of Object.entries(reply.presence)) presence(user, state);
   }
+}
+
+// A person's state, in the list and, for the open conversation, under its name.
+function presence(user, state) {
+  sidebar.setOnline(user, state.online, state.last_seen);
+  showPresence();
+}
+
+function showPresence() {
+  const open = conversation.current;
+  const entry = open && open.kind === 'private' ? sidebar.get('private', open.name) : null;
+  const line = $('conversation-presence');
+  if (!entry || entry.online === undefined) line.replaceChildren();
+  else if (entry.online) line.replaceChildren('online');
+  else if (entry.lastSeen) line.replaceChildren('last seen ', timeElement(entry.lastSeen));
+  else line.replaceChildren('offline');
 }
 
 let refreshing = null;
@@ -171,11 +188,13 @@ const ADDRESS = /^[A-Za-z0-9_.-]{1,32}(@[A-Za-z0-9_.-]{1,32})?$/;
 async function openConversation(kind, name) {
   sidebar.open(kind, name);
   $('conversation-title').textContent = name;
+  $('conversation-presence').replaceChildren();
   $('send-form').hidden = name.startsWith('@');
   document.body.classList.add('open');
   if (kind === 'group') groupPanel.show(name).catch(chat.alert);
   else groupPanel.hide();
   await conversation.open(kind, name);
+  showPresence();
   $('message').focus();
 }
 
@@ -241,7 +260,7 @@ $('attach').addEventListener('change', acting(async () => {
 // Events of the subscribed session (docs/protocol.md, "Live events").
 function event(e) {
   if (e.event === 'message') received(e.kind, e.message);
-  else if (e.event === 'presence') sidebar.setOnline(e.user, e.online);
+  else if (e.event === 'presence') presence(e.user, e);
   else if (e.event === 'read') {
     const entry = sidebar.get('group', e.with) || sidebar.get('private', e.with);
     if (entry && entry.last && entry.last.id === e.up_to) sidebar.setUnread(entry.kind, entry.with, 0);

@@ -11,7 +11,7 @@ export class Sidebar {
   constructor(list, onOpen) {
     this.list = list;
     this.onOpen = onOpen;
-    this.entries = new Map(); // key -> {with, kind, unread, last, online}
+    this.entries = new Map(); // key -> {with, kind, unread, last, online, lastSeen}
     this.openKey = null;
   }
 
@@ -27,7 +27,7 @@ export class Sidebar {
     this.entries = new Map();
     for (const c of conversations) {
       const key = keyOf(c.kind, c.with);
-      this.entries.set(key, { ...c, online: old.get(key)?.online });
+      this.entries.set(key, { ...c, online: old.get(key)?.online, lastSeen: old.get(key)?.lastSeen });
     }
     for (const [key, entry] of old) { // opened here, not at the realm yet
       if (!this.entries.has(key) && key === this.openKey) this.entries.set(key, entry);
@@ -75,9 +75,11 @@ export class Sidebar {
     return [...this.entries.values()].filter(isPerson).map((entry) => entry.with);
   }
 
-  setOnline(user, online) {
+  setOnline(user, online, lastSeen) {
     const entry = this.get('private', user);
-    if (entry && entry.online !== online) {
+    if (!entry) return;
+    entry.lastSeen = lastSeen;
+    if (entry.online !== online) {
       entry.online = online;
       this.render();
     }
