@@ -18,9 +18,9 @@ export class Conversation {
       root: log, threshold: 0.5,
     });
     log.addEventListener('scroll', () => {
-      if (log.scrollTop < NEAR_TOP) this.older();
+      if (log.scrollTop < NEAR_TOP) this.older().catch(() => {}); // disconnected: the next scroll
     });
-    olderButton.addEventListener('click', () => this.older());
+    olderButton.addEventListener('click', () => this.older().catch(chat.alert));
     document.addEventListener('visibilitychange', () => this.markSeen());
   }
 
@@ -59,7 +59,7 @@ export class Conversation {
     this.log.replaceChildren(...page.messages.map((m) => this.element(m)));
     this.setMore(page.more);
     this.log.scrollTop = this.log.scrollHeight;
-    this.fill();
+    this.fill().catch(() => {});
   }
 
   async fill() {
