@@ -200,6 +200,13 @@ def latency(chat_port, sender_token, listeners, users, seconds, rate):
         figures[kind] = dict(events.percentiles(waits), lost=len(sent) - len(waits))
     figures["ratio_p50"] = round(figures["ws"]["p50_ms"] / figures["chat"]["p50_ms"], 2)
     figures["ratio_p99"] = round(figures["ws"]["p99_ms"] / figures["chat"]["p99_ms"], 2)
+    # The same event on both kinds: which came in a later select, and by how much.
+    arrived = listeners.arrived
+    gaps = [arrived[("ws", *key)] - arrived[("chat", *key)] for key in sent
+            if ("ws", *key) in arrived and ("chat", *key) in arrived]
+    figures["ws_later"] = sum(gap > 0 for gap in gaps)
+    figures["chat_later"] = sum(gap < 0 for gap in gaps)
+    figures["mean_gap_ms"] = round(sum(gaps) / max(1, len(gaps)) * 1000, 3)
     return figures
 
 
@@ -210,7 +217,7 @@ def idle_memory(folder, data, kind, users):
     """
     run_dir = os.path.join(folder, f"idle-{kind}")
     os.makedirs(run_dir)
-    proc, chat_port, _ = run.start_realm(run_dir, data, run.SERVER_CPU)
+    proc, chat_port, log = run.start_realm(run_dir, data, run.SERVER_CPU)
     web_port = http_port(run_dir)
     # One connection of the kind first, so that what any first one sets up is in "before".
     warm = Connection(kind, users[0][0], users[0][1], chat_port, web_port)
@@ -224,7 +231,8 @@ def idle_memory(folder, data, kind, users):
     run.stop(proc)
     return {"connections": len(users), "rss_before_mib": round(before, 1),
             "rss_after_mib": round(after, 1),
-            "kib_per_connection": round((after - before) * 1024 / len(users), 1)}
+            "kib_per_connection": round((after - before) * 1024 / len(users), 1),
+            "log_problems": run.log_problems(log)}
 
 
 def main(argv=None):
@@ -241,7 +249,7 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory(prefix="ws-events-") as folder:
         data = os.path.join(folder, "data")
-        proc, chat_port, _ = run.start_realm(folder, data, run.SERVER_CPU)
+        proc, chat_port, log = run.start_realm(folder, data, run.SERVER_CPU)
         web_port = http_port(folder)
         count = max(opts.users, opts.idle)
         users = events.logins(folder, chat_port, proc.pid, count, "u")
@@ -254,8 +262,9 @@ def main(argv=None):
             users=opts.users, rate_per_s=opts.rate,
         )
         listeners.close()
-        print(json.dumps(results), flush=True)
         run.stop(proc)
+        results["latency"]["log_problems"] = run.log_problems(log)
+        print(json.dumps(results), flush=True)
         results = {f"idle_{kind}": idle_memory(folder, data, kind, users[: opts.idle])
                    for kind in ("chat", "ws")}
         results["idle_ratio"] = round(

@@ -237,9 +237,12 @@ class MessageTests(unittest.TestCase):
             self.assertEqual(len(replies), 1)
         self.assertIsNone(self.browser.lost)
 
-    def test_a_message_in_fragments_is_one_line(self):
+    def test_a_message_in_fragments_or_split_across_reads_is_one_line(self):
         replies = self.raw(frames(("pi", False), ("", False), ("ng", True)))
         self.assertEqual(self.codes(replies), ["OK"])
+        data = frames(("ping", True))
+        self.assertEqual(self.raw(data[:8]), [])
+        self.assertEqual(self.codes(self.raw(data[8:])), ["OK"])
 
     def test_a_line_break_in_a_message_is_bad_request_and_nothing_of_it_is_done(self):
         replies = self.realm.ask(self.browser, "ping\nquit", "register a pw\r\nregister b pw",
