@@ -72,6 +72,16 @@ def wait_for(what, check, deadline=DEADLINE):
         time.sleep(0.05)
 
 
+def fresh(read):
+    """C{read()}, again while the page replaces what it was reading (a list re-rendered)."""
+    for _ in range(100):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.02)
+    return read()
+
+
 class Page:
     """One browser on one realm's page."""
 
@@ -87,16 +97,20 @@ class Page:
         })
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
-                                    {"behavior": "allow", "downloadPath": downloads})
-        # A window is at least 500 px wide: a phone's width is emulated.
-        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500,
-        })
         self.downloads = downloads
         self.url = url
         self.console = []
-        self.driver.get(url)
+        try:
+            self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                                        {"behavior": "allow", "downloadPath": downloads})
+            # A window is at least 500 px wide: a phone's width is emulated.
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500,
+            })
+            self.driver.get(url)
+        except BaseException:
+            self.driver.quit()  # no browser left behind
+            raise
 
     def network(self, offline, upload=-1):
         """Cut the browser off the network, or let it back (uploads at C{upload} bytes/s)."""
@@ -116,6 +130,9 @@ class Page:
 
     def all(self, role, name=None, start=None):
         """The elements of C{role} whose accessible name is C{name} (or starts with C{start})."""
+        return fresh(lambda: self._all(role, name, start))
+
+    def _all(self, role, name, start):
         found = []
         for element in self.driver.find_elements(By.XPATH, CANDIDATES[role]):
             label = element.accessible_name
@@ -164,6 +181,9 @@ class Page:
 
     def conversations(self):
         """The accessible names of the entries of the list labelled Conversations."""
+        return fresh(self._conversations)
+
+    def _conversations(self):
         (nav,) = self.all("navigation", "Conversations") or self.all("list", "Conversations")
         return [b.accessible_name for b in nav.find_elements(By.XPATH, ".//button | .//a")]
 
@@ -190,6 +210,9 @@ class Page:
             raise AssertionError(f"{e}; the entry: {seen}") from None
 
     def open_entry(self, name):
+        fresh(lambda: self._open_entry(name))
+
+    def _open_entry(self, name):
         (nav,) = self.all("navigation", "Conversations")
         for button in nav.find_elements(By.XPATH, ".//button"):
             label = button.accessible_name
@@ -223,7 +246,7 @@ class Page:
     def messages(self):
         """Each message of the log labelled Messages: its element's text."""
         log = self.get("log", "Messages")
-        return [m.text for m in log.find_elements(By.XPATH, "./*")]
+        return fresh(lambda: [m.text for m in log.find_elements(By.XPATH, "./*")])
 
     def wait_message(self, *parts):
         """The text of the first message holding every one of C{parts}."""
@@ -246,4 +269,4 @@ class Page:
         self.driver.save_screenshot(path)
 
 
-__all__ = ["ActionChains", "By", "Keys", "Page", "missing", "wait_for", "DEADLINE"]
+__all__ = ["ActionChains", "By", "Keys", "Page", "fresh", "missing", "wait_for", "DEADLINE"]

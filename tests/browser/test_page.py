@@ -8,7 +8,7 @@ import os
 import signal
 
 from tests.browser.base import BrowserTestCase
-from tests.browser.browser import ActionChains, By, Keys, wait_for
+from tests.browser.browser import ActionChains, By, Keys, fresh, wait_for
 from tests.test_end_to_end import DEADLINE, Connection
 
 XSS = [
@@ -106,8 +106,10 @@ class TwoRealmsTests(BrowserTestCase):
 
     @staticmethod
     def members(page):
-        (members,) = page.all("list", "Group members")
-        return [li.text.split("\n")[0] for li in members.find_elements(By.XPATH, "./li")]
+        def read():
+            (members,) = page.all("list", "Group members")
+            return [li.text.split("\n")[0] for li in members.find_elements(By.XPATH, "./li")]
+        return fresh(read)
 
     def test_a_file_goes_up_with_progress_and_comes_down_the_same(self):
         self.start()
