@@ -11,7 +11,11 @@ The realm runs pinned to CPU 0, this script on CPU 1.
      half on /ws first, and each arrival is timed when the select that
      saw it returns, so neither kind is favoured by the order of writes or
      reads.
-  2. Memory: a fresh realm, its RSS before and after --idle connections of
+  2. The realm's CPU per event: --cpu-messages messages (in bursts of
+     100) to the same users subscribed on the chat port only, then on
+     /ws only, against the same with nobody subscribed; medians of
+     --rounds rounds.
+  3. Memory: a fresh realm, its RSS before and after --idle connections of
      one kind (each logged in and subscribed, then idle), per connection;
      once with chat connections, once (another fresh realm, the same
      database) with WebSockets.
@@ -210,6 +214,56 @@ def latency(chat_port, sender_token, listeners, users, seconds, rate):
     return figures
 
 
+def cpu_per_message(pid, chat_port, web_port, sender, users, kind, count):
+    """
+    The realm's CPU (µs) per message sent, C{count} of them in bursts of
+    100, to C{users} each subscribed on one connection of C{kind} (None:
+    nobody subscribed, no event at all), once every event has come.
+    """
+    connections = [Connection(kind, user, token, chat_port, web_port)
+                   for user, token in users] if kind else []
+    listeners = Listeners(connections)
+    listeners.start()
+    client = abuse.Client(chat_port)
+    names = [user for user, _ in users]
+    before = run.proc_cpu(pid)
+    for n in range(0, count, 100):
+        client.sock.sendall("".join(
+            f"send {sender} {names[(n + i) % len(names)]} cpu{n + i}\r\n" for i in range(100)
+        ).encode())
+        for _ in range(100):
+            assert b'"OK"' in client.read()
+    deadline = time.monotonic() + 60
+    while kind and len(listeners.arrived) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    used = run.proc_cpu(pid) - before
+    missing = count - len(listeners.arrived) if kind else 0
+    client.close()
+    listeners.close()
+    return used / count * 1e6, missing
+
+
+def cpu_costs(pid, chat_port, web_port, sender, users, count, rounds):
+    """Median CPU per message with no subscriber, chat subscribers, WebSocket subscribers."""
+    runs = {None: [], "chat": [], "ws": []}
+    missing = 0
+    for _ in range(rounds):
+        for kind in runs:
+            used, lost = cpu_per_message(pid, chat_port, web_port, sender, users, kind, count)
+            runs[kind].append(used)
+            missing += lost
+            time.sleep(1)  # the connections just closed go first
+    median = {kind: sorted(values)[len(values) // 2] for kind, values in runs.items()}
+    return {
+        "messages": count, "rounds": rounds, "events_missing": missing,
+        "us_per_message_no_event": round(median[None], 1),
+        "us_per_event_chat": round(median["chat"] - median[None], 1),
+        "us_per_event_ws": round(median["ws"] - median[None], 1),
+        "all_us_per_message": {str(kind): [round(v, 1) for v in values]
+                               for kind, values in runs.items()},
+    }
+
+
 def idle_memory(folder, data, kind, users):
     """
     A fresh realm on C{data}: its RSS before and after one idle, subscribed
@@ -242,6 +296,9 @@ def main(argv=None):
     parser.add_argument("--idle", type=int, default=1000, help="idle connections of each kind")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=200.0, help="messages a second")
+    parser.add_argument("--cpu-messages", type=int, default=20000,
+                        help="messages sent to measure the CPU per event, each round")
+    parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args(argv)
     atexit.register(run.kill_all)
     run.raise_nofile()
@@ -262,8 +319,10 @@ def main(argv=None):
             users=opts.users, rate_per_s=opts.rate,
         )
         listeners.close()
+        results["cpu"] = cpu_costs(proc.pid, chat_port, web_port, sender[1],
+                                   users[: opts.users], opts.cpu_messages, opts.rounds)
         run.stop(proc)
-        results["latency"]["log_problems"] = run.log_problems(log)
+        results["log_problems"] = run.log_problems(log)
         print(json.dumps(results), flush=True)
         results = {f"idle_{kind}": idle_memory(folder, data, kind, users[: opts.idle])
                    for kind in ("chat", "ws")}

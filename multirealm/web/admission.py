@@ -169,13 +169,16 @@ class _Channel(http.HTTPChannel):
         This connection is a WebSocket now (Twisted's upgrade has replaced
         this channel's C{dataReceived} and C{connectionLost}): the channel
         stops being the transport's producer (the WebSocket's protocol
-        takes that place), and its ticket is handed over: returned, for
-        the new protocol to release.  No HTTP timer runs on it any more:
-        the header deadline stopped when the headers were in, the idle
-        timer while a request is answered, and neither starts again until
-        a response ends, which this one never does.
+        takes that place), lets go of the request it was upgraded by (a
+        few KiB a connection, that nothing answers any more), and its
+        ticket is handed over: returned, for the new protocol to release.
+        No HTTP timer runs on it any more: the header deadline stopped
+        when the headers were in, the idle timer while a request is
+        answered, and neither starts again until a response ends, which
+        this one never does.
         """
         self.transport.unregisterProducer()
+        del self.requests[:]
         ticket, self.ticket = self.ticket, None
         return ticket
 

@@ -164,8 +164,9 @@ class ChatSocket:
         self._ws = None
         # Messages read and not handed on yet, in order: bytearrays of
         # request lines, or what makes a refused message's error
-        # (_binary, _line_break).
-        self._waiting = deque()
+        # (_binary, _line_break).  A deque only while any wait (an empty
+        # one is most of a KiB): an idle connection holds none.
+        self._waiting = None
         self._handing_on = False
 
     # -- the WebSocket ------------------------------------------------------
@@ -196,13 +197,14 @@ class ChatSocket:
         pass
 
     def connectionLost(self, reason):
-        self._waiting.clear()
-        self._chat.connectionLost(reason)
+        self._chat.connectionLost(reason)  # which acts on no line or refusal after this
 
     # -- in: messages to the chat protocol, in order --------------------------
 
     def _receive(self, entry):
         waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
         if type(entry) is bytes and waiting and type(waiting[-1]) is bytearray:
             waiting[-1] += entry
         else:
@@ -216,17 +218,18 @@ class ChatSocket:
         self._handing_on = True
         chat = self._chat
         try:
-            waiting = self._waiting
-            while waiting and not chat.paused:
-                entry = waiting.popleft()
+            while self._waiting and not chat.paused:
+                entry = self._waiting.popleft()
                 if type(entry) is bytearray:
                     chat.dataReceived(bytes(entry))
                     continue
                 chat.dataReceived(b"")  # the lines it held back go first
                 if chat.paused:
-                    waiting.appendleft(entry)
+                    self._waiting.appendleft(entry)
                     break
                 chat.refuse(entry())
+            if not self._waiting:
+                self._waiting = None
         finally:
             self._handing_on = False
 

@@ -4,9 +4,11 @@ message is, who may open one, and the same answers as the chat port, in
 memory and over loopback.
 """
 
+import gc
 import json
 import os
 import tracemalloc
+import weakref
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import AccumulatingProtocol
@@ -56,6 +58,22 @@ class InMemoryTests(unittest.TestCase):
         self.assertEqual([m["msg"] for m in replies[52]["messages"]],
                          [f"m{i}" for i in range(50)])
 
+    def test_the_http_request_a_websocket_started_as_is_let_go(self):
+        made = []
+        factory = self.realm.site.requestFactory
+
+        def request(*args, **kwargs):
+            made.append(factory(*args, **kwargs))
+            return made[-1]
+
+        self.realm.site.requestFactory = request
+        browser = self.realm.connect()
+        (ref,) = [weakref.ref(r) for r in made]
+        del made[:]
+        gc.collect()
+        self.assertIsNone(ref())
+        self.assertEqual(self.realm.ask(browser, "ping")[0]["message"], "pong")
+
     def test_tcp_keepalive_finds_a_vanished_browser_as_it_does_a_chat_client(self):
         self.assertTrue(self.realm.connect().pipe.server_transport.keepalive)
 
@@ -70,7 +88,9 @@ class InMemoryTests(unittest.TestCase):
         self.assertEqual(event["message"]["msg"], "hi there")
 
 
-class OriginTests(unittest.TestCase):
+class HandshakeTests(unittest.TestCase):
+    """Who may open /ws, and what the handshake takes."""
+
     def setUp(self):
         self.realm = InMemory(self)
 
@@ -103,6 +123,14 @@ class OriginTests(unittest.TestCase):
             self.assertEqual(body["code"], "forbidden")
             # Still HTTP: what comes next is no WebSocket message to the chat.
             self.assertEqual(pipe.raw(b"\x81\x84abcd\x00\x00\x00\x00"), b"")
+
+    def test_frames_sent_with_the_handshake_are_dropped(self):
+        pipe = self.realm.pipe()
+        answer = pipe.raw(handshake() + frames(("ping", True)))
+        answer += pipe.raw(frames(("help", True)))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 101 "))
+        (reply,) = [json.loads(f.payload) for f in server_frames(answer)]
+        self.assertIn("commands", reply)
 
     def test_two_origins_are_refused(self):
         request = handshake(b"http://realm.test:8080").replace(
