@@ -97,7 +97,8 @@ class OneAdmissionTests(unittest.TestCase):
         self.assertEqual(json.loads(link.value())["code"], "unavailable")
 
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: realm\r\n\r\n"
+# HEAD: answered at once (a GET of the page is streamed by a producer)
+REQUEST = b"HEAD / HTTP/1.1\r\nHost: realm\r\n\r\n"
 
 
 class HTTPHeaderDeadlineTests(unittest.TestCase):

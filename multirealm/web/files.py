@@ -15,7 +15,7 @@ Files over HTTP (docs/protocol.md, "Files over HTTP").
     L{multirealm.core.incoming.IncomingFile}.  A C{Content-Length} over the
     limit, or a request without a valid session, is refused before its
     body is read (L{multirealm.web.upload}).
-  - C{GET /}: what this server is, and where its protocol is described.
+  - C{GET /}: the web client (L{multirealm.web.page}).
 
 Connections are admitted, and request headers, bodies and stalled
 responses timed, by L{multirealm.web.admission.AdmittingSite}.
@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.web import http, resource, server, static
 
 from multirealm import errors, wire
-from multirealm.web import ranges
+from multirealm.web import page, ranges
 from multirealm.web.status import status_of
 from multirealm.web.upload import UploadRequest, session_user
 from multirealm.connections import for_this_process
@@ -158,7 +158,7 @@ class FilesResource(resource.Resource):
         return FileResource(self.realm, name.decode("ascii", "replace"))
 
     def render_POST(self, request):
-        if request.user is None:  # reached by another path (//files): its body was dropped
+        if request.user is None:  # reached by another path (/files//): its body was dropped
             return _fail(request, errors.BadRequest("post a file to /files?to=<user>&name=<name>"))
         answer = _Answer(request)
         d = defer.maybeDeferred(self._upload, request.user, request)
@@ -199,26 +199,16 @@ class FilesResource(resource.Resource):
 
 
 class RootResource(resource.Resource):
-    """C{/}: what this is."""
+    """C{/}: the web client (L{multirealm.web.page}); C{/files}: files."""
 
     def __init__(self, realm):
         super().__init__()
         self.realm = realm
+        self.page = page.page()
         self.putChild(b"files", FilesResource(realm))
 
     def getChild(self, name, request):
-        if not name:
-            return self
-        return resource.NoResource()
-
-    def render_GET(self, request):
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (
-            f"multirealm: realm {self.realm.name} of a federated chat network.\n"
-            "Chat on the realm's chat port with a line protocol (docs/protocol.md in the"
-            " project). Here: GET /files/<file_id> with Authorization: Bearer <session id>,"
-            " POST /files?to=<user>&name=<filename> with the file as the body.\n"
-        ).encode("utf-8")
+        return self.page.getChild(name, request)  # b"" is index.html
 
 
 class _WithoutQuery:

@@ -183,7 +183,7 @@ class BodyTests(unittest.TestCase):
 
     def test_another_path_to_the_files_resource_keeps_no_body(self):
         channel, transport = self.connect()
-        channel.dataReceived(self.head(b"//files?to=heru&name=f.bin") + b"A" * 1000)
+        channel.dataReceived(self.head(b"/files//?to=heru&name=f.bin") + b"A" * 1000)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
         self.assertEqual(self.begun, [])
 

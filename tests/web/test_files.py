@@ -364,8 +364,3 @@ class HTTPFileTests(unittest.TestCase):
         history = yield self.realm.inbox("heru")
         self.assertEqual(history.messages[0].file.name, "résumé.pdf")
 
-    @defer.inlineCallbacks
-    def test_the_root_says_what_this_is(self):
-        response, body = yield self.get(path=b"/")
-        self.assertEqual(response.code, 200)
-        self.assertIn(b"multirealm", body)
