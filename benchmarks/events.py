@@ -110,8 +110,11 @@ def logins(folder, port, pid, count, prefix):
         return json.load(f)
 
 
-def latency(port, sender_token, subscribers, users, seconds, rate=200):
-    """Messages to random C{users}; latency to each one's event."""
+def send_at_rate(port, sender_token, users, seconds, rate):
+    """
+    C{rate} messages a second to random C{users} for C{seconds}, then 2 s
+    for the last events: {(user, text): when sent}.
+    """
     sender = abuse.Client(port)
     sent = {}
     end = time.monotonic() + seconds
@@ -126,6 +129,12 @@ def latency(port, sender_token, subscribers, users, seconds, rate=200):
         time.sleep(1 / rate)
     time.sleep(2)
     sender.close()
+    return sent
+
+
+def latency(port, sender_token, subscribers, users, seconds, rate=200):
+    """Messages to random C{users}; latency to each one's event."""
+    sent = send_at_rate(port, sender_token, users, seconds, rate)
     lost = [k for k in sent if k not in subscribers.arrived]
     return dict(percentiles([subscribers.arrived[k] - t for k, t in sent.items()
                              if k in subscribers.arrived]), sent=len(sent), lost=len(lost))

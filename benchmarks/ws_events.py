@@ -32,7 +32,6 @@ import atexit
 import base64
 import json
 import os
-import random
 import re
 import selectors
 import socket
@@ -183,20 +182,7 @@ def subscribe_both(users, chat_port, web_port):
 
 def latency(chat_port, sender_token, listeners, users, seconds, rate):
     """Messages to random C{users}; each kind's latency to the event, and the ratio."""
-    sender = abuse.Client(chat_port)
-    sent = {}
-    end = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < end:
-        user = random.choice(users)
-        text = f"lat{n}"
-        sent[(user, text)] = time.monotonic()
-        (reply,) = sender.ask(f"send {sender_token} {user} {text}")
-        assert b'"OK"' in reply, reply
-        n += 1
-        time.sleep(1 / rate)
-    time.sleep(2)
-    sender.close()
+    sent = events.send_at_rate(chat_port, sender_token, users, seconds, rate)
     figures = {}
     for kind in ("chat", "ws"):
         arrived = listeners.arrived

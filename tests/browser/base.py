@@ -13,6 +13,7 @@ import subprocess
 
 from tests.browser.browser import Page, missing, wait_for
 from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port, twistd
+from tests.test_federation_end_to_end import REALM
 
 SCREENSHOTS = os.environ.get("MULTIREALM_SCREENSHOTS")  # where to keep them; else the test's folder
 
@@ -21,15 +22,6 @@ NETWORK = """
 secret = test-secret
 # small pages: scrolling up pages the history backwards
 history_limit = 20
-"""
-
-REALM = """
-[realm:{name}]
-host = 127.0.0.1
-chat_port = {chat}
-realm_port = {realm}
-http_port = {http}
-data_dir = data/realm{name}
 """
 
 
