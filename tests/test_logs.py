@@ -14,6 +14,7 @@ import subprocess
 import time
 
 from twisted.internet import defer, endpoints, protocol, reactor, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, formatEventAsClassicLogText, globalLogPublisher
@@ -25,6 +26,7 @@ import multirealm
 from multirealm import config
 from multirealm.federation.link import LinkFactory
 from multirealm.federation.queue import PeerQueue
+from multirealm.federation.server import RealmServerFactory
 from multirealm.federation.story import LinkStory
 from multirealm.logs import RealmLogger, json_lines
 from multirealm.service import build_realm_service
@@ -229,9 +231,27 @@ class LinkStoryTests(unittest.TestCase):
         yield wait_until(lambda: self.lines("2", "handshake_failed"))
         (refused,) = self.lines("2", "handshake_failed")
         self.assertIn("link from an unknown realm (127.0.0.1:", refused)
-        self.assertIn("failing: handshake refused: realm '9' is not linked to this realm",
+        self.assertIn("failing: handshake refused: a realm that is not linked to this realm",
                       refused)
         connection.loseConnection()
+
+
+class UnknownRealmTests(unittest.TestCase):
+    def test_realms_that_are_no_peer_are_one_line_whatever_names_they_claim(self):
+        # Anyone may reach the realm port: a new name each attempt is no new line.
+        log = Captured(self)
+        realm = make_realm(self, name="2", peers=("1",))
+        factory = RealmServerFactory(realm, lambda realm, peer: "s", 65536, realm.clock)
+        for n in range(20):
+            link = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + n))
+            transport = StringTransport()
+            link.makeConnection(transport)
+            link.dataReceived(b"HELLO x%d %s\r\n" % (n, b"0" * 32))
+            self.assertIn(b"'x%d' is not linked" % n, transport.value())
+            link.connectionLost(Failure(ConnectionDone()))
+        (refused,) = log.story("2", "handshake_failed")
+        self.assertIn("failing: handshake refused: a realm that is not linked to this realm",
+                      refused)
 
 
 def _cut_accepted(port):
