@@ -253,6 +253,18 @@ class UnknownRealmTests(unittest.TestCase):
         self.assertIn("failing: handshake refused: a realm that is not linked to this realm",
                       refused)
 
+    def test_reasons_that_take_turns_are_each_said_once(self):
+        # Garbage, then a stranger's HELLO, again and again: two lines, not one an attempt.
+        log = Captured(self)
+        realm = make_realm(self, name="2", peers=("1",))
+        factory = RealmServerFactory(realm, lambda realm, peer: "s", 65536, realm.clock)
+        for n in range(20):
+            link = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + n))
+            link.makeConnection(StringTransport())
+            link.dataReceived(b"HELLO 9 %s\r\n" % (b"0" * 32) if n % 2 else b"GET /\r\n")
+            link.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(log.story("2", "handshake_failed")), 2)
+
 
 def _cut_accepted(port):
     """Abort every connection accepted on loopback port C{port}."""
