@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import attrs
 from twisted.internet import defer, endpoints, protocol, reactor, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -24,11 +25,13 @@ from twisted.trial import unittest
 
 import multirealm
 from multirealm import config
+from multirealm.federation.frames import Ack
 from multirealm.federation.link import LinkFactory
 from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmServerFactory
 from multirealm.federation.story import LinkStory
 from multirealm.logs import RealmLogger, json_lines
+from multirealm.names import Address
 from multirealm.service import build_realm_service
 from tests.helpers import Client, InlineHasher, make_realm, wait_until
 from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port, twistd
@@ -310,6 +313,54 @@ class FlappingLinkTests(unittest.TestCase):
         self.clock.advance(LinkStory.STEADY_SECONDS)
         self.assertEqual(self.log.story("1", "up")[2],
                          "link to realm 2 up after 4 failed attempts in 17 s: 0 messages queued")
+
+
+class PeerTextTests(unittest.TestCase):
+    """What a peer says is logged on one line, without control characters."""
+
+    FORGED = "no\r\n2026-12-06T07:00:00+0000 [realm 1] forged\u001b[2J\u2028"
+
+    def assertPlain(self, text):
+        self.assertEqual([c for c in text if not c.isprintable()], [], text)
+
+    def test_a_peers_refusal_of_the_handshake(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        links = LinkFactory(realm, "2", "s", PeerQueue(realm, "2"), 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome(json.dumps({"status": "ERROR", "code": "forbidden", "message": self.FORGED}))
+        (failing,) = log.story("1", "failing")
+        self.assertIn("refused by the peer: no  2026-12-06", failing)
+        self.assertPlain(failing)
+
+    def test_a_peers_refusal_for_now_that_closes_the_link(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        queue = PeerQueue(realm, "2")
+        links = LinkFactory(realm, "2", "s", queue, 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome('{"status": "OK", "message": "linked"}')
+        realm.clock.advance(60)
+        message = realm.new_message("private", "heru", Address("bob", "2"), "hi")
+        queue._in_flight[message.id] = (1, message)  # as sent
+        queue.acked(Ack(message.id, "storage_full", self.FORGED))
+        link.connectionLost(Failure(ConnectionDone()))
+        (down,) = log.story("1", "down")
+        self.assertIn("storage_full: no  2026-12-06", down)
+        self.assertPlain(down)
+
+    def test_a_peers_refusal_of_a_forwarded_message(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        message = attrs.evolve(realm.new_message("group", "heru", Address("team", "2"), "hi"),
+                               sender=Address("heru", "3"))
+        self.successResultOf(realm.delivery_failed("2", 1, message, self.FORGED, self.FORGED))
+        (refused,) = [formatEvent(e) for e in log.of_multirealm() if "refused" in formatEvent(e)]
+        self.assertPlain(refused)
 
 
 class NoSecretsTests(unittest.TestCase):

@@ -15,7 +15,7 @@ from multirealm.federation import handshake
 from multirealm.federation.frames import Ack, FrameError, frame_limit, json_object
 from multirealm.federation.story import LinkStory
 from multirealm.framing import RequestLineReceiver
-from multirealm.logs import RealmLogger
+from multirealm.logs import RealmLogger, plain
 
 log = RealmLogger()
 
@@ -167,7 +167,7 @@ def _refused(text):
     reply = json_object(text)
     if reply is None or reply.get("status") != "ERROR":
         return None
-    return f"refused by the peer: {str(reply.get('message'))[:200]}"
+    return f"refused by the peer: {plain(str(reply.get('message'))[:200])}"
 
 
 class _WatchedFileSender(FileSender):
