@@ -353,6 +353,19 @@ class PeerTextTests(unittest.TestCase):
         self.assertIn("storage_full: no  2026-12-06", down)
         self.assertPlain(down)
 
+    def test_lines_that_are_no_answer_are_said_once_a_link(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        links = LinkFactory(realm, "2", "s", PeerQueue(realm, "2"), 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome('{"status": "OK", "message": "linked"}')
+        link.dataReceived(b"".join(b"garbage %d\r\n" % n for n in range(100)))
+        said = [formatEvent(e) for e in log.of_multirealm() if "garbage" in formatEvent(e)]
+        self.assertEqual(said, ["realm 2 sent 'garbage 0' (more lines that are no answer"
+                                " on this link are not logged)"])
+
     def test_a_peers_refusal_of_a_forwarded_message(self):
         log = Captured(self)
         realm = make_realm(self, name="1", peers=("2",))

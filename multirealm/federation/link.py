@@ -25,6 +25,7 @@ class RealmLink(RequestLineReceiver):
 
     closed_on_purpose = False
     linked_at = None  # when the handshake finished
+    _strays = False  # a line that is no answer was logged
 
     def connectionMade(self):
         self.streaming = False  # a file is being written: other frames wait
@@ -91,7 +92,11 @@ class RealmLink(RequestLineReceiver):
             try:
                 ack = Ack.from_line(text)
             except FrameError:
-                return log.warn("realm {peer} sent {line!r}", peer=self.factory.peer,
+                if self._strays:  # a peer sending garbage: one line a link, not one a line
+                    return None
+                self._strays = True
+                return log.warn("realm {peer} sent {line!r} (more lines that are no answer on"
+                                " this link are not logged)", peer=self.factory.peer,
                                 line=text[:200], realm=self.factory.realm)
             return self.factory.queue.acked(ack)
         if self._state == "challenge":
