@@ -306,8 +306,8 @@ class FlappingLinkTests(unittest.TestCase):
         self.assertEqual(len(self.log.story("1", "down")), 1)
         self.assertEqual(self.log.story("1", "failing"), [
             "link to realm 2 failing: lost within 10 s of coming up: storage_full: the disk"
-            " is full; 0 messages queued; retrying at most 5 s apart (said again only if the"
-            " reason changes)",
+            " is full; 0 messages queued; retrying at most 5 s apart (said again only for a"
+            " new reason)",
         ])
         self.link_up()
         self.clock.advance(LinkStory.STEADY_SECONDS)

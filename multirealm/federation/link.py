@@ -226,7 +226,7 @@ class LinkFactory(ReconnectingClientFactory):
         if self.story.failed(why):
             self.queue.with_depth(lambda depth: log.warn(
                 "link to realm {peer} failing: {why}; {queued} messages queued; retrying"
-                " at most {delay:g} s apart (said again only if the reason changes)",
+                " at most {delay:g} s apart (said again only for a new reason)",
                 peer=self.peer, why=why, queued=depth, delay=self.maxDelay,
                 realm=self.realm, link_event="failing",
             ))

@@ -363,8 +363,8 @@ class RealmServerFactory(Factory):
     def failing(self, peer, why, address, event="handshake_failed"):
         """A link from C{peer} (None if unknown) failed with C{why}: said if news."""
         if self._stories[peer].failed(why):
-            log.warn("link from {claimed} ({address}) failing: {why} (said again only if the"
-                     " reason changes)",
+            log.warn("link from {claimed} ({address}) failing: {why} (said again only for a"
+                     " new reason)",
                      claimed=f"realm {peer}" if peer else "an unknown realm",
                      address=_address(address), why=why, peer=peer, realm=self.realm,
                      link_event=event)
