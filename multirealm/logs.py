@@ -35,6 +35,14 @@ class RealmLogger(Logger):
         Logger.emit(self, level, format, **kwargs)
 
 
+def plain(text):
+    """
+    C{text} (a peer's words) as one line of a log says it: each character
+    that is not printable (line breaks, terminal escapes) a space.
+    """
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 # The fields of an event from twisted.python.log, said above in other words.
 _LEGACY = frozenset(("message", "format", "system", "isError", "why", "failure"))
 

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import time
 
+import attrs
 from twisted.internet import defer, endpoints, protocol, reactor, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, formatEventAsClassicLogText, globalLogPublisher
@@ -23,10 +25,13 @@ from twisted.trial import unittest
 
 import multirealm
 from multirealm import config
+from multirealm.federation.frames import Ack
 from multirealm.federation.link import LinkFactory
 from multirealm.federation.queue import PeerQueue
+from multirealm.federation.server import RealmServerFactory
 from multirealm.federation.story import LinkStory
 from multirealm.logs import RealmLogger, json_lines
+from multirealm.names import Address
 from multirealm.service import build_realm_service
 from tests.helpers import Client, InlineHasher, make_realm, wait_until
 from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port, twistd
@@ -229,9 +234,39 @@ class LinkStoryTests(unittest.TestCase):
         yield wait_until(lambda: self.lines("2", "handshake_failed"))
         (refused,) = self.lines("2", "handshake_failed")
         self.assertIn("link from an unknown realm (127.0.0.1:", refused)
-        self.assertIn("failing: handshake refused: realm '9' is not linked to this realm",
+        self.assertIn("failing: handshake refused: a realm that is not linked to this realm",
                       refused)
         connection.loseConnection()
+
+
+class UnknownRealmTests(unittest.TestCase):
+    def test_realms_that_are_no_peer_are_one_line_whatever_names_they_claim(self):
+        # Anyone may reach the realm port: a new name each attempt is no new line.
+        log = Captured(self)
+        realm = make_realm(self, name="2", peers=("1",))
+        factory = RealmServerFactory(realm, lambda realm, peer: "s", 65536, realm.clock)
+        for n in range(20):
+            link = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + n))
+            transport = StringTransport()
+            link.makeConnection(transport)
+            link.dataReceived(b"HELLO x%d %s\r\n" % (n, b"0" * 32))
+            self.assertIn(b"'x%d' is not linked" % n, transport.value())
+            link.connectionLost(Failure(ConnectionDone()))
+        (refused,) = log.story("2", "handshake_failed")
+        self.assertIn("failing: handshake refused: a realm that is not linked to this realm",
+                      refused)
+
+    def test_reasons_that_take_turns_are_each_said_once(self):
+        # Garbage, then a stranger's HELLO, again and again: two lines, not one an attempt.
+        log = Captured(self)
+        realm = make_realm(self, name="2", peers=("1",))
+        factory = RealmServerFactory(realm, lambda realm, peer: "s", 65536, realm.clock)
+        for n in range(20):
+            link = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + n))
+            link.makeConnection(StringTransport())
+            link.dataReceived(b"HELLO 9 %s\r\n" % (b"0" * 32) if n % 2 else b"GET /\r\n")
+            link.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(log.story("2", "handshake_failed")), 2)
 
 
 def _cut_accepted(port):
@@ -271,13 +306,74 @@ class FlappingLinkTests(unittest.TestCase):
         self.assertEqual(len(self.log.story("1", "down")), 1)
         self.assertEqual(self.log.story("1", "failing"), [
             "link to realm 2 failing: lost within 10 s of coming up: storage_full: the disk"
-            " is full; 0 messages queued; retrying at most 5 s apart (said again only if the"
-            " reason changes)",
+            " is full; 0 messages queued; retrying at most 5 s apart (said again only for a"
+            " new reason)",
         ])
         self.link_up()
         self.clock.advance(LinkStory.STEADY_SECONDS)
         self.assertEqual(self.log.story("1", "up")[2],
                          "link to realm 2 up after 4 failed attempts in 17 s: 0 messages queued")
+
+
+class PeerTextTests(unittest.TestCase):
+    """What a peer says is logged on one line, without control characters."""
+
+    FORGED = "no\r\n2026-12-06T07:00:00+0000 [realm 1] forged\u001b[2J\u2028"
+
+    def assertPlain(self, text):
+        self.assertEqual([c for c in text if not c.isprintable()], [], text)
+
+    def test_a_peers_refusal_of_the_handshake(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        links = LinkFactory(realm, "2", "s", PeerQueue(realm, "2"), 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome(json.dumps({"status": "ERROR", "code": "forbidden", "message": self.FORGED}))
+        (failing,) = log.story("1", "failing")
+        self.assertIn("refused by the peer: no  2026-12-06", failing)
+        self.assertPlain(failing)
+
+    def test_a_peers_refusal_for_now_that_closes_the_link(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        queue = PeerQueue(realm, "2")
+        links = LinkFactory(realm, "2", "s", queue, 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome('{"status": "OK", "message": "linked"}')
+        realm.clock.advance(60)
+        message = realm.new_message("private", "heru", Address("bob", "2"), "hi")
+        queue._in_flight[message.id] = (1, message)  # as sent
+        queue.acked(Ack(message.id, "storage_full", self.FORGED))
+        link.connectionLost(Failure(ConnectionDone()))
+        (down,) = log.story("1", "down")
+        self.assertIn("storage_full: no  2026-12-06", down)
+        self.assertPlain(down)
+
+    def test_lines_that_are_no_answer_are_said_once_a_link(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        links = LinkFactory(realm, "2", "s", PeerQueue(realm, "2"), 65536, realm.clock)
+        self.addCleanup(links.stopTrying)
+        link = links.buildProtocol(None)
+        link.makeConnection(StringTransport())
+        link._welcome('{"status": "OK", "message": "linked"}')
+        link.dataReceived(b"".join(b"garbage %d\r\n" % n for n in range(100)))
+        said = [formatEvent(e) for e in log.of_multirealm() if "garbage" in formatEvent(e)]
+        self.assertEqual(said, ["realm 2 sent 'garbage 0' (more lines that are no answer"
+                                " on this link are not logged)"])
+
+    def test_a_peers_refusal_of_a_forwarded_message(self):
+        log = Captured(self)
+        realm = make_realm(self, name="1", peers=("2",))
+        message = attrs.evolve(realm.new_message("group", "heru", Address("team", "2"), "hi"),
+                               sender=Address("heru", "3"))
+        self.successResultOf(realm.delivery_failed("2", 1, message, self.FORGED, self.FORGED))
+        (refused,) = [formatEvent(e) for e in log.of_multirealm() if "refused" in formatEvent(e)]
+        self.assertPlain(refused)
 
 
 class NoSecretsTests(unittest.TestCase):

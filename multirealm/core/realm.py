@@ -43,7 +43,7 @@ from multirealm.model import (
     user_mailbox,
 )
 from multirealm.names import Address, check_name, check_new_name
-from multirealm.logs import RealmLogger
+from multirealm.logs import RealmLogger, plain
 
 log = RealmLogger()
 
@@ -559,13 +559,13 @@ class Realm:
         realm's user is only logged (its sender's realm has it stored).
         """
         self.set_link_error(peer, f"refused message {message.id}: {code}")
+        code, reason = plain(code), plain(reason[:self.REASON_CHARS])  # a peer's words
         if message.sender.realm != self.name:
             log.warn(
                 "realm {peer} refused forwarded message {id}: {code} ({why})",
                 peer=peer, id=message.id, code=code, why=reason[:self.REASON_CHARS], realm=self,
             )
             return self.outbox_done(peer, [seq])
-        reason = "".join(c if c.isprintable() else " " for c in reason[:self.REASON_CHARS])
         removed = notice = None
         if message.kind == MEMBER:
             change, _, member = message.text.partition(" ")

@@ -15,7 +15,7 @@ from multirealm.federation import handshake
 from multirealm.federation.frames import Ack, FrameError, frame_limit, json_object
 from multirealm.federation.story import LinkStory
 from multirealm.framing import RequestLineReceiver
-from multirealm.logs import RealmLogger
+from multirealm.logs import RealmLogger, plain
 
 log = RealmLogger()
 
@@ -25,6 +25,7 @@ class RealmLink(RequestLineReceiver):
 
     closed_on_purpose = False
     linked_at = None  # when the handshake finished
+    _strays = False  # a line that is no answer was logged
 
     def connectionMade(self):
         self.streaming = False  # a file is being written: other frames wait
@@ -91,7 +92,11 @@ class RealmLink(RequestLineReceiver):
             try:
                 ack = Ack.from_line(text)
             except FrameError:
-                return log.warn("realm {peer} sent {line!r}", peer=self.factory.peer,
+                if self._strays:  # a peer sending garbage: one line a link, not one a line
+                    return None
+                self._strays = True
+                return log.warn("realm {peer} sent {line!r} (more lines that are no answer on"
+                                " this link are not logged)", peer=self.factory.peer,
                                 line=text[:200], realm=self.factory.realm)
             return self.factory.queue.acked(ack)
         if self._state == "challenge":
@@ -167,7 +172,7 @@ def _refused(text):
     reply = json_object(text)
     if reply is None or reply.get("status") != "ERROR":
         return None
-    return f"refused by the peer: {str(reply.get('message'))[:200]}"
+    return f"refused by the peer: {plain(str(reply.get('message'))[:200])}"
 
 
 class _WatchedFileSender(FileSender):
@@ -221,7 +226,7 @@ class LinkFactory(ReconnectingClientFactory):
         if self.story.failed(why):
             self.queue.with_depth(lambda depth: log.warn(
                 "link to realm {peer} failing: {why}; {queued} messages queued; retrying"
-                " at most {delay:g} s apart (said again only if the reason changes)",
+                " at most {delay:g} s apart (said again only for a new reason)",
                 peer=self.peer, why=why, queued=depth, delay=self.maxDelay,
                 realm=self.realm, link_event="failing",
             ))

@@ -29,7 +29,7 @@ from multirealm.federation.frames import (
     UsersFrame,
     frame_limit,
 )
-from multirealm.logs import RealmLogger
+from multirealm.logs import RealmLogger, plain
 from multirealm.model import format_timestamp, rereads_outbox
 from multirealm.names import parse_number
 
@@ -446,7 +446,7 @@ class PeerQueue:
         if ack.code in TRANSIENT:
             # The peer cannot store now: everything goes again, in order,
             # on the next link (after the backoff), nothing is dropped.
-            self.link.close(f"{ack.code}: {ack.message[:200]}")
+            self.link.close(plain(f"{ack.code}: {ack.message[:200]}"))
             return
         # Refused for good: back to its sender as a failure, never retried,
         # never in the way of the ones behind it.

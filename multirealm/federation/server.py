@@ -97,14 +97,15 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
     def timeoutConnection(self):
         self._refuse("the handshake did not finish in time")
 
-    def _refuse(self, why, error=errors.Forbidden):
+    def _refuse(self, why, error=errors.Forbidden, logged=None):
         """
         One ERROR line, then the connection is closed: nothing more is read.
-        Only ever during the handshake, which fails with C{why}.
+        Only ever during the handshake, which fails with C{why} (C{logged}
+        in the log, if given).
         """
         self._refused = why
         self.factory.failing(
-            self._claimed(), f"handshake refused: {why}", self.transport.getPeer()
+            self._claimed(), f"handshake refused: {logged or why}", self.transport.getPeer()
         )
         self.transport.write(_error_line(error(why)))
         self.transport.loseConnection()  # reading stops; the framing reads no later line
@@ -177,7 +178,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             if self._hello is None:
                 hello = handshake.Hello.from_line(text)
                 if hello.realm not in self.realm.peers:
-                    return self._refuse(f"realm {hello.realm!r} is not linked to this realm")
+                    # The log's reason names no realm: a new name an attempt is no new line.
+                    return self._refuse(f"realm {hello.realm!r} is not linked to this realm",
+                                        logged="a realm that is not linked to this realm")
                 self._hello = hello
                 mine = handshake.proof(
                     self._secret(), "responder", hello.realm, self.realm.name,
@@ -360,8 +363,8 @@ class RealmServerFactory(Factory):
     def failing(self, peer, why, address, event="handshake_failed"):
         """A link from C{peer} (None if unknown) failed with C{why}: said if news."""
         if self._stories[peer].failed(why):
-            log.warn("link from {claimed} ({address}) failing: {why} (said again only if the"
-                     " reason changes)",
+            log.warn("link from {claimed} ({address}) failing: {why} (said again only for a"
+                     " new reason)",
                      claimed=f"realm {peer}" if peer else "an unknown realm",
                      address=_address(address), why=why, peer=peer, realm=self.realm,
                      link_event=event)

@@ -3,7 +3,8 @@ L{LinkStory}: when a realm link's lines are news.  Each side of each link
 (our link to a peer, a peer's link to us) keeps one, so that a link that
 keeps failing, or keeps being lost as soon as it is up (a peer that
 refuses "not now" at once), writes one line when it starts failing, one
-when its reason changes and one when it is up again, not one an attempt.
+for each new reason and one when it is up again, not one an attempt (nor
+one a turn of reasons that take turns, as strangers on the realm port can).
 """
 
 
@@ -16,10 +17,12 @@ class LinkStory:
     # more, counts as one more failed attempt: its up and down lines are
     # not said (the first is: a peer restarted soon after a link came up).
     STEADY_SECONDS = 10.0
+    # The most reasons remembered as said while a link fails (the oldest forgotten).
+    REASONS = 32
 
     def __init__(self, clock):
         self._clock = clock
-        self._failing = None  # the reason last said while the link fails
+        self._said = {}  # the reasons said while the link fails, oldest first
         self._failures = 0  # attempts failed since it was last up
         self._since = None  # when the first of them failed
         self._early = 0  # links lost within STEADY_SECONDS of coming up, in a row
@@ -31,8 +34,12 @@ class LinkStory:
         self._failures += 1
         if self._since is None:
             self._since = self._clock.seconds()
-        news, self._failing = why != self._failing, why
-        return news
+        if why in self._said:
+            return False
+        self._said[why] = None
+        if len(self._said) > self.REASONS:
+            del self._said[next(iter(self._said))]
+        return True
 
     def up(self, say_later):
         """
@@ -73,7 +80,8 @@ class LinkStory:
 
     def _recovered(self):
         failures, since = self._failures, self._since
-        self._failing, self._failures, self._since = None, 0, None
+        self._failures, self._since = 0, None
+        self._said.clear()
         if not failures:
             return ""
         return f" after {failures} failed attempts in {self._clock.seconds() - since:.0f} s"

@@ -34,7 +34,10 @@ from collections import deque
 from urllib.parse import urlsplit
 
 from twisted.web.websocket import WebSocketResource
+from wsproto.connection import ConnectionType
 from wsproto.events import TextMessage
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
 
 from multirealm import errors, wire
 
@@ -71,9 +74,11 @@ class ChatSocketResource(WebSocketResource):
     def render_GET(self, request):
         refusal = same_origin(request)
         if refusal is not None:
-            request.setResponseCode(403)
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps(wire.error_reply(errors.Forbidden(refusal))).encode("ascii")
+            return _refused(request, 403, errors.Forbidden(refusal))
+        # Twisted would log an error for each (a link followed to /ws, say).
+        refusal = no_handshake(request)
+        if refusal is not None:
+            return _refused(request, 400, errors.BadRequest(refusal))
         return super().render_GET(request)
 
     def buildProtocol(self, request):
@@ -108,6 +113,23 @@ def same_origin(request):
     except (UnicodeDecodeError, ValueError):
         pass
     return "only pages of this realm's own origin may open /ws"
+
+
+def no_handshake(request):
+    """None if C{request} is a WebSocket handshake (as wsproto reads it), else why not."""
+    headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders()
+               for value in values]
+    try:
+        H11Handshake(ConnectionType.SERVER).initiate_upgrade_connection(headers, request.path)
+    except RemoteProtocolError as e:
+        return f"not a WebSocket handshake: {e}"
+    return None
+
+
+def _refused(request, status, error):
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(wire.error_reply(error)).encode("ascii")
 
 
 class _KeptText:

@@ -6,9 +6,11 @@ by the parties' index.
 
 import sqlite3
 
+import attrs
 from twisted.internet import defer
 
 from multirealm import errors
+from multirealm.model import FAILURE, Failed, Message
 from multirealm.names import Address
 from multirealm.storage.queries import private_history
 from tests.storage.base import StoreTestCase, message
@@ -53,3 +55,47 @@ class PrivateHistoryTests(StoreTestCase):
             "SEARCH m USING INDEX messages_by_parties (sender=? AND recipient=? AND seq<?)",
             "SEARCH t USING PRIMARY KEY (mailbox=? AND seq=?)",
         ])
+
+
+class PagingTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_paging_back_gives_each_message_once_in_order(self):
+        # Both directions, another realm's user in two cases, failures and
+        # another conversation interleaved; pages cut by count and by bytes.
+        store = self.open()
+        yield self.populate(store)
+        sent, failed = [], []
+        for n in range(60):
+            text = "x" * (n * 37 % 400)
+            if n % 5 == 0:
+                mine = attrs.evolve(message(n, "alice", "bob", realm="2"), text=text)
+                yield store.add_private_message(mine)
+                sent.append(mine.id)
+            elif n % 5 == 1:
+                yield store.receive_message("2", attrs.evolve(
+                    message(n, "BOB" if n % 2 else "bob", "alice", sender_realm="2"), text=text,
+                ))
+                sent.append(f"ID{n:04d}")
+            elif n % 5 in (2, 4):
+                yield store.add_private_message(message(n, "heru", "alice"))
+            else:
+                (seq, out), = (yield store.outbox_batch("2", 0, 1))[0]
+                failure = Message(f"F{n:04d}", FAILURE, Address("", "2"), Address("alice", "1"),
+                                  "no", out.timestamp, failed=Failed(out.id, "no_such_user"))
+                yield store.record_failure("2", seq, failure)
+                failed.append(failure.id)
+
+        def read_back(peer, limit, max_bytes):
+            ids, before = [], None
+            while True:
+                page = yield store.private_history("alice", peer, before, limit, max_bytes)
+                ids[:0] = [m.id for m in page.messages]
+                if not page.more:
+                    return ids
+                before = page.messages[0].id
+
+        for limit, max_bytes in [(1, 2**62), (4, 2**62), (7, 2000), (50, 1500)]:
+            got = yield defer.inlineCallbacks(read_back)(Address("Bob", "2"), limit, max_bytes)
+            self.assertEqual(got, sent, (limit, max_bytes))
+            got = yield defer.inlineCallbacks(read_back)(Address("", "2"), limit, max_bytes)
+            self.assertEqual(got, failed, (limit, max_bytes))

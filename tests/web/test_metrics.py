@@ -240,13 +240,14 @@ class AccessTests(MetricsTestCase):
         self.assertEqual(code, 200)
         self.assertIn("multirealm_requests_total", body)
 
-    def render(self, host):
-        """GET /metrics of a realm with the default allow-list, from C{host}."""
+    def render(self, host, method=b"GET"):
+        """C{method} /metrics of a realm with the default allow-list, from C{host}."""
         store = make_store(self)
         resource = MetricsResource(
             make_realm(self, store=store), store, InlineHasher(), config.METRICS_ALLOW_DEFAULT
         )
         request = DummyRequest([b""])
+        request.method = method
         request.client = IPv4Address("TCP", host, 40000)
         body = resource.render(request)
         if body is not server.NOT_DONE_YET:
@@ -259,6 +260,12 @@ class AccessTests(MetricsTestCase):
         code, body = self.render("127.0.0.1")
         self.assertEqual(code, 200)
         self.assertIn(b"multirealm_peer_link_up", body)
+
+    def test_any_method_from_another_address_is_forbidden(self):
+        # Not a 405 telling what /metrics answers: the address is checked first.
+        for method in (b"GET", b"HEAD", b"POST", b"DELETE"):
+            code, body = self.render("10.0.0.1", method)
+            self.assertEqual((code, json.loads(body)["code"]), (403, "forbidden"), method)
 
     def test_allowed_addresses(self):
         networks = config.METRICS_ALLOW_DEFAULT

@@ -12,6 +12,7 @@ import weakref
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import AccumulatingProtocol
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.websocket import WebSocketClientEndpoint
 from wsproto.frame_protocol import FrameProtocol
@@ -123,6 +124,20 @@ class HandshakeTests(unittest.TestCase):
             self.assertEqual(body["code"], "forbidden")
             # Still HTTP: what comes next is no WebSocket message to the chat.
             self.assertEqual(pipe.raw(b"\x81\x84abcd\x00\x00\x00\x00"), b"")
+
+    def test_a_request_that_is_no_handshake_is_a_400_and_no_error_logged(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for request in [
+            b"GET /ws HTTP/1.1\r\nHost: realm.test:8080\r\n\r\n",  # a link followed
+            handshake().replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""),
+        ]:
+            answer = self.realm.pipe().raw(request)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            self.assertEqual(body["code"], "bad_request")
+        self.assertEqual([e for e in events if e["log_level"] > LogLevel.info], [])
 
     def test_frames_sent_with_the_handshake_are_dropped(self):
         pipe = self.realm.pipe()

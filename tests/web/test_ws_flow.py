@@ -9,6 +9,7 @@ import json
 
 from twisted.internet import defer
 from twisted.trial import unittest
+from wsproto.frame_protocol import FrameProtocol
 
 from multirealm.config import Limits
 from tests.helpers import BoundedTransport, Client, make_store, parse_replies, wait_until
@@ -94,6 +95,22 @@ class FlowTests(unittest.TestCase):
         replies = browser.take()
         self.assertEqual([r.get("code", "commands" in r) for r in replies],
                          [True] * 80 + ["bad_encoding", "bad_request", False])
+
+    def test_pings_from_a_browser_that_does_not_read_are_bounded(self):
+        # Each ping is answered at once, by Twisted, out of the chat's queue:
+        # a browser that pings and never reads stops being read instead.
+        browser = self.realm.connect()
+        browser.pipe.reading = False
+        pinging = FrameProtocol(client=True, extensions=[])
+        ping = bytes(pinging.ping(b"p" * 125))
+        for _ in range(20):
+            browser.pipe.client_transport.write(ping * 500)
+            browser.pipe.flush()
+        socket = browser.pipe.server_transport
+        self.assertLess(socket.most_buffered, 65536 + 500 * 127)
+        browser.pipe.reading = True
+        browser.pipe.flush()
+        self.assertEqual(self.realm.ask(browser, "ping"), [PONG])
 
     def test_a_browser_that_stops_reading_is_bounded_like_a_chat_connection(self):
         heru = self.realm.connect()
