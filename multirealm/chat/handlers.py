@@ -62,6 +62,7 @@ class Handlers:
         self._hold_until = hold_until or (lambda deferred: None)
         self.session = None
         self._caller = None  # the last Caller, reused while its session sends
+        self.port = "chat"  # the kind of connection (metrics: file bytes out)
 
     def handle(self, request):
         """
@@ -343,7 +344,7 @@ class Handlers:
                     f"the file cannot be read now ({e.strerror or e}): try again later")))
                 return defer.succeed(None)
             consumer.write(head)
-            self.realm.metrics.file_bytes_out["chat"] += file.size
+            self.realm.metrics.file_bytes_out[self.port] += file.size
             streamed = base64_file(opened)(consumer)
             return streamed.addCallback(lambda _: consumer.write(b'"}' + wire.REPLY_END))
 

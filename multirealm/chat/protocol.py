@@ -128,6 +128,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             self.kind = "chat_tls"
         open_now = self._metrics.connections
         open_now[self.kind] = open_now.get(self.kind, 0) + 1
+        self.handlers.port = self.kind  # the files it sends are counted by it
         self._counted_open = True
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if keepalive is not None:

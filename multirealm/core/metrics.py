@@ -30,7 +30,7 @@ HASH_WAIT_SECONDS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.
 # The kinds of connection counted open.
 CONNECTION_KINDS = ("chat", "chat_tls", "websocket", "realm_in", "realm_out")
 # The ports a stored file's bytes are sent by.
-FILE_PORTS = ("chat", "http", "realm")
+FILE_PORTS = ("chat", "chat_tls", "websocket", "http", "realm")
 
 
 class Histogram:

@@ -38,6 +38,9 @@ from multirealm.names import Address, is_valid_name, parse_number
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# An error code, as docs/protocol.md spells them: a peer's code that is
+# not one is kept as "internal" (it is shown to the message's sender).
+_CODE = re.compile(r"[a-z][a-z_]{0,39}")
 _ID_TAG = re.compile(r"@id=([0-9A-Za-z_-]{1,64})[; ]")
 
 
@@ -368,7 +371,10 @@ class Ack:
             if reply.get("status") == "OK":
                 return cls(str(reply["id"]))
             if reply.get("status") == "ERROR":
-                return cls(str(reply["id"]), str(reply["code"]), str(reply.get("message", "")))
+                code = str(reply["code"])
+                if not _CODE.fullmatch(code):
+                    code = "internal"
+                return cls(str(reply["id"]), code, str(reply.get("message", "")))
         except KeyError:
             pass
         raise FrameError("an acknowledgement is a JSON object with status and id")

@@ -129,6 +129,7 @@ def no_handshake(request):
 def _refused(request, status, error):
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"x-content-type-options", b"nosniff")
     return json.dumps(wire.error_reply(error)).encode("ascii")
 
 

@@ -135,6 +135,14 @@ class AckTests(unittest.TestCase):
             self.assertEqual(Ack.from_line(ack.to_line()), ack)
         self.assertRaises(FrameError, Ack.from_line, "OK")
 
+    def test_a_code_that_is_no_error_code_is_kept_as_internal(self):
+        # A peer's code reaches the sender in its failure entry: only a code's shape.
+        for code in ("<img src=x onerror=alert(1)>", "no_such_user\u2028x", "x" * 41, ""):
+            line = json.dumps({"status": "ERROR", "id": "a1", "code": code, "message": "m"})
+            self.assertEqual(Ack.from_line(line).code, "internal")
+        line = json.dumps({"status": "ERROR", "id": "a1", "code": "quota_exceeded"})
+        self.assertEqual(Ack.from_line(line).code, "quota_exceeded")
+
     def test_an_answer_that_is_not_a_json_object_is_a_bad_answer(self):
         for line in ("[" * 5000, "[1, 2]", '"OK"', "null", "7", '{"status": "OK"}'):
             self.assertRaises(FrameError, Ack.from_line, line)

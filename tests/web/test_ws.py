@@ -122,6 +122,7 @@ class HandshakeTests(unittest.TestCase):
             self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), (origin, answer))
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
             self.assertEqual(body["code"], "forbidden")
+            self.assertIn(b"\r\nX-Content-Type-Options: nosniff\r\n", answer)
             # Still HTTP: what comes next is no WebSocket message to the chat.
             self.assertEqual(pipe.raw(b"\x81\x84abcd\x00\x00\x00\x00"), b"")
 

@@ -170,6 +170,8 @@ class FlowTests(unittest.TestCase):
         finished = [f.message_finished for f in server_frames(socket.out)]
         self.assertGreater(len(finished), 10)
         self.assertEqual(finished, [False] * (len(finished) - 1) + [True])
+        sent = self.realm.realm.metrics.file_bytes_out
+        self.assertEqual((sent["websocket"], sent["chat"]), (len(payload), 0))  # by port
 
 
 class TimeoutTests(unittest.TestCase):
