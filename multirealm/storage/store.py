@@ -390,7 +390,7 @@ class SQLiteStore:
         )
 
     def private_history(self, user, other, before_id, limit, max_bytes=2**62):
-        return self.submit(
+        return self._in_steps(
             private_history.private_history, self.thread_cache, self.realm, user, other,
             before_id, limit, max_bytes, writes=False,
         )
@@ -467,14 +467,14 @@ class SQLiteStore:
             conversations.mark_read, self.thread_cache, self.realm, user, other, message_id
         )
 
-    def _in_steps(self, function, *args):
+    def _in_steps(self, function, *args, writes=True):
         """L{submit}, and again each L{Later} it answers, in later batches."""
         def step(result):
             if isinstance(result, Later):
-                return self.submit(result.function, *result.args).addCallback(step)
+                return self.submit(result.function, *result.args, writes=writes).addCallback(step)
             return result
 
-        return self.submit(function, *args).addCallback(step)
+        return self.submit(function, *args, writes=writes).addCallback(step)
 
     # -- files --------------------------------------------------------------
 

@@ -76,7 +76,6 @@ class MigrationTests(unittest.TestCase):
                 " DROP TABLE last_seen; DROP INDEX remote_rosters_by_member;"
                 " DROP INDEX members_by_folded_member;"
                 " DROP TABLE locked_users; DROP TABLE deleted_groups;"
-                " DROP INDEX messages_by_parties;"
             )
         again = SQLiteStore(store.path, "1", reactor, inline=True)
         again.start()

@@ -1,7 +1,7 @@
 """
 One private conversation read backwards (storage/queries/private_history.py):
 only the two parties' messages, only what the reader's own history holds,
-by the parties' index.
+a bounded number of rows a step.
 """
 
 import sqlite3
@@ -44,17 +44,33 @@ class PrivateHistoryTests(StoreTestCase):
             store.private_history("alice", Address("heru", "1"), "ID0001", 10), errors.BadRequest
         )
 
-    def test_each_direction_is_read_by_the_index_probing_the_timeline(self):
+    @defer.inlineCallbacks
+    def test_a_conversation_far_apart_is_read_in_steps_of_bounded_rows(self):
+        self.patch(private_history, "SCAN_ROWS", 5)
         store = self.open()
-        db = sqlite3.connect(store.path)
-        self.addCleanup(db.close)
-        plan = [row[3] for row in db.execute(
-            "EXPLAIN QUERY PLAN " + private_history._DIRECTION, (1, "a@1", "b@1", 5)
-        )]
-        self.assertEqual(plan, [
-            "SEARCH m USING INDEX messages_by_parties (sender=? AND recipient=? AND seq<?)",
-            "SEARCH t USING PRIMARY KEY (mailbox=? AND seq=?)",
-        ])
+        for name in ("alice", "heru", "bob"):
+            yield store.create_user(name, "h", "t")
+        n = 0
+        for text in ["h0", "h1"] + [None] * 12 + ["h2"] + [None] * 3 + ["h3"]:
+            n += 1
+            if text is None:  # bob's, in alice's history between heru's
+                yield store.add_private_message(message(n, "bob", "alice"))
+            else:
+                yield store.add_private_message(attrs.evolve(message(n, "heru", "alice"), text=text))
+        steps = []
+        real = store.submit
+
+        def counted(function, *args, **kwargs):
+            steps.append(function.__name__)
+            return real(function, *args, **kwargs)
+
+        self.patch(store, "submit", counted)
+        page = yield store.private_history("alice", Address("heru", "1"), None, 3)
+        self.assertEqual(([m.text for m in page.messages], page.more), (["h1", "h2", "h3"], True))
+        # 20 rows, 5 a step: each step a batch of its own.
+        self.assertEqual(steps, ["private_history", "_read_back", "_read_back", "_read_back"])
+        older = yield store.private_history("alice", Address("heru", "1"), "ID0002", 3)
+        self.assertEqual(([m.text for m in older.messages], older.more), (["h0"], False))
 
 
 class PagingTests(StoreTestCase):

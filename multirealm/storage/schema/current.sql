@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 13;
+PRAGMA user_version = 12;
 
 -- Accounts ------------------------------------------------------------
 
@@ -82,11 +82,6 @@ CREATE TABLE messages (
     UNIQUE (id, origin)
 );
 CREATE INDEX messages_by_file ON messages (file_id) WHERE file_id IS NOT NULL;
--- One private conversation, paged backwards (history): its two
--- directions, each in arrival order, in any case.
-CREATE INDEX messages_by_parties ON messages (
-    sender COLLATE NOCASE, recipient COLLATE NOCASE, seq
-) WHERE kind IN ('private', 'failure');
 
 -- One mailbox per conversation: 'user:alice@1' for a user's private
 -- history, 'group:team@1' for a group's.
