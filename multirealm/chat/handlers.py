@@ -214,7 +214,13 @@ class Handlers:
         group = self.realm.address(group, "group name")
         members = [self.realm.address(m) for m in member]
         d = self.realm.create_group(caller.user, group, members)
-        return d.addCallback(lambda _: ok(message=f"group {group.name} created"))
+
+        def created(_):
+            if self.events is not None:
+                self.events.group_created(group, caller.user)
+            return ok(message=f"group {group.name} created")
+
+        return d.addCallback(created)
 
     def command_leavegroup(self, caller, group):
         group = self.realm.address(group, "group name")

@@ -9,7 +9,8 @@ private message (or a delivery failure) goes to the connections of its
 local recipient; a group message to those of the group's local members
 (asked of the store: a message's own record names no members, so that
 storing it costs the same whatever the group's size).  The sender's own
-message is not sent back to them.  Each connection takes the bytes
+message is not sent back to them.  A new group's members hear of it
+(C{group_created} here, the JOINED frame on their own realm).  Each connection takes the bytes
 through its outbound queue, under a byte budget of its own (the
 protocol's C{push_event}).
 """
@@ -19,7 +20,7 @@ from zope.interface import implementer
 from multirealm import errors, wire
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.names import Address
-from multirealm.model import FAILURE, GROUP, KNOWN, MEMBER, PRIVATE
+from multirealm.model import FAILURE, GROUP, JOINED, KNOWN, MEMBER, PRIVATE
 from multirealm.logs import RealmLogger
 
 log = RealmLogger()
@@ -125,7 +126,41 @@ class LiveDelivery:
                 "finding the readers of {group} failed", failure, group=message.recipient,
                 realm=self.realm,
             ))
-        # Other membership frames (joined, left, known) are not news to anyone.
+        elif message.kind == JOINED:
+            # Sent only when a group is created: its one local user here
+            # (spelled as registered) hears of the new group.
+            event = self._created(message.recipient, message.sender)
+            for user in delivery.local_users:
+                self.push_to(user, event)
+        # Other membership frames (left, known) are not news to anyone.
+
+    def group_created(self, group, creator, skip=None):
+        """
+        Group C{group} of this realm was just created by local user
+        C{creator}: its subscribed members here hear of it (but on
+        C{skip}, the connection that created it and has its reply).
+        """
+        if not self._by_user:
+            return
+        event = self._created(group, Address(creator, self.realm.name))
+
+        def push(readers):
+            for user in readers:
+                self.push_to(user, event, skip)
+
+        d = self.realm.group_readers(group, tuple(self._by_user))
+        d.addCallback(push)
+        d.addErrback(lambda failure: log.failure(
+            "finding the readers of {group} failed", failure, group=group, realm=self.realm,
+        ))
+
+    def _created(self, group, creator):
+        realm = self.realm.name
+        creator = creator.relative_to(realm)
+        return wire.encode({
+            "event": "member", "group": group.relative_to(realm), "change": "created",
+            "member": creator, "by": creator,
+        })
 
     def _push_member(self, message, delivery, readers):
         realm = self.realm.name

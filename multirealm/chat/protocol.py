@@ -194,6 +194,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         """C{event} (a dict) to C{user}'s subscribed connections other than this one."""
         self.factory.live.push_to(user, wire.encode(event), skip=self)
 
+    def group_created(self, group, creator):
+        """Group C{group}'s members here, but this connection, hear it was created."""
+        self.factory.live.group_created(group, creator, skip=self)
+
     def authenticated(self, user):
         """This connection logged in as C{user}: another user's events stop."""
         if self.subscribed_as is not None and self.subscribed_as.lower() != user.lower():

@@ -377,6 +377,8 @@ class ChatSession:
                 conversation = "inbox"
             if not self.note(entry, conversation):
                 return  # already shown (a catch-up and an event crossed)
+        elif item.get("event") == "member" and item.get("change") == "created":
+            self.groups.add(item.get("group"))  # a new group we are in (the creator named)
         elif item.get("event") == "member" and str(item.get("member")).lower() == (
             str(self.user).lower()
         ):

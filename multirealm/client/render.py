@@ -101,6 +101,8 @@ def event(item, me):
         change = item.get("change")
         if change == "left":
             return f"{member} left {group}"
+        if change == "created":
+            return f"{by} created {group}"
         if change in ("added", "removed"):
             return f"{by} {change} {member} {'to' if change == 'added' else 'from'} {group}"
     return None

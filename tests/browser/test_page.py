@@ -84,7 +84,8 @@ class TwoRealmsTests(BrowserTestCase):
         alice.press("Group members")
         alice.get("button", "Remove heru@2")
         alice.get("button", "Remove bob")
-        # creategroup tells its members nothing (addmember does): the first post does
+        # heru's list shows the new group at once, before any post
+        heru.wait_entry("crew@1", "group", lacking=("unread",))
         alice.say("welcome")
         heru.wait_entry("crew@1", "group", "1 unread")
         heru.open_entry("crew@1")

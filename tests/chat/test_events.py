@@ -71,7 +71,8 @@ class EventTests(unittest.TestCase):
             connection.ask("subscribe -")
         self.alice.ask("creategroup - team heru")
         self.alice.ask("sendgroup - team hello team")
-        (event,) = self.heru.replies()
+        created, event = self.heru.replies()  # the group's creation, then its post
+        self.assertEqual((created["event"], created["change"]), ("member", "created"))
         self.assertEqual((event["message"]["msg_to"], event["message"]["msg"]),
                          ("team", "hello team"))
         self.assertEqual(cy.replies(), [])  # not a member
@@ -170,8 +171,9 @@ class RemoteEventTests(unittest.TestCase):
         alice.ask("send - nobody@2 lost")
         net.flush()
         self.assertEqual(
-            [(e["message"]["msg_from"], e["message"]["msg"]) for e in heru.replies()],
-            [("alice@1", "across"), ("alice@1", "to the team")],
+            [(e["message"]["msg_from"], e["message"]["msg"]) if "message" in e
+             else (e["by"], e["change"]) for e in heru.replies()],
+            [("alice@1", "across"), ("alice@1", "created"), ("alice@1", "to the team")],
         )
         (failure,) = alice.replies()
         self.assertEqual(failure["message"]["failed"]["code"], "no_such_user")

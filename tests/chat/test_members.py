@@ -90,3 +90,22 @@ class MembershipTests(unittest.TestCase):
         # Adding one already in tells nobody.
         reply, events = self.act(self.alice, "addmember - team alice")
         self.assertEqual((reply["status"], events), ("OK", []))
+
+    def test_a_new_group_is_told_to_its_subscribed_members_but_the_connection_that_made_it(self):
+        # One chat factory, as a realm's ports share: alice's other connection too.
+        factory = self.alice.factory
+        alice, other, bob, cy = (Client(self.realm, factory=factory) for _ in range(4))
+        for client, user in ((alice, "alice"), (other, "alice"), (bob, "bob"), (cy, "cy")):
+            client.ask(f"auth {user} pw")
+            client.ask("subscribe -")
+        reply, events = self.act(alice, "creategroup - crew BOB")
+        self.assertEqual((reply["status"], events), ("OK", []))  # it has the reply
+        created = {"event": "member", "group": "crew", "change": "created", "member": "alice",
+                   "by": "alice"}
+        self.assertEqual(other.replies(), [created])
+        self.assertEqual(bob.replies(), [created])
+        self.assertEqual(cy.replies(), [])  # no member
+        # A failed creation tells nobody.
+        reply, events = self.act(alice, "creategroup - crew cy")
+        self.assertEqual((reply["code"], events), ("group_exists", []))
+        self.assertEqual((other.replies(), cy.replies()), ([], []))

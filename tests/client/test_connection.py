@@ -96,6 +96,17 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(len(self.shown), count)
         self.assertFalse(any(TOKEN in line for line in self.shown))
 
+    def test_a_group_created_with_us_in_it_is_followed(self):
+        protocol, transport = self.connect()
+        self.log_in(protocol, transport)
+        for group, creator in (("crew", "alice"), ("team@2", "cy@2")):  # by us, by another
+            protocol.dataReceived(json.dumps({
+                "event": "member", "group": group, "change": "created", "member": creator,
+                "by": creator,
+            }).encode() + b"\r\n\r\n")
+        self.assertEqual(self.session.groups, {"crew", "team@2"})
+        self.assertEqual(self.shown[-2:], ["you created #crew", "cy@2 created #team@2"])
+
     def test_an_overflow_subscribes_again_and_catches_up(self):
         protocol, transport = self.connect()
         self.log_in(protocol, transport)

@@ -60,3 +60,5 @@ class MemberParsingTests(unittest.TestCase):
                          "alice@1 removed heru from #team@1")
         self.assertEqual(render.event(dict(event, change="left", by="heru"), "cy"),
                          "heru left #team@1")
+        self.assertEqual(render.event(dict(event, change="created", member="alice@1"), "heru"),
+                         "alice@1 created #team@1")

@@ -194,6 +194,23 @@ class MembersAcrossRealmsTests(unittest.TestCase):
         self.assertEqual(self.info(self.alice, "team"), ("alice", ["alice", "cy@3"]))
         self.assertEqual(self.info(self.cy, "team@1"), ("alice@1", ["alice@1", "cy"]))
 
+    def test_a_new_group_is_told_to_its_members_on_every_realm(self):
+        for client in (self.alice, self.heru, self.cy):
+            self.ask(client, "subscribe -")
+        self.assertEqual(self.ask(self.alice, "creategroup - crew HERU@2 cy@3")["status"], "OK")
+        created = {"event": "member", "group": "crew@1", "change": "created",
+                   "member": "alice@1", "by": "alice@1"}
+        self.assertEqual(self.events(self.heru), [created])  # typed HERU, told as registered
+        self.assertEqual(self.events(self.cy), [created])
+        self.assertEqual(self.events(self.alice), [])  # the connection that made it
+        # Before any post: the group is in the member's conversations, and
+        # what else the creation sends (rosters) tells nothing more.
+        self.assertIn(
+            {"with": "crew@1", "kind": "group", "last": None, "unread": 0},
+            self.ask(self.heru, "conversations -")["conversations"],
+        )
+        self.assertEqual(self.events(self.heru), [])
+
     def test_a_member_refused_at_creation_is_taken_out_on_every_realm(self):
         self.assertEqual(self.ask(self.alice, "creategroup - crew cy@3 nobody@2")["status"], "OK")
         self.assertEqual(self.info(self.alice, "crew"), ("alice", ["alice", "cy@3"]))

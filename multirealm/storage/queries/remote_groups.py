@@ -83,7 +83,8 @@ def receive_joined(db, cache, origin, message, most):
     if name is None:
         raise errors.NoSuchUser(f"no user {message.text!r}")
     _join(db, cache, origin, message, name, most)
-    return insert_message(db, cache, origin, message, (), NOWHERE, NOBODY)
+    # No history receives it; its user is named for the live event.
+    return insert_message(db, cache, origin, message, (), NOWHERE, frozenset((name,)))
 
 
 def receive_member(db, cache, realm, origin, message, most):

@@ -267,7 +267,9 @@ function event(e) {
     else refreshSoon();
   } else if (e.event === 'member') {
     groupPanel.member(e);
-    if (e.member.toLowerCase() === chat.me().toLowerCase()) refreshSoon();
+    // A group this list lacks (just created with us in it), or our own membership changed.
+    const mine = e.member.toLowerCase() === chat.me().toLowerCase();
+    if (mine || !sidebar.get('group', e.group)) refreshSoon();
   } else if (e.event === 'overflow') {
     resume().catch(() => {}); // subscribe again, then read what was missed
   }
