@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import os
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -152,6 +153,7 @@ class RealmConfig:
     tls_key: str | None = None
     tls_ca: str | None = None
     metrics_allow: tuple = METRICS_ALLOW_DEFAULT  # ip_network values
+    web_origins: tuple = ()  # more origins whose pages may open /ws: ("https", host, port)
 
 
 @attrs.frozen
@@ -242,7 +244,7 @@ def _read_limits(section):
 
 _REALM_KEYS = frozenset({
     "host", "chat_port", "realm_port", "http_port", "data_dir", "peers",
-    "tls_port", "tls_cert", "tls_key", "tls_ca", "metrics_allow",
+    "tls_port", "tls_cert", "tls_key", "tls_ca", "metrics_allow", "web_origins",
 })
 
 
@@ -261,6 +263,28 @@ def _networks(section, key, default):
                 f" 192.168.1.0/24): {e}"
             ) from None
     return tuple(networks)
+
+
+def _origins(section, key):
+    """
+    Origins (C{https://chat.example.org}, C{http://10.0.0.5:8080}), space
+    or comma separated: (scheme, host, port) each, the port said or not.
+    """
+    origins = []
+    for word in (section.optional_text(key) or "").replace(",", " ").split():
+        try:
+            url = urlsplit(word)
+            scheme, host = url.scheme.lower(), url.hostname
+            port = url.port or {"http": 80, "https": 443}.get(scheme)
+        except ValueError:
+            scheme = host = None
+        if scheme not in ("http", "https") or not host or url.path.strip("/") or url.query:
+            raise section.error(
+                key, f"{word!r} is not an origin: write scheme://host[:port], such as"
+                " https://chat.example.org"
+            )
+        origins.append((scheme, host, port))
+    return tuple(origins)
 
 
 def _read_realm(path, parser, section_name, name, folder, all_names):
@@ -290,6 +314,7 @@ def _read_realm(path, parser, section_name, name, folder, all_names):
         tls_key=s.path_under("tls_key", folder) if s.optional_text("tls_key") else None,
         tls_ca=s.path_under("tls_ca", folder) if s.optional_text("tls_ca") else None,
         metrics_allow=_networks(s, "metrics_allow", METRICS_ALLOW_DEFAULT),
+        web_origins=_origins(s, "web_origins"),
     )
     if realm.tls_port is not None and not (realm.tls_cert and realm.tls_key):
         raise s.error("tls_port", "needs tls_cert and tls_key too")

@@ -202,7 +202,9 @@ def build_realm_service(
     )
     # The same chat over a WebSocket (one factory: one live delivery, one reply budget).
     site.resource.putChild(
-        b"ws", ChatSocketResource(chat_factory.build_upgraded, limits.max_line_bytes)
+        b"ws", ChatSocketResource(
+            chat_factory.build_upgraded, limits.max_line_bytes, realm_config.web_origins
+        )
     )
     http = listening_service(
         tcp_description(realm_config.host, realm_config.http_port, backlog),

@@ -156,6 +156,19 @@ class ConfigTests(unittest.TestCase):
                 "[realm:a] metrics_allow:", repr(wrong),
             )
 
+    def test_web_origins_lists_origins(self):
+        self.assertEqual(config.load(self.write(MINIMAL)).realm("a").web_origins, ())
+        path = self.write(MINIMAL.replace("data_dir = data/a", "data_dir = data/a\n"
+                                          "web_origins = https://Chat.example.org, http://10.0.0.5:8080"))
+        self.assertEqual(config.load(path).realm("a").web_origins,
+                         (("https", "chat.example.org", 443), ("http", "10.0.0.5", 8080)))
+        for wrong in ("chat.example.org", "ftp://x.example", "https://x.example/page",
+                      "https://x.example:99999"):
+            self.assertConfigError(
+                MINIMAL.replace("data_dir = data/a", f"data_dir = data/a\nweb_origins = {wrong}"),
+                "[realm:a] web_origins:", repr(wrong),
+            )
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")

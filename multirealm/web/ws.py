@@ -66,13 +66,14 @@ class ChatSocketResource(WebSocketResource):
     @param max_line_bytes: the chat's longest request line.
     """
 
-    def __init__(self, build_chat, max_line_bytes):
+    def __init__(self, build_chat, max_line_bytes, origins=()):
         super().__init__(self)  # its own factory: buildProtocol below
         self._build_chat = build_chat
         self._most = max_line_bytes + MESSAGE_SLACK
+        self._origins = frozenset(origins)  # web_origins of realms.ini
 
     def render_GET(self, request):
-        refusal = same_origin(request)
+        refusal = same_origin(request, self._origins)
         if refusal is not None:
             return _refused(request, 403, errors.Forbidden(refusal))
         # Twisted would log an error for each (a link followed to /ws, say).
@@ -86,15 +87,17 @@ class ChatSocketResource(WebSocketResource):
         return ChatSocket(self._build_chat, request.channel, address, self._most)
 
 
-def same_origin(request):
+def same_origin(request, listed=frozenset()):
     """
     None if C{request} may open the WebSocket, else why not.  A page of
     another origin may not: its C{Origin} (scheme, host, port) must be
-    this server's as the request reached it (C{Host}).  A request without
-    C{Origin} is no browser's (browsers always send it with a WebSocket),
-    and /ws grants nothing by ambient credentials (no cookie, no address:
-    a session is a token sent in a request), so such a client gets no
-    more than the chat port already gives it.
+    this server's as the request reached it (C{Host}), or one the
+    operator C{listed} (realms.ini's C{web_origins}: the page served
+    through a TLS proxy, say, which this port sees as plain HTTP).  A
+    request without C{Origin} is no browser's (browsers always send it
+    with a WebSocket), and /ws grants nothing by ambient credentials (no
+    cookie, no address: a session is a token sent in a request), so such
+    a client gets no more than the chat port already gives it.
     """
     origins = request.requestHeaders.getRawHeaders(b"origin")
     if origins is None:
@@ -102,17 +105,22 @@ def same_origin(request):
     if len(origins) != 1:
         return "one Origin header at most"
     scheme = "https" if request.isSecure() else "http"
-    default = 443 if request.isSecure() else 80
     try:
         origin = urlsplit(origins[0].decode("ascii"))
         host = urlsplit("//" + (request.getHeader(b"host") or b"").decode("ascii"))
-        if (origin.scheme.lower(), origin.hostname, origin.port or default) == (
-            scheme, host.hostname, host.port or default,
-        ) and host.hostname and not origin.path:
+        claimed = origin.scheme.lower(), origin.hostname, origin.port or _PORTS.get(
+            origin.scheme.lower())
+        if not origin.path and (claimed in listed or host.hostname and claimed == (
+            scheme, host.hostname, host.port or _PORTS[scheme],
+        )):
             return None
     except (UnicodeDecodeError, ValueError):
         pass
     return "only pages of this realm's own origin may open /ws"
+
+
+# The port an origin without one means.
+_PORTS = {"http": 80, "https": 443}
 
 
 def no_handshake(request):

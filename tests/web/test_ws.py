@@ -108,6 +108,20 @@ class HandshakeTests(unittest.TestCase):
             self.assertEqual(self.status(handshake(origin, host)),
                              b"HTTP/1.1 101 Switching Protocols", origin)
 
+    def test_an_origin_web_origins_lists_may_open_it_behind_a_tls_proxy(self):
+        # The proxy speaks plain HTTP to the realm: the page's https origin
+        # is not this port's, so only the operator's list lets it in.
+        self.assertEqual(self.status(handshake(b"https://chat.example.org", b"chat.example.org")),
+                         b"HTTP/1.1 403 Forbidden")
+        self.realm = InMemory(self, origins=[("https", "chat.example.org", 443)])
+        for origin in (b"https://chat.example.org", b"https://Chat.Example.org:443"):
+            self.assertEqual(self.status(handshake(origin, b"chat.example.org")),
+                             b"HTTP/1.1 101 Switching Protocols", origin)
+        for origin in (b"https://chat.example.org:8443", b"http://chat.example.org:443",
+                       b"https://evil.example", b"https://chat.example.org/x"):
+            self.assertEqual(self.status(handshake(origin, b"chat.example.org")),
+                             b"HTTP/1.1 403 Forbidden", origin)
+
     def test_a_client_without_origin_is_no_browser_and_may(self):
         self.assertEqual(self.status(handshake()), b"HTTP/1.1 101 Switching Protocols")
 

@@ -144,7 +144,7 @@ class _Endpoint:
 class InMemory:
     """A realm's HTTP site with C{/ws}, and WebSocket clients of it in memory."""
 
-    def __init__(self, testcase, limits=None, store=None):
+    def __init__(self, testcase, limits=None, store=None, origins=()):
         self.limits = limits or Limits()
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
@@ -155,7 +155,7 @@ class InMemory:
         self.chat = ChatFactory(self.realm, self.limits, self.clock, connections=self.connections)
         self.site = make_site(self.realm, self.limits, self.connections, self.clock)
         self.site.resource.putChild(
-            b"ws", ChatSocketResource(self.chat.build_upgraded, self.limits.max_line_bytes)
+            b"ws", ChatSocketResource(self.chat.build_upgraded, self.limits.max_line_bytes, origins)
         )
 
     def connect(self, host="127.0.0.1"):
