@@ -33,6 +33,7 @@ import json
 from collections import deque
 from urllib.parse import urlsplit
 
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.websocket import WebSocketResource
 from wsproto.connection import ConnectionType
 from wsproto.events import TextMessage
@@ -80,7 +81,13 @@ class ChatSocketResource(WebSocketResource):
         refusal = no_handshake(request)
         if refusal is not None:
             return _refused(request, 400, errors.BadRequest(refusal))
-        return super().render_GET(request)
+        result = super().render_GET(request)
+        if result is NOT_DONE_YET:  # upgraded: Twisted wrote the 101 itself
+            # The access log writes a request as it finishes, which an
+            # upgraded one never does: its line, 101, is written now.
+            request.setResponseCode(101)
+            request.channel.site.log(request)
+        return result
 
     def buildProtocol(self, request):
         address = request.getClientAddress()

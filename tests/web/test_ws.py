@@ -242,6 +242,18 @@ class LoopbackTests(unittest.TestCase):
         yield wait_until(lambda: self.connections.open == 0)
 
     @defer.inlineCallbacks
+    def test_a_websocket_opened_is_in_the_access_log(self):
+        lines = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+        browser = yield self.connect()
+        browser.send("ping")
+        yield self.replies(browser, 1)
+        logged = [str(event["log_io"]) for event in lines if "log_io" in event]
+        self.assertEqual(len(logged), 1, logged)
+        self.assertRegex(logged[0], r'^realm 1 "127\.0\.0\.1" .* "GET /ws HTTP/1\.1" 101 ')
+
+    @defer.inlineCallbacks
     def test_a_page_of_another_origin_gets_403(self):
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.http_port, timeout=10)
         client = yield endpoints.connectProtocol(endpoint, AccumulatingProtocol())
