@@ -42,22 +42,29 @@ def wait_for(what, check, deadline=DEADLINE):
         time.sleep(0.05)
 
 
+def write_realms_ini(folder, network, names):
+    """
+    A realms.ini in C{folder}: the C{network} section, then one realm per
+    name on free loopback ports.  (its path, {"chat1": port, "http1": ...}).
+    """
+    ports, text = {}, network
+    for name in names:
+        mine = {kind: free_port() for kind in ("chat", "realm", "http")}
+        ports.update({f"{kind}{name}": port for kind, port in mine.items()})
+        text += REALM.format(name=name, **mine)
+    path = os.path.join(folder, "realms.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    return path, ports
+
+
 class FederationTestCase(TwistdTestCase):
     NAMES = ("1", "2", "3")
 
     def setUp(self):
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
-        self.ports = {}
-        text = THREE_REALMS_INI
-        for name in self.NAMES:
-            ports = {kind: free_port() for kind in ("chat", "realm", "http")}
-            for kind, port in ports.items():
-                self.ports[f"{kind}{name}"] = port
-            text += REALM.format(name=name, **ports)
-        self.config = os.path.join(self.folder, "realms.ini")
-        with open(self.config, "w") as f:
-            f.write(text)
+        self.config, self.ports = write_realms_ini(self.folder, THREE_REALMS_INI, self.NAMES)
 
     def client(self, realm, user):
         """A connection to C{realm}, registered and logged in as C{user}."""

@@ -12,8 +12,8 @@ import os
 import subprocess
 
 from tests.browser.browser import Page, missing, wait_for
-from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port, twistd
-from tests.test_federation_end_to_end import REALM
+from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, twistd
+from tests.test_federation_end_to_end import write_realms_ini
 
 SCREENSHOTS = os.environ.get("MULTIREALM_SCREENSHOTS")  # where to keep them; else the test's folder
 
@@ -37,16 +37,7 @@ class BrowserTestCase(TwistdTestCase):
             self.fail(f"CI=true needs a browser: {REASON}")
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
-        self.ports = {}
-        text = NETWORK
-        for name in ("1", "2"):
-            ports = {kind: free_port() for kind in ("chat", "realm", "http")}
-            for kind, port in ports.items():
-                self.ports[f"{kind}{name}"] = port
-            text += REALM.format(name=name, **ports)
-        self.config = os.path.join(self.folder, "realms.ini")
-        with open(self.config, "w") as f:
-            f.write(text)
+        self.config, self.ports = write_realms_ini(self.folder, NETWORK, ("1", "2"))
 
     def run_twistd(self, *args):
         """twistd, its log in a file (a pipe nobody reads would fill and stop it)."""

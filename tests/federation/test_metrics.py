@@ -6,35 +6,20 @@ in and out.
 
 from twisted.internet import error
 from twisted.python.failure import Failure
-from twisted.test import iosim
-from twisted.trial import unittest
 
-from multirealm.federation.link import LinkFactory
-from multirealm.federation.queue import PeerQueue
-from multirealm.federation.server import RealmServerFactory
-from tests.federation.test_link import FakeConnector, secret_for
-from tests.helpers import make_realm
+from tests.federation.test_hardening import TwoRealms
+from tests.federation.test_link import FakeConnector
 
 
-class LinkCountTests(unittest.TestCase):
+class LinkCountTests(TwoRealms):
     def setUp(self):
-        self.one = make_realm(self, name="1", peers=("2",))
-        self.two = make_realm(self, name="2", peers=("1",))
-        self.successResultOf(self.one.register("alice", "pw"))
-        self.successResultOf(self.two.register("heru", "pw"))
-        self.queue = PeerQueue(self.one, "2")
-        self.one.notifier.subscribe(self.queue)
-        self.server = RealmServerFactory(self.two, secret_for, 65536, self.two.clock)
-        self.links = LinkFactory(self.one, "2", "pair-secret", self.queue, 65536, self.one.clock)
+        super().setUp()
         self.counts = self.one.metrics.peers["2"]
 
     def test_frames_are_counted_sent_then_acknowledged_or_refused(self):
         for to in ("heru@2", "nobody@2", "heru@2"):
             self.successResultOf(self.one.send("alice", self.one.address(to), "hi"))
-        client, server, pump = iosim.connectedServerAndClient(
-            lambda: self.server.buildProtocol(None), lambda: self.links.buildProtocol(None),
-        )
-        pump.flush()
+        client, pump = self.connect()
         counts = self.counts
         self.assertEqual(
             (counts.frames_sent, counts.frames_acknowledged, counts.frames_refused), (3, 2, 1)
