@@ -154,6 +154,9 @@ class RealmConfig:
     tls_ca: str | None = None
     metrics_allow: tuple = METRICS_ALLOW_DEFAULT  # ip_network values
     web_origins: tuple = ()  # more origins whose pages may open /ws: ("https", host, port)
+    # None: SQLite in data_dir (one process); else a postgresql:// URL (libpq's
+    # conninfo) that every process of the realm shares
+    database: str | None = None
 
 
 @attrs.frozen
@@ -244,7 +247,7 @@ def _read_limits(section):
 
 _REALM_KEYS = frozenset({
     "host", "chat_port", "realm_port", "http_port", "data_dir", "peers",
-    "tls_port", "tls_cert", "tls_key", "tls_ca", "metrics_allow", "web_origins",
+    "tls_port", "tls_cert", "tls_key", "tls_ca", "metrics_allow", "web_origins", "database",
 })
 
 
@@ -287,6 +290,27 @@ def _origins(section, key):
     return tuple(origins)
 
 
+def _database(section, key):
+    """
+    None (SQLite, the default: C{sqlite} or no key) or a C{postgresql://}
+    URL.  Its password is better given by libpq's C{PGPASSWORD} or
+    C{PGPASSFILE} than written here.
+    """
+    text = section.optional_text(key)
+    if text is None or text == "sqlite":
+        return None
+    try:
+        url = urlsplit(text)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("postgresql", "postgres") or not url.path.strip("/"):
+        raise section.error(
+            key, f"{text!r} is neither sqlite nor a PostgreSQL URL: write"
+            " postgresql://USER@HOST:PORT/DBNAME (the password from PGPASSWORD or PGPASSFILE)"
+        )
+    return text
+
+
 def _read_realm(path, parser, section_name, name, folder, all_names):
     s = _Section(path, parser, section_name)
     s.refuse_unknown(_REALM_KEYS)
@@ -315,6 +339,7 @@ def _read_realm(path, parser, section_name, name, folder, all_names):
         tls_ca=s.path_under("tls_ca", folder) if s.optional_text("tls_ca") else None,
         metrics_allow=_networks(s, "metrics_allow", METRICS_ALLOW_DEFAULT),
         web_origins=_origins(s, "web_origins"),
+        database=_database(s, "database"),
     )
     if realm.tls_port is not None and not (realm.tls_cert and realm.tls_key):
         raise s.error("tls_port", "needs tls_cert and tls_key too")

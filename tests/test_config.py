@@ -169,6 +169,20 @@ class ConfigTests(unittest.TestCase):
                 "[realm:a] web_origins:", repr(wrong),
             )
 
+    def test_database_is_sqlite_or_a_postgresql_url(self):
+        self.assertIsNone(config.load(self.write(MINIMAL)).realm("a").database)
+        for text, expected in (("sqlite", None),
+                               ("postgresql://chat@db.example:5432/realm1",
+                                "postgresql://chat@db.example:5432/realm1")):
+            path = self.write(MINIMAL.replace("data_dir = data/a",
+                                              f"data_dir = data/a\ndatabase = {text}"))
+            self.assertEqual(config.load(path).realm("a").database, expected)
+        for wrong in ("mysql://x/y", "postgresql://db.example", "realm.sqlite3"):
+            self.assertConfigError(
+                MINIMAL.replace("data_dir = data/a", f"data_dir = data/a\ndatabase = {wrong}"),
+                "[realm:a] database:", repr(wrong),
+            )
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")
