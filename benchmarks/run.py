@@ -305,10 +305,13 @@ def log_problems(path):
 # -- the loadgen ---------------------------------------------------------------
 
 
-def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
+def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None, also=None):
     """
     Run loadgen.py pinned to the loadgen CPU; sample the server meanwhile.
     Returns (result dict, server cpu seconds in the measured window, sampler).
+    C{also}, if given, is called at both edges of the measured window and
+    returns {label: CPU seconds} of more processes (another realm process,
+    PostgreSQL); their differences are in the result's C{also_cpu_s}.
     """
     cmd = ["taskset", "-c", LOADGEN_CPU, PYTHON, os.path.join(HERE, "loadgen.py"), *args_list]
     proc = start(cmd, stdout=subprocess.PIPE, stdin=stdin, text=True, bufsize=1)
@@ -328,6 +331,8 @@ def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
                 cpu["machine" + edge] = machine_cpu()
                 cpu["lg" + edge] = proc_cpu(proc.pid)
                 cpu["t" + edge] = time.monotonic()
+                if also is not None:
+                    cpu["also" + edge] = also()
             elif line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT "):])
             elif on_line is not None:
@@ -343,6 +348,11 @@ def run_loadgen(args_list, server_pid, timeout, on_line=None, stdin=None):
             _children.remove(proc)
     if proc.returncode != 0 or result is None:
         raise RuntimeError(f"loadgen failed (exit {proc.returncode}): {' '.join(args_list)}")
+    if "also1" in cpu:
+        result["also_cpu_s"] = {
+            label: round(seconds - cpu["also0"].get(label, 0.0), 3)
+            for label, seconds in cpu["also1"].items()
+        }
     server_cpu = None
     if cpu.get("start") is not None and cpu.get("end") is not None:
         window = cpu["t1"] - cpu["t0"]
