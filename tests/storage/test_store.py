@@ -113,6 +113,21 @@ class BatchTests(StoreTestCase):
         yield after
         self.assertEqual((yield store.list_users()), ["a", "b"])
 
+    @defer.inlineCallbacks
+    def test_a_read_whose_sql_fails_fails_alone(self):
+        # After an error PostgreSQL refuses the rest of the transaction:
+        # the batch runs again with every operation in a savepoint.
+        store = self.open(start=False)
+        before = store.create_user("a", "h", "t")
+        broken = store.submit(lambda db: db.execute("SELECT no_such_column FROM users"),
+                              writes=False)
+        after = store.create_user("b", "h", "t")
+        store.start()
+        yield before
+        yield self.assertFailure(broken, Exception)
+        yield after
+        self.assertEqual((yield store.list_users()), ["a", "b"])
+
     @sqlite_only
     @defer.inlineCallbacks
     def test_a_failing_begin_fails_the_batch_and_the_store_goes_on(self):
