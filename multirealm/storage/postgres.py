@@ -16,7 +16,8 @@ differs is here:
     released by its commit: writing batches of all processes run one at
     a time, so a message's seq (an identity) commits in increasing order
     and a row read in a batch is not changed by another until it ends.
-    Batches that only read take no lock.
+    Batches that only read take no lock: they read one snapshot
+    (REPEATABLE READ, which never fails a transaction that only reads).
   - A connection lost while idle (PostgreSQL restarted, the backend
     terminated) is made again by the next batch; one lost in the middle of
     a batch fails that batch with L{errors.Unavailable}, and the next
@@ -86,15 +87,18 @@ class PostgresStore(StoreOperations, BatchingStore):
     def _begin(self, writes):
         if self._db.broken:
             self._reconnect()
+        # A batch that only reads sees one snapshot, as if no other process
+        # wrote meanwhile; one that writes sees each commit before its lock.
+        begin = "BEGIN" if writes else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         try:
-            self._db.execute("BEGIN")
+            self._db.execute(begin)
         except psycopg.OperationalError:
             if not self._db.broken:
                 raise
             # Lost while idle (PostgreSQL restarted, the backend ended):
             # nothing of this batch ran yet, so it may begin on a new one.
             self._reconnect()
-            self._db.execute("BEGIN")
+            self._db.execute(begin)
         if writes:
             self._db.execute("SELECT pg_advisory_xact_lock(?)", (self._write_lock,))
 

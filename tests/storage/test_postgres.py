@@ -197,6 +197,21 @@ class ProcessesTests(PostgresTestCase):
         ])
 
 
+class ReadOnlyBatchTests(PostgresTestCase):
+    @defer.inlineCallbacks
+    def test_a_batch_that_only_reads_sees_one_snapshot(self):
+        store = self.open()
+        yield store.create_user("alice", "h", "t")
+
+        def count_twice(db):
+            first = db.execute("SELECT count(*) FROM users").fetchone()[0]
+            self.admin("INSERT INTO users VALUES ('bob', 'h', 't')")  # another process
+            return first, db.execute("SELECT count(*) FROM users").fetchone()[0]
+
+        self.assertEqual((yield store.submit(count_twice, writes=False)), (1, 1))
+        self.assertEqual((yield store.list_users()), ["alice", "bob"])
+
+
 class SchemaTests(PostgresTestCase):
     """Both engines have the same tables, columns, keys and index names."""
 
