@@ -66,13 +66,18 @@ class _TestDatabase:
                 admin.execute(f"CREATE DATABASE {name}")
             atexit.register(cls._drop, name)
             cls.url = psycopg.conninfo.make_conninfo(POSTGRES, dbname=name)
-        with psycopg.connect(cls.url, autocommit=True) as db:
-            tables = [row[0] for row in db.execute(
+        # DELETE, not TRUNCATE: a quarter of the time on tables this small.
+        with psycopg.connect(cls.url, autocommit=True) as db, db.transaction():
+            for (table,) in db.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
                 " AND tablename != 'schema_version'"
-            )]
-            if tables:
-                db.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+            ).fetchall():
+                db.execute(f"DELETE FROM {table}")
+            db.execute(
+                "SELECT setval(pg_get_serial_sequence(table_name, column_name), 1, false)"
+                " FROM information_schema.columns WHERE table_schema = 'public'"
+                " AND is_identity = 'YES'"
+            )
         return cls.url
 
     @staticmethod
