@@ -57,12 +57,6 @@ class Cursor(psycopg.Cursor):
         return self.fetchone()[0]
 
 
-class _Rowcount:
-    """What C{executemany} answers for a few rows: their rowcount."""
-
-    rowcount = 0
-
-
 class TransactionLost(Exception):
     """A COMMIT that PostgreSQL answered with a rollback: nothing was stored."""
 
@@ -88,14 +82,6 @@ class Connection:
         return cursor
 
     def executemany(self, sql, rows):
-        rows = list(rows)
-        if len(rows) <= 4:
-            # psycopg's executemany enters pipeline mode: dearer than a few
-            # statements one by one (measured on the send path's timeline rows).
-            cursor = _Rowcount()
-            for row in rows:
-                cursor.rowcount += self.execute(sql, row).rowcount
-            return cursor
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
         self.total_changes += max(cursor.rowcount, 0)
