@@ -26,12 +26,11 @@ from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
-from multirealm.storage.store import SQLiteStore
+from multirealm.storage import open_store
 from multirealm.logs import RealmLogger
 
 log = RealmLogger()
 
-DATABASE_FILE = "realm.sqlite3"
 FILES_FOLDER = "files"
 SESSION_PURGE_SECONDS = 3600
 
@@ -156,7 +155,7 @@ def build_realm_service(
     backlog = listen_backlog(limits.listen_backlog)
     realm_config = config.realm(realm_name)
     tls.check_files(realm_config)
-    store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
+    store = open_store(realm_config, realm_name, reactor)
     hasher = hasher or PasswordHasher(
         reactor, max_waiting_per_peer=config.limits.hashes_per_address
     )

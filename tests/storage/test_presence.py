@@ -3,16 +3,16 @@ Presence in the store: last_seen, and a user's contacts here (who shares
 a group or a private conversation with them), by indexed reads only.
 """
 
-from twisted.trial import unittest
-
 from multirealm.names import Address
 from multirealm.storage.queries import presence
-from tests.helpers import make_store
+from tests.storage.base import StoreTestCase, sqlite_only
 
-def add_private_conversations(store, *pairs):
+
+def add_private_conversations(testcase, *pairs):
     """A row of private_conversations for each (local user, peer) of C{pairs}."""
-    store._db.executemany(
-        "INSERT OR IGNORE INTO private_conversations VALUES (?, ?, 1, 1, 0, 0)", pairs
+    testcase.sql(
+        "INSERT INTO private_conversations VALUES (?, ?, 1, 1, 0, 0) ON CONFLICT DO NOTHING",
+        *pairs,
     )
 
 
@@ -27,7 +27,7 @@ def populate(testcase, store):
         "team", Address("alice", "1"), [Address("alice", "1"), Address("bob", "1"),
                                         Address("heru", "2")], "t",
     ))
-    store._db.executescript("""
+    testcase.sql("""
         INSERT INTO remote_members VALUES ('crew@2', 'crew@2', 'cy', NULL),
                                           ('crew@2', 'crew@2', 'dan', NULL);
         INSERT INTO remote_rosters VALUES ('crew@2', 'cy@1'), ('crew@2', 'dan@1'),
@@ -35,9 +35,10 @@ def populate(testcase, store):
     """)
 
 
-class ContactsTests(unittest.TestCase):
+class ContactsTests(StoreTestCase):
     def setUp(self):
-        self.store = make_store(self)
+        super().setUp()
+        self.store = self.open(inline=True)
         populate(self, self.store)
 
     def contacts(self, person):
@@ -51,7 +52,7 @@ class ContactsTests(unittest.TestCase):
         self.assertEqual(self.contacts("nobody@2"), set())
 
     def test_contacts_share_a_private_conversation(self):
-        add_private_conversations(self.store, ("alice", "cy@1"), ("cy", "alice@1"),
+        add_private_conversations(self, ("alice", "cy@1"), ("cy", "alice@1"),
                                   ("dan", "zed@3"), ("bob", "ann@3"))
         self.assertEqual(self.contacts("alice@1"), {"bob", "cy"})
         self.assertEqual(self.contacts("cy@1"), {"alice", "dan"})
@@ -64,13 +65,14 @@ class ContactsTests(unittest.TestCase):
         self.successResultOf(self.store.create_group(
             "pals", Address("bob", "1"), [Address("bob", "1"), Address("ZED", "3")], "t",
         ))
-        self.store._db.executescript("""
+        self.sql("""
             INSERT INTO remote_members VALUES ('lab@2', 'lab@2', 'bob', NULL);
             INSERT INTO remote_rosters VALUES ('lab@2', 'bob@1'), ('lab@2', 'CY@1');
         """)
         self.assertEqual(self.contacts("zed@3"), {"bob", "cy", "dan"})
         self.assertEqual(self.contacts("cy@1"), {"bob", "dan"})
 
+    @sqlite_only
     def test_contacts_are_found_by_indexes_never_by_a_scan(self):
         plans = []
         real_execute = self.store._db.execute
@@ -86,9 +88,9 @@ class ContactsTests(unittest.TestCase):
         self.assertEqual([p for p in plans if p.startswith("SCAN")], [], plans)
 
 
-class LastSeenTests(unittest.TestCase):
+class LastSeenTests(StoreTestCase):
     def test_last_seen_is_kept_per_user_and_read_in_any_case(self):
-        store = make_store(self)
+        store = self.open(inline=True)
         populate(self, store)
         self.successResultOf(store.set_last_seen([("alice", "2026-01-01T00:00:00.000+00:00")]))
         self.successResultOf(store.set_last_seen([("alice", "2026-01-02T00:00:00.000+00:00")]))

@@ -4,8 +4,6 @@ only the two parties' messages, only what the reader's own history holds,
 a bounded number of rows a step.
 """
 
-import sqlite3
-
 import attrs
 from twisted.internet import defer
 
@@ -25,8 +23,7 @@ class PrivateHistoryTests(StoreTestCase):
         for name in ("alice", "heru"):
             yield store.create_user(name, "h", "t")
         yield store.stop()
-        with sqlite3.connect(self.path) as db:
-            db.execute("INSERT INTO users VALUES ('Alice', 'h', 't')")
+        self.sql("INSERT INTO users VALUES ('Alice', 'h', 't')")
         store = self.open()
         yield store.add_private_message(message(1, "Alice", "heru"))
         yield store.add_private_message(message(2, "alice", "heru"))

@@ -1,12 +1,12 @@
 """
-SQLiteStore: durability across restarts, group commit, isolation of one
+The store, on each engine: durability across restarts, group commit, isolation of one
 failing operation inside a batch.
 """
 
 import sqlite3
 import threading
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
@@ -16,14 +16,14 @@ from multirealm.model import user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import conversations
 from multirealm.storage.queries.messages import mailbox_number
-from multirealm.storage.store import SQLiteStore
-from tests.storage.base import StoreTestCase, message
+from tests.storage.base import StoreTestCase, message, sqlite_only
 
 
 class DurabilityTests(StoreTestCase):
     def test_provides_istore(self):
         self.assertTrue(verifyObject(IStore, self.open(start=False)))
 
+    @sqlite_only
     @defer.inlineCallbacks
     def test_commits_are_durable_wal_with_synchronous_full(self):
         # WAL plus synchronous=FULL: a commit survives a power loss.  With
@@ -114,6 +114,22 @@ class BatchTests(StoreTestCase):
         self.assertEqual((yield store.list_users()), ["a", "b"])
 
     @defer.inlineCallbacks
+    def test_a_read_whose_sql_fails_fails_alone(self):
+        # After an error PostgreSQL refuses the rest of the transaction:
+        # the batch runs again with every operation in a savepoint.
+        store = self.open(start=False)
+        before = store.create_user("a", "h", "t")
+        broken = store.submit(lambda db: db.execute("SELECT no_such_column FROM users"),
+                              writes=False)
+        after = store.create_user("b", "h", "t")
+        store.start()
+        yield before
+        yield self.assertFailure(broken, Exception)
+        yield after
+        self.assertEqual((yield store.list_users()), ["a", "b"])
+
+    @sqlite_only
+    @defer.inlineCallbacks
     def test_a_failing_begin_fails_the_batch_and_the_store_goes_on(self):
         store = self.open()
         yield store.submit(lambda db: db.execute("PRAGMA busy_timeout = 0"), writes=False)
@@ -172,7 +188,7 @@ class BatchTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_stop_finishes_queued_work_then_refuses(self):
-        store = SQLiteStore(self.path, "1", reactor)
+        store = self.make_store()
         store.start()
         done = [store.create_user(f"u{i}", "h", "t") for i in range(50)]
         yield store.stop()
@@ -183,6 +199,7 @@ class BatchTests(StoreTestCase):
 
 
 class FailureInsideABatchTests(StoreTestCase):
+    @sqlite_only
     @defer.inlineCallbacks
     def test_a_transaction_that_sqlite_rolled_back_fails_its_whole_batch(self):
         store = self.open()
@@ -206,6 +223,7 @@ class FailureInsideABatchTests(StoreTestCase):
         self.assertEqual(stored, 0)  # nothing half-stored, in autocommit or not
         self.assertEqual(announced, [])
 
+    @sqlite_only
     @defer.inlineCallbacks
     def test_a_full_disk_is_storage_full_said_once_and_passes(self):
         store = self.open()
@@ -235,8 +253,8 @@ class PrivateCountsInABatchTests(StoreTestCase):
 
     def rows(self, store):
         return store.submit(lambda db: db.execute(
-            "SELECT user, peer, last_seq, read_seq, received, read FROM private_conversations"
-            " ORDER BY user, peer"
+            'SELECT "user", peer, last_seq, read_seq, received, read FROM private_conversations'
+            ' ORDER BY "user", peer'
         ).fetchall(), writes=False)
 
     @defer.inlineCallbacks
@@ -334,7 +352,7 @@ class PartialMarkreadInStepsTests(StoreTestCase):
         def read(db):
             return db.execute(
                 "SELECT received - read, read_seq FROM private_conversations"
-                " WHERE user = 'alice' AND peer = ?", (peer,)
+                " WHERE \"user\" = 'alice' AND peer = ?", (peer,)
             ).fetchone()
         return store.submit(read, writes=False)
 

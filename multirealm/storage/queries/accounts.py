@@ -65,12 +65,12 @@ def create_session(db, token_hash, user, expires, checked_hash=None):
         raise errors.Locked(f"user {user!r} is locked out of this realm: ask its operator")
     if checked_hash is None:
         db.execute(
-            "INSERT INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)",
+            'INSERT INTO sessions (token_hash, "user", expires) VALUES (?, ?, ?)',
             (token_hash, user, expires),
         )
         return
     made = db.execute(
-        "INSERT INTO sessions (token_hash, user, expires) SELECT ?, ?, ?"
+        'INSERT INTO sessions (token_hash, "user", expires) SELECT ?, ?, ?'
         " WHERE EXISTS (SELECT 1 FROM users WHERE name = ? AND password_hash = ?)",
         (token_hash, user, expires, user, checked_hash),
     ).rowcount
@@ -80,7 +80,7 @@ def create_session(db, token_hash, user, expires, checked_hash=None):
 
 def session_user(db, token_hash, now):
     row = db.execute(
-        "SELECT user, expires FROM sessions WHERE token_hash = ?", (token_hash,)
+        'SELECT "user", expires FROM sessions WHERE token_hash = ?', (token_hash,)
     ).fetchone()
     if row is None:
         return None
@@ -97,7 +97,7 @@ def delete_session(db, token_hash):
 def end_sessions(db, user, keep_hash):
     """Every session of local user C{user} ends but C{keep_hash}'s (None: all)."""
     return db.execute(
-        "DELETE FROM sessions WHERE user = ? AND token_hash IS NOT ?", (user, keep_hash)
+        'DELETE FROM sessions WHERE "user" = ? AND token_hash IS NOT ?', (user, keep_hash)
     ).rowcount
 
 
@@ -108,7 +108,7 @@ def change_password(db, name, password_hash, keep_hash):
     if that session ended meanwhile: it is the one that asked.
     """
     kept = db.execute(
-        "SELECT 1 FROM sessions WHERE token_hash = ? AND user = ?", (keep_hash, name)
+        'SELECT 1 FROM sessions WHERE token_hash = ? AND "user" = ?', (keep_hash, name)
     ).fetchone()
     if kept is None:
         raise errors.InvalidSession("your session has ended: log in again with auth")
@@ -147,7 +147,9 @@ def users_announced(db, peer, up_to):
     """C{peer} acknowledged every user up to rowid C{up_to}."""
     db.execute(
         "INSERT INTO announced_users (realm, up_to) VALUES (?, ?)"
-        " ON CONFLICT (realm) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+        " ON CONFLICT (realm) DO UPDATE"
+        " SET up_to = CASE WHEN excluded.up_to > announced_users.up_to THEN excluded.up_to"
+        " ELSE announced_users.up_to END",
         (peer, up_to),
     )
 
@@ -167,7 +169,8 @@ def count_remote(db, origin, column, added):
     if added:
         db.execute(
             f"INSERT INTO remote_counts (realm, {column}) VALUES (?, ?)"
-            f" ON CONFLICT (realm) DO UPDATE SET {column} = {column} + excluded.{column}",
+            f" ON CONFLICT (realm) DO UPDATE"
+            f" SET {column} = remote_counts.{column} + excluded.{column}",
             (origin, added),
         )
 
@@ -181,9 +184,8 @@ def receive_users(db, origin, names, most):
         (origin, *names),
     ).fetchone()[0] if names else 0
     check_remote_room(db, origin, "users", len(names) - known, most)
-    before = db.total_changes
-    db.executemany(
-        "INSERT OR IGNORE INTO remote_users (realm, name) VALUES (?, ?)",
+    added = db.executemany(
+        "INSERT INTO remote_users (realm, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(origin, name) for name in names],
-    )
-    count_remote(db, origin, "users", db.total_changes - before)
+    ).rowcount
+    count_remote(db, origin, "users", added)

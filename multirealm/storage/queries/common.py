@@ -11,7 +11,8 @@ class ThreadCache:
     """
     What the database thread remembers between operations so that most
     messages skip a SELECT: local users seen to exist, and mailbox numbers.
-    Users and mailboxes are never deleted, so an entry stays true; all is
+    Users and mailboxes are never deleted, so an entry stays true, whichever
+    process of the realm made the row (on PostgreSQL); all is
     forgotten when a transaction or savepoint rolls back (an entry made
     inside it may be gone), and a part when it grows past C{MAX}.  Only the
     database thread touches it.

@@ -28,7 +28,7 @@ from multirealm.storage.queries.messages import mailbox_number, peer_key
 
 _POSTED = (
     "INSERT INTO group_activity (mailbox, posts, last_seq) VALUES (?, 1, ?)"
-    " ON CONFLICT (mailbox) DO UPDATE SET posts = posts + 1, last_seq = excluded.last_seq"
+    " ON CONFLICT (mailbox) DO UPDATE SET posts = group_activity.posts + 1, last_seq = excluded.last_seq"
     " RETURNING posts, joined"
 )
 
@@ -43,7 +43,7 @@ def group_posted(db, cache, realm, message, seq):
     sender = message.sender
     if sender.realm == realm:
         db.execute(
-            "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
+            'UPDATE group_markers SET read_seq = ?, read = ? WHERE "user" = ? AND mailbox = ?',
             (seq, posts, sender.name, mailbox),
         )
     elif joined is not None and message.timestamp < joined:
@@ -52,7 +52,7 @@ def group_posted(db, cache, realm, message, seq):
         # everything before), as live delivery decides (group_readers).
         db.execute(
             "UPDATE group_markers SET read_seq = ?, read = ? WHERE mailbox = ? AND read = ?"
-            " AND user IN (SELECT member FROM remote_members WHERE group_key = ? AND since > ?)",
+            ' AND "user" IN (SELECT member FROM remote_members WHERE group_key = ? AND since > ?)',
             (seq, posts, mailbox, posts - 1, str(message.recipient).lower(), message.timestamp),
         )
 
@@ -61,9 +61,9 @@ def post_withdrawn(db, mailbox, seq):
     """Post C{seq} was taken out of group mailbox C{mailbox} (its home refused it)."""
     db.execute(
         "UPDATE group_activity SET posts = posts - 1,"
-        " last_seq = coalesce((SELECT max(seq) FROM timeline WHERE mailbox = ?1), 0)"
-        " WHERE mailbox = ?1",
-        (mailbox,),
+        " last_seq = coalesce((SELECT max(seq) FROM timeline WHERE mailbox = ?), 0)"
+        " WHERE mailbox = ?",
+        (mailbox, mailbox),
     )
     db.execute(
         "UPDATE group_markers SET read = read - 1 WHERE mailbox = ? AND read_seq >= ?",
@@ -84,16 +84,18 @@ def joined(db, cache, user, group, stamped=None):
         db.execute(
             "INSERT INTO group_activity (mailbox, posts, last_seq, joined) VALUES (?, 0, 0, ?)"
             " ON CONFLICT (mailbox) DO UPDATE"
-            " SET joined = max(coalesce(joined, ''), excluded.joined)",
+            " SET joined = CASE WHEN group_activity.joined >= excluded.joined"
+            " THEN group_activity.joined"
+            " ELSE excluded.joined END",
             (mailbox, stamped),
         )
     db.execute(
-        "INSERT INTO group_markers (user, mailbox, read_seq, read, since)"
-        " SELECT ?1, ?2, coalesce(a.last_seq, 0), coalesce(a.posts, 0),"
+        'INSERT INTO group_markers ("user", mailbox, read_seq, read, since)'
+        " SELECT ?, ?, coalesce(a.last_seq, 0), coalesce(a.posts, 0),"
         " (SELECT coalesce(max(seq), 0) FROM messages)"
-        " FROM (SELECT 1) LEFT JOIN group_activity a ON a.mailbox = ?2"
-        " ON CONFLICT (user, mailbox) DO NOTHING",
-        (user, mailbox),
+        " FROM (SELECT 1) AS one LEFT JOIN group_activity a ON a.mailbox = ?"
+        ' ON CONFLICT ("user", mailbox) DO NOTHING',
+        (user, mailbox, mailbox),
     )
 
 
@@ -101,7 +103,7 @@ def left(db, cache, user, group):
     """Local C{user} is no longer in C{group}: its marker goes."""
     mailbox = mailbox_number(db, cache, group_mailbox(group), create=False)
     if mailbox is not None:
-        db.execute("DELETE FROM group_markers WHERE user = ? AND mailbox = ?", (user, mailbox))
+        db.execute('DELETE FROM group_markers WHERE "user" = ? AND mailbox = ?', (user, mailbox))
 
 
 def _groups(db, user):
@@ -115,7 +117,7 @@ def _groups(db, user):
         for owner, read, since, posts, last_seq in db.execute(
             "SELECT b.owner, g.read, g.since, a.posts, a.last_seq FROM group_markers g"
             " JOIN mailboxes b ON b.id = g.mailbox"
-            " LEFT JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ?",
+            ' LEFT JOIN group_activity a ON a.mailbox = g.mailbox WHERE g."user" = ?',
             (user,),
         )
     ]
@@ -140,7 +142,7 @@ def _cursor(db, realm, user, after, groups):
     """The place in the order of C{user}'s conversation with C{after}; L{errors.BadRequest}."""
     places = []
     row = db.execute(
-        "SELECT last_seq, peer FROM private_conversations WHERE user = ? AND peer = ?",
+        'SELECT last_seq, peer FROM private_conversations WHERE "user" = ? AND peer = ?',
         (user, peer_of(db, realm, after)),
     ).fetchone()
     if row is not None:
@@ -171,14 +173,14 @@ def conversations_of(db, realm, user, after, limit, max_bytes):
     cursor = None if after is None else _cursor(db, realm, user, after, groups)
     if cursor is None:
         rows = db.execute(
-            "SELECT last_seq, peer, received - read FROM private_conversations WHERE user = ?"
+            'SELECT last_seq, peer, received - read FROM private_conversations WHERE "user" = ?'
             " ORDER BY last_seq DESC LIMIT ?",
             (user, limit + 1),
         )
     else:
         # last_seq is one message's: no two of one user's rows share it.
         rows = db.execute(
-            "SELECT last_seq, peer, received - read FROM private_conversations WHERE user = ?"
+            'SELECT last_seq, peer, received - read FROM private_conversations WHERE "user" = ?'
             " AND last_seq <= ? ORDER BY last_seq DESC LIMIT ?",
             (user, cursor[0], limit + 2),
         )
@@ -236,7 +238,7 @@ def _group_mailbox(db, cache, realm, user, other):
         group = address(row[0])
     mailbox = mailbox_number(db, cache, group_mailbox(group), create=False)
     member = mailbox is not None and db.execute(
-        "SELECT 1 FROM group_markers WHERE user = ? AND mailbox = ?", (user, mailbox)
+        'SELECT 1 FROM group_markers WHERE "user" = ? AND mailbox = ?', (user, mailbox)
     ).fetchone() is not None
     return mailbox, member
 
@@ -289,7 +291,7 @@ def mark_read(db, cache, realm, user, other, message_id):
 def _move_group(db, user, mailbox, seq):
     read_seq, read, posts, last_seq = db.execute(
         "SELECT g.read_seq, g.read, a.posts, a.last_seq FROM group_markers g"
-        " JOIN group_activity a ON a.mailbox = g.mailbox WHERE g.user = ? AND g.mailbox = ?",
+        ' JOIN group_activity a ON a.mailbox = g.mailbox WHERE g."user" = ? AND g.mailbox = ?',
         (user, mailbox),
     ).fetchone()
     move = _marker_move(seq, read_seq, read, posts, last_seq)
@@ -298,7 +300,7 @@ def _move_group(db, user, mailbox, seq):
     base, sign, after, up_to = move
     read = base + sign * _count_posts(db, mailbox, after, up_to)
     db.execute(
-        "UPDATE group_markers SET read_seq = ?, read = ? WHERE user = ? AND mailbox = ?",
+        'UPDATE group_markers SET read_seq = ?, read = ? WHERE "user" = ? AND mailbox = ?',
         (seq, read, user, mailbox),
     )
     return True
@@ -311,7 +313,7 @@ def _move_private(db, conversation, user, mailbox, peer, me, seq):
     """
     read_seq, read, received, last_seq = db.execute(
         "SELECT read_seq, read, received, last_seq FROM private_conversations"
-        " WHERE user = ? AND peer = ?",
+        ' WHERE "user" = ? AND peer = ?',
         (user, peer),
     ).fetchone()
     if peer == me:  # notes to oneself: all one's own
@@ -341,10 +343,11 @@ def _count_private(db, conversation, user, mailbox, peer, me, seq, read_seq, rea
     """
     local = peer.endswith("@" + me.rpartition("@")[2])
     scanned, counted, last = db.execute(
-        "SELECT count(*), coalesce(sum(" + ("sender = ?" if local else "lower(sender) = ?")
-        + "), 0), max(seq) FROM (SELECT t.seq, m.sender FROM timeline t"
+        "SELECT count(*), coalesce(sum(CASE WHEN "
+        + ("sender = ?" if local else "lower(sender) = ?")
+        + " THEN 1 ELSE 0 END), 0), max(seq) FROM (SELECT t.seq, m.sender FROM timeline t"
         " JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ?"
-        " ORDER BY t.seq LIMIT ?)",
+        " ORDER BY t.seq LIMIT ?) AS step",
         (peer, mailbox, after, up_to, COUNT_ROWS),
     ).fetchone()
     read += sign * counted
@@ -352,12 +355,12 @@ def _count_private(db, conversation, user, mailbox, peer, me, seq, read_seq, rea
         return Later(_count_private, conversation, user, mailbox, peer, me, seq, read_seq,
                      read, sign, last, up_to)
     now = db.execute(
-        "SELECT read_seq FROM private_conversations WHERE user = ? AND peer = ?", (user, peer)
+        'SELECT read_seq FROM private_conversations WHERE "user" = ? AND peer = ?', (user, peer)
     ).fetchone()[0]
     if now != read_seq:  # moved meanwhile: from where it is now
         return _move_private(db, conversation, user, mailbox, peer, me, seq)
     db.execute(
-        "UPDATE private_conversations SET read_seq = ?, read = ? WHERE user = ? AND peer = ?",
+        'UPDATE private_conversations SET read_seq = ?, read = ? WHERE "user" = ? AND peer = ?',
         (seq, read, user, peer),
     )
     return conversation, True

@@ -12,8 +12,8 @@ from multirealm.model import FileRef
 def snapshot_group_readers(db, file_id, group):
     """The members local group C{group} has now may fetch C{file_id}."""
     db.execute(
-        "INSERT OR IGNORE INTO file_readers (file_id, reader)"
-        " SELECT ?, member FROM members WHERE group_name = ?",
+        "INSERT INTO file_readers (file_id, reader)"
+        " SELECT ?, member FROM members WHERE group_name = ? ON CONFLICT DO NOTHING",
         (file_id, group),
     )
 
@@ -27,9 +27,9 @@ def snapshot_remote_group_readers(db, realm, file_id, group, sent):
     member was not one when these files were sent.
     """
     db.execute(
-        "INSERT OR IGNORE INTO file_readers (file_id, reader)"
+        "INSERT INTO file_readers (file_id, reader)"
         " SELECT ?, member || '@' || ? FROM remote_members"
-        " WHERE group_key = ? AND (since IS NULL OR since <= ?)",
+        " WHERE group_key = ? AND (since IS NULL OR since <= ?) ON CONFLICT DO NOTHING",
         (file_id, realm, str(group).lower(), sent),
     )
 

@@ -261,7 +261,8 @@ def add_members(db, cache, realm, name, owner, members, notices, roster, most):
         db.execute("INSERT INTO members (group_name, member) VALUES (?, ?)", (name, str(member)))
         db.execute(
             "INSERT INTO group_realms (group_name, realm, members) VALUES (?, ?, 1)"
-            " ON CONFLICT (group_name, realm) DO UPDATE SET members = members + 1",
+            " ON CONFLICT (group_name, realm) DO UPDATE"
+            " SET members = group_realms.members + 1",
             (name, member.realm),
         )
         if member.realm == realm:
@@ -295,10 +296,10 @@ def _queue_history(db, cache, peer, name, realm):
     # one user again must not send the history again), nor the posts that
     # came from that realm: it holds them already.
     db.execute(
-        "INSERT OR IGNORE INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
+        "INSERT INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
         " JOIN messages ON messages.seq = timeline.seq"
         " WHERE timeline.mailbox = ? AND timeline.seq > ? AND messages.origin != ?"
-        " ORDER BY timeline.seq DESC LIMIT ?",
+        " ORDER BY timeline.seq DESC LIMIT ? ON CONFLICT DO NOTHING",
         (peer, number, sent[0] if sent else 0, peer, policy.HISTORY_FOR_A_NEW_REALM),
     )
 

@@ -12,8 +12,10 @@ from multirealm.storage.queries.groups import local_group, remove_members
 def users(db, now, after, limit):
     """(name, locked, live sessions, created) of up to C{limit} users after C{after}."""
     return db.execute(
-        "SELECT name, EXISTS (SELECT 1 FROM locked_users l WHERE l.name = users.name),"
-        " (SELECT count(*) FROM sessions s WHERE s.user = users.name AND s.expires > ?),"
+        "SELECT name,"
+        " CASE WHEN EXISTS (SELECT 1 FROM locked_users l WHERE l.name = users.name)"
+        " THEN 1 ELSE 0 END,"
+        ' (SELECT count(*) FROM sessions s WHERE s."user" = users.name AND s.expires > ?),'
         " created FROM users WHERE name > ? ORDER BY name LIMIT ?",
         (now, after, limit),
     ).fetchall()
@@ -38,7 +40,10 @@ def set_locked(db, name, locked):
     if locked is None:
         db.execute("DELETE FROM locked_users WHERE name = ?", (name,))
         return 0
-    db.execute("INSERT OR IGNORE INTO locked_users (name, locked) VALUES (?, ?)", (name, locked))
+    db.execute(
+        "INSERT INTO locked_users (name, locked) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (name, locked),
+    )
     return end_sessions(db, name, None)
 
 

@@ -7,8 +7,8 @@ here are (those who get their presence events).
 def set_last_seen(db, stamps):
     """Local users went offline: C{stamps} is [(name as registered, timestamp)]."""
     db.executemany(
-        "INSERT INTO last_seen (user, at) VALUES (?, ?)"
-        " ON CONFLICT (user) DO UPDATE SET at = excluded.at",
+        'INSERT INTO last_seen ("user", at) VALUES (?, ?)'
+        ' ON CONFLICT ("user") DO UPDATE SET at = excluded.at',
         stamps,
     )
 
@@ -21,7 +21,7 @@ def last_seen(db, names):
     found = {}
     for name in names:
         row = db.execute(
-            "SELECT name, (SELECT at FROM last_seen WHERE user = name) FROM users"
+            'SELECT name, (SELECT at FROM last_seen WHERE "user" = name) FROM users'
             " WHERE name = ? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
             (name, name),
         ).fetchone()
@@ -71,7 +71,7 @@ def local_contacts(db, realm, person):
         names.add(member)
     names.update(
         row[0] for row in db.execute(
-            "SELECT user FROM private_conversations WHERE peer = ?",
+            'SELECT "user" FROM private_conversations WHERE peer = ?',
             (person if person.endswith(suffix) else person.lower(),),
         )
     )

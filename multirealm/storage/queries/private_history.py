@@ -22,8 +22,9 @@ from multirealm.storage.queries.messages import mailbox_number, peer_key
 SCAN_ROWS = COUNT_ROWS
 
 # The other party of a row of the user's private history: the sender,
-# or the recipient of the user's own messages.  ?1 is the user (user@realm).
-_PARTY = "CASE WHEN m.sender = ?1 THEN m.recipient ELSE m.sender END"
+# or the recipient of the user's own messages; its parameter is the user
+# (user@realm).
+_PARTY = "CASE WHEN m.sender = ? THEN m.recipient ELSE m.sender END"
 
 
 def private_history(db, cache, realm, user, other, before_id, limit, max_bytes):
@@ -39,7 +40,7 @@ def private_history(db, cache, realm, user, other, before_id, limit, max_bytes):
     peer = peer_of(db, realm, other)
     mailbox = mailbox_number(db, cache, user_mailbox(Address(user, realm)), create=False)
     row = db.execute(
-        "SELECT last_seq FROM private_conversations WHERE user = ? AND peer = ?", (user, peer)
+        'SELECT last_seq FROM private_conversations WHERE "user" = ? AND peer = ?', (user, peer)
     ).fetchone()
     below = None if row is None else row[0] + 1
     if before_id is not None:
@@ -61,7 +62,7 @@ def _read_back(db, realm, mailbox, me, peer, below, limit, budget, page):
     """
     low, scanned = db.execute(
         "SELECT min(seq), count(*) FROM (SELECT seq FROM timeline WHERE mailbox = ? AND seq < ?"
-        " ORDER BY seq DESC LIMIT ?)",
+        " ORDER BY seq DESC LIMIT ?) AS step",
         (mailbox, below, SCAN_ROWS),
     ).fetchone()
     if scanned:
@@ -71,9 +72,9 @@ def _read_back(db, realm, mailbox, me, peer, below, limit, budget, page):
         party = _PARTY if peer.rpartition("@")[2] == realm else f"lower({_PARTY})"
         rows = db.execute(
             f"SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq"
-            f" WHERE t.mailbox = ?2 AND t.seq < ?3 AND t.seq >= ?4 AND {party} = ?5"
+            f" WHERE t.mailbox = ? AND t.seq < ? AND t.seq >= ? AND {party} = ?"
             " ORDER BY t.seq DESC",
-            (me, mailbox, below, low, peer),
+            (mailbox, below, low, me, peer),
         )
         for row in rows:
             message = message_of(row)

@@ -123,12 +123,12 @@ def receive_member(db, cache, realm, origin, message, most):
                 for m in members
             ]
             check_remote_room(db, origin, "memberships", len(members), most)
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO remote_rosters (group_key, member) VALUES (?, ?)",
+            added = db.executemany(
+                "INSERT INTO remote_rosters (group_key, member) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(key, str(m)) for m in members],
-            )
-            count_remote(db, origin, "memberships", db.total_changes - before)
+            ).rowcount
+            count_remote(db, origin, "memberships", added)
     else:
         member = members[0]
         if member.realm == realm:
@@ -176,11 +176,10 @@ def _join(db, cache, origin, message, name, most):
     """
     group = str(message.recipient)
     check_remote_room(db, origin, "memberships", 1, most)
-    before = db.total_changes
-    db.execute(
-        "INSERT OR IGNORE INTO remote_members (group_key, group_address, member, since)"
-        " VALUES (?, ?, ?, ?)",
+    added = db.execute(
+        "INSERT INTO remote_members (group_key, group_address, member, since)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (group.lower(), group, name, message.timestamp),
-    )
-    count_remote(db, origin, "memberships", db.total_changes - before)
+    ).rowcount
+    count_remote(db, origin, "memberships", added)
     conversations.joined(db, cache, name, message.recipient, message.timestamp)

@@ -13,6 +13,14 @@ A new step is a new file with the next number; a released step is never
 edited.  C{current.sql} beside them is the whole schema the steps make,
 to be read in one place; a test keeps it exactly so, and a new step
 updates it in the same commit.
+
+A PostgreSQL store (L{multirealm.storage.pg_schema}) has the same
+versions: a new database gets C{postgres/current.sql} (version 12, the
+whole schema in PostgreSQL's words) at once.  So a new step NNN (013 on)
+is two files: C{NNN_what.sql} here and C{postgres/NNN_what.sql}, the same
+change for PostgreSQL (applied to databases made before it), and it
+updates both C{current.sql} files; a test keeps the two engines' tables,
+columns, keys and indexes the same.
 """
 
 import re

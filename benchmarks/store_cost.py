@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""
+The store's cost of one message on each engine: batches of private
+messages (alice <-> heru) or group posts (to a group of both), run as the
+database thread runs them (one transaction a batch, group commit), with
+no reactor, no protocol and no socket.
+
+Figures per message: CPU of this process (the store's thread: the query
+modules, the driver), wall time, and on PostgreSQL the CPU of its backend
+(read from /proc: the server must run on this machine).
+
+--code names the checkout whose multirealm is measured, so two versions
+are compared from one script, alternating rounds (SQLite only):
+
+    python benchmarks/store_cost.py --code /tmp/before --code . [--rounds 5]
+    python benchmarks/store_cost.py --postgres postgresql://USER@HOST:PORT/DB
+
+The PostgreSQL database given is emptied (every table) first.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def backend_cpu(pid):
+    """Seconds of CPU of process C{pid} (user + system), or None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(code, postgres, kind, messages, batch):
+    """In a fresh interpreter: {cpu_us, wall_us, server_us} per message."""
+    sys.path.insert(0, os.path.abspath(code))
+    import time
+
+    from twisted.internet import reactor
+
+    from multirealm.model import GROUP, PRIVATE, Message
+    from multirealm.names import Address
+    from multirealm.storage.queries import groups
+    from multirealm.storage.queries import messages as queries
+
+    try:
+        from multirealm.storage.batching import _Operation
+    except ImportError:  # before the engines were split
+        from multirealm.storage.store import _Operation
+
+    if postgres:
+        import psycopg
+
+        from multirealm.storage.postgres import PostgresStore
+
+        with psycopg.connect(postgres, autocommit=True) as db:
+            tables = [r[0] for r in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename != 'schema_version'")]
+            if tables:
+                db.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        store = PostgresStore(postgres, "1", reactor, inline=True)
+    else:
+        from multirealm.storage.store import SQLiteStore
+
+        folder = tempfile.mkdtemp()
+        store = SQLiteStore(os.path.join(folder, "realm.sqlite3"), "1", reactor, inline=True)
+    for name in ("alice", "heru"):
+        store.create_user(name, "h", "t")
+    alice, heru = Address("alice", "1"), Address("heru", "1")
+    if kind == "group":
+        store.create_group("team", alice, [alice, heru], "t")
+        function = groups.add_group_message
+    else:
+        function = queries.add_private_message
+    pid = None
+    if postgres:
+        pid = store.submit(lambda db: db.execute("SELECT pg_backend_pid()").fetchone()[0],
+                           writes=False).result
+
+    def run(first, count):
+        for start in range(first, first + count, batch):
+            ops = []
+            for n in range(start, min(start + batch, first + count)):
+                sender, recipient = (alice, heru) if n % 2 else (heru, alice)
+                message = Message(
+                    id=f"ID{n:08d}", kind=GROUP if kind == "group" else PRIVATE,
+                    sender=sender,
+                    recipient=Address("team", "1") if kind == "group" else recipient,
+                    text=f"text {n}", timestamp="2026-01-01T00:00:00.000+00:00",
+                )
+                ops.append(_Operation(function, (store.thread_cache, "1", "1", message), True))
+            for _, result in store._run_batch(ops):
+                assert not hasattr(result, "raiseException"), result
+
+    run(0, batch * 4)  # warm: prepared statements, caches
+    server = backend_cpu(pid) if pid else None
+    cpu, wall = time.process_time(), time.perf_counter()
+    run(batch * 4, messages)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    figures = {"cpu_us": cpu / messages * 1e6, "wall_us": wall / messages * 1e6}
+    if server is not None:
+        figures["server_us"] = (backend_cpu(pid) - server) / messages * 1e6
+    store.stop()
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--code", action="append", help="a checkout to measure (default: .)")
+    parser.add_argument("--postgres", help="a PostgreSQL URL (emptied!) instead of SQLite")
+    parser.add_argument("--kind", choices=("private", "group"), default="private")
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=200, help="messages a transaction")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the subprocess's own call
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.postgres, args.kind, args.messages,
+                                 args.batch)))
+        return
+    codes = args.code or ["."]
+    rounds = {code: [] for code in codes}
+    for _ in range(args.rounds):
+        for code in codes:
+            command = [sys.executable, __file__, "--measure", code, "--kind", args.kind,
+                       "--messages", str(args.messages), "--batch", str(args.batch)]
+            if args.postgres:
+                command += ["--postgres", args.postgres]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            rounds[code].append(json.loads(out))
+    engine = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"{engine}, {args.kind} messages, {args.messages} in batches of {args.batch},"
+          f" median of {args.rounds} rounds, per message:")
+    for code, figures in rounds.items():
+        line = "  ".join(
+            f"{key} {statistics.median(f[key] for f in figures):7.1f}" for key in figures[0]
+        )
+        print(f"  {code:30} {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""
+What both engines of the store share: L{BatchingStore}, one database
+thread with group commit.
+
+Every operation runs on one database thread owned by the store, never on
+the reactor thread, and returns a Deferred that fires on the reactor
+thread once the operation's transaction has committed (group commit): the
+thread takes every operation queued while it was busy, runs them in one
+transaction, commits once, and then answers them all.  Under load many
+messages share one fsync; when idle an operation commits at once.
+
+Because one thread runs every operation in the order it was queued, a read
+sees every write queued before it, and no result is revealed before the
+write it depends on is durable.
+
+An engine (L{multirealm.storage.store.SQLiteStore},
+L{multirealm.storage.postgres.PostgresStore}) supplies the connection
+(C{_db}, with the sqlite3 connection's C{execute}, C{executemany},
+C{in_transaction} and C{total_changes}) and L{BatchingStore._begin},
+L{BatchingStore._clean_error}, L{BatchingStore._close}.
+"""
+
+import queue
+import threading
+from time import perf_counter
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from multirealm import errors
+from multirealm.core.metrics import COMMIT_OPERATIONS, COMMIT_SECONDS, Histogram
+from multirealm.model import Deliveries, Delivery
+from multirealm.storage.queries import messages, received
+from multirealm.storage.queries.common import ThreadCache
+
+
+class _Operation:
+    __slots__ = ("function", "args", "deferred", "writes")
+
+    def __init__(self, function, args, writes):
+        self.function = function
+        self.args = args
+        self.writes = writes
+        self.deferred = defer.Deferred()
+
+
+_STOP = object()
+
+
+# Operations that may leave their private conversations' counts for the
+# batch's end (messages.private_added): they read no private_conversations
+# row.  Before any other operation, and before the commit, the counts are
+# written, so every reader sees them; in a batch run again in isolation,
+# before every operation (a savepoint rolled back forgets the thread's
+# cache, and the counts with it).
+_ONLY_COUNT_PRIVATE = frozenset((messages.add_private_message, received.receive_message))
+
+
+class _NeedsIsolation(Exception):
+    """A batch must run again with a savepoint around each operation."""
+
+
+class BatchingStore:
+    """
+    The database thread, group commit and answers of a store; an engine
+    subclass opens C{self._db} and says how a transaction begins.
+    """
+
+    # Upper bound of operations in one transaction, so one huge burst does
+    # not hold every reply back behind a single giant commit.
+    MAX_BATCH = 2000
+
+    def __init__(self, realm, reactor, inline):
+        """
+        With C{inline}, every operation runs at once on the calling thread in
+        a transaction of its own, and its Deferred has fired on return: for
+        deterministic tests only (it blocks the caller).
+        """
+        self._reactor = reactor
+        self.realm = realm
+        self._inline = inline
+        # What the database thread remembers between operations; only that
+        # thread touches it (tests reach it through operations they submit).
+        self.thread_cache = ThreadCache()
+        self.commits = 0  # transactions committed: a figure for tests and tuning
+        # Of each committed batch (metrics; written by the database thread only):
+        self.commit_operations = Histogram(COMMIT_OPERATIONS)  # operations in it
+        self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
+        self._report = None  # called with each committed Delivery
+        self._full = False  # the disk was full at the last failure, and said so
+        self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
+        self._pending = []  # operations of this reactor turn
+        self._thread = None
+        self._stop_waiters = []
+        # Operations queued before start() wait for it; after stop() they fail.
+        self._accepting = True
+
+    # -- what an engine supplies ----------------------------------------------
+
+    def _begin(self, writes):
+        """Begin the transaction of a batch on C{self._db}; C{writes}: some operation writes."""
+        raise NotImplementedError()
+
+    def _clean_error(self, failure):
+        """The clean L{errors.ChatError} failure for C{failure} (a full disk...), or None."""
+        return None
+
+    def _close(self):
+        self._db.close()
+
+    # -- the database thread ------------------------------------------------
+
+    def start(self):
+        self._accepting = True
+        if not self._inline:
+            self._thread = threading.Thread(
+                target=self._run, name=f"multirealm-store {self.realm}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self):
+        """
+        Let the database thread finish every queued operation, then close.
+        The returned Deferred fires once the database is closed; operations
+        submitted from now on fail at once.
+        """
+        self._accepting = False
+        if self._thread is None:  # inline, never started, or stopped
+            self._close()
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        if not self._stop_waiters:
+            self._hand_over()
+            self._queue.put(_STOP)
+        self._stop_waiters.append(waiter)
+        return waiter
+
+    def _stopped(self):
+        self._thread = None
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def submit(self, function, *args, writes=True):
+        """
+        Run C{function(db, *args)} on the database thread inside the next
+        batch's transaction; the Deferred fires with its result once
+        committed.  C{writes=False} declares that it changes no row.  The
+        L{multirealm.storage.queries} contract holds: refuse with a
+        L{errors.ChatError} only before changing a row.
+        """
+        if not self._accepting:
+            return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
+        operation = _Operation(function, args, writes)
+        if self._inline:
+            self._answer(self._run_batch([operation]))
+            return operation.deferred
+        # Operations of one reactor turn go to the database thread together,
+        # at the start of the next turn: one hand-over, not one per request.
+        self._pending.append(operation)
+        if len(self._pending) == 1:
+            self._reactor.callLater(0, self._hand_over)
+        return operation.deferred
+
+    def _hand_over(self):
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._queue.put(pending)
+
+    def _run(self):
+        stopping = False
+        try:
+            while not stopping:
+                # Everything handed over while the last batch ran becomes
+                # the next batch (group commit), up to about MAX_BATCH.
+                batch = []
+                handed = self._queue.get()
+                while True:
+                    if handed is _STOP:
+                        stopping = True
+                        break
+                    batch.extend(handed)
+                    if len(batch) >= self.MAX_BATCH:
+                        break
+                    try:
+                        handed = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._reactor.callFromThread(self._answer, self._run_batch(batch))
+        finally:
+            self._close()
+            self._reactor.callFromThread(self._stopped)
+
+    def _run_batch(self, batch):
+        """
+        Run operations in one transaction; return (operation, result) pairs.
+
+        The batch first runs without savepoints: an operation refused with a
+        L{errors.ChatError} before it changed any row leaves nothing to
+        undo, which is how every operation here refuses.  Anything else (a
+        refusal after a change, a bug, a disk error) rolls the transaction
+        back and runs the batch again with each operation in a savepoint
+        of its own, so one failure never undoes its neighbours.
+        """
+        try:
+            return self._transaction(batch, isolated=False)
+        except _NeedsIsolation:
+            return self._transaction(batch, isolated=True)
+
+    def _transaction(self, batch, isolated):
+        results = []
+        started = perf_counter()
+        try:
+            self._begin(any(op.writes for op in batch))
+            db = self._db
+            for op in batch:
+                if isolated or op.function not in _ONLY_COUNT_PRIVATE:
+                    messages.write_private_counts(db, self.thread_cache)
+                # Reads too: after an error PostgreSQL refuses every further
+                # statement of the transaction until a rollback.
+                if isolated:
+                    db.execute("SAVEPOINT op")
+                changes = db.total_changes
+                try:
+                    result = op.function(db, *op.args)
+                except Exception as e:
+                    if not db.in_transaction:
+                        # The whole transaction is gone (SQLite rolled it
+                        # back on an I/O error, a full disk, no memory; the
+                        # PostgreSQL connection was lost): what ran before
+                        # is gone, and what follows must not run in
+                        # autocommit.  The whole batch fails.
+                        raise
+                    if isolated:
+                        db.execute("ROLLBACK TO op")
+                        db.execute("RELEASE op")
+                        self.thread_cache.clear()  # it may name rows just undone
+                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
+                        raise _NeedsIsolation() from e
+                    results.append((op, Failure()))
+                else:
+                    if isolated:
+                        db.execute("RELEASE op")
+                    results.append((op, result))
+            messages.write_private_counts(db, self.thread_cache)
+            db.execute("COMMIT")
+            self.commits += 1
+            self.commit_operations.observe(len(batch))
+            self.commit_seconds.observe(perf_counter() - started)
+        except BaseException as e:
+            self.thread_cache.clear()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(e, _NeedsIsolation):
+                raise
+            failure = Failure()
+            return [(op, failure) for op in batch]
+        return results
+
+    def report_deliveries_to(self, listener):
+        self._report = listener
+
+    def _answer(self, results):
+        """On the reactor thread, after the commit: report, then answer."""
+        report = self._report
+        for op, result in results:
+            if isinstance(result, Failure):
+                op.deferred.errback(self._clean_error(result) or result)
+                continue
+            self._full = False
+            if report is not None:
+                if type(result) is Delivery:
+                    if not result.duplicate:
+                        report(result)
+                elif type(result) is Deliveries:
+                    for delivery in result:
+                        if not delivery.duplicate:
+                            report(delivery)
+            op.deferred.callback(result)

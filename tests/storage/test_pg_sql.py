@@ -1,0 +1,56 @@
+"""
+The PostgreSQL translation of the queries' SQL (storage/pg_sql.py): each
+rule on its own, and every other spelling left as it is.
+"""
+
+from twisted.trial import unittest
+
+from multirealm.storage.pg_sql import translate
+
+
+class TranslateTests(unittest.TestCase):
+    def test_placeholders(self):
+        self.assertEqual(
+            translate("SELECT name FROM users WHERE name > ? LIMIT ?"),
+            "SELECT name FROM users WHERE name > %s LIMIT %s",
+        )
+
+    def test_a_percent_sign_is_kept(self):
+        self.assertEqual(translate("SELECT 5 % 2, ?"), "SELECT 5 %% 2, %s")
+
+    def test_a_match_in_any_case_folds_both_sides(self):
+        self.assertEqual(
+            translate("SELECT 1 FROM members AS me WHERE me.member = ? COLLATE NOCASE LIMIT 1"),
+            "SELECT 1 FROM members AS me WHERE lower(me.member) = lower(%s) LIMIT 1",
+        )
+        self.assertEqual(
+            translate("WHERE group_key = ? AND member = ? COLLATE NOCASE"),
+            "WHERE group_key = %s AND lower(member) = lower(%s)",
+        )
+
+    def test_is_not_a_parameter_is_distinct_from(self):
+        self.assertEqual(
+            translate('DELETE FROM sessions WHERE "user" = ? AND token_hash IS NOT ?'),
+            'DELETE FROM sessions WHERE "user" = %s AND token_hash IS DISTINCT FROM %s',
+        )
+
+    def test_an_insert_of_a_numbered_row_returns_its_number(self):
+        self.assertEqual(
+            translate("INSERT INTO mailboxes (owner) VALUES (?)"),
+            "INSERT INTO mailboxes (owner) VALUES (%s) RETURNING id",
+        )
+        self.assertEqual(
+            translate("INSERT INTO messages (origin, id) VALUES (?, ?)"),
+            "INSERT INTO messages (origin, id) VALUES (%s, %s) RETURNING seq",
+        )
+        self.assertEqual(
+            translate("INSERT INTO mailboxes_x (a) VALUES (?)"),
+            "INSERT INTO mailboxes_x (a) VALUES (%s)",
+        )
+
+    def test_the_rest_is_left_as_it_is(self):
+        sql = (
+            "INSERT INTO outbox (realm, seq) SELECT ?, t.seq FROM timeline t WHERE x IS NOT NULL"
+            " ORDER BY t.seq DESC LIMIT ? ON CONFLICT DO NOTHING"
+        )
+        self.assertEqual(translate(sql), sql.replace("?", "%s"))
