@@ -7,13 +7,16 @@ import os
 import time
 
 from twisted.application import strports
-from twisted.application.internet import SSLClient, TCPClient, TimerService
+from twisted.application.internet import (
+    SSLClient, StreamServerEndpointService, TCPClient, TimerService,
+)
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
 
 from multirealm import tls
 from multirealm.connections import for_this_process, listen_backlog
+from multirealm.reuseport import ReusePortEndpoint
 from multirealm.admin.server import admin_service
 from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory
@@ -68,6 +71,25 @@ def listening_service(description, factory, reactor):
     """
     service = strports.service(description, factory, reactor=reactor)
     service.endpoint = _PortRecorder(service.endpoint)
+    return service
+
+
+def port_service(realm_config, port, factory, backlog, reactor, secure=False):
+    """
+    The service of one of C{realm_config}'s ports (over TLS if C{secure}),
+    as L{listening_service}.  A realm on PostgreSQL binds it with
+    SO_REUSEPORT, so every process of the realm listens on it at once.
+    """
+    if realm_config.database is None:
+        if secure:
+            description = tls.listen_description(realm_config.host, port, realm_config, backlog)
+        else:
+            description = tcp_description(realm_config.host, port, backlog)
+        return listening_service(description, factory, reactor)
+    options = tls.server_options(realm_config) if secure else None
+    endpoint = ReusePortEndpoint(reactor, realm_config.host, port, backlog, options)
+    service = StreamServerEndpointService(_PortRecorder(endpoint), factory)
+    service._raiseSynchronously = True  # as strports.service: a taken port fails the start
     return service
 
 
@@ -180,18 +202,13 @@ def build_realm_service(
     purge.setName("session-purge")
     purge.setServiceParent(top)
     chat_factory = ChatFactory(realm, config.limits, clock, connections=connections)
-    chat = listening_service(
-        tcp_description(realm_config.host, realm_config.chat_port, backlog), chat_factory, reactor
-    )
+    chat = port_service(realm_config, realm_config.chat_port, chat_factory, backlog, reactor)
     chat.setName("chat")
     chat.setServiceParent(top)
     if realm_config.tls_port is not None:
         # The same chat, over TLS (one factory: one live delivery, one reply budget).
-        chat_tls = listening_service(
-            tls.listen_description(
-                realm_config.host, realm_config.tls_port, realm_config, backlog
-            ),
-            chat_factory, reactor,
+        chat_tls = port_service(
+            realm_config, realm_config.tls_port, chat_factory, backlog, reactor, secure=True
         )
         chat_tls.setName("chat-tls")
         chat_tls.setServiceParent(top)
@@ -206,24 +223,17 @@ def build_realm_service(
             chat_factory.build_upgraded, limits.max_line_bytes, realm_config.web_origins
         )
     )
-    http = listening_service(
-        tcp_description(realm_config.host, realm_config.http_port, backlog),
-        site,
-        reactor,
-    )
+    http = port_service(realm_config, realm_config.http_port, site, backlog, reactor)
     http.setName("http")
     http.setServiceParent(top)
     # The receiving end of peers' links: over TLS when the realm has a certificate.
-    if realm_config.tls_cert is not None:
-        realm_port = tls.listen_description(
-            realm_config.host, realm_config.realm_port, realm_config, backlog
-        )
-    else:
-        realm_port = tcp_description(realm_config.host, realm_config.realm_port, backlog)
     server = RealmServerFactory(
         realm, config.link_secret, config.limits.max_line_bytes, clock, connections
     )
-    links = listening_service(realm_port, server, reactor)
+    links = port_service(
+        realm_config, realm_config.realm_port, server, backlog, reactor,
+        secure=realm_config.tls_cert is not None,
+    )
     links.setName("realm-port")
     links.setServiceParent(top)
     for peer in realm_config.peers:
