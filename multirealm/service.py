@@ -25,10 +25,12 @@ from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.web.metrics import MetricsResource
 from multirealm.web.ws import ChatSocketResource
+from multirealm.core.leases import LeasedService, LocalLeases, outbox_lease
 from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
+from multirealm.storage.pg_lease import PostgresLeases
 from multirealm.storage.store import SQLiteStore
 from multirealm.logs import RealmLogger
 
@@ -37,6 +39,9 @@ log = RealmLogger()
 DATABASE_FILE = "realm.sqlite3"
 FILES_FOLDER = "files"
 SESSION_PURGE_SECONDS = 3600
+# How often the holder of a peer's lease reads its outbox for what other
+# processes queued (on PostgreSQL; their wake-ups come through the bus).
+REREAD_SECONDS = 2.0
 
 
 def tcp_description(host, port, backlog):
@@ -94,11 +99,40 @@ def port_service(realm_config, port, factory, backlog, reactor, secure=False):
 
 
 class _StopsTrying:
-    """A link's client service: its factory stops reconnecting when it stops."""
+    """
+    A link's client service: its factory stops reconnecting when it stops.
+    Its L{LeasedService} (C{lease}) starts it again when this process takes
+    the lease of the peer's outbox again.
+    """
+
+    lease = None
+
+    def startService(self):
+        self.factory.continueTrying = True  # again, after a lease lost and taken back
+        return super().startService()
 
     def stopService(self):
+        if self.lease is not None and self.lease.running:
+            self.factory.stop_reason = "this process lost the lease of the outbox"
+        else:
+            self.factory.stop_reason = "this realm stops"
         self.factory.stopTrying()  # or it reconnects after the realm stopped
         return super().stopService()
+
+
+class LeasesService(Service):
+    """Serves the realm's leases (an L{ILeases}) while it runs."""
+
+    def __init__(self, leases):
+        self.leases = leases
+
+    def startService(self):
+        Service.startService(self)
+        self.leases.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.leases.stop()
 
 
 class LinkService(_StopsTrying, TCPClient):
@@ -236,8 +270,17 @@ def build_realm_service(
     )
     links.setName("realm-port")
     links.setServiceParent(top)
+    # The outbox to each peer is drained by one process of the realm at a
+    # time: the one holding its lease (always this one on SQLite).
+    if realm_config.database is None:
+        leases, reread = LocalLeases(), None
+    else:
+        leases, reread = PostgresLeases(realm_config.database, realm_name, reactor), REREAD_SECONDS
+    leases_service = LeasesService(leases)
+    leases_service.setName("leases")
+    leases_service.setServiceParent(top)
     for peer in realm_config.peers:
-        queue = PeerQueue(realm, peer)
+        queue = PeerQueue(realm, peer, reread_seconds=reread)
         realm.notifier.subscribe(queue)
         peer_config = config.realm(peer)
         factory = LinkFactory(
@@ -254,6 +297,10 @@ def build_realm_service(
             )
         else:
             link = LinkService(peer_config.host, peer_config.realm_port, factory, reactor=reactor)
-        link.setName(f"link-{peer}")
-        link.setServiceParent(top)
+        link.lease = LeasedService(
+            leases, outbox_lease(realm_name, peer), link, clock, realm_name,
+            f"the outbox to realm {peer}",
+        )
+        link.lease.setName(f"link-{peer}")
+        link.lease.setServiceParent(top)
     return top
