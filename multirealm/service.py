@@ -29,6 +29,7 @@ from multirealm.core.leases import LeasedService, LocalLeases, outbox_lease
 from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
+from multirealm.storage import datadir
 from multirealm.storage.files import FileStore
 from multirealm.storage.pg_lease import PostgresLeases
 from multirealm.storage.store import SQLiteStore
@@ -154,11 +155,12 @@ class TLSLinkService(_StopsTrying, SSLClient):
 class RealmCoreService(Service):
     """Runs the store's database thread and the password-hashing pool."""
 
-    def __init__(self, realm, store, hasher, files=None):
+    def __init__(self, realm, store, hasher, files=None, claim=None):
         self.realm = realm
         self.store = store
         self.hasher = hasher
         self.files = files
+        self.claim = claim  # the lock on the data directory (storage.datadir)
 
     def startService(self):
         self.store.start()
@@ -181,7 +183,10 @@ class RealmCoreService(Service):
         Service.stopService(self)
         self.hasher.stop()
         self.realm.presence.stop()  # who is online now was last seen now
-        return self.store.stop()
+        stopped = self.store.stop()
+        if self.claim is not None:
+            stopped.addBoth(lambda result: self.claim.close() or result)
+        return stopped
 
 
 def build_realm_service(
@@ -212,20 +217,25 @@ def build_realm_service(
     backlog = listen_backlog(limits.listen_backlog)
     realm_config = config.realm(realm_name)
     tls.check_files(realm_config)
+    # Before anything is opened or bound: on SQLite this process alone.
+    shared = realm_config.database is not None
+    claim = datadir.claim(realm_config.data_dir, realm_name, shared)
     store = SQLiteStore(os.path.join(realm_config.data_dir, DATABASE_FILE), realm_name, reactor)
     hasher = hasher or PasswordHasher(
         reactor, max_waiting_per_peer=config.limits.hashes_per_address
     )
-    files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER))
+    files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER), shared)
     files.sweep()  # what a crash left half-received
     realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
 
     top = MultiService()
-    core = RealmCoreService(realm, store, hasher, files)
+    core = RealmCoreService(realm, store, hasher, files, claim)
     core.setName("core")
     core.setServiceParent(top)
     # The operator's multirealm-admin, on a UNIX socket only this user can reach.
-    admin = admin_service(realm_config.data_dir, Operator(realm, store, hasher), reactor)
+    admin = admin_service(
+        realm_config.data_dir, Operator(realm, store, hasher), reactor, shared
+    )
     if admin is not None:
         admin.setName("admin")
         admin.setServiceParent(top)
