@@ -351,6 +351,11 @@ class ILeases(Interface):
     alone).  Methods are called on the reactor thread.
     """
 
+    shared = Attribute(
+        "Whether other processes take these leases too (else this one holds every lease,"
+        " and the log does not say so)."
+    )
+
     def start():
         """Start serving."""
 

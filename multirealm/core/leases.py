@@ -28,6 +28,8 @@ def outbox_lease(realm, peer):
 class LocalLeases:
     """The leases of a realm that runs as one process: each is always held."""
 
+    shared = False
+
     def start(self):
         pass
 
@@ -85,11 +87,12 @@ class LeasedService(Service):
         if not held:
             return
         if not self.running:  # stopped while asking
-            self.leases.release(self.lease)
+            self._release()
             return
         self.held = True
-        log.info("this process holds the lease of {what}: it runs here",
-                 what=self._what, realm=self._realm)
+        if self.leases.shared:
+            log.info("this process holds the lease of {what}: it runs here",
+                     what=self._what, realm=self._realm)
         self.service.startService()
 
     def _failed(self, failure):
@@ -118,4 +121,9 @@ class LeasedService(Service):
             return None
         self.held = False
         stopped = defer.maybeDeferred(self.service.stopService)
-        return stopped.addCallback(lambda _: self.leases.release(self.lease))
+        return stopped.addCallback(lambda _: self._release())
+
+    def _release(self):
+        # A release that fails changes nothing: the lease goes with its
+        # connection, which the realm's stop closes.
+        return self.leases.release(self.lease).addErrback(lambda _: None)

@@ -62,6 +62,7 @@ class PostgresLeases:
     @param realm: the realm's name (the connection's application_name).
     """
 
+    shared = True
     CHECK_SECONDS = 2.0
     ANSWER_SECONDS = 15.0
 

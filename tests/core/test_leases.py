@@ -17,6 +17,8 @@ from multirealm.core.leases import LeasedService, LocalLeases, outbox_lease
 class FakeLeases:
     """Leases another process holds while C{elsewhere} names them."""
 
+    shared = True
+
     def __init__(self):
         self.elsewhere = set()
         self.held = {}  # name -> lost
@@ -143,3 +145,11 @@ class LocalLeasesTests(unittest.TestCase):
         leases = LocalLeases()
         self.assertTrue(self.successResultOf(leases.acquire("outbox 1 2", lambda why: None)))
         self.assertTrue(self.successResultOf(leases.acquire("outbox 1 3", lambda why: None)))
+
+    def test_one_process_says_nothing_of_leases(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        inner = Runs()
+        LeasedService(LocalLeases(), "outbox 1 2", inner, task.Clock(), "1", "x").startService()
+        self.assertEqual((inner.running, events), (1, []))
