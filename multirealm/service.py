@@ -206,8 +206,13 @@ def build_realm_service(
     for the whole process when it runs several realms.
 
     Its children, by name: C{core} (a L{RealmCoreService}, whose C{realm} is
-    the L{Realm}), C{admin} (the admin socket, whose C{path} is its path)
-    and C{chat} (see L{listening_service}).
+    the L{Realm}), C{admin} (the admin socket, whose C{path} is its path),
+    C{chat} (see L{listening_service}) and C{link-PEER} for each peer (a
+    L{LeasedService} whose C{service} is the link).
+
+    A realm on PostgreSQL (C{database}) may run as several processes: its
+    data directory is shared, its ports are bound with SO_REUSEPORT, and
+    the link to each peer runs in the process holding its lease.
     """
     if reactor is None:
         from twisted.internet import reactor

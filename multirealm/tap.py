@@ -6,8 +6,8 @@ L{ConnectionLimits} sized from it admits the connections of every realm
 of the process (they share its descriptors).
 
 Start-up problems (a wrong realms.ini, an unknown realm, a data directory
-that cannot be opened or that another process uses, a port in use) print one line on stderr and exit
-with status 1, never a traceback.
+that cannot be opened or that another process uses, a port in use) print
+one line on stderr and exit with status 1, never a traceback.
 """
 
 import os

@@ -103,6 +103,22 @@ class ReusePortTests(unittest.TestCase):
         client = ssl.optionsForClientTLS("127.0.0.1", trustRoot=ssl.Certificate.loadPEM(pem))
         self.assertEqual((yield self.ask(port.getHost().port, client)), b"secret")
 
+    @defer.inlineCallbacks
+    def test_an_ipv6_address(self):
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            raise unittest.SkipTest("no IPv6 loopback here")
+        endpoint = ReusePortEndpoint(reactor, "::1", 0, 50)
+        port = self._listening((yield endpoint.listen(Counting(b"six"))))
+        again = ReusePortEndpoint(reactor, "::1", port.getHost().port, 50)
+        self._listening((yield again.listen(Counting(b"six"))))
+        reader = Reader()
+        client = endpoints.TCP6ClientEndpoint(reactor, "::1", port.getHost().port, timeout=10)
+        yield endpoints.connectProtocol(client, reader)
+        self.assertEqual((yield reader.done.addTimeout(10, reactor)), b"six")
+
     def test_a_port_another_socket_holds_alone_cannot_be_shared(self):
         with socket.socket() as plain:  # bound without SO_REUSEPORT
             plain.bind(("127.0.0.1", 0))
