@@ -209,10 +209,15 @@ class PeerQueue:
         ))
 
     def _reread(self):
-        """Read the outbox past what was sent: another process may have queued more."""
+        """
+        Read the outbox past what was sent, and the users not yet
+        announced: another process may have queued more, or registered
+        someone (one query each, answered by an index).
+        """
         if self._caught_up and not self._reading:
             self._caught_up = False
             self.wake()
+        self.users_changed()
 
     def wake(self):
         """Send what waits, while there is a link and room in the window."""

@@ -423,6 +423,15 @@ class OtherProcessesTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(self.delivered(), ["from another process"])
 
+    def test_the_holder_announces_users_another_process_registered(self):
+        queue, client, pump = self.link(reread_seconds=2.0)
+        self.successResultOf(self.one._store.create_user("bob", "x", "2026-12-06T00:00:00Z"))
+        pump.flush()
+        self.assertNotIn("bob", self.successResultOf(self.two.list_users(realm="1"))[0])
+        self.one.clock.advance(2)
+        pump.flush()
+        self.assertIn("bob", self.successResultOf(self.two.list_users(realm="1"))[0])
+
     def test_without_rereading_only_announced_entries_go(self):
         queue, client, pump = self.link(reread_seconds=None)
         self.queue_elsewhere("never announced")
