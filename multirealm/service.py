@@ -7,13 +7,16 @@ import os
 import time
 
 from twisted.application import strports
-from twisted.application.internet import SSLClient, TCPClient, TimerService
+from twisted.application.internet import (
+    SSLClient, StreamServerEndpointService, TCPClient, TimerService,
+)
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
 
 from multirealm import tls
 from multirealm.connections import for_this_process, listen_backlog
+from multirealm.reuseport import ReusePortEndpoint
 from multirealm.admin.server import admin_service
 from multirealm.chat.protocol import ChatFactory
 from multirealm.federation.link import LinkFactory
@@ -22,17 +25,23 @@ from multirealm.federation.server import RealmServerFactory
 from multirealm.web.files import make_site
 from multirealm.web.metrics import MetricsResource
 from multirealm.web.ws import ChatSocketResource
+from multirealm.core.leases import LeasedService, LocalLeases, outbox_lease
 from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
+from multirealm.storage import datadir
 from multirealm.storage.files import FileStore
 from multirealm.storage import open_store
+from multirealm.storage.pg_lease import PostgresLeases
 from multirealm.logs import RealmLogger
 
 log = RealmLogger()
 
 FILES_FOLDER = "files"
 SESSION_PURGE_SECONDS = 3600
+# How often the holder of a peer's lease reads its outbox for what other
+# processes queued (on PostgreSQL; their wake-ups come through the bus).
+REREAD_SECONDS = 2.0
 
 
 def tcp_description(host, port, backlog):
@@ -70,12 +79,60 @@ def listening_service(description, factory, reactor):
     return service
 
 
+def port_service(realm_config, port, factory, backlog, reactor, secure=False):
+    """
+    The service of one of C{realm_config}'s ports (over TLS if C{secure}),
+    as L{listening_service}.  A realm on PostgreSQL binds it with
+    SO_REUSEPORT, so every process of the realm listens on it at once.
+    """
+    if realm_config.database is None:
+        if secure:
+            description = tls.listen_description(realm_config.host, port, realm_config, backlog)
+        else:
+            description = tcp_description(realm_config.host, port, backlog)
+        return listening_service(description, factory, reactor)
+    options = tls.server_options(realm_config) if secure else None
+    endpoint = ReusePortEndpoint(reactor, realm_config.host, port, backlog, options)
+    service = StreamServerEndpointService(_PortRecorder(endpoint), factory)
+    service._raiseSynchronously = True  # as strports.service: a taken port fails the start
+    return service
+
+
 class _StopsTrying:
-    """A link's client service: its factory stops reconnecting when it stops."""
+    """
+    A link's client service: its factory stops reconnecting when it stops.
+    Its L{LeasedService} (C{lease}) starts it again when this process takes
+    the lease of the peer's outbox again.
+    """
+
+    lease = None
+
+    def startService(self):
+        self.factory.continueTrying = True  # again, after a lease lost and taken back
+        return super().startService()
 
     def stopService(self):
+        if self.lease is not None and self.lease.running:
+            self.factory.stop_reason = "this process lost the lease of the outbox"
+        else:
+            self.factory.stop_reason = "this realm stops"
         self.factory.stopTrying()  # or it reconnects after the realm stopped
         return super().stopService()
+
+
+class LeasesService(Service):
+    """Serves the realm's leases (an L{ILeases}) while it runs."""
+
+    def __init__(self, leases):
+        self.leases = leases
+
+    def startService(self):
+        Service.startService(self)
+        self.leases.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.leases.stop()
 
 
 class LinkService(_StopsTrying, TCPClient):
@@ -97,11 +154,12 @@ class TLSLinkService(_StopsTrying, SSLClient):
 class RealmCoreService(Service):
     """Runs the store's database thread and the password-hashing pool."""
 
-    def __init__(self, realm, store, hasher, files=None):
+    def __init__(self, realm, store, hasher, files=None, claim=None):
         self.realm = realm
         self.store = store
         self.hasher = hasher
         self.files = files
+        self.claim = claim  # the lock on the data directory (storage.datadir)
 
     def startService(self):
         self.store.start()
@@ -124,7 +182,10 @@ class RealmCoreService(Service):
         Service.stopService(self)
         self.hasher.stop()
         self.realm.presence.stop()  # who is online now was last seen now
-        return self.store.stop()
+        stopped = self.store.stop()
+        if self.claim is not None:
+            stopped.addBoth(lambda result: self.claim.close() or result)
+        return stopped
 
 
 def build_realm_service(
@@ -144,8 +205,13 @@ def build_realm_service(
     for the whole process when it runs several realms.
 
     Its children, by name: C{core} (a L{RealmCoreService}, whose C{realm} is
-    the L{Realm}), C{admin} (the admin socket, whose C{path} is its path)
-    and C{chat} (see L{listening_service}).
+    the L{Realm}), C{admin} (the admin socket, whose C{path} is its path),
+    C{chat} (see L{listening_service}) and C{link-PEER} for each peer (a
+    L{LeasedService} whose C{service} is the link).
+
+    A realm on PostgreSQL (C{database}) may run as several processes: its
+    data directory is shared, its ports are bound with SO_REUSEPORT, and
+    the link to each peer runs in the process holding its lease.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -155,20 +221,25 @@ def build_realm_service(
     backlog = listen_backlog(limits.listen_backlog)
     realm_config = config.realm(realm_name)
     tls.check_files(realm_config)
+    # Before anything is opened or bound: on SQLite this process alone.
+    shared = realm_config.database is not None
+    claim = datadir.claim(realm_config.data_dir, realm_name, shared)
     store = open_store(realm_config, realm_name, reactor)
     hasher = hasher or PasswordHasher(
         reactor, max_waiting_per_peer=config.limits.hashes_per_address
     )
-    files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER))
+    files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER), shared)
     files.sweep()  # what a crash left half-received
     realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
 
     top = MultiService()
-    core = RealmCoreService(realm, store, hasher, files)
+    core = RealmCoreService(realm, store, hasher, files, claim)
     core.setName("core")
     core.setServiceParent(top)
     # The operator's multirealm-admin, on a UNIX socket only this user can reach.
-    admin = admin_service(realm_config.data_dir, Operator(realm, store, hasher), reactor)
+    admin = admin_service(
+        realm_config.data_dir, Operator(realm, store, hasher), reactor, shared
+    )
     if admin is not None:
         admin.setName("admin")
         admin.setServiceParent(top)
@@ -179,18 +250,13 @@ def build_realm_service(
     purge.setName("session-purge")
     purge.setServiceParent(top)
     chat_factory = ChatFactory(realm, config.limits, clock, connections=connections)
-    chat = listening_service(
-        tcp_description(realm_config.host, realm_config.chat_port, backlog), chat_factory, reactor
-    )
+    chat = port_service(realm_config, realm_config.chat_port, chat_factory, backlog, reactor)
     chat.setName("chat")
     chat.setServiceParent(top)
     if realm_config.tls_port is not None:
         # The same chat, over TLS (one factory: one live delivery, one reply budget).
-        chat_tls = listening_service(
-            tls.listen_description(
-                realm_config.host, realm_config.tls_port, realm_config, backlog
-            ),
-            chat_factory, reactor,
+        chat_tls = port_service(
+            realm_config, realm_config.tls_port, chat_factory, backlog, reactor, secure=True
         )
         chat_tls.setName("chat-tls")
         chat_tls.setServiceParent(top)
@@ -205,28 +271,30 @@ def build_realm_service(
             chat_factory.build_upgraded, limits.max_line_bytes, realm_config.web_origins
         )
     )
-    http = listening_service(
-        tcp_description(realm_config.host, realm_config.http_port, backlog),
-        site,
-        reactor,
-    )
+    http = port_service(realm_config, realm_config.http_port, site, backlog, reactor)
     http.setName("http")
     http.setServiceParent(top)
     # The receiving end of peers' links: over TLS when the realm has a certificate.
-    if realm_config.tls_cert is not None:
-        realm_port = tls.listen_description(
-            realm_config.host, realm_config.realm_port, realm_config, backlog
-        )
-    else:
-        realm_port = tcp_description(realm_config.host, realm_config.realm_port, backlog)
     server = RealmServerFactory(
         realm, config.link_secret, config.limits.max_line_bytes, clock, connections
     )
-    links = listening_service(realm_port, server, reactor)
+    links = port_service(
+        realm_config, realm_config.realm_port, server, backlog, reactor,
+        secure=realm_config.tls_cert is not None,
+    )
     links.setName("realm-port")
     links.setServiceParent(top)
+    # The outbox to each peer is drained by one process of the realm at a
+    # time: the one holding its lease (always this one on SQLite).
+    if realm_config.database is None:
+        leases, reread = LocalLeases(), None
+    else:
+        leases, reread = PostgresLeases(realm_config.database, realm_name, reactor), REREAD_SECONDS
+    leases_service = LeasesService(leases)
+    leases_service.setName("leases")
+    leases_service.setServiceParent(top)
     for peer in realm_config.peers:
-        queue = PeerQueue(realm, peer)
+        queue = PeerQueue(realm, peer, reread_seconds=reread)
         realm.notifier.subscribe(queue)
         peer_config = config.realm(peer)
         factory = LinkFactory(
@@ -243,6 +311,10 @@ def build_realm_service(
             )
         else:
             link = LinkService(peer_config.host, peer_config.realm_port, factory, reactor=reactor)
-        link.setName(f"link-{peer}")
-        link.setServiceParent(top)
+        link.lease = LeasedService(
+            leases, outbox_lease(realm_name, peer), link, clock, realm_name,
+            f"the outbox to realm {peer}",
+        )
+        link.lease.setName(f"link-{peer}")
+        link.lease.setServiceParent(top)
     return top

@@ -6,8 +6,8 @@ L{ConnectionLimits} sized from it admits the connections of every realm
 of the process (they share its descriptors).
 
 Start-up problems (a wrong realms.ini, an unknown realm, a data directory
-that cannot be opened, a port in use) print one line on stderr and exit
-with status 1, never a traceback.
+that cannot be opened or that another process uses, a port in use) print
+one line on stderr and exit with status 1, never a traceback.
 """
 
 import os
@@ -22,6 +22,7 @@ from twisted.python import usage
 from multirealm import config as configuration
 from multirealm import connections
 from multirealm.service import build_realm_service
+from multirealm.storage.datadir import DataDirInUse
 from multirealm.storage.schema import SchemaError
 
 log = Logger()
@@ -93,6 +94,8 @@ def makeService(options):
         try:
             realm_service = build_realm_service(network, name, connections=shared)
         except configuration.ConfigError as e:
+            _fail(str(e))
+        except DataDirInUse as e:
             _fail(str(e))
         except SchemaError as e:
             _fail(f"cannot use the data of realm {name}: {e}")

@@ -49,6 +49,20 @@ def listen_description(host, port, realm, backlog):
     )
 
 
+def server_options(realm):
+    """
+    The TLS options of C{realm}'s ports, as an C{ssl:} endpoint description
+    makes them from the same files (for a port bound with SO_REUSEPORT).
+    """
+    certificate = ssl.PrivateCertificate.loadPEM(
+        _read(realm.tls_cert, "tls_cert", realm.name)
+        + b"\n" + _read(realm.tls_key, "tls_key", realm.name)
+    )
+    return ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original, certificate=certificate.original
+    )
+
+
 def trust_root(realm):
     """The certificates C{realm} trusts for its peers: its C{tls_ca}, else the system's."""
     if realm.tls_ca is None:

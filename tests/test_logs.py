@@ -153,7 +153,7 @@ class LinkStoryTests(unittest.TestCase):
         for n in range(3):
             yield realm.send("alice", realm.address("heru@2"), f"note {n}")
         # Realm 2 is not running: many attempts, one line.
-        attempts = one.getServiceNamed("link-2").factory
+        attempts = one.getServiceNamed("link-2").service.factory
         yield wait_until(lambda: attempts.retries >= 3)
         (failing,) = self.lines("1", "failing")
         self.assertRegex(failing, r"^link to realm 2 failing: cannot connect: .*;"
@@ -210,7 +210,7 @@ class LinkStoryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_handshake_that_fails_says_why_once_on_each_side(self):
         one, two = self.start("1", secret="one secret"), self.start("2", secret="another secret")
-        links = [service.getServiceNamed(name).factory
+        links = [service.getServiceNamed(name).service.factory
                  for service, name in ((one, "link-2"), (two, "link-1"))]
         yield wait_until(lambda: all(link.retries >= 4 for link in links))
         for side, peer in (("1", "2"), ("2", "1")):

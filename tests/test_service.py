@@ -129,7 +129,7 @@ class ServiceTests(unittest.TestCase):
                 "http_port = 0\ndata_dir = data/realm2\n"
             )
         service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
-        self.assertEqual(service.getServiceNamed("link-2").factory.maxDelay, 2.5)
+        self.assertEqual(service.getServiceNamed("link-2").service.factory.maxDelay, 2.5)
 
     @defer.inlineCallbacks
     def test_the_realm_port_refuses_a_link_without_the_secret(self):

@@ -6,6 +6,7 @@ with a code of docs/protocol.md.
 """
 
 import os
+import re
 
 from twisted.protocols import amp
 
@@ -17,8 +18,37 @@ SOCKET = "admin.sock"  # in it, mode 0600
 MAX_SOCKET_PATH = 103
 
 
-def socket_path(data_dir):
-    return os.path.join(data_dir, FOLDER, SOCKET)
+def socket_path(data_dir, pid=None):
+    """
+    The admin socket of the realm whose data directory is C{data_dir}:
+    C{admin.sock}, or, for process C{pid} of a realm on PostgreSQL (one
+    socket each), C{admin-PID.sock}.
+    """
+    name = SOCKET if pid is None else f"admin-{pid}.sock"
+    return os.path.join(data_dir, FOLDER, name)
+
+
+def socket_paths(data_dir):
+    """
+    The admin sockets in C{data_dir} to try, in turn: C{admin.sock}, then
+    each process's (a realm on PostgreSQL), the newest first.
+    """
+    folder = os.path.dirname(socket_path(data_dir))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        names = []
+    processes = [os.path.join(folder, name) for name in names
+                 if re.fullmatch(r"admin-\d+\.sock", name)]
+    processes.sort(key=_changed, reverse=True)
+    return [socket_path(data_dir)] + processes
+
+
+def _changed(path):
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def path_fits(path):

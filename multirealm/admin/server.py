@@ -8,16 +8,22 @@ Only the user the realm runs as may connect: the socket is in a folder
 of its own (C{admin/}, mode 0700, owned by that user, checked at start)
 and is itself mode 0600.  Its lock file (C{admin.sock.lock}, Twisted's
 C{wantPID}) lets a realm that restarts after a crash take over the stale
-socket, and refuses a second realm process on the same data directory.
+socket.
+
+The processes of a realm on PostgreSQL share its data directory: each
+serves its own socket, C{admin-PID.sock} (any of them administers the
+realm), and removes at start those whose process is gone.
 """
 
 import os
+import re
 import stat
 
 from twisted.application import strports
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
+from twisted.python import lockfile
 
 from multirealm import errors
 from multirealm.admin import commands
@@ -117,22 +123,46 @@ class AdminFactory(Factory):
         return AdminProtocol(self.operator)
 
 
-def admin_service(data_dir, operator, reactor):
+def remove_stale(data_dir):
+    """Remove the sockets of processes gone (their lock is free, or names this pid)."""
+    folder = os.path.dirname(commands.socket_path(data_dir))
+    for name in os.listdir(folder):
+        found = re.fullmatch(r"admin-(\d+)\.sock", name)
+        if found is None:
+            continue
+        path = os.path.join(folder, name)
+        if int(found.group(1)) != os.getpid():  # else a process before this one had its pid
+            lock = lockfile.FilesystemLock(path + ".lock")
+            if not lock.lock():
+                continue  # its process runs
+            lock.unlock()
+        for stale in (path, path + ".lock"):
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+
+
+def admin_service(data_dir, operator, reactor, shared=False):
     """
     The service serving the admin channel of the realm whose data
-    directory is C{data_dir}.  L{AdminSocketError} if its folder is unsafe.
-    None (and a warning) if the socket's path is too long for a UNIX
-    socket: the realm runs without one, and the tool says why.
+    directory is C{data_dir} (C{shared} with other processes of a realm
+    on PostgreSQL: a socket of this process's own).  L{AdminSocketError}
+    if its folder is unsafe.  None (and a warning) if the socket's path
+    is too long for a UNIX socket: the realm runs without one, and the
+    tool says why.
     """
-    if not commands.path_fits(commands.socket_path(data_dir)):
+    path = commands.socket_path(data_dir, os.getpid() if shared else None)
+    if not commands.path_fits(path):
         log.warn(
             "no admin channel: {path} is longer than a UNIX socket's path may be"
             " ({most} bytes); use a shorter data_dir",
-            path=commands.socket_path(data_dir), most=commands.MAX_SOCKET_PATH,
-            realm=operator.realm_name,
+            path=path, most=commands.MAX_SOCKET_PATH, realm=operator.realm_name,
         )
         return None
-    path = prepare_folder(data_dir)
+    prepare_folder(data_dir)
+    if shared:
+        remove_stale(data_dir)
     service = strports.service(
         f"unix:{endpoints.quoteStringArgument(path)}:mode=600:lockfile=1",
         AdminFactory(operator), reactor=reactor,

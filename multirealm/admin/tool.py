@@ -54,7 +54,7 @@ def parse_arguments(argv):
 
 
 async def _connect(reactor, realm):
-    """An AMP connection to C{realm}'s admin socket, or L{Failed}."""
+    """An AMP connection to one of C{realm}'s admin sockets, or L{Failed}."""
     path = commands.socket_path(realm.data_dir)
     not_running = (
         f"realm {realm.name} is not running: start it (twistd -n multirealm"
@@ -76,11 +76,15 @@ async def _connect(reactor, realm):
             f"{path}: its folder is owned by uid {owner}, not by you ({os.getuid()}):"
             f" run as the user realm {realm.name} runs as"
         )
-    endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=CONNECT_SECONDS)
-    try:
-        return await endpoints.connectProtocol(endpoint, amp.AMP())
-    except (error.ConnectError, OSError) as e:
-        raise Failed(f"{not_running} ({path}: {e})") from None
+    failures = []
+    # admin.sock, then those of the processes of a realm on PostgreSQL: any answers.
+    for candidate in commands.socket_paths(realm.data_dir):
+        endpoint = endpoints.UNIXClientEndpoint(reactor, candidate, timeout=CONNECT_SECONDS)
+        try:
+            return await endpoints.connectProtocol(endpoint, amp.AMP())
+        except (error.ConnectError, OSError) as e:
+            failures.append(f"{candidate}: {e}")
+    raise Failed(f"{not_running} ({'; '.join(failures)})")
 
 
 async def _ask(reactor, protocol, command, **arguments):

@@ -342,3 +342,33 @@ class IStore(Interface):
         (nothing changed) if it has members beyond C{members}.  Fires with
         the notices' Deliveries.
         """
+
+
+class ILeases(Interface):
+    """
+    Named leases shared by the processes of one realm: a lease is held by
+    one process at a time (the outbox to a peer is drained by its holder
+    alone).  Methods are called on the reactor thread.
+    """
+
+    shared = Attribute(
+        "Whether other processes take these leases too (else this one holds every lease,"
+        " and the log does not say so)."
+    )
+
+    def start():
+        """Start serving."""
+
+    def stop():
+        """Release every lease held; Deferred fires when done."""
+
+    def acquire(name, lost):
+        """
+        Try to take lease C{name} now.  Deferred firing True (held: until
+        L{release}, unless C{lost(why)} is called first, once, when it is
+        lost) or False (another process holds it); it fails when that
+        cannot be told now (the caller tries again later).
+        """
+
+    def release(name):
+        """Let go of lease C{name}; Deferred."""

@@ -148,7 +148,7 @@ class RealmLink(RequestLineReceiver):
             else:
                 self.factory.queue.link_failed(why)
         if not self.factory.continueTrying:
-            why = "this realm stops"
+            why = self.factory.stop_reason
         self.factory.queue.detach(self, why)
 
     def close(self, why, abort=False):
@@ -198,6 +198,9 @@ class LinkFactory(ReconnectingClientFactory):
     # Twisted adds its jitter after the cap, which would break the promise
     # "at most max_delay" by up to ~30 %: no jitter (a realm has few peers).
     jitter = 0
+    # What the down line of a link stopped here says (the realm stops, or
+    # this process lost the lease of the peer's outbox).
+    stop_reason = "this realm stops"
 
     def __init__(self, realm, peer, secret, queue, max_line_bytes, clock, max_delay=5.0):
         self.realm = realm

@@ -16,7 +16,7 @@ whenever a message for the peer is committed (the notifier), never only
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from zope.interface import implementer
 
 from multirealm import errors
@@ -62,8 +62,14 @@ class PeerQueue:
     BATCH = 1024
     BATCH_BYTES = 2 * 2**20
 
-    def __init__(self, realm, peer, window=4096, window_bytes=8 * 2**20):
+    def __init__(self, realm, peer, window=4096, window_bytes=8 * 2**20, reread_seconds=None):
         self.realm = realm
+        # Other processes of the realm (on PostgreSQL) queue for the peer
+        # too: while linked, the outbox is read this often for what is new,
+        # so a wake-up that never came only delays.  None: only this
+        # process writes the outbox, its notifier hears of every entry.
+        self._reread_seconds = reread_seconds
+        self._rereading = None
         self.peer = peer
         self.window = window
         self.window_bytes = window_bytes
@@ -125,6 +131,10 @@ class PeerQueue:
         self._backlog = None
         self._attached_at = self.realm.clock.seconds()
         self.realm.set_linked(self.peer, True)
+        if self._reread_seconds is not None and self._rereading is None:
+            self._rereading = task.LoopingCall(self._reread)
+            self._rereading.clock = self.realm.clock
+            self._rereading.start(self._reread_seconds, now=False)
         if recovered is not None:
             # Counted before the first read of the outbox: the store answers in order.
             self.with_depth(self.tell_up, link, recovered)
@@ -149,6 +159,9 @@ class PeerQueue:
             if self._waiting_answer is not None and self._waiting_answer.active():
                 self._waiting_answer.cancel()
             self._waiting_answer = None
+            if self._rereading is not None:
+                self._rereading.stop()
+                self._rereading = None
             self.realm.set_linked(self.peer, False)
             self.realm.presence.peers.link_down(self.peer)
 
@@ -194,6 +207,17 @@ class PeerQueue:
             "link to realm {peer} down after {seconds:.1f} s: {why}; {unanswered} frames"
             " unanswered, {queued} messages queued", queued=depth, realm=self.realm, **fields
         ))
+
+    def _reread(self):
+        """
+        Read the outbox past what was sent, and the users not yet
+        announced: another process may have queued more, or registered
+        someone (one query each, answered by an index).
+        """
+        if self._caught_up and not self._reading:
+            self._caught_up = False
+            self.wake()
+        self.users_changed()
 
     def wake(self):
         """Send what waits, while there is a link and room in the window."""

@@ -7,16 +7,29 @@ to C{files/incoming/<id>.part} in a thread (the reactor thread only
 copies bytes), then flushed, fsynced and renamed into place in a thread,
 so an C{OK} that follows means the file survives a crash.  What is left in C{incoming/} by a crash or a
 dropped connection is removed at start (L{FileStore.sweep}).
+
+The processes of a realm on PostgreSQL share the folder (C{shared}): a
+file being received is locked (C{flock}) by the process receiving it,
+and what one process sweeps at start spares what the others are
+receiving or about to commit (L{SHARED_GRACE_SECONDS}).
 """
 
+import fcntl
 import os
 import re
 import secrets
+import time
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+# In a folder shared by several processes, a file in incoming/ that nobody
+# locks, or a stored file no message names, is left alone until it is this
+# old: the moments between creating a file and locking it, or between
+# writing it and committing its message, are within it by far.
+SHARED_GRACE_SECONDS = 600.0
 
 
 class Incoming:
@@ -34,6 +47,7 @@ class Incoming:
         self._temporary = temporary
         self._final = final
         self._file = open(temporary, "xb")
+        fcntl.flock(self._file, fcntl.LOCK_EX)  # being received: no other process sweeps it
         self._batch = []
         self._batched = 0
         self._writing = None  # the batch being written in a thread
@@ -111,25 +125,45 @@ class Incoming:
 
 
 class FileStore:
-    def __init__(self, folder):
+    """
+    @param shared: other processes (of a realm on PostgreSQL) use the
+        folder too.
+    """
+
+    def __init__(self, folder, shared=False):
         self.folder = folder
         self._incoming = os.path.join(folder, "incoming")
         os.makedirs(self._incoming, exist_ok=True)
+        self.grace = SHARED_GRACE_SECONDS if shared else 0.0
 
     def sweep(self):
-        """Remove what a crash left half-received; returns how many."""
-        left = os.listdir(self._incoming)
-        for name in left:
-            os.unlink(os.path.join(self._incoming, name))
-        return len(left)
+        """
+        Remove what a crash left half-received; returns how many.  In a
+        shared folder, only files no process is receiving (unlocked) and
+        older than the grace.
+        """
+        removed = 0
+        before = time.time() - self.grace
+        for name in os.listdir(self._incoming):
+            path = os.path.join(self._incoming, name)
+            if self.grace and not _abandoned(path, before):
+                continue
+            try:
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                pass  # finished or swept meanwhile
+        return removed
 
     def remove_orphans(self, known, before):
         """
         Remove the stored files that no message names (C{known}: the ids
-        messages carry), older than C{before} (epoch seconds): a crash
-        between a file's rename and its message's commit leaves one.  The
-        age spares an upload being stored while this runs.
+        messages carry), older than C{before} (epoch seconds; less the
+        grace in a shared folder): a crash between a file's rename and its
+        message's commit leaves one.  The age spares an upload being stored
+        while this runs, by this process or (the grace) another.
         """
+        before -= self.grace
         removed = 0
         for name in os.listdir(self.folder):
             if not _FILE_ID.fullmatch(name) or name in known:
@@ -163,3 +197,15 @@ class FileStore:
             raise FileNotFoundError(file_id)
         return open(os.path.join(self.folder, file_id), "rb")
 
+
+def _abandoned(path, before):
+    """Whether no process is receiving the file at C{path}, last written before C{before}."""
+    try:
+        with open(path, "rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live process is receiving it
+            return os.fstat(file.fileno()).st_mtime < before
+    except FileNotFoundError:
+        return False

@@ -46,12 +46,16 @@ class ConsoleTests(TwistdTestCase):
                          (0, "alice is locked out: 1 session ended; messages kept\n", ""))
         self.assertEqual(alice.ask("auth alice pw")["code"], "locked")
 
-        # A second realm process on the same data directory is refused.
+        # A second realm process on the same data directory is refused, in one line.
         second = self.run_twistd("--realm=1", f"--config={self.config}")
         _, second_err = second.communicate(timeout=DEADLINE)
         self.assertEqual(second.returncode, 1)
-        self.assertIn(b"cannot serve the admin socket", second_err)
-        self.assertIn(b"(is this realm running already?)", second_err)
+        data = os.path.join(self.folder, "data", "realm1")
+        self.assertEqual(second_err.decode(), (
+            f"multirealm: realm 1: its data directory {data} is in use by another process"
+            f" (pid {process.pid}); a realm on SQLite runs as one process"
+            " (database = postgresql://... lets several share one realm)\n"
+        ))
 
         self.stop(process, signal.SIGKILL)  # a crash leaves the socket behind
         status, out, err = self.admin("users")

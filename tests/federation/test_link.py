@@ -384,3 +384,57 @@ class RealConnectorTests(unittest.TestCase):
         self.assertEqual(self.links.attempts, 1)
         return self.links.failed
 
+
+
+class OtherProcessesTests(unittest.TestCase):
+    """
+    On PostgreSQL other processes of the realm queue for the peer: their
+    entries are not announced by this process's notifier.
+    """
+
+    def setUp(self):
+        self.one = make_realm(self, name="1", peers=("2",))
+        self.two = make_realm(self, name="2", peers=("1",))
+        self.successResultOf(self.one.register("alice", "pw"))
+        self.successResultOf(self.two.register("heru", "pw"))
+        self.server = RealmServerFactory(self.two, secret_for, 65536, self.two.clock)
+
+    def link(self, reread_seconds):
+        queue = PeerQueue(self.one, "2", reread_seconds=reread_seconds)  # not subscribed
+        links = LinkFactory(self.one, "2", "pair-secret", queue, 65536, self.one.clock)
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: self.server.buildProtocol(None), lambda: links.buildProtocol(None),
+        )
+        pump.flush()
+        return queue, client, pump
+
+    def delivered(self):
+        return [m.text for m in self.successResultOf(self.two.inbox("heru")).messages]
+
+    def queue_elsewhere(self, text):
+        self.successResultOf(self.one.send("alice", self.one.address("heru@2"), text))
+
+    def test_the_holder_reads_the_outbox_for_what_others_queued(self):
+        queue, client, pump = self.link(reread_seconds=2.0)
+        self.queue_elsewhere("from another process")
+        pump.flush()
+        self.assertEqual(self.delivered(), [])
+        self.one.clock.advance(2)
+        pump.flush()
+        self.assertEqual(self.delivered(), ["from another process"])
+
+    def test_the_holder_announces_users_another_process_registered(self):
+        queue, client, pump = self.link(reread_seconds=2.0)
+        self.successResultOf(self.one._store.create_user("bob", "x", "2026-12-06T00:00:00Z"))
+        pump.flush()
+        self.assertNotIn("bob", self.successResultOf(self.two.list_users(realm="1"))[0])
+        self.one.clock.advance(2)
+        pump.flush()
+        self.assertIn("bob", self.successResultOf(self.two.list_users(realm="1"))[0])
+
+    def test_without_rereading_only_announced_entries_go(self):
+        queue, client, pump = self.link(reread_seconds=None)
+        self.queue_elsewhere("never announced")
+        self.one.clock.advance(60)
+        pump.flush()
+        self.assertEqual(self.delivered(), [])

@@ -6,11 +6,12 @@ are recorded with what they were made on, and when.
 """
 
 import os
+import time
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from multirealm.storage.files import FileStore
+from multirealm.storage.files import SHARED_GRACE_SECONDS, FileStore
 from tests.chat.test_files import sendfile
 from tests.helpers import Client, make_realm, wait_until
 
@@ -73,3 +74,51 @@ class DurableUploadTests(unittest.TestCase):
         temporary = os.path.join(self.folder, "incoming", file_id + ".part")
         rename = self.calls.index(("replace", (temporary, final), False))
         self.assertIn(("fsync", self.inode(self.folder), False), self.calls[rename + 1:])
+
+
+class SharedFolderTests(unittest.TestCase):
+    """
+    The files folder of a realm on PostgreSQL, which its processes share:
+    one process's start spares what another is receiving or storing.
+    """
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        self.files = FileStore(self.folder, shared=True)
+        self.incoming = os.path.join(self.folder, "incoming")
+
+    def left(self, name, age):
+        """A part file a process gone left, last written C{age} seconds ago."""
+        path = os.path.join(self.incoming, name)
+        with open(path, "wb") as f:
+            f.write(b"half")
+        os.utime(path, (time.time() - age,) * 2)
+        return path
+
+    def test_a_file_another_process_is_receiving_is_not_swept_however_old(self):
+        receiving = self.files.begin()  # its process holds it locked
+        self.addCleanup(receiving.abort)
+        os.utime(receiving._temporary, (0, 0))
+        gone = self.left("gone.part", SHARED_GRACE_SECONDS + 60)
+        self.assertEqual(FileStore(self.folder, shared=True).sweep(), 1)
+        self.assertEqual(os.listdir(self.incoming), [os.path.basename(receiving._temporary)])
+        self.assertFalse(os.path.exists(gone))
+
+    def test_a_file_nobody_locks_yet_is_spared_while_it_is_recent(self):
+        fresh = self.left("fresh.part", 5)  # created, not yet locked
+        self.assertEqual(self.files.sweep(), 0)
+        self.assertTrue(os.path.exists(fresh))
+
+    def test_one_process_alone_sweeps_everything(self):
+        fresh = os.path.join(self.folder, "incoming", "fresh.part")
+        with open(fresh, "wb"):
+            pass
+        self.assertEqual(FileStore(self.folder).sweep(), 1)
+
+    def test_a_stored_file_another_process_is_about_to_commit_is_no_orphan(self):
+        stored = os.path.join(self.folder, "a" * 32)
+        with open(stored, "wb") as f:
+            f.write(b"renamed, its message not yet committed")
+        os.utime(stored, (time.time() - 60,) * 2)
+        self.assertEqual(self.files.remove_orphans(set(), time.time()), 0)
+        self.assertEqual(FileStore(self.folder).remove_orphans(set(), time.time()), 1)

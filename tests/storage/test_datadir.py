@@ -1,0 +1,47 @@
+"""
+The lock on a realm's data directory (storage/datadir.py).  flock locks
+of two opens conflict within one process too: each claim here stands for
+a process.
+"""
+
+import os
+
+from twisted.trial import unittest
+
+from multirealm.storage.datadir import DataDirInUse, claim
+
+
+class ClaimTests(unittest.TestCase):
+    def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+
+    def claim(self, shared):
+        lock = claim(self.data, "1", shared)
+        self.addCleanup(lock.close)
+        return lock
+
+    def test_a_realm_on_sqlite_is_one_process(self):
+        self.claim(shared=False)
+        with self.assertRaises(DataDirInUse) as refused:
+            claim(self.data, "1", shared=False)
+        self.assertEqual(str(refused.exception), (
+            f"realm 1: its data directory {self.data} is in use by another process"
+            f" (pid {os.getpid()}); a realm on SQLite runs as one process"
+            " (database = postgresql://... lets several share one realm)"
+        ))
+
+    def test_the_processes_of_a_realm_on_postgresql_share_it(self):
+        self.claim(shared=True)
+        self.claim(shared=True)
+        with self.assertRaises(DataDirInUse) as refused:
+            claim(self.data, "1", shared=False)
+        self.assertIn("in use by another process (processes of it on PostgreSQL)",
+                      str(refused.exception))
+
+    def test_a_realm_on_sqlite_keeps_the_processes_of_postgresql_out(self):
+        self.claim(shared=False)
+        self.assertRaises(DataDirInUse, claim, self.data, "1", True)
+
+    def test_the_lock_ends_with_its_process(self):
+        self.claim(shared=False).close()  # as the kernel does for a process that ends
+        self.claim(shared=False)
