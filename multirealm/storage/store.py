@@ -36,7 +36,7 @@ from multirealm.model import Deliveries, Delivery
 from multirealm.storage import schema
 from multirealm.storage.queries import (
     accounts, conversations, file_access, groups, messages, operator, outbox, presence,
-    private_history, received, remote_groups,
+    private_history, received, remote_groups, replication,
 )
 from multirealm.storage.queries.common import Later, ThreadCache
 from multirealm.logs import RealmLogger
@@ -475,6 +475,17 @@ class SQLiteStore:
             return result
 
         return self.submit(function, *args, writes=writes).addCallback(step)
+
+    # -- replication between the processes of one realm ----------------------
+
+    def last_seq(self):
+        return self.submit(replication.last_seq, writes=False)
+
+    def deliveries_after(self, peers, after_seq, up_to, limit):
+        return self.submit(
+            replication.deliveries_after, self.thread_cache, self.realm, tuple(peers),
+            after_seq, up_to, limit, writes=False,
+        )
 
     # -- files --------------------------------------------------------------
 
