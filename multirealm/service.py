@@ -26,6 +26,7 @@ from multirealm.core.operator import Operator
 from multirealm.core.passwords import PasswordHasher
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
+from multirealm.storage.pg_bus import PostgresBus
 from multirealm.storage.store import SQLiteStore
 from multirealm.logs import RealmLogger
 
@@ -107,6 +108,8 @@ class RealmCoreService(Service):
     def startService(self):
         self.store.start()
         self.hasher.start()
+        if self.realm.cluster is not None:
+            self.realm.cluster.start()
         Service.startService(self)
         if self.files is not None:
             # Files a crash left without their message (renamed, then the
@@ -125,7 +128,10 @@ class RealmCoreService(Service):
         Service.stopService(self)
         self.hasher.stop()
         self.realm.presence.stop()  # who is online now was last seen now
-        return self.store.stop()
+        if self.realm.cluster is None:
+            return self.store.stop()
+        # The others hear that our users are offline here; then the store closes.
+        return self.realm.cluster.stop().addCallback(lambda _: self.store.stop())
 
 
 def build_realm_service(
@@ -162,7 +168,13 @@ def build_realm_service(
     )
     files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER))
     files.sweep()  # what a crash left half-received
-    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
+    bus = None
+    if realm_config.database is not None:
+        # Several processes share the realm: they hear of each other through its database.
+        bus = PostgresBus(realm_config.database, realm_name, reactor)
+    realm = Realm(
+        realm_name, realm_config.peers, config.limits, store, hasher, clock, files, bus=bus
+    )
 
     top = MultiService()
     core = RealmCoreService(realm, store, hasher, files)
