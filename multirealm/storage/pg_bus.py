@@ -213,9 +213,10 @@ class PostgresBus:
                 )
                 delivered, attempt = True, 0
             except Exception as e:
-                log.warn("publishing on the bus between the realm's processes failed"
-                         " ({error}): {count} payloads lost", error=str(e).strip()[:200],
-                         count=len(batch), realm=self._realm)
+                if not attempt:  # once an outage
+                    log.warn("publishing on the bus between the realm's processes failed"
+                             " ({error}): what it said is lost until it is back",
+                             error=str(e).strip()[:200], realm=self._realm)
                 if conn is not None:
                     conn.close()
                     conn = None

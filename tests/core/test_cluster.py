@@ -103,6 +103,23 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.assertEqual(self.a.metrics.stored, {("private", "local"): 1})
         self.assertEqual(self.b.metrics.stored, {("private", "local"): 1})
 
+    def test_an_own_commit_read_back_before_its_report_is_announced_once(self):
+        alice, bob = Client(self.a), Client(self.b)
+        alice.login("alice")
+        bob.login("bob")
+        heard = Recorder()
+        self.a.notifier.subscribe(heard)
+        store = self.a.cluster._store
+        store.report_deliveries_to(None)  # A's report of its commit is late...
+        own = self.successResultOf(self.a.send("alice", self.a.address("bob"), "from-a"))
+        store.report_deliveries_to(self.a.cluster._stored_here)
+        bob.ask("send - alice from-b")
+        self.turn()  # ... B's notification comes first: A reads its own back too
+        self.assertEqual(heard.texts, ["from-a", "from-b"])
+        self.a.cluster._stored_here(own)  # the report: counted, not announced again
+        self.assertEqual(heard.texts, ["from-a", "from-b"])
+        self.assertEqual(self.a.metrics.stored, {("private", "local"): 1})
+
     def test_a_peer_queue_hears_of_messages_for_the_peer_stored_elsewhere(self):
         bob = Client(self.b)
         bob.login("bob")
