@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from multirealm.config import Limits
 from multirealm.core.memory_bus import MemoryHub
+from multirealm.core.operator import Operator
 from multirealm.core.realm import Realm
 from multirealm.storage.files import FileStore
 from tests.helpers import Client, InlineHasher, Recorder, make_store
@@ -120,6 +121,17 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.assertEqual(heard.texts, ["from-a", "from-b"])
         self.assertEqual(self.a.metrics.stored, {("private", "local"): 1})
 
+    def test_a_seq_never_used_holds_nothing_up(self):
+        # PostgreSQL's sequences skip the numbers of rolled-back inserts.
+        alice = Client(self.a)
+        alice.login("alice")
+        heard = Recorder()
+        self.a.notifier.subscribe(heard)
+        sent = self.successResultOf(self.a.send("alice", self.a.address("alice"), "note"))
+        later = sent._replace(seq=sent.seq + 5)
+        self.a.cluster._stored_here(later)
+        self.assertEqual([d.seq for d in heard.deliveries], [sent.seq, sent.seq + 5])
+
     def test_a_peer_queue_hears_of_messages_for_the_peer_stored_elsewhere(self):
         bob = Client(self.b)
         bob.login("bob")
@@ -164,6 +176,14 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.assertEqual(alice.ask("passwd - pw new")["status"], "OK")
         self.assertEqual(alice_b.ask(f"send {other} alice hi")["code"], "invalid_session")
         self.assertEqual(alice_b.ask(f"send {token} alice hi")["status"], "OK")  # kept
+
+    def test_an_operators_lock_on_a_ends_the_session_on_b(self):
+        alice, alice_b = Client(self.a), Client(self.b)
+        token = alice.login("alice")
+        self.assertEqual(alice_b.ask(f"subscribe {token}")["status"], "OK")
+        operator = Operator(self.a, self.a.cluster._store, InlineHasher())
+        self.assertEqual(self.successResultOf(operator.lock("alice")), ("alice", 1))
+        self.assertEqual(alice_b.ask(f"send {token} alice hi")["code"], "invalid_session")
 
     def test_a_lost_session_notice_is_made_good_when_the_bus_comes_back(self):
         alice, alice_b = Client(self.a), Client(self.b)
