@@ -108,7 +108,11 @@ class Sessions:
 
     def _tell_ended(self, user):
         for listener in self._ended_listeners:
-            listener(user)
+            try:
+                listener(user)
+            except Exception:  # what is stored stays done: the caller's reply goes on
+                log.failure("telling of the end of a session of {user} failed", user=user,
+                            realm=self.realm_name)
 
     def forget_user(self, user):
         """
