@@ -185,6 +185,17 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.assertEqual(self.successResultOf(operator.lock("alice")), ("alice", 1))
         self.assertEqual(alice_b.ask(f"send {token} alice hi")["code"], "invalid_session")
 
+    def test_a_bus_that_fails_to_tell_of_a_logout_does_not_fail_the_logout(self):
+        alice = Client(self.a)
+        alice.login("alice")
+
+        def broken(text):
+            raise ValueError("the bus is broken")
+
+        self.a.cluster.publish = broken
+        self.assertEqual(alice.ask("logout -")["status"], "OK")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_a_lost_session_notice_is_made_good_when_the_bus_comes_back(self):
         alice, alice_b = Client(self.a), Client(self.b)
         token = alice.login("alice")
