@@ -88,7 +88,7 @@ class Cluster:
 
     def start(self):
         self._bus.start(self)
-        self._store.last_seq().addCallbacks(self._started, self._failed)
+        self._where_the_stream_is()
         self.others.start()
         self._beat.start(self.others.HEARTBEAT_SECONDS, now=False)
 
@@ -136,9 +136,18 @@ class Cluster:
 
     # -- the message stream -----------------------------------------------------
 
+    def _where_the_stream_is(self):
+        self._store.last_seq().addCallbacks(self._started, self._not_started)
+
     def _started(self, seq):
         self._last = max(seq, self._highest_here)
         self._pump()
+
+    def _not_started(self, failure):
+        if not self._stopped:
+            log.failure("reading where the message stream is failed: trying again", failure,
+                        realm=self._realm)
+            self._retry = self._clock.callLater(self.RETRY_SECONDS, self._where_the_stream_is)
 
     def _pump(self):
         """Announce what can be, in seq order; read what is missing first."""
@@ -189,9 +198,6 @@ class Cluster:
                     realm=self._realm)
         if self._retry is None or not self._retry.active():
             self._retry = self._clock.callLater(self.RETRY_SECONDS, self._pump)
-
-    def _failed(self, failure):
-        log.failure("cluster: a store operation failed", failure, realm=self._realm)
 
     # -- what the others did ------------------------------------------------------
 

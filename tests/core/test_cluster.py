@@ -6,7 +6,7 @@ each (L{multirealm.core.cluster}).
 
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from multirealm.config import Limits
@@ -131,6 +131,24 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         later = sent._replace(seq=sent.seq + 5)
         self.a.cluster._stored_here(later)
         self.assertEqual([d.seq for d in heard.deliveries], [sent.seq, sent.seq + 5])
+
+    def test_a_process_that_cannot_read_where_the_stream_is_tries_again(self):
+        store = make_store(self, path=self.path)
+        last_seq, failures = store.last_seq, [RuntimeError("the database is down")]
+        store.last_seq = lambda: defer.fail(failures.pop()) if failures else last_seq()
+        late = Realm("1", ("2",), Limits(), store, InlineHasher(), self.clock, self.files,
+                     bus=self.hub.bus("C"))
+        late.cluster.start()
+        self.addCleanup(late.cluster.stop)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        alice, bob = Client(late), Client(self.b)
+        alice.login("alice")
+        alice.ask("subscribe -")
+        bob.login("bob")
+        self.clock.advance(late.cluster.RETRY_SECONDS)
+        bob.ask("send - alice hello")
+        self.turn()
+        self.assertEqual([e["message"]["msg"] for e in events(alice, "message")], ["hello"])
 
     def test_a_peer_queue_hears_of_messages_for_the_peer_stored_elsewhere(self):
         bob = Client(self.b)
