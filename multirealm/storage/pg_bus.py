@@ -56,6 +56,10 @@ class PostgresBus:
     # A NOTIFY payload must be shorter than 8000 bytes; ours start with the process id.
     MAX_BYTES = 7900
     MAX_WAITING = 10_000  # payloads waiting for the publisher
+    # At most this many in one statement (PostgreSQL takes at most 1664
+    # columns in a SELECT), and about this many bytes.
+    BATCH_PAYLOADS = 1000
+    BATCH_BYTES = 1 << 20
     WAIT_SECONDS = 1.0  # how often the listener looks whether it should stop
     DELAYS = (0.5, 1.0, 2.0, 4.0, 5.0)  # before each new attempt to connect
     CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
@@ -102,11 +106,21 @@ class PostgresBus:
             self._reactor.callLater(0, self._hand_over)
 
     def _hand_over(self):
-        batch, self._waiting = self._waiting, []
+        batch = self._next_batch()
         if batch:
             self._publisher.put(batch)
         else:
             self._sending = False
+
+    def _next_batch(self):
+        waiting, size, count = self._waiting, 0, 0
+        for payload in waiting[:self.BATCH_PAYLOADS]:
+            size += len(payload)
+            count += 1
+            if size >= self.BATCH_BYTES:
+                break
+        batch, self._waiting = waiting[:count], waiting[count:]
+        return batch
 
     def _sent(self, delivered):
         """The publisher is done with a batch (C{delivered} or not)."""
@@ -122,9 +136,8 @@ class PostgresBus:
         if self._stopped is None:
             self._stopped = defer.Deferred()
             self._stopping.set()
-            batch, self._waiting = self._waiting, []
-            if batch:
-                self._publisher.put(batch)
+            while self._waiting:
+                self._publisher.put(self._next_batch())
             self._publisher.put(_STOP)
             if not self._threads:
                 self._stopped.callback(None)
@@ -137,10 +150,9 @@ class PostgresBus:
 
     # -- the reactor's side of the threads ----------------------------------------
 
-    def _deliver(self, notifications):
+    def _deliver(self, process, text):
         if not self._stopping.is_set():
-            for process, text in notifications:
-                self._receiver.received(process, text)
+            self._receiver.received(process, text)
 
     def _tell_missed(self):
         if not self._stopping.is_set():
@@ -175,17 +187,15 @@ class PostgresBus:
                     if broken:
                         self._reactor.callFromThread(self._tell_missed)
                     attempt, broken = 0, False
+                    mine = self.process
                     while not self._stopping.is_set():
-                        mine, received = self.process, []
+                        # Each as it comes: the generator cannot say whether more wait.
                         for notify in conn.notifies(timeout=self.WAIT_SECONDS):
+                            if self._stopping.is_set():
+                                break
                             process, _, text = notify.payload.partition(" ")
                             if process != mine:
-                                received.append((process, text))
-                            if len(received) >= 100:
-                                self._reactor.callFromThread(self._deliver, received)
-                                received = []
-                        if received:
-                            self._reactor.callFromThread(self._deliver, received)
+                                self._reactor.callFromThread(self._deliver, process, text)
             except Exception as e:
                 if self._stopping.is_set():
                     break

@@ -8,7 +8,7 @@ import os
 import secrets
 from urllib.parse import urlsplit
 
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
@@ -110,6 +110,35 @@ class PostgresBusTests(unittest.TestCase):
         yield a.stop()
         yield b.stop()
         self.assertEqual((heard_a.misses, heard_b.misses), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_a_payload_arrives_as_it_comes_not_when_the_listeners_wait_ends(self):
+        (a, _), (b, heard_b) = self.bus(), self.bus()
+        yield self.listening(a, b)
+        b.WAIT_SECONDS = 3600  # read at its next wait: what is waited on now is 0.1 s
+        yield task.deferLater(reactor, 0.2)
+        a.publish("m 1")
+        yield wait_until(lambda: heard_b.payloads, timeout=5)
+        self.assertEqual(heard_b.payloads, [(a.process, "m 1")])
+        stopped = b.stop()
+        a.publish("m 2")  # it ends B's wait of an hour
+        yield stopped
+
+    @defer.inlineCallbacks
+    def test_what_one_turn_publishes_goes_in_bounded_statements_all_in_order(self):
+        (a, _), (b, heard_b) = self.bus(), self.bus()
+        yield self.listening(a, b)
+        sent = [f"m {n}" for n in range(2 * a.BATCH_PAYLOADS + 10)]  # PostgreSQL: <= 1664 a SELECT
+        for text in sent:
+            a.publish(text)
+        yield wait_until(lambda: len(heard_b.payloads) >= len(sent))
+        self.assertEqual([text for _, text in heard_b.payloads], sent)
+        big = ["x" * 7000 + str(n) for n in range(200)]  # past BATCH_BYTES
+        del heard_b.payloads[:]
+        for text in big:
+            a.publish(text)
+        yield wait_until(lambda: len(heard_b.payloads) >= len(big))
+        self.assertEqual([text for _, text in heard_b.payloads], big)
 
     @defer.inlineCallbacks
     def test_a_payload_is_at_most_max_bytes(self):
