@@ -14,7 +14,7 @@ thread of its own, so that the reactor never waits on the database:
     closes, keepalives) for us, and the reactor thread never runs libpq;
     it costs one thread that sleeps.
   - the publisher: what was published while the last round trip ran
-    goes in the next, all in one statement
+    goes in the next, up to L{PostgresBus.BATCH_PAYLOADS} a statement
     (C{SELECT pg_notify(...), pg_notify(...)}), one round trip in flight.
 
 Each payload is C{<process> <text>}: a process ignores its own (the
