@@ -19,7 +19,7 @@ from multirealm.storage.pg_bus import PostgresBus
 from tests.helpers import InlineHasher, wait_until
 
 SERVER = os.environ.get("MULTIREALM_TEST_POSTGRES")
-DATABASE = "bus_test"
+DATABASE = "bus_test"  # a prefix: each test makes its own
 
 try:
     import psycopg
@@ -40,6 +40,18 @@ http_port = 0
 data_dir = data/realm1
 database = {database}
 """
+
+
+@defer.inlineCallbacks
+def own_database(test):
+    """
+    A database of C{test}'s own, dropped when it ends (after its buses
+    stopped): C{test.database}, C{test.conninfo}.
+    """
+    test.database = f"{DATABASE}_{secrets.token_hex(4)}"
+    yield _run(f"CREATE DATABASE {test.database}")
+    test.addCleanup(_run, f"DROP DATABASE IF EXISTS {test.database} WITH (FORCE)")
+    test.conninfo = make_conninfo(SERVER, dbname=test.database)
 
 
 class Heard:
@@ -69,19 +81,9 @@ class PostgresBusTests(unittest.TestCase):
     if SERVER is None or psycopg is None:
         skip = "MULTIREALM_TEST_POSTGRES is not set"
 
-    @classmethod
-    def setUpClass(cls):
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {DATABASE}")
-
-    @classmethod
-    def tearDownClass(cls):
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
+    @defer.inlineCallbacks
     def setUp(self):
-        self.conninfo = make_conninfo(SERVER, dbname=DATABASE)
+        yield own_database(self)
         self.realm = "t" + secrets.token_hex(4)  # a channel of this test's own
 
     def bus(self):
@@ -207,8 +209,8 @@ class TwoServicesTests(unittest.TestCase):
     if SERVER is None or psycopg is None:
         skip = "MULTIREALM_TEST_POSTGRES is not set"
 
-    setUpClass = PostgresBusTests.setUpClass
-    tearDownClass = PostgresBusTests.tearDownClass
+    def setUp(self):
+        return own_database(self)
 
     def service(self, path):
         service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
@@ -231,7 +233,7 @@ class TwoServicesTests(unittest.TestCase):
         os.makedirs(folder)
         path = os.path.join(folder, "realms.ini")
         with open(path, "w") as f:
-            f.write(REALMS_INI.format(database=urlsplit(SERVER)._replace(path=f"/{DATABASE}").geturl()))
+            f.write(REALMS_INI.format(database=urlsplit(SERVER)._replace(path=f"/{self.database}").geturl()))
         a, b = self.service(path), self.service(path)
         self.assertIsInstance(a.getServiceNamed("core").realm.cluster._bus, PostgresBus)
         alice = yield self.connect(a)
