@@ -32,6 +32,7 @@ from multirealm.core.realm import Realm
 from multirealm.storage import datadir
 from multirealm.storage.files import FileStore
 from multirealm.storage import open_store
+from multirealm.storage.pg_bus import PostgresBus
 from multirealm.storage.pg_lease import PostgresLeases
 from multirealm.logs import RealmLogger
 
@@ -164,6 +165,8 @@ class RealmCoreService(Service):
     def startService(self):
         self.store.start()
         self.hasher.start()
+        if self.realm.cluster is not None:
+            self.realm.cluster.start()
         Service.startService(self)
         if self.files is not None:
             # Files a crash left without their message (renamed, then the
@@ -182,7 +185,11 @@ class RealmCoreService(Service):
         Service.stopService(self)
         self.hasher.stop()
         self.realm.presence.stop()  # who is online now was last seen now
-        stopped = self.store.stop()
+        if self.realm.cluster is None:
+            stopped = self.store.stop()
+        else:
+            # The others hear that our users are offline here; then the store closes.
+            stopped = self.realm.cluster.stop().addCallback(lambda _: self.store.stop())
         if self.claim is not None:
             stopped.addBoth(lambda result: self.claim.close() or result)
         return stopped
@@ -230,7 +237,13 @@ def build_realm_service(
     )
     files = FileStore(os.path.join(realm_config.data_dir, FILES_FOLDER), shared)
     files.sweep()  # what a crash left half-received
-    realm = Realm(realm_name, realm_config.peers, config.limits, store, hasher, clock, files)
+    bus = None
+    if realm_config.database is not None:
+        # Several processes share the realm: they hear of each other through its database.
+        bus = PostgresBus(realm_config.database, realm_name, reactor)
+    realm = Realm(
+        realm_name, realm_config.peers, config.limits, store, hasher, clock, files, bus=bus
+    )
 
     top = MultiService()
     core = RealmCoreService(realm, store, hasher, files, claim)

@@ -96,6 +96,28 @@ class LiveDelivery:
             if token != keep:
                 self.unsubscribe(connection)
 
+    def recheck(self, user):
+        """
+        Sessions of C{user} (None: of anyone) may have ended in another
+        process of the realm: each subscription made with one is checked
+        again, and ends if its session has.
+        """
+        if user is None:
+            subscribed = [c for connections in self._by_user.values() for c in connections.items()]
+        else:
+            subscribed = list(self._by_user.get(user, {}).items())
+        for connection, (token, _) in subscribed:
+            d = self.realm.sessions.still_live(token)
+            d.addErrback(self._ended_elsewhere, connection, token)
+
+    def _ended_elsewhere(self, failure, connection, token):
+        if not failure.check(errors.InvalidSession):
+            log.failure("checking a session again failed", failure, realm=self.realm)
+            return
+        subscription = self._by_user.get(connection.subscribed_as, {}).get(connection)
+        if subscription is not None and subscription[0] == token:
+            self.unsubscribe(connection)
+
     # -- the notifier -------------------------------------------------------------
 
     def message_committed(self, delivery):

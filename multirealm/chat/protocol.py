@@ -566,6 +566,9 @@ class ChatFactory(Factory):
             live = LiveDelivery(realm)
             realm.notifier.subscribe(live)
             realm.sessions.on_user_sessions_ended(live.sessions_ended)
+            realm.sessions.on_sessions_forgotten(live.recheck)
+            if realm.cluster is not None:  # the realm's other processes' events too
+                realm.cluster.listen(live)
         self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)

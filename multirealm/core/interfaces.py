@@ -277,6 +277,18 @@ class IStore(Interface):
     def list_groups(after="", limit=-1):
         """Sorted names of this realm's groups; as L{list_users}."""
 
+    def last_seq():
+        """The seq of the newest message stored (0: none)."""
+
+    def deliveries_after(peers, after_seq, up_to, limit):
+        """
+        The L{multirealm.model.Delivery} of each message stored with
+        C{after_seq} < seq <= C{up_to} (None: no bound), oldest first, at
+        most C{limit}, as its operation reported it (another process's,
+        L{multirealm.core.cluster}): C{queued_for} the C{peers} whose
+        outbox still holds it.
+        """
+
     def file_entry(file_id, reader):
         """
         The L{multirealm.core.policy.FileEntry} of stored file C{file_id}
@@ -372,3 +384,39 @@ class ILeases(Interface):
 
     def release(name):
         """Let go of lease C{name}; Deferred."""
+
+class IClusterReceiver(Interface):
+    """What hears the other processes of a realm (L{IClusterBus})."""
+
+    def received(process, text):
+        """Process C{process} (its bus id) published C{text}; on the reactor thread."""
+
+    def missed():
+        """
+        The bus lost touch with the others (a broken connection, now back):
+        what was published meanwhile, either way, may be lost.
+        """
+
+
+class IClusterBus(Interface):
+    """
+    A channel shared by every process of one realm: each payload one
+    process publishes reaches every other one (never itself), in the
+    order published, at most once.  Payloads are short text (ids, not
+    bodies): at most L{MAX_BYTES} bytes of UTF-8.
+    """
+
+    process = Attribute("This process's id on the bus: short text, no spaces.")
+    MAX_BYTES = Attribute("The most bytes of one payload.")
+
+    def start(receiver):
+        """Start listening; C{receiver} (an L{IClusterReceiver}) hears the others."""
+
+    def publish(text):
+        """
+        Send C{text} to the other processes, later (never blocks); ValueError
+        if longer than L{MAX_BYTES}.
+        """
+
+    def stop():
+        """Stop; a Deferred that fires once the bus is closed."""

@@ -11,6 +11,10 @@ The shape is Synapse's C{Notifier} and Twisted words' C{IChatClient.receive}.
 
 A message whose transaction rolled back is never announced (the store only
 reports after the commit), nor is a duplicate (nothing new was stored).
+
+When a realm runs as several processes (L{multirealm.core.cluster}), a
+message another process stored is I{replayed} here: every observer hears
+of it but those that count what this process stored (metrics).
 """
 
 from multirealm.logs import RealmLogger
@@ -24,10 +28,24 @@ class Notifier:
     def __init__(self, realm=None):
         self._realm = realm  # its name, for the log
         self._observers = []
+        self._here_only = []  # observers that count what this process stored
 
-    def subscribe(self, observer):
-        """Start telling C{observer} (an L{IMessageObserver}) of deliveries."""
+    def subscribe(self, observer, replays=True):
+        """
+        Start telling C{observer} (an L{IMessageObserver}) of deliveries;
+        without C{replays}, only of those this process stored.
+        """
         self._observers.append(observer)
+        if not replays:
+            self._here_only.append(observer)
+
+    def replayed(self, delivery):
+        """Announce a L{Delivery} another process of the realm stored."""
+        self._tell([o for o in self._observers if o not in self._here_only], delivery)
+
+    def counted(self, delivery):
+        """A delivery of this process, replayed before its report came: counted only."""
+        self._tell(self._here_only, delivery)
 
     def notify(self, delivery):
         """
@@ -38,6 +56,14 @@ class Notifier:
         if not self._observers:
             return
         for observer in tuple(self._observers):
+            try:
+                observer.message_committed(delivery)
+            except Exception:
+                log.failure("observer {observer!r} failed on message {id}",
+                            observer=observer, id=delivery.message.id, realm=self._realm)
+
+    def _tell(self, observers, delivery):
+        for observer in observers:
             try:
                 observer.message_committed(delivery)
             except Exception:

@@ -60,6 +60,8 @@ class Presence:
         self._waiting = {}  # Address -> (online, last_seen)
         self._looking = 0  # lookups in the store now
         self.peers = PeerPresence(peers, clock, self.fan_out, realm)
+        # The realm's other processes (L{multirealm.core.cluster_presence}), if any.
+        self.cluster = None
 
     def listen(self, listener):
         """
@@ -107,9 +109,25 @@ class Presence:
         first, call = settling
         call.reset(max(0.0, min(self.SETTLE_SECONDS, first + self.MOST_SECONDS - now)))
 
+    def elsewhere_changed(self, user, last_seen=None):
+        """
+        Local user C{user}'s connections on another process of the realm
+        began, or ended (C{last_seen}: when): their state is settled again.
+        """
+        if self._stopped:
+            return
+        if last_seen is not None and user not in self._connections:
+            known = self._went_offline.get(user)
+            if known is None or last_seen > known:
+                self._went_offline[user] = last_seen
+        self._changed(user)
+
     def _settle(self, user):
         del self._settling[user]
         online = user in self._connections
+        if self.cluster is not None:
+            self.cluster.local_state(user, online, self._went_offline.get(user))
+            online = online or self.cluster.online_elsewhere(user)
         last_seen = None if online else self._went_offline.pop(user, None)
         if online:
             self._went_offline.pop(user, None)
@@ -198,7 +216,9 @@ class Presence:
                     raise errors.NoSuchUser(f"no user {address.name!r}")
                 else:
                     name, last_seen = found[address.name]
-                    online = name in self._connections
+                    online = name in self._connections or (
+                        self.cluster is not None and self.cluster.online_elsewhere(name)
+                    )
                     if online:
                         last_seen = None
                 states[shown] = {"online": online, "last_seen": last_seen}

@@ -20,6 +20,7 @@ from twisted.internet import defer, task
 
 from multirealm import errors
 from multirealm.core import policy, received
+from multirealm.core.cluster import Cluster
 from multirealm.core.links import LinkStates
 from multirealm.core.logins import LoginGuard, RegistrationRate
 from multirealm.core.metrics import RealmMetrics
@@ -73,11 +74,14 @@ class Realm:
     @ivar links: the L{LinkStates} of its links to C{peers}.
     @ivar presence: the L{Presence} of its users, and of its peers' users.
     @ivar metrics: the L{RealmMetrics} its adapters count into.
+    @ivar cluster: with a C{bus} (an L{multirealm.core.interfaces.IClusterBus}:
+        the realm runs as several processes), the L{Cluster} that tells the
+        others what this one did; else None.
     """
 
     _ADDRESSES_MAX = 10_000  # bound of the parsed-address cache
 
-    def __init__(self, name, peers, limits, store, hasher, clock, files=None):
+    def __init__(self, name, peers, limits, store, hasher, clock, files=None, bus=None):
         self.name = name
         self.peers = tuple(peers)
         self.limits = limits
@@ -85,7 +89,7 @@ class Realm:
         self.files = files  # the FileStore: where uploaded files live
         self.notifier = Notifier(name)
         self.metrics = RealmMetrics(name, self.peers)
-        self.notifier.subscribe(self.metrics)  # messages stored, by kind
+        self.notifier.subscribe(self.metrics, replays=False)  # messages stored here, by kind
         self.logins = LoginGuard(clock)
         self._registrations = RegistrationRate(
             clock, limits.registrations_per_hour, limits.registration_burst
@@ -100,6 +104,7 @@ class Realm:
         self.links = LinkStates(self.peers, store, clock)
         self.presence = Presence(name, self.peers, store, clock)
         self._registration_listeners = []
+        self.cluster = None if bus is None else Cluster(self, store, bus, clock)
 
     def _now(self):
         return self.clock.seconds()
@@ -419,11 +424,18 @@ class Realm:
             (member.realm, self.new_message(JOINED, creator.name, group, member.name))
             for member in everyone if member.realm != self.name
         ]
-        return self._store.create_group(
+        d = self._store.create_group(
             group.name, creator, everyone, format_timestamp(self._now()),
             self.limits.max_groups_per_user, joined,
             self.new_message(MEMBER, creator.name, group, "") if joined else None,
         )
+        if self.cluster is not None:
+            def created(result):
+                self.cluster.group_created(group, creator.name)
+                return result
+
+            d.addCallback(created)
+        return d
 
     def add_members(self, owner, group, members):
         """
@@ -524,7 +536,15 @@ class Realm:
         to message C{message_id}: fires with (the conversation's Address,
         whether the marker moved).
         """
-        return self._store.mark_read(user, other, message_id)
+        d = self._store.mark_read(user, other, message_id)
+        if self.cluster is not None:
+            def marked(result):
+                if result[1]:
+                    self.cluster.read_moved(user, result[0], message_id)
+                return result
+
+            d.addCallback(marked)
+        return d
 
     # -- links (the federation adapter reports and drains through these) ----
 

@@ -44,6 +44,8 @@ class Sessions:
         self._lifetime = lifetime
         self._known = OrderedDict()  # token -> (user, expires), least recently used first
         self._listeners = []
+        self._ended_listeners = []  # told the user of each session ended (other processes)
+        self._forgotten_listeners = []  # told of sessions that may have ended elsewhere
 
     async def create(self, user, checked_hash=None):
         """
@@ -63,11 +65,16 @@ class Sessions:
             known.popitem(last=False)
 
     async def end(self, token):
-        self._known.pop(token, None)
+        known = self._known.pop(token, None)
+        if known is None and self._ended_listeners:
+            # Whose it was, for the other processes of the realm.
+            known = await self._store.session_user(token_hash(token), self._clock.seconds())
         await self._store.delete_session(token_hash(token))
         # A lookup of this token queued before the delete may have cached
         # it again meanwhile; answers come in queue order, so this is after.
         self._known.pop(token, None)
+        if known is not None:
+            self._tell_ended(known[0])
 
     async def end_all_of(self, user, keep, write):
         """
@@ -80,6 +87,7 @@ class Sessions:
         self._forget_user(user, keep)
         await write(None if keep is None else token_hash(keep))
         self._forget_user(user, keep)  # as in end: a lookup queued before may have cached one
+        self._tell_ended(user)
         for listener in tuple(self._listeners):
             try:
                 listener(user, keep)
@@ -90,6 +98,39 @@ class Sessions:
     def on_user_sessions_ended(self, listener):
         """Call C{listener(user, kept token or None)} after each L{end_all_of}."""
         self._listeners.append(listener)
+
+    def on_session_ended(self, listener):
+        """
+        Call C{listener(user)} once a session of C{user} has ended in the
+        store (L{end}, L{end_all_of}): the realm's other processes hear of it.
+        """
+        self._ended_listeners.append(listener)
+
+    def _tell_ended(self, user):
+        for listener in self._ended_listeners:
+            try:
+                listener(user)
+            except Exception:  # what is stored stays done: the caller's reply goes on
+                log.failure("telling of the end of a session of {user} failed", user=user,
+                            realm=self.realm_name)
+
+    def forget_user(self, user):
+        """
+        Sessions of C{user} (None: of anyone) may have ended in another
+        process of the realm: those cached here are forgotten (the store
+        is asked at their next use), and each listener of
+        L{on_sessions_forgotten} checks again what it holds.
+        """
+        if user is None:
+            self._known.clear()
+        else:
+            self._forget_user(user, None)
+        for listener in tuple(self._forgotten_listeners):
+            listener(user)
+
+    def on_sessions_forgotten(self, listener):
+        """Call C{listener(user or None)} after each L{forget_user}."""
+        self._forgotten_listeners.append(listener)
 
     def _forget_user(self, user, keep):
         known = self._known

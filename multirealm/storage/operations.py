@@ -7,7 +7,7 @@ it to the engine's database thread (L{multirealm.storage.batching}).
 from multirealm.core import policy
 from multirealm.storage.queries import (
     accounts, conversations, file_access, groups, messages, operator, outbox, presence,
-    private_history, received, remote_groups,
+    private_history, received, remote_groups, replication,
 )
 from multirealm.storage.queries.common import Later
 
@@ -181,6 +181,17 @@ class StoreOperations:
             return result
 
         return self.submit(function, *args, writes=writes).addCallback(step)
+
+    # -- replication between the processes of one realm ----------------------
+
+    def last_seq(self):
+        return self.submit(replication.last_seq, writes=False)
+
+    def deliveries_after(self, peers, after_seq, up_to, limit):
+        return self.submit(
+            replication.deliveries_after, self.thread_cache, self.realm, tuple(peers),
+            after_seq, up_to, limit, writes=False,
+        )
 
     # -- files --------------------------------------------------------------
 
