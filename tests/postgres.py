@@ -22,7 +22,7 @@ def server():
 def database(testcase, prefix="procs"):
     """A new, empty database for C{testcase}, dropped at its cleanup: its URL."""
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import conninfo_to_dict
 
     conninfo = server()
     name = f"{prefix}_{secrets.token_hex(4)}"

@@ -154,6 +154,10 @@ class PostgresBus:
         if not self._stopping.is_set():
             self._receiver.received(process, text)
 
+    def _tell_lost(self):
+        if not self._stopping.is_set():
+            self._receiver.missed()
+
     def _tell_missed(self):
         if not self._stopping.is_set():
             log.info("the bus between the realm's processes is back", realm=self._realm)
@@ -202,6 +206,9 @@ class PostgresBus:
                 if not broken:
                     log.warn("the bus between the realm's processes broke ({error}):"
                              " connecting again", error=str(e).strip()[:200], realm=self._realm)
+                    # At once, not only once back: sessions cached here may
+                    # have ended elsewhere, unheard, from now on.
+                    self._reactor.callFromThread(self._tell_lost)
                 broken = True
                 self._pause(attempt)
                 attempt += 1

@@ -6,7 +6,6 @@ against a real server: skipped unless MULTIREALM_TEST_POSTGRES names one.
 import json
 import os
 import secrets
-from urllib.parse import urlsplit
 
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.threads import deferToThread
@@ -16,14 +15,13 @@ from twisted.trial import unittest
 from multirealm import config
 from multirealm.service import build_realm_service
 from multirealm.storage.pg_bus import PostgresBus
+from tests import postgres
 from tests.helpers import InlineHasher, wait_until
 
 SERVER = os.environ.get("MULTIREALM_TEST_POSTGRES")
-DATABASE = "bus_test"  # a prefix: each test makes its own
 
 try:
     import psycopg
-    from psycopg.conninfo import make_conninfo
 except ImportError:  # pragma: no cover
     psycopg = None
 
@@ -40,18 +38,6 @@ http_port = 0
 data_dir = data/realm1
 database = {database}
 """
-
-
-@defer.inlineCallbacks
-def own_database(test):
-    """
-    A database of C{test}'s own, dropped when it ends (after its buses
-    stopped): C{test.database}, C{test.conninfo}.
-    """
-    test.database = f"{DATABASE}_{secrets.token_hex(4)}"
-    yield _run(f"CREATE DATABASE {test.database}")
-    test.addCleanup(_run, f"DROP DATABASE IF EXISTS {test.database} WITH (FORCE)")
-    test.conninfo = make_conninfo(SERVER, dbname=test.database)
 
 
 class Heard:
@@ -81,9 +67,8 @@ class PostgresBusTests(unittest.TestCase):
     if SERVER is None or psycopg is None:
         skip = "MULTIREALM_TEST_POSTGRES is not set"
 
-    @defer.inlineCallbacks
     def setUp(self):
-        yield own_database(self)
+        self.conninfo = postgres.database(self, "bus")  # dropped at cleanup
         self.realm = "t" + secrets.token_hex(4)  # a channel of this test's own
 
     def bus(self):
@@ -153,12 +138,17 @@ class PostgresBusTests(unittest.TestCase):
         self.assertEqual(heard_b.payloads, [(a.process, "y" * a.MAX_BYTES)])
 
     @defer.inlineCallbacks
-    def test_a_listener_whose_backend_ends_connects_again_and_says_it_missed(self):
-        (a, heard_a), (b, heard_b) = self.bus(), self.bus()
+    def test_a_listener_whose_backend_ends_says_it_missed_then_connects_again(self):
+        (a, _), (b, heard_b) = self.bus(), self.bus()
+        b.DELAYS = (1.0,)  # time to see it told before it connects again
         yield self.listening(a, b)
         pid = b.listener_pid
         yield _run("SELECT pg_terminate_backend(%s)", pid)
+        # Told at the break (cached sessions go at once), before connecting
+        # again (DELAYS[0] later), and once more when back.
         yield wait_until(lambda: heard_b.misses == 1)
+        self.assertEqual(b.listener_pid, pid)
+        yield wait_until(lambda: heard_b.misses == 2)
         self.assertNotEqual(b.listener_pid, pid)
         a.publish("m 3")
         yield wait_until(lambda: heard_b.payloads)
@@ -210,7 +200,7 @@ class TwoServicesTests(unittest.TestCase):
         skip = "MULTIREALM_TEST_POSTGRES is not set"
 
     def setUp(self):
-        return own_database(self)
+        self.conninfo = postgres.database(self, "bus")
 
     def service(self, path):
         service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
@@ -233,7 +223,7 @@ class TwoServicesTests(unittest.TestCase):
         os.makedirs(folder)
         path = os.path.join(folder, "realms.ini")
         with open(path, "w") as f:
-            f.write(REALMS_INI.format(database=urlsplit(SERVER)._replace(path=f"/{self.database}").geturl()))
+            f.write(REALMS_INI.format(database=self.conninfo))
         a, b = self.service(path), self.service(path)
         self.assertIsInstance(a.getServiceNamed("core").realm.cluster._bus, PostgresBus)
         alice = yield self.connect(a)
