@@ -24,6 +24,12 @@ spelling cannot say on both:
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
 not look for quotes.  Each distinct string is translated once (cached).
+
+C{executemany} of an C{INSERT ... VALUES (?, ...)} with a few rows (the
+hot path's two timeline rows of a message) runs as one statement of that
+many rows (L{many_rows}): psycopg runs an C{executemany} as a pipeline of
+its own, which costs more than the statements it saves (measured: two rows
+take 66 us of CPU that way, 28 us as one statement).
 """
 
 import functools
@@ -48,6 +54,26 @@ def translate(sql):
     if numbered and "RETURNING" not in sql:
         sql += f" RETURNING {_NUMBER[numbered.group(1)]}"
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+_ONE_ROW = re.compile(r"(INSERT INTO \w+ \([^)]*\) VALUES )(\([?, ]+\))(.*)", re.S)
+MANY_ROWS = 64  # rows an executemany sends as one statement, at most
+
+
+@functools.lru_cache(maxsize=1024)
+def many_rows(sql, count):
+    """
+    C{sql}, an C{INSERT ... VALUES (?, ...)} of one row, as one statement
+    of C{count} rows, translated; None if C{sql} is not of that form, or
+    is an upsert (C{ON CONFLICT ... DO UPDATE}: two of its rows with one
+    key fail as one statement, not as two).
+    """
+    match = _ONE_ROW.fullmatch(sql)
+    if match is None or "DO UPDATE" in sql:
+        # An upsert of two rows with one key fails as one statement.
+        return None
+    head, row, tail = match.groups()
+    return translate(head + ", ".join([row] * count) + tail)
 
 
 class Cursor(psycopg.Cursor):
@@ -82,6 +108,12 @@ class Connection:
         return cursor
 
     def executemany(self, sql, rows):
+        if 0 < len(rows) <= MANY_ROWS:
+            statement = many_rows(sql, len(rows))
+            if statement is not None:
+                cursor = self.connection.execute(statement, [v for row in rows for v in row])
+                self.total_changes += max(cursor.rowcount, 0)
+                return cursor
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
         self.total_changes += max(cursor.rowcount, 0)

@@ -5,7 +5,7 @@ rule on its own, and every other spelling left as it is.
 
 from twisted.trial import unittest
 
-from multirealm.storage.pg_sql import translate
+from multirealm.storage.pg_sql import many_rows, translate
 
 
 class TranslateTests(unittest.TestCase):
@@ -54,3 +54,27 @@ class TranslateTests(unittest.TestCase):
             " ORDER BY t.seq DESC LIMIT ? ON CONFLICT DO NOTHING"
         )
         self.assertEqual(translate(sql), sql.replace("?", "%s"))
+
+
+class ManyRowsTests(unittest.TestCase):
+    def test_an_insert_of_one_row_becomes_one_of_many(self):
+        self.assertEqual(
+            many_rows("INSERT INTO timeline (mailbox, seq) VALUES (?, ?)", 3),
+            "INSERT INTO timeline (mailbox, seq) VALUES (%s, %s), (%s, %s), (%s, %s)",
+        )
+
+    def test_what_follows_the_row_is_kept(self):
+        self.assertEqual(
+            many_rows('INSERT INTO remote_users (realm, name) VALUES (?, ?) ON CONFLICT DO NOTHING', 2),
+            "INSERT INTO remote_users (realm, name) VALUES (%s, %s), (%s, %s) ON CONFLICT DO NOTHING",
+        )
+
+    def test_an_upsert_is_not_rewritten(self):
+        self.assertIsNone(many_rows(
+            'INSERT INTO last_seen ("user", at) VALUES (?, ?)'
+            ' ON CONFLICT ("user") DO UPDATE SET at = excluded.at', 2))
+
+    def test_anything_else_is_not_rewritten(self):
+        self.assertIsNone(many_rows("DELETE FROM outbox WHERE realm = ? AND seq = ?", 2))
+        self.assertIsNone(many_rows(
+            "INSERT INTO outbox (realm, seq) SELECT ?, seq FROM timeline WHERE mailbox = ?", 2))
