@@ -97,9 +97,17 @@ class BatchingStore:
 
     # -- what an engine supplies ----------------------------------------------
 
-    def _begin(self, writes):
-        """Begin the transaction of a batch on C{self._db}; C{writes}: some operation writes."""
+    def _begin(self, writes, isolated):
+        """
+        Begin the transaction of a batch on C{self._db}; C{writes}: some
+        operation writes; C{isolated}: it runs again, each operation in a
+        savepoint.
+        """
         raise NotImplementedError()
+
+    def _commit(self):
+        """Commit the batch's transaction; L{_NeedsIsolation} to run it again isolated."""
+        self._db.execute("COMMIT")
 
     def _clean_error(self, failure):
         """The clean L{errors.ChatError} failure for C{failure} (a full disk...), or None."""
@@ -212,7 +220,7 @@ class BatchingStore:
         results = []
         started = perf_counter()
         try:
-            self._begin(any(op.writes for op in batch))
+            self._begin(any(op.writes for op in batch), isolated)
             db = self._db
             for op in batch:
                 if isolated or op.function not in _ONLY_COUNT_PRIVATE:
@@ -244,7 +252,7 @@ class BatchingStore:
                         db.execute("RELEASE op")
                     results.append((op, result))
             messages.write_private_counts(db, self.thread_cache)
-            db.execute("COMMIT")
+            self._commit()
             self.commits += 1
             self.commit_operations.observe(len(batch))
             self.commit_seconds.observe(perf_counter() - started)

@@ -19,7 +19,8 @@ spelling cannot say on both:
      number their rows, get C{RETURNING seq} and C{RETURNING id}, which
      the cursor's C{lastrowid} reads, as sqlite3's does.  (In SQLite,
      C{lastrowid} costs 2 us less than a C{RETURNING} of the hot path's
-     insert: measured.)
+     insert: measured.)  In a pipelined batch they are numbered here
+     instead (L{numbered}): see L{Connection.start_pipeline}.
   4. C{%} becomes C{%%}, then C{?} becomes C{%s} (psycopg's placeholder).
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
@@ -48,12 +49,32 @@ _DML = ("INSERT", "UPDATE", "DELETE")
 @functools.lru_cache(maxsize=4096)
 def translate(sql):
     """C{sql} as the queries write it, in PostgreSQL's words (see the module)."""
-    sql = _NOCASE.sub(r"lower(\1) = lower(?)", sql)
-    sql = _IS_NOT.sub("IS DISTINCT FROM ?", sql)
     numbered = _NUMBERED.match(sql)
     if numbered and "RETURNING" not in sql:
         sql += f" RETURNING {_NUMBER[numbered.group(1)]}"
+    return _words(sql)
+
+
+def _words(sql):
+    sql = _NOCASE.sub(r"lower(\1) = lower(?)", sql)
+    sql = _IS_NOT.sub("IS DISTINCT FROM ?", sql)
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+@functools.lru_cache(maxsize=64)
+def numbered(sql):
+    """
+    (table, statement) for C{sql}, an C{INSERT INTO messages} or
+    C{mailboxes} (columns, then C{VALUES (?, ...)}), rewritten to take the
+    row's number as its first parameter; None for any other statement.
+    """
+    match = _NUMBERED.match(sql)
+    if match is None or "RETURNING" in sql or ") VALUES (" not in sql:
+        return None
+    table = match.group(1)
+    head = f"INSERT INTO {table} ("
+    sql = sql.replace(head, f"{head}{_NUMBER[table]}, ", 1).replace(") VALUES (", ") VALUES (?, ", 1)
+    return table, _words(sql)
 
 
 _ONE_ROW = re.compile(r"(INSERT INTO \w+ \([^)]*\) VALUES )(\([?, ]+\))(.*)", re.S)
@@ -83,6 +104,31 @@ class Cursor(psycopg.Cursor):
         return self.fetchone()[0]
 
 
+class _Numbered:
+    """What a numbered insert in a pipeline answers: its row's number, known at once."""
+
+    __slots__ = ("lastrowid",)
+    rowcount = 1
+
+    def __init__(self, number):
+        self.lastrowid = number
+
+
+class _Written:
+    """A write sent in a pipeline: its row count is read (waited for) only if asked."""
+
+    __slots__ = ("_cursor", "_connection")
+
+    def __init__(self, cursor, connection):
+        self._cursor = cursor
+        self._connection = connection
+
+    @property
+    def rowcount(self):
+        self._connection.pipeline.sync()
+        return self._cursor.rowcount
+
+
 class TransactionLost(Exception):
     """A COMMIT that PostgreSQL answered with a rollback: nothing was stored."""
 
@@ -91,37 +137,141 @@ class Connection:
     """
     A psycopg connection in autocommit mode (transactions are the store's
     own C{BEGIN}/C{COMMIT}) as the query modules use an sqlite3 one.
+
+    A batch that writes runs in a pipeline (L{start_pipeline}): its
+    statements go to the server without waiting for each answer, and only
+    a read waits (the pipeline is synced for it).  A batch of private
+    messages so costs a few round trips in all, not two a message, and the
+    realm's write lock is held that much shorter (measured in
+    benchmarks/README.md).  An error in a pipeline surfaces at the next
+    read or at the commit, not at its statement: the store then runs the
+    batch again, unpipelined, each operation in a savepoint.
     """
 
     def __init__(self, connection):
         self.connection = connection
-        self.total_changes = 0  # rows written, as sqlite3's: "was anything changed?"
+        self._changes = 0  # rows written, as sqlite3's total_changes
+        self._pipeline = None  # psycopg's Pipeline of a writing batch
+        self._pipeline_context = None
+        self._numbers = None  # in a pipeline: {table: its last row number}
+        self._first_numbers = None
+
+    @property
+    def total_changes(self):
+        """
+        "Was anything changed?": rows written, as sqlite3's; in a pipeline,
+        writes sent (their row counts are not read back: each counts one).
+        """
+        return self._changes
+
+    @property
+    def pipeline(self):
+        return self._pipeline
+
+    def start_pipeline(self):
+        """
+        Send what follows without waiting for answers, numbering the rows
+        of messages and mailboxes here (L{read_numbers}, under the realm's
+        write lock, so that no other process numbers rows meanwhile).
+        """
+        self._pipeline_context = self.connection.pipeline()
+        self._pipeline = self._pipeline_context.__enter__()
+        self._numbers = None
+
+    def read_numbers(self):
+        """Where the numbers of messages and mailboxes are: once the write lock is held."""
+        row = self.connection.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM messages),"
+            " (SELECT coalesce(max(id), 0) FROM mailboxes)"
+        ).fetchone()
+        self._numbers = {"messages": row[0], "mailboxes": row[1]}
+        self._first_numbers = dict(self._numbers)
+
+    def commit_pipeline(self):
+        """
+        Commit a pipelined batch, its identity sequences moved past the
+        rows numbered here (an insert that lets PostgreSQL number a row,
+        as an unpipelined batch does, must not take one of them).
+        """
+        for table, number in self._numbers.items():
+            if number != self._first_numbers[table]:
+                self.connection.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{_NUMBER[table]}'), %s)",
+                    (number,),
+                )
+        cursor = self.connection.execute("COMMIT")
+        self._end_pipeline()
+        if cursor.statusmessage != "COMMIT":
+            raise TransactionLost(f"PostgreSQL answered COMMIT with {cursor.statusmessage!r}")
+
+    def _end_pipeline(self):
+        context, self._pipeline, self._numbers = self._pipeline_context, None, None
+        context.__exit__(None, None, None)  # syncs: raises the error of any statement
+
+    def abandon_pipeline(self):
+        """Leave a failed pipeline (its errors are the batch's, already raised)."""
+        if self._pipeline is not None:
+            try:
+                self._end_pipeline()
+            except psycopg.Error:
+                pass
 
     def execute(self, sql, parameters=()):
+        if self._pipeline is not None:
+            if sql != "ROLLBACK":
+                return self._send(sql, parameters)
+            self.abandon_pipeline()
         cursor = self.connection.execute(translate(sql), parameters)
         status = cursor.statusmessage or ""
         if status.startswith(_DML):
-            self.total_changes += max(cursor.rowcount, 0)
+            self._changes += max(cursor.rowcount, 0)
         elif sql == "COMMIT" and status != "COMMIT":
             # A transaction in error commits as a rollback, without an error.
             raise TransactionLost(f"PostgreSQL answered COMMIT with {status!r}")
         return cursor
+
+    def _send(self, sql, parameters):
+        """L{execute} in a pipeline: a write is sent, not waited for."""
+        number = numbered(sql)
+        if number is not None:
+            table, statement = number
+            self._numbers[table] += 1
+            self.connection.execute(statement, (self._numbers[table], *parameters))
+            self._changes += 1
+            return _Numbered(self._numbers[table])
+        statement = translate(sql)
+        cursor = self.connection.execute(statement, parameters)
+        if statement.startswith(_DML):
+            self._changes += 1
+            return _Written(cursor, self)
+        return cursor  # a read: fetching it syncs the pipeline
 
     def executemany(self, sql, rows):
         if 0 < len(rows) <= MANY_ROWS:
             statement = many_rows(sql, len(rows))
             if statement is not None:
                 cursor = self.connection.execute(statement, [v for row in rows for v in row])
-                self.total_changes += max(cursor.rowcount, 0)
+                if self._pipeline is not None:
+                    self._changes += 1
+                    return _Written(cursor, self)
+                self._changes += max(cursor.rowcount, 0)
                 return cursor
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
-        self.total_changes += max(cursor.rowcount, 0)
+        if self._pipeline is not None:
+            self._changes += 1
+            return _Written(cursor, self)
+        self._changes += max(cursor.rowcount, 0)
         return cursor
 
     @property
     def in_transaction(self):
         """Inside a transaction (even one in error); False once the connection is lost."""
+        if self._pipeline is not None:
+            try:
+                self._pipeline.sync()  # the status is the server's once it has answered
+            except psycopg.Error:
+                pass
         status = self.connection.info.transaction_status
         return status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 

@@ -38,7 +38,7 @@ from multirealm import errors
 from multirealm.core.interfaces import IStore
 from multirealm.logs import RealmLogger
 from multirealm.storage import pg_schema
-from multirealm.storage.batching import BatchingStore
+from multirealm.storage.batching import BatchingStore, _NeedsIsolation
 from multirealm.storage.operations import StoreOperations
 from multirealm.storage.pg_sql import Connection, Cursor, TransactionLost
 
@@ -84,9 +84,10 @@ class PostgresStore(StoreOperations, BatchingStore):
         connection.execute("SET synchronous_commit = on")
         return Connection(connection)
 
-    def _begin(self, writes):
+    def _begin(self, writes, isolated):
         if self._db.broken:
             self._reconnect()
+        self._db.abandon_pipeline()  # (none is left, unless a batch failed oddly)
         # A batch that only reads sees one snapshot, as if no other process
         # wrote meanwhile; one that writes sees each commit before its lock.
         begin = "BEGIN" if writes else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -100,7 +101,24 @@ class PostgresStore(StoreOperations, BatchingStore):
             self._reconnect()
             self._db.execute(begin)
         if writes:
+            if not isolated:
+                self._db.start_pipeline()  # (pg_sql.Connection: a few round trips a batch)
             self._db.execute("SELECT pg_advisory_xact_lock(?)", (self._write_lock,))
+            if not isolated:
+                self._db.read_numbers()
+
+    def _commit(self):
+        db = self._db
+        if db.pipeline is None:
+            return db.execute("COMMIT")
+        try:
+            db.commit_pipeline()
+        except (psycopg.OperationalError, TransactionLost):
+            raise
+        except psycopg.Error as e:
+            # A statement of the pipeline failed; which operation's is not
+            # known here: the batch runs again, each operation on its own.
+            raise _NeedsIsolation() from e
 
     def _reconnect(self):
         self._db = self._connect()
@@ -135,7 +153,8 @@ class PostgresStore(StoreOperations, BatchingStore):
             return Failure(
                 errors.StorageFull("the realm's disk is full: nothing was stored; try later")
             )
-        if isinstance(error, (psycopg.OperationalError, TransactionLost)):
+        if isinstance(error, (psycopg.OperationalError, TransactionLost,
+                              pg_errors.InFailedSqlTransaction)):
             if not self._lost:
                 self._lost = True
                 log.error("realm {realm}: lost PostgreSQL ({error}); connecting again for the"

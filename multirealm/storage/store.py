@@ -46,7 +46,7 @@ class SQLiteStore(StoreOperations, BatchingStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
 
-    def _begin(self, writes):
+    def _begin(self, writes, isolated):
         self._db.execute("BEGIN IMMEDIATE")
 
     def durability(self):
