@@ -25,7 +25,11 @@ def claim(data_dir, realm, shared):
     L{DataDirInUse} if another process holds it.
     """
     os.makedirs(data_dir, exist_ok=True)
-    lock = open(os.path.join(data_dir, LOCK_FILE), "a+")
+    # Only this user may open it: flock needs no more than read access, so
+    # anyone who could read it could lock it and keep the realm from starting.
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # one an earlier release made readable by all
+    lock = os.fdopen(fd, "r+")
     try:
         fcntl.flock(lock, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -8,8 +8,11 @@ Two connections of its own (psycopg 3, autocommit), each driven by a
 thread of its own, so that the reactor never waits on the database:
 
   - the listener: C{LISTEN}, then blocks in C{notifies(timeout=...)};
-    each notification reaches the reactor by C{callFromThread}.  A thread
-    rather than a reader of the connection's socket in the reactor:
+    each notification reaches the reactor by C{callFromThread}, at most
+    L{PostgresBus.MAX_HANDED} waiting there (beyond, a reactor that fell
+    behind is not buried: they are dropped and the receiver is told it
+    L{missed} things).  A thread rather than a reader of the connection's
+    socket in the reactor:
     psycopg's blocking C{notifies} does the protocol (TLS, a server that
     closes, keepalives) for us, and the reactor thread never runs libpq;
     it costs one thread that sleeps.
@@ -56,6 +59,7 @@ class PostgresBus:
     # A NOTIFY payload must be shorter than 8000 bytes; ours start with the process id.
     MAX_BYTES = 7900
     MAX_WAITING = 10_000  # payloads waiting for the publisher
+    MAX_HANDED = 10_000  # notifications handed to the reactor, not yet delivered
     # At most this many in one statement (PostgreSQL takes at most 1664
     # columns in a SELECT), and about this many bytes.
     BATCH_PAYLOADS = 1000
@@ -79,11 +83,15 @@ class PostgresBus:
         self._publisher = queue.SimpleQueue()
         self._threads = []
         self._stopped = None
+        self._room = None  # a semaphore of MAX_HANDED, made at start
+        self.dropped = 0  # notifications the listener dropped (written by its thread only)
+        self._dropped_told = 0
         self.listener_pid = None  # the listening connection's backend (tests end it)
         self.publisher_pid = None
 
     def start(self, receiver):
         self._receiver = receiver
+        self._room = threading.Semaphore(self.MAX_HANDED)
         for name, target in (("listen", self._listen), ("publish", self._publish_loop)):
             thread = threading.Thread(
                 target=self._run, args=(target,), name=f"multirealm-bus-{name} {self._realm}",
@@ -151,8 +159,15 @@ class PostgresBus:
     # -- the reactor's side of the threads ----------------------------------------
 
     def _deliver(self, process, text):
+        self._room.release()
         if not self._stopping.is_set():
             self._receiver.received(process, text)
+        dropped = self.dropped
+        if dropped != self._dropped_told:
+            self._dropped_told = dropped
+            log.warn("this process fell behind the bus: {dropped} notifications dropped so far;"
+                     " catching up from the database", dropped=dropped, realm=self._realm)
+            self._tell_lost()
 
     def _tell_lost(self):
         if not self._stopping.is_set():
@@ -198,8 +213,12 @@ class PostgresBus:
                             if self._stopping.is_set():
                                 break
                             process, _, text = notify.payload.partition(" ")
-                            if process != mine:
+                            if process == mine:
+                                continue
+                            if self._room.acquire(blocking=False):
                                 self._reactor.callFromThread(self._deliver, process, text)
+                            else:
+                                self.dropped += 1  # told by the next delivery
             except Exception as e:
                 if self._stopping.is_set():
                     break

@@ -38,11 +38,9 @@ CLIENT_TIMEOUTS = dict(
     keepalives_count=3, tcp_user_timeout=10000,
 )
 # The server's keepalives: a session whose machine vanished ends (and its
-# locks are freed) within about idle + interval * count seconds.
-SERVER_TIMEOUTS = (
-    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2;"
-    " SET tcp_keepalives_count = 3"
-)
+# locks are freed) idle + interval * count seconds after it was last heard.
+SERVER_KEEPALIVES = dict(tcp_keepalives_idle=5, tcp_keepalives_interval=2, tcp_keepalives_count=3)
+SERVER_TIMEOUTS = "; ".join(f"SET {name} = {value}" for name, value in SERVER_KEEPALIVES.items())
 
 
 def lease_key(name):
@@ -64,7 +62,9 @@ class PostgresLeases:
 
     shared = True
     CHECK_SECONDS = 2.0
-    ANSWER_SECONDS = 15.0
+    # Less than the server's keepalives minus a check: a holder cut off
+    # gives its leases up before the server can free them for another.
+    ANSWER_SECONDS = 5.0
 
     def __init__(self, conninfo, realm, reactor, clock=None):
         self._conninfo = conninfo

@@ -5,6 +5,7 @@ a process.
 """
 
 import os
+import stat
 
 from twisted.trial import unittest
 
@@ -45,3 +46,13 @@ class ClaimTests(unittest.TestCase):
     def test_the_lock_ends_with_its_process(self):
         self.claim(shared=False).close()  # as the kernel does for a process that ends
         self.claim(shared=False)
+
+    def test_only_the_realms_user_may_open_the_lock_file(self):
+        # Anyone who may open it for reading may flock it, and keep the realm from starting.
+        os.makedirs(self.data)
+        path = os.path.join(self.data, "realm.lock")
+        with open(path, "w"):
+            pass
+        os.chmod(path, 0o644)  # as an earlier release left it
+        self.claim(shared=False)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)

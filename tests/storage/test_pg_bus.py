@@ -6,6 +6,8 @@ against a real server: skipped unless MULTIREALM_TEST_POSTGRES names one.
 import json
 import os
 import secrets
+import threading
+import time
 
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.threads import deferToThread
@@ -136,6 +138,29 @@ class PostgresBusTests(unittest.TestCase):
         a.publish("y" * a.MAX_BYTES)  # the server takes it (its limit: under 8000 bytes)
         yield wait_until(lambda: heard_b.payloads)
         self.assertEqual(heard_b.payloads, [(a.process, "y" * a.MAX_BYTES)])
+
+    @defer.inlineCallbacks
+    def test_a_reactor_that_fell_behind_gets_at_most_max_handed_then_is_told_it_missed(self):
+        (a, _), (b, heard_b) = self.bus(), self.bus()
+        yield self.listening(a, b)
+        b.MAX_HANDED = 5
+        b._room = threading.Semaphore(b.MAX_HANDED)  # as start() makes it
+        # The reactor (this thread) is busy while another process publishes 50.
+        with psycopg.connect(self.conninfo, autocommit=True) as other:
+            other.execute(
+                "SELECT " + ", ".join(["pg_notify(%s, %s)"] * 50),
+                [v for n in range(50) for v in (b.channel, f"elsewhere m {n}")],
+            )
+            deadline = time.monotonic() + 10
+            while getattr(b, "dropped", 0) < 45 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        yield wait_until(lambda: heard_b.misses or len(heard_b.payloads) == 50)
+        # 5 waited on the reactor, not 50; it catches up from the database.
+        self.assertEqual(heard_b.payloads, [("elsewhere", f"m {n}") for n in range(5)])
+        self.assertEqual((heard_b.misses, b.dropped), (1, 45))
+        a.publish("m 50")  # room again
+        yield wait_until(lambda: len(heard_b.payloads) == 6)
+        self.assertEqual(heard_b.payloads[-1], (a.process, "m 50"))
 
     @defer.inlineCallbacks
     def test_a_listener_whose_backend_ends_says_it_missed_then_connects_again(self):

@@ -5,13 +5,14 @@ MULTIREALM_TEST_POSTGRES.
 """
 
 import secrets
+import threading
 
 from twisted.application.service import Service
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from multirealm.core.leases import LeasedService
-from multirealm.storage.pg_lease import PostgresLeases, lease_key
+from multirealm.storage.pg_lease import SERVER_KEEPALIVES, PostgresLeases, lease_key
 from tests.helpers import wait_until
 from tests.postgres import server
 
@@ -100,3 +101,34 @@ class PostgresLeasesTests(unittest.TestCase):
         # Its next call is on a new connection: the one that held the lock is closed.
         self.assertTrue((yield first.acquire(self.name + "-next", lambda why: None)))
         self.assertTrue((yield second.acquire(self.name, lambda why: None)))
+
+
+class LeaseTimingTests(unittest.TestCase):
+    """When a holder cut off from PostgreSQL gives up, against when the server frees its locks."""
+
+    @defer.inlineCallbacks
+    def test_a_holder_cut_off_loses_its_leases_before_the_server_can_free_them(self):
+        clock = task.Clock()
+        leases = PostgresLeases("postgresql://unused@127.0.0.1/none", "1", reactor, clock)
+        silent = threading.Event()  # the network: cut after the lock's answer
+
+        def in_thread(function, *args):
+            if function is leases._ping_now:
+                silent.wait()
+            return leases._generation, True
+
+        leases._in_thread = in_thread
+        leases.start()
+        self.addCleanup(leases.stop)
+        self.addCleanup(silent.set)  # first: the stuck thread ends, then the pool stops
+        lost = []
+        self.assertTrue((yield leases.acquire("outbox 1 2", lost.append)))
+        # The server last heard this session now: its keepalives give up,
+        # and free the lock for another process, this much later.
+        freed = (SERVER_KEEPALIVES["tcp_keepalives_idle"]
+                 + SERVER_KEEPALIVES["tcp_keepalives_interval"]
+                 * SERVER_KEEPALIVES["tcp_keepalives_count"])
+        while not lost and clock.seconds() < freed:
+            clock.advance(0.5)
+        self.assertTrue(lost, f"still holding when the server may free the lock ({freed} s)")
+        self.assertIn("no answer from PostgreSQL", lost[0])
