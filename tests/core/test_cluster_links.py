@@ -1,12 +1,18 @@
 """
 One realm on two processes (L{multirealm.core.cluster_links}): what the
-link to a peer does on the process holding it, every process answers.
+link to a peer does on the process holding it, and what a peer's link
+to us says of its users, every process answers.
 """
 
 from twisted.trial import unittest
 
-from tests.core.test_cluster import Processes
+from multirealm.federation.server import RealmServerFactory
+from tests.core.test_cluster import Processes, events
 from tests.helpers import Client
+
+
+class Link:
+    """A peer's link to the realm, as its realm port hands it to presence."""
 
 
 def killed(realm):
@@ -75,3 +81,111 @@ class LinksAcrossProcessesTests(Processes, unittest.TestCase):
         self.assertTrue(self.realm_2(self.b)["linked"])  # B missed it
         self.b.cluster.missed()  # B's bus lost touch, and is back: A dumps
         self.assertFalse(self.realm_2(self.b)["linked"])
+
+
+class PeerPresenceAcrossProcessesTests(Processes, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        # carol on B has a conversation with heru@2, and is subscribed.
+        self.carol = Client(self.b)
+        self.carol.login("carol")
+        self.carol.ask("send - heru@2 hi")
+        self.carol.ask("subscribe -")
+        self.settle()
+        events(self.carol)
+
+    def settle(self):
+        self.clock.pump([0.1] * 10)
+
+    def heru(self, realm=None):
+        client = Client(realm or self.b)
+        client.ask("auth carol pw")
+        return client.ask("presence - heru@2")["presence"]["heru@2"]
+
+    def linked_on(self, realm, *online):
+        """Realm 2's link lands on C{realm}: its snapshot says C{online}."""
+        link = Link()
+        realm.presence.peers.peer_linked("2", link)
+        realm.presence.peers.received("2", link, "synced", [(n, True, None) for n in online])
+        return link
+
+    def test_a_snapshot_heard_on_a_is_presence_on_b(self):
+        self.linked_on(self.a, "heru")
+        self.assertTrue(self.heru()["online"])
+        self.settle()
+        self.assertEqual([(e["user"], e["online"]) for e in events(self.carol, "presence")],
+                         [("heru@2", True)])
+
+    def test_an_update_heard_on_a_is_presence_on_b(self):
+        link = self.linked_on(self.a, "heru")
+        stamp = "2026-12-06T10:00:00.000+00:00"
+        self.a.presence.peers.received("2", link, "update", [("heru", False, stamp)])
+        self.assertEqual(self.heru(), {"online": False, "last_seen": stamp})
+        self.settle()
+        self.assertEqual([e["online"] for e in events(self.carol, "presence")], [True, False])
+
+    def test_the_link_ending_on_a_takes_its_users_offline_on_b(self):
+        link = self.linked_on(self.a, "heru")
+        self.a.presence.peers.peer_lost("2", link)
+        self.assertFalse(self.heru()["online"])
+
+    def test_a_link_that_moves_to_b_takes_over_and_the_old_one_says_nothing_more(self):
+        old = self.linked_on(self.a, "heru", "amon")
+        self.linked_on(self.b, "amon")
+        for realm in (self.a, self.b):
+            self.assertFalse(self.heru(realm)["online"])
+        # The old link, half dead on A, still speaks, then ends: no one believes it.
+        self.a.presence.peers.received("2", old, "update", [("heru", True, None)])
+        self.a.presence.peers.peer_lost("2", old)
+        for realm in (self.a, self.b):
+            self.assertFalse(self.heru(realm)["online"])
+            amon = Client(realm)
+            amon.ask("auth carol pw")
+            self.assertTrue(amon.ask("presence - amon@2")["presence"]["amon@2"]["online"])
+
+    def test_the_users_of_a_link_on_a_process_killed_read_offline_once_it_is_forgotten(self):
+        self.linked_on(self.a, "heru")
+        killed(self.a)
+        others = self.b.cluster.others
+        self.clock.advance(others.HEARTBEAT_SECONDS * (others.SILENT_BEATS + 1))
+        self.assertFalse(self.heru()["online"])
+
+    def test_a_process_that_starts_learns_the_peers_users(self):
+        link = self.linked_on(self.a, "heru")
+        stamp = "2026-12-06T10:00:00.000+00:00"
+        self.a.presence.peers.received("2", link, "update", [("amon", False, stamp)])
+        late = self.process("C")
+        self.assertTrue(self.heru(late)["online"])
+        amon = Client(late)
+        amon.ask("auth carol pw")
+        self.assertEqual(amon.ask("presence - amon@2")["presence"]["amon@2"],
+                         {"online": False, "last_seen": stamp})
+
+    def test_a_missed_update_is_made_good_after_an_outage(self):
+        link = self.linked_on(self.a, "heru")
+        self.hub.drop_next("u ")
+        self.a.presence.peers.received("2", link, "update", [("heru", False, None)])
+        self.assertTrue(self.heru()["online"])  # B missed it
+        self.b.cluster.missed()
+        self.assertFalse(self.heru()["online"])
+
+    def test_a_missed_end_of_the_link_is_made_good_after_an_outage(self):
+        link = self.linked_on(self.a, "heru")
+        self.hub.drop_next("o ")
+        self.a.presence.peers.peer_lost("2", link)
+        self.assertTrue(self.heru()["online"])  # B missed it
+        self.b.cluster.missed()
+        self.assertFalse(self.heru()["online"])
+
+    def test_a_peers_link_on_b_cuts_short_the_backoff_of_our_link_on_a(self):
+        seen = []
+        server = RealmServerFactory(self.a, lambda *realms: "secret", 65536, self.clock)
+        server.on_peer_seen("2", lambda: seen.append("2"))  # A runs our link to 2
+        self.linked_on(self.b, "heru")
+        self.assertEqual(seen, ["2"])
+
+    def test_a_large_view_goes_in_several_payloads_within_the_bound(self):
+        self.b.presence.peers.MAX_VIEW = 300
+        names = [f"user{n:05}" for n in range(1000)]
+        self.linked_on(self.a, *names)
+        self.assertEqual(len(self.b.presence.peers._views["2"]), 300)
