@@ -205,6 +205,10 @@ class TwoProcessesTests(ClusterTestCase):
         # The process without the link answers with the realm's view.
         wait_for("listrealms on the other process to say linked",
                  lambda: self.linked(survivor), deadline=2)
+        # Realm 2's link lands on A (127.0.0.1): B knows heru's presence from A.
+        self.connect("2").ask("auth heru pw", "subscribe -")
+        wait_for("heru@2 online on B", lambda: on_b.ask("presence - heru@2")["presence"]
+                 ["heru@2"]["online"], deadline=10)
         # Both stream to heru@2; the holder dies once its first is answered.
         for sender, connection in (("alice", on_a), ("bob", on_b)):
             lines = [f"send - heru@2 {sender}{i}" for i in range(count)]
