@@ -18,6 +18,7 @@ cleanup and every database dropped.
 import os
 import signal
 import socket
+import urllib.request
 
 from tests import postgres
 from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port
@@ -124,6 +125,12 @@ class ClusterTestCase(TwistdTestCase):
     def linked(self, connection):
         return all(r["linked"] for r in connection.ask("listrealms")["realms"])
 
+    def link_here(self, host):
+        """Whether the process of realm 1 at C{host} runs its link to realm 2 (/metrics)."""
+        url = f"http://{host}:{self.ports['http1']}/metrics"
+        with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+            return 'multirealm_peer_link_here{peer="2"} 1.0' in response.read().decode()
+
 
 class TwoProcessesTests(ClusterTestCase):
     def test_a_user_on_each_process_chat_live(self):
@@ -190,9 +197,18 @@ class TwoProcessesTests(ClusterTestCase):
         on_a.ask("auth alice pw")
         on_b.ask("auth bob pw")
         holder = wait_for("a process to hold realm 2's link", lambda: (
-            "a" if self.linked(on_a) else "b" if self.linked(on_b) else None))
+            "a" if self.link_here("127.0.0.1") else "b" if self.link_here("127.0.0.2")
+            else None))
         processes = {"a": (a, on_a), "b": (b, on_b)}
         survivor = processes["b" if holder == "a" else "a"][1]
+        survivor_host = "127.0.0.2" if holder == "a" else "127.0.0.1"
+        # The process without the link answers with the realm's view.
+        wait_for("listrealms on the other process to say linked",
+                 lambda: self.linked(survivor), deadline=2)
+        # Realm 2's link lands on A (127.0.0.1): B knows heru's presence from A.
+        self.connect("2").ask("auth heru pw", "subscribe -")
+        wait_for("heru@2 online on B", lambda: on_b.ask("presence - heru@2")["presence"]
+                 ["heru@2"]["online"], deadline=10)
         # Both stream to heru@2; the holder dies once its first is answered.
         for sender, connection in (("alice", on_a), ("bob", on_b)):
             lines = [f"send - heru@2 {sender}{i}" for i in range(count)]
@@ -218,8 +234,8 @@ class TwoProcessesTests(ClusterTestCase):
                 replies = [connection.read() for _ in range(count)]
                 self.assertEqual({r["status"] for r in replies}, {"OK"})
                 answered[sender] = count
-        wait_for("the survivor to take realm 2's link", lambda: self.linked(survivor),
-                 deadline=30)
+        wait_for("the survivor to take realm 2's link",
+                 lambda: self.link_here(survivor_host), deadline=30)
         expected = {s: [f"{s}{i}" for i in range(n)] for s, n in answered.items()}
 
         def arrived():

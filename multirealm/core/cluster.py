@@ -21,6 +21,9 @@ A payload is one line, C{<kind> <words>}:
   - C{g GROUP CREATOR}: a group was created: its members here hear of it.
   - presence (L{multirealm.core.cluster_presence}): C{p}, C{P}, C{a},
     C{h}, C{?}, C{!}, C{x}.
+  - links (L{multirealm.core.cluster_links}): C{l}, C{L}, C{e} (ours to
+    the peers), C{i}, C{o}, C{u}, C{y}, C{Y} (the peers' to us: their
+    users' presence).
 
 A kind this process does not know is ignored (logged once), so that a
 newer process can join older ones.
@@ -38,6 +41,7 @@ from collections import deque
 from twisted.internet import task
 
 from multirealm import wire
+from multirealm.core.cluster_links import OtherLinks, OtherPeerLinks
 from multirealm.core.cluster_presence import OtherProcesses
 from multirealm.names import Address
 from multirealm.logs import RealmLogger
@@ -76,6 +80,10 @@ class Cluster:
                           "g": self._on_group, "h": self._on_heartbeat, "!": self._on_lost}
         self.others = OtherProcesses(realm.name, realm.presence, clock, self.publish)
         self._handlers.update(self.others.handlers)
+        for part in (OtherLinks(realm.links, self.publish),
+                     OtherPeerLinks(realm.presence.peers, self.publish, OtherProcesses.DUMP_BYTES)):
+            self.others.parts.append(part)
+            self._handlers.update(part.handlers)
         realm.presence.cluster = self.others
         realm.sessions.on_session_ended(self.session_ended)
         store.report_deliveries_to(self._stored_here)

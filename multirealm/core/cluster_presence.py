@@ -18,6 +18,10 @@ L{OtherProcesses.SILENT_BEATS} heartbeats is forgotten (killed without
 a word): its users read offline, unless online elsewhere, at most
 SILENT_BEATS + 1 heartbeats (20 s) and presence's settling after it
 died.  A process that stops says so (C{x}): its users are offline at once.
+
+The other state a process shares (its links, L{multirealm.core.cluster_links})
+goes in each of its dumps and is forgotten with it: each of L{OtherProcesses.parts}
+has C{dump()} and C{forget(process)}.
 """
 
 from multirealm.model import format_timestamp
@@ -46,6 +50,7 @@ class OtherProcesses:
         self._online = {}  # process -> the users online there
         self._heard = {}  # process -> when it was last heard
         self._published = set()  # the users this process said are online here
+        self.parts = []  # what else is dumped, and forgotten with a process
         self.handlers = {"p": self._on_change, "P": self._on_all, "a": self._on_more,
                          "?": self._on_ask, "x": self._on_gone}
 
@@ -89,6 +94,8 @@ class OtherProcesses:
             chunk.append(user)
             size += len(user) + 1
         self._publish(" ".join((kind, *chunk)))
+        for part in self.parts:
+            part.dump()
 
     def expire(self):
         """Forget the processes silent for L{SILENT_BEATS} heartbeats."""
@@ -138,3 +145,5 @@ class OtherProcesses:
         self._heard.pop(process, None)
         for user in self._online.pop(process, ()):
             self._presence.elsewhere_changed(user, last_seen)
+        for part in self.parts:
+            part.forget(process)

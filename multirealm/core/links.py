@@ -3,6 +3,11 @@ The state of this realm's links as C{listrealms} shows it: which peers
 are linked, the last thing that went wrong with each, and how many
 messages wait for each.  The federation adapter reports into it through
 the realm; it knows no sockets.
+
+A realm on several processes runs the link to a peer in one of them (the
+holder of its outbox lease): each process tells the others what its links
+do (L{multirealm.core.cluster_links}), so that every one answers with the
+realm's view: linked while linked on any process, the newest error of any.
 """
 
 from datetime import datetime
@@ -33,19 +38,41 @@ class LinkStates:
         self._errors = {}  # peer -> (when, what) went wrong last
         self._counted = (0.0, None)  # (when, {realm: messages waiting}) of the last count
         self._counting = []  # Deferreds waiting for the count in progress
+        # The L{multirealm.core.cluster_links.OtherLinks} of the realm's other processes, if any.
+        self.cluster = None
 
     def set_linked(self, peer, linked):
         if linked:
             self._linked.add(peer)
         else:
             self._linked.discard(peer)
+        if self.cluster is not None:
+            self.cluster.local_linked(peer, linked)
 
     def linked(self, peer):
-        """Whether the link to C{peer} is up (authenticated)."""
-        return peer in self._linked
+        """Whether the link to C{peer} is up (authenticated), here or on another process."""
+        return peer in self._linked or (
+            self.cluster is not None and self.cluster.linked_elsewhere(peer)
+        )
+
+    def linked_here(self):
+        """The peers whose link runs (authenticated) in this process."""
+        return set(self._linked)
 
     def set_error(self, peer, error):
-        self._errors[peer] = (format_timestamp(self._clock.seconds()), error)
+        at = format_timestamp(self._clock.seconds())
+        self._errors[peer] = (at, error)
+        if self.cluster is not None:
+            self.cluster.local_error(peer, at, error)
+
+    def error_elsewhere(self, peer, at, error):
+        """Another process's link to C{peer} failed at C{at}: the last error if the newest."""
+        if peer in self._peers and at >= self._errors.get(peer, ("", None))[0]:
+            self._errors[peer] = (at, error)
+
+    def errors(self):
+        """{peer: (when, what)}: the last thing that went wrong with each link."""
+        return dict(self._errors)
 
     def states(self):
         """
@@ -69,7 +96,7 @@ class LinkStates:
         error_at, error = self._errors.get(peer, (None, None))
         return {
             "name": peer,
-            "linked": peer in self._linked,
+            "linked": self.linked(peer),
             "pending": count,
             "oldest_pending_seconds": age,
             "last_error": error,

@@ -16,7 +16,14 @@ L{PeerPresence.MAX_VIEW} names per peer.  A snapshot replaces it; an
 update changes it; the link it came on ending empties it (everyone there
 reads offline, last_seen null).  Each change is fanned out to the local
 contacts of that user.
+
+A realm on several processes believes one link of each peer's, on
+whichever process it landed: that process relays what it applies
+(L{multirealm.core.cluster_links.OtherPeerLinks}), and the others apply
+it as coming from an L{Elsewhere} link.
 """
+
+import attrs
 
 from multirealm.names import Address
 from multirealm.logs import RealmLogger
@@ -24,6 +31,13 @@ from multirealm.logs import RealmLogger
 log = RealmLogger()
 
 UPDATE, SYNC, SYNCED = "update", "sync", "synced"
+
+
+@attrs.frozen
+class Elsewhere:
+    """A peer's link to this realm that landed on another process of it."""
+
+    process: str
 
 
 class PeerPresence:
@@ -48,6 +62,10 @@ class PeerPresence:
         self._links = {}  # peer -> the link of theirs whose frames are believed
         self._syncing = {}  # peer -> the snapshot being received
         self._full = set()  # peers whose view was full (logged once)
+        self.peers = tuple(peers)
+        # What tells the realm's other processes what the links here say, if any.
+        self.relay = None
+        self._seen_elsewhere = []  # called with a peer whose link landed on another process
 
     # -- what goes to the peers -------------------------------------------------
 
@@ -92,13 +110,27 @@ class PeerPresence:
         """C{peer}'s link to this realm authenticated: its frames are the ones believed."""
         self._links[peer] = link
         self._syncing.pop(peer, None)
+        if self.relay is not None and not isinstance(link, Elsewhere):
+            self.relay.taken(peer)
+
+    def on_linked_elsewhere(self, listener):
+        """Call C{listener(peer)} whenever C{peer}'s link authenticates on another process."""
+        self._seen_elsewhere.append(listener)
+
+    def linked_elsewhere(self, peer, process):
+        """C{peer}'s link authenticated on process C{process}: the newest link is believed."""
+        self.peer_linked(peer, Elsewhere(process))
+        for listener in self._seen_elsewhere:
+            listener(peer)
 
     def peer_lost(self, peer, link):
         """C{peer}'s link C{link} ended: if it was the believed one, its users read offline."""
-        if self._links.get(peer) is not link:
+        if self._links.get(peer) != link:
             return
         del self._links[peer]
         self._syncing.pop(peer, None)
+        if self.relay is not None and not isinstance(link, Elsewhere):
+            self.relay.lost(peer)
         self._replace(peer, {})
 
     def received(self, peer, link, mode, entries):
@@ -106,25 +138,32 @@ class PeerPresence:
         C{peer} announced C{entries} [(user, online, last_seen)] on C{link}:
         an L{UPDATE}, or a part of a snapshot (L{SYNC}, the last L{SYNCED}).
         """
-        if self._links.get(peer) is not link:
+        if self._links.get(peer) != link:
             return  # an older link of that peer's: what the newer one says counts
+        relay = None if isinstance(link, Elsewhere) else self.relay
         if mode == UPDATE:
-            view = self._views[peer]
+            view, applied = self._views[peer], []
             for name, online, last_seen in entries:
                 key = name.lower()
                 was = view.get(key)
                 if was is None and not self._room(peer, view):
                     continue
                 view[key] = (name, online, last_seen)
+                applied.append((name, online, last_seen))
                 if (was is not None and was[1]) != online:  # news only if it changed
                     self._fan_out(Address(name, peer), online, last_seen)
+            if relay is not None:
+                relay.updated(peer, applied)
             return
         snapshot = self._syncing.setdefault(peer, {})
         for name, online, last_seen in entries:
             if self._room(peer, snapshot):
                 snapshot[name.lower()] = (name, online, last_seen)
         if mode == SYNCED:
-            self._replace(peer, self._syncing.pop(peer))
+            view = self._syncing.pop(peer)
+            self._replace(peer, view)
+            if relay is not None:
+                relay.swapped(peer, list(view.values()))
 
     def _room(self, peer, view):
         if len(view) < self.MAX_VIEW:
@@ -144,6 +183,15 @@ class PeerPresence:
                 continue
             name, online, last_seen = now or (was[0], False, None)
             self._fan_out(Address(name, peer), online, last_seen)
+
+    def believed(self, peer):
+        """The link of C{peer}'s whose frames are believed (an L{Elsewhere} or one here), or None."""
+        return self._links.get(peer)
+
+    def views_here(self):
+        """[(peer, its view's entries)] of each peer whose believed link is on this process."""
+        return [(peer, list(self._views[peer].values())) for peer, link in self._links.items()
+                if not isinstance(link, Elsewhere)]
 
     def state(self, address):
         """(online, last_seen) of C{address}, a user of a peer, as it announced."""

@@ -351,6 +351,8 @@ class RealmServerFactory(Factory):
         # The log of each peer's links (None: of realms that are none of them).
         self._stories = {peer: LinkStory(realm.clock) for peer in (None, *realm.peers)}
         self._stopping = False
+        # A peer's link that landed on another process of the realm: it is up all the same.
+        realm.presence.peers.on_linked_elsewhere(self.peer_seen)
 
     def logPrefix(self):
         return f"realm {self.realm.name} realm port"

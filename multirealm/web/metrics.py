@@ -132,12 +132,21 @@ class RealmCollector:
 
     def _peers(self, metrics):
         link_up = GaugeMetricFamily(
-            "multirealm_peer_link_up", "1 while this realm's link to the peer is authenticated",
+            "multirealm_peer_link_up",
+            "1 while this realm's link to the peer is authenticated (on any of its processes)",
             labels=["peer"],
         )
+        link_here = GaugeMetricFamily(
+            "multirealm_peer_link_here",
+            "1 while this realm's link to the peer is authenticated and runs in this process",
+            labels=["peer"],
+        )
+        here = self._realm.links.linked_here()
         for peer in self._realm.peers:
             link_up.add_metric([peer], 1 if self._realm.links.linked(peer) else 0)
+            link_here.add_metric([peer], 1 if peer in here else 0)
         yield link_up
+        yield link_here
         if self.peer_states is not None:
             depth = GaugeMetricFamily(
                 "multirealm_peer_outbox_messages", "Messages waiting for the peer",

@@ -158,6 +158,7 @@ class OutboxTests(MetricsTestCase):
                 break
             yield task.deferLater(reactor, 0.05)
         self.assertEqual(outbox(scrape), (1, 0, 0))
+        self.assertEqual(scrape.value("multirealm_peer_link_here", peer="2"), 1)  # one process
         counts = [scrape.value(f"multirealm_peer_frames_{what}_total", peer="2")
                   for what in ("sent", "acknowledged", "refused")]
         self.assertEqual(counts, [3, 3, 0])
