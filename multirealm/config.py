@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import os
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -290,6 +290,22 @@ def _origins(section, key):
     return tuple(origins)
 
 
+def without_password(url):
+    """A database URL as it may be shown: any password in it (user:PASSWORD@, ?password=) masked."""
+    try:
+        parts = urlsplit(url)
+        query = "&".join(
+            "password=***" if pair.partition("=")[0] == "password" else pair
+            for pair in parts.query.split("&")
+        ) if parts.query else ""
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username}:***@{netloc.rpartition('@')[2]}"
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "(a URL that cannot be read)"
+
+
 def _database(section, key):
     """
     None (SQLite, the default: C{sqlite} or no key) or a C{postgresql://}
@@ -305,7 +321,7 @@ def _database(section, key):
         url = None
     if url is None or url.scheme not in ("postgresql", "postgres") or not url.path.strip("/"):
         raise section.error(
-            key, f"{text!r} is neither sqlite nor a PostgreSQL URL: write"
+            key, f"{without_password(text)!r} is neither sqlite nor a PostgreSQL URL: write"
             " postgresql://USER@HOST:PORT/DBNAME (the password from PGPASSWORD or PGPASSFILE)"
         )
     return text

@@ -183,6 +183,16 @@ class ConfigTests(unittest.TestCase):
                 "[realm:a] database:", repr(wrong),
             )
 
+    def test_a_database_password_is_never_shown(self):
+        self.assertEqual(config.without_password("postgresql://chat:s3cret@db:5432/r1"),
+                         "postgresql://chat:***@db:5432/r1")
+        self.assertEqual(
+            config.without_password("postgresql://chat@db/r1?sslmode=require&password=s3cret"),
+            "postgresql://chat@db/r1?sslmode=require&password=***")
+        error = self.assertRaises(config.ConfigError, config.load, self.write(
+            MINIMAL.replace("data_dir = data/a", "data_dir = data/a\ndatabase = mysql://u:s3cret@x/y")))
+        self.assertNotIn("s3cret", str(error))
+
     def test_unknown_peer(self):
         text = MINIMAL.replace("data_dir = data/a", "data_dir = data/a\npeers = z")
         self.assertConfigError(text, "[realm:a]", "peers", "z")

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from multirealm.core.interfaces import IClusterBus
 from multirealm.logs import RealmLogger
+from multirealm.storage.pg_timeouts import CLIENT_TIMEOUTS, SERVER_TIMEOUTS
 
 log = RealmLogger()
 
@@ -66,8 +67,6 @@ class PostgresBus:
     BATCH_BYTES = 1 << 20
     WAIT_SECONDS = 1.0  # how often the listener looks whether it should stop
     DELAYS = (0.5, 1.0, 2.0, 4.0, 5.0)  # before each new attempt to connect
-    CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
-               "keepalives_interval": 3, "keepalives_count": 3}
 
     def __init__(self, conninfo, realm, reactor):
         self._conninfo = conninfo
@@ -189,7 +188,9 @@ class PostgresBus:
     def _connect(self):
         import psycopg  # only a realm on PostgreSQL needs it
 
-        return psycopg.connect(self._conninfo, autocommit=True, **self.CONNECT)
+        connection = psycopg.connect(self._conninfo, autocommit=True, **CLIENT_TIMEOUTS)
+        connection.execute(SERVER_TIMEOUTS)
+        return connection
 
     def _pause(self, attempt):
         self._stopping.wait(self.DELAYS[min(attempt, len(self.DELAYS) - 1)])

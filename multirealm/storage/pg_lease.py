@@ -31,16 +31,9 @@ from zope.interface import implementer
 
 from multirealm.core.interfaces import ILeases
 
-# libpq's own timeouts, so a call on a dead network fails rather than
-# hangs: connecting, keepalives, unacknowledged writes (milliseconds).
-CLIENT_TIMEOUTS = dict(
-    connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
-    keepalives_count=3, tcp_user_timeout=10000,
+from multirealm.storage.pg_timeouts import (
+    CLIENT_TIMEOUTS, SERVER_TIMEOUTS,
 )
-# The server's keepalives: a session whose machine vanished ends (and its
-# locks are freed) idle + interval * count seconds after it was last heard.
-SERVER_KEEPALIVES = dict(tcp_keepalives_idle=5, tcp_keepalives_interval=2, tcp_keepalives_count=3)
-SERVER_TIMEOUTS = "; ".join(f"SET {name} = {value}" for name, value in SERVER_KEEPALIVES.items())
 
 
 def lease_key(name):

@@ -27,36 +27,30 @@ The password comes from libpq (C{PGPASSWORD}, C{PGPASSFILE}, C{~/.pgpass}),
 never from realms.ini.
 """
 
-from urllib.parse import urlsplit, urlunsplit
-
 import psycopg
 from psycopg import errors as pg_errors
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors
+from multirealm.config import without_password
 from multirealm.core.interfaces import IStore
 from multirealm.logs import RealmLogger
 from multirealm.storage import pg_schema
 from multirealm.storage.batching import BatchingStore, _NeedsIsolation
 from multirealm.storage.operations import StoreOperations
 from multirealm.storage.pg_sql import Connection, Cursor, TransactionLost
+from multirealm.storage.pg_timeouts import CLIENT_TIMEOUTS, SERVER_TIMEOUTS
 
 log = RealmLogger()
-
-
-def without_password(url):
-    """C{url} as it may be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 @implementer(IStore)
 class PostgresStore(StoreOperations, BatchingStore):
     """L{IStore} on a PostgreSQL database shared by the processes of one realm."""
+
+    IDLE_IN_TRANSACTION = "10s"
+    LOCK_WAIT = "30s"
 
     def __init__(self, url, realm, reactor, inline=False):
         """
@@ -79,9 +73,20 @@ class PostgresStore(StoreOperations, BatchingStore):
     def _connect(self):
         connection = psycopg.connect(
             self.url, autocommit=True, cursor_factory=Cursor,
-            application_name=f"multirealm realm {self.realm}",
+            application_name=f"multirealm realm {self.realm}", **CLIENT_TIMEOUTS,
         )
         connection.execute("SET synchronous_commit = on")
+        # A process that stalls inside a batch (stopped, its machine cut off)
+        # holds the realm's write lock.  A batch waits for the lock
+        # LOCK_WAIT at most, then answers `unavailable`: no process waits
+        # for ever.  A machine cut off is ended by the server's keepalives
+        # (SERVER_TIMEOUTS); a stalled transaction that had synced is
+        # ended after IDLE_IN_TRANSACTION (one stopped in mid-pipeline is
+        # "active" to the server: it holds the lock until it runs or dies).
+        connection.execute(
+            f"SET idle_in_transaction_session_timeout = '{self.IDLE_IN_TRANSACTION}';"
+            f" SET lock_timeout = '{self.LOCK_WAIT}'; {SERVER_TIMEOUTS}"
+        )
         return Connection(connection)
 
     def _begin(self, writes, isolated):

@@ -12,7 +12,8 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from multirealm.core.leases import LeasedService
-from multirealm.storage.pg_lease import SERVER_KEEPALIVES, PostgresLeases, lease_key
+from multirealm.storage.pg_lease import PostgresLeases, lease_key
+from multirealm.storage.pg_timeouts import SERVER_KEEPALIVES
 from tests.helpers import wait_until
 from tests.postgres import server
 

@@ -157,6 +157,29 @@ class ProcessesTests(PostgresTestCase):
         yield sent
 
     @defer.inlineCallbacks
+    def test_a_writer_stalled_holding_the_lock_makes_the_others_unavailable_not_stuck(self):
+        from multirealm.storage.postgres import PostgresStore
+
+        self.patch(PostgresStore, "LOCK_WAIT", "1s")
+        stalled, other = self.two()
+        yield self.populate(other)
+        go_on = threading.Event()
+        self.addCleanup(go_on.set)
+
+        def stall(db):  # a process stopped (SIGSTOP) in the middle of a batch
+            go_on.wait(20)
+
+        held = stalled.submit(stall)
+        yield self.until(lambda: self.admin(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"))
+        # The other process's write waits LOCK_WAIT, then says so: no one waits for ever.
+        yield self.assertFailure(other.add_private_message(message(1)), errors.Unavailable)
+        go_on.set()
+        yield held
+        yield other.add_private_message(message(2))  # and it goes on once the lock is free
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
     def test_two_stores_writing_at_once_keep_order_counts_and_exactly_once(self):
         a, b = self.two()
         yield self.populate(a)
