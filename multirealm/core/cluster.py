@@ -229,6 +229,15 @@ class Cluster:
             log.failure("a payload from process {process} failed: {text!r}", process=process,
                         text=text[:200], realm=self._realm)
 
+    def lost(self):
+        """
+        L{IClusterReceiver}: deaf to the others until L{missed}.  A session
+        may end on another process meanwhile, unheard: none is kept here
+        until then (each use asks the store).
+        """
+        if not self._stopped:
+            self._realm.sessions.keep_known(False)
+
     def missed(self):
         """
         L{IClusterReceiver}: what the others published meanwhile may be
@@ -238,6 +247,7 @@ class Cluster:
         if self._stopped:
             return
         self._want(float("inf"))
+        self._realm.sessions.keep_known(True)
         self._realm.sessions.forget_user(None)
         self.others.lost_touch()
 

@@ -391,6 +391,12 @@ class IClusterReceiver(Interface):
     def received(process, text):
         """Process C{process} (its bus id) published C{text}; on the reactor thread."""
 
+    def lost():
+        """
+        The bus has just lost touch with the others (a broken connection):
+        until L{missed}, what they publish is not heard.
+        """
+
     def missed():
         """
         The bus lost touch with the others (a broken connection, now back):

@@ -43,6 +43,7 @@ class Sessions:
         self._clock = clock
         self._lifetime = lifetime
         self._known = OrderedDict()  # token -> (user, expires), least recently used first
+        self._keeping = True  # sessions looked up are kept in _known
         self._listeners = []
         self._ended_listeners = []  # told the user of each session ended (other processes)
         self._forgotten_listeners = []  # told of sessions that may have ended elsewhere
@@ -58,7 +59,19 @@ class Sessions:
         self._remember_known(token, (user, expires))
         return token
 
+    def keep_known(self, keep):
+        """
+        Whether sessions looked up are kept here (the default); while not,
+        every use asks the store (the realm's other processes cannot be
+        heard), and none known is kept.
+        """
+        self._keeping = keep
+        if not keep:
+            self.forget_user(None)
+
     def _remember_known(self, token, found):
+        if not self._keeping:
+            return
         known = self._known
         known[token] = found
         if len(known) > self.MAX_KNOWN:

@@ -166,11 +166,12 @@ class PostgresBus:
             self._dropped_told = dropped
             log.warn("this process fell behind the bus: {dropped} notifications dropped so far;"
                      " catching up from the database", dropped=dropped, realm=self._realm)
-            self._tell_lost()
+            if not self._stopping.is_set():
+                self._receiver.missed()
 
     def _tell_lost(self):
         if not self._stopping.is_set():
-            self._receiver.missed()
+            self._receiver.lost()
 
     def _tell_missed(self):
         if not self._stopping.is_set():

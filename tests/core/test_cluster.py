@@ -223,6 +223,19 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.b.cluster.missed()  # B's bus lost touch, and is back
         self.assertEqual(alice_b.ask(f"send {token} alice hi")["code"], "invalid_session")
 
+    def test_while_the_bus_is_lost_a_session_ended_elsewhere_is_refused_at_once(self):
+        alice, alice_b = Client(self.a), Client(self.b)
+        token = alice.login("alice")
+        self.b.cluster.lost()  # B's bus broke: it hears nothing from A
+        self.assertEqual(alice_b.ask(f"send {token} alice hi")["status"], "OK")
+        self.hub.drop_next("s ")  # (and A's word would be lost anyway)
+        alice.ask("logout -")
+        self.assertEqual(alice_b.ask(f"send {token} alice hi")["code"], "invalid_session")
+        self.b.cluster.missed()  # back: sessions are kept again
+        bob = Client(self.b)
+        bob_token = bob.login("bob")
+        self.assertEqual(self.b.sessions.user_of(bob_token), "bob")
+
     def test_a_group_created_on_a_is_an_event_to_its_members_on_b(self):
         alice, bob = Client(self.a), Client(self.b)
         alice.login("alice")
