@@ -59,6 +59,11 @@ class Cluster:
 
     PAGE = 200  # messages read at once
     RETRY_SECONDS = 1.0  # after a read that failed
+    # Reads failed in a row, or this process's deliveries held waiting for
+    # the others' before them, before the messages that cannot be read are
+    # passed over (they stay in history; they are not pushed live here).
+    GIVE_UP_READS = 10
+    MAX_HELD = 10_000
 
     def __init__(self, realm, store, bus, clock):
         self._realm = realm
@@ -72,6 +77,7 @@ class Cluster:
         self._wanted = 0  # the newest seq the others said they stored (inf: all there is)
         self._pending = deque()  # this process's deliveries, waiting for those before them
         self._reading = False
+        self._failures = 0  # reads failed in a row
         self._retry = None
         self._publishing = None  # the call that publishes "m" this turn
         self._stopped = False
@@ -126,6 +132,8 @@ class Cluster:
         if self._last is None:  # starting: nothing of the others' is announced yet
             self._notifier.notify(delivery)
             return
+        if len(self._pending) >= self.MAX_HELD:
+            self._pass_over()
         self._pending.append(delivery)
         self._pump()
 
@@ -186,6 +194,7 @@ class Cluster:
         d.addErrback(self._read_failed)
 
     def _replay(self, deliveries, bound):
+        self._failures = 0
         for delivery in deliveries:
             if delivery.seq > self._last:
                 self._last = delivery.seq
@@ -202,10 +211,33 @@ class Cluster:
         self._reading = False
         if self._stopped:
             return
-        log.failure("reading what the realm's other processes stored failed", failure,
-                    realm=self._realm)
-        if self._retry is None or not self._retry.active():
+        self._failures += 1
+        if self._failures == 1:  # once an outage, not once a second
+            log.failure("reading what the realm's other processes stored failed", failure,
+                        realm=self._realm)
+        if self._failures >= self.GIVE_UP_READS:
+            self._pass_over()
+        elif self._retry is None or not self._retry.active():
             self._retry = self._clock.callLater(self.RETRY_SECONDS, self._pump)
+
+    def _pass_over(self):
+        """
+        Announce none of what cannot be read (or waited for too long): up
+        to this process's oldest held delivery, or all the others said.
+        """
+        if self._pending:
+            up_to = self._pending[0].seq - 1
+        else:
+            up_to = self._last if self._wanted == float("inf") else self._wanted
+        if up_to > self._last:
+            log.warn("passed over the messages {first}..{last} of the realm's other processes:"
+                     " they are in history, but not pushed live here", first=self._last + 1,
+                     last=up_to, realm=self._realm)
+            self._last = up_to
+        if self._wanted == float("inf"):  # a catch-up that cannot be made: given up
+            self._wanted = self._last
+        self._failures = 0
+        self._pump()
 
     # -- what the others did ------------------------------------------------------
 

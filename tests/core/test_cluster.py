@@ -132,6 +132,23 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.a.cluster._stored_here(later)
         self.assertEqual([d.seq for d in heard.deliveries], [sent.seq, sent.seq + 5])
 
+    def test_what_cannot_be_read_is_passed_over_and_held_deliveries_go_on(self):
+        alice, bob = Client(self.a), Client(self.b)
+        alice.login("alice")
+        bob.login("bob")
+        heard = Recorder()
+        self.a.notifier.subscribe(heard)
+        store = self.a.cluster._store
+        store.deliveries_after = lambda *args: defer.fail(RuntimeError("a row that cannot be read"))
+        bob.ask("send - alice from B")  # A cannot read it...
+        mine = self.successResultOf(self.a.send("alice", self.a.address("bob"), "from A"))
+        self.turn()
+        self.assertEqual(heard.deliveries, [])  # ...so its own waits behind it
+        for _ in range(self.a.cluster.GIVE_UP_READS):
+            self.clock.advance(self.a.cluster.RETRY_SECONDS)
+        self.assertEqual([d.seq for d in heard.deliveries], [mine.seq])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # logged once
+
     def test_a_process_that_cannot_read_where_the_stream_is_tries_again(self):
         store = make_store(self, path=self.path)
         last_seq, failures = store.last_seq, [RuntimeError("the database is down")]
