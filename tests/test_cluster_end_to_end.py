@@ -21,7 +21,7 @@ import socket
 import urllib.request
 
 from tests import postgres
-from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port
+from tests.test_end_to_end import DEADLINE, Connection, TwistdTestCase, free_port, listens
 from tests.test_federation_end_to_end import everything, wait_for
 
 NETWORK = """
@@ -46,27 +46,6 @@ class HostConnection(Connection):
     def __init__(self, port, host="127.0.0.1"):
         self.sock = socket.create_connection((host, port), timeout=DEADLINE)
         self.buffer = b""
-
-
-def listens(process, port):
-    """True once C{process} has a socket listening on TCP C{port} (read from /proc)."""
-    if process.poll() is not None:
-        raise AssertionError(f"process {process.pid} exited")
-    inodes = set()
-    with open("/proc/net/tcp") as table:
-        for line in list(table)[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    folder = f"/proc/{process.pid}/fd"
-    for fd in os.listdir(folder):
-        try:
-            target = os.readlink(os.path.join(folder, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            return True
-    return False
 
 
 def next_event(connection, kind):

@@ -61,6 +61,27 @@ def twistd():
     return beside if os.path.exists(beside) else shutil.which("twistd")
 
 
+def listens(process, port):
+    """True once C{process} has a socket listening on TCP C{port} (read from /proc)."""
+    if process.poll() is not None:
+        raise AssertionError(f"process {process.pid} exited")
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    folder = f"/proc/{process.pid}/fd"
+    for fd in os.listdir(folder):
+        try:
+            target = os.readlink(os.path.join(folder, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 REALMS_INI = """
 [network]
 secret = test-secret

@@ -16,7 +16,7 @@ import time
 
 from twisted.trial import unittest
 
-from tests.test_end_to_end import DEADLINE, Connection, free_port, twistd
+from tests.test_end_to_end import DEADLINE, Connection, free_port, listens, twistd
 
 REALMS_INI = """
 [network]
@@ -61,6 +61,13 @@ class FloodTests(unittest.TestCase):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.fail(f"realm did not start: {self.log()}")
                 time.sleep(0.05)
+        # The chat port answers as soon as it is bound, which may be before
+        # the HTTP port is: wait for that one too, without a connection (a
+        # probe would count against the caps the tests measure).
+        while not listens(self.process, self.ports["http"]):
+            if time.monotonic() > deadline:
+                self.fail(f"the HTTP port is not listening: {self.log()}")
+            time.sleep(0.05)
 
     def kill(self):
         if self.process.poll() is None:

@@ -10,6 +10,8 @@ import sys
 
 from twisted.trial import unittest
 
+from tests.test_service import REALMS_INI
+
 SCRIPT = """
 import sys
 sys.modules["psycopg"] = None  # any import of it fails, as when it is not installed
@@ -25,17 +27,6 @@ reactor.run()
 print("psycopg" in sys.modules and sys.modules["psycopg"] is not None)
 """
 
-REALMS_INI = """
-[network]
-secret = s
-
-[realm:1]
-host = 127.0.0.1
-chat_port = 0
-realm_port = 0
-http_port = 0
-data_dir = data
-"""
 
 
 class WithoutPsycopgTests(unittest.TestCase):

@@ -19,6 +19,7 @@ from multirealm.service import build_realm_service
 from multirealm.storage.pg_bus import PostgresBus
 from tests import postgres
 from tests.helpers import InlineHasher, wait_until
+from tests.test_service import REALMS_INI
 
 SERVER = os.environ.get("MULTIREALM_TEST_POSTGRES")
 
@@ -28,18 +29,6 @@ except ImportError:  # pragma: no cover
     psycopg = None
 
 
-REALMS_INI = """
-[network]
-secret = s
-
-[realm:1]
-host = 127.0.0.1
-chat_port = 0
-realm_port = 0
-http_port = 0
-data_dir = data/realm1
-database = {database}
-"""
 
 
 class Heard:
@@ -252,7 +241,7 @@ class TwoServicesTests(unittest.TestCase):
         os.makedirs(folder)
         path = os.path.join(folder, "realms.ini")
         with open(path, "w") as f:
-            f.write(REALMS_INI.format(database=self.conninfo))
+            f.write(REALMS_INI + f"database = {self.conninfo}\n")
         a, b = self.service(path), self.service(path)
         self.assertIsInstance(a.getServiceNamed("core").realm.cluster._bus, PostgresBus)
         alice = yield self.connect(a)
