@@ -227,6 +227,9 @@ def main(argv=None):
     finally:
         run.kill_all()
         shutil.rmtree(work, ignore_errors=True)
+        if admin_url is not None and cluster_dir is None:  # a server that stays: leave it clean
+            for name in (f"bench_setup_{os.getpid()}", f"bench_run_{os.getpid()}"):
+                psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         if cluster_dir:
             subprocess.run([os.path.join(run.REPO, ".ci", "postgres"), "stop",
                             os.path.join(cluster_dir, "cluster")])
