@@ -38,6 +38,30 @@ class PendingFile:
     send: object
 
 
+class Stored:
+    """
+    The reply to a sending command, given without a Deferred: the send
+    path makes one call a message, not a Deferred and its callbacks
+    (issue 18).  L{store} sends the message now (messages are minted in
+    request order) and calls C{then} once, on the reactor thread, with
+    its L{multirealm.model.Delivery} once durable or a Failure; the reply
+    is then L{wire.sent} of the Delivery.  L{deferred} is the same for
+    whoever wants a Deferred of the reply.
+    """
+
+    __slots__ = ("_send", "_args")
+
+    def __init__(self, send, *args):
+        self._send = send  # Realm.send or Realm.send_group
+        self._args = args
+
+    def store(self, then):
+        self._send(*self._args, then=then)
+
+    def deferred(self):
+        return self._send(*self._args).addCallback(wire.sent)
+
+
 @attrs.frozen
 class Caller:
     """Who sent a request that carries a session: the user and the token."""
@@ -102,7 +126,8 @@ class Handlers:
 
         def run(user):
             try:
-                return self._run(user, token, request)
+                result = self._run(user, token, request)
+                return result.deferred() if type(result) is Stored else result
             finally:
                 ran.callback(None)
 
@@ -182,20 +207,18 @@ class Handlers:
     # -- messages -----------------------------------------------------------
 
     def command_send(self, caller, to, message):
-        recipient = self.realm.address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+        return Stored(self.realm.send, caller.user, self.realm.address(to), message)
 
     def command_sendrealm(self, caller, to, message):
-        recipient = self.realm.remote_address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+        return Stored(self.realm.send, caller.user, self.realm.remote_address(to), message)
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+        return Stored(self.realm.send_group, caller.user, group, message)
 
     def command_sendgrouprealm(self, caller, group, message):
         group = self.realm.remote_address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+        return Stored(self.realm.send_group, caller.user, group, message)
 
     def command_inbox(self, caller, after_id):
         return self.realm.inbox(caller.user, after_id).addCallback(self._history)

@@ -160,16 +160,15 @@ class OutboundQueue:
         slots = self._slots
         if type(reply) is bytes:
             size = len(reply)
-            if (
-                slots[0] is slot and len(slots) == 1 and size <= CHUNK
-                and not self._running and not self._paused
-            ):
-                # The common case, a lone reply answered: written at once,
-                # nothing to count.
+            if slots[0] is slot and size <= CHUNK and not self._running and not self._paused:
+                # The common case, the oldest request answered (answers
+                # come in request order): written at once, never counted.
                 slots.popleft()
                 if slot[1]:
                     self._charge(-slot[1])
                 self._transport.write(reply)
+                if slots and slots[0][0] is not None:
+                    self._run()  # later ones answered first were waiting for it
                 self._on_written()
                 return
         else:

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
-from multirealm.chat.handlers import Handlers
+from multirealm.chat.handlers import Handlers, Stored
 from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
@@ -451,13 +451,22 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def _answer(self, result, most, name, started):
         """
         Queue the reply to one request of command C{name} handled since
-        C{started} (C{perf_counter}): a dict, bytes, a ChatError or a
-        Deferred (whose reply may take up to C{most} bytes).
+        C{started} (C{perf_counter}): a dict, bytes, a ChatError, a
+        L{Stored} message or a Deferred (whose reply may take up to C{most}
+        bytes).
         """
-        if isinstance(result, defer.Deferred):
+        later = type(result) is Stored
+        if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
-            counted = (slot, name, started)
-            result.addCallbacks(self._fill, self._fill_failure, counted, None, counted)
+            if later:
+                reply = _StoredReply(self, slot, name, started)
+                try:
+                    result.store(reply)
+                except Exception:
+                    reply(Failure())
+            else:
+                counted = (slot, name, started)
+                result.addCallbacks(self._fill, self._fill_failure, counted, None, counted)
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
@@ -500,6 +509,27 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         every callback already added to it) has fired.
         """
         self._gate.hold_until("serial", deferred)
+
+
+class _StoredReply:
+    """
+    Fills the slot of a sending command's request (L{Stored}): called once
+    with the message's Delivery or a Failure.
+    """
+
+    __slots__ = ("_protocol", "_slot", "_name", "_started")
+
+    def __init__(self, protocol, slot, name, started):
+        self._protocol = protocol
+        self._slot = slot
+        self._name = name
+        self._started = started
+
+    def __call__(self, result):
+        if type(result) is Failure:
+            self._protocol._fill_failure(result, self._slot, self._name, self._started)
+        else:
+            self._protocol._fill(wire.sent(result), self._slot, self._name, self._started)
 
 
 class _Upload:

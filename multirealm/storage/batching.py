@@ -28,6 +28,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from multirealm import errors
+from multirealm.logs import RealmLogger
 from multirealm.core.metrics import COMMIT_OPERATIONS, COMMIT_SECONDS, Histogram
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage.queries import messages, received
@@ -35,16 +36,24 @@ from multirealm.storage.queries.common import ThreadCache
 
 
 class _Operation:
-    __slots__ = ("function", "args", "deferred", "writes")
+    """
+    One operation and who hears its result: its Deferred, or (the send
+    path, L{BatchingStore.submit_then}) a plain callable, C{then}.
+    """
 
-    def __init__(self, function, args, writes):
+    __slots__ = ("function", "args", "writes", "deferred", "then")
+
+    def __init__(self, function, args, writes, then=None):
         self.function = function
         self.args = args
         self.writes = writes
-        self.deferred = defer.Deferred()
+        self.then = then
+        self.deferred = defer.Deferred() if then is None else None
 
 
 _STOP = object()
+
+log = RealmLogger()
 
 
 # Operations that may leave their private conversations' counts for the
@@ -160,15 +169,30 @@ class BatchingStore:
         if not self._accepting:
             return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
         operation = _Operation(function, args, writes)
+        self._enqueue(operation)
+        return operation.deferred
+
+    def submit_then(self, then, function, *args, writes=True):
+        """
+        As L{submit}, but instead of a Deferred firing, C{then} is called
+        once on the reactor thread with the result or a L{Failure}: the
+        send path's one call a message in place of a Deferred and its
+        callbacks (issue 18).  C{then} may be called before this returns.
+        """
+        if not self._accepting:
+            then(Failure(errors.Unavailable("the realm is shutting down; try again")))
+            return
+        self._enqueue(_Operation(function, args, writes, then))
+
+    def _enqueue(self, operation):
         if self._inline:
             self._answer(self._run_batch([operation]))
-            return operation.deferred
+            return
         # Operations of one reactor turn go to the database thread together,
         # at the start of the next turn: one hand-over, not one per request.
         self._pending.append(operation)
         if len(self._pending) == 1:
             self._reactor.callLater(0, self._hand_over)
-        return operation.deferred
 
     def _hand_over(self):
         if self._pending:
@@ -273,16 +297,24 @@ class BatchingStore:
         """On the reactor thread, after the commit: report, then answer."""
         report = self._report
         for op, result in results:
-            if isinstance(result, Failure):
-                op.deferred.errback(self._clean_error(result) or result)
-                continue
-            self._full = False
-            if report is not None:
-                if type(result) is Delivery:
-                    if not result.duplicate:
-                        report(result)
-                elif type(result) is Deliveries:
-                    for delivery in result:
-                        if not delivery.duplicate:
-                            report(delivery)
-            op.deferred.callback(result)
+            if type(result) is Failure:
+                result = self._clean_error(result) or result
+            else:
+                self._full = False
+                if report is not None:
+                    if type(result) is Delivery:
+                        if not result.duplicate:
+                            report(result)
+                    elif type(result) is Deliveries:
+                        for delivery in result:
+                            if not delivery.duplicate:
+                                report(delivery)
+            if op.then is not None:
+                try:
+                    op.then(result)
+                except Exception:  # one answer that fails keeps no other from going out
+                    log.failure("answering a stored operation failed", realm=self.realm)
+            elif type(result) is Failure:
+                op.deferred.errback(result)
+            else:
+                op.deferred.callback(result)
