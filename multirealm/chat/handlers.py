@@ -5,8 +5,9 @@ L{Handlers} holds one C{command_<name>} method per entry of
 L{multirealm.commands.COMMANDS}, the shape of Twisted words' C{irc_<VERB>}
 dispatch.  A handler takes the parsed words, calls the core
 (L{multirealm.core.realm.Realm}) and returns the reply: a dict, bytes
-already encoded, or a Deferred of either; a refusal raises or fails with an
-L{errors.ChatError}.  Framing, ordering and flow control are the
+already encoded, a Deferred of either, or for a sending command a
+L{Stored} message (answered without a Deferred); a refusal raises or
+fails with an L{errors.ChatError}.  Framing, ordering and flow control are the
 protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
 """
 
