@@ -46,10 +46,10 @@ IN_FLIGHT = 8  # lines of one chunk, as a pipelining client sends them
 TRACED_TURNS = 3
 
 
-def measure(code, turns, repeat, bus=False):
+def measure(code, turns, repeat, bus=False, in_flight=IN_FLIGHT):
     """
     In a fresh interpreter: (µs of CPU per send, best of C{repeat} runs of
-    C{turns} turns; opcodes per send).
+    C{turns} turns; opcodes per send; {function: opcodes per send}).
     """
     sys.path.insert(0, os.path.abspath(code))
     import tempfile
@@ -134,7 +134,7 @@ def measure(code, turns, repeat, bus=False):
         protocol.makeConnection(transport)
         protocol.dataReceived(f"auth u{i} pw\r\n".encode())
         lines = f"send - u{(i + 1) % CONNECTIONS} 0123456789abcdef0123456789abcdef\r\n"
-        connections.append((protocol, transport, lines.encode() * IN_FLIGHT))
+        connections.append((protocol, transport, lines.encode() * in_flight))
         clock.advance(0)
 
     def turn():
@@ -174,8 +174,8 @@ def measure(code, turns, repeat, bus=False):
     before = sum(t.replies for _, t, _ in connections)
     loaded_turn()
     replies = sum(t.replies for _, t, _ in connections) - before
-    assert replies == CONNECTIONS * IN_FLIGHT, replies
-    sends = turns * CONNECTIONS * IN_FLIGHT
+    assert replies == CONNECTIONS * in_flight, replies
+    sends = turns * CONNECTIONS * in_flight
     best = float("inf")
     for _ in range(repeat):
         gc.collect()
@@ -190,15 +190,21 @@ def measure(code, turns, repeat, bus=False):
     def tracer(frame, event, arg):
         frame.f_trace_opcodes = True
         if event == "opcode":
-            opcodes[0] += 1
+            code = frame.f_code
+            opcodes[code.co_filename, code.co_name] += 1
         return tracer
 
+    traced_turns = TRACED_TURNS * IN_FLIGHT // in_flight
     sys.settrace(tracer)
-    for _ in range(TRACED_TURNS):
+    for _ in range(traced_turns):
         loaded_turn()
     sys.settrace(None)
-    traced = TRACED_TURNS * CONNECTIONS * IN_FLIGHT
-    return best / sends * 1e6, opcodes[0] / traced
+    traced = traced_turns * CONNECTIONS * in_flight
+    by_function = {
+        f"{os.path.relpath(path, code) if path.startswith(os.path.abspath(code)) else os.path.basename(path)}"
+        f":{name}": count / traced for (path, name), count in opcodes.items()
+    }
+    return best / sends * 1e6, sum(opcodes.values()) / traced, by_function
 
 
 def main():
@@ -210,28 +216,33 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--with-bus", action="store_true",
                         help="also measure each checkout with a bus to another process")
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT,
+                        help="lines a connection sends in one chunk (1: as a closed loop)")
+    parser.add_argument("--functions", type=int, default=0,
+                        help="also list this many functions by opcodes a send, per checkout")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child's job
     parser.add_argument("--bus", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.turns, args.repeat, args.bus)))
+        print(json.dumps(measure(args.one, args.turns, args.repeat, args.bus, args.in_flight)))
         return
     kinds = [(code, False) for code in args.code]
     if args.with_bus:
         kinds += [(code, True) for code in args.code]
     label = {kind: kind[0] + (" with a bus" if kind[1] else "") for kind in kinds}
     cpu = {kind: [] for kind in kinds}
-    opcodes = {}
+    opcodes, functions = {}, {}
     for round_ in range(args.rounds):
         for kind in kinds:
             code, bus = kind
             out = subprocess.run(
                 [sys.executable, __file__, "--code", code, "--one", code,
-                 "--turns", str(args.turns), "--repeat", str(args.repeat)]
+                 "--turns", str(args.turns), "--repeat", str(args.repeat),
+                 "--in-flight", str(args.in_flight)]
                 + (["--bus"] if bus else []),
                 check=True, capture_output=True, text=True,
             ).stdout
-            microseconds, opcodes[kind] = json.loads(out)
+            microseconds, opcodes[kind], functions[kind] = json.loads(out)
             cpu[kind].append(microseconds)
         print(f"round {round_ + 1}: " + "  ".join(
             f"{label[kind]}: {cpu[kind][-1]:.2f} µs" for kind in kinds), flush=True)
@@ -242,6 +253,9 @@ def main():
               f" ({(median / base - 1) * 100:+.1f} % against {label[kinds[0]]}),"
               f" {opcodes[kind]:.0f} opcodes a send"
               f" ({(opcodes[kind] / opcodes[kinds[0]] - 1) * 100:+.1f} %)")
+        top = sorted(functions[kind].items(), key=lambda item: -item[1])[:args.functions]
+        for name, count in top:
+            print(f"    {count:7.1f}  {name}")
 
 
 if __name__ == "__main__":
