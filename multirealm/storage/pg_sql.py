@@ -15,12 +15,11 @@ spelling cannot say on both:
      as NOCASE does).
   2. C{IS NOT ?} becomes C{IS DISTINCT FROM %s} (SQLite spells it so only
      since 3.39).
-  3. C{INSERT INTO messages} and C{INSERT INTO mailboxes}, the tables that
-     number their rows, get C{RETURNING seq} and C{RETURNING id}, which
-     the cursor's C{lastrowid} reads, as sqlite3's does.  (In SQLite,
-     C{lastrowid} costs 2 us less than a C{RETURNING} of the hot path's
-     insert: measured.)  In a pipelined batch they are numbered here
-     instead (L{numbered}): see L{Connection.start_pipeline}.
+  3. C{INSERT INTO mailboxes}, whose rows the database numbers, gets
+     C{RETURNING id}, which the cursor's C{lastrowid} reads, as sqlite3's
+     does.  In a pipelined batch they are numbered here instead
+     (L{numbered}): see L{Connection.start_pipeline}.  (Messages are
+     numbered by the store's thread: L{multirealm.storage.queries.messages.next_seq}.)
   4. C{%} becomes C{%%}, then C{?} becomes C{%s} (psycopg's placeholder).
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
@@ -41,8 +40,8 @@ from psycopg import pq
 
 _NOCASE = re.compile(r"([\w.]+) = \? COLLATE NOCASE\b")
 _IS_NOT = re.compile(r"\bIS NOT \?")
-_NUMBERED = re.compile(r"INSERT INTO (messages|mailboxes) ")
-_NUMBER = {"messages": "seq", "mailboxes": "id"}
+_NUMBERED = re.compile(r"INSERT INTO (mailboxes) ")
+_NUMBER = {"mailboxes": "id"}
 _DML = ("INSERT", "UPDATE", "DELETE")
 
 
@@ -64,8 +63,7 @@ def _words(sql):
 @functools.lru_cache(maxsize=64)
 def numbered(sql):
     """
-    (table, statement) for C{sql}, an C{INSERT INTO messages} or
-    C{mailboxes} (columns, then C{VALUES (?, ...)}), rewritten to take the
+    (table, statement) for C{sql}, an C{INSERT INTO mailboxes} (columns, then C{VALUES (?, ...)}), rewritten to take the
     row's number as its first parameter; None for any other statement.
     """
     match = _NUMBERED.match(sql)
@@ -100,7 +98,7 @@ def many_rows(sql, count):
 class Cursor(psycopg.Cursor):
     @property
     def lastrowid(self):
-        """The number of the row an C{INSERT INTO messages} or C{mailboxes} made (rule 3)."""
+        """The number of the row an C{INSERT INTO mailboxes} made (rule 3)."""
         return self.fetchone()[0]
 
 
@@ -171,7 +169,7 @@ class Connection:
     def start_pipeline(self):
         """
         Send what follows without waiting for answers, numbering the rows
-        of messages and mailboxes here (L{read_numbers}, under the realm's
+        of mailboxes here (L{read_numbers}, under the realm's
         write lock, so that no other process numbers rows meanwhile).
         """
         self._pipeline_context = self.connection.pipeline()
@@ -179,13 +177,17 @@ class Connection:
         self._numbers = None
 
     def read_numbers(self):
-        """Where the numbers of messages and mailboxes are: once the write lock is held."""
+        """
+        Where the numbers of mailboxes are, once the write lock is held;
+        return the last seq of messages (read in the same round trip).
+        """
         row = self.connection.execute(
             "SELECT (SELECT coalesce(max(seq), 0) FROM messages),"
             " (SELECT coalesce(max(id), 0) FROM mailboxes)"
         ).fetchone()
-        self._numbers = {"messages": row[0], "mailboxes": row[1]}
+        self._numbers = {"mailboxes": row[1]}
         self._first_numbers = dict(self._numbers)
+        return row[0]
 
     def commit_pipeline(self):
         """

@@ -63,6 +63,7 @@ class PostgresStore(StoreOperations, BatchingStore):
         self.url = url
         self._write_lock = pg_schema.lock_key("write", realm)
         self._lost = False  # the connection was lost, and the log said so
+        self._first_seq = None  # the last seq when the batch began (read under the lock)
         try:
             self._db = self._connect()
             self.migrated = pg_schema.migrate(self._db.connection, without_password(url), realm)
@@ -105,15 +106,34 @@ class PostgresStore(StoreOperations, BatchingStore):
             # nothing of this batch ran yet, so it may begin on a new one.
             self._reconnect()
             self._db.execute(begin)
+        # The thread numbers messages (queries.messages.next_seq) from the
+        # last seq read under the lock: other processes write between batches.
+        last_seq = None
         if writes:
             if not isolated:
                 self._db.start_pipeline()  # (pg_sql.Connection: a few round trips a batch)
             self._db.execute("SELECT pg_advisory_xact_lock(?)", (self._write_lock,))
-            if not isolated:
-                self._db.read_numbers()
+            if isolated:
+                last_seq = self._db.execute(
+                    "SELECT coalesce(max(seq), 0) FROM messages"
+                ).fetchone()[0]
+            else:
+                last_seq = self._db.read_numbers()
+        self._first_seq = self.thread_cache.last_seq = last_seq
 
     def _commit(self):
         db = self._db
+        # The identity of messages.seq follows the seqs given here, so that
+        # an insert that lets PostgreSQL number its row takes a new one.
+        last_seq = self.thread_cache.last_seq
+        if last_seq is None:  # forgotten by a savepoint rolled back
+            if self._first_seq is not None:
+                db.execute(
+                    "SELECT setval(pg_get_serial_sequence('messages', 'seq'), max(seq))"
+                    " FROM messages HAVING max(seq) IS NOT NULL"
+                )
+        elif last_seq != self._first_seq:
+            db.execute("SELECT setval(pg_get_serial_sequence('messages', 'seq'), ?)", (last_seq,))
         if db.pipeline is None:
             return db.execute("COMMIT")
         try:

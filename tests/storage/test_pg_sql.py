@@ -39,9 +39,10 @@ class TranslateTests(unittest.TestCase):
             translate("INSERT INTO mailboxes (owner) VALUES (?)"),
             "INSERT INTO mailboxes (owner) VALUES (%s) RETURNING id",
         )
+        # Messages come numbered by the store's thread (messages.next_seq).
         self.assertEqual(
-            translate("INSERT INTO messages (origin, id) VALUES (?, ?)"),
-            "INSERT INTO messages (origin, id) VALUES (%s, %s) RETURNING seq",
+            translate("INSERT INTO messages (seq, origin) VALUES (?, ?)"),
+            "INSERT INTO messages (seq, origin) VALUES (%s, %s)",
         )
         self.assertEqual(
             translate("INSERT INTO mailboxes_x (a) VALUES (?)"),

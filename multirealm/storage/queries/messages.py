@@ -2,11 +2,15 @@
 Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
-L{insert_message} is the one place a message is written; whatever must
-change with every message (its outbox entries, each reader's
-conversation and unread count) changes there or right after it, in the
-same transaction.
+L{gather_message} is the one place a message is numbered and its rows
+made; whatever must change with every message (its outbox entries, each
+reader's conversation and unread count) changes there or right after it,
+in the same transaction.  A private message's rows wait in the thread's
+cache and a batch's are written together, a few multi-row statements
+(L{write_gathered}), before the batch's next reader and its commit.
 """
+
+import functools
 
 import attrs
 
@@ -35,18 +39,65 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
-_INSERT_TEXT = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+# The rows a batch gathers (L{gather_message}), by table, in the order
+# L{write_gathered} writes them: each an INSERT's head and its row's width.
+_TEXT, _FILE, _FAILURE, _TIMELINE, _OUTBOX = range(5)
+_GATHERED = (
+    # Text messages apart: binding NULLs costs a measurable 1 us a message.
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp)", 8),
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+     " file_name, file_id, file_size)", 11),
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+     " failed_id, failed_code)", 10),
+    ("INSERT INTO timeline (mailbox, seq)", 2),
+    ("INSERT INTO outbox (realm, seq)", 2),
 )
-_INSERT_FILE = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
-    " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FAILURE = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
-    " failed_id, failed_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+# Rows of one statement, at most: a power of two, its values under SQLite's
+# limit of variables (32766 since 3.32; PostgreSQL's is 65535).  A batch's
+# rows go as statements of powers of two rows, so few distinct statements
+# are ever prepared (each is cached by the driver).
+_MOST_ROWS = 1024
+
+
+def next_seq(db, cache):
+    """The seq of the next message (L{ThreadCache.last_seq}, read if not known)."""
+    seq = cache.last_seq
+    if seq is None:
+        seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    cache.last_seq = seq = seq + 1
+    return seq
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_statement(table, count):
+    head, width = _GATHERED[table]
+    return head + " VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * count)
+
+
+def write_gathered(db, cache):
+    """
+    Write the rows gathered since the last call (L{gather_message}), then
+    the conversations' counts (L{write_private_counts}).
+    """
+    if cache.gathered_keys:
+        for table, values in enumerate(cache.gathered):
+            if values:
+                width = _GATHERED[table][1]
+                rows, start = len(values) // width, 0
+                while rows:
+                    count = min(_MOST_ROWS, 1 << (rows.bit_length() - 1))
+                    end = start + count * width
+                    db.execute(_rows_statement(table, count), values[start:end])
+                    rows -= count
+                    start = end
+                values.clear()
+        cache.gathered_keys.clear()
+    write_private_counts(db, cache)
+
+
+def gathered(cache, origin, message_id):
+    """Whether message (C{origin}, C{message_id}) is gathered, not yet written."""
+    return (message_id, origin) in cache.gathered_keys
 
 
 # A conversation's counts of one batch: user, peer, the last seq, the
@@ -115,13 +166,18 @@ def write_private_counts(db, cache):
         counts.clear()
 
 
-def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
+def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
     """
-    Add C{message} to the C{mailboxes} named and to the outbox of each of
-    C{outbox_realms} (a frozenset); return the L{Delivery}, whose
-    C{local_users} (a frozenset of names) are the users of those mailboxes.
+    Number C{message} and gather its rows: the message, its place in the
+    C{mailboxes} named and in the outbox of each of C{outbox_realms} (a
+    frozenset), written by L{write_gathered} before the transaction's next
+    reader and its commit.  Return the L{Delivery}, whose C{local_users} (a
+    frozenset of names) are the users of those mailboxes.
     """
+    seq = next_seq(db, cache)
+    rows = cache.gathered
     values = (
+        seq,
         origin,
         message.id,
         message.kind,
@@ -132,23 +188,33 @@ def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
     )
     file = message.file
     if file is not None:
-        seq = db.execute(_INSERT_FILE, values + (file.name, file.id, file.size)).lastrowid
+        rows[_FILE].extend(values + (file.name, file.id, file.size))
     elif message.failed is not None:
         failed = message.failed
-        seq = db.execute(_INSERT_FAILURE, values + (failed.id, failed.code)).lastrowid
+        rows[_FAILURE].extend(values + (failed.id, failed.code))
     else:
-        # A statement of its own: binding NULLs costs a measurable 1 us.  Its
-        # seq is the lastrowid: SQLite's RETURNING costs 2 us more (measured).
-        seq = db.execute(_INSERT_TEXT, values).lastrowid
-    db.executemany(
-        "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
-        [(mailbox_number(db, cache, owner, create=True), seq) for owner in mailboxes],
-    )
+        rows[_TEXT].extend(values)
+    cache.gathered_keys.add((message.id, origin))
+    timeline = rows[_TIMELINE]
+    for owner in mailboxes:
+        timeline.append(mailbox_number(db, cache, owner, create=True))
+        timeline.append(seq)
     if outbox_realms:
-        db.executemany(
-            "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
-        )
+        outbox = rows[_OUTBOX]
+        for realm in outbox_realms:
+            outbox.append(realm)
+            outbox.append(seq)
     return Delivery(message, origin, local_users, outbox_realms, False, seq)
+
+
+def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
+    """
+    L{gather_message}, its rows written at once (and whatever was gathered
+    before them): for an operation that reads after it writes.
+    """
+    delivery = gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_users)
+    write_gathered(db, cache)
+    return delivery
 
 
 def to_local_user(db, cache, message):
@@ -166,12 +232,13 @@ def add_private_message(db, cache, realm, origin, message):
     """
     Store private message C{message}, minted here (C{origin} is C{realm})
     or handed over by peer C{origin}, where L{private_route} sends it.
+    Its rows are gathered (L{gather_message}): the store writes them.
     """
     if message.recipient.realm == realm:
         message = to_local_user(db, cache, message)
     mailboxes, outbox, local = private_route(realm, origin, message)
     return private_added(
-        cache, realm, insert_message(db, cache, origin, message, mailboxes, outbox, local)
+        cache, realm, gather_message(db, cache, origin, message, mailboxes, outbox, local)
     )
 
 
