@@ -123,8 +123,24 @@ class PostgresStore(StoreOperations, BatchingStore):
 
     def _commit(self):
         db = self._db
-        # The identity of messages.seq follows the seqs given here, so that
-        # an insert that lets PostgreSQL number its row takes a new one.
+        if db.pipeline is None:
+            self._follow_seqs(db)
+            return db.execute("COMMIT")
+        try:
+            self._follow_seqs(db)
+            db.commit_pipeline()
+        except (psycopg.OperationalError, TransactionLost):
+            raise
+        except psycopg.Error as e:
+            # A statement of the pipeline failed; which operation's is not
+            # known here: the batch runs again, each operation on its own.
+            raise _NeedsIsolation() from e
+
+    def _follow_seqs(self, db):
+        """
+        Move the identity of messages.seq past the seqs the thread gave, so
+        that an insert that lets PostgreSQL number its row takes a new one.
+        """
         last_seq = self.thread_cache.last_seq
         if last_seq is None:  # forgotten by a savepoint rolled back
             if self._first_seq is not None:
@@ -134,16 +150,6 @@ class PostgresStore(StoreOperations, BatchingStore):
                 )
         elif last_seq != self._first_seq:
             db.execute("SELECT setval(pg_get_serial_sequence('messages', 'seq'), ?)", (last_seq,))
-        if db.pipeline is None:
-            return db.execute("COMMIT")
-        try:
-            db.commit_pipeline()
-        except (psycopg.OperationalError, TransactionLost):
-            raise
-        except psycopg.Error as e:
-            # A statement of the pipeline failed; which operation's is not
-            # known here: the batch runs again, each operation on its own.
-            raise _NeedsIsolation() from e
 
     def _reconnect(self):
         self._db = self._connect()

@@ -69,9 +69,25 @@ def next_seq(db, cache):
 
 
 @functools.lru_cache(maxsize=None)
-def _rows_statement(table, count):
-    head, width = _GATHERED[table]
-    return head + " VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * count)
+def _rows_statement(head, width, count, tail):
+    return head + " VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * count) + tail
+
+
+def write_rows(db, head, width, values, tail=""):
+    """
+    Write rows of C{width} values each, given one after the other in
+    C{values}, with C{head} (C{INSERT INTO table (columns)}) and C{tail}
+    (an C{ON CONFLICT} clause: no two of the rows may have one key): a
+    few statements of many rows (one statement runs in the driver at
+    once, and lets the reactor's thread take the GIL once, not per row).
+    """
+    rows, start = len(values) // width, 0
+    while rows:
+        count = min(_MOST_ROWS, 1 << (rows.bit_length() - 1))
+        end = start + count * width
+        db.execute(_rows_statement(head, width, count, tail), values[start:end])
+        rows -= count
+        start = end
 
 
 def write_gathered(db, cache):
@@ -80,16 +96,9 @@ def write_gathered(db, cache):
     the conversations' counts (L{write_private_counts}).
     """
     if cache.gathered_keys:
-        for table, values in enumerate(cache.gathered):
+        for (head, width), values in zip(_GATHERED, cache.gathered):
             if values:
-                width = _GATHERED[table][1]
-                rows, start = len(values) // width, 0
-                while rows:
-                    count = min(_MOST_ROWS, 1 << (rows.bit_length() - 1))
-                    end = start + count * width
-                    db.execute(_rows_statement(table, count), values[start:end])
-                    rows -= count
-                    start = end
+                write_rows(db, head, width, values)
                 values.clear()
         cache.gathered_keys.clear()
     write_private_counts(db, cache)
@@ -104,9 +113,8 @@ def gathered(cache, origin, message_id):
 # user's own last seq (0: none; no message has seq 0), messages from the
 # peer, messages from the peer before the user's own last one.  SET reads
 # the row as it was: read = received + those before counts up to read_seq.
-_PRIVATE_COUNTS = (
-    'INSERT INTO private_conversations ("user", peer, last_seq, read_seq, received, read)'
-    " VALUES (?, ?, ?, ?, ?, ?)"
+_PRIVATE_COUNTS = 'INSERT INTO private_conversations ("user", peer, last_seq, read_seq, received, read)'
+_PRIVATE_COUNTS_ADDED = (
     ' ON CONFLICT ("user", peer) DO UPDATE SET last_seq = excluded.last_seq,'
     " received = private_conversations.received + excluded.received,"
     " read_seq = CASE WHEN excluded.read_seq = 0 THEN private_conversations.read_seq"
@@ -162,7 +170,11 @@ def write_private_counts(db, cache):
     """Write what L{private_added} counted since the last call."""
     counts = cache.private_counts
     if counts:
-        db.executemany(_PRIVATE_COUNTS, [key + tuple(count) for key, count in counts.items()])
+        values = []
+        for key, count in counts.items():
+            values += key
+            values += count
+        write_rows(db, _PRIVATE_COUNTS, 6, values, _PRIVATE_COUNTS_ADDED)
         counts.clear()
 
 
@@ -174,36 +186,37 @@ def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
     reader and its commit.  Return the L{Delivery}, whose C{local_users} (a
     frozenset of names) are the users of those mailboxes.
     """
-    seq = next_seq(db, cache)
-    rows = cache.gathered
-    values = (
-        seq,
-        origin,
-        message.id,
-        message.kind,
-        str(message.sender),
-        str(message.recipient),
-        message.text,
-        message.timestamp,
-    )
-    file = message.file
-    if file is not None:
-        rows[_FILE].extend(values + (file.name, file.id, file.size))
-    elif message.failed is not None:
-        failed = message.failed
-        rows[_FAILURE].extend(values + (failed.id, failed.code))
+    seq = cache.last_seq
+    if seq is None:
+        seq = next_seq(db, cache)
     else:
-        rows[_TEXT].extend(values)
-    cache.gathered_keys.add((message.id, origin))
+        cache.last_seq = seq = seq + 1  # next_seq inlined: this runs for every message
+    rows = cache.gathered
+    message_id = message.id
+    file = message.file
+    if file is None and message.failed is None:
+        rows[_TEXT].extend((seq, origin, message_id, message.kind, str(message.sender),
+                            str(message.recipient), message.text, message.timestamp))
+    else:
+        values = (seq, origin, message_id, message.kind, str(message.sender),
+                  str(message.recipient), message.text, message.timestamp)
+        if file is not None:
+            rows[_FILE].extend(values + (file.name, file.id, file.size))
+        else:
+            failed = message.failed
+            rows[_FAILURE].extend(values + (failed.id, failed.code))
+    cache.gathered_keys.add((message_id, origin))
     timeline = rows[_TIMELINE]
+    numbers = cache.mailboxes
     for owner in mailboxes:
-        timeline.append(mailbox_number(db, cache, owner, create=True))
-        timeline.append(seq)
+        number = numbers.get(owner)
+        if number is None:
+            number = mailbox_number(db, cache, owner, create=True)
+        timeline += (number, seq)
     if outbox_realms:
         outbox = rows[_OUTBOX]
         for realm in outbox_realms:
-            outbox.append(realm)
-            outbox.append(seq)
+            outbox += (realm, seq)
     return Delivery(message, origin, local_users, outbox_realms, False, seq)
 
 
