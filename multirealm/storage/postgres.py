@@ -14,7 +14,8 @@ differs is here:
     order).  Several processes keep that true because every batch that
     writes first takes the realm's transaction-level advisory lock,
     released by its commit: writing batches of all processes run one at
-    a time, so a message's seq (an identity) commits in increasing order
+    a time, so a message's seq (given by the database thread, counting
+    on from the last one read under the lock) commits in increasing order
     and a row read in a batch is not changed by another until it ends.
     Batches that only read take no lock: they read one snapshot
     (REPEATABLE READ, which never fails a transaction that only reads).

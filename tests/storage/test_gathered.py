@@ -9,6 +9,7 @@ from twisted.internet import defer
 from multirealm import errors
 from multirealm.model import user_mailbox
 from multirealm.names import Address
+from multirealm.storage.queries import messages
 from tests.storage.base import StoreTestCase, message, postgres_only, sqlite_only
 
 
@@ -141,6 +142,28 @@ class GatheredRowsTests(StoreTestCase):
         self.assertEqual(seqs, sorted(set(seqs)))
         self.assertEqual((yield self.column(store, "SELECT seq FROM messages ORDER BY seq")), seqs)
         self.assertEqual((yield self.column(store, "SELECT count(*) FROM timeline")), [6])
+
+    @defer.inlineCallbacks
+    def test_a_conversation_undone_is_forgotten_with_its_mailboxes(self):
+        store = self.open(start=False)
+        users = [store.create_user(name, "h", "t") for name in ("alice", "heru", "bob", "carol")]
+
+        def send_then_fail(db):
+            # The first message of alice and heru makes their mailboxes...
+            messages.add_private_message(db, store.thread_cache, "1", "1", message(1))
+            raise ValueError("bug")  # ... undone with it
+
+        broken = store.submit(send_then_fail)
+        others = store.add_private_message(message(2, sender="bob", recipient="carol"))
+        sent = store.add_private_message(message(3))
+        store.start()
+        yield defer.gatherResults(users)
+        yield self.assertFailure(broken, ValueError)
+        yield others
+        yield sent
+        for name, ids in [("alice", ["ID0003"]), ("heru", ["ID0003"]), ("bob", ["ID0002"])]:
+            page = yield store.history(user_mailbox(Address(name, "1")), None, 10)
+            self.assertEqual([m.id for m in page.messages], ids)
 
     @sqlite_only
     @defer.inlineCallbacks

@@ -10,7 +10,8 @@ from multirealm.names import Address
 class ThreadCache:
     """
     What the database thread remembers between operations so that most
-    messages skip a SELECT: local users seen to exist, and mailbox numbers.
+    messages skip a SELECT: local users seen to exist, mailbox numbers, and
+    where the messages of a private conversation go.
     Users and mailboxes are never deleted, so an entry stays true, whichever
     process of the realm made the row (on PostgreSQL); all is
     forgotten when a transaction or savepoint rolls back (an entry made
@@ -34,6 +35,7 @@ class ThreadCache:
         self.users = {}  # a name as asked -> the name as registered
         self.mailboxes = {}
         self.private_counts = {}  # (user, peer) -> counts not yet written
+        self.routes = {}  # a private conversation -> where its messages go (mailbox numbers...)
         self.last_seq = None
         self.gathered = ([], [], [], [], [])  # flat values of rows not yet written, by table
         self.gathered_keys = set()  # (id, origin) of the messages gathered
@@ -42,6 +44,7 @@ class ThreadCache:
         self.users.clear()
         self.mailboxes.clear()
         self.private_counts.clear()
+        self.routes.clear()
         self.last_seq = None
         for values in self.gathered:
             values.clear()

@@ -144,26 +144,35 @@ def private_added(cache, realm, delivery):
     reader and its commit: one row per conversation per batch, however
     many of the batch's messages it holds.
     """
-    message = delivery.message
+    _count(cache.private_counts, _counted(realm, delivery.message, delivery.local_users),
+           delivery.seq)
+    return delivery
+
+
+def _counted(realm, message, local_users):
+    """The conversations that count a private C{message}: ((user, peer key), own) pairs."""
     sender = message.sender
     own = sender.name if sender.realm == realm else None
-    seq = delivery.seq
-    counts = cache.private_counts
-    for user in delivery.local_users:
+    counted = []
+    for user in local_users:
         other = message.recipient if user == own else sender
-        key = f"{other.name}@{other.realm}"  # peer_key inlined: this runs for every message
-        row = (user, key if other.realm == realm else key.lower())
+        counted.append(((user, peer_key(realm, other)), user == own))
+    return tuple(counted)
+
+
+def _count(counts, counted, seq):
+    """Count message C{seq} in the conversations C{counted} (L{_counted})."""
+    for row, own in counted:
         # [last seq, own last seq, from the peer, from the peer before it]
         count = counts.get(row)
         if count is None:
             count = counts[row] = [seq, 0, 0, 0]
         count[0] = seq
-        if user == own:
+        if own:
             count[1] = seq
             count[3] = count[2]
         else:
             count[2] += 1
-    return delivery
 
 
 def write_private_counts(db, cache):
@@ -186,6 +195,17 @@ def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
     reader and its commit.  Return the L{Delivery}, whose C{local_users} (a
     frozenset of names) are the users of those mailboxes.
     """
+    numbers = [mailbox_number(db, cache, owner, create=True) for owner in mailboxes]
+    seq = _gather(db, cache, origin, message, str(message.sender), str(message.recipient),
+                  numbers, outbox_realms)
+    return Delivery(message, origin, local_users, outbox_realms, False, seq)
+
+
+def _gather(db, cache, origin, message, sender, recipient, mailboxes, outbox_realms):
+    """
+    L{gather_message} of a message whose C{sender} and C{recipient} are
+    written out, and C{mailboxes} numbered; return its seq.
+    """
     seq = cache.last_seq
     if seq is None:
         seq = next_seq(db, cache)
@@ -195,11 +215,11 @@ def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
     message_id = message.id
     file = message.file
     if file is None and message.failed is None:
-        rows[_TEXT].extend((seq, origin, message_id, message.kind, str(message.sender),
-                            str(message.recipient), message.text, message.timestamp))
+        rows[_TEXT].extend((seq, origin, message_id, message.kind, sender, recipient,
+                            message.text, message.timestamp))
     else:
-        values = (seq, origin, message_id, message.kind, str(message.sender),
-                  str(message.recipient), message.text, message.timestamp)
+        values = (seq, origin, message_id, message.kind, sender, recipient, message.text,
+                  message.timestamp)
         if file is not None:
             rows[_FILE].extend(values + (file.name, file.id, file.size))
         else:
@@ -207,17 +227,13 @@ def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_u
             rows[_FAILURE].extend(values + (failed.id, failed.code))
     cache.gathered_keys.add((message_id, origin))
     timeline = rows[_TIMELINE]
-    numbers = cache.mailboxes
-    for owner in mailboxes:
-        number = numbers.get(owner)
-        if number is None:
-            number = mailbox_number(db, cache, owner, create=True)
+    for number in mailboxes:
         timeline += (number, seq)
     if outbox_realms:
         outbox = rows[_OUTBOX]
         for realm in outbox_realms:
             outbox += (realm, seq)
-    return Delivery(message, origin, local_users, outbox_realms, False, seq)
+    return seq
 
 
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
@@ -247,12 +263,39 @@ def add_private_message(db, cache, realm, origin, message):
     or handed over by peer C{origin}, where L{private_route} sends it.
     Its rows are gathered (L{gather_message}): the store writes them.
     """
-    if message.recipient.realm == realm:
+    recipient = message.recipient
+    if recipient.realm == realm:
         message = to_local_user(db, cache, message)
+        recipient = message.recipient
+    sender = message.sender
+    # What the messages of one conversation share is worked out once
+    # (L{ThreadCache.routes}): this runs for every message.
+    key = (origin, sender.name, sender.realm, recipient.name, recipient.realm)
+    route = cache.routes.get(key)
+    if route is None:
+        route = _route(db, cache, realm, origin, message, key)
+    sender_text, recipient_text, mailboxes, outbox, local, counted = route
+    seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
+    _count(cache.private_counts, counted, seq)
+    return Delivery(message, origin, local, outbox, False, seq)
+
+
+def _route(db, cache, realm, origin, message, key):
+    """
+    Where the private messages of C{key} go (L{private_route}), their
+    mailboxes numbered (made if missing), and which conversations count
+    them; kept in C{cache.routes}.
+    """
     mailboxes, outbox, local = private_route(realm, origin, message)
-    return private_added(
-        cache, realm, gather_message(db, cache, origin, message, mailboxes, outbox, local)
+    route = (
+        str(message.sender), str(message.recipient),
+        tuple(mailbox_number(db, cache, owner, create=True) for owner in mailboxes),
+        outbox, local, _counted(realm, message, local),
     )
+    if len(cache.routes) >= cache.MAX:
+        cache.routes.clear()
+    cache.routes[key] = route
+    return route
 
 
 def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
