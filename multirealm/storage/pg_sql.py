@@ -25,6 +25,12 @@ spelling cannot say on both:
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
 not look for quotes.  Each distinct string is translated once (cached).
 
+A statement of more than L{RAW_FROM} parameters (the rows of a batch's
+messages, L{multirealm.storage.queries.messages.write_rows}) goes as a
+raw query, its placeholders C{$1, $2...} (L{translate_raw}): psycopg
+parses the placeholders of a statement that long at every call, not once
+(measured: about 1 us a parameter).
+
 C{executemany} of an C{INSERT ... VALUES (?, ...)} with a few rows (the
 hot path's two timeline rows of a message) runs as one statement of that
 many rows (L{many_rows}): psycopg runs an C{executemany} as a pipeline of
@@ -55,9 +61,25 @@ def translate(sql):
 
 
 def _words(sql):
+    return _rules(sql).replace("%", "%%").replace("?", "%s")
+
+
+def _rules(sql):
     sql = _NOCASE.sub(r"lower(\1) = lower(?)", sql)
-    sql = _IS_NOT.sub("IS DISTINCT FROM ?", sql)
-    return sql.replace("%", "%%").replace("?", "%s")
+    return _IS_NOT.sub("IS DISTINCT FROM ?", sql)
+
+
+# psycopg caches how it parses a statement of at most this many parameters
+# (psycopg._queries.MAX_CACHED_STATEMENT_PARAMS), and parses longer ones
+# at every call.
+RAW_FROM = 50
+
+
+@functools.lru_cache(maxsize=256)
+def translate_raw(sql):
+    """C{sql} (no numbered insert) in PostgreSQL's words, its placeholders C{$1, $2...}."""
+    parts = _rules(sql).split("?")
+    return "".join([f"{part}${n}" for n, part in enumerate(parts[:-1], 1)]) + parts[-1]
 
 
 @functools.lru_cache(maxsize=64)
@@ -219,6 +241,10 @@ class Connection:
                 pass
 
     def execute(self, sql, parameters=()):
+        if len(parameters) > RAW_FROM:
+            cursor = psycopg.RawCursor(self.connection)
+            cursor.execute(translate_raw(sql), parameters)
+            return self._written(cursor)
         if self._pipeline is not None:
             if sql != "ROLLBACK":
                 return self._send(sql, parameters)
@@ -252,14 +278,15 @@ class Connection:
         if 0 < len(rows) <= MANY_ROWS:
             statement = many_rows(sql, len(rows))
             if statement is not None:
-                cursor = self.connection.execute(statement, [v for row in rows for v in row])
-                if self._pipeline is not None:
-                    self._changes += 1
-                    return _Written(cursor, self)
-                self._changes += max(cursor.rowcount, 0)
-                return cursor
+                return self._written(
+                    self.connection.execute(statement, [v for row in rows for v in row])
+                )
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
+        return self._written(cursor)
+
+    def _written(self, cursor):
+        """The cursor of a write, counted (in a pipeline: as one, its count not waited for)."""
         if self._pipeline is not None:
             self._changes += 1
             return _Written(cursor, self)

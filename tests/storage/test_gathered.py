@@ -62,6 +62,25 @@ class GatheredRowsTests(StoreTestCase):
         )
 
     @defer.inlineCallbacks
+    def test_the_rows_of_many_messages_are_written_in_statements_of_many_rows(self):
+        self.patch(messages, "_MOST_ROWS", 16)
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)
+        # 45 = 16 + 16 + 8 + 4 + 1 rows of messages (360 values), twice as many of timeline.
+        sent = [store.add_private_message(message(n)) for n in range(1, 46)]
+        store.start()
+        yield users
+        deliveries = yield defer.gatherResults(sent)
+        self.assertEqual(store.commits, 1)
+        seqs = [d.seq for d in deliveries]
+        self.assertEqual((yield self.column(store, "SELECT seq FROM messages ORDER BY seq")), seqs)
+        self.assertEqual(
+            (yield self.column(store, "SELECT count(*) FROM timeline")), [2 * len(seqs)]
+        )
+        page = yield store.history(user_mailbox(Address("heru", "1")), None, 100)
+        self.assertEqual([m.id for m in page.messages], [f"ID{n:04d}" for n in range(1, 46)])
+
+    @defer.inlineCallbacks
     def test_a_failure_writing_the_gathered_rows_keeps_the_other_operations(self):
         store = self.open(start=False)
         users = self.populate_inline_free(store)
