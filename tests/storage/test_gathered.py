@@ -81,6 +81,19 @@ class GatheredRowsTests(StoreTestCase):
         self.assertEqual([m.id for m in page.messages], [f"ID{n:04d}" for n in range(1, 46)])
 
     @defer.inlineCallbacks
+    def test_the_conversations_kept_are_bounded(self):
+        store = self.open()
+        for name in ("alice", "heru", "bob"):
+            yield store.create_user(name, "h", "t")
+        store.thread_cache.MAX_ROUTES = 2
+        pairs = [("alice", "heru"), ("heru", "bob"), ("bob", "alice"), ("alice", "heru")]
+        for n, (sender, recipient) in enumerate(pairs, 1):
+            yield store.add_private_message(message(n, sender=sender, recipient=recipient))
+            self.assertLessEqual(len(store.thread_cache.routes), 2)
+        page = yield store.history(user_mailbox(Address("alice", "1")), None, 10)
+        self.assertEqual([m.id for m in page.messages], ["ID0001", "ID0003", "ID0004"])
+
+    @defer.inlineCallbacks
     def test_a_failure_writing_the_gathered_rows_keeps_the_other_operations(self):
         store = self.open(start=False)
         users = self.populate_inline_free(store)

@@ -30,6 +30,9 @@ class ThreadCache:
     """
 
     MAX = 100_000
+    # A route is about 1 KiB (tuples, sets, strings; measured with tracemalloc):
+    # the conversations active at once, not every one seen, are worth it.
+    MAX_ROUTES = 4096
 
     def __init__(self):
         self.users = {}  # a name as asked -> the name as registered

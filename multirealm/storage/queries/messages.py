@@ -292,7 +292,7 @@ def _route(db, cache, realm, origin, message, key):
         tuple(mailbox_number(db, cache, owner, create=True) for owner in mailboxes),
         outbox, local, _counted(realm, message, local),
     )
-    if len(cache.routes) >= cache.MAX:
+    if len(cache.routes) >= cache.MAX_ROUTES:
         cache.routes.clear()
     cache.routes[key] = route
     return route
