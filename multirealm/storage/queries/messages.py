@@ -2,8 +2,8 @@
 Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
-L{gather_message} is the one place a message is numbered and its rows
-made; whatever must change with every message (its outbox entries, each
+L{gather_message} (L{_gather} for the private messages' fast path) is
+the one place a message is numbered and its rows made; whatever must change with every message (its outbox entries, each
 reader's conversation and unread count) changes there or right after it,
 in the same transaction.  A private message's rows wait in the thread's
 cache and a batch's are written together, a few multi-row statements
