@@ -56,13 +56,15 @@ _STOP = object()
 log = RealmLogger()
 
 
-# Operations that may leave their private conversations' counts for the
-# batch's end (messages.private_added): they read no private_conversations
-# row.  Before any other operation, and before the commit, the counts are
-# written, so every reader sees them; in a batch run again in isolation,
-# before every operation (a savepoint rolled back forgets the thread's
-# cache, and the counts with it).
-_ONLY_COUNT_PRIVATE = frozenset((messages.add_private_message, received.receive_message))
+# Operations that may leave their rows for the batch's end: their private
+# messages' rows and conversations' counts wait in the thread's cache
+# (messages.gather_message, messages.private_added), and they read no row
+# that another one of them gathers (a message received checks the gathered
+# ones too).  Before any other operation, and before the commit, the
+# gathered rows are written (messages.write_gathered), so every reader
+# sees them; in a batch run again in isolation, at the end of each
+# operation, inside its savepoint.
+_GATHERS = frozenset((messages.add_private_message, received.receive_message))
 
 
 class _NeedsIsolation(Exception):
@@ -243,19 +245,23 @@ class BatchingStore:
     def _transaction(self, batch, isolated):
         results = []
         started = perf_counter()
+        cache = self.thread_cache
         try:
             self._begin(any(op.writes for op in batch), isolated)
             db = self._db
             for op in batch:
-                if isolated or op.function not in _ONLY_COUNT_PRIVATE:
-                    messages.write_private_counts(db, self.thread_cache)
+                if not isolated and op.function not in _GATHERS:
+                    self._write_gathered(db)
                 # Reads too: after an error PostgreSQL refuses every further
                 # statement of the transaction until a rollback.
                 if isolated:
                     db.execute("SAVEPOINT op")
                 changes = db.total_changes
+                gathered = len(cache.gathered_keys)
                 try:
                     result = op.function(db, *op.args)
+                    if isolated:
+                        messages.write_gathered(db, cache)
                 except Exception as e:
                     if not db.in_transaction:
                         # The whole transaction is gone (SQLite rolled it
@@ -267,21 +273,23 @@ class BatchingStore:
                     if isolated:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
-                        self.thread_cache.clear()  # it may name rows just undone
-                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
+                        cache.clear()  # it may name rows just undone
+                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes
+                              and len(cache.gathered_keys) == gathered):
                         raise _NeedsIsolation() from e
                     results.append((op, Failure()))
                 else:
                     if isolated:
                         db.execute("RELEASE op")
                     results.append((op, result))
-            messages.write_private_counts(db, self.thread_cache)
+            if not isolated:
+                self._write_gathered(db)
             self._commit()
             self.commits += 1
             self.commit_operations.observe(len(batch))
             self.commit_seconds.observe(perf_counter() - started)
         except BaseException as e:
-            self.thread_cache.clear()
+            cache.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             if isinstance(e, _NeedsIsolation):
@@ -289,6 +297,18 @@ class BatchingStore:
             failure = Failure()
             return [(op, failure) for op in batch]
         return results
+
+    def _write_gathered(self, db):
+        """
+        Write the rows the batch's operations gathered; if that fails, the
+        batch runs again isolated, each operation writing its own.
+        """
+        try:
+            messages.write_gathered(db, self.thread_cache)
+        except Exception as e:
+            if not db.in_transaction:
+                raise  # the whole batch fails (see _transaction)
+            raise _NeedsIsolation() from e
 
     def report_deliveries_to(self, listener):
         self._report = listener
