@@ -22,6 +22,11 @@ tracemalloc, and the allocations that the connections added are printed
 by source line, in bytes per connection.  tracemalloc sees Python's
 allocations only, without malloc's own overhead: its total is below the
 RSS figure.
+
+--cpu times (timeit, best of --rounds) what a request spends on the idle
+timer (TimeoutMixin.resetTimeout before issue 18, storing the time after)
+among a thousand connections, and an outbound queue's reserve and fill of
+a lone reply.
 """
 
 import argparse
@@ -203,6 +208,53 @@ def account(count, top, request):
         print(f"{stat.size_diff / held:10.0f}  {stat.count_diff / held:11.2f}  {name}:{frame.lineno}")
 
 
+def cpu(rounds):
+    import timeit
+
+    from twisted.internet import reactor
+    from twisted.internet.testing import StringTransport
+
+    from multirealm.chat.outbound import OutboundQueue
+    from multirealm.chat.protocol import ChatFactory
+    from multirealm.config import Limits
+    from multirealm.core.realm import Realm
+    from multirealm.storage.files import FileStore
+    from multirealm.storage.store import SQLiteStore
+
+    folder = tempfile.mkdtemp(prefix="idle_memory.")
+    store = SQLiteStore(os.path.join(folder, "realm.sqlite3"), "1", reactor, inline=True)
+    store.start()
+    limits = Limits(connections_per_address=10**6)
+    realm = Realm("1", ("2",), limits, store, None, reactor, FileStore(folder))
+    factory = ChatFactory(realm, limits, reactor)
+    protocols = []
+    for _ in range(1000):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocols.append(protocol)
+    protocol = protocols[500]
+    if hasattr(protocol, "resetTimeout"):
+        timer = "protocol.resetTimeout()"
+    else:
+        timer = "protocol.idle_since = protocol.factory.clock.seconds()"
+
+    class Transport:
+        def registerProducer(self, producer, streaming):
+            pass
+
+        def write(self, data):
+            pass
+
+    queue = OutboundQueue(Transport(), lambda: None, lambda: None, lambda: None)
+    print(f"code: {os.path.dirname(os.path.dirname(__import__('multirealm').__file__))}")
+    for label, statement, number in (
+        (f"idle timer, {timer}", timer, 1_000_000),
+        ("outbound queue, reserve + fill of a lone reply", "queue.fill(queue.reserve(), b'x')", 200_000),
+    ):
+        took = timeit.repeat(statement, globals=locals(), number=number, repeat=rounds)
+        print(f"{label}: {min(took) / number * 1e9:.0f} ns (best of {rounds})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=18_000,
@@ -212,11 +264,16 @@ def main(argv=None):
     parser.add_argument("--request", default="ping",
                         help="the one request each connection sends (listrealms: one answered"
                         " by the database, as most are)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="in process: ns a request spends on the idle timer and the queue")
+    parser.add_argument("--rounds", type=int, default=15, help="with --cpu: timeit rounds")
     parser.add_argument("--top", type=int, default=25, help="with --account: lines shown")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
         return client(args.client, args.connections, args.request)
+    if args.cpu:
+        return cpu(args.rounds)
     count = min(args.connections, budget() - 16)  # room for the realm's own descriptors
     if count < args.connections:
         print(f"(--connections {args.connections} lowered to {count}: the realm admits"
