@@ -14,6 +14,11 @@ C{PERIOD} after its C{idle_timeout}, never before.
 from math import floor
 
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from multirealm.logs import RealmLogger
+
+log = RealmLogger()
 
 PERIOD = 1.0  # seconds between two sweeps
 
@@ -27,11 +32,13 @@ class IdleSweep:
     it marks each with the second it is filed under (C{_idle_second}).
 
     @param clock: an L{IReactorTime}: C{seconds()} and C{callLater}.
+    @param realm: the name of the realm, for its log lines.
     """
 
-    def __init__(self, clock, timeout):
+    def __init__(self, clock, timeout, realm=None):
         self._clock = clock
         self._timeout = timeout
+        self._realm = realm
         self._buckets = {}  # whole second -> the connections filed under it
         self._count = 0
         self._loop = None
@@ -88,4 +95,7 @@ class IdleSweep:
                     self._file(connection, floor(since))
         for connection in expired:
             self._forgotten()
-            connection.timeoutConnection()
+            try:
+                connection.timeoutConnection()
+            except Exception:  # a bug: logged, and the sweep goes on for the others
+                log.failure("idle timeout failed", Failure(), realm=self._realm)

@@ -606,7 +606,7 @@ class ChatFactory(Factory):
             "history": limits.history_reply_bytes,
             "list": limits.list_limit * 40 + 256,  # 32-character names, quoted
         }
-        self.idle = IdleSweep(clock, limits.idle_timeout)
+        self.idle = IdleSweep(clock, limits.idle_timeout, realm.name)
         self.connections = connections or for_this_process(limits, clock)
 
     def logPrefix(self):

@@ -90,6 +90,23 @@ class IdleSweepTests(unittest.TestCase):
         self.sweep.remove(second)  # it ends after it was told: nothing more to do
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_a_failure_in_one_timeout_stops_neither_the_others_nor_the_sweep(self):
+        broken, first, later = (Connection(self.clock, self.sweep) for _ in range(3))
+
+        def fails():
+            raise ZeroDivisionError("a bug")
+
+        broken.timeoutConnection = fails
+        for connection in (broken, first):
+            self.sweep.add(connection)
+        self.advance_to(30)
+        self.sweep.add(later)
+        self.advance_to(61)
+        self.assertEqual(len(first.timed_out), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.advance_to(91)
+        self.assertEqual(len(later.timed_out), 1)
+
     def test_a_long_jump_of_the_clock(self):
         connection = Connection(self.clock, self.sweep)
         self.sweep.add(connection)
