@@ -33,6 +33,7 @@ import argparse
 import os
 import resource
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def measure_rss(count, request):
     finally:
         run.stop(realm)
         run.kill_all()
+        shutil.rmtree(work, ignore_errors=True)
     per = (after - before) * 1024 / held
     print(f"code: {os.path.dirname(os.path.dirname(__import__('multirealm').__file__))}")
     print(f"{held} idle connections (opened, each sent {request!r} once, in {opened:.1f} s)")
@@ -194,6 +196,8 @@ def account(count, top, request):
 
     reactor.callWhenRunning(measure)
     reactor.run()
+    store.stop()
+    shutil.rmtree(folder, ignore_errors=True)
     held, stats = outcome["held"], outcome["stats"]
     total = sum(s.size_diff for s in stats)
     print(f"{held} connections, tracemalloc: {total / held:.0f} bytes per connection"
@@ -253,6 +257,8 @@ def cpu(rounds):
     ):
         took = timeit.repeat(statement, globals=locals(), number=number, repeat=rounds)
         print(f"{label}: {min(took) / number * 1e9:.0f} ns (best of {rounds})")
+    store.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv=None):
