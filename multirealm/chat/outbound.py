@@ -90,6 +90,8 @@ class ReplyBudget:
 # of piling up uncounted in the transport's own buffer.
 CHUNK = 65536
 
+_NO_SLOTS = ()  # the slots of a queue that holds none
+
 
 @implementer(IPushProducer, IConsumer)
 class OutboundQueue:
@@ -104,6 +106,12 @@ class OutboundQueue:
     @param realm: the name of the realm, for its log lines.
     """
 
+    __slots__ = (
+        "_realm", "_transport", "_on_pause", "_on_resume", "_on_written", "_budget",
+        "pending_bytes", "_slots", "_streaming", "_producer", "_paused", "_running", "_closed",
+        "_ended",
+    )
+
     def __init__(self, transport, on_pause, on_resume, on_written, budget=None, realm=None):
         self._realm = realm
         self._transport = transport
@@ -114,8 +122,9 @@ class OutboundQueue:
         self.pending_bytes = 0
         # One list per request, in request order: [reply, charge].  reply
         # is None until answered, then bytes or a Streamed; charge is what
-        # the slot counts in pending_bytes.
-        self._slots = deque()
+        # the slot counts in pending_bytes.  An empty tuple while there is
+        # none: an empty deque is most of a KiB, and most connections are idle.
+        self._slots = _NO_SLOTS
         self._streaming = False  # a part of the head reply is being produced
         self._producer = None  # the pull producer of that part, once registered
         self._paused = False  # the transport's buffer is full
@@ -148,6 +157,8 @@ class OutboundQueue:
         bytes until it is filled.
         """
         slot = [None, most]
+        if self._slots is _NO_SLOTS:
+            self._slots = deque()
         self._slots.append(slot)
         if most:
             self._charge(most)
@@ -167,7 +178,9 @@ class OutboundQueue:
                 if slot[1]:
                     self._charge(-slot[1])
                 self._transport.write(reply)
-                if slots and slots[0][0] is not None:
+                if not slots:
+                    self._slots = _NO_SLOTS  # an idle connection keeps no deque
+                elif slots[0][0] is not None:
                     self._run()  # later ones answered first were waiting for it
                 self._on_written()
                 return
@@ -217,7 +230,7 @@ class OutboundQueue:
         self._closed = True
         self._budget.add(-self.pending_bytes)
         self.pending_bytes = 0
-        self._slots.clear()
+        self._slots = _NO_SLOTS
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
@@ -276,6 +289,8 @@ class OutboundQueue:
                         started.addBoth(self._part_done)
         finally:
             self._running = False
+        if not self._slots:
+            self._slots = _NO_SLOTS  # an idle connection keeps no deque
         if written:
             self._on_written()
 
