@@ -204,10 +204,17 @@ class OutboundQueue:
             self.fill(self.reserve(), reply)
 
     def can_write_now(self):
-        """True if bytes written now would go between replies: none is being written."""
-        slots = self._slots
-        return (not self._paused and not self._running and not self._streaming
-                and (not slots or slots[0][0] is None))
+        """
+        True if bytes written now would go between replies: none is being
+        written, and nothing already queued (an event, a reply answered
+        before the one ahead of it) waits to go first.
+        """
+        if self._paused or self._running or self._streaming:
+            return False
+        for slot in self._slots:
+            if slot[0] is not None:
+                return False
+        return True
 
     def between(self, data):
         """

@@ -387,7 +387,10 @@ class ChatProtocol(RequestLineReceiver):
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
-            result = e
+            # Without its traceback: a refusal kept with the frame that
+            # raised it is a cycle, which holds the request line until the
+            # garbage collector runs (rarely: multirealm.collector).
+            result = e.with_traceback(None)
         except Exception:
             result = defer.fail()  # answered like a failure that came later
         else:
@@ -556,10 +559,15 @@ class _StoredReply:
         self._started = started
 
     def __call__(self, result):
+        if type(result) is not Failure:
+            try:
+                result = wire.sent(result)
+            except Exception:  # a bug: still this request's reply (internal), in its place
+                result = Failure()
         if type(result) is Failure:
             self._protocol._fill_failure(result, self._slot, self._name, self._started)
         else:
-            self._protocol._fill(wire.sent(result), self._slot, self._name, self._started)
+            self._protocol._fill(result, self._slot, self._name, self._started)
 
 
 class _Upload:

@@ -277,7 +277,11 @@ class BatchingStore:
                     elif not (isinstance(e, errors.ChatError) and db.total_changes == changes
                               and len(cache.gathered_keys) == gathered):
                         raise _NeedsIsolation() from e
-                    results.append((op, Failure()))
+                    failure = Failure()
+                    # Its traceback's frames hold the whole batch: without
+                    # them, no cycle keeps the batch until a collection.
+                    failure.cleanFailure()
+                    results.append((op, failure))
                 else:
                     if isolated:
                         db.execute("RELEASE op")

@@ -9,6 +9,7 @@ import attrs
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from multirealm import wire
 from multirealm.chat import protocol as chat_protocol
 from multirealm.commands import COMMANDS
 from multirealm.config import Limits
@@ -487,6 +488,20 @@ class InternalErrorTests(unittest.TestCase):
         real_new_message = realm.new_message
         self.patch(realm, "new_message", lambda kind, sender, recipient, text: (
             1 / 0 if text == "boom" else real_new_message(kind, sender, recipient, text)))
+        client.send("send - heru boom", "send - heru fine", "ping")
+        self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_a_bug_in_the_reply_of_a_stored_message_answers_internal_and_the_connection_goes_on(self):
+        # The reply is made by _StoredReply, not a Deferred's callback: a bug
+        # there must still fill the request's place (found in review).
+        realm = make_realm(self)
+        client = Client(realm)
+        client.ask("register heru pw")
+        client.login("alice")
+        real_sent = wire.sent
+        self.patch(wire, "sent", lambda delivery: (
+            1 / 0 if delivery.message.text == "boom" else real_sent(delivery)))
         client.send("send - heru boom", "send - heru fine", "ping")
         self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
