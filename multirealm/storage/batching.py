@@ -222,6 +222,9 @@ class BatchingStore:
                         break
                 if batch:
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
+                # Nothing of it stays while the thread waits for the next
+                # batch (its operations hold their messages and callers).
+                batch = handed = None
         finally:
             self._close()
             self._reactor.callFromThread(self._stopped)

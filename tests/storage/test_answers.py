@@ -3,11 +3,15 @@ How the store answers: with a Deferred (L{BatchingStore.submit}), or with
 one call (L{BatchingStore.submit_then}: the send path, issue 18).
 """
 
+import gc
+import weakref
+
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from multirealm import errors
 from multirealm.model import Delivery
+from tests.helpers import wait_until
 from tests.storage.base import StoreTestCase, message
 
 
@@ -88,3 +92,24 @@ class AnswerWithACallTests(StoreTestCase):
                                         done.callback(None)))
         yield done
         self.assertEqual(threads, [threading.main_thread()])
+
+
+class NothingKeptTests(StoreTestCase):
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_an_answered_batch_is_not_kept_by_the_waiting_thread(self):
+        # Its operations hold their messages and whoever is answered (a
+        # protocol): up to MAX_BATCH of them, until the next batch (review).
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+        class Marker:
+            pass
+
+        marker = Marker()
+        kept = weakref.ref(marker)
+        store = self.open()
+        yield store.submit(lambda db, marker: None, marker, writes=False)
+        del marker
+        yield from wait_until(lambda: kept() is None, timeout=5)
