@@ -151,11 +151,13 @@ COMMANDS = {
 }
 
 
-@attrs.frozen
+@attrs.define
 class Request:
     """
     A parsed line.  C{error}, if set, is the L{errors.ChatError} to answer
-    with, after the session (if any) has been checked.
+    with, after the session (if any) has been checked.  (Not frozen: one is
+    made for every line, and a frozen attrs class costs three times as
+    much to make.)
     """
 
     command: Command | None
@@ -169,6 +171,14 @@ def _next_word(text):
     text = text.lstrip(" ")
     word, _, rest = text.partition(" ")
     return word, rest.lstrip(" ")
+
+
+# The commands whose line ends with a text, and how many words (the session
+# and the fixed words) come before it.
+_WITH_TEXT = {
+    name: (command, 1 + len(command.words))
+    for name, command in COMMANDS.items() if command.text is not None and command.session
+}
 
 
 def split_command(line):
@@ -192,6 +202,25 @@ def parse_request(line):
     Parse one request line (decoded, trailing whitespace stripped, not
     empty) into a L{Request}.  Never raises.
     """
+    # The messages' shape first (send, sendgroup...: the hottest lines
+    # there are): a lower-case name, then the session and the fixed words
+    # each after one space, then the text.  Anything else, right or wrong,
+    # is parsed word by word below.
+    name, _, rest = line.partition(" ")
+    known = _WITH_TEXT.get(name)
+    if known is not None:
+        command, fixed = known
+        parts = rest.split(" ", fixed)
+        if len(parts) > fixed and all(parts[:fixed]):
+            text = parts[fixed].lstrip(" ")
+            if text:
+                args = dict(zip(command.words, parts[1:fixed]))
+                args[command.text] = text
+                return Request(command, parts[0], args)
+    return _parse_words(line)
+
+
+def _parse_words(line):
     command, name, rest = split_command(line)
     if command is None:
         return Request(None, error=errors.UnknownCommand(f"unknown command {name!r}; try help"))

@@ -10,6 +10,8 @@ class TokenBucket:
     @param clock: an L{IReactorTime}; only C{seconds()} is used.
     """
 
+    __slots__ = ("_rate", "_burst", "_clock", "_tokens", "_last")  # one per connection
+
     def __init__(self, rate, burst, clock):
         self._rate = rate
         self._burst = burst

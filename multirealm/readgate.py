@@ -20,9 +20,6 @@ once the last is gone, with one set of rules:
     C{quit} or an error is acted on.
 """
 
-from collections import Counter
-
-
 class ReadGate:
     """
     @param receiver: a L{twisted.protocols.basic.LineReceiver} (its
@@ -30,22 +27,28 @@ class ReadGate:
         and C{transport}).
     """
 
+    # One per connection, most of them idle: slots, and no set or dict
+    # until a reason is held.
+    __slots__ = ("_receiver", "_held", "_until", "ended", "_lost")
+
     def __init__(self, receiver):
         self._receiver = receiver
-        self._held = set()  # reasons held by hold()
-        self._until = Counter()  # reason -> Deferreds of hold_until not fired yet
+        self._held = ()  # reasons held by hold(): a tuple of the few there are
+        self._until = None  # reason -> Deferreds of hold_until not fired yet, while any
         self.ended = False  # the peer ended its side: nothing more to read
         self._lost = False
 
     def __contains__(self, reason):
-        return reason in self._held or reason in self._until
+        return reason in self._held or (self._until is not None and reason in self._until)
 
     def hold(self, reason):
-        self._held.add(reason)
+        if reason not in self._held:
+            self._held += (reason,)
         self._pause()
 
     def release(self, reason):
-        self._held.discard(reason)
+        if reason in self._held:
+            self._held = tuple(held for held in self._held if held != reason)
         self._resume()
 
     def hold_until(self, reason, deferred):
@@ -53,13 +56,17 @@ class ReadGate:
         Hold C{reason} until C{deferred} (with every callback already added
         to it) has fired; C{deferred}'s result passes through.
         """
-        self._until[reason] += 1
+        if self._until is None:
+            self._until = {}
+        self._until[reason] = self._until.get(reason, 0) + 1
         self._pause()
 
         def release(result):
             self._until[reason] -= 1
             if not self._until[reason]:
                 del self._until[reason]
+                if not self._until:
+                    self._until = None
             self._resume()
             return result
 

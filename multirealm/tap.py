@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from multirealm import config as configuration
 from multirealm import connections
+from multirealm.collector import CollectorTuning
 from multirealm.service import build_realm_service
 from multirealm.storage.datadir import DataDirInUse
 from multirealm.storage.schema import SchemaError
@@ -103,4 +104,6 @@ def makeService(options):
             _fail(f"cannot open the data of realm {name}: {e}")
         realm_service.setName(f"realm-{name}")
         realm_service.setServiceParent(top)
+    # Last: it freezes what the realms built as they started.
+    CollectorTuning().setServiceParent(top)
     return top

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from multirealm import errors
-from multirealm.commands import COMMANDS, Request, parse_request, split_command
+from multirealm.commands import COMMANDS, Request, _parse_words, parse_request, split_command
 from tests.helpers import Client, make_realm
 
 
@@ -73,6 +73,20 @@ class ParseProperties(unittest.TestCase):
                 for word in request.command.words:
                     self.assertTrue(request.args[word])
                     self.assertNotIn(" ", request.args[word])
+
+    @given(st.sampled_from(["send", "sendgroup", "SEND", "sendrealm", "sendgrouprealm", "help"]),
+           st.lists(st.tuples(st.sampled_from([" ", "  ", "", "\t "]), words), max_size=5))
+    def test_the_fast_path_of_messages_parses_as_word_by_word(self, name, spaced):
+        # parse_request reads a message line in one split; every line must
+        # come out as the word-by-word parser has it, errors included.
+        line = (name + "".join(space + word for space, word in spaced)).rstrip(" \t")
+
+        def seen(request):
+            error = request.error
+            return (request.command, request.session, request.args,
+                    None if error is None else (type(error), str(error)))
+
+        self.assertEqual(seen(parse_request(line)), seen(_parse_words(line)))
 
     @given(st.lists(words, max_size=4), st.integers(0, 3))
     def test_the_bytes_as_read_name_the_command_the_parser_finds(self, parts, spaces):

@@ -186,9 +186,11 @@ class OneProcessTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions(["--realm=all", f"--config={path}"])
         top = tap.makeService(options)
+        realms = [top.getServiceNamed("realm-1"), top.getServiceNamed("realm-2")]
         counts = {
             id(realm.getServiceNamed(port).factory.connections)
-            for realm in top for port in ("chat", "http", "realm-port")
+            for realm in realms for port in ("chat", "http", "realm-port")
         }
         self.assertEqual(len(counts), 1)
-        self.assertEqual(len(list(top)), 2)
+        self.assertEqual(len(list(top)), 3)  # the two realms and the collector's tuning
+        self.assertIsNotNone(top.getServiceNamed("collector-tuning"))

@@ -5,8 +5,9 @@ L{Handlers} holds one C{command_<name>} method per entry of
 L{multirealm.commands.COMMANDS}, the shape of Twisted words' C{irc_<VERB>}
 dispatch.  A handler takes the parsed words, calls the core
 (L{multirealm.core.realm.Realm}) and returns the reply: a dict, bytes
-already encoded, or a Deferred of either; a refusal raises or fails with an
-L{errors.ChatError}.  Framing, ordering and flow control are the
+already encoded, a Deferred of either, or for a sending command a
+L{Stored} message (answered without a Deferred); a refusal raises or
+fails with an L{errors.ChatError}.  Framing, ordering and flow control are the
 protocol's (L{multirealm.chat.protocol}); nothing here touches a transport.
 """
 
@@ -36,6 +37,30 @@ class PendingFile:
 
     name: str
     send: object
+
+
+class Stored:
+    """
+    The reply to a sending command, given without a Deferred: the send
+    path makes one call a message, not a Deferred and its callbacks
+    (issue 18).  L{store} sends the message now (messages are minted in
+    request order) and calls C{then} once, on the reactor thread, with
+    its L{multirealm.model.Delivery} once durable or a Failure; the reply
+    is then L{wire.sent} of the Delivery.  L{deferred} is the same for
+    whoever wants a Deferred of the reply.
+    """
+
+    __slots__ = ("_send", "_args")
+
+    def __init__(self, send, *args):
+        self._send = send  # Realm.send or Realm.send_group
+        self._args = args
+
+    def store(self, then):
+        self._send(*self._args, then=then)
+
+    def deferred(self):
+        return self._send(*self._args).addCallback(wire.sent)
 
 
 @attrs.frozen
@@ -102,7 +127,8 @@ class Handlers:
 
         def run(user):
             try:
-                return self._run(user, token, request)
+                result = self._run(user, token, request)
+                return result.deferred() if type(result) is Stored else result
             finally:
                 ran.callback(None)
 
@@ -182,20 +208,18 @@ class Handlers:
     # -- messages -----------------------------------------------------------
 
     def command_send(self, caller, to, message):
-        recipient = self.realm.address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+        return Stored(self.realm.send, caller.user, self.realm.address(to), message)
 
     def command_sendrealm(self, caller, to, message):
-        recipient = self.realm.remote_address(to)
-        return self.realm.send(caller.user, recipient, message).addCallback(wire.sent)
+        return Stored(self.realm.send, caller.user, self.realm.remote_address(to), message)
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+        return Stored(self.realm.send_group, caller.user, group, message)
 
     def command_sendgrouprealm(self, caller, group, message):
         group = self.realm.remote_address(group, "group name")
-        return self.realm.send_group(caller.user, group, message).addCallback(wire.sent)
+        return Stored(self.realm.send_group, caller.user, group, message)
 
     def command_inbox(self, caller, after_id):
         return self.realm.inbox(caller.user, after_id).addCallback(self._history)

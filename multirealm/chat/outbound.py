@@ -90,6 +90,8 @@ class ReplyBudget:
 # of piling up uncounted in the transport's own buffer.
 CHUNK = 65536
 
+_NO_SLOTS = ()  # the slots of a queue that holds none
+
 
 @implementer(IPushProducer, IConsumer)
 class OutboundQueue:
@@ -104,6 +106,12 @@ class OutboundQueue:
     @param realm: the name of the realm, for its log lines.
     """
 
+    __slots__ = (
+        "_realm", "_transport", "_on_pause", "_on_resume", "_on_written", "_budget",
+        "pending_bytes", "_slots", "_streaming", "_producer", "_paused", "_running", "_closed",
+        "_ended",
+    )
+
     def __init__(self, transport, on_pause, on_resume, on_written, budget=None, realm=None):
         self._realm = realm
         self._transport = transport
@@ -114,8 +122,9 @@ class OutboundQueue:
         self.pending_bytes = 0
         # One list per request, in request order: [reply, charge].  reply
         # is None until answered, then bytes or a Streamed; charge is what
-        # the slot counts in pending_bytes.
-        self._slots = deque()
+        # the slot counts in pending_bytes.  An empty tuple while there is
+        # none: an empty deque is most of a KiB, and most connections are idle.
+        self._slots = _NO_SLOTS
         self._streaming = False  # a part of the head reply is being produced
         self._producer = None  # the pull producer of that part, once registered
         self._paused = False  # the transport's buffer is full
@@ -148,6 +157,8 @@ class OutboundQueue:
         bytes until it is filled.
         """
         slot = [None, most]
+        if self._slots is _NO_SLOTS:
+            self._slots = deque()
         self._slots.append(slot)
         if most:
             self._charge(most)
@@ -160,16 +171,17 @@ class OutboundQueue:
         slots = self._slots
         if type(reply) is bytes:
             size = len(reply)
-            if (
-                slots[0] is slot and len(slots) == 1 and size <= CHUNK
-                and not self._running and not self._paused
-            ):
-                # The common case, a lone reply answered: written at once,
-                # nothing to count.
+            if slots[0] is slot and size <= CHUNK and not self._running and not self._paused:
+                # The common case, the oldest request answered (answers
+                # come in request order): written at once, never counted.
                 slots.popleft()
                 if slot[1]:
                     self._charge(-slot[1])
                 self._transport.write(reply)
+                if not slots:
+                    self._slots = _NO_SLOTS  # an idle connection keeps no deque
+                elif slots[0][0] is not None:
+                    self._run()  # later ones answered first were waiting for it
                 self._on_written()
                 return
         else:
@@ -192,10 +204,17 @@ class OutboundQueue:
             self.fill(self.reserve(), reply)
 
     def can_write_now(self):
-        """True if bytes written now would go between replies: none is being written."""
-        slots = self._slots
-        return (not self._paused and not self._running and not self._streaming
-                and (not slots or slots[0][0] is None))
+        """
+        True if bytes written now would go between replies: none is being
+        written, and nothing already queued (an event, a reply answered
+        before the one ahead of it) waits to go first.
+        """
+        if self._paused or self._running or self._streaming:
+            return False
+        for slot in self._slots:
+            if slot[0] is not None:
+                return False
+        return True
 
     def between(self, data):
         """
@@ -218,7 +237,7 @@ class OutboundQueue:
         self._closed = True
         self._budget.add(-self.pending_bytes)
         self.pending_bytes = 0
-        self._slots.clear()
+        self._slots = _NO_SLOTS
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
@@ -277,6 +296,8 @@ class OutboundQueue:
                         started.addBoth(self._part_done)
         finally:
             self._running = False
+        if not self._slots:
+            self._slots = _NO_SLOTS  # an idle connection keeps no deque
         if written:
             self._on_written()
 

@@ -14,12 +14,12 @@ from time import perf_counter
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Factory
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
-from multirealm.chat.handlers import Handlers
+from multirealm.chat.handlers import Handlers, Stored
+from multirealm.chat.idle import IdleSweep
 from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
 from multirealm.chat.upload import BadEncoding, Base64Body
@@ -46,7 +46,7 @@ log = RealmLogger()
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
-class ChatProtocol(RequestLineReceiver, TimeoutMixin):
+class ChatProtocol(RequestLineReceiver):
     """
     One client connection.
 
@@ -72,8 +72,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     C{ping} counts) is told C{idle_timeout} and closed: only a complete
     line (or, in a file body, each C{BODY_PROGRESS_BYTES} of it) restarts
     the timer, so a trickle a byte a minute does not hold a connection
-    open for ever.  TCP keepalive finds peers that vanished without a word.  On the TLS port
-    the handshake must finish within C{header_timeout} seconds.
+    open for ever.  One L{IdleSweep} per factory times them all out (up to
+    a second late), not a timer per connection.  TCP keepalive finds peers
+    that vanished without a word.  On the TLS port the handshake must
+    finish within C{header_timeout} seconds.
 
     No exception in handling one request (parsing, its handler, the start
     of an upload, encoding its reply) drops the connection: it becomes that
@@ -81,11 +83,42 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     """
 
     MAX_PENDING = 1000
-    address = None  # the client's IP, set by the factory: per-address limits key on it
-    ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
-    kind = "chat"  # counted open as (metrics): chat_tls on the TLS port
-    _handshake_deadline = None
-    _counted_open = False
+
+    # Every attribute in slots, its base classes' too, set here: in Python
+    # 3.11 an object that is given an attribute its class's first
+    # instances did not have (LineReceiver's _unread at the first request,
+    # say), or its 30th, gets a whole dict of its own, up to 1.3 KiB more
+    # per idle connection (benchmarks/idle_memory.py).  A new attribute
+    # goes here too (tests/chat/test_connections.py, IdleMemoryTests).
+    __slots__ = (
+        "factory", "transport", "connected", "address", "ticket", "kind",
+        "line_mode", "paused", "_unread", "_pos", "_framing", "_discarding",
+        "realm", "_metrics", "MAX_LENGTH", "_bucket", "handlers", "subscribed_as",
+        "_event_bytes", "_event_budget", "_reply_buffer", "_longest", "_parked", "_upload",
+        "_budget", "_gate", "_quitting", "_outbound", "_body_bytes", "_handshake_deadline",
+        "_counted_open", "idle_since", "_idle_second",
+    )
+
+    def __init__(self):
+        self.factory = self.transport = None
+        self.connected = 0
+        self.address = None  # the client's IP, set by the factory: per-address limits key on it
+        self.ticket = None  # from the factory's ConnectionLimits, given back when the connection ends
+        self.kind = "chat"  # counted open as (metrics): chat_tls on the TLS port
+        self.line_mode = 1
+        self.paused = False
+        self._unread = b""
+        self._pos = 0
+        self._framing = self._discarding = False
+        self.MAX_LENGTH = RequestLineReceiver.MAX_LENGTH
+        self.subscribed_as = None  # the user whose events this connection gets
+        self._event_bytes = 0  # events queued since the client last caught up
+        self._parked = None  # a heavy request waiting for the realm's budget
+        self._upload = None  # the file body being read, in raw mode
+        self._quitting = False
+        self._handshake_deadline = None
+        self._counted_open = False
+        self._idle_second = None  # where the factory's IdleSweep filed it
 
     def connectionMade(self):
         factory = self.factory
@@ -96,29 +129,20 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
             factory.limits.rate_limit_per_second, factory.limits.rate_limit_burst, factory.clock
         )
         self.handlers = Handlers(self.realm, self.address, self._hold_until, events=self)
-        self.subscribed_as = None  # the user whose events this connection gets
-        self._event_bytes = 0  # events queued since the client last caught up
         self._event_budget = factory.limits.event_buffer_bytes
         self._reply_buffer = factory.limits.reply_buffer_bytes
-        self._longest = {  # the most a heavy reply may take, by kind
-            "history": factory.limits.history_reply_bytes,
-            "list": factory.limits.list_limit * 40 + 256,  # 32-character names, quoted
-        }
-        self._parked = None  # a heavy request waiting for the realm's budget
-        self._upload = None  # the file body being read, in raw mode
+        self._longest = factory.longest  # the most a heavy reply may take, by kind
         self._budget = factory.reply_budget
         self._gate = ReadGate(self)
-        self._quitting = False
         self._outbound = OutboundQueue(
             self.transport,
-            on_pause=lambda: self._hold("writes"),
-            on_resume=lambda: self._release("writes"),
+            on_pause=self._writes_full,
+            on_resume=self._writes_drained,
             on_written=self._replies_written,
             budget=self._budget,
             realm=self.realm.name,
         )
-        self.callLater = factory.clock.callLater  # TimeoutMixin's timer
-        self.setTimeout(factory.limits.idle_timeout)
+        factory.idle.add(self)  # sets idle_since
         if ISSLTransport.providedBy(self.transport):
             # TLS records never reach dataReceived: a handshake that
             # trickles would otherwise last the whole idle timeout.
@@ -162,10 +186,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.factory.live.unsubscribe(self)
-        upload, self._upload = getattr(self, "_upload", None), None
+        upload, self._upload = self._upload, None
         if upload is not None:
             upload.fail(errors.ChatError("the connection was lost mid-upload"))
-        self.setTimeout(None)
+        self.factory.idle.remove(self)
         self.handshakeCompleted()  # its deadline, if it never did
         if self.ticket is not None:
             self.ticket.release()
@@ -237,16 +261,22 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def _release(self, reason):
         self._gate.release(reason)
 
+    def _writes_full(self):
+        self._gate.hold("writes")
+
+    def _writes_drained(self):
+        self._gate.release("writes")
+
     def dataReceived(self, data):
         if self.line_mode:
             if b"\n" in data:
-                self.resetTimeout()  # a request ended, not a trickle
+                self.idle_since = self.factory.clock.seconds()  # a request ended, not a trickle
         else:
             # A file body restarts the timer by progress only, not by any byte.
             self._body_bytes += len(data)
             if self._body_bytes >= BODY_PROGRESS_BYTES:
                 self._body_bytes = 0
-                self.resetTimeout()
+                self.idle_since = self.factory.clock.seconds()
         RequestLineReceiver.dataReceived(self, data)
         self._close_when_answered()
 
@@ -357,7 +387,10 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
-            result = e
+            # Without its traceback: a refusal kept with the frame that
+            # raised it is a cycle, which holds the request line until the
+            # garbage collector runs (rarely: multirealm.collector).
+            result = e.with_traceback(None)
         except Exception:
             result = defer.fail()  # answered like a failure that came later
         else:
@@ -417,7 +450,7 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
                     self._gate.hold_until("disk", writing)
         if body.done:
             self._upload = None
-            self.resetTimeout()  # a request ended
+            self.idle_since = self.factory.clock.seconds()  # a request ended
             # Later requests wait until this file and its message are
             # stored: messages keep request order, and a connection has one
             # file open at a time.
@@ -451,13 +484,22 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
     def _answer(self, result, most, name, started):
         """
         Queue the reply to one request of command C{name} handled since
-        C{started} (C{perf_counter}): a dict, bytes, a ChatError or a
-        Deferred (whose reply may take up to C{most} bytes).
+        C{started} (C{perf_counter}): a dict, bytes, a ChatError, a
+        L{Stored} message or a Deferred (whose reply may take up to C{most}
+        bytes).
         """
-        if isinstance(result, defer.Deferred):
+        later = type(result) is Stored
+        if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
-            counted = (slot, name, started)
-            result.addCallbacks(self._fill, self._fill_failure, counted, None, counted)
+            if later:
+                reply = _StoredReply(self, slot, name, started)
+                try:
+                    result.store(reply)
+                except Exception:
+                    reply(Failure())
+            else:
+                counted = (slot, name, started)
+                result.addCallbacks(self._fill, self._fill_failure, counted, None, counted)
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         else:
@@ -500,6 +542,32 @@ class ChatProtocol(RequestLineReceiver, TimeoutMixin):
         every callback already added to it) has fired.
         """
         self._gate.hold_until("serial", deferred)
+
+
+class _StoredReply:
+    """
+    Fills the slot of a sending command's request (L{Stored}): called once
+    with the message's Delivery or a Failure.
+    """
+
+    __slots__ = ("_protocol", "_slot", "_name", "_started")
+
+    def __init__(self, protocol, slot, name, started):
+        self._protocol = protocol
+        self._slot = slot
+        self._name = name
+        self._started = started
+
+    def __call__(self, result):
+        if type(result) is not Failure:
+            try:
+                result = wire.sent(result)
+            except Exception:  # a bug: still this request's reply (internal), in its place
+                result = Failure()
+        if type(result) is Failure:
+            self._protocol._fill_failure(result, self._slot, self._name, self._started)
+        else:
+            self._protocol._fill(result, self._slot, self._name, self._started)
 
 
 class _Upload:
@@ -572,6 +640,11 @@ class ChatFactory(Factory):
         self.live = live  # who is subscribed to events, on every port of this chat
         # Reply bytes waiting across every connection of this realm.
         self.reply_budget = ReplyBudget(limits.realm_reply_buffer_bytes)
+        self.longest = {  # the most a heavy reply may take, by kind
+            "history": limits.history_reply_bytes,
+            "list": limits.list_limit * 40 + 256,  # 32-character names, quoted
+        }
+        self.idle = IdleSweep(clock, limits.idle_timeout, realm.name)
         self.connections = connections or for_this_process(limits, clock)
 
     def logPrefix(self):

@@ -124,18 +124,23 @@ class IStore(Interface):
         another), C{person} left out; indexed reads, never a scan of users.
         """
 
-    def add_private_message(message):
+    def add_private_message(message, then=None):
         """
         Store a private message minted here in the history of each party of
         this realm, and queue it for the recipient's realm if that is
         another; fires with a L{multirealm.model.Delivery}.  A recipient of
         this realm must exist (L{errors.NoSuchUser}).
+
+        With C{then}, returns None and calls C{then} once, on the reactor
+        thread, with the Delivery or a L{twisted.python.failure.Failure}
+        instead (the send path: no Deferred a message).
         """
 
-    def add_group_message(message):
+    def add_group_message(message, then=None):
         """
         Store a group message minted here; fires with a
-        L{multirealm.model.Delivery}.  For a group of this realm: the group
+        L{multirealm.model.Delivery} (or calls C{then}, as
+        L{add_private_message}).  For a group of this realm: the group
         must exist (L{errors.NoSuchGroup}) and have the sender as a member
         (L{errors.NotAMember}); the message goes into its history and is
         queued once for every other realm with members.  For a group of

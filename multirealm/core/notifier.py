@@ -27,7 +27,7 @@ class Notifier:
 
     def __init__(self, realm=None):
         self._realm = realm  # its name, for the log
-        self._observers = []
+        self._observers = ()  # a tuple, replaced on subscribe: notify need not copy it
         self._here_only = []  # observers that count what this process stored
 
     def subscribe(self, observer, replays=True):
@@ -35,7 +35,7 @@ class Notifier:
         Start telling C{observer} (an L{IMessageObserver}) of deliveries;
         without C{replays}, only of those this process stored.
         """
-        self._observers.append(observer)
+        self._observers += (observer,)
         if not replays:
             self._here_only.append(observer)
 
@@ -53,14 +53,7 @@ class Notifier:
         logged and does not keep the others, or the sender's reply, from
         going on.
         """
-        if not self._observers:
-            return
-        for observer in tuple(self._observers):
-            try:
-                observer.message_committed(delivery)
-            except Exception:
-                log.failure("observer {observer!r} failed on message {id}",
-                            observer=observer, id=delivery.message.id, realm=self._realm)
+        self._tell(self._observers, delivery)
 
     def _tell(self, observers, delivery):
         for observer in observers:

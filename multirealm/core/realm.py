@@ -292,27 +292,31 @@ class Realm:
         return Message(
             id=self._ids.new(milliseconds),
             kind=kind,
-            sender=Address(sender, self.name),
+            # As address() parsed it when someone wrote to the sender (a
+            # notice's sender, "", is no name: made, never cached).
+            sender=self._addresses.get(sender) or Address(sender, self.name),
             recipient=recipient,
             text=text,
             timestamp=self._stamp[1],
         )
 
-    def send(self, sender, recipient, text):
+    def send(self, sender, recipient, text, then=None):
         """
         Accept a private message from local user C{sender} to the
         L{Address} C{recipient}; fires with its L{multirealm.model.Delivery}
-        once durable.
+        once durable, or with C{then} calls it with the Delivery or a
+        Failure instead (L{IStore.add_private_message}).
         """
-        return self._store.add_private_message(self.new_message(PRIVATE, sender, recipient, text))
+        message = self.new_message(PRIVATE, sender, recipient, text)
+        return self._store.add_private_message(message, then)
 
-    def send_group(self, sender, group, text):
+    def send_group(self, sender, group, text, then=None):
         """
         Accept a message to the group at L{Address} C{group}; as L{send}.
         Only members post, on every path: for a group of another realm,
         the members its home realm announced (the home checks again).
         """
-        return self._store.add_group_message(self.new_message(GROUP, sender, group, text))
+        return self._store.add_group_message(self.new_message(GROUP, sender, group, text), then)
 
 
     def send_file(self, sender, recipient, file):

@@ -28,6 +28,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from multirealm import errors
+from multirealm.logs import RealmLogger
 from multirealm.core.metrics import COMMIT_OPERATIONS, COMMIT_SECONDS, Histogram
 from multirealm.model import Deliveries, Delivery
 from multirealm.storage.queries import messages, received
@@ -35,25 +36,35 @@ from multirealm.storage.queries.common import ThreadCache
 
 
 class _Operation:
-    __slots__ = ("function", "args", "deferred", "writes")
+    """
+    One operation and who hears its result: its Deferred, or (the send
+    path, L{BatchingStore.submit_then}) a plain callable, C{then}.
+    """
 
-    def __init__(self, function, args, writes):
+    __slots__ = ("function", "args", "writes", "deferred", "then")
+
+    def __init__(self, function, args, writes, then=None):
         self.function = function
         self.args = args
         self.writes = writes
-        self.deferred = defer.Deferred()
+        self.then = then
+        self.deferred = defer.Deferred() if then is None else None
 
 
 _STOP = object()
 
+log = RealmLogger()
 
-# Operations that may leave their private conversations' counts for the
-# batch's end (messages.private_added): they read no private_conversations
-# row.  Before any other operation, and before the commit, the counts are
-# written, so every reader sees them; in a batch run again in isolation,
-# before every operation (a savepoint rolled back forgets the thread's
-# cache, and the counts with it).
-_ONLY_COUNT_PRIVATE = frozenset((messages.add_private_message, received.receive_message))
+
+# Operations that may leave their rows for the batch's end: their private
+# messages' rows and conversations' counts wait in the thread's cache
+# (messages.gather_message, messages.private_added), and they read no row
+# that another one of them gathers (a message received checks the gathered
+# ones too).  Before any other operation, and before the commit, the
+# gathered rows are written (messages.write_gathered), so every reader
+# sees them; in a batch run again in isolation, at the end of each
+# operation, inside its savepoint.
+_GATHERS = frozenset((messages.add_private_message, received.receive_message))
 
 
 class _NeedsIsolation(Exception):
@@ -160,15 +171,30 @@ class BatchingStore:
         if not self._accepting:
             return defer.fail(errors.Unavailable("the realm is shutting down; try again"))
         operation = _Operation(function, args, writes)
+        self._enqueue(operation)
+        return operation.deferred
+
+    def submit_then(self, then, function, *args, writes=True):
+        """
+        As L{submit}, but instead of a Deferred firing, C{then} is called
+        once on the reactor thread with the result or a L{Failure}: the
+        send path's one call a message in place of a Deferred and its
+        callbacks (issue 18).  C{then} may be called before this returns.
+        """
+        if not self._accepting:
+            then(Failure(errors.Unavailable("the realm is shutting down; try again")))
+            return
+        self._enqueue(_Operation(function, args, writes, then))
+
+    def _enqueue(self, operation):
         if self._inline:
             self._answer(self._run_batch([operation]))
-            return operation.deferred
+            return
         # Operations of one reactor turn go to the database thread together,
         # at the start of the next turn: one hand-over, not one per request.
         self._pending.append(operation)
         if len(self._pending) == 1:
             self._reactor.callLater(0, self._hand_over)
-        return operation.deferred
 
     def _hand_over(self):
         if self._pending:
@@ -196,6 +222,9 @@ class BatchingStore:
                         break
                 if batch:
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
+                # Nothing of it stays while the thread waits for the next
+                # batch (its operations hold their messages and callers).
+                batch = handed = None
         finally:
             self._close()
             self._reactor.callFromThread(self._stopped)
@@ -219,19 +248,23 @@ class BatchingStore:
     def _transaction(self, batch, isolated):
         results = []
         started = perf_counter()
+        cache = self.thread_cache
         try:
             self._begin(any(op.writes for op in batch), isolated)
             db = self._db
             for op in batch:
-                if isolated or op.function not in _ONLY_COUNT_PRIVATE:
-                    messages.write_private_counts(db, self.thread_cache)
+                if not isolated and op.function not in _GATHERS:
+                    self._write_gathered(db)
                 # Reads too: after an error PostgreSQL refuses every further
                 # statement of the transaction until a rollback.
                 if isolated:
                     db.execute("SAVEPOINT op")
                 changes = db.total_changes
+                gathered = len(cache.gathered_keys)
                 try:
                     result = op.function(db, *op.args)
+                    if isolated:
+                        messages.write_gathered(db, cache)
                 except Exception as e:
                     if not db.in_transaction:
                         # The whole transaction is gone (SQLite rolled it
@@ -243,21 +276,27 @@ class BatchingStore:
                     if isolated:
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
-                        self.thread_cache.clear()  # it may name rows just undone
-                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes):
+                        cache.clear()  # it may name rows just undone
+                    elif not (isinstance(e, errors.ChatError) and db.total_changes == changes
+                              and len(cache.gathered_keys) == gathered):
                         raise _NeedsIsolation() from e
-                    results.append((op, Failure()))
+                    failure = Failure()
+                    # Its traceback's frames hold the whole batch: without
+                    # them, no cycle keeps the batch until a collection.
+                    failure.cleanFailure()
+                    results.append((op, failure))
                 else:
                     if isolated:
                         db.execute("RELEASE op")
                     results.append((op, result))
-            messages.write_private_counts(db, self.thread_cache)
+            if not isolated:
+                self._write_gathered(db)
             self._commit()
             self.commits += 1
             self.commit_operations.observe(len(batch))
             self.commit_seconds.observe(perf_counter() - started)
         except BaseException as e:
-            self.thread_cache.clear()
+            cache.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             if isinstance(e, _NeedsIsolation):
@@ -266,6 +305,18 @@ class BatchingStore:
             return [(op, failure) for op in batch]
         return results
 
+    def _write_gathered(self, db):
+        """
+        Write the rows the batch's operations gathered; if that fails, the
+        batch runs again isolated, each operation writing its own.
+        """
+        try:
+            messages.write_gathered(db, self.thread_cache)
+        except Exception as e:
+            if not db.in_transaction:
+                raise  # the whole batch fails (see _transaction)
+            raise _NeedsIsolation() from e
+
     def report_deliveries_to(self, listener):
         self._report = listener
 
@@ -273,16 +324,24 @@ class BatchingStore:
         """On the reactor thread, after the commit: report, then answer."""
         report = self._report
         for op, result in results:
-            if isinstance(result, Failure):
-                op.deferred.errback(self._clean_error(result) or result)
-                continue
-            self._full = False
-            if report is not None:
-                if type(result) is Delivery:
-                    if not result.duplicate:
-                        report(result)
-                elif type(result) is Deliveries:
-                    for delivery in result:
-                        if not delivery.duplicate:
-                            report(delivery)
-            op.deferred.callback(result)
+            if type(result) is Failure:
+                result = self._clean_error(result) or result
+            else:
+                self._full = False
+                if report is not None:
+                    if type(result) is Delivery:
+                        if not result.duplicate:
+                            report(result)
+                    elif type(result) is Deliveries:
+                        for delivery in result:
+                            if not delivery.duplicate:
+                                report(delivery)
+            if op.then is not None:
+                try:
+                    op.then(result)
+                except Exception:  # one answer that fails keeps no other from going out
+                    log.failure("answering a stored operation failed", realm=self.realm)
+            elif type(result) is Failure:
+                op.deferred.errback(result)
+            else:
+                op.deferred.callback(result)

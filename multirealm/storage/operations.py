@@ -73,15 +73,17 @@ class StoreOperations:
 
     # -- messages -----------------------------------------------------------
 
-    def add_private_message(self, message):
-        return self.submit(
-            messages.add_private_message, self.thread_cache, self.realm, self.realm, message
-        )
+    def add_private_message(self, message, then=None):
+        return self._add(messages.add_private_message, message, then)
 
-    def add_group_message(self, message):
-        return self.submit(
-            groups.add_group_message, self.thread_cache, self.realm, self.realm, message
-        )
+    def add_group_message(self, message, then=None):
+        return self._add(groups.add_group_message, message, then)
+
+    def _add(self, function, message, then):
+        """A message minted here: a Deferred of its Delivery, or (C{then}) a call with it."""
+        if then is None:
+            return self.submit(function, self.thread_cache, self.realm, self.realm, message)
+        return self.submit_then(then, function, self.thread_cache, self.realm, self.realm, message)
 
     def receive_message(self, origin, message, most=policy.REMOTE_ROWS_PER_PEER, notice=None):
         return self.submit(

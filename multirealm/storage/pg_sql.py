@@ -15,16 +15,21 @@ spelling cannot say on both:
      as NOCASE does).
   2. C{IS NOT ?} becomes C{IS DISTINCT FROM %s} (SQLite spells it so only
      since 3.39).
-  3. C{INSERT INTO messages} and C{INSERT INTO mailboxes}, the tables that
-     number their rows, get C{RETURNING seq} and C{RETURNING id}, which
-     the cursor's C{lastrowid} reads, as sqlite3's does.  (In SQLite,
-     C{lastrowid} costs 2 us less than a C{RETURNING} of the hot path's
-     insert: measured.)  In a pipelined batch they are numbered here
-     instead (L{numbered}): see L{Connection.start_pipeline}.
+  3. C{INSERT INTO mailboxes}, whose rows the database numbers, gets
+     C{RETURNING id}, which the cursor's C{lastrowid} reads, as sqlite3's
+     does.  In a pipelined batch they are numbered here instead
+     (L{numbered}): see L{Connection.start_pipeline}.  (Messages are
+     numbered by the store's thread: L{multirealm.storage.queries.messages.next_seq}.)
   4. C{%} becomes C{%%}, then C{?} becomes C{%s} (psycopg's placeholder).
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
 not look for quotes.  Each distinct string is translated once (cached).
+
+A statement of more than L{RAW_FROM} parameters (the rows of a batch's
+messages, L{multirealm.storage.queries.messages.write_rows}) goes as a
+raw query, its placeholders C{$1, $2...} (L{translate_raw}): psycopg
+parses the placeholders of a statement that long at every call, not once
+(measured: about 1 us a parameter).
 
 C{executemany} of an C{INSERT ... VALUES (?, ...)} with a few rows (the
 hot path's two timeline rows of a message) runs as one statement of that
@@ -41,8 +46,8 @@ from psycopg import pq
 
 _NOCASE = re.compile(r"([\w.]+) = \? COLLATE NOCASE\b")
 _IS_NOT = re.compile(r"\bIS NOT \?")
-_NUMBERED = re.compile(r"INSERT INTO (messages|mailboxes) ")
-_NUMBER = {"messages": "seq", "mailboxes": "id"}
+_NUMBERED = re.compile(r"INSERT INTO (mailboxes) ")
+_NUMBER = {"mailboxes": "id"}
 _DML = ("INSERT", "UPDATE", "DELETE")
 
 
@@ -56,16 +61,31 @@ def translate(sql):
 
 
 def _words(sql):
+    return _rules(sql).replace("%", "%%").replace("?", "%s")
+
+
+def _rules(sql):
     sql = _NOCASE.sub(r"lower(\1) = lower(?)", sql)
-    sql = _IS_NOT.sub("IS DISTINCT FROM ?", sql)
-    return sql.replace("%", "%%").replace("?", "%s")
+    return _IS_NOT.sub("IS DISTINCT FROM ?", sql)
+
+
+# psycopg caches how it parses a statement of at most this many parameters
+# (psycopg._queries.MAX_CACHED_STATEMENT_PARAMS), and parses longer ones
+# at every call.
+RAW_FROM = 50
+
+
+@functools.lru_cache(maxsize=256)
+def translate_raw(sql):
+    """C{sql} (no numbered insert) in PostgreSQL's words, its placeholders C{$1, $2...}."""
+    parts = _rules(sql).split("?")
+    return "".join([f"{part}${n}" for n, part in enumerate(parts[:-1], 1)]) + parts[-1]
 
 
 @functools.lru_cache(maxsize=64)
 def numbered(sql):
     """
-    (table, statement) for C{sql}, an C{INSERT INTO messages} or
-    C{mailboxes} (columns, then C{VALUES (?, ...)}), rewritten to take the
+    (table, statement) for C{sql}, an C{INSERT INTO mailboxes} (columns, then C{VALUES (?, ...)}), rewritten to take the
     row's number as its first parameter; None for any other statement.
     """
     match = _NUMBERED.match(sql)
@@ -100,7 +120,7 @@ def many_rows(sql, count):
 class Cursor(psycopg.Cursor):
     @property
     def lastrowid(self):
-        """The number of the row an C{INSERT INTO messages} or C{mailboxes} made (rule 3)."""
+        """The number of the row an C{INSERT INTO mailboxes} made (rule 3)."""
         return self.fetchone()[0]
 
 
@@ -171,7 +191,7 @@ class Connection:
     def start_pipeline(self):
         """
         Send what follows without waiting for answers, numbering the rows
-        of messages and mailboxes here (L{read_numbers}, under the realm's
+        of mailboxes here (L{read_numbers}, under the realm's
         write lock, so that no other process numbers rows meanwhile).
         """
         self._pipeline_context = self.connection.pipeline()
@@ -179,13 +199,17 @@ class Connection:
         self._numbers = None
 
     def read_numbers(self):
-        """Where the numbers of messages and mailboxes are: once the write lock is held."""
+        """
+        Where the numbers of mailboxes are, once the write lock is held;
+        return the last seq of messages (read in the same round trip).
+        """
         row = self.connection.execute(
             "SELECT (SELECT coalesce(max(seq), 0) FROM messages),"
             " (SELECT coalesce(max(id), 0) FROM mailboxes)"
         ).fetchone()
-        self._numbers = {"messages": row[0], "mailboxes": row[1]}
+        self._numbers = {"mailboxes": row[1]}
         self._first_numbers = dict(self._numbers)
+        return row[0]
 
     def commit_pipeline(self):
         """
@@ -217,6 +241,10 @@ class Connection:
                 pass
 
     def execute(self, sql, parameters=()):
+        if len(parameters) > RAW_FROM:
+            cursor = psycopg.RawCursor(self.connection)
+            cursor.execute(translate_raw(sql), parameters)
+            return self._written(cursor)
         if self._pipeline is not None:
             if sql != "ROLLBACK":
                 return self._send(sql, parameters)
@@ -250,14 +278,15 @@ class Connection:
         if 0 < len(rows) <= MANY_ROWS:
             statement = many_rows(sql, len(rows))
             if statement is not None:
-                cursor = self.connection.execute(statement, [v for row in rows for v in row])
-                if self._pipeline is not None:
-                    self._changes += 1
-                    return _Written(cursor, self)
-                self._changes += max(cursor.rowcount, 0)
-                return cursor
+                return self._written(
+                    self.connection.execute(statement, [v for row in rows for v in row])
+                )
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
+        return self._written(cursor)
+
+    def _written(self, cursor):
+        """The cursor of a write, counted (in a pipeline: as one, its count not waited for)."""
         if self._pipeline is not None:
             self._changes += 1
             return _Written(cursor, self)

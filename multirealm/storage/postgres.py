@@ -14,7 +14,8 @@ differs is here:
     order).  Several processes keep that true because every batch that
     writes first takes the realm's transaction-level advisory lock,
     released by its commit: writing batches of all processes run one at
-    a time, so a message's seq (an identity) commits in increasing order
+    a time, so a message's seq (given by the database thread, counting
+    on from the last one read under the lock) commits in increasing order
     and a row read in a batch is not changed by another until it ends.
     Batches that only read take no lock: they read one snapshot
     (REPEATABLE READ, which never fails a transaction that only reads).
@@ -63,6 +64,7 @@ class PostgresStore(StoreOperations, BatchingStore):
         self.url = url
         self._write_lock = pg_schema.lock_key("write", realm)
         self._lost = False  # the connection was lost, and the log said so
+        self._first_seq = None  # the last seq when the batch began (read under the lock)
         try:
             self._db = self._connect()
             self.migrated = pg_schema.migrate(self._db.connection, without_password(url), realm)
@@ -105,18 +107,28 @@ class PostgresStore(StoreOperations, BatchingStore):
             # nothing of this batch ran yet, so it may begin on a new one.
             self._reconnect()
             self._db.execute(begin)
+        # The thread numbers messages (queries.messages.next_seq) from the
+        # last seq read under the lock: other processes write between batches.
+        last_seq = None
         if writes:
             if not isolated:
                 self._db.start_pipeline()  # (pg_sql.Connection: a few round trips a batch)
             self._db.execute("SELECT pg_advisory_xact_lock(?)", (self._write_lock,))
-            if not isolated:
-                self._db.read_numbers()
+            if isolated:
+                last_seq = self._db.execute(
+                    "SELECT coalesce(max(seq), 0) FROM messages"
+                ).fetchone()[0]
+            else:
+                last_seq = self._db.read_numbers()
+        self._first_seq = self.thread_cache.last_seq = last_seq
 
     def _commit(self):
         db = self._db
         if db.pipeline is None:
+            self._follow_seqs(db)
             return db.execute("COMMIT")
         try:
+            self._follow_seqs(db)
             db.commit_pipeline()
         except (psycopg.OperationalError, TransactionLost):
             raise
@@ -124,6 +136,21 @@ class PostgresStore(StoreOperations, BatchingStore):
             # A statement of the pipeline failed; which operation's is not
             # known here: the batch runs again, each operation on its own.
             raise _NeedsIsolation() from e
+
+    def _follow_seqs(self, db):
+        """
+        Move the identity of messages.seq past the seqs the thread gave, so
+        that an insert that lets PostgreSQL number its row takes a new one.
+        """
+        last_seq = self.thread_cache.last_seq
+        if last_seq is None:  # forgotten by a savepoint rolled back
+            if self._first_seq is not None:
+                db.execute(
+                    "SELECT setval(pg_get_serial_sequence('messages', 'seq'), max(seq))"
+                    " FROM messages HAVING max(seq) IS NOT NULL"
+                )
+        elif last_seq != self._first_seq:
+            db.execute("SELECT setval(pg_get_serial_sequence('messages', 'seq'), ?)", (last_seq,))
 
     def _reconnect(self):
         self._db = self._connect()

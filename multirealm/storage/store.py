@@ -41,7 +41,10 @@ class SQLiteStore(StoreOperations, BatchingStore):
         BatchingStore.__init__(self, realm, reactor, inline)
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Room for the statements of many rows of each size (queries.messages.write_rows).
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions

@@ -3,6 +3,8 @@ Connections: idle timeout and ping, TCP keepalive, a cap per address,
 and ids that follow request order whatever the session lookups do.
 """
 
+import base64
+
 import attrs
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -46,6 +48,17 @@ class IdleTests(unittest.TestCase):
             self.assertEqual(client.ask("ping"), {"status": "OK", "message": "pong"})
         self.assertFalse(client.transport.disconnecting)
 
+    def test_idle_connections_share_one_timer(self):
+        factory = ChatFactory(self.realm, self.realm.limits, self.realm.clock)
+        before = len(self.realm.clock.getDelayedCalls())
+        clients = [Client(self.realm, factory=factory) for _ in range(20)]
+        for client in clients:
+            client.ask("ping")  # a request only stores the time
+        self.assertEqual(len(self.realm.clock.getDelayedCalls()), before + 1)
+        for client in clients:
+            client.protocol.connectionLost(None)
+        self.assertEqual(len(self.realm.clock.getDelayedCalls()), before)
+
     def test_tcp_keepalive_is_on(self):
         class KeepAliveTransport(StringTransport):
             keepalive = None
@@ -55,6 +68,39 @@ class IdleTests(unittest.TestCase):
 
         client = Client(self.realm, transport=KeepAliveTransport())
         self.assertTrue(client.transport.keepalive)
+
+
+class IdleMemoryTests(unittest.TestCase):
+    """
+    What an idle connection holds: its protocol and the helpers it owns
+    keep their attributes in slots (benchmarks/idle_memory.py says why).
+    """
+
+    @defer.inlineCallbacks
+    def test_a_connection_keeps_nothing_in_a_dict_of_its_own(self):
+        realm = make_realm(self)
+        bob = Client(realm)
+        bob.login("bob")
+        client = Client(realm)
+        token = client.login("alice")
+        protocol = client.protocol
+        helpers = (protocol._outbound, protocol._gate, protocol._bucket, protocol.ticket)
+        self.assertEqual(client.ask("ping")["status"], "OK")
+        self.assertEqual(client.ask(f"subscribe {token}")["status"], "OK")
+        self.assertEqual(bob.ask("send - alice hello")["status"], "OK")
+        client.raw(b"sendfile - bob x.txt\r\n\r\n" + base64.b64encode(b"hi") + b"\r\n\r\n")
+        protocol.pauseProducing()
+        protocol.resumeProducing()
+        client.send("a" * (protocol.MAX_LENGTH + 10), "quit")
+        replies = []
+        yield from wait_until(lambda: replies.extend(client.replies()) or len(replies) == 4)
+        self.assertEqual([r.get("code") or r.get("event") or r["status"] for r in replies],
+                         ["message", "OK", "line_too_long", "OK"])
+        self.assertEqual(protocol._outbound._slots, ())  # no deque once the replies are out
+        protocol.connectionLost(None)
+        self.assertEqual(vars(protocol), {})
+        for helper in helpers:
+            self.assertFalse(hasattr(helper, "__dict__"), type(helper).__name__)
 
 
 class PerAddressTests(unittest.TestCase):

@@ -262,7 +262,8 @@ class FileTests(unittest.TestCase):
         self.alice.transport.abortConnection = lambda: aborted.append(True)  # a reset
         stored = defer.Deferred()
         real_send = self.realm.send
-        self.realm.send = lambda *a: stored.addCallback(lambda _: real_send(*a))  # a slow commit
+        self.realm.send = lambda *a, then=None: stored.addCallback(  # a slow commit
+            lambda _: real_send(*a, then=then))
         self.alice.raw(b"send - heru hello\nsendfile - heru x.txt\n\nQUJD")
         self.alice.protocol.readConnectionLost()
         self.assertFalse(self.alice.transport.disconnecting)  # hello's reply is not out yet

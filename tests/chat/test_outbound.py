@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from multirealm import wire
-from multirealm.chat.outbound import OutboundQueue, Streamed, base64_file
+from multirealm.chat.outbound import CHUNK, OutboundQueue, Streamed, base64_file
 from tests.helpers import BoundedTransport, Client, make_realm, parse_replies
 
 MIB = 2**20
@@ -200,3 +200,22 @@ class StreamedReplyOnTheConnectionTests(unittest.TestCase):
         self.assertEqual(streamed["size"], MIB)
         self.assertEqual(users, {"status": "OK", "users": [], "more": False})
         json.dumps(streamed)  # it is one well-formed JSON object
+
+
+class EventOrderTests(unittest.TestCase):
+    def test_an_event_never_overtakes_one_queued_before_it(self):
+        # Found by hypothesis in a review (issue 18): E0 waited behind an
+        # unanswered reply while the socket was full; once it drained, E1
+        # was written at once, ahead of E0.
+        transport = BoundedTransport()
+        queue = OutboundQueue(transport, lambda: None, lambda: None, lambda: None)
+        first, second = queue.reserve(), queue.reserve()
+        queue.fill(first, b"r" * (3 * CHUNK + 6))  # a long reply fills the socket
+        transport.drain()
+        queue.between(b"{E0}")  # the socket is full: E0 waits behind `second`
+        transport.drain()  # room again; `second` is still not answered
+        queue.between(b"{E1}")
+        queue.fill(second, b"done")
+        transport.drain()
+        out = transport.out
+        self.assertLess(out.index(b"{E0}"), out.index(b"{E1}"), out[-40:])

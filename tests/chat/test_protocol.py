@@ -9,6 +9,7 @@ import attrs
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from multirealm import wire
 from multirealm.chat import protocol as chat_protocol
 from multirealm.commands import COMMANDS
 from multirealm.config import Limits
@@ -101,7 +102,7 @@ class AccountTests(ChatTestCase):
         stored = defer.Deferred()
         real_send = self.alice.protocol.realm.send
         self.patch(self.alice.protocol.realm, "send",
-                   lambda *a: stored.addCallback(lambda _: real_send(*a)))  # a slow commit
+                   lambda *a, then=None: stored.addCallback(lambda _: real_send(*a, then=then)))  # a slow commit
         self.alice.raw(b"send - heru hi\nquit\n" + b"x" * 70_000 + b"\n")
         stored.callback(None)
         self.assertEqual(codes(self.alice.replies()), ["OK", "OK"])
@@ -476,6 +477,34 @@ class InternalErrorTests(unittest.TestCase):
         client.send("listgroups", "listusers", "help")
         self.assertEqual(codes(client.replies()), ["internal", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_a_bug_while_minting_a_message_answers_internal_and_the_connection_goes_on(self):
+        # A sending command's reply comes without a Deferred (Stored): a bug
+        # before its message reaches the store is still its own reply.
+        realm = make_realm(self)
+        client = Client(realm)
+        client.ask("register heru pw")
+        client.login("alice")
+        real_new_message = realm.new_message
+        self.patch(realm, "new_message", lambda kind, sender, recipient, text: (
+            1 / 0 if text == "boom" else real_new_message(kind, sender, recipient, text)))
+        client.send("send - heru boom", "send - heru fine", "ping")
+        self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_a_bug_in_the_reply_of_a_stored_message_answers_internal_and_the_connection_goes_on(self):
+        # The reply is made by _StoredReply, not a Deferred's callback: a bug
+        # there must still fill the request's place (found in review).
+        realm = make_realm(self)
+        client = Client(realm)
+        client.ask("register heru pw")
+        client.login("alice")
+        real_sent = wire.sent
+        self.patch(wire, "sent", lambda delivery: (
+            1 / 0 if delivery.message.text == "boom" else real_sent(delivery)))
+        client.send("send - heru boom", "send - heru fine", "ping")
+        self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_any_bug_in_one_request_is_its_internal_reply_and_the_connection_goes_on(self):
         # A bug anywhere in one request (its parsing, its reply's encoding,

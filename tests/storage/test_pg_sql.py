@@ -5,7 +5,7 @@ rule on its own, and every other spelling left as it is.
 
 from twisted.trial import unittest
 
-from multirealm.storage.pg_sql import many_rows, translate
+from multirealm.storage.pg_sql import many_rows, translate, translate_raw
 
 
 class TranslateTests(unittest.TestCase):
@@ -39,9 +39,10 @@ class TranslateTests(unittest.TestCase):
             translate("INSERT INTO mailboxes (owner) VALUES (?)"),
             "INSERT INTO mailboxes (owner) VALUES (%s) RETURNING id",
         )
+        # Messages come numbered by the store's thread (messages.next_seq).
         self.assertEqual(
-            translate("INSERT INTO messages (origin, id) VALUES (?, ?)"),
-            "INSERT INTO messages (origin, id) VALUES (%s, %s) RETURNING seq",
+            translate("INSERT INTO messages (seq, origin) VALUES (?, ?)"),
+            "INSERT INTO messages (seq, origin) VALUES (%s, %s)",
         )
         self.assertEqual(
             translate("INSERT INTO mailboxes_x (a) VALUES (?)"),
@@ -54,6 +55,14 @@ class TranslateTests(unittest.TestCase):
             " ORDER BY t.seq DESC LIMIT ? ON CONFLICT DO NOTHING"
         )
         self.assertEqual(translate(sql), sql.replace("?", "%s"))
+
+
+class TranslateRawTests(unittest.TestCase):
+    def test_placeholders_are_numbered_and_percent_is_left_alone(self):
+        self.assertEqual(
+            translate_raw("SELECT 1 FROM users WHERE name = ? COLLATE NOCASE AND x LIKE '%' || ?"),
+            "SELECT 1 FROM users WHERE lower(name) = lower($1) AND x LIKE '%' || $2",
+        )
 
 
 class ManyRowsTests(unittest.TestCase):

@@ -13,8 +13,10 @@ this package writes SQL.
 Every operation runs on the store's database thread inside a transaction
 (L{multirealm.storage.store} batches and answers them) and takes the
 sqlite3 connection first.  An operation refuses with a
-L{multirealm.errors.ChatError} only before it changes any row; the store
-relies on that to run batches without savepoints.
+L{multirealm.errors.ChatError} only before it changes any row, or
+gathers one in the thread's cache to be written later
+(L{messages.gather_message}); the store relies on that to run batches
+without savepoints.
 
 The decisions (who may post or fetch, where a message goes, quotas) are
 the core's, in L{multirealm.core.policy}: an operation reads the facts and

@@ -10,29 +10,48 @@ from multirealm.names import Address
 class ThreadCache:
     """
     What the database thread remembers between operations so that most
-    messages skip a SELECT: local users seen to exist, and mailbox numbers.
+    messages skip a SELECT: local users seen to exist, mailbox numbers, and
+    where the messages of a private conversation go.
     Users and mailboxes are never deleted, so an entry stays true, whichever
     process of the realm made the row (on PostgreSQL); all is
     forgotten when a transaction or savepoint rolls back (an entry made
     inside it may be gone), and a part when it grows past C{MAX}.  Only the
     database thread touches it.
 
-    It also holds what the batch's private messages counted and the store
-    has not yet written (L{multirealm.storage.queries.messages.private_added}):
-    at most a few entries per message of one batch, and rolled back with it.
+    It also holds what the batch's private messages gathered and the store
+    has not yet written (L{multirealm.storage.queries.messages.gather_message},
+    L{multirealm.storage.queries.messages.private_added}): a few entries
+    per message of one batch, and rolled back with it.
+
+    C{last_seq} is the last seq given to a message (None: not known, read
+    again when next needed).  The database thread numbers the messages it
+    writes: on SQLite it is the only writer; on PostgreSQL the store sets
+    it at the start of each batch, under the realm's write lock.
     """
 
     MAX = 100_000
+    # A route is about 1 KiB (tuples, sets, strings; measured with tracemalloc):
+    # the conversations active at once, not every one seen, are worth it.
+    MAX_ROUTES = 4096
 
     def __init__(self):
         self.users = {}  # a name as asked -> the name as registered
         self.mailboxes = {}
         self.private_counts = {}  # (user, peer) -> counts not yet written
+        self.routes = {}  # a private conversation -> where its messages go (mailbox numbers...)
+        self.last_seq = None
+        self.gathered = ([], [], [], [], [])  # flat values of rows not yet written, by table
+        self.gathered_keys = set()  # (id, origin) of the messages gathered
 
     def clear(self):
         self.users.clear()
         self.mailboxes.clear()
         self.private_counts.clear()
+        self.routes.clear()
+        self.last_seq = None
+        for values in self.gathered:
+            values.clear()
+        self.gathered_keys.clear()
 
 
 class Later:

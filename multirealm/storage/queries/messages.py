@@ -2,11 +2,15 @@
 Messages: the message rows, the mailboxes (one per conversation) whose
 timeline lists them, private messages, and history pages.
 
-L{insert_message} is the one place a message is written; whatever must
-change with every message (its outbox entries, each reader's
-conversation and unread count) changes there or right after it, in the
-same transaction.
+L{gather_message} (L{_gather} for the private messages' fast path) is
+the one place a message is numbered and its rows made; whatever must change with every message (its outbox entries, each
+reader's conversation and unread count) changes there or right after it,
+in the same transaction.  A private message's rows wait in the thread's
+cache and a batch's are written together, a few multi-row statements
+(L{write_gathered}), before the batch's next reader and its commit.
 """
+
+import functools
 
 import attrs
 
@@ -35,27 +39,82 @@ def mailbox_number(db, cache, owner, create):
     return number
 
 
-_INSERT_TEXT = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+# The rows a batch gathers (L{gather_message}), by table, in the order
+# L{write_gathered} writes them: each an INSERT's head and its row's width.
+_TEXT, _FILE, _FAILURE, _TIMELINE, _OUTBOX = range(5)
+_GATHERED = (
+    # Text messages apart: binding NULLs costs a measurable 1 us a message.
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp)", 8),
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+     " file_name, file_id, file_size)", 11),
+    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+     " failed_id, failed_code)", 10),
+    ("INSERT INTO timeline (mailbox, seq)", 2),
+    ("INSERT INTO outbox (realm, seq)", 2),
 )
-_INSERT_FILE = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
-    " file_name, file_id, file_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FAILURE = (
-    "INSERT INTO messages (origin, id, kind, sender, recipient, body, timestamp,"
-    " failed_id, failed_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+# Rows of one statement, at most: a power of two, its values under SQLite's
+# limit of variables (32766 since 3.32; PostgreSQL's is 65535).  A batch's
+# rows go as statements of powers of two rows, so few distinct statements
+# are ever prepared (each is cached by the driver).
+_MOST_ROWS = 1024
+
+
+def next_seq(db, cache):
+    """The seq of the next message (L{ThreadCache.last_seq}, read if not known)."""
+    seq = cache.last_seq
+    if seq is None:
+        seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    cache.last_seq = seq = seq + 1
+    return seq
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_statement(head, width, count, tail):
+    return head + " VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * count) + tail
+
+
+def write_rows(db, head, width, values, tail=""):
+    """
+    Write rows of C{width} values each, given one after the other in
+    C{values}, with C{head} (C{INSERT INTO table (columns)}) and C{tail}
+    (an C{ON CONFLICT} clause: no two of the rows may have one key): a
+    few statements of many rows (one statement runs in the driver at
+    once, and lets the reactor's thread take the GIL once, not per row).
+    """
+    rows, start = len(values) // width, 0
+    while rows:
+        count = min(_MOST_ROWS, 1 << (rows.bit_length() - 1))
+        end = start + count * width
+        db.execute(_rows_statement(head, width, count, tail), values[start:end])
+        rows -= count
+        start = end
+
+
+def write_gathered(db, cache):
+    """
+    Write the rows gathered since the last call (L{gather_message}), then
+    the conversations' counts (L{write_private_counts}).
+    """
+    if cache.gathered_keys:
+        for (head, width), values in zip(_GATHERED, cache.gathered):
+            if values:
+                write_rows(db, head, width, values)
+                values.clear()
+        cache.gathered_keys.clear()
+    write_private_counts(db, cache)
+
+
+def gathered(cache, origin, message_id):
+    """Whether message (C{origin}, C{message_id}) is gathered, not yet written."""
+    return (message_id, origin) in cache.gathered_keys
 
 
 # A conversation's counts of one batch: user, peer, the last seq, the
 # user's own last seq (0: none; no message has seq 0), messages from the
 # peer, messages from the peer before the user's own last one.  SET reads
 # the row as it was: read = received + those before counts up to read_seq.
-_PRIVATE_COUNTS = (
-    'INSERT INTO private_conversations ("user", peer, last_seq, read_seq, received, read)'
-    " VALUES (?, ?, ?, ?, ?, ?)"
+_PRIVATE_COUNTS = 'INSERT INTO private_conversations ("user", peer, last_seq, read_seq, received, read)'
+_PRIVATE_COUNTS_ADDED = (
     ' ON CONFLICT ("user", peer) DO UPDATE SET last_seq = excluded.last_seq,'
     " received = private_conversations.received + excluded.received,"
     " read_seq = CASE WHEN excluded.read_seq = 0 THEN private_conversations.read_seq"
@@ -85,70 +144,106 @@ def private_added(cache, realm, delivery):
     reader and its commit: one row per conversation per batch, however
     many of the batch's messages it holds.
     """
-    message = delivery.message
+    _count(cache.private_counts, _counted(realm, delivery.message, delivery.local_users),
+           delivery.seq)
+    return delivery
+
+
+def _counted(realm, message, local_users):
+    """The conversations that count a private C{message}: ((user, peer key), own) pairs."""
     sender = message.sender
     own = sender.name if sender.realm == realm else None
-    seq = delivery.seq
-    counts = cache.private_counts
-    for user in delivery.local_users:
+    counted = []
+    for user in local_users:
         other = message.recipient if user == own else sender
-        key = f"{other.name}@{other.realm}"  # peer_key inlined: this runs for every message
-        row = (user, key if other.realm == realm else key.lower())
+        counted.append(((user, peer_key(realm, other)), user == own))
+    return tuple(counted)
+
+
+def _count(counts, counted, seq):
+    """Count message C{seq} in the conversations C{counted} (L{_counted})."""
+    for row, own in counted:
         # [last seq, own last seq, from the peer, from the peer before it]
         count = counts.get(row)
         if count is None:
             count = counts[row] = [seq, 0, 0, 0]
         count[0] = seq
-        if user == own:
+        if own:
             count[1] = seq
             count[3] = count[2]
         else:
             count[2] += 1
-    return delivery
 
 
 def write_private_counts(db, cache):
     """Write what L{private_added} counted since the last call."""
     counts = cache.private_counts
     if counts:
-        db.executemany(_PRIVATE_COUNTS, [key + tuple(count) for key, count in counts.items()])
+        values = []
+        for key, count in counts.items():
+            values += key
+            values += count
+        write_rows(db, _PRIVATE_COUNTS, 6, values, _PRIVATE_COUNTS_ADDED)
         counts.clear()
+
+
+def gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
+    """
+    Number C{message} and gather its rows: the message, its place in the
+    C{mailboxes} named and in the outbox of each of C{outbox_realms} (a
+    frozenset), written by L{write_gathered} before the transaction's next
+    reader and its commit.  Return the L{Delivery}, whose C{local_users} (a
+    frozenset of names) are the users of those mailboxes.
+    """
+    numbers = [mailbox_number(db, cache, owner, create=True) for owner in mailboxes]
+    seq = _gather(db, cache, origin, message, str(message.sender), str(message.recipient),
+                  numbers, outbox_realms)
+    return Delivery(message, origin, local_users, outbox_realms, False, seq)
+
+
+def _gather(db, cache, origin, message, sender, recipient, mailboxes, outbox_realms):
+    """
+    L{gather_message} of a message whose C{sender} and C{recipient} are
+    written out, and C{mailboxes} numbered; return its seq.
+    """
+    seq = cache.last_seq
+    if seq is None:
+        seq = next_seq(db, cache)
+    else:
+        cache.last_seq = seq = seq + 1  # next_seq inlined: this runs for every message
+    rows = cache.gathered
+    message_id = message.id
+    file = message.file
+    if file is None and message.failed is None:
+        rows[_TEXT].extend((seq, origin, message_id, message.kind, sender, recipient,
+                            message.text, message.timestamp))
+    else:
+        values = (seq, origin, message_id, message.kind, sender, recipient, message.text,
+                  message.timestamp)
+        if file is not None:
+            rows[_FILE].extend(values + (file.name, file.id, file.size))
+        else:
+            failed = message.failed
+            rows[_FAILURE].extend(values + (failed.id, failed.code))
+    cache.gathered_keys.add((message_id, origin))
+    timeline = rows[_TIMELINE]
+    for number in mailboxes:
+        timeline += (number, seq)
+    if outbox_realms:
+        outbox = rows[_OUTBOX]
+        for realm in outbox_realms:
+            outbox += (realm, seq)
+    return seq
 
 
 def insert_message(db, cache, origin, message, mailboxes, outbox_realms, local_users):
     """
-    Add C{message} to the C{mailboxes} named and to the outbox of each of
-    C{outbox_realms} (a frozenset); return the L{Delivery}, whose
-    C{local_users} (a frozenset of names) are the users of those mailboxes.
+    L{gather_message}, its rows written at once (and whatever was gathered
+    before them): for an operation that reads after it writes.
     """
-    values = (
-        origin,
-        message.id,
-        message.kind,
-        str(message.sender),
-        str(message.recipient),
-        message.text,
-        message.timestamp,
-    )
-    file = message.file
-    if file is not None:
-        seq = db.execute(_INSERT_FILE, values + (file.name, file.id, file.size)).lastrowid
-    elif message.failed is not None:
-        failed = message.failed
-        seq = db.execute(_INSERT_FAILURE, values + (failed.id, failed.code)).lastrowid
-    else:
-        # A statement of its own: binding NULLs costs a measurable 1 us.  Its
-        # seq is the lastrowid: SQLite's RETURNING costs 2 us more (measured).
-        seq = db.execute(_INSERT_TEXT, values).lastrowid
-    db.executemany(
-        "INSERT INTO timeline (mailbox, seq) VALUES (?, ?)",
-        [(mailbox_number(db, cache, owner, create=True), seq) for owner in mailboxes],
-    )
-    if outbox_realms:
-        db.executemany(
-            "INSERT INTO outbox (realm, seq) VALUES (?, ?)", [(r, seq) for r in outbox_realms]
-        )
-    return Delivery(message, origin, local_users, outbox_realms, False, seq)
+    delivery = gather_message(db, cache, origin, message, mailboxes, outbox_realms, local_users)
+    write_gathered(db, cache)
+    return delivery
 
 
 def to_local_user(db, cache, message):
@@ -166,13 +261,41 @@ def add_private_message(db, cache, realm, origin, message):
     """
     Store private message C{message}, minted here (C{origin} is C{realm})
     or handed over by peer C{origin}, where L{private_route} sends it.
+    Its rows are gathered (L{gather_message}): the store writes them.
     """
-    if message.recipient.realm == realm:
+    recipient = message.recipient
+    if recipient.realm == realm:
         message = to_local_user(db, cache, message)
+        recipient = message.recipient
+    sender = message.sender
+    # What the messages of one conversation share is worked out once
+    # (L{ThreadCache.routes}): this runs for every message.
+    key = (origin, sender.name, sender.realm, recipient.name, recipient.realm)
+    route = cache.routes.get(key)
+    if route is None:
+        route = _route(db, cache, realm, origin, message, key)
+    sender_text, recipient_text, mailboxes, outbox, local, counted = route
+    seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
+    _count(cache.private_counts, counted, seq)
+    return Delivery(message, origin, local, outbox, False, seq)
+
+
+def _route(db, cache, realm, origin, message, key):
+    """
+    Where the private messages of C{key} go (L{private_route}), their
+    mailboxes numbered (made if missing), and which conversations count
+    them; kept in C{cache.routes}.
+    """
     mailboxes, outbox, local = private_route(realm, origin, message)
-    return private_added(
-        cache, realm, insert_message(db, cache, origin, message, mailboxes, outbox, local)
+    route = (
+        str(message.sender), str(message.recipient),
+        tuple(mailbox_number(db, cache, owner, create=True) for owner in mailboxes),
+        outbox, local, _counted(realm, message, local),
     )
+    if len(cache.routes) >= cache.MAX_ROUTES:
+        cache.routes.clear()
+    cache.routes[key] = route
+    return route
 
 
 def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
