@@ -18,9 +18,7 @@ class CollectorTuningTests(unittest.TestCase):
         self.addCleanup(gc.unfreeze)
 
     def test_started_it_collects_young_objects_rarely_and_freezes_what_exists(self):
-        service = collector.CollectorTuning(task.Clock())
-        service.startService()
-        self.addCleanup(service.stopService)
+        self.started(task.Clock())
         self.assertEqual(gc.get_threshold(), collector.THRESHOLDS)
         self.assertGreater(collector.YOUNG, 10_000)
         frozen = gc.get_freeze_count()
@@ -33,39 +31,36 @@ class CollectorTuningTests(unittest.TestCase):
         self.assertEqual(gc.get_threshold(), self.before)
         self.assertEqual(gc.get_freeze_count(), 0)
 
-    def test_garbage_never_waits_more_than_a_second(self):
-        clock = task.Clock()
+    def started(self, clock):
         service = collector.CollectorTuning(clock)
         service.startService()
         self.addCleanup(service.stopService)
 
-        class Node:
-            pass
-
-        node = Node()
-        node.self = node  # a cycle: only the collector frees it
-        gone = weakref.ref(node)
-        del node
+    def test_garbage_never_waits_more_than_a_second(self):
+        clock = task.Clock()
+        self.started(clock)
+        gone = weakref.ref(_cycle())
         self.assertIsNotNone(gone())  # a few allocations: no young collection yet
         clock.advance(collector.YOUNG_EVERY)
         self.assertIsNone(gone())
 
     def test_cyclic_garbage_is_still_collected_on_its_own(self):
-        service = collector.CollectorTuning(task.Clock())
-        service.startService()
-        self.addCleanup(service.stopService)
-
-        class Node:
-            pass
-
-        first = Node()
-        first.self = first  # a cycle: only the collector frees it
-        gone = weakref.ref(first)
-        del first
+        self.started(task.Clock())
+        gone = weakref.ref(_cycle())
         for _ in range(2 * collector.YOUNG):  # more cycles, no explicit collect
-            node = Node()
-            node.self = node
+            _cycle()
         self.assertIsNone(gone())
+
+
+class _Node:
+    pass
+
+
+def _cycle():
+    """An object in a cycle (only the collector frees it), nobody else's."""
+    node = _Node()
+    node.self = node
+    return node
 
 
 class RefusalsLeaveNoCyclesTests(unittest.TestCase):

@@ -478,33 +478,36 @@ class InternalErrorTests(unittest.TestCase):
         self.assertEqual(codes(client.replies()), ["internal", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
 
-    def test_a_bug_while_minting_a_message_answers_internal_and_the_connection_goes_on(self):
-        # A sending command's reply comes without a Deferred (Stored): a bug
-        # before its message reaches the store is still its own reply.
+    def boom_alone_is_internal(self, break_on_boom):
+        """
+        With C{break_on_boom(realm)}'s bug on the message "boom": its send
+        is answered internal in its place, the sends after it go on.
+        """
         realm = make_realm(self)
         client = Client(realm)
         client.ask("register heru pw")
         client.login("alice")
-        real_new_message = realm.new_message
-        self.patch(realm, "new_message", lambda kind, sender, recipient, text: (
-            1 / 0 if text == "boom" else real_new_message(kind, sender, recipient, text)))
+        break_on_boom(realm)
         client.send("send - heru boom", "send - heru fine", "ping")
         self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_a_bug_while_minting_a_message_answers_internal_and_the_connection_goes_on(self):
+        # A sending command's reply comes without a Deferred (Stored): a bug
+        # before its message reaches the store is still its own reply.
+        def broken(realm):
+            real = realm.new_message
+            self.patch(realm, "new_message", lambda kind, sender, recipient, text: (
+                1 / 0 if text == "boom" else real(kind, sender, recipient, text)))
+
+        self.boom_alone_is_internal(broken)
+
     def test_a_bug_in_the_reply_of_a_stored_message_answers_internal_and_the_connection_goes_on(self):
         # The reply is made by _StoredReply, not a Deferred's callback: a bug
         # there must still fill the request's place (found in review).
-        realm = make_realm(self)
-        client = Client(realm)
-        client.ask("register heru pw")
-        client.login("alice")
-        real_sent = wire.sent
-        self.patch(wire, "sent", lambda delivery: (
-            1 / 0 if delivery.message.text == "boom" else real_sent(delivery)))
-        client.send("send - heru boom", "send - heru fine", "ping")
-        self.assertEqual(codes(client.replies()), ["internal", "OK", "OK"])
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        real = wire.sent
+        self.boom_alone_is_internal(lambda realm: self.patch(wire, "sent", lambda delivery: (
+            1 / 0 if delivery.message.text == "boom" else real(delivery))))
 
     def test_any_bug_in_one_request_is_its_internal_reply_and_the_connection_goes_on(self):
         # A bug anywhere in one request (its parsing, its reply's encoding,

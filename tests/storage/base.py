@@ -25,6 +25,7 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from multirealm import errors
 from multirealm.model import PRIVATE, Message
 from multirealm.names import Address
 from multirealm.storage.store import SQLiteStore
@@ -42,6 +43,15 @@ def message(n, sender="alice", recipient="heru", kind=PRIVATE, realm="1", sender
         text=f"text {n}",
         timestamp="2026-01-01T00:00:00.000+00:00",
     )
+
+
+def refuse_late(db):
+    """
+    An operation that refuses after it changed a row: its batch runs again
+    with each operation in a savepoint, and this one is undone alone.
+    """
+    db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
+    raise errors.UserExists("too late to refuse cleanly")
 
 
 def counts(pending):

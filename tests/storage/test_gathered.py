@@ -10,7 +10,7 @@ from multirealm import errors
 from multirealm.model import user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import messages
-from tests.storage.base import StoreTestCase, message, postgres_only, sqlite_only
+from tests.storage.base import StoreTestCase, message, postgres_only, refuse_late, sqlite_only
 
 
 class GatheredRowsTests(StoreTestCase):
@@ -154,10 +154,6 @@ class GatheredRowsTests(StoreTestCase):
     def test_seqs_follow_the_rows_across_an_operation_undone(self):
         store = self.open(start=False)
         users = self.populate_inline_free(store)
-
-        def refuse_late(db):
-            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
-            raise errors.UserExists("too late to refuse cleanly")
 
         # The batch runs again isolated: the message before the refusal is
         # numbered in a savepoint kept, the one after it in a transaction

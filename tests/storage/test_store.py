@@ -16,7 +16,7 @@ from multirealm.model import user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import conversations
 from multirealm.storage.queries.messages import mailbox_number
-from tests.storage.base import StoreTestCase, message, sqlite_only
+from tests.storage.base import StoreTestCase, message, refuse_late, sqlite_only
 
 
 class DurabilityTests(StoreTestCase):
@@ -145,10 +145,6 @@ class BatchTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_a_refusal_after_a_change_is_undone_too(self):
         store = self.open(start=False)
-
-        def refuse_late(db):
-            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
-            raise errors.UserExists("too late to refuse cleanly")
 
         late = store.submit(refuse_late)
         kept = store.create_user("a", "h", "t")
@@ -301,10 +297,6 @@ class PrivateCountsInABatchTests(StoreTestCase):
     def test_a_batch_run_again_in_isolation_counts_each_message_once(self):
         store = self.open(start=False)
         users = self.populate_inline_free(store)
-
-        def refuse_late(db):
-            db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
-            raise errors.UserExists("too late to refuse cleanly")
 
         late = store.submit(refuse_late)
         before = store.add_private_message(message(1, sender="heru", recipient="alice"))
