@@ -48,6 +48,9 @@ class SQLiteStore(StoreOperations, BatchingStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
+        # Whole pages go to the WAL: timeline rows wait in a small table
+        # (queries.messages.stage_timeline, schema step 013).
+        self.thread_cache.stage_timeline = True
 
     def _begin(self, writes, isolated):
         self._db.execute("BEGIN IMMEDIATE")

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from multirealm import errors
 from multirealm.model import FAILURE, Failed
 from multirealm.names import Address
+from multirealm.storage.queries import messages
 from tests.helpers import Client, InMemoryNetwork
 
 
@@ -143,6 +144,13 @@ class RemoteConversationTests(unittest.TestCase):
                          [("team@1", "group", 1, "after heru", "alice@1")])
 
     def test_a_post_its_home_refused_is_no_longer_counted(self):
+        self.refused_post_withdrawn(settled=False)
+
+    def test_a_settled_post_its_home_refused_is_no_longer_counted(self):
+        # Its timeline rows moved to timeline_settled first (schema step 013).
+        self.refused_post_withdrawn(settled=True)
+
+    def refused_post_withdrawn(self, settled):
         self.successResultOf(self.two.register("dee", "pw"))
         self.successResultOf(self.one.create_group(
             "alice", self.one.address("team"), [self.one.address(m) for m in ("heru@2", "dee@2")]))
@@ -155,6 +163,8 @@ class RemoteConversationTests(unittest.TestCase):
         failure = attrs.evolve(refused.message, id="f1", kind=FAILURE, sender=Address("", "1"),
                                recipient=Address("heru", "2"),
                                failed=Failed(refused.message.id, "not_a_member"))
+        if settled:
+            self.successResultOf(self.two._store.submit(messages.settle_timeline))
         self.successResultOf(self.two._store.record_failure("1", refused.seq, failure))
         self.assertEqual(self.listed(self.two, "dee"), [("team@1", "group", 1, "first", "alice@1")])
         self.assertEqual(self.listed(self.two, "heru")[1],

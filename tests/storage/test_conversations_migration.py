@@ -76,6 +76,9 @@ class MigrationTests(unittest.TestCase):
                 " DROP TABLE last_seen; DROP INDEX remote_rosters_by_member;"
                 " DROP INDEX members_by_folded_member;"
                 " DROP TABLE locked_users; DROP TABLE deleted_groups;"
+                # step 013: the timeline one table again
+                " DROP VIEW timeline; INSERT INTO timeline_settled SELECT * FROM timeline_recent;"
+                " DROP TABLE timeline_recent; ALTER TABLE timeline_settled RENAME TO timeline;"
             )
         again = SQLiteStore(store.path, "1", reactor, inline=True)
         again.start()

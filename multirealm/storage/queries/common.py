@@ -42,6 +42,10 @@ class ThreadCache:
         self.last_seq = None
         self.gathered = ([], [], [], [], [])  # flat values of rows not yet written, by table
         self.gathered_keys = set()  # (id, origin) of the messages gathered
+        # SQLite's store stages timeline rows (messages.stage_timeline): how
+        # many timeline_recent holds (None: not known, counted when needed).
+        self.stage_timeline = False
+        self.recent_timeline_rows = None
 
     def clear(self):
         self.users.clear()
@@ -52,6 +56,7 @@ class ThreadCache:
         for values in self.gathered:
             values.clear()
         self.gathered_keys.clear()
+        self.recent_timeline_rows = None
 
 
 class Later:

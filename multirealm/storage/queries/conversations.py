@@ -61,7 +61,7 @@ def post_withdrawn(db, mailbox, seq):
     """Post C{seq} was taken out of group mailbox C{mailbox} (its home refused it)."""
     db.execute(
         "UPDATE group_activity SET posts = posts - 1,"
-        " last_seq = coalesce((SELECT max(seq) FROM timeline WHERE mailbox = ?), 0)"
+        " last_seq = coalesce((SELECT seq FROM timeline WHERE mailbox = ? ORDER BY seq DESC LIMIT 1), 0)"
         " WHERE mailbox = ?",
         (mailbox, mailbox),
     )
@@ -345,9 +345,9 @@ def _count_private(db, conversation, user, mailbox, peer, me, seq, read_seq, rea
     scanned, counted, last = db.execute(
         "SELECT count(*), coalesce(sum(CASE WHEN "
         + ("sender = ?" if local else "lower(sender) = ?")
-        + " THEN 1 ELSE 0 END), 0), max(seq) FROM (SELECT t.seq, m.sender FROM timeline t"
-        " JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ? AND t.seq > ? AND t.seq <= ?"
-        " ORDER BY t.seq LIMIT ?) AS step",
+        + " THEN 1 ELSE 0 END), 0), max(seq) FROM (SELECT t.seq, m.sender FROM"
+        " (SELECT seq FROM timeline WHERE mailbox = ? AND seq > ? AND seq <= ?"
+        " ORDER BY seq LIMIT ?) AS t JOIN messages m ON m.seq = t.seq) AS step",
         (peer, mailbox, after, up_to, COUNT_ROWS),
     ).fetchone()
     read += sign * counted

@@ -296,10 +296,10 @@ def _queue_history(db, cache, peer, name, realm):
     # one user again must not send the history again), nor the posts that
     # came from that realm: it holds them already.
     db.execute(
-        "INSERT INTO outbox (realm, seq) SELECT ?, timeline.seq FROM timeline"
-        " JOIN messages ON messages.seq = timeline.seq"
-        " WHERE timeline.mailbox = ? AND timeline.seq > ? AND messages.origin != ?"
-        " ORDER BY timeline.seq DESC LIMIT ? ON CONFLICT DO NOTHING",
+        "INSERT INTO outbox (realm, seq) SELECT ?, t.seq FROM timeline t"
+        " WHERE t.mailbox = ? AND t.seq > ?"
+        " AND (SELECT m.origin FROM messages m WHERE m.seq = t.seq) != ?"
+        " ORDER BY t.seq DESC LIMIT ? ON CONFLICT DO NOTHING",
         (peer, number, sent[0] if sent else 0, peer, policy.HISTORY_FOR_A_NEW_REALM),
     )
 
@@ -308,8 +308,8 @@ def _history_sent(db, realm, name, peer):
     """Realm C{peer} lost its last member of local group C{name}: it was sent all so far."""
     db.execute(
         "INSERT INTO history_sent (group_name, realm, up_to)"
-        " SELECT ?, ?, coalesce(max(timeline.seq), 0) FROM timeline"
-        " JOIN mailboxes ON mailboxes.id = timeline.mailbox WHERE mailboxes.owner = ?"
+        " SELECT ?, ?, coalesce((SELECT seq FROM timeline WHERE mailbox ="
+        " (SELECT id FROM mailboxes WHERE owner = ?) ORDER BY seq DESC LIMIT 1), 0) WHERE true"
         " ON CONFLICT (group_name, realm) DO UPDATE SET up_to = excluded.up_to",
         (name, peer, group_mailbox(Address(name, realm))),
     )

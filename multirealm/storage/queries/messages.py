@@ -49,7 +49,8 @@ _GATHERED = (
      " file_name, file_id, file_size)", 11),
     ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
      " failed_id, failed_code)", 10),
-    ("INSERT INTO timeline (mailbox, seq)", 2),
+    # On SQLite into timeline_recent instead (L{stage_timeline}).
+    ("INSERT INTO timeline_settled (mailbox, seq)", 2),
     ("INSERT INTO outbox (realm, seq)", 2),
 )
 # Rows of one statement, at most: a power of two, its values under SQLite's
@@ -57,6 +58,14 @@ _GATHERED = (
 # rows go as statements of powers of two rows, so few distinct statements
 # are ever prepared (each is cached by the driver).
 _MOST_ROWS = 1024
+
+# Rows that timeline_recent holds before they move to timeline_settled
+# (step 013, L{stage_timeline}).  A commit writes the pages of the recent
+# table its rows land on (about one per 300 rows: a few pages for this
+# size) instead of one page per mailbox, and a move writes each mailbox's
+# page once for all of its rows since the last.  A reader of the view pays
+# for the recent table's size: a search in a B-tree of this many rows.
+SETTLE_ROWS = 4096
 
 
 def next_seq(db, cache):
@@ -96,12 +105,42 @@ def write_gathered(db, cache):
     the conversations' counts (L{write_private_counts}).
     """
     if cache.gathered_keys:
-        for (head, width), values in zip(_GATHERED, cache.gathered):
+        for table, (head, width) in enumerate(_GATHERED):
+            values = cache.gathered[table]
             if values:
-                write_rows(db, head, width, values)
+                if table == _TIMELINE and cache.stage_timeline:
+                    stage_timeline(db, cache, values)
+                else:
+                    write_rows(db, head, width, values)
                 values.clear()
         cache.gathered_keys.clear()
     write_private_counts(db, cache)
+
+
+def stage_timeline(db, cache, values):
+    """
+    Write timeline rows (C{values}: mailbox, seq, mailbox, seq...) to
+    timeline_recent, and move them all to timeline_settled once it holds
+    L{SETTLE_ROWS} rows: SQLite's store (step 013).  Its WAL takes whole
+    pages, and in timeline_settled a batch's rows fall on as many pages as
+    it has mailboxes; in the small recent table they share a few.
+    """
+    write_rows(db, "INSERT INTO timeline_recent (mailbox, seq)", 2, values)
+    recent = cache.recent_timeline_rows
+    if recent is None:  # not known (started, or a rollback): count them, these included
+        recent = db.execute("SELECT count(*) FROM timeline_recent").fetchone()[0]
+    else:
+        recent += len(values) // 2
+    if recent >= SETTLE_ROWS:
+        settle_timeline(db)
+        recent = 0
+    cache.recent_timeline_rows = recent
+
+
+def settle_timeline(db):
+    """Move every row of timeline_recent to timeline_settled (in key order: each page once)."""
+    db.execute("INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent")
+    db.execute("DELETE FROM timeline_recent")
 
 
 def gathered(cache, origin, message_id):
@@ -309,20 +348,18 @@ def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
     what is held in memory.
     """
     mailbox = mailbox_number(db, cache, owner, create=False)
-    select = (
-        "SELECT " + MESSAGE_COLUMNS +
-        " FROM timeline t JOIN messages m ON m.seq = t.seq WHERE t.mailbox = ?"
-    )
+    # The page's seqs first, then their messages: SQLite joins a view of
+    # two tables (timeline, step 013) by reading all of it that matches
+    # first, here the whole mailbox; the page alone is merged from both.
     if after_id is None and before_id is None:
-        rows = db.execute(select + " ORDER BY t.seq DESC LIMIT ?", (mailbox, limit + 1))
+        rows = db.execute(_page_of("", "DESC"), (mailbox, limit + 1))
     elif after_id is not None:
         rows = db.execute(
-            select + " AND t.seq > ? ORDER BY t.seq LIMIT ?",
-            (mailbox, _seq_in(db, mailbox, after_id), limit + 1),
+            _page_of(" AND seq > ?", ""), (mailbox, _seq_in(db, mailbox, after_id), limit + 1)
         )
     else:
         rows = db.execute(
-            select + " AND t.seq < ? ORDER BY t.seq DESC LIMIT ?",
+            _page_of(" AND seq < ?", "DESC"),
             (mailbox, _seq_in(db, mailbox, before_id), limit + 1),
         )
     page = take_page(map(message_of, rows), limit, max_bytes)
@@ -330,6 +367,15 @@ def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
     if after_id is None:
         return History(tuple(reversed(page.messages)), page.more)
     return page
+
+
+def _page_of(bound, order):
+    """The SQL of a history page: a mailbox's first seqs in C{order} past C{bound}, and their messages."""
+    return (
+        f"SELECT {MESSAGE_COLUMNS} FROM (SELECT seq FROM timeline WHERE mailbox = ?{bound}"
+        f" ORDER BY seq {order} LIMIT ?) AS t JOIN messages m ON m.seq = t.seq"
+        f" ORDER BY t.seq {order}"
+    )
 
 
 def _seq_in(db, mailbox, message_id):
@@ -340,8 +386,8 @@ def _seq_in(db, mailbox, message_id):
     another conversation is no place to page from); L{errors.BadRequest}.
     """
     row = db.execute(
-        "SELECT min(t.seq) FROM messages m JOIN timeline t ON t.seq = m.seq"
-        " WHERE m.id = ? AND t.mailbox = ?",
+        "SELECT min(m.seq) FROM messages m WHERE m.id = ?"
+        " AND EXISTS (SELECT 1 FROM timeline t WHERE t.mailbox = ? AND t.seq = m.seq)",
         (message_id, mailbox),
     ).fetchone()
     if row[0] is None:

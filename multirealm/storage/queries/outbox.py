@@ -79,9 +79,13 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
     # realm's copy, where the group's other members here would read it.
     if kind == GROUP and address(recipient).realm == peer:
         mailbox = mailbox_number(db, cache, group_mailbox(address(recipient)), create=False)
-        if db.execute(
-            "DELETE FROM timeline WHERE mailbox = ? AND seq = ?", (mailbox, seq)
-        ).rowcount:
+        # The view timeline is two tables (schema step 013): the row is in one.
+        withdrawn = 0
+        for table in ("timeline_settled", "timeline_recent"):
+            withdrawn += db.execute(
+                f"DELETE FROM {table} WHERE mailbox = ? AND seq = ?", (mailbox, seq)
+            ).rowcount
+        if withdrawn:
             conversations.post_withdrawn(db, mailbox, seq)
     stored = private_added(cache, realm, insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,

@@ -91,9 +91,9 @@ def _read_back(db, realm, mailbox, me, peer, below, limit, budget, page):
 def _seq_of(db, realm, mailbox, me, peer, message_id):
     """The seq of message C{message_id} in C{me}'s conversation with C{peer}, or None."""
     for seq, sender, recipient in db.execute(
-        "SELECT m.seq, m.sender, m.recipient FROM messages m"
-        " JOIN timeline t ON t.mailbox = ? AND t.seq = m.seq WHERE m.id = ?",
-        (mailbox, message_id),
+        "SELECT m.seq, m.sender, m.recipient FROM messages m WHERE m.id = ?"
+        " AND EXISTS (SELECT 1 FROM timeline t WHERE t.mailbox = ? AND t.seq = m.seq)",
+        (message_id, mailbox),
     ):
         if peer_key(realm, address(recipient if sender == me else sender)) == peer:
             return seq

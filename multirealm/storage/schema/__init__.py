@@ -15,7 +15,7 @@ to be read in one place; a test keeps it exactly so, and a new step
 updates it in the same commit.
 
 A PostgreSQL store (L{multirealm.storage.pg_schema}) has the same
-versions: a new database gets C{postgres/current.sql} (version 12, the
+versions: a new database gets C{postgres/current.sql} (the latest version, the
 whole schema in PostgreSQL's words) at once.  So a new step NNN (013 on)
 is two files: C{NNN_what.sql} here and C{postgres/NNN_what.sql}, the same
 change for PostgreSQL (applied to databases made before it), and it

@@ -2,7 +2,7 @@
 -- New databases are still made by the steps; a test applies them to an
 -- empty database and checks that they give exactly this (every table,
 -- column, key and index): a new step updates this file in the same commit.
-PRAGMA user_version = 12;
+PRAGMA user_version = 13;
 
 -- Accounts ------------------------------------------------------------
 
@@ -90,12 +90,23 @@ CREATE TABLE mailboxes (
     owner TEXT NOT NULL UNIQUE
 );
 
--- Which mailboxes a message appears in, by the mailbox's number.
-CREATE TABLE timeline (
+-- Which mailboxes a message appears in, by the mailbox's number: the
+-- view timeline over two tables (step 013).  New rows go to the small
+-- timeline_recent, whose pages a commit's messages share, and move in key
+-- order to timeline_settled every few thousand rows
+-- (multirealm.storage.queries.messages.settle_timeline).
+CREATE TABLE timeline_settled (
     mailbox INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (mailbox, seq)
 ) WITHOUT ROWID;
+CREATE TABLE timeline_recent (
+    mailbox INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+) WITHOUT ROWID;
+CREATE VIEW timeline (mailbox, seq) AS
+    SELECT mailbox, seq FROM timeline_settled UNION ALL SELECT mailbox, seq FROM timeline_recent;
 
 -- Groups --------------------------------------------------------------
 

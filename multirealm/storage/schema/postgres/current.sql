@@ -1,4 +1,4 @@
--- The whole schema of a PostgreSQL store (schema version 12), made at
+-- The whole schema of a PostgreSQL store (schema version 13), made at
 -- once in a new database (multirealm.storage.pg_schema); the SQLite
 -- steps' current.sql in PostgreSQL's words, which a test keeps the same
 -- (tables, columns, keys).  The differences: TEXT is COLLATE "C" (binary
@@ -99,12 +99,22 @@ CREATE TABLE mailboxes (
     owner TEXT COLLATE "C" NOT NULL UNIQUE
 );
 
--- Which mailboxes a message appears in, by the mailbox's number.
-CREATE TABLE timeline (
+-- Which mailboxes a message appears in, by the mailbox's number: the
+-- view timeline over two tables (step 013).  PostgreSQL's store writes
+-- timeline_settled directly; timeline_recent is SQLite's staging table,
+-- empty here.
+CREATE TABLE timeline_settled (
     mailbox BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     PRIMARY KEY (mailbox, seq)
 );
+CREATE TABLE timeline_recent (
+    mailbox BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+);
+CREATE VIEW timeline (mailbox, seq) AS
+    SELECT mailbox, seq FROM timeline_settled UNION ALL SELECT mailbox, seq FROM timeline_recent;
 
 -- Groups --------------------------------------------------------------
 
