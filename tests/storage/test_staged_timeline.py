@@ -1,8 +1,9 @@
 """
 The timeline in two tables (schema step 013): SQLite's store writes a
-batch's timeline rows to the small timeline_recent and moves them to
-timeline_settled every L{messages.SETTLE_ROWS} rows
-(L{messages.stage_timeline}); readers read the view timeline, both.
+batch's timeline rows to the small timeline_recent and, past
+L{messages.SETTLE_ROWS} rows, moves a few mailboxes' rows at a time to
+timeline_settled (L{messages.stage_timeline}); readers read the view
+timeline, both.
 """
 
 import os
@@ -33,26 +34,39 @@ class StagedTimelineTests(StoreTestCase):
 
     @sqlite_only
     @defer.inlineCallbacks
-    def test_rows_wait_in_the_recent_table_then_settle_all_together(self):
-        self.patch(messages, "SETTLE_ROWS", 10)
+    def test_rows_wait_in_the_recent_table_then_move_a_few_mailboxes_at_a_time(self):
+        self.patch(messages, "SETTLE_ROWS", 20)
         store = self.open()
-        yield self.populate(store)
-        for n in range(1, 5):  # 8 rows
-            yield store.add_private_message(message(n))
-        self.assertEqual((yield self.counts(store)), (8, 0))
-        self.assertEqual((yield self.ids(store, "alice")), [f"ID{n:04d}" for n in range(1, 5)])
-        yield store.add_private_message(message(5))  # 10 rows: they move
-        self.assertEqual((yield self.counts(store)), (0, 10))
-        yield store.add_private_message(message(6))
-        self.assertEqual((yield self.counts(store)), (2, 10))
+        names = ["alice", "heru", "bob", "carol", "dee", "eve"]
+        for name in names:
+            yield store.create_user(name, "h", "t")
+        for n in range(1, 11):  # 20 rows: they wait
+            yield store.add_private_message(message(n, sender=names[n % 6],
+                                                    recipient=names[(n + 1) % 6]))
+        self.assertEqual((yield self.counts(store)), (20, 0))
+        seen, moved = [], []
+        for n in range(11, 61):
+            before = yield self.counts(store)
+            yield store.add_private_message(message(n, sender=names[n % 6],
+                                                    recipient=names[(n + 1) % 6]))
+            recent, settled = yield self.counts(store)
+            self.assertEqual(recent + settled, 2 * n)
+            moved.append(settled - before[1])
+            seen.append(recent)
+            # Only a batch that takes the table past the limit moves rows.
+            self.assertEqual(moved[-1] > 0, before[0] + 2 > 20, (n, before, recent))
+        # Each batch past the limit moves the rows of the next mailboxes
+        # (at least twice what it wrote), never the whole table at once.
+        self.assertTrue(all(0 <= m < 20 for m in moved), moved)
+        self.assertLessEqual(max(seen), 20 + 4, seen)
+        self.assertGreater(sum(moved), 60)
+        # Every mailbox had rows moved: the sweep went round.
+        boxes = yield self.column(store, "SELECT DISTINCT mailbox FROM timeline_settled")
+        self.assertEqual(len(boxes), 6)
         # Readers see both tables, in order, whichever holds a row.
-        self.assertEqual((yield self.ids(store, "heru")), [f"ID{n:04d}" for n in range(1, 7)])
-        self.assertEqual(
-            (yield self.column(store, "SELECT seq FROM timeline WHERE mailbox ="
-                               " (SELECT id FROM mailboxes WHERE owner = 'user:alice@1')"
-                               " ORDER BY seq")),
-            (yield self.column(store, "SELECT seq FROM messages ORDER BY seq")),
-        )
+        for k, name in enumerate(names):
+            ids = [f"ID{n:04d}" for n in range(1, 61) if k in (n % 6, (n + 1) % 6)]
+            self.assertEqual((yield self.ids(store, name)), ids)
 
     @sqlite_only
     @defer.inlineCallbacks
@@ -64,10 +78,11 @@ class StagedTimelineTests(StoreTestCase):
             yield store.add_private_message(message(n))
         yield store.stop()
         store = self.open()
-        yield store.add_private_message(message(4))
-        self.assertEqual((yield self.counts(store)), (8, 0))
-        yield store.add_private_message(message(5))
-        self.assertEqual((yield self.counts(store)), (0, 10))
+        for n in range(4, 6):
+            yield store.add_private_message(message(n))
+        self.assertEqual((yield self.counts(store)), (10, 0))
+        yield store.add_private_message(message(6))  # 12 rows: alice's move
+        self.assertEqual((yield self.counts(store)), (6, 6))
 
     @sqlite_only
     @defer.inlineCallbacks
@@ -83,11 +98,11 @@ class StagedTimelineTests(StoreTestCase):
             raise ValueError("bug")
 
         yield self.assertFailure(store.submit(send_then_fail), ValueError)
-        for n in range(3, 6):
+        for n in range(3, 7):
             yield store.add_private_message(message(n))
-        self.assertEqual((yield self.counts(store)), (8, 0))
-        yield store.add_private_message(message(6))
-        self.assertEqual((yield self.counts(store)), (0, 10))
+        self.assertEqual((yield self.counts(store)), (10, 0))
+        yield store.add_private_message(message(7))  # 12 rows: alice's move
+        self.assertEqual((yield self.counts(store)), (6, 6))
 
     @postgres_only
     @defer.inlineCallbacks
@@ -111,14 +126,16 @@ class StagedTimelineTests(StoreTestCase):
     @defer.inlineCallbacks
     def steps_reading(self, sent):
         """The SQLite VM steps of each reader of alice's history after C{sent} messages."""
-        self.patch(messages, "SETTLE_ROWS", 2 * sent - 20)  # most settled, some recent
         self.path = os.path.join(self.mktemp(), "realm.sqlite3")
         store = self.open()
         yield self.populate(store)
-        yield store.create_group("team", Address("alice", "1"),
-                                 [Address("alice", "1"), Address("heru", "1")], "t")
+        self.patch(messages, "SETTLE_ROWS", 0)  # all but the last ten settled
         yield defer.gatherResults([store.add_private_message(message(n))
-                                   for n in range(1, sent + 1)])
+                                   for n in range(1, sent - 9)])
+        self.patch(messages, "SETTLE_ROWS", 10**9)
+        for n in range(sent - 9, sent + 1):
+            yield store.add_private_message(message(n))
+        self.assertEqual((yield self.counts(store)), (20, 2 * sent - 20))
         middle = f"ID{sent // 2:04d}"
         readers = [
             ("newest page", lambda: store.history(user_mailbox(Address("alice", "1")), None, 10)),

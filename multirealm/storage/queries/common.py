@@ -46,6 +46,7 @@ class ThreadCache:
         # many timeline_recent holds (None: not known, counted when needed).
         self.stage_timeline = False
         self.recent_timeline_rows = None
+        self.settled_up_to = 0  # the mailbox the sweep of timeline_recent moved last
 
     def clear(self):
         self.users.clear()

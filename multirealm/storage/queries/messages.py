@@ -59,12 +59,12 @@ _GATHERED = (
 # are ever prepared (each is cached by the driver).
 _MOST_ROWS = 1024
 
-# Rows that timeline_recent holds before they move to timeline_settled
-# (step 013, L{stage_timeline}).  A commit writes the pages of the recent
-# table its rows land on (about one per 300 rows: a few pages for this
-# size) instead of one page per mailbox, and a move writes each mailbox's
-# page once for all of its rows since the last.  A reader of the view pays
-# for the recent table's size: a search in a B-tree of this many rows.
+# Rows that timeline_recent holds, about (step 013, L{stage_timeline}).  A
+# commit writes the pages of the recent table its rows land on (a dozen
+# for this size) instead of one page per mailbox, and a mailbox's page in
+# timeline_settled is written once for all its rows of a sweep.  A reader
+# of the view pays for the recent table's size: a search in a B-tree of
+# this many rows.
 SETTLE_ROWS = 4096
 
 
@@ -120,10 +120,13 @@ def write_gathered(db, cache):
 def stage_timeline(db, cache, values):
     """
     Write timeline rows (C{values}: mailbox, seq, mailbox, seq...) to
-    timeline_recent, and move them all to timeline_settled once it holds
-    L{SETTLE_ROWS} rows: SQLite's store (step 013).  Its WAL takes whole
-    pages, and in timeline_settled a batch's rows fall on as many pages as
-    it has mailboxes; in the small recent table they share a few.
+    timeline_recent: SQLite's store (step 013).  Its WAL takes whole pages,
+    and in timeline_settled a batch's rows fall on as many pages as it has
+    mailboxes; in the small recent table they share a few.  Past
+    L{SETTLE_ROWS} rows, the batch moves twice as many as it wrote to
+    timeline_settled: the next mailboxes of a sweep through them all, so
+    each batch does a part (no batch writes every page at once) and the
+    table shrinks back.
     """
     write_rows(db, "INSERT INTO timeline_recent (mailbox, seq)", 2, values)
     recent = cache.recent_timeline_rows
@@ -131,16 +134,41 @@ def stage_timeline(db, cache, values):
         recent = db.execute("SELECT count(*) FROM timeline_recent").fetchone()[0]
     else:
         recent += len(values) // 2
-    if recent >= SETTLE_ROWS:
-        settle_timeline(db)
-        recent = 0
+    if recent > SETTLE_ROWS:
+        recent -= _settle_some(db, cache, len(values))
     cache.recent_timeline_rows = recent
 
 
-def settle_timeline(db):
-    """Move every row of timeline_recent to timeline_settled (in key order: each page once)."""
-    db.execute("INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent")
-    db.execute("DELETE FROM timeline_recent")
+def _settle_some(db, cache, rows):
+    """
+    Move at least C{rows} rows of timeline_recent (all of the mailboxes
+    they are in; all it holds if fewer) to timeline_settled: those of the
+    mailboxes after C{cache.settled_up_to}, in key order, or from the first
+    mailbox again when too few are left after it.  Returns how many moved.
+    """
+    after = cache.settled_up_to
+    last = _settle_bound(db, after, rows)
+    if last is None and after:  # too few rows left after it: the sweep starts again
+        after = 0
+        last = _settle_bound(db, after, rows)
+    if last is None:  # every row from there on
+        where, bounds, cache.settled_up_to = "mailbox > ?", (after,), 0
+    else:
+        where, bounds, cache.settled_up_to = "mailbox > ? AND mailbox <= ?", (after, last), last
+    db.execute(
+        f"INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent"
+        f" WHERE {where}", bounds,
+    )
+    return db.execute(f"DELETE FROM timeline_recent WHERE {where}", bounds).rowcount
+
+
+def _settle_bound(db, after, rows):
+    """The mailbox of the C{rows}th row of timeline_recent after mailbox C{after}, or None."""
+    last = db.execute(
+        "SELECT mailbox FROM timeline_recent WHERE mailbox > ? ORDER BY mailbox LIMIT 1 OFFSET ?",
+        (after, rows - 1),
+    ).fetchone()
+    return None if last is None else last[0]
 
 
 def gathered(cache, origin, message_id):

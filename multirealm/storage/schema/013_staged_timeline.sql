@@ -4,8 +4,8 @@
 -- the WAL whole (4 KiB), and again at the checkpoint.  New rows go first
 -- to timeline_recent, a few thousand rows (a few pages, hot in the cache,
 -- that a commit of a hundred messages shares), and the database thread
--- moves them in key order into timeline_settled every few thousand rows
--- (multirealm.storage.queries.messages.settle_timeline), each mailbox's
+-- moves them on to timeline_settled a range of mailboxes at a time
+-- (multirealm.storage.queries.messages.stage_timeline), each mailbox's
 -- page written once for all its rows.  Readers read the view timeline,
 -- both tables.
 ALTER TABLE timeline RENAME TO timeline_settled;

@@ -92,9 +92,9 @@ CREATE TABLE mailboxes (
 
 -- Which mailboxes a message appears in, by the mailbox's number: the
 -- view timeline over two tables (step 013).  New rows go to the small
--- timeline_recent, whose pages a commit's messages share, and move in key
--- order to timeline_settled every few thousand rows
--- (multirealm.storage.queries.messages.settle_timeline).
+-- timeline_recent, whose pages a commit's messages share, and move on to
+-- timeline_settled a range of mailboxes at a time
+-- (multirealm.storage.queries.messages.stage_timeline).
 CREATE TABLE timeline_settled (
     mailbox INTEGER NOT NULL,
     seq INTEGER NOT NULL,
