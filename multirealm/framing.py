@@ -44,6 +44,25 @@ class RequestLineReceiver(LineReceiver):
         raise NotImplementedError
 
     def dataReceived(self, data):
+        if (
+            not data or self._unread or self._framing or self._discarding or self.paused
+            or not self.line_mode or data.find(b"\n") != len(data) - 1
+            or len(data) > self.MAX_LENGTH + 1
+        ):
+            self._receive(data)
+            return
+        # One whole line of a fitting length, and nothing before it: what a
+        # client that waits for each reply sends.  Handed on unbuffered.
+        self._framing = True
+        try:
+            self.lineReceived(data[:-1])
+        finally:
+            self._framing = False
+        if self._unread and self.transport is not None and not self.transport.disconnecting:
+            self._receive(b"")  # bytes that came in while it ran (re-entered)
+
+    def _receive(self, data):
+        """L{dataReceived}'s general case: buffer C{data}, then cut what lines it can."""
         self._unread += data
         if self._framing:
             # Re-entered from a callback (resumeProducing, setLineMode with

@@ -3,6 +3,8 @@ RequestLineReceiver on its own: line ends, long lines, raw mode, pausing.
 """
 
 from twisted.internet.testing import StringTransport
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from multirealm.framing import RequestLineReceiver
@@ -82,3 +84,49 @@ class FramingTests(unittest.TestCase):
     def test_many_lines_in_one_chunk(self):
         protocol = feed(b"l\n" * 10000)
         self.assertEqual(len(protocol.events), 10000)
+
+
+class ChunkedRecorder(Recorder):
+    """A Recorder whose every chunk takes the general path (no whole-line shortcut)."""
+
+    def dataReceived(self, data):
+        self._receive(data)
+
+
+# Pieces of a stream: short and long lines, CRLF, empty lines, raw sections.
+_PIECES = st.sampled_from(
+    [b"a\n", b"ok\r\n", b"\n", b"\r\n", b"0123456789\n", b"0123456789\r\n",
+     b"01234567890\n", b"x" * 25 + b"\n", b"raw 3\nABC", b"raw 0\n", b"half", b"y" * 12]
+)
+
+
+class WholeLineTests(unittest.TestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(pieces=st.lists(_PIECES, max_size=12), cuts=st.lists(st.integers(0, 200), max_size=12))
+    def test_a_whole_line_at_once_is_handled_as_any_chunk(self, pieces, cuts):
+        # The shortcut for a chunk that is exactly one line must give the
+        # same events as the general framing, however the bytes are cut.
+        data = b"".join(pieces)
+        chunks, start = [], 0
+        for cut in sorted(set(c for c in cuts if c < len(data))) + [len(data)]:
+            chunks.append(data[start:cut])
+            start = cut
+        chunks += [piece for piece in pieces]  # and each piece as a chunk of its own
+        fast, slow = Recorder(), ChunkedRecorder()
+        for protocol in (fast, slow):
+            protocol.makeConnection(StringTransport())
+            for chunk in chunks:
+                protocol.dataReceived(chunk)
+        self.assertEqual(fast.events, slow.events)
+
+    def test_a_line_received_while_a_whole_line_is_handled_follows_it(self):
+        class Reentering(Recorder):
+            def lineReceived(self, line):
+                Recorder.lineReceived(self, line)
+                if line == b"first":
+                    self.dataReceived(b"second\n")  # re-entered, as a resume does
+
+        protocol = Reentering()
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"first\n")
+        self.assertEqual(lines(protocol), [("line", b"first"), ("line", b"second")])
