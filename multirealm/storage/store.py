@@ -17,7 +17,7 @@ from zope.interface import implementer
 from multirealm import errors
 from multirealm.core.interfaces import IStore
 from multirealm.logs import RealmLogger
-from multirealm.storage import schema
+from multirealm.storage import checkpoints, schema
 from multirealm.storage.batching import BatchingStore
 from multirealm.storage.operations import StoreOperations
 
@@ -47,10 +47,28 @@ class SQLiteStore(StoreOperations, BatchingStore):
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Checkpoints run on a thread of their own (checkpoints.Checkpointer)
+        # once the store's thread runs; this connection only past a bound.
+        self._checkpointer = None
+        if not inline:
+            self._db.execute(f"PRAGMA wal_autocheckpoint={checkpoints.SAFETY_PAGES}")
+            self._checkpointer = checkpoints.Checkpointer(path, realm, lambda: self.commits)
         self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
         # Whole pages go to the WAL: timeline rows wait in a small table
         # (queries.messages.stage_timeline, schema step 013).
         self.thread_cache.stage_timeline = True
+
+    def start(self):
+        BatchingStore.start(self)
+        if self._checkpointer is not None:
+            self._checkpointer.start()
+
+    def _close(self):
+        # The checkpointer's connection first: the last one to close
+        # checkpoints the whole WAL and removes it.
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self._db.close()
 
     def _begin(self, writes, isolated):
         self._db.execute("BEGIN IMMEDIATE")
