@@ -332,3 +332,35 @@ class SchemaTests(PostgresTestCase):
             thread.join()
         latest = schema.latest()
         self.assertEqual(sorted(results), [(0, latest), (latest, latest), (latest, latest)])
+
+    def test_step_013_keeps_the_timeline_and_makes_the_current_schema(self):
+        import psycopg
+
+        name = f"{psycopg.conninfo.conninfo_to_dict(self.path)['dbname']}_step13"
+        self.admin(f"DROP DATABASE IF EXISTS {name}")
+        self.admin(f"CREATE DATABASE {name}")
+        self.addCleanup(self.admin, f"DROP DATABASE {name} WITH (FORCE)")
+        url = psycopg.conninfo.make_conninfo(self.path, dbname=name)
+        with psycopg.connect(url, autocommit=True) as db:
+            pg_schema.migrate(db, name, "1")
+            made = self.tables_and_indexes(db)
+            # The database as step 012 left it: one timeline table, two rows.
+            db.execute(
+                "DROP VIEW timeline; DROP TABLE timeline_recent;"
+                " ALTER TABLE timeline_settled RENAME TO timeline;"
+                " ALTER INDEX timeline_settled_pkey RENAME TO timeline_pkey;"
+                " INSERT INTO timeline VALUES (1, 1), (2, 1);"
+                " UPDATE schema_version SET version = 12"
+            )
+            self.assertEqual(pg_schema.migrate(db, name, "1"), (12, schema.latest()))
+            self.assertEqual(
+                db.execute("SELECT mailbox, seq FROM timeline ORDER BY mailbox").fetchall(),
+                [(1, 1), (2, 1)],
+            )
+            self.assertEqual(self.tables_and_indexes(db), made)
+
+    def tables_and_indexes(self, db):
+        return sorted(db.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+        ).fetchall())
