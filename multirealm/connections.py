@@ -243,6 +243,26 @@ def connection_budget(soft_limit, configured=0):
     return min(configured, budget) if configured else budget
 
 
+# A listening port accepts at most this many connections each time the
+# reactor finds it readable.  Twisted's own batch starts at 100 and grows by
+# 20 after each full one; a connection refused past the budget keeps its
+# descriptor until its refusal is written (the reactor's next turn), so a
+# burst of them could outgrow the reserve (at least 64) and make accept
+# fail with EMFILE.
+MOST_ACCEPTS = 16
+
+
+def bound_accepts(port, most=MOST_ACCEPTS):
+    """Make C{port} (a Twisted TCP port) accept at most C{most} connections a read."""
+    read = port.doRead
+
+    def doRead():
+        port.numberAccepts = min(port.numberAccepts, most)
+        read()
+
+    port.doRead = doRead
+
+
 def raise_descriptor_limit(getrlimit=resource.getrlimit, setrlimit=resource.setrlimit):
     """
     Raise the soft C{RLIMIT_NOFILE} to the hard limit.  Returns

@@ -15,7 +15,7 @@ from twisted.internet import endpoints
 from twisted.internet.threads import deferToThread
 
 from multirealm import tls
-from multirealm.connections import for_this_process, listen_backlog
+from multirealm.connections import bound_accepts, for_this_process, listen_backlog
 from multirealm.reuseport import ReusePortEndpoint
 from multirealm.admin.server import admin_service
 from multirealm.chat.protocol import ChatFactory
@@ -53,7 +53,8 @@ def tcp_description(host, port, backlog):
 class _PortRecorder:
     """
     An endpoint that keeps the port it listens on as C{port}, so that the
-    real number of a port configured as 0 can be read (tests, logs).
+    real number of a port configured as 0 can be read (tests, logs), and
+    bounds the connections it accepts at a time (L{bound_accepts}).
     """
 
     def __init__(self, endpoint):
@@ -62,6 +63,8 @@ class _PortRecorder:
 
     def listen(self, factory):
         def listening(port):
+            if hasattr(port, "numberAccepts"):  # a TCP port (not in every test's fake)
+                bound_accepts(port)
             self.port = port
             return port
 

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from multirealm import errors
 from multirealm.connections import (
     LINGER_SECONDS,
+    MOST_ACCEPTS,
     MOST_LINGERING,
     ConnectionLimits,
     connection_budget,
@@ -205,3 +206,40 @@ class RefusalTests(unittest.TestCase):
         self.assertFalse(transport.write_closed)
         protocol.connectionLost(None)
         self.assertEqual((self.limits.lingering, self.clock.getDelayedCalls()), (0, []))
+
+
+class AcceptBatchTests(unittest.TestCase):
+    def test_a_port_accepts_at_most_a_bounded_batch_a_read(self):
+        # Refusals past the budget hold their descriptors until the next
+        # turn: the batch must stay well inside the reserve of 64.
+        from twisted.internet import reactor, task
+        from twisted.internet.protocol import Factory, Protocol
+
+        from multirealm.service import listening_service, tcp_description
+
+        built = []
+
+        class Counting(Factory):
+            def buildProtocol(self, addr):
+                built.append(Protocol())
+                return built[-1]
+
+        service = listening_service(tcp_description("127.0.0.1", 0, 128), Counting(), reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.endpoint.port
+        for _ in range(40):
+            client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+            self.addCleanup(client.close)
+        port.stopReading()  # only these reads accept, not the reactor's
+        batches = []
+        for _ in range(4):
+            before = len(built)
+            port.doRead()
+            batches.append(len(built) - before)
+        self.assertEqual(batches, [MOST_ACCEPTS, MOST_ACCEPTS, 40 - 2 * MOST_ACCEPTS, 0])
+        self.assertLess(MOST_ACCEPTS, 64 // 2)
+        for protocol in built:
+            protocol.transport.abortConnection()
+        return task.deferLater(reactor, 0.01, lambda: None)  # their ends, then the port's
