@@ -130,3 +130,13 @@ class WholeLineTests(unittest.TestCase):
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(b"first\n")
         self.assertEqual(lines(protocol), [("line", b"first"), ("line", b"second")])
+
+    def test_a_whole_line_received_while_paused_waits_for_resume(self):
+        # TLS hands on decrypted bytes while the transport is paused.
+        protocol = Recorder()
+        protocol.makeConnection(StringTransport())
+        protocol.pauseProducing()
+        protocol.dataReceived(b"late\n")
+        self.assertEqual(lines(protocol), [])
+        protocol.resumeProducing()
+        self.assertEqual(lines(protocol), [("line", b"late")])

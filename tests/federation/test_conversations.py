@@ -162,9 +162,16 @@ class RemoteConversationTests(unittest.TestCase):
         failure = attrs.evolve(refused.message, id="f1", kind=FAILURE, sender=Address("", "1"),
                                recipient=Address("heru", "2"),
                                failed=Failed(refused.message.id, "not_a_member"))
+        store = self.two._store
         if settled:
-            self.successResultOf(self.two._store.submit(settle_every_row))
-        self.successResultOf(self.two._store.record_failure("1", refused.seq, failure))
+            self.successResultOf(store.submit(settle_every_row))
+            store.thread_cache.recent_timeline_rows = None  # moved behind its back
+        self.successResultOf(store.record_failure("1", refused.seq, failure))
+        # The count of rows waiting stays true (or is counted again).
+        waiting = self.successResultOf(store.submit(
+            lambda db: db.execute("SELECT count(*) FROM timeline_recent").fetchone()[0],
+            writes=False))
+        self.assertIn(store.thread_cache.recent_timeline_rows, (None, waiting))
         self.assertEqual(self.listed(self.two, "dee"), [("team@1", "group", 1, "first", "alice@1")])
         self.assertEqual(self.listed(self.two, "heru")[1],
                          ("team@1", "group", 0, "first", "alice@1"))

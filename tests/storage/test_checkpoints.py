@@ -49,18 +49,26 @@ class CheckpointerTests(unittest.TestCase):
         yield store.create_user("alice", "h", "t")
         yield store.create_user("heru", "h", "t")
         yield store.add_private_message(message(1))
-        yield wait_for(lambda: store._checkpointer.checkpoints > 0)
-        # Another reader of the database file alone (the WAL not read): the
-        # message is there.
-        with open(store.path, "rb") as f:
-            copy = f.read()
+        # A copy of the database file alone (the WAL not read) comes to
+        # hold the message; the store's connection never checkpoints here.
         alone = os.path.join(self.mktemp(), "copy.sqlite3")
         os.makedirs(os.path.dirname(alone))
-        with open(alone, "wb") as f:
-            f.write(copy)
-        db = sqlite3.connect(alone)
-        self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT id FROM messages").fetchall(), [("ID0001",)])
+        yield wait_for(lambda: self.in_file_alone(store.path, alone) == [("ID0001",)])
+        self.assertGreater(store._checkpointer.checkpoints, 0)
+
+    def in_file_alone(self, path, copy):
+        """The message ids a copy of the database file at C{path} holds, without its WAL."""
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(copy, "wb") as f:
+            f.write(data)
+        db = sqlite3.connect(copy)
+        try:
+            return db.execute("SELECT id FROM messages").fetchall()
+        except sqlite3.Error:
+            return None  # not yet a database with that table
+        finally:
+            db.close()
 
     @defer.inlineCallbacks
     def test_an_idle_store_is_not_checkpointed(self):
@@ -85,3 +93,37 @@ class CheckpointerTests(unittest.TestCase):
                             inline=True)
         self.addCleanup(store.stop)
         self.assertIsNone(store._checkpointer)
+
+
+class FailingCheckpointsTests(unittest.TestCase):
+    def test_a_lasting_failure_is_said_once_until_a_checkpoint_succeeds(self):
+        from twisted.logger import globalLogPublisher
+
+        said = []
+        observer = said.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        outcomes = iter([False, False, False, True, False, False])
+        ticks = iter(range(100))
+        checkpointer = checkpoints.Checkpointer("realm.sqlite3", "1", lambda: next(ticks), 0)
+
+        class Database:
+            def execute(self, sql):
+                ok = next(outcomes, None)
+                if ok is None:
+                    checkpointer._stopping.set()
+                    return self
+                if not ok:
+                    raise sqlite3.OperationalError("disk I/O error")
+                return self
+
+            def fetchall(self):
+                return []
+
+            def close(self):
+                pass
+
+        checkpointer._run(Database())
+        warned = [e for e in said if "checkpoints of" in e.get("log_format", "")]
+        self.assertEqual(len(warned), 2)
+        self.assertEqual(checkpointer.checkpoints, 2)  # the success, and the last call

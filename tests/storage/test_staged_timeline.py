@@ -10,11 +10,13 @@ import os
 import sqlite3
 
 from twisted.internet import defer
+from twisted.trial import unittest
 
 from multirealm.model import user_mailbox
 from multirealm.names import Address
 from multirealm.storage import schema
-from multirealm.storage.queries import messages
+from multirealm.storage.queries import conversations, groups, messages
+from multirealm.storage.queries.common import ThreadCache
 from tests.storage.base import StoreTestCase, message, postgres_only, sqlite_only
 
 
@@ -180,3 +182,71 @@ class StepTests(StoreTestCase):
         )
         self.assertEqual(db.execute("SELECT count(*) FROM timeline_settled").fetchone(), (4,))
         db.close()
+
+
+class SweepTests(unittest.TestCase):
+    """The sweep of timeline_recent, driven directly (review of issue 18)."""
+
+    def database(self):
+        path = os.path.join(self.mktemp(), "realm.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        db = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(db.close)
+        schema.migrate(db, path, realm="1")
+        return db
+
+    def test_a_late_mailbox_s_rows_are_settled_in_the_end(self):
+        # The newest mailboxes (numbered last) get one message, then 50 busy
+        # ones 8 messages a batch: the sweep must reach past the busy ones.
+        db = self.database()
+        cache = ThreadCache()
+        cache.stage_timeline = True
+        seq = 0
+
+        def batch(pairs):
+            nonlocal seq
+            values = []
+            for a, b in pairs:
+                seq += 1
+                values += [a, seq, b, seq]
+            db.execute("BEGIN")
+            messages.stage_timeline(db, cache, values)
+            db.execute("COMMIT")
+
+        batch([(1000, 1001)])
+        for i in range(3000):
+            batch([(1 + (i * 7 + k) % 50, 1 + (i * 7 + k + 1) % 50) for k in range(8)])
+        self.assertEqual(
+            db.execute("SELECT count(*) FROM timeline_recent WHERE mailbox >= 1000").fetchone(),
+            (0,),
+        )
+        self.assertEqual(
+            db.execute("SELECT count(*) FROM timeline").fetchone(), (2 * seq,)
+        )
+
+    def test_the_last_seq_of_a_group_costs_the_same_in_a_long_history(self):
+        # post_withdrawn and _history_sent read a group's last seq: with
+        # max(seq) over the view, SQLite reads every row of the mailbox.
+        for few, many in zip(self.last_seq_steps(600), self.last_seq_steps(6000)):
+            self.assertLess(many, few * 1.5 + 5)
+
+    def last_seq_steps(self, rows):
+        db = self.database()
+        db.execute("INSERT INTO mailboxes VALUES (1, 'group:team@1')")
+        db.execute("INSERT INTO group_activity VALUES (1, 5, 5, NULL)")
+        db.executemany("INSERT INTO timeline_settled VALUES (1, ?)", [(s,) for s in range(1, rows)])
+        db.execute("INSERT INTO timeline_recent VALUES (1, ?)", (rows,))
+        found = []
+        for call in (lambda: conversations.post_withdrawn(db, 1, rows),
+                     lambda: groups._history_sent(db, "1", "team", "2")):
+            counted = [0]
+
+            def count():
+                counted[0] += 1
+                return 0
+
+            db.set_progress_handler(count, 10)
+            call()
+            db.set_progress_handler(None, 10)
+            found.append(counted[0])
+        return found

@@ -143,23 +143,28 @@ def _settle_some(db, cache, rows):
     """
     Move at least C{rows} rows of timeline_recent (all of the mailboxes
     they are in; all it holds if fewer) to timeline_settled: those of the
-    mailboxes after C{cache.settled_up_to}, in key order, or from the first
-    mailbox again when too few are left after it.  Returns how many moved.
+    mailboxes after C{cache.settled_up_to}, in key order, and past the last
+    mailbox on from the first again.  Returns how many moved.
     """
-    after = cache.settled_up_to
-    last = _settle_bound(db, after, rows)
-    if last is None and after:  # too few rows left after it: the sweep starts again
-        after = 0
-        last = _settle_bound(db, after, rows)
-    if last is None:  # every row from there on
-        where, bounds, cache.settled_up_to = "mailbox > ?", (after,), 0
-    else:
-        where, bounds, cache.settled_up_to = "mailbox > ? AND mailbox <= ?", (after, last), last
-    db.execute(
-        f"INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent"
-        f" WHERE {where}", bounds,
-    )
-    return db.execute(f"DELETE FROM timeline_recent WHERE {where}", bounds).rowcount
+    after, moved = cache.settled_up_to, 0
+    while True:
+        last = _settle_bound(db, after, rows - moved)
+        if last is None:  # every row after it: the end of a sweep
+            where, bounds = "mailbox > ?", (after,)
+        else:
+            where, bounds = "mailbox > ? AND mailbox <= ?", (after, last)
+        db.execute(
+            f"INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent"
+            f" WHERE {where}", bounds,
+        )
+        moved += db.execute(f"DELETE FROM timeline_recent WHERE {where}", bounds).rowcount
+        if last is not None:
+            cache.settled_up_to = last
+            return moved
+        if after == 0 or moved >= rows:  # the table is empty, or enough moved
+            cache.settled_up_to = 0
+            return moved
+        after = 0  # the next sweep, from the first mailbox
 
 
 def _settle_bound(db, after, rows):

@@ -86,6 +86,7 @@ def record_failure(db, cache, realm, peer, seq, failure, removed=None, notice=No
                 f"DELETE FROM {table} WHERE mailbox = ? AND seq = ?", (mailbox, seq)
             ).rowcount
         if withdrawn:
+            cache.recent_timeline_rows = None  # counted again when next needed
             conversations.post_withdrawn(db, mailbox, seq)
     stored = private_added(cache, realm, insert_message(
         db, cache, realm, failure, (user_mailbox(failure.recipient),), NOWHERE,
