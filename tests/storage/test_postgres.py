@@ -311,14 +311,20 @@ class SchemaTests(PostgresTestCase):
         caught = self.assertRaises(schema.SchemaError, PostgresStore, self.path, "1", reactor)
         self.assertIn("newer than this code knows", str(caught))
 
-    def test_processes_starting_together_migrate_once(self):
+    def fresh_database(self, suffix):
+        """(name, URL) of a new empty database beside the test's, dropped after the test."""
         import psycopg
 
-        name = f"{psycopg.conninfo.conninfo_to_dict(self.path)['dbname']}_fresh"
+        name = f"{psycopg.conninfo.conninfo_to_dict(self.path)['dbname']}_{suffix}"
         self.admin(f"DROP DATABASE IF EXISTS {name}")
         self.admin(f"CREATE DATABASE {name}")
         self.addCleanup(self.admin, f"DROP DATABASE {name} WITH (FORCE)")
-        url = psycopg.conninfo.make_conninfo(self.path, dbname=name)
+        return name, psycopg.conninfo.make_conninfo(self.path, dbname=name)
+
+    def test_processes_starting_together_migrate_once(self):
+        import psycopg
+
+        name, url = self.fresh_database("fresh")
         results = []
 
         def start():
@@ -336,11 +342,7 @@ class SchemaTests(PostgresTestCase):
     def test_step_013_keeps_the_timeline_and_makes_the_current_schema(self):
         import psycopg
 
-        name = f"{psycopg.conninfo.conninfo_to_dict(self.path)['dbname']}_step13"
-        self.admin(f"DROP DATABASE IF EXISTS {name}")
-        self.admin(f"CREATE DATABASE {name}")
-        self.addCleanup(self.admin, f"DROP DATABASE {name} WITH (FORCE)")
-        url = psycopg.conninfo.make_conninfo(self.path, dbname=name)
+        name, url = self.fresh_database("step13")
         with psycopg.connect(url, autocommit=True) as db:
             pg_schema.migrate(db, name, "1")
             made = self.tables_and_indexes(db)
