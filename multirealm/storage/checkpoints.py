@@ -18,7 +18,9 @@ while commits keep coming some always arrived after the last pass.  So the
 WAL file grows to L{SAFETY_PAGES} (40 MiB), and then one commit of the
 store checkpoints: it copies only the frames since this thread's last pass
 (about 0.1 s of commits) and syncs the file, once every 10,000 pages
-instead of every 1,000 (measured, 20,000 messages a second: every ~3 s).
+instead of every 1,000 (seen in review: a closed loop of 100 connections
+took the WAL from 4,592 to 9,457 live frames in about 16 s, then it
+started again).
 """
 
 import sqlite3
