@@ -51,6 +51,7 @@ class FloodTests(unittest.TestCase):
         )
         self.addCleanup(self.kill)
         self.flood = []
+        self.reset_at_once = []  # of the flood: reset before connect or send returned
         self.addCleanup(lambda: [s.close() for s in self.flood])
         deadline = time.monotonic() + DEADLINE
         while True:
@@ -86,18 +87,24 @@ class FloodTests(unittest.TestCase):
             self.flood.append(sock)
             sock.settimeout(DEADLINE)
             sock.bind((source, 0))
-            sock.connect(("127.0.0.1", self.ports["http"]))
-            sock.sendall(HEADER_START)
+            try:
+                sock.connect(("127.0.0.1", self.ports["http"]))
+                sock.sendall(HEADER_START)
+            except (ConnectionResetError, BrokenPipeError):
+                # A refusal past the most that linger is a reset, which can
+                # come before this side's connect or send has returned.
+                self.reset_at_once.append(sock)
 
     def refusals(self, expected):
         """
         The flood's answers, once C{expected} came: (head, _, body) for each,
         or C{None} for a reset (a refusal past the most that linger).
         """
-        answers = {}
+        answers = dict.fromkeys(self.reset_at_once)
         with selectors.DefaultSelector() as selector:
             for sock in self.flood:
-                selector.register(sock, selectors.EVENT_READ)
+                if sock not in answers:
+                    selector.register(sock, selectors.EVENT_READ)
             deadline = time.monotonic() + DEADLINE
             while len(answers) < expected and time.monotonic() < deadline:
                 for key, _ in selector.select(0.5):
@@ -148,7 +155,7 @@ class FloodTests(unittest.TestCase):
         self.assertRefused(refused, "unavailable")
         for sock in self.flood:
             sock.close()
-        self.flood = []
+        self.flood, self.reset_at_once = [], []
         deadline = time.monotonic() + DEADLINE
         while True:  # served once the realm has seen the flood's ends
             try:
