@@ -5,6 +5,14 @@ messages (alice <-> heru) or group posts (to a group of both), run as the
 database thread runs them (one transaction a batch, group commit), with
 no reactor, no protocol and no socket.
 
+With --users N (private messages), N users write in a --shape: "next"
+(user i to user i+1, the shape of run.py's closed loop: a batch's
+messages fall in distinct conversations), "runs" (eight messages a
+sender in a row, as run.py's pipelined load), or "random" (seeded random
+pairs).  The figures then show what a batch's distinct mailboxes cost:
+on SQLite also the bytes written a message (WAL and checkpoints,
+written_kib, from /proc/self/io).
+
 Figures per message: CPU of this process (the store's thread: the query
 modules, the driver; and the making of the messages), the CPU of the
 batches alone (what the realm's database thread spends: batch_us), wall
@@ -15,6 +23,7 @@ server must run on this machine).
 are compared from one script, alternating rounds (SQLite only):
 
     python benchmarks/store_cost.py --code /tmp/before --code . [--rounds 5]
+    python benchmarks/store_cost.py --users 200 --shape next --batch 100 --messages 40000
     python benchmarks/store_cost.py --postgres postgresql://USER@HOST:PORT/DB
 
 The PostgreSQL database given is emptied (every table) first.
@@ -39,7 +48,34 @@ def backend_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(code, postgres, kind, messages, batch):
+def written_bytes():
+    """Bytes this process has written (its I/O counters), or None where unreadable."""
+    try:
+        with open("/proc/self/io") as io:
+            return int(next(line for line in io if line.startswith("wchar")).split()[1])
+    except (OSError, StopIteration):
+        return None
+
+
+def pairs(users, shape):
+    """(sender index, recipient index) of message n, for C{users} users in C{shape}."""
+    import random
+
+    def pair(n):
+        if shape == "next":
+            i = n % users
+        elif shape == "runs":
+            i = n // 8 % users
+        else:
+            draw = random.Random(n)
+            i, j = draw.randrange(users), draw.randrange(users - 1)
+            return i, j if j < i else j + 1
+        return i, (i + 1) % users
+
+    return pair
+
+
+def measure(code, postgres, kind, messages, batch, users=2, shape="next"):
     """In a fresh interpreter: {cpu_us, wall_us, server_us} per message."""
     sys.path.insert(0, os.path.abspath(code))
     import time
@@ -73,9 +109,12 @@ def measure(code, postgres, kind, messages, batch):
 
         folder = tempfile.mkdtemp()
         store = SQLiteStore(os.path.join(folder, "realm.sqlite3"), "1", reactor, inline=True)
-    for name in ("alice", "heru"):
+    names = ("alice", "heru") if users == 2 else [f"u{i}" for i in range(users)]
+    for name in names:
         store.create_user(name, "h", "t")
-    alice, heru = Address("alice", "1"), Address("heru", "1")
+    people = [Address(name, "1") for name in names]
+    alice, heru = people[:2]
+    pair = pairs(users, shape)
     if kind == "group":
         store.create_group("team", alice, [alice, heru], "t")
         function = groups.add_group_message
@@ -92,7 +131,11 @@ def measure(code, postgres, kind, messages, batch):
         for start in range(first, first + count, batch):
             ops = []
             for n in range(start, min(start + batch, first + count)):
-                sender, recipient = (alice, heru) if n % 2 else (heru, alice)
+                if users == 2:
+                    sender, recipient = (alice, heru) if n % 2 else (heru, alice)
+                else:
+                    i, j = pair(n)
+                    sender, recipient = people[i], people[j]
                 message = Message(
                     id=f"ID{n:08d}", kind=GROUP if kind == "group" else PRIVATE,
                     sender=sender,
@@ -106,14 +149,20 @@ def measure(code, postgres, kind, messages, batch):
             for _, result in results:
                 assert not hasattr(result, "raiseException"), result
 
-    run(0, batch * 4)  # warm: prepared statements, caches
+    # Warm: prepared statements, caches, and with many users every
+    # conversation begun (its first rows are not what a message costs).
+    warm = batch * 4 if users == 2 else max(batch * 4, messages // 2)
+    run(0, warm)
     server = backend_cpu(pid) if pid else None
+    written = written_bytes()
     cpu, wall = time.process_time(), time.perf_counter()
     spent[0] = 0.0
-    run(batch * 4, messages)
+    run(warm, messages)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     figures = {"cpu_us": cpu / messages * 1e6, "batch_us": spent[0] / messages * 1e6,
                "wall_us": wall / messages * 1e6}
+    if written is not None and not postgres:
+        figures["written_kib"] = (written_bytes() - written) / messages / 1024
     if server is not None:
         figures["server_us"] = (backend_cpu(pid) - server) / messages * 1e6
     store.stop()
@@ -128,24 +177,32 @@ def main():
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=200, help="messages a transaction")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--users", type=int, default=2,
+                        help="private messages between this many users (default: alice and heru)")
+    parser.add_argument("--shape", choices=("next", "runs", "random"), default="next",
+                        help="with --users: who writes to whom (see above)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the subprocess's own call
     args = parser.parse_args()
+    if args.users < 2 or (args.users > 2 and args.kind != "private"):
+        parser.error("--users: at least 2, and more only for private messages")
     if args.measure:
         print(json.dumps(measure(args.measure, args.postgres, args.kind, args.messages,
-                                 args.batch)))
+                                 args.batch, args.users, args.shape)))
         return
     codes = args.code or ["."]
     rounds = {code: [] for code in codes}
     for _ in range(args.rounds):
         for code in codes:
             command = [sys.executable, __file__, "--measure", code, "--kind", args.kind,
-                       "--messages", str(args.messages), "--batch", str(args.batch)]
+                       "--messages", str(args.messages), "--batch", str(args.batch),
+                       "--users", str(args.users), "--shape", args.shape]
             if args.postgres:
                 command += ["--postgres", args.postgres]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             rounds[code].append(json.loads(out))
     engine = "PostgreSQL" if args.postgres else "SQLite"
-    print(f"{engine}, {args.kind} messages, {args.messages} in batches of {args.batch},"
+    among = "" if args.users == 2 else f" among {args.users} users ({args.shape})"
+    print(f"{engine}, {args.kind} messages{among}, {args.messages} in batches of {args.batch},"
           f" median of {args.rounds} rounds, per message:")
     for code, figures in rounds.items():
         line = "  ".join(
