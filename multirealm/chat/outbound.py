@@ -31,6 +31,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from multirealm.chat.turnwrites import gathering
 from multirealm.logs import RealmLogger
 
 log = RealmLogger()
@@ -114,7 +115,8 @@ class OutboundQueue:
 
     def __init__(self, transport, on_pause, on_resume, on_written, budget=None, realm=None):
         self._realm = realm
-        self._transport = transport
+        # A plain TCP connection's replies of a turn go out in one send (chat.turnwrites).
+        self._transport = gathering(transport)
         self._on_pause = on_pause
         self._on_resume = on_resume
         self._on_written = on_written
