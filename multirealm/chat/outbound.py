@@ -116,7 +116,7 @@ class OutboundQueue:
     def __init__(self, transport, on_pause, on_resume, on_written, budget=None, realm=None):
         self._realm = realm
         # A plain TCP connection's replies of a turn go out in one send (chat.turnwrites).
-        self._transport = gathering(transport)
+        self._transport = gathering(transport, realm)
         self._on_pause = on_pause
         self._on_resume = on_resume
         self._on_written = on_written

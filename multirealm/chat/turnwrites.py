@@ -25,6 +25,10 @@ import weakref
 
 from twisted.internet import tcp
 
+from multirealm.logs import RealmLogger
+
+log = RealmLogger()
+
 # Past this many gathered bytes a connection's writes go to its transport
 # at once: a reply written in chunks must meet the transport's backpressure
 # (its producer paused) within the turn, not pile up here.
@@ -35,14 +39,14 @@ _NOTHING = ()  # the parts of a connection with nothing gathered: no list kept
 _turns = weakref.WeakKeyDictionary()  # reactor -> its _Turn
 
 
-def gathering(transport):
+def gathering(transport, realm=None):
     """
     What to write C{transport}'s bytes to: a L{GatheredWrites} for a plain
-    TCP connection; any other transport (TLS, a WebSocket's, a test's)
-    itself, unchanged.
+    TCP connection (of realm C{realm}, for its log lines); any other
+    transport (TLS, a WebSocket's, a test's) itself, unchanged.
     """
     if type(transport) is tcp.Server:
-        return GatheredWrites(transport, transport.reactor)
+        return GatheredWrites(transport, transport.reactor, realm)
     return transport
 
 
@@ -63,7 +67,14 @@ class _Turn:
     def _send(self):
         waiting, self._waiting = self._waiting, []
         for writes in waiting:
-            writes.send()
+            try:
+                writes.send()
+            except Exception:
+                # A bug; the other connections' bytes still go.  This one's
+                # stream has lost bytes, so it ends here.
+                log.failure("sending a connection's replies failed; closing it",
+                            realm=writes.realm)
+                writes.abortConnection()
 
 
 class GatheredWrites:
@@ -74,9 +85,10 @@ class GatheredWrites:
     abortConnection, unregisterProducer.
     """
 
-    __slots__ = ("_transport", "_parts", "_size", "_turn")
+    __slots__ = ("_transport", "_parts", "_size", "_turn", "realm")
 
-    def __init__(self, transport, reactor):
+    def __init__(self, transport, reactor, realm=None):
+        self.realm = realm
         self._transport = transport
         self._parts = _NOTHING
         self._size = 0

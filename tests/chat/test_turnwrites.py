@@ -146,6 +146,24 @@ class GatheredWritesTests(unittest.TestCase):
         self.clock.advance(0)
         self.assertEqual(self.transport.log, [("abort", b"")])
 
+    def test_a_failing_connection_is_closed_and_the_others_still_get_theirs(self):
+        broken, fine = ModelTransport(), ModelTransport()
+
+        def fails(data):
+            raise RuntimeError("a bug")
+
+        broken.writeSomeData = fails
+        first = GatheredWrites(broken, self.clock, "1")
+        second = GatheredWrites(fine, self.clock, "1")
+        first.write(b"lost")
+        second.write(b"kept")
+        self.clock.advance(0)
+        self.assertEqual(broken.log, [("abort", b"")])  # its stream lost bytes: it ends
+        self.assertEqual(fine.wire, b"kept")
+        (failure,) = self.flushLoggedErrors(RuntimeError)
+        first.write(b"again")  # nothing is left stuck: a later turn gathers anew
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
     @settings(max_examples=200, deadline=None)
     @given(
         st.lists(
