@@ -45,6 +45,23 @@ class Collector(LineReceiver):
             self.done.callback(parse_replies(self.data))
 
 
+def started_realm(testcase, extra=""):
+    """
+    Realm 1 of L{REALMS_INI} (with C{extra} settings of its network) started
+    in this process on free loopback ports, stopped at C{testcase}'s cleanup.
+    """
+    folder = os.path.abspath(testcase.mktemp())
+    os.makedirs(folder)
+    path = os.path.join(folder, "realms.ini")
+    with open(path, "w") as f:
+        f.write(REALMS_INI.replace("secret = s", "secret = s\n" + extra))
+    service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
+    service.privilegedStartService()
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    return service
+
+
 class ServiceTests(unittest.TestCase):
     def setUp(self):
         folder = os.path.abspath(self.mktemp())
@@ -147,16 +164,7 @@ class ServiceTests(unittest.TestCase):
 
 class BacklogTests(unittest.TestCase):
     def service(self, extra=""):
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        path = os.path.join(folder, "realms.ini")
-        with open(path, "w") as f:
-            f.write(REALMS_INI.replace("secret = s", "secret = s\n" + extra))
-        service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service
+        return started_realm(self, extra)
 
     def backlogs(self, service):
         return {

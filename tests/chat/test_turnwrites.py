@@ -13,11 +13,9 @@ from hypothesis import strategies as st
 from twisted.internet import defer, endpoints, main, reactor, task, tcp
 from twisted.trial import unittest
 
-from multirealm import config
 from multirealm.chat.turnwrites import MOST_GATHERED, GatheredWrites, gathering
-from multirealm.service import build_realm_service
-from tests.helpers import InlineHasher, parse_replies, wait_until
-from tests.test_service import REALMS_INI, Collector
+from tests.helpers import parse_replies, wait_until
+from tests.test_service import Collector, started_realm
 
 
 class ModelTransport:
@@ -205,15 +203,7 @@ class LoopbackTests(unittest.TestCase):
     """A realm in this process on a real loopback port, pipelined requests."""
 
     def setUp(self):
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        path = os.path.join(folder, "realms.ini")
-        with open(path, "w") as f:
-            f.write(REALMS_INI)
-        self.service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
-        self.service.privilegedStartService()
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        self.service = started_realm(self)
 
     @defer.inlineCallbacks
     def test_replies_reach_the_socket_without_a_writable_poll(self):

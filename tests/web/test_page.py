@@ -13,24 +13,13 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from multirealm import config
-from multirealm.service import build_realm_service
 from multirealm.web import page
-from tests.helpers import InlineHasher
 from tests import test_service
 
 
 class PageTests(unittest.TestCase):
     def setUp(self):
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        path = os.path.join(folder, "realms.ini")
-        with open(path, "w") as f:
-            f.write(test_service.REALMS_INI)
-        service = build_realm_service(config.load(path), "1", reactor, hasher=InlineHasher())
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = test_service.started_realm(self)
         port = service.getServiceNamed("http").endpoint.port.getHost().port
         self.base = f"http://127.0.0.1:{port}".encode()
         self.agent = Agent(reactor)
