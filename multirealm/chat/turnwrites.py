@@ -16,6 +16,11 @@ go to C{transport.write}, which buffers them, pauses the producer if need
 be and reports a lost connection, as it always did: order and backpressure
 are Twisted's, only the common case is shorter.
 
+The end of the turn is a Twisted timer, and Twisted's timers follow the
+wall clock: if the system clock steps back, the gathered bytes wait for
+it to catch up, as every timer of the reactor does (the store's hand-over
+of a turn's operations among them, so durable requests waited so before).
+
 Measured (benchmarks/README.md, "Issue 18, third session"): the closed
 loop's reactor thread spends about 8 us less a message (35 -> 27, medians
 of run.py), and the C{epoll_ctl} calls, two a reply before, are gone.
@@ -45,7 +50,9 @@ def gathering(transport, realm=None):
     TCP connection (of realm C{realm}, for its log lines); any other
     transport (TLS, a WebSocket's, a test's) itself, unchanged.
     """
-    if type(transport) is tcp.Server:
+    # What send() reads of Twisted's buffer is not public: a Twisted without
+    # it gets the plain transport, not a failure on every connection.
+    if type(transport) is tcp.Server and hasattr(transport, "_tempDataLen"):
         return GatheredWrites(transport, transport.reactor, realm)
     return transport
 
@@ -53,15 +60,18 @@ def gathering(transport, realm=None):
 class _Turn:
     """The connections of one reactor with writes gathered in this turn."""
 
-    __slots__ = ("_reactor", "_waiting", "__weakref__")
+    __slots__ = ("_reactor", "_waiting", "_call")
 
     def __init__(self, reactor):
-        self._reactor = reactor
+        self._reactor = weakref.ref(reactor)  # the key of _turns: this must not keep it
         self._waiting = []
+        self._call = None
 
     def add(self, writes):
-        if not self._waiting:
-            self._reactor.callLater(0, self._send)
+        # A call cancelled or never run (a reactor stopped and run again)
+        # must not leave the connections waiting for ever.
+        if not self._waiting or not self._call.active():
+            self._call = self._reactor().callLater(0, self._send)
         self._waiting.append(writes)
 
     def _send(self):
@@ -100,8 +110,9 @@ class GatheredWrites:
     def write(self, data):
         if self._size + len(data) > MOST_GATHERED:
             self.send()
-            self._transport.write(data)
-            return
+            if len(data) > MOST_GATHERED:  # a chunk of a long reply: backpressure now
+                self._transport.write(data)
+                return
         if not self._parts:
             self._parts = []
             self._turn.add(self)

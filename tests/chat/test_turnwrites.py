@@ -5,8 +5,10 @@ real loopback socket.
 """
 
 import base64
+import gc
 import os
 import socket
+import weakref
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,11 +127,19 @@ class GatheredWritesTests(unittest.TestCase):
 
     def test_past_the_bound_gathered_bytes_go_first_then_the_write_at_once(self):
         self.writes.write(b"small")
-        big = b"B" * MOST_GATHERED
+        big = b"B" * (MOST_GATHERED + 1)
         self.writes.write(big)  # a chunk of a streamed reply: meets backpressure now
         self.assertEqual(self.transport.log, [("send", b"small"), ("write", big)])
         self.clock.advance(0)  # nothing left gathered
         self.assertEqual(len(self.transport.log), 2)
+
+    def test_a_small_write_past_the_bound_begins_a_new_gathering(self):
+        first, second = b"a" * (MOST_GATHERED - 10), b"b" * 20
+        self.writes.write(first)
+        self.writes.write(second)  # the turn's bytes so far go; this one waits for the turn's end
+        self.assertEqual(self.transport.log, [("send", first)])
+        self.clock.advance(0)
+        self.assertEqual(self.transport.log, [("send", first), ("send", second)])
 
     def test_closing_sends_what_was_gathered_first(self):
         self.writes.write(b"bye")
@@ -193,10 +203,104 @@ class GatheredWritesTests(unittest.TestCase):
         self.assertEqual(transport.wire, expected)
 
 
+class PartialTwisted(ModelTransport):
+    """
+    A ModelTransport whose doWrite is Twisted's: what write() buffered is
+    joined into C{dataBuffer} (C{_tempDataLen} back to 0), and only C{n}
+    bytes of it go out; the rest stays there.
+    """
+
+    def do_write(self, n):
+        self.dataBuffer += b"".join(self.buffered)
+        self.buffered = []
+        self._tempDataLen = 0
+        self.wire += self.dataBuffer[:n]
+        self.dataBuffer = self.dataBuffer[n:]
+
+
+class TwistedPartlySentTests(unittest.TestCase):
+    """Bytes Twisted's doWrite sent in part wait in its dataBuffer: gathered ones go after them."""
+
+    def test_bytes_twisted_still_holds_in_its_data_buffer_go_first(self):
+        clock = task.Clock()
+        transport = PartialTwisted(room=0)  # the client is not reading
+        writes = GatheredWrites(transport, clock)
+        writes.write(b"A" * 100)
+        clock.advance(0)  # the socket is full: all of it to Twisted
+        transport.do_write(10)  # the socket took 10; 90 wait in dataBuffer, _tempDataLen 0
+        transport.room = None  # the client reads again: the kernel has room
+        writes.write(b"B")
+        clock.advance(0)
+        transport.do_write(10**6)
+        self.assertEqual(transport.wire, b"A" * 100 + b"B")
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["write", "turn", "dowrite", "room"]),
+                st.integers(min_value=0, max_value=MOST_GATHERED + 100),
+            ),
+            max_size=40,
+        ),
+    )
+    def test_order_with_twisteds_partial_writes(self, steps):
+        clock = task.Clock()
+        transport = PartialTwisted(room=0)
+        writes = GatheredWrites(transport, clock)
+        expected = b""
+        for n, (step, size) in enumerate(steps):
+            if step == "write":
+                data = bytes([65 + n % 26]) * max(size, 1)
+                expected += data
+                writes.write(data)
+            elif step == "turn":
+                clock.advance(0)
+            elif step == "dowrite":
+                transport.do_write(size)
+            else:
+                transport.room = None if size % 2 else size
+        clock.advance(0)
+        transport.do_write(10**9)
+        self.assertEqual(transport.wire, expected)
+
+
+class TurnTests(unittest.TestCase):
+    def test_a_turn_whose_call_was_cancelled_is_scheduled_again(self):
+        # As trial's janitor does with a pending call, or a reactor stopped
+        # and run again: the connections must not wait for ever.
+        clock = task.Clock()
+        transport = ModelTransport()
+        writes = GatheredWrites(transport, clock)
+        writes.write(b"a")
+        (call,) = clock.getDelayedCalls()
+        call.cancel()
+        other = ModelTransport()
+        GatheredWrites(other, clock).write(b"b")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual((transport.wire, other.wire), (b"a", b"b"))
+
+    def test_a_reactor_is_not_kept_alive_by_its_turn(self):
+        clock = task.Clock()
+        GatheredWrites(ModelTransport(), clock)
+        ref = weakref.ref(clock)
+        del clock
+        gc.collect()
+        self.assertIsNone(ref())
+
+
 class GatheringTests(unittest.TestCase):
     def test_only_a_plain_tcp_connection_is_gathered(self):
         model = ModelTransport()
         self.assertIs(gathering(model), model)  # TLS, WebSocket and test transports as they are
+
+    def test_a_twisted_without_the_buffer_it_reads_gets_the_plain_transport(self):
+        server = object.__new__(tcp.Server)  # no __init__: none of its buffer's attributes
+        server.reactor = task.Clock()
+        self.assertIs(gathering(server), server)
+        server._tempDataLen = 0
+        self.assertIsInstance(gathering(server), GatheredWrites)
 
 
 class LoopbackTests(unittest.TestCase):
@@ -278,3 +382,54 @@ class LoopbackTests(unittest.TestCase):
         yield wait_until(lambda: reader.data.endswith(b"\r\n\r\n"))
         (got,) = parse_replies(reader.data)
         self.assertEqual(base64.b64decode(got["content"]), payload)
+
+    @defer.inlineCallbacks
+    def test_a_client_that_sends_and_never_reads_is_no_longer_read(self):
+        accepted = []
+        start_reading = tcp.Server.startReading
+
+        def reading(transport):
+            accepted.append(transport)
+            return start_reading(transport)
+
+        self.patch(tcp.Server, "startReading", reading)
+        port = self.service.getServiceNamed("chat").endpoint.port.getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        reader = Collector([])
+        reader.connectionMade = lambda: None
+        yield endpoints.connectProtocol(endpoint, reader)
+        self.addCleanup(reader.transport.abortConnection)
+        yield wait_until(lambda: accepted)
+        server = accepted[-1]
+        reader.transport.pauseProducing()  # the client never reads
+        reader.transport.write(b"ping\r\n" * 400000)
+        yield wait_until(lambda: server not in reactor.getReaders(), timeout=20)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        self.assertNotIn(server, reactor.getReaders())  # the realm stopped reading it
+        queue = server.protocol._outbound
+        held = len(server.dataBuffer) - server.offset + server._tempDataLen
+        self.assertLess(held + queue._transport._size, 512 * 1024)
+
+    @defer.inlineCallbacks
+    def test_bytes_for_a_connection_lost_in_the_turn_are_dropped_quietly(self):
+        accepted = []
+        start_reading = tcp.Server.startReading
+
+        def reading(transport):
+            accepted.append(transport)
+            return start_reading(transport)
+
+        self.patch(tcp.Server, "startReading", reading)
+        port = self.service.getServiceNamed("chat").endpoint.port.getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        client = Collector([])
+        client.connectionMade = lambda: None
+        yield endpoints.connectProtocol(endpoint, client)
+        yield wait_until(lambda: accepted)
+        server = accepted[-1]
+        writes = GatheredWrites(server, reactor)
+        client.transport.abortConnection()
+        yield wait_until(lambda: not server.connected)
+        writes.write(b"late")  # an answer from the store, say, for a client gone
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.flushLoggedErrors(), [])
