@@ -185,6 +185,14 @@ class Delivery(NamedTuple):
     seq: int = 0
 
 
+class Sent(tuple):
+    """
+    What storing a run of private messages did (L{IStore.add_private_messages}):
+    for each message, in order, its L{Delivery} or the L{errors.ChatError}
+    that refused it.  The store reports each Delivery.
+    """
+
+
 class Deliveries(tuple):
     """
     The L{Delivery} of each message one store operation added, when it

@@ -48,13 +48,18 @@ class Stored:
     its L{multirealm.model.Delivery} once durable or a Failure; the reply
     is then L{wire.sent} of the Delivery.  L{deferred} is the same for
     whoever wants a Deferred of the reply.
+
+    A private message's C{private} is its C{(sender, recipient, text)}:
+    the protocol may store several of one connection together instead
+    (L{multirealm.core.realm.Realm.send_run}); a group post's is None.
     """
 
-    __slots__ = ("_send", "_args")
+    __slots__ = ("_send", "_args", "private")
 
-    def __init__(self, send, *args):
+    def __init__(self, send, *args, private=False):
         self._send = send  # Realm.send or Realm.send_group
         self._args = args
+        self.private = args if private else None
 
     def store(self, then):
         self._send(*self._args, then=then)
@@ -208,10 +213,12 @@ class Handlers:
     # -- messages -----------------------------------------------------------
 
     def command_send(self, caller, to, message):
-        return Stored(self.realm.send, caller.user, self.realm.address(to), message)
+        return Stored(self.realm.send, caller.user, self.realm.address(to), message, private=True)
 
     def command_sendrealm(self, caller, to, message):
-        return Stored(self.realm.send, caller.user, self.realm.remote_address(to), message)
+        return Stored(
+            self.realm.send, caller.user, self.realm.remote_address(to), message, private=True
+        )
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")

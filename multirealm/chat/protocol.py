@@ -27,7 +27,7 @@ from multirealm.commands import parse_request, split_command
 from multirealm.connections import admitted, for_this_process
 from multirealm.core.incoming import IncomingFile
 from multirealm.framing import RequestLineReceiver
-from multirealm.model import FileRef
+from multirealm.model import PRIVATE, Delivery, FileRef
 from multirealm.ratelimit import TokenBucket
 from multirealm.readgate import ReadGate
 from multirealm.logs import RealmLogger
@@ -41,6 +41,12 @@ OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 
 # The command label of a request that names no known command (metrics).
 UNKNOWN = "unknown"
+
+# The private messages of one read are stored as a run (L{_SendRun}) of
+# at most this many, and of at most this many characters of text past its
+# first message: a run's reply slot holds no more than one long line does.
+RUN_MOST = 32
+RUN_TEXT = 16384
 
 log = RealmLogger()
 
@@ -96,7 +102,7 @@ class ChatProtocol(RequestLineReceiver):
         "realm", "_metrics", "MAX_LENGTH", "_bucket", "handlers", "subscribed_as",
         "_event_bytes", "_event_budget", "_reply_buffer", "_longest", "_parked", "_upload",
         "_budget", "_gate", "_quitting", "_outbound", "_body_bytes", "_handshake_deadline",
-        "_counted_open", "idle_since", "_idle_second",
+        "_counted_open", "idle_since", "_idle_second", "_run",
     )
 
     def __init__(self):
@@ -119,6 +125,7 @@ class ChatProtocol(RequestLineReceiver):
         self._handshake_deadline = None
         self._counted_open = False
         self._idle_second = None  # where the factory's IdleSweep filed it
+        self._run = None  # the private messages of this read not yet stored (_SendRun)
 
     def connectionMade(self):
         factory = self.factory
@@ -277,7 +284,11 @@ class ChatProtocol(RequestLineReceiver):
             if self._body_bytes >= BODY_PROGRESS_BYTES:
                 self._body_bytes = 0
                 self.idle_since = self.factory.clock.seconds()
-        RequestLineReceiver.dataReceived(self, data)
+        try:
+            RequestLineReceiver.dataReceived(self, data)
+        finally:
+            if self._run is not None:
+                self._store_run()
         self._close_when_answered()
 
     def timeoutConnection(self):
@@ -384,6 +395,8 @@ class ChatProtocol(RequestLineReceiver):
         started = perf_counter()
         command = request.command
         name = UNKNOWN if command is None else command.name
+        if self._run is not None and name not in _JOINS_RUNS:
+            self._store_run()  # what this request stores or reads comes after the run
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
@@ -489,6 +502,8 @@ class ChatProtocol(RequestLineReceiver):
         bytes).
         """
         later = type(result) is Stored
+        if later and result.private is not None:
+            return self._join_run(result.private, name, started)
         if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
             if later:
@@ -507,6 +522,35 @@ class ChatProtocol(RequestLineReceiver):
             self._outbound.reply(self._encode(result))
         if self._outbound.pending_bytes:
             self._check_reply_bytes()
+
+    def _join_run(self, send, name, started):
+        """
+        A private message (C{(sender, recipient, text)}), minted now (in
+        request order), joins this read's run: stored with the others once
+        the read's lines are handled, or before a request that is not one,
+        or at once outside a read.
+        """
+        run = self._run
+        try:
+            message = self.realm.new_message(PRIVATE, *send)
+        except Exception:  # a bug: this request's own reply (internal), after the run's
+            return self._answer(self._bug(Failure()), 0, name, started)
+        if run is None or not run.takes(message, name):
+            if run is not None:
+                self._store_run()
+            run = self._run = _SendRun(self, self._outbound.reserve(), name, started)
+            if self._outbound.waiting >= self.MAX_PENDING:
+                self._hold("pending")
+        run.add(message)
+        if not self.receiving:  # a parked request, say: nothing else will join it
+            self._store_run()
+
+    def _store_run(self):
+        run, self._run = self._run, None
+        try:
+            self.realm.send_run(run.messages, run)
+        except Exception:
+            run(Failure())
 
     def _count(self, result, name, started):
         """One request answered (metrics): by command, by code, and how long it took."""
@@ -541,6 +585,10 @@ class ChatProtocol(RequestLineReceiver):
         Hold later requests of this connection until C{deferred} (with
         every callback already added to it) has fired.
         """
+        if self._run is not None:
+            # A send whose session is looked up stores its message when the
+            # lookup fires, perhaps at once: the run's messages go first.
+            self._store_run()
         self._gate.hold_until("serial", deferred)
 
 
@@ -568,6 +616,68 @@ class _StoredReply:
             self._protocol._fill_failure(result, self._slot, self._name, self._started)
         else:
             self._protocol._fill(result, self._slot, self._name, self._started)
+
+
+# The commands whose messages join a run (Stored.private).
+_JOINS_RUNS = frozenset(("send", "sendrealm"))
+
+
+class _SendRun:
+    """
+    Private messages one connection sent in one read, stored in one
+    operation (L{multirealm.core.realm.Realm.send_run}) and answered in
+    one reply slot: the send path's per-message Python is mostly what one
+    request costs a store and a reply queue, paid here once per run
+    (issue 18).  Called once with a L{multirealm.model.Sent} or a Failure;
+    each message still gets its own reply, in request order, and its own
+    refusal.
+    """
+
+    __slots__ = ("_protocol", "_slot", "_name", "_started", "messages", "_text")
+
+    def __init__(self, protocol, slot, name, started):
+        self._protocol = protocol
+        self._slot = slot
+        self._name = name  # send or sendrealm: a run holds one command's (metrics)
+        self._started = started
+        self.messages = []
+        self._text = 0
+
+    def takes(self, message, name):
+        return (name == self._name and len(self.messages) < RUN_MOST
+                and self._text + len(message.text) <= RUN_TEXT)
+
+    def add(self, message):
+        self.messages.append(message)
+        self._text += len(message.text)
+
+    def __call__(self, sent):
+        protocol = self._protocol
+        count = len(self.messages)
+        self.messages = None  # held no longer than needed
+        seconds = perf_counter() - self._started
+        metrics = protocol._metrics
+        if type(sent) is Failure:
+            error = sent.value if sent.check(errors.ChatError) else protocol._bug(sent)
+            metrics.request(self._name, error.code, seconds, count)
+            reply = wire.to_bytes(error) * count
+        else:
+            replies, stored = [], 0
+            for result in sent:
+                if type(result) is Delivery:
+                    try:
+                        replies.append(wire.sent(result))
+                    except Exception:  # a bug: this message's reply only (internal)
+                        result = protocol._bug(Failure())
+                    else:
+                        stored += 1
+                        continue
+                metrics.request(self._name, result.code, seconds)
+                replies.append(wire.to_bytes(result))
+            if stored:
+                metrics.request(self._name, "OK", seconds, stored)
+            reply = b"".join(replies)
+        protocol._outbound.fill(self._slot, reply)
 
 
 class _Upload:

@@ -136,6 +136,15 @@ class IStore(Interface):
         instead (the send path: no Deferred a message).
         """
 
+    def add_private_messages(messages, then):
+        """
+        L{add_private_message} for each of C{messages}, a run one connection
+        sent, in one operation; calls C{then} once, on the reactor thread,
+        with a L{multirealm.model.Sent} (each message's Delivery or the
+        L{errors.ChatError} that refused it alone) or, if the run could
+        not be stored, a Failure.
+        """
+
     def add_group_message(message, then=None):
         """
         Store a group message minted here; fires with a

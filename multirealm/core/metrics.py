@@ -48,9 +48,9 @@ class Histogram:
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0
 
-    def observe(self, value):
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def observe(self, value, times=1):
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.sum += value * times
 
     @property
     def count(self):
@@ -118,12 +118,12 @@ class RealmMetrics:
             counts = self.peers[name] = PeerCounts()
         return counts
 
-    def request(self, command, code, seconds):
-        """One request of C{command} answered C{code} after C{seconds}."""
+    def request(self, command, code, seconds, times=1):
+        """C{times} requests of C{command} answered C{code} after C{seconds}."""
         histogram = self.requests.get((command, code))
         if histogram is None:
             histogram = self.requests[command, code] = Histogram(REQUEST_SECONDS)
-        histogram.observe(seconds)
+        histogram.observe(seconds, times)
 
     def message_committed(self, delivery):
         message = delivery.message

@@ -310,6 +310,14 @@ class Realm:
         message = self.new_message(PRIVATE, sender, recipient, text)
         return self._store.add_private_message(message, then)
 
+    def send_run(self, messages, then):
+        """
+        Store private messages minted by L{new_message}, in their order, in
+        one operation: C{then} is called once with a
+        L{multirealm.model.Sent} or a Failure (L{IStore.add_private_messages}).
+        """
+        self._store.add_private_messages(messages, then)
+
     def send_group(self, sender, group, text, then=None):
         """
         Accept a message to the group at L{Address} C{group}; as L{send}.

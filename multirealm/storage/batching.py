@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from multirealm import errors
 from multirealm.logs import RealmLogger
 from multirealm.core.metrics import COMMIT_OPERATIONS, COMMIT_SECONDS, Histogram
-from multirealm.model import Deliveries, Delivery
+from multirealm.model import Deliveries, Delivery, Sent
 from multirealm.storage.queries import messages, received
 from multirealm.storage.queries.common import ThreadCache
 
@@ -64,7 +64,9 @@ log = RealmLogger()
 # gathered rows are written (messages.write_gathered), so every reader
 # sees them; in a batch run again in isolation, at the end of each
 # operation, inside its savepoint.
-_GATHERS = frozenset((messages.add_private_message, received.receive_message))
+_GATHERS = frozenset(
+    (messages.add_private_message, messages.add_private_messages, received.receive_message)
+)
 
 
 class _NeedsIsolation(Exception):
@@ -335,6 +337,10 @@ class BatchingStore:
                     elif type(result) is Deliveries:
                         for delivery in result:
                             if not delivery.duplicate:
+                                report(delivery)
+                    elif type(result) is Sent:
+                        for delivery in result:
+                            if type(delivery) is Delivery:  # not a refusal
                                 report(delivery)
             if op.then is not None:
                 try:

@@ -76,6 +76,12 @@ class StoreOperations:
     def add_private_message(self, message, then=None):
         return self._add(messages.add_private_message, message, then)
 
+    def add_private_messages(self, messages_, then):
+        return self.submit_then(
+            then, messages.add_private_messages, self.thread_cache, self.realm, self.realm,
+            messages_,
+        )
+
     def add_group_message(self, message, then=None):
         return self._add(groups.add_group_message, message, then)
 

@@ -261,9 +261,9 @@ class FileTests(unittest.TestCase):
         aborted = []
         self.alice.transport.abortConnection = lambda: aborted.append(True)  # a reset
         stored = defer.Deferred()
-        real_send = self.realm.send
-        self.realm.send = lambda *a, then=None: stored.addCallback(  # a slow commit
-            lambda _: real_send(*a, then=then))
+        real_send = self.realm.send_run  # the path of a private message (a run)
+        self.realm.send_run = lambda *a: stored.addCallback(  # a slow commit
+            lambda _: real_send(*a))
         self.alice.raw(b"send - heru hello\nsendfile - heru x.txt\n\nQUJD")
         self.alice.protocol.readConnectionLost()
         self.assertFalse(self.alice.transport.disconnecting)  # hello's reply is not out yet

@@ -10,7 +10,9 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from multirealm import errors
-from multirealm.model import Delivery
+from multirealm.model import Delivery, Sent, user_mailbox
+from multirealm.names import Address
+from multirealm.storage.queries import messages as message_queries
 from tests.helpers import wait_until
 from tests.storage.base import StoreTestCase, message
 
@@ -92,6 +94,71 @@ class AnswerWithACallTests(StoreTestCase):
                                         done.callback(None)))
         yield done
         self.assertEqual(threads, [threading.main_thread()])
+
+
+class RunTests(StoreTestCase):
+    """A run of private messages (add_private_messages): one operation, each its own result."""
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def stored_texts(self, store, user="heru"):
+        history = yield store.history(user_mailbox(Address(user, "1")), None, 100)
+        return [m.text for m in history.messages]
+
+    @defer.inlineCallbacks
+    def test_each_message_of_a_run_is_stored_or_refused_alone_and_reported(self):
+        store = self.open()
+        yield store.create_user("heru", "h", "t")
+        reported = []
+        store.report_deliveries_to(reported.append)
+        answered = defer.Deferred()
+        run = [message(1), message(2, recipient="nobody"), message(3)]
+        self.assertIsNone(store.add_private_messages(run, answered.callback))
+        sent = yield answered
+        self.assertIs(type(sent), Sent)
+        first, refused, third = sent
+        self.assertEqual((first.message.id, third.message.id), ("ID0001", "ID0003"))
+        self.assertLess(first.seq, third.seq)
+        self.assertIsInstance(refused, errors.NoSuchUser)
+        self.assertEqual([d.message.id for d in reported], ["ID0001", "ID0003"])
+        self.assertEqual((yield self.stored_texts(store)), ["text 1", "text 3"])
+
+    @defer.inlineCallbacks
+    def test_a_refusal_after_a_change_fails_the_whole_run_and_only_it(self):
+        # A refusal that comes after the run changed a row cannot be
+        # answered alone: the run is undone as one operation, in its own
+        # savepoint, and the batch's other operations are kept.
+        real = message_queries.add_private_message
+
+        def late(db, cache, realm, origin, message):
+            if message.text == "text 2":
+                db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
+                raise errors.UserExists("too late to refuse cleanly")
+            return real(db, cache, realm, origin, message)
+
+        self.patch(message_queries, "add_private_message", late)
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+        got = []
+        store.add_private_messages([message(1), message(2), message(3)], got.append)
+        after = store.add_private_message(message(4))
+        store.start()
+        yield after  # the same batch: answered in order, the run first
+        [failure] = got
+        self.assertIsInstance(failure, Failure)
+        self.assertTrue(failure.check(errors.UserExists))
+        self.assertEqual((yield self.stored_texts(store)), ["text 4"])
+        self.assertIsNone((yield store.password_hash("ghost")))
+
+    @defer.inlineCallbacks
+    def test_a_store_that_is_stopping_answers_a_run_unavailable_at_once(self):
+        store = self.open()
+        yield store.stop()
+        got = []
+        store.add_private_messages([message(1), message(2)], got.append)
+        [failure] = got
+        self.assertTrue(failure.check(errors.Unavailable))
 
 
 class NothingKeptTests(StoreTestCase):

@@ -16,7 +16,7 @@ import attrs
 
 from multirealm import errors, wire
 from multirealm.core.policy import private_route
-from multirealm.model import Delivery, History
+from multirealm.model import Delivery, History, Sent
 from multirealm.names import Address
 from multirealm.storage.queries.accounts import local_user
 from multirealm.storage.queries.common import MESSAGE_COLUMNS, message_of
@@ -350,6 +350,26 @@ def add_private_message(db, cache, realm, origin, message):
     seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
     _count(cache.private_counts, counted, seq)
     return Delivery(message, origin, local, outbox, False, seq)
+
+
+def add_private_messages(db, cache, realm, origin, messages):
+    """
+    L{add_private_message} for each of C{messages} (a run one connection
+    sent): a L{Sent} of each one's Delivery or refusal.  A message refused
+    before it changed a row (as every refusal here is) leaves the others
+    stored; one refused after a change fails the whole run, which the
+    store then undoes alone (L{multirealm.storage.batching}).
+    """
+    results = []
+    for message in messages:
+        changes, gathered = db.total_changes, len(cache.gathered_keys)
+        try:
+            results.append(add_private_message(db, cache, realm, origin, message))
+        except errors.ChatError as refused:
+            if db.total_changes != changes or len(cache.gathered_keys) != gathered:
+                raise
+            results.append(refused.with_traceback(None))  # no frame: no cycle
+    return Sent(results)
 
 
 def _route(db, cache, realm, origin, message, key):
