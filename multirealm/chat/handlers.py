@@ -56,7 +56,7 @@ class Stored:
 
     __slots__ = ("_send", "_args", "private")
 
-    def __init__(self, send, *args, private=False):
+    def __init__(self, send, args, private):
         self._send = send  # Realm.send or Realm.send_group
         self._args = args
         self.private = args if private else None
@@ -213,20 +213,18 @@ class Handlers:
     # -- messages -----------------------------------------------------------
 
     def command_send(self, caller, to, message):
-        return Stored(self.realm.send, caller.user, self.realm.address(to), message, private=True)
+        return Stored(self.realm.send, (caller.user, self.realm.address(to), message), True)
 
     def command_sendrealm(self, caller, to, message):
-        return Stored(
-            self.realm.send, caller.user, self.realm.remote_address(to), message, private=True
-        )
+        return Stored(self.realm.send, (caller.user, self.realm.remote_address(to), message), True)
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")
-        return Stored(self.realm.send_group, caller.user, group, message)
+        return Stored(self.realm.send_group, (caller.user, group, message), False)
 
     def command_sendgrouprealm(self, caller, group, message):
         group = self.realm.remote_address(group, "group name")
-        return Stored(self.realm.send_group, caller.user, group, message)
+        return Stored(self.realm.send_group, (caller.user, group, message), False)
 
     def command_inbox(self, caller, after_id):
         return self.realm.inbox(caller.user, after_id).addCallback(self._history)

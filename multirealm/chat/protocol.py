@@ -502,7 +502,9 @@ class ChatProtocol(RequestLineReceiver):
         bytes).
         """
         later = type(result) is Stored
-        if later and result.private is not None:
+        if later and result.private is not None and (
+            self._run is not None or self._unread and self._unread.find(b"\n", self._pos) != -1
+        ):  # a run is open, or another line of this read follows: a lone line is not one
             return self._join_run(result.private, name, started)
         if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
@@ -527,8 +529,8 @@ class ChatProtocol(RequestLineReceiver):
         """
         A private message (C{(sender, recipient, text)}), minted now (in
         request order), joins this read's run: stored with the others once
-        the read's lines are handled, or before a request that is not one,
-        or at once outside a read.
+        the read's lines are handled (L{dataReceived}), or before the next
+        request that is not one (L{_handle}, L{_hold_until}).
         """
         run = self._run
         try:
@@ -542,8 +544,6 @@ class ChatProtocol(RequestLineReceiver):
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
         run.add(message)
-        if not self.receiving:  # a parked request, say: nothing else will join it
-            self._store_run()
 
     def _store_run(self):
         run, self._run = self._run, None

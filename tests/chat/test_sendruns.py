@@ -53,7 +53,7 @@ class SendRunTests(unittest.TestCase):
         self.alice.send("send - heru a", "send - heru b", "inbox -", "send - heru c")
         inbox = self.alice.replies()[2]
         self.assertEqual([m["msg"] for m in inbox["messages"]], ["a", "b"])
-        self.assertEqual(self.runs, [["a", "b"], ["c"]])
+        self.assertEqual(self.runs, [["a", "b"]])  # "c", the last line, alone
 
     def test_a_run_is_bounded_in_messages_and_in_text(self):
         self.alice.send(*(f"send - heru {i}" for i in range(chat_protocol.RUN_MOST + 1)))
@@ -78,9 +78,18 @@ class SendRunTests(unittest.TestCase):
         self.assertEqual(codes(self.alice.replies()), ["OK"] * 3)
         self.assertEqual(self.heru_has(), ["a", "b", "c"])
 
+    def test_a_lone_line_is_not_a_run(self):
+        # A read of one line (the closed loop's) takes the plain path: a
+        # run of one would cost more than it saves.
+        self.alice.send("send - heru a")
+        self.alice.send("send - heru b", "send - heru c")
+        self.assertEqual(codes(self.alice.replies()), ["OK"] * 3)
+        self.assertEqual(self.runs, [["b", "c"]])
+        self.assertEqual(self.heru_has(), ["a", "b", "c"])
+
     def test_a_line_handled_outside_a_read_is_stored_at_once(self):
         # lineReceived called directly (not from dataReceived): nothing
-        # ends a read that would store the run, so it is stored now.
+        # ends a read that would store a run, so it is stored now.
         self.alice.protocol.lineReceived(b"send - heru a")
         self.assertEqual(codes(self.alice.replies()), ["OK"])
-        self.assertEqual(self.runs, [["a"]])
+        self.assertEqual(self.heru_has(), ["a"])
