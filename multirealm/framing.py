@@ -112,6 +112,11 @@ class RequestLineReceiver(LineReceiver):
                 return
 
     @property
+    def more_lines(self):
+        """True while handing on a line that another line of the same chunk follows."""
+        return self._framing and self._unread.find(b"\n", self._pos) != -1
+
+    @property
     def receiving(self):
         """True while lines received in one chunk are being handed on."""
         return self._framing

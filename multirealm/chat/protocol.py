@@ -43,8 +43,9 @@ OVERFLOW_EVENT = wire.encode({"event": "overflow"})
 UNKNOWN = "unknown"
 
 # The private messages of one read are stored as a run (L{_SendRun}) of
-# at most this many, and of at most this many characters of text past its
-# first message: a run's reply slot holds no more than one long line does.
+# at most this many, whose texts together hold at most this many
+# characters (or one message, whatever its length): a run's reply slot
+# holds about as much as one long request line does.
 RUN_MOST = 32
 RUN_TEXT = 16384
 
@@ -396,7 +397,9 @@ class ChatProtocol(RequestLineReceiver):
         command = request.command
         name = UNKNOWN if command is None else command.name
         if self._run is not None and name not in _JOINS_RUNS:
-            self._store_run()  # what this request stores or reads comes after the run
+            # What this request stores or reads (in its handler, before
+            # its reply) comes after the run's messages.
+            self._store_run()
         try:
             result = self.handlers.handle(request)
         except errors.ChatError as e:
@@ -502,10 +505,12 @@ class ChatProtocol(RequestLineReceiver):
         bytes).
         """
         later = type(result) is Stored
-        if later and result.private is not None and (
-            self._run is not None or self._unread and self._unread.find(b"\n", self._pos) != -1
-        ):  # a run is open, or another line of this read follows: a lone line is not one
+        if later and result.private is not None and (self._run is not None or self.more_lines):
+            # A run is open, or another line of this read follows: a lone
+            # line is not a run (one would cost more than it saves).
             return self._join_run(result.private, name, started)
+        if self._run is not None:
+            self._store_run()  # this reply's place is after the run's: no later send joins it
         if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
             if later:
@@ -645,7 +650,7 @@ class _SendRun:
 
     def takes(self, message, name):
         return (name == self._name and len(self.messages) < RUN_MOST
-                and self._text + len(message.text) <= RUN_TEXT)
+                and self._text + len(message.text) <= RUN_TEXT)  # characters: few bytes each
 
     def add(self, message):
         self.messages.append(message)
@@ -672,6 +677,8 @@ class _SendRun:
                     else:
                         stored += 1
                         continue
+                elif type(result) is Failure:  # this message alone failed (a bug)
+                    result = protocol._bug(result)
                 metrics.request(self._name, result.code, seconds)
                 replies.append(wire.to_bytes(result))
             if stored:

@@ -51,6 +51,56 @@ class _Operation:
         self.deferred = defer.Deferred() if then is None else None
 
 
+class _RunPart(_Operation):
+    """One message of a run (add_private_messages), run alone in an isolated batch."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run, args):
+        super().__init__(messages.add_private_message, args, True, then=_ignore)
+        self.run = run  # the run's own operation, answered with every part's result
+
+
+def _ignore(result):
+    pass
+
+
+def _split_runs(batch):
+    """
+    The batch with each run of private messages as one operation a message:
+    run isolated, a message that fails (a bug, a text the engine refuses)
+    fails alone, as it would have outside a run.
+    """
+    split = []
+    for op in batch:
+        if op.function is messages.add_private_messages:
+            cache, realm, origin, run = op.args
+            split.extend(_RunPart(op, (cache, realm, origin, message)) for message in run)
+        else:
+            split.append(op)
+    return split
+
+
+def _joined_runs(results):
+    """
+    The results of L{_split_runs}' batch with each run's parts as one
+    L{Sent}: a Delivery, a refusal (L{errors.ChatError}) or a Failure each.
+    """
+    joined, runs = [], {}
+    for op, result in results:
+        if type(op) is not _RunPart:
+            joined.append((op, result))
+            continue
+        if type(result) is Failure and result.check(errors.ChatError):
+            result = result.value  # a refusal, as a run gives it
+        parts = runs.get(op.run)
+        if parts is None:
+            parts = runs[op.run] = []
+            joined.append((op.run, parts))
+        parts.append(result)
+    return [(op, Sent(result) if op in runs else result) for op, result in joined]
+
+
 _STOP = object()
 
 log = RealmLogger()
@@ -245,7 +295,7 @@ class BatchingStore:
         try:
             return self._transaction(batch, isolated=False)
         except _NeedsIsolation:
-            return self._transaction(batch, isolated=True)
+            return _joined_runs(self._transaction(_split_runs(batch), isolated=True))
 
     def _transaction(self, batch, isolated):
         results = []

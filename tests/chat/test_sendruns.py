@@ -7,6 +7,7 @@ message still its own reply, in request order, and its own refusal.
 from twisted.trial import unittest
 
 from multirealm.chat import protocol as chat_protocol
+from multirealm.storage.queries import messages as message_queries
 from tests.chat.test_protocol import codes
 from tests.helpers import Client, make_realm
 
@@ -47,6 +48,19 @@ class SendRunTests(unittest.TestCase):
         self.assertEqual(self.heru_has(), ["a", "c"])
         self.assertEqual(self.realm.metrics.requests["send", "no_such_user"].count, 1)
 
+    def test_a_reply_between_sends_keeps_its_place(self):
+        # A reply queued while a run is open (a send refused by its
+        # handler, a line that is not UTF-8, a line too long) ends the run:
+        # the sends after it are in a run of their own, after it (review).
+        long = b"x" * (self.alice.protocol.MAX_LENGTH + 10)
+        for between, code in [
+            (b"send - bad/name b", "invalid_name"), (b"\xff\xfe", "bad_encoding"),
+            (long, "line_too_long"),
+        ]:
+            self.alice.raw(b"send - heru a\n" + between + b"\nsend - heru c\nsend - heru d\n")
+            self.assertEqual(codes(self.alice.replies()), ["OK", code, "OK", "OK"])
+        self.assertEqual(self.runs, [["a"], ["c", "d"]] * 3)
+
     def test_a_request_after_the_sends_sees_them(self):
         # The run is stored before the next request that is not a send is
         # handled, not at the end of the read: alice's own history has them.
@@ -62,6 +76,22 @@ class SendRunTests(unittest.TestCase):
         self.alice.send(f"send - heru {long}", f"send - heru {long}", f"send - heru {long}")
         self.assertEqual([len(run) for run in self.runs[2:]], [2, 1])
         self.assertEqual(codes(self.alice.replies()), ["OK"] * (chat_protocol.RUN_MOST + 4))
+
+    def test_a_bug_in_one_message_is_its_own_internal_reply(self):
+        # docs/protocol.md: a bug in one request is that request's own
+        # internal reply; the others are stored and answered (review).
+        real = message_queries.add_private_message
+
+        def buggy(db, cache, realm, origin, message):
+            if message.text == "b":
+                raise ValueError("a bug in one message")
+            return real(db, cache, realm, origin, message)
+
+        self.patch(message_queries, "add_private_message", buggy)
+        self.alice.send("send - heru a", "send - heru b", "send - heru c")
+        self.assertEqual(codes(self.alice.replies()), ["OK", "internal", "OK"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.heru_has(), ["a", "c"])
 
     def test_a_run_the_store_cannot_take_answers_each_message(self):
         self.realm._store.stop()  # what a realm shutting down answers

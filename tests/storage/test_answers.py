@@ -6,6 +6,8 @@ one call (L{BatchingStore.submit_then}: the send path, issue 18).
 import gc
 import weakref
 
+import attrs
+
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
@@ -125,31 +127,56 @@ class RunTests(StoreTestCase):
         self.assertEqual((yield self.stored_texts(store)), ["text 1", "text 3"])
 
     @defer.inlineCallbacks
-    def test_a_refusal_after_a_change_fails_the_whole_run_and_only_it(self):
-        # A refusal that comes after the run changed a row cannot be
-        # answered alone: the run is undone as one operation, in its own
-        # savepoint, and the batch's other operations are kept.
+    def test_a_message_that_fails_after_a_change_or_by_a_bug_fails_alone(self):
+        # A refusal after the run changed a row, or a bug, cannot be undone
+        # within the run: the batch runs again with the run split, a
+        # message an operation in a savepoint, and only that one fails;
+        # the batch's other operations are kept (review).
         real = message_queries.add_private_message
 
-        def late(db, cache, realm, origin, message):
+        def failing(db, cache, realm, origin, message):
             if message.text == "text 2":
                 db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
                 raise errors.UserExists("too late to refuse cleanly")
+            if message.text == "text 3":
+                raise ZeroDivisionError("a bug in one message")
             return real(db, cache, realm, origin, message)
 
-        self.patch(message_queries, "add_private_message", late)
+        self.patch(message_queries, "add_private_message", failing)
         store = self.open(start=False)
         store.create_user("heru", "h", "t")
         got = []
-        store.add_private_messages([message(1), message(2), message(3)], got.append)
-        after = store.add_private_message(message(4))
+        store.add_private_messages([message(n) for n in (1, 2, 3, 4)], got.append)
+        after = store.add_private_message(message(5))
         store.start()
         yield after  # the same batch: answered in order, the run first
-        [failure] = got
-        self.assertIsInstance(failure, Failure)
-        self.assertTrue(failure.check(errors.UserExists))
-        self.assertEqual((yield self.stored_texts(store)), ["text 4"])
+        [sent] = got
+        self.assertIs(type(sent), Sent)
+        first, refused, bug, fourth = sent
+        self.assertEqual((first.message.id, fourth.message.id), ("ID0001", "ID0004"))
+        self.assertIsInstance(refused, errors.UserExists)
+        self.assertTrue(bug.check(ZeroDivisionError))
+        self.assertEqual((yield self.stored_texts(store)), ["text 1", "text 4", "text 5"])
         self.assertIsNone((yield store.password_hash("ghost")))
+
+    @defer.inlineCallbacks
+    def test_a_text_the_engine_cannot_take_fails_alone(self):
+        # A NUL in a text: SQLite takes it, PostgreSQL refuses it when the
+        # gathered rows are written; either way its neighbours are stored
+        # (review).
+        store = self.open()
+        yield store.create_user("heru", "h", "t")
+        nul = attrs.evolve(message(2), text="a\x00b")
+        got = []
+        answered = defer.Deferred()
+        store.add_private_messages([message(1), nul, message(3)],
+                                   lambda sent: (got.append(sent), answered.callback(None)))
+        yield answered
+        [sent] = got
+        self.assertIs(type(sent[0]), Delivery)
+        self.assertIs(type(sent[2]), Delivery)
+        texts = yield self.stored_texts(store)
+        self.assertEqual([t for t in texts if t != "a\x00b"], ["text 1", "text 3"])
 
     @defer.inlineCallbacks
     def test_a_store_that_is_stopping_answers_a_run_unavailable_at_once(self):

@@ -357,8 +357,10 @@ def add_private_messages(db, cache, realm, origin, messages):
     L{add_private_message} for each of C{messages} (a run one connection
     sent): a L{Sent} of each one's Delivery or refusal.  A message refused
     before it changed a row (as every refusal here is) leaves the others
-    stored; one refused after a change fails the whole run, which the
-    store then undoes alone (L{multirealm.storage.batching}).
+    stored; anything else (a refusal after a change, a bug, a text the
+    engine refuses) fails the run, which the store then runs again a
+    message at a time, each in a savepoint of its own
+    (L{multirealm.storage.batching}).
     """
     results = []
     for message in messages:
