@@ -166,6 +166,8 @@ def measure(code, turns, repeat, bus=False, in_flight=IN_FLIGHT):
 
     def commit():
         for batch in handed:
+            if type(batch) is tuple:  # (operations, weight): a checkout with runs
+                batch = batch[0]
             results = []
             for op in batch:
                 message = op.args[-1]

@@ -129,8 +129,9 @@ class BatchingStore:
     subclass opens C{self._db} and says how a transaction begins.
     """
 
-    # Upper bound of operations in one transaction, so one huge burst does
-    # not hold every reply back behind a single giant commit.
+    # Upper bound of operations in one transaction (a run of private
+    # messages counts as its messages), so one huge burst does not hold
+    # every reply back behind a single giant commit.
     MAX_BATCH = 2000
 
     def __init__(self, realm, reactor, inline):
@@ -153,6 +154,7 @@ class BatchingStore:
         self._full = False  # the disk was full at the last failure, and said so
         self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
         self._pending = []  # operations of this reactor turn
+        self._pending_weight = 0  # what they count against MAX_BATCH
         self._thread = None
         self._stop_waiters = []
         # Operations queued before start() wait for it; after stop() they fail.
@@ -226,32 +228,36 @@ class BatchingStore:
         self._enqueue(operation)
         return operation.deferred
 
-    def submit_then(self, then, function, *args, writes=True):
+    def submit_then(self, then, function, *args, writes=True, weight=1):
         """
         As L{submit}, but instead of a Deferred firing, C{then} is called
         once on the reactor thread with the result or a L{Failure}: the
         send path's one call a message in place of a Deferred and its
         callbacks (issue 18).  C{then} may be called before this returns.
+        C{weight} is what the operation counts against L{MAX_BATCH} (a
+        run: its messages).
         """
         if not self._accepting:
             then(Failure(errors.Unavailable("the realm is shutting down; try again")))
             return
-        self._enqueue(_Operation(function, args, writes, then))
+        self._enqueue(_Operation(function, args, writes, then), weight)
 
-    def _enqueue(self, operation):
+    def _enqueue(self, operation, weight=1):
         if self._inline:
             self._answer(self._run_batch([operation]))
             return
         # Operations of one reactor turn go to the database thread together,
         # at the start of the next turn: one hand-over, not one per request.
         self._pending.append(operation)
+        self._pending_weight += weight
         if len(self._pending) == 1:
             self._reactor.callLater(0, self._hand_over)
 
     def _hand_over(self):
         if self._pending:
             pending, self._pending = self._pending, []
-            self._queue.put(pending)
+            self._queue.put((pending, self._pending_weight))
+            self._pending_weight = 0
 
     def _run(self):
         stopping = False
@@ -259,14 +265,15 @@ class BatchingStore:
             while not stopping:
                 # Everything handed over while the last batch ran becomes
                 # the next batch (group commit), up to about MAX_BATCH.
-                batch = []
+                batch, weight = [], 0
                 handed = self._queue.get()
                 while True:
                     if handed is _STOP:
                         stopping = True
                         break
-                    batch.extend(handed)
-                    if len(batch) >= self.MAX_BATCH:
+                    batch.extend(handed[0])
+                    weight += handed[1]
+                    if weight >= self.MAX_BATCH:
                         break
                     try:
                         handed = self._queue.get_nowait()

@@ -79,7 +79,7 @@ class StoreOperations:
     def add_private_messages(self, messages_, then):
         return self.submit_then(
             then, messages.add_private_messages, self.thread_cache, self.realm, self.realm,
-            messages_,
+            messages_, weight=len(messages_),
         )
 
     def add_group_message(self, message, then=None):

@@ -179,6 +179,24 @@ class RunTests(StoreTestCase):
         self.assertEqual([t for t in texts if t != "a\x00b"], ["text 1", "text 3"])
 
     @defer.inlineCallbacks
+    def test_a_run_counts_its_messages_against_the_batch_bound(self):
+        # Three hand-overs (three reactor turns) wait for the thread: a
+        # batch takes them until MAX_BATCH, counting a run as its messages
+        # (review: else a batch of 2,000 runs would hold 64,000 messages).
+        store = self.open(start=False)
+        store.MAX_BATCH = 5
+        store.create_user("heru", "h", "t")
+        store.add_private_messages([message(n) for n in (1, 2, 3)], lambda sent: None)
+        store._hand_over()  # the turn's end: weight 4
+        store.add_private_messages([message(n) for n in (4, 5, 6)], lambda sent: None)
+        store._hand_over()  # 7: the first batch ends here
+        last = store.add_private_message(message(7))
+        store._hand_over()
+        store.start()
+        yield last
+        self.assertEqual(store.commits, 2)
+
+    @defer.inlineCallbacks
     def test_a_store_that_is_stopping_answers_a_run_unavailable_at_once(self):
         store = self.open()
         yield store.stop()
