@@ -505,9 +505,12 @@ class ChatProtocol(RequestLineReceiver):
         bytes).
         """
         later = type(result) is Stored
-        if later and result.private is not None and (self._run is not None or self.more_lines):
+        if later and result.private is not None and (
+            self._run is not None or self._unread and self.more_lines
+        ):
             # A run is open, or another line of this read follows: a lone
-            # line is not a run (one would cost more than it saves).
+            # line is not a run (one would cost more than it saves; and
+            # framing's one-line path, the closed loop's, buffers nothing).
             return self._join_run(result.private, name, started)
         if self._run is not None:
             self._store_run()  # this reply's place is after the run's: no later send joins it
