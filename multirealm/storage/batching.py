@@ -73,7 +73,7 @@ def _split_runs(batch):
     """
     split = []
     for op in batch:
-        if op.function is messages.add_private_messages:
+        if op.function is messages.add_private_messages and op.args[-1]:
             cache, realm, origin, run = op.args
             split.extend(_RunPart(op, (cache, realm, origin, message)) for message in run)
         else:
@@ -98,7 +98,19 @@ def _joined_runs(results):
             parts = runs[op.run] = []
             joined.append((op.run, parts))
         parts.append(result)
-    return [(op, Sent(result) if op in runs else result) for op, result in joined]
+    return [(op, _run_result(result) if op in runs else result) for op, result in joined]
+
+
+def _run_result(parts):
+    """
+    A run's answer: a L{Sent} of its parts' results, or the one Failure
+    they all share when the isolated transaction failed as a whole (a
+    full disk, a lost connection), as any operation of that batch gets it.
+    """
+    first = parts[0]
+    if type(first) is Failure and all(part is first for part in parts):
+        return first
+    return Sent(parts)
 
 
 _STOP = object()
@@ -131,7 +143,8 @@ class BatchingStore:
 
     # Upper bound of operations in one transaction (a run of private
     # messages counts as its messages), so one huge burst does not hold
-    # every reply back behind a single giant commit.
+    # every reply back behind a single giant commit.  It is checked
+    # between hand-overs: one reactor turn's operations are never split.
     MAX_BATCH = 2000
 
     def __init__(self, realm, reactor, inline):
@@ -152,7 +165,7 @@ class BatchingStore:
         self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
         self._report = None  # called with each committed Delivery
         self._full = False  # the disk was full at the last failure, and said so
-        self._queue = queue.SimpleQueue()  # lists of operations, then _STOP
+        self._queue = queue.SimpleQueue()  # (operations, weight) of a turn each, then _STOP
         self._pending = []  # operations of this reactor turn
         self._pending_weight = 0  # what they count against MAX_BATCH
         self._thread = None
@@ -302,7 +315,10 @@ class BatchingStore:
         try:
             return self._transaction(batch, isolated=False)
         except _NeedsIsolation:
-            return _joined_runs(self._transaction(_split_runs(batch), isolated=True))
+            pass
+        # Outside the except block: what the isolated run raises does not
+        # carry the first run's exception (its frames, the whole batch).
+        return _joined_runs(self._transaction(_split_runs(batch), isolated=True))
 
     def _transaction(self, batch, isolated):
         results = []
@@ -361,6 +377,7 @@ class BatchingStore:
             if isinstance(e, _NeedsIsolation):
                 raise
             failure = Failure()
+            failure.cleanFailure()  # its frames hold this one, and the batch: no cycle
             return [(op, failure) for op in batch]
         return results
 

@@ -4,6 +4,7 @@ one call (L{BatchingStore.submit_then}: the send path, issue 18).
 """
 
 import gc
+import sqlite3
 import weakref
 
 import attrs
@@ -16,7 +17,7 @@ from multirealm.model import Delivery, Sent, user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import messages as message_queries
 from tests.helpers import wait_until
-from tests.storage.base import StoreTestCase, message
+from tests.storage.base import StoreTestCase, message, sqlite_only
 
 
 class AnswerWithACallTests(StoreTestCase):
@@ -196,6 +197,93 @@ class RunTests(StoreTestCase):
         yield last
         self.assertEqual(store.commits, 2)
 
+    def bug_in(self, text):
+        real = message_queries.add_private_message
+
+        def buggy(db, cache, realm, origin, message):
+            if message.text == text:
+                raise ZeroDivisionError("a bug in one message")
+            return real(db, cache, realm, origin, message)
+
+        self.patch(message_queries, "add_private_message", buggy)
+
+    @sqlite_only
+    @defer.inlineCallbacks
+    def test_a_run_whose_isolated_batch_fails_whole_gets_the_batchs_error(self):
+        # A bug in one message isolates the batch; the isolated batch's
+        # commit then fails (a full disk): the run is answered with the
+        # error every operation of the batch gets, not a Sent of raw
+        # failures (second review).
+        self.bug_in("text 1")
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+        got = []
+        store.add_private_messages([message(1), message(2)], got.append)
+        store.add_private_message(message(3)).addErrback(got.append)
+
+        def full():
+            raise sqlite3.OperationalError("database or disk is full")
+
+        self.patch(store, "_commit", full)
+        store.start()
+        yield from wait_until(lambda: len(got) == 2, timeout=5)
+        run, plain = got
+        self.assertTrue(plain.check(errors.StorageFull), plain)
+        self.assertIsInstance(run, Failure)
+        self.assertTrue(run.check(errors.StorageFull), run)
+        self.flushLoggedErrors(errors.StorageFull)  # said once, as a full disk is
+
+    @defer.inlineCallbacks
+    def test_runs_in_an_isolated_batch_each_get_their_own_parts(self):
+        # Two runs around another operation, and an empty run, in a batch
+        # that runs again isolated (second review).
+        self.bug_in("text 2")
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+        first, empty, second = [], [], []
+        store.add_private_messages([message(1), message(2)], first.append)
+        store.add_private_messages([], empty.append)
+        middle = store.add_private_message(message(3))
+        store.add_private_messages([message(4), message(5), message(6)], second.append)
+        store.start()
+        yield middle
+        yield from wait_until(lambda: first and second and empty, timeout=5)
+        [one], [none], [two] = first, empty, second
+        self.assertIs(type(one[0]), Delivery)
+        self.assertTrue(one[1].check(ZeroDivisionError))
+        self.assertEqual(tuple(none), ())
+        self.assertEqual([d.message.id for d in two], ["ID0004", "ID0005", "ID0006"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 0)  # the protocol logs it
+
+    @defer.inlineCallbacks
+    def test_a_refusal_in_an_isolated_batch_holds_nothing_of_the_first_run(self):
+        # Its exception carried the first run's exception as __context__,
+        # whose frames held the whole batch while the refusal lived
+        # (second review).
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.bug_in("text 1")
+
+        class Marker:
+            pass
+
+        marker = Marker()
+        kept = weakref.ref(marker)
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+        got = []
+        store.add_private_messages([message(1), message(2, recipient="nobody")], got.append)
+        store.submit(lambda db, marker: None, marker, writes=False)
+        del marker
+        store.start()
+        yield from wait_until(lambda: got, timeout=5)
+        refusal = got[0][1]
+        self.assertIsInstance(refusal, errors.NoSuchUser)
+        del got[:]
+        yield from wait_until(lambda: kept() is None, timeout=5)
+        self.assertIsNone(refusal.__context__)
+
     @defer.inlineCallbacks
     def test_a_store_that_is_stopping_answers_a_run_unavailable_at_once(self):
         store = self.open()
@@ -208,6 +296,35 @@ class RunTests(StoreTestCase):
 
 class NothingKeptTests(StoreTestCase):
     timeout = 15
+
+    @sqlite_only
+    @defer.inlineCallbacks
+    def test_a_batch_that_fails_whole_is_not_kept_by_its_failure(self):
+        # The Failure of a whole batch held its own frame, and the batch:
+        # a cycle, kept until a collection (second review).
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+        class Marker:
+            pass
+
+        marker = Marker()
+        kept = weakref.ref(marker)
+        store = self.open(start=False)
+
+        def broken():
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(store, "_commit", broken)
+        failed = store.submit(lambda db, marker: None, marker)
+        del marker
+        store.start()
+        done = defer.Deferred()
+        failed.addErrback(lambda failure: done.callback(None))
+        del failed
+        yield done
+        yield from wait_until(lambda: kept() is None, timeout=5)
 
     @defer.inlineCallbacks
     def test_an_answered_batch_is_not_kept_by_the_waiting_thread(self):
