@@ -48,24 +48,29 @@ class Stored:
     its L{multirealm.model.Delivery} once durable or a Failure; the reply
     is then L{wire.sent} of the Delivery.  L{deferred} is the same for
     whoever wants a Deferred of the reply.
-
-    A private message's C{private} is its C{(sender, recipient, text)}:
-    the protocol may store several of one connection together instead
-    (L{multirealm.core.realm.Realm.send_run}); a group post's is None.
     """
 
-    __slots__ = ("_send", "_args", "private")
+    __slots__ = ("_send", "args")
 
-    def __init__(self, send, args, private):
+    def __init__(self, send, args):
         self._send = send  # Realm.send or Realm.send_group
-        self._args = args
-        self.private = args if private else None
+        self.args = args
 
     def store(self, then):
-        self._send(*self._args, then=then)
+        self._send(*self.args, then=then)
 
     def deferred(self):
-        return self._send(*self._args).addCallback(wire.sent)
+        return self._send(*self.args).addCallback(wire.sent)
+
+
+class PrivateStored(Stored):
+    """
+    A private message's L{Stored} (C{send}, C{sendrealm}): its C{args} are
+    C{(sender, recipient, text)}, and the protocol may store several of
+    one connection together instead (L{multirealm.core.realm.Realm.send_run}).
+    """
+
+    __slots__ = ()
 
 
 @attrs.frozen
@@ -133,7 +138,7 @@ class Handlers:
         def run(user):
             try:
                 result = self._run(user, token, request)
-                return result.deferred() if type(result) is Stored else result
+                return result.deferred() if isinstance(result, Stored) else result
             finally:
                 ran.callback(None)
 
@@ -213,18 +218,18 @@ class Handlers:
     # -- messages -----------------------------------------------------------
 
     def command_send(self, caller, to, message):
-        return Stored(self.realm.send, (caller.user, self.realm.address(to), message), True)
+        return PrivateStored(self.realm.send, (caller.user, self.realm.address(to), message))
 
     def command_sendrealm(self, caller, to, message):
-        return Stored(self.realm.send, (caller.user, self.realm.remote_address(to), message), True)
+        return PrivateStored(self.realm.send, (caller.user, self.realm.remote_address(to), message))
 
     def command_sendgroup(self, caller, group, message):
         group = self.realm.address(group, "group name")
-        return Stored(self.realm.send_group, (caller.user, group, message), False)
+        return Stored(self.realm.send_group, (caller.user, group, message))
 
     def command_sendgrouprealm(self, caller, group, message):
         group = self.realm.remote_address(group, "group name")
-        return Stored(self.realm.send_group, (caller.user, group, message), False)
+        return Stored(self.realm.send_group, (caller.user, group, message))
 
     def command_inbox(self, caller, after_id):
         return self.realm.inbox(caller.user, after_id).addCallback(self._history)

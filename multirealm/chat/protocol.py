@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multirealm import errors, wire
-from multirealm.chat.handlers import Handlers, Stored
+from multirealm.chat.handlers import Handlers, PrivateStored, Stored
 from multirealm.chat.idle import IdleSweep
 from multirealm.chat.live import LiveDelivery
 from multirealm.chat.outbound import OutboundQueue, ReplyBudget, Streamed
@@ -504,16 +504,19 @@ class ChatProtocol(RequestLineReceiver):
         L{Stored} message or a Deferred (whose reply may take up to C{most}
         bytes).
         """
-        later = type(result) is Stored
-        if later and result.private is not None and (
-            self._run is not None or self._unread and self.more_lines
-        ):
-            # A run is open, or another line of this read follows: a lone
-            # line is not a run (one would cost more than it saves; and
-            # framing's one-line path, the closed loop's, buffers nothing).
-            return self._join_run(result.private, name, started)
-        if self._run is not None:
-            self._store_run()  # this reply's place is after the run's: no later send joins it
+        kind = type(result)
+        if kind is PrivateStored:
+            if self._run is not None or self._unread and self.more_lines:
+                # A run is open, or another line of this read follows.  A
+                # lone line is not a run (one would cost more than it
+                # saves; framing's one-line path, the closed loop's,
+                # buffers nothing).
+                return self._join_run(result.args, name, started)
+            later = True
+        else:
+            if self._run is not None:
+                self._store_run()  # this reply's place is after the run's: no later send joins it
+            later = kind is Stored
         if later or isinstance(result, defer.Deferred):
             slot = self._outbound.reserve(most)
             if later:
@@ -626,7 +629,7 @@ class _StoredReply:
             self._protocol._fill(result, self._slot, self._name, self._started)
 
 
-# The commands whose messages join a run (Stored.private).
+# The commands whose messages join a run (PrivateStored).
 _JOINS_RUNS = frozenset(("send", "sendrealm"))
 
 

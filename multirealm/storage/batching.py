@@ -167,7 +167,7 @@ class BatchingStore:
         self._full = False  # the disk was full at the last failure, and said so
         self._queue = queue.SimpleQueue()  # (operations, weight) of a turn each, then _STOP
         self._pending = []  # operations of this reactor turn
-        self._pending_weight = 0  # what they count against MAX_BATCH
+        self._pending_weight = 0  # what they count against MAX_BATCH past one each (runs)
         self._thread = None
         self._stop_waiters = []
         # Operations queued before start() wait for it; after stop() they fail.
@@ -241,35 +241,41 @@ class BatchingStore:
         self._enqueue(operation)
         return operation.deferred
 
-    def submit_then(self, then, function, *args, writes=True, weight=1):
+    def submit_then(self, then, function, *args, writes=True):
         """
         As L{submit}, but instead of a Deferred firing, C{then} is called
         once on the reactor thread with the result or a L{Failure}: the
         send path's one call a message in place of a Deferred and its
         callbacks (issue 18).  C{then} may be called before this returns.
-        C{weight} is what the operation counts against L{MAX_BATCH} (a
-        run: its messages).
         """
         if not self._accepting:
             then(Failure(errors.Unavailable("the realm is shutting down; try again")))
             return
-        self._enqueue(_Operation(function, args, writes, then), weight)
+        self._enqueue(_Operation(function, args, writes, then))
 
-    def _enqueue(self, operation, weight=1):
+    def submit_run(self, then, weight, function, *args):
+        """
+        As L{submit_then}, for an operation that counts as C{weight}
+        operations against L{MAX_BATCH} (a run: its messages).
+        """
+        if not self._inline:  # inline, each operation is its own batch
+            self._pending_weight += weight - 1
+        self.submit_then(then, function, *args)
+
+    def _enqueue(self, operation):
         if self._inline:
             self._answer(self._run_batch([operation]))
             return
         # Operations of one reactor turn go to the database thread together,
         # at the start of the next turn: one hand-over, not one per request.
         self._pending.append(operation)
-        self._pending_weight += weight
         if len(self._pending) == 1:
             self._reactor.callLater(0, self._hand_over)
 
     def _hand_over(self):
         if self._pending:
             pending, self._pending = self._pending, []
-            self._queue.put((pending, self._pending_weight))
+            self._queue.put((pending, len(pending) + self._pending_weight))
             self._pending_weight = 0
 
     def _run(self):

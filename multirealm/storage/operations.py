@@ -77,9 +77,9 @@ class StoreOperations:
         return self._add(messages.add_private_message, message, then)
 
     def add_private_messages(self, messages_, then):
-        return self.submit_then(
-            then, messages.add_private_messages, self.thread_cache, self.realm, self.realm,
-            messages_, weight=len(messages_),
+        return self.submit_run(
+            then, len(messages_), messages.add_private_messages, self.thread_cache, self.realm,
+            self.realm, messages_,
         )
 
     def add_group_message(self, message, then=None):
