@@ -20,6 +20,23 @@ from tests.helpers import wait_until
 from tests.storage.base import StoreTestCase, message, sqlite_only
 
 
+def watched(testcase):
+    """
+    An object and a weak reference to it, with the garbage collector off
+    for the test: the object goes only if nothing, not even a cycle,
+    keeps it.
+    """
+    gc.collect()
+    gc.disable()
+    testcase.addCleanup(gc.enable)
+
+    class Marker:
+        pass
+
+    marker = Marker()
+    return marker, weakref.ref(marker)
+
+
 class AnswerWithACallTests(StoreTestCase):
     timeout = 15  # a batch left unanswered would otherwise wait two minutes
     def answers(self):
@@ -260,16 +277,8 @@ class RunTests(StoreTestCase):
         # Its exception carried the first run's exception as __context__,
         # whose frames held the whole batch while the refusal lived
         # (second review).
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
         self.bug_in("text 1")
-
-        class Marker:
-            pass
-
-        marker = Marker()
-        kept = weakref.ref(marker)
+        marker, kept = watched(self)
         store = self.open(start=False)
         store.create_user("heru", "h", "t")
         got = []
@@ -302,15 +311,7 @@ class NothingKeptTests(StoreTestCase):
     def test_a_batch_that_fails_whole_is_not_kept_by_its_failure(self):
         # The Failure of a whole batch held its own frame, and the batch:
         # a cycle, kept until a collection (second review).
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
-
-        class Marker:
-            pass
-
-        marker = Marker()
-        kept = weakref.ref(marker)
+        marker, kept = watched(self)
         store = self.open(start=False)
 
         def broken():
@@ -330,14 +331,7 @@ class NothingKeptTests(StoreTestCase):
     def test_an_answered_batch_is_not_kept_by_the_waiting_thread(self):
         # Its operations hold their messages and whoever is answered (a
         # protocol): up to MAX_BATCH of them, until the next batch (review).
-        gc.disable()
-        self.addCleanup(gc.enable)
-
-        class Marker:
-            pass
-
-        marker = Marker()
-        kept = weakref.ref(marker)
+        marker, kept = watched(self)
         store = self.open()
         yield store.submit(lambda db, marker: None, marker, writes=False)
         del marker
