@@ -541,7 +541,8 @@ class ChatProtocol(RequestLineReceiver):
         A private message (C{(sender, recipient, text)}), minted now (in
         request order), joins this read's run: stored with the others once
         the read's lines are handled (L{dataReceived}), or before the next
-        request that is not one (L{_handle}, L{_hold_until}).
+        request or reply that is not one (L{_handle}, L{_answer},
+        L{_hold_until}).
         """
         run = self._run
         try:
