@@ -46,6 +46,20 @@ class Command:
     closes: bool = False
     heavy: str | None = None
     upload: bool = False
+    # The name of its handler method (multirealm.chat.handlers), made once.
+    method: str = attrs.field(init=False)
+
+    @method.default
+    def _method(self):
+        return "command_" + self.name
+
+    @property
+    def fields(self):
+        """The names of its arguments, in the order a L{Request} holds them."""
+        return (
+            self.words + ((self.text,) if self.text else ())
+            + ((self.variadic,) if self.variadic else ()) + self.optional
+        )
 
     @property
     def usage(self):
@@ -154,15 +168,17 @@ COMMANDS = {
 @attrs.define
 class Request:
     """
-    A parsed line.  C{error}, if set, is the L{errors.ChatError} to answer
-    with, after the session (if any) has been checked.  (Not frozen: one is
-    made for every line, and a frozen attrs class costs three times as
-    much to make.)
+    A parsed line.  C{args} are its arguments in the order of
+    L{Command.fields} (its handler's parameters: the handler is called
+    with them positionally, no dict made).  C{error}, if set, is the
+    L{errors.ChatError} to answer with, after the session (if any) has
+    been checked.  (Not frozen: one is made for every line, and a frozen
+    attrs class costs three times as much to make.)
     """
 
     command: Command | None
     session: str | None = None
-    args: dict = attrs.field(factory=dict)
+    args: tuple | list = ()
     error: errors.ChatError | None = None
 
 
@@ -175,9 +191,11 @@ def _next_word(text):
 
 # The commands whose line ends with a text, and how many words (the session
 # and the fixed words) come before it.
+# The messages' commands (send, sendgroup, sendrealm, sendgrouprealm): a
+# session, one word, then the text.
 _WITH_TEXT = {
-    name: (command, 1 + len(command.words))
-    for name, command in COMMANDS.items() if command.text is not None and command.session
+    name: command for name, command in COMMANDS.items()
+    if command.text is not None and command.session and len(command.words) == 1
 }
 
 
@@ -203,20 +221,19 @@ def parse_request(line):
     empty) into a L{Request}.  Never raises.
     """
     # The messages' shape first (send, sendgroup...: the hottest lines
-    # there are): a lower-case name, then the session and the fixed words
-    # each after one space, then the text.  Anything else, right or wrong,
-    # is parsed word by word below.
+    # there are): a lower-case name, then the session and the word each
+    # after one space, then the text.  Anything else, right or wrong, is
+    # parsed word by word below.
     name, _, rest = line.partition(" ")
-    known = _WITH_TEXT.get(name)
-    if known is not None:
-        command, fixed = known
-        parts = rest.split(" ", fixed)
-        if len(parts) > fixed and all(parts[:fixed]):
-            text = parts[fixed].lstrip(" ")
+    command = _WITH_TEXT.get(name)
+    if command is not None:
+        parts = rest.split(" ", 2)
+        if len(parts) == 3 and parts[0] and parts[1]:
+            text = parts[2]
+            if text[:1] == " ":  # spaces before the text are no part of it
+                text = parts[2] = text.lstrip(" ")
             if text:
-                args = dict(zip(command.words, parts[1:fixed]))
-                args[command.text] = text
-                return Request(command, parts[0], args)
+                return Request(command, parts[0], parts[1:])
     return _parse_words(line)
 
 
@@ -231,21 +248,24 @@ def _parse_words(line):
         if not session:
             return Request(command, error=errors.InvalidSession(_usage("no session id", command)))
 
-    args = {}
+    args = []
     for word in command.words:
-        args[word], rest = _next_word(rest)
-        if not args[word]:
+        value, rest = _next_word(rest)
+        if not value:
             return Request(command, session, error=errors.BadRequest(_usage(f"missing <{word}>", command)))
+        args.append(value)
     if command.text:
         if not rest:
             problem = f"empty <{command.text}>"
             return Request(command, session, error=errors.BadRequest(_usage(problem, command)))
-        args[command.text], rest = rest, ""
+        args.append(rest)
+        rest = ""
     elif command.variadic:
-        args[command.variadic], rest = tuple(w for w in rest.split(" ") if w), ""
+        args.append(tuple(w for w in rest.split(" ") if w))
+        rest = ""
     for word in command.optional:
         value, rest = _next_word(rest)
-        args[word] = value or None
+        args.append(value or None)
     if rest:
         return Request(command, session, error=errors.BadRequest(_usage("too many words", command)))
     return Request(command, session, args)

@@ -105,7 +105,10 @@ class Failed:
     code: str
 
 
-@attrs.frozen
+# Not slotted: a frozen attrs class with a __dict__ is made by filling the
+# dict, a third cheaper than a slotted one's object.__setattr__ calls, and
+# a message is made for every request that sends (issue 18).
+@attrs.frozen(slots=False)
 class Message:
     """
     One accepted message.  C{kind} is L{PRIVATE} (C{recipient} is a user) or

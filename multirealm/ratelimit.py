@@ -22,9 +22,12 @@ class TokenBucket:
     def allow(self):
         """Take a token if one is there; True if the request may go on."""
         now = self._clock.seconds()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        tokens = self._tokens + (now - self._last) * self._rate
+        if tokens > self._burst:  # not min(): a call costs more, once a request
+            tokens = self._burst
         self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if tokens >= 1:
+            self._tokens = tokens - 1
             return True
+        self._tokens = tokens
         return False

@@ -2,30 +2,52 @@
 The pure request parser, with examples and with hypothesis.
 """
 
+import inspect
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from multirealm import errors
+from multirealm.chat.handlers import Handlers
 from multirealm.commands import COMMANDS, Request, _parse_words, parse_request, split_command
 from tests.helpers import Client, make_realm
+
+
+def named(request):
+    """A request's arguments by the names of its command's fields."""
+    return dict(zip(request.command.fields, request.args, strict=True))
 
 
 class ParseExamples(unittest.TestCase):
     def test_free_text_keeps_inner_spacing(self):
         request = parse_request("send   tok   heru   a  b   c")
         self.assertEqual(request.session, "tok")
-        self.assertEqual(request.args, {"to": "heru", "message": "a  b   c"})
+        self.assertEqual(named(request), {"to": "heru", "message": "a  b   c"})
         self.assertIsNone(request.error)
 
+    def test_free_text_as_sent(self):
+        request = parse_request("send tok heru@2 hello  there ")
+        self.assertEqual(named(request), {"to": "heru@2", "message": "hello  there "})
+
     def test_optional_word(self):
-        self.assertEqual(parse_request("inbox tok").args, {"after_id": None})
-        self.assertEqual(parse_request("inbox tok X1").args, {"after_id": "X1"})
+        self.assertEqual(named(parse_request("inbox tok")), {"after_id": None})
+        self.assertEqual(named(parse_request("inbox tok X1")), {"after_id": "X1"})
 
     def test_variadic_members(self):
         request = parse_request("creategroup tok team a  b@2 c")
-        self.assertEqual(request.args, {"group": "team", "member": ("a", "b@2", "c")})
-        self.assertEqual(parse_request("creategroup tok team").args["member"], ())
+        self.assertEqual(named(request), {"group": "team", "member": ("a", "b@2", "c")})
+        self.assertEqual(named(parse_request("creategroup tok team"))["member"], ())
+
+    def test_handlers_take_the_fields_in_order(self):
+        # A handler is called with a request's arguments positionally: its
+        # parameters must be its command's fields, in the table's order.
+        for command in COMMANDS.values():
+            parameters = list(inspect.signature(getattr(Handlers, command.method)).parameters)
+            self.assertEqual(
+                parameters, ["self"] + ["caller"] * command.session + list(command.fields),
+                command.name,
+            )
 
     def test_missing_session_is_an_invalid_session(self):
         request = parse_request("inbox")
@@ -70,9 +92,9 @@ class ParseProperties(unittest.TestCase):
             request = parse_request(line)
             if request.error is None:
                 self.assertIsNotNone(request.command)
-                for word in request.command.words:
-                    self.assertTrue(request.args[word])
-                    self.assertNotIn(" ", request.args[word])
+                for word in request.args[: len(request.command.words)]:
+                    self.assertTrue(word)
+                    self.assertNotIn(" ", word)
 
     @given(st.sampled_from(["send", "sendgroup", "SEND", "sendrealm", "sendgrouprealm", "help"]),
            st.lists(st.tuples(st.sampled_from([" ", "  ", "", "\t "]), words), max_size=5))

@@ -111,7 +111,7 @@ class Handlers:
         if not command.session:
             if request.error is not None:
                 raise request.error
-            return getattr(self, "command_" + command.name)(**request.args)
+            return getattr(self, command.method)(*request.args)
         if request.session is None:
             raise request.error  # the session id itself is missing
         token = request.session
@@ -122,7 +122,7 @@ class Handlers:
                 )
             token = self.session
         user = self.realm.sessions.user_of(token)
-        if isinstance(user, defer.Deferred):
+        if type(user) is not str:  # a Deferred (an ABC: isinstance would cost more)
             return self._after_lookup(user, token, request)
         return self._run(user, token, request)
 
@@ -154,8 +154,7 @@ class Handlers:
         caller = self._caller
         if caller is None or caller.token != token or caller.user != user:
             caller = self._caller = Caller(user, token)
-        handler = getattr(self, "command_" + request.command.name)
-        return handler(caller, **request.args)
+        return getattr(self, request.command.method)(caller, *request.args)
 
     # -- accounts -----------------------------------------------------------
 

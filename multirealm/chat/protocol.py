@@ -549,13 +549,13 @@ class ChatProtocol(RequestLineReceiver):
             message = self.realm.new_message(PRIVATE, *send)
         except Exception:  # a bug: this request's own reply (internal), after the run's
             return self._answer(self._bug(Failure()), 0, name, started)
-        if run is None or not run.takes(message, name):
+        if run is None or not run.add(message, name):
             if run is not None:
                 self._store_run()
             run = self._run = _SendRun(self, self._outbound.reserve(), name, started)
+            run.add(message, name)  # the first always fits
             if self._outbound.waiting >= self.MAX_PENDING:
                 self._hold("pending")
-        run.add(message)
 
     def _store_run(self):
         run, self._run = self._run, None
@@ -655,13 +655,18 @@ class _SendRun:
         self.messages = []
         self._text = 0
 
-    def takes(self, message, name):
-        return (name == self._name and len(self.messages) < RUN_MOST
-                and self._text + len(message.text) <= RUN_TEXT)  # characters: few bytes each
-
-    def add(self, message):
-        self.messages.append(message)
-        self._text += len(message.text)
+    def add(self, message, name):
+        """
+        Add C{message} of command C{name} if the run takes it (one
+        command's, within the bounds; the first always); False if not.
+        """
+        messages = self.messages
+        text = self._text + len(message.text)  # characters: few bytes each
+        if messages and (name != self._name or len(messages) >= RUN_MOST or text > RUN_TEXT):
+            return False
+        messages.append(message)
+        self._text = text
+        return True
 
     def __call__(self, sent):
         protocol = self._protocol

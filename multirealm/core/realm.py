@@ -285,19 +285,20 @@ class Realm:
 
     def new_message(self, kind, sender, recipient, text):
         """A L{Message} from local user C{sender}, with a new id and the time now."""
-        milliseconds = int(self._now() * 1000)
+        milliseconds = int(self.clock.seconds() * 1000)
         if milliseconds != self._stamp[0]:
             # Messages of the same millisecond share one formatted timestamp.
             self._stamp = (milliseconds, format_timestamp(milliseconds / 1000))
+        # Positional: keywords cost an attrs class a third more (issue 18).
         return Message(
-            id=self._ids.new(milliseconds),
-            kind=kind,
+            self._ids.new(milliseconds),
+            kind,
             # As address() parsed it when someone wrote to the sender (a
             # notice's sender, "", is no name: made, never cached).
-            sender=self._addresses.get(sender) or Address(sender, self.name),
-            recipient=recipient,
-            text=text,
-            timestamp=self._stamp[1],
+            self._addresses.get(sender) or Address(sender, self.name),
+            recipient,
+            text,
+            self._stamp[1],
         )
 
     def send(self, sender, recipient, text, then=None):

@@ -75,7 +75,10 @@ class SendRunTests(unittest.TestCase):
         long = "x" * (chat_protocol.RUN_TEXT // 2)
         self.alice.send(f"send - heru {long}", f"send - heru {long}", f"send - heru {long}")
         self.assertEqual([len(run) for run in self.runs[2:]], [2, 1])
-        self.assertEqual(codes(self.alice.replies()), ["OK"] * (chat_protocol.RUN_MOST + 4))
+        longer = "x" * (chat_protocol.RUN_TEXT + 1)  # a run of its own, but still a run
+        self.alice.send(f"send - heru {longer}", f"send - heru {longer}", "send - heru y")
+        self.assertEqual([len(run) for run in self.runs[4:]], [1, 1, 1])
+        self.assertEqual(codes(self.alice.replies()), ["OK"] * (chat_protocol.RUN_MOST + 7))
 
     def test_a_bug_in_one_message_is_its_own_internal_reply(self):
         # docs/protocol.md: a bug in one request is that request's own
