@@ -68,6 +68,9 @@ _MOST_ROWS = 1024
 SETTLE_ROWS = 4096
 
 
+_new_tuple = tuple.__new__
+
+
 def next_seq(db, cache):
     """The seq of the next message (L{ThreadCache.last_seq}, read if not known)."""
     seq = cache.last_seq
@@ -336,7 +339,9 @@ def add_private_message(db, cache, realm, origin, message):
     Its rows are gathered (L{gather_message}): the store writes them.
     """
     recipient = message.recipient
-    if recipient.realm == realm:
+    # A local recipient spelled as registered (in the cache: the common
+    # case) is taken as it is; to_local_user looks up the rest.
+    if recipient.realm == realm and cache.users.get(recipient.name) != recipient.name:
         message = to_local_user(db, cache, message)
         recipient = message.recipient
     sender = message.sender
@@ -349,7 +354,9 @@ def add_private_message(db, cache, realm, origin, message):
     sender_text, recipient_text, mailboxes, outbox, local, counted = route
     seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
     _count(cache.private_counts, counted, seq)
-    return Delivery(message, origin, local, outbox, False, seq)
+    # Delivery(message, origin, local, outbox, False, seq) without the
+    # named tuple's __new__, a Python function: this runs for every message.
+    return _new_tuple(Delivery, (message, origin, local, outbox, False, seq))
 
 
 def add_private_messages(db, cache, realm, origin, messages):
