@@ -9,7 +9,10 @@ With --users N (private messages), N users write in a --shape: "next"
 (user i to user i+1, the shape of run.py's closed loop: a batch's
 messages fall in distinct conversations), "runs" (eight messages a
 sender in a row, as run.py's pipelined load), or "random" (seeded random
-pairs).  The figures then show what a batch's distinct mailboxes cost:
+pairs).  With --run K, the messages go K at a time in one operation
+(add_private_messages: a connection's send run, as the realm stores a
+pipelined read's sends); "runs" with --run 8 is the realm's pipelined
+load.  The figures then show what a batch's distinct mailboxes cost:
 on SQLite also the bytes written a message (WAL and checkpoints,
 written_kib, from /proc/self/io).
 
@@ -24,6 +27,7 @@ are compared from one script, alternating rounds (SQLite only):
 
     python benchmarks/store_cost.py --code /tmp/before --code . [--rounds 5]
     python benchmarks/store_cost.py --users 200 --shape next --batch 100 --messages 40000
+    python benchmarks/store_cost.py --users 200 --shape runs --run 8 --batch 512 --messages 60000
     python benchmarks/store_cost.py --postgres postgresql://USER@HOST:PORT/DB
 
 The PostgreSQL database given is emptied (every table) first.
@@ -75,7 +79,7 @@ def pairs(users, shape):
     return pair
 
 
-def measure(code, postgres, kind, messages, batch, users=2, shape="next"):
+def measure(code, postgres, kind, messages, batch, users=2, shape="next", run_size=1):
     """In a fresh interpreter: {cpu_us, wall_us, server_us} per message."""
     sys.path.insert(0, os.path.abspath(code))
     import time
@@ -87,6 +91,13 @@ def measure(code, postgres, kind, messages, batch, users=2, shape="next"):
     from multirealm.storage.queries import groups
     from multirealm.storage.queries import messages as queries
 
+    import gc
+
+    try:
+        from multirealm.collector import THRESHOLDS
+    except ImportError:  # a checkout from before the collector's tuning: as the realm ran then
+        THRESHOLDS = gc.get_threshold()
+    gc.set_threshold(*THRESHOLDS)  # as in the realm's process
     try:
         from multirealm.storage.batching import _Operation
     except ImportError:  # before the engines were split
@@ -142,12 +153,19 @@ def measure(code, postgres, kind, messages, batch, users=2, shape="next"):
                     recipient=Address("team", "1") if kind == "group" else recipient,
                     text=f"text {n}", timestamp="2026-01-01T00:00:00.000+00:00",
                 )
-                ops.append(_Operation(function, (store.thread_cache, "1", "1", message), True))
+                if run_size == 1:
+                    ops.append(_Operation(function, (store.thread_cache, "1", "1", message), True))
+                elif ops and len(ops[-1].args[3]) < run_size:
+                    ops[-1].args[3].append(message)
+                else:
+                    args = (store.thread_cache, "1", "1", [message])
+                    ops.append(_Operation(queries.add_private_messages, args, True))
             started = time.thread_time()
             results = store._run_batch(ops)
             spent[0] += time.thread_time() - started
             for _, result in results:
-                assert not hasattr(result, "raiseException"), result
+                for one in result if run_size > 1 else [result]:
+                    assert not hasattr(one, "raiseException") and hasattr(one, "seq"), one
 
     # Warm: prepared statements, caches, and with many users every
     # conversation begun (its first rows are not what a message costs).
@@ -181,13 +199,17 @@ def main():
                         help="private messages between this many users (default: alice and heru)")
     parser.add_argument("--shape", choices=("next", "runs", "random"), default="next",
                         help="with --users: who writes to whom (see above)")
+    parser.add_argument("--run", type=int, default=1,
+                        help="private messages an operation (a send run; see above)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the subprocess's own call
     args = parser.parse_args()
     if args.users < 2 or (args.users > 2 and args.kind != "private"):
         parser.error("--users: at least 2, and more only for private messages")
+    if args.run < 1 or (args.run > 1 and args.kind != "private"):
+        parser.error("--run: at least 1, and more only for private messages")
     if args.measure:
         print(json.dumps(measure(args.measure, args.postgres, args.kind, args.messages,
-                                 args.batch, args.users, args.shape)))
+                                 args.batch, args.users, args.shape, args.run)))
         return
     codes = args.code or ["."]
     rounds = {code: [] for code in codes}
@@ -195,13 +217,15 @@ def main():
         for code in codes:
             command = [sys.executable, __file__, "--measure", code, "--kind", args.kind,
                        "--messages", str(args.messages), "--batch", str(args.batch),
-                       "--users", str(args.users), "--shape", args.shape]
+                       "--users", str(args.users), "--shape", args.shape,
+                       "--run", str(args.run)]
             if args.postgres:
                 command += ["--postgres", args.postgres]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             rounds[code].append(json.loads(out))
     engine = "PostgreSQL" if args.postgres else "SQLite"
     among = "" if args.users == 2 else f" among {args.users} users ({args.shape})"
+    among += f", {args.run} an operation" if args.run > 1 else ""
     print(f"{engine}, {args.kind} messages{among}, {args.messages} in batches of {args.batch},"
           f" median of {args.rounds} rounds, per message:")
     for code, figures in rounds.items():

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from multirealm import errors
-from multirealm.model import Delivery, Sent, user_mailbox
+from multirealm.model import PRIVATE, Delivery, Message, Sent, user_mailbox
 from multirealm.names import Address
 from multirealm.storage.queries import messages as message_queries
 from tests.helpers import wait_until
@@ -145,22 +145,87 @@ class RunTests(StoreTestCase):
         self.assertEqual((yield self.stored_texts(store)), ["text 1", "text 3"])
 
     @defer.inlineCallbacks
+    def test_a_run_stores_and_counts_as_its_messages_one_by_one(self):
+        # A run's consecutive messages of one conversation are routed and
+        # counted once (issue 18, fifth session): the histories, the
+        # unread counts and the deliveries must be what the messages one
+        # at a time give.  The same pattern goes to users a0-a2 as one run
+        # and to users b0-b2 a message at a time.  A0 is a0 spelled
+        # otherwise (stored as registered); 9 is a user who does not exist.
+        store = self.open()
+        for name in ("a0", "a1", "a2", "b0", "b1", "b2"):
+            yield store.create_user(name, "h", "t")
+        pattern = [(0, 1), (0, 1), (1, 0), (0, 1), (0, 2), (0, 2), (2, 0), (0, 0), (0, 0),
+                   (0, 9), (0, 9), (0, 1), (1, 0), (1, 0), (1, "0"), (1, "0"), (0, 2), (2, 1),
+                   (2, 1), (0, 2), (0, 2)]
+
+        def messages(prefix):
+            people = {}  # one Address a name, as the realm's caches give them
+
+            def person(who):
+                name = f"{prefix.upper()}0" if who == "0" else f"{prefix}{who}"
+                return people.setdefault(name, Address(name, "1"))
+
+            return [
+                Message(f"ID{prefix}{n:03d}", PRIVATE, person(sender), person(recipient),
+                        f"text {n}", "2026-01-01T00:00:00.000+00:00")
+                for n, (sender, recipient) in enumerate(pattern)
+            ]
+
+        answered = defer.Deferred()
+        store.add_private_messages(messages("a"), answered.callback)
+        ran = yield answered
+        alone = []
+        for one in messages("b"):
+            try:
+                alone.append((yield store.add_private_message(one)))
+            except errors.NoSuchUser as refused:
+                alone.append(refused)
+
+        def unprefixed(name):  # a0 and b0 are both x0; A0 is X0
+            return ("X" if name[0].isupper() else "x") + name[1:]
+
+        def seen(result):
+            if isinstance(result, errors.ChatError):
+                return type(result)
+            message = result.message
+            return (unprefixed(str(message.sender)), unprefixed(str(message.recipient)),
+                    message.text, sorted(unprefixed(u) for u in result.local_users))
+
+        self.assertEqual([seen(r) for r in ran], [seen(r) for r in alone])
+        self.assertEqual([seen(r) for r in ran].count(errors.NoSuchUser), 2)
+        for user in ("0", "1", "2"):
+            pages = []
+            for prefix in ("a", "b"):
+                texts = yield self.stored_texts(store, prefix + user)
+                page, _ = yield store.conversations(prefix + user, None, 10)
+                pages.append((texts, [(unprefixed(str(peer)), kind, last.text, unread)
+                                      for peer, kind, last, unread in page]))
+            self.assertEqual(pages[0], pages[1], user)
+        # Conversations left unread by groups of two and more: what the
+        # counts must get right.
+        page, _ = yield store.conversations("a0", None, 10)
+        self.assertEqual(sorted(unread for _, _, _, unread in page), [0, 0, 4])
+        page, _ = yield store.conversations("a1", None, 10)
+        self.assertEqual(sorted(unread for _, _, _, unread in page), [0, 2])
+
+    @defer.inlineCallbacks
     def test_a_message_that_fails_after_a_change_or_by_a_bug_fails_alone(self):
         # A refusal after the run changed a row, or a bug, cannot be undone
         # within the run: the batch runs again with the run split, a
         # message an operation in a savepoint, and only that one fails;
         # the batch's other operations are kept (review).
-        real = message_queries.add_private_message
+        real = message_queries._gather  # what every message's path calls, run or not
 
-        def failing(db, cache, realm, origin, message):
+        def failing(db, cache, origin, message, *route):
             if message.text == "text 2":
                 db.execute("INSERT INTO users VALUES ('ghost', 'h', 't')")
                 raise errors.UserExists("too late to refuse cleanly")
             if message.text == "text 3":
                 raise ZeroDivisionError("a bug in one message")
-            return real(db, cache, realm, origin, message)
+            return real(db, cache, origin, message, *route)
 
-        self.patch(message_queries, "add_private_message", failing)
+        self.patch(message_queries, "_gather", failing)
         store = self.open(start=False)
         store.create_user("heru", "h", "t")
         got = []
@@ -215,14 +280,14 @@ class RunTests(StoreTestCase):
         self.assertEqual(store.commits, 2)
 
     def bug_in(self, text):
-        real = message_queries.add_private_message
+        real = message_queries._gather  # what every message's path calls, run or not
 
-        def buggy(db, cache, realm, origin, message):
+        def buggy(db, cache, origin, message, *route):
             if message.text == text:
                 raise ZeroDivisionError("a bug in one message")
-            return real(db, cache, realm, origin, message)
+            return real(db, cache, origin, message, *route)
 
-        self.patch(message_queries, "add_private_message", buggy)
+        self.patch(message_queries, "_gather", buggy)
 
     @sqlite_only
     @defer.inlineCallbacks

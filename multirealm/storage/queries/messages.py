@@ -235,8 +235,11 @@ def _counted(realm, message, local_users):
     return tuple(counted)
 
 
-def _count(counts, counted, seq):
-    """Count message C{seq} in the conversations C{counted} (L{_counted})."""
+def _count(counts, counted, seq, messages=1):
+    """
+    Count C{messages} messages of one sender to one recipient, the last
+    of them C{seq}, in the conversations C{counted} (L{_counted}).
+    """
     for row, own in counted:
         # [last seq, own last seq, from the peer, from the peer before it]
         count = counts.get(row)
@@ -247,7 +250,7 @@ def _count(counts, counted, seq):
             count[1] = seq
             count[3] = count[2]
         else:
-            count[2] += 1
+            count[2] += messages
 
 
 def write_private_counts(db, cache):
@@ -338,19 +341,7 @@ def add_private_message(db, cache, realm, origin, message):
     or handed over by peer C{origin}, where L{private_route} sends it.
     Its rows are gathered (L{gather_message}): the store writes them.
     """
-    recipient = message.recipient
-    # A local recipient spelled as registered (in the cache: the common
-    # case) is taken as it is; to_local_user looks up the rest.
-    if recipient.realm == realm and cache.users.get(recipient.name) != recipient.name:
-        message = to_local_user(db, cache, message)
-        recipient = message.recipient
-    sender = message.sender
-    # What the messages of one conversation share is worked out once
-    # (L{ThreadCache.routes}): this runs for every message.
-    key = (origin, sender.name, sender.realm, recipient.name, recipient.realm)
-    route = cache.routes.get(key)
-    if route is None:
-        route = _route(db, cache, realm, origin, message, key)
+    message, route = _routed(db, cache, realm, origin, message)
     sender_text, recipient_text, mailboxes, outbox, local, counted = route
     seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
     _count(cache.private_counts, counted, seq)
@@ -368,17 +359,71 @@ def add_private_messages(db, cache, realm, origin, messages):
     engine refuses) fails the run, which the store then runs again a
     message at a time, each in a savepoint of its own
     (L{multirealm.storage.batching}).
+
+    Consecutive messages from one sender to one recipient (the same
+    Address objects: the realm's caches hand out one for each name) are
+    one conversation's: routed and counted once (L{_add_conversation}).
+    Whatever refuses a message here depends on its sender and recipient
+    only, so it refuses all of them alike.
     """
     results = []
-    for message in messages:
+    start, total = 0, len(messages)
+    while start < total:
+        sender, recipient = messages[start].sender, messages[start].recipient
+        end = start + 1
+        while end < total and messages[end].sender is sender and messages[end].recipient is recipient:
+            end += 1
         changes, gathered = db.total_changes, len(cache.gathered_keys)
         try:
-            results.append(add_private_message(db, cache, realm, origin, message))
+            results += _add_conversation(db, cache, realm, origin, messages[start:end])
         except errors.ChatError as refused:
             if db.total_changes != changes or len(cache.gathered_keys) != gathered:
                 raise
-            results.append(refused.with_traceback(None))  # no frame: no cycle
+            results += [refused.with_traceback(None)] * (end - start)  # no frame: no cycle
+        start = end
     return Sent(results)
+
+
+def _add_conversation(db, cache, realm, origin, messages):
+    """
+    L{add_private_message} for C{messages} of one sender to one recipient,
+    in order: their Deliveries.  The route is worked out and the
+    conversations' counts kept once for all of them.
+    """
+    first, route = _routed(db, cache, realm, origin, messages[0])
+    # The recipient as registered, if it was spelled otherwise.
+    respelled = None if first is messages[0] else first.recipient
+    sender_text, recipient_text, mailboxes, outbox, local, counted = route
+    deliveries = []
+    for message in messages:
+        if respelled is not None:
+            message = attrs.evolve(message, recipient=respelled)
+        seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
+        deliveries.append(_new_tuple(Delivery, (message, origin, local, outbox, False, seq)))
+    _count(cache.private_counts, counted, seq, len(messages))
+    return deliveries
+
+
+def _routed(db, cache, realm, origin, message):
+    """
+    (C{message} with a local recipient spelled as registered, the route
+    of its conversation: L{_route}); L{errors.NoSuchUser}, or what
+    L{private_route} refuses.
+    """
+    recipient = message.recipient
+    # A local recipient spelled as registered (in the cache: the common
+    # case) is taken as it is; to_local_user looks up the rest.
+    if recipient.realm == realm and cache.users.get(recipient.name) != recipient.name:
+        message = to_local_user(db, cache, message)
+        recipient = message.recipient
+    sender = message.sender
+    # What the messages of one conversation share is worked out once
+    # (L{ThreadCache.routes}): this runs for every message.
+    key = (origin, sender.name, sender.realm, recipient.name, recipient.realm)
+    route = cache.routes.get(key)
+    if route is None:
+        route = _route(db, cache, realm, origin, message, key)
+    return message, route
 
 
 def _route(db, cache, realm, origin, message, key):
