@@ -200,7 +200,8 @@ def main():
     parser.add_argument("--shape", choices=("next", "runs", "random"), default="next",
                         help="with --users: who writes to whom (see above)")
     parser.add_argument("--run", type=int, default=1,
-                        help="private messages an operation (a send run; see above)")
+                        help="private messages an operation (a send run: one sender's, so with"
+                             " --shape runs and a --batch that is a multiple of 8; see above)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the subprocess's own call
     args = parser.parse_args()
     if args.users < 2 or (args.users > 2 and args.kind != "private"):

@@ -189,8 +189,6 @@ def _next_word(text):
     return word, rest.lstrip(" ")
 
 
-# The commands whose line ends with a text, and how many words (the session
-# and the fixed words) come before it.
 # The messages' commands (send, sendgroup, sendrealm, sendgrouprealm): a
 # session, one word, then the text.
 _WITH_TEXT = {

@@ -9,6 +9,7 @@ section and the key.
 import configparser
 import difflib
 import ipaddress
+import math
 import os
 from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
@@ -221,6 +222,8 @@ class _Section:
             value = kind(raw.strip())
         except ValueError:
             raise self.error(key, f"expected a number, got {raw.strip()!r}") from None
+        if not math.isfinite(value):  # inf and nan pass every comparison below
+            raise self.error(key, f"expected a finite number, got {raw.strip()!r}")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
             raise self.error(key, f"must be {bound}, got {value}")

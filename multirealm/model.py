@@ -52,7 +52,8 @@ class MessageIds:
     id, so a realm keys what it stores by (origin realm, id).  Like a
     monotonic ULID, the ids one realm mints sort in the order they were
     minted: within one millisecond (or if the clock steps back) an id is
-    the one before plus one.
+    the one before plus one, and past the last random part, the next
+    millisecond's.
 
     Randomness is read from C{os.urandom} 4 KiB at a time: one system call
     per 409 ids.  A call per id would release the GIL each time, and on a
@@ -70,18 +71,21 @@ class MessageIds:
         self._last_random = 0  # the random part of the last id
 
     def new(self, milliseconds):
-        random = self._last_random
-        if milliseconds <= self._last_ms and random < 2**80 - 1:
-            random += 1
-        else:
-            if self._used >= len(self._pool):
-                self._pool, self._used = os.urandom(self._POOL_BYTES), 0
-            random = int.from_bytes(self._pool[self._used : self._used + 10], "big")
-            self._used += 10
-            self._last_ms = milliseconds
-            self._prefix = "%012x" % milliseconds
-        self._last_random = random
         # %-formatting: a third of what an f-string with widths costs here.
+        random = self._last_random
+        if milliseconds <= self._last_ms:
+            if random < 2**80 - 1:
+                self._last_random = random = random + 1
+                return self._prefix + "%020x" % random
+            # The random part is spent: the next millisecond's ids sort after.
+            milliseconds = self._last_ms + 1
+        if self._used >= len(self._pool):
+            self._pool, self._used = os.urandom(self._POOL_BYTES), 0
+        random = int.from_bytes(self._pool[self._used : self._used + 10], "big")
+        self._used += 10
+        self._last_ms = milliseconds
+        self._prefix = "%012x" % milliseconds
+        self._last_random = random
         return self._prefix + "%020x" % random
 
 

@@ -23,7 +23,7 @@ class TokenBucket:
         """Take a token if one is there; True if the request may go on."""
         now = self._clock.seconds()
         tokens = self._tokens + (now - self._last) * self._rate
-        if tokens > self._burst:  # not min(): a call costs more, once a request
+        if not tokens <= self._burst:  # min() as a comparison (a call costs more), NaN too
             tokens = self._burst
         self._last = now
         if tokens >= 1:

@@ -120,6 +120,11 @@ class ConfigTests(unittest.TestCase):
             ("max_line_bytes = 63", "[network] max_line_bytes: must be at least 64, got 63"),
             ("list_limit = 20001", "[network] list_limit: must be between 1 and 20000, got 20001"),
             ("idle_timeout = soon", "[network] idle_timeout: expected a number, got 'soon'"),
+            # inf and nan pass every bound; an infinite rate made a NaN of
+            # the token bucket (review).
+            ("rate_limit_per_second = inf",
+             "[network] rate_limit_per_second: expected a finite number, got 'inf'"),
+            ("idle_timeout = nan", "[network] idle_timeout: expected a finite number, got 'nan'"),
         ]:
             error = self.assertConfigError(
                 MINIMAL.replace("secret = s3cret", f"secret = s\n{line}"))

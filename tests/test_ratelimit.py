@@ -17,3 +17,9 @@ class TokenBucketTests(unittest.TestCase):
         bucket = TokenBucket(rate=100, burst=3, clock=clock)
         clock.advance(1000)
         self.assertEqual(sum(bucket.allow() for _ in range(10)), 3)
+
+    def test_an_infinite_rate_allows_every_request(self):
+        # min(burst, nan) is burst: the comparison that replaced min() must
+        # keep that, or a NaN refuses every request after it (review).
+        bucket = TokenBucket(rate=float("inf"), burst=5, clock=Clock())
+        self.assertEqual([bucket.allow() for _ in range(10)], [True] * 10)

@@ -100,7 +100,7 @@ class Realm:
         self._hasher = hasher
         self._stamp = (None, None)  # (epoch ms, its ISO 8601 form)
         self._ids = MessageIds()
-        self._addresses = {}  # text -> Address: valid addresses parsed before
+        self._addresses = {}  # text -> Address: valid addresses parsed before, local senders
         self.links = LinkStates(self.peers, store, clock)
         self.presence = Presence(name, self.peers, store, clock)
         self._registration_listeners = []
@@ -261,9 +261,24 @@ class Realm:
             address = Address.parse(text, self.name, what)
             if address.realm != self.name and address.realm not in self.peers:
                 raise errors.NoSuchRealm(f"realm {address.realm!r} is not linked to this realm")
-            if len(self._addresses) >= self._ADDRESSES_MAX:
-                self._addresses.clear()
-            self._addresses[text] = address
+            self._keep_address(text, address)
+        return address
+
+    def _keep_address(self, text, address):
+        if len(self._addresses) >= self._ADDRESSES_MAX:
+            self._addresses.clear()
+        self._addresses[text] = address
+
+    def _sender_address(self, name):
+        """
+        Local user C{name}'s Address, kept as address() keeps what it
+        parses: one object a name, so that the store finds a run's
+        messages of one conversation by identity.  (A notice's sender, "",
+        is no name: made, never kept.)
+        """
+        address = Address(name, self.name)
+        if name:
+            self._keep_address(name, address)
         return address
 
     def remote_address(self, text, what="username"):
@@ -293,9 +308,7 @@ class Realm:
         return Message(
             self._ids.new(milliseconds),
             kind,
-            # As address() parsed it when someone wrote to the sender (a
-            # notice's sender, "", is no name: made, never cached).
-            self._addresses.get(sender) or Address(sender, self.name),
+            self._addresses.get(sender) or self._sender_address(sender),
             recipient,
             text,
             self._stamp[1],

@@ -71,6 +71,31 @@ class MessageIdTests(unittest.TestCase):
         # A clock that steps back does not make an id sort before earlier ones.
         self.assertGreater(ids.new(1_600_000_000_000), minted[-1])
 
+    def test_ids_still_sort_once_a_milliseconds_random_part_is_spent(self):
+        ids = MessageIds()
+        first = ids.new(1_000)
+        ids._last_random = 2**80 - 2  # as if 2**80 ids had been minted in it (review)
+        last = ids.new(1_000)
+        self.assertEqual(last, f"{1_000:012x}" + "f" * 20)
+        after = [ids.new(1_000), ids.new(999), ids.new(1_001)]
+        self.assertEqual([first, last] + after, sorted([first, last] + after))
+        self.assertEqual(int(after[0][:12], 16), 1_001)
+        self.assertEqual(len(set(after)), 3)
+
+    def test_one_senders_messages_share_one_address(self):
+        # The store groups a run's messages of one conversation by the
+        # identity of their addresses (review): a sender nobody wrote to
+        # gets one Address too.
+        realm = make_realm(self)
+        one, two = (realm.new_message("private", "alice", realm.address("heru"), text)
+                    for text in "ab")
+        self.assertIs(one.sender, two.sender)
+        self.assertIs(one.recipient, two.recipient)
+        self.assertEqual(one.sender, Address("alice", realm.name))
+        notices = [realm.new_message("member", "", realm.address("heru"), "n") for _ in "ab"]
+        self.assertEqual(notices[0].sender, Address("", realm.name))
+        self.assertIsNot(notices[0].sender, notices[1].sender)  # "" is no name: never kept
+
     def test_timestamps_are_utc_iso_with_milliseconds(self):
         clock = task.Clock()
         clock.advance(1_700_000_000.25)
