@@ -388,7 +388,9 @@ def _add_conversation(db, cache, realm, origin, messages):
     """
     L{add_private_message} for C{messages} of one sender to one recipient,
     in order: their Deliveries.  The route is worked out and the
-    conversations' counts kept once for all of them.
+    conversations' counts kept once for all of them.  (add_private_message
+    is this for one message, written out: through here, a lone message,
+    the closed loop's, costs 0.3 us more: store_cost.py --shape next.)
     """
     first, route = _routed(db, cache, realm, origin, messages[0])
     # The recipient as registered, if it was spelled otherwise.
