@@ -157,6 +157,16 @@ class IStore(Interface):
         history and is queued for the group's realm.
         """
 
+    def receive_private_messages(origin, messages, then):
+        """
+        L{receive_message} for each of C{messages}, private messages that
+        peer realm C{origin} handed over in one read of its link, in one
+        operation; calls C{then} once, on the reactor thread, with a
+        L{multirealm.model.Sent} (each message's Delivery, C{duplicate} or
+        not, or the L{errors.ChatError} that refused it alone) or, if the
+        run could not be stored, a Failure.
+        """
+
     def receive_message(origin, message, most, notice=None):
         """
         Store a message that peer realm C{origin} handed over, keeping its

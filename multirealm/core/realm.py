@@ -383,6 +383,16 @@ class Realm:
             origin, message, policy.REMOTE_ROWS_PER_PEER, notice
         )
 
+    def receive_run(self, origin, messages, then):
+        """
+        Store private messages that peer realm C{origin} handed over in one
+        read of its link, each already passed by L{check_received}, in
+        their order, in one operation: C{then} is called once with a
+        L{multirealm.model.Sent} or a Failure
+        (L{IStore.receive_private_messages}).
+        """
+        self._store.receive_private_messages(origin, messages, then)
+
     def check_received(self, origin, message):
         """L{received.check} for this realm: L{errors.ChatError} if refused."""
         received.check(self.name, self.peers, self.limits.max_line_bytes, origin, message)

@@ -22,6 +22,7 @@ import json
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 
 from multirealm import errors, wire
 from multirealm.core.incoming import IncomingFile
@@ -34,6 +35,7 @@ from multirealm.federation.frames import (
     FileFrame,
     TRANSIENT,
     FrameError,
+    MessageFrame,
     PresenceFrame,
     UsersFrame,
     body_follows,
@@ -44,11 +46,17 @@ from multirealm.federation.frames import (
 from multirealm.framing import RequestLineReceiver
 from multirealm.readgate import ReadGate
 from multirealm.logs import RealmLogger
+from multirealm.model import PRIVATE
 
 log = RealmLogger()
 
 HANDSHAKE_SECONDS = 10.0
 INTERNAL = "internal error: the realm logged it"
+
+# The private message frames of one read are stored as a run (L{_ReceiveRun})
+# of at most this many frames and characters of text.
+RUN_MOST = 256
+RUN_TEXT = 256 * 1024
 
 
 class RealmProtocol(RequestLineReceiver, TimeoutMixin):
@@ -70,6 +78,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._pending = 0  # frames not yet answered
         self._closing = False  # closed once every frame read is answered
         self._not_now = None  # the ChatError of a "not now" refusal on this link
+        self._run = None  # the private message frames of this read not yet stored (_ReceiveRun)
         # The peer not reading our answers stops our reading its frames.
         self.transport.registerProducer(_AnswerFlow(self), True)
 
@@ -141,6 +150,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         except Exception:  # a bug reading a file's body: its frame is not answered
             log.failure("reading from realm {peer} failed", realm=self.realm, peer=self.peer)
             self._close_when_answered()
+        finally:
+            if self._run is not None:
+                self._store_run()
 
     def _bug(self, text):
         """A line failed: logged, and answered C{internal}."""
@@ -224,6 +236,10 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             frame = parse_frame(text)
         except FrameError as e:
             return self._bad_frame(text, "bad_request", str(e))
+        if type(frame) is MessageFrame and frame.kind == PRIVATE and self._not_now is None:
+            return self._join_run(frame)
+        if self._run is not None:
+            self._store_run()  # before any other frame: stored in the order read
         if isinstance(frame, FileFrame):
             return self._file_frame(frame)
         if isinstance(frame, PresenceFrame):
@@ -241,6 +257,36 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             )
         self._answer(frame.id, d)
 
+    def _join_run(self, frame):
+        """
+        A private message frame, checked now, joins this read's run: stored
+        with the others once the read's lines are handled
+        (L{dataReceived}), or before the next frame that is not one.  One
+        that is refused is answered at once, as it would be alone.
+        """
+        try:
+            message = frame.message(self.peer, self.realm.name)
+            self.realm.check_received(self.peer, message)
+        except Exception:
+            return self._answer(frame.id, defer.fail())
+        run = self._run
+        if run is not None and not run.add(frame.id, message):
+            self._store_run()
+            run = None
+        if run is None:
+            run = self._run = _ReceiveRun(self)
+            run.add(frame.id, message)  # the first always fits
+        self._pending += 1
+        if self._pending == self.MAX_PENDING:
+            self._hold("pending")  # no more lines of this read: the run is stored at its end
+
+    def _store_run(self):
+        run, self._run = self._run, None
+        try:
+            self.realm.receive_run(self.peer, run.messages, run)
+        except Exception:
+            run(Failure())
+
     def _answer(self, frame_id, d):
         """Answer frame C{frame_id} when C{d} fires: OK, or its refusal."""
         self._pending += 1
@@ -252,12 +298,13 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         )
         d.addCallback(self._answered)
 
-    def _answered(self, line):
-        self._pending -= 1
-        if self._pending == self.MAX_PENDING // 2:
+    def _answered(self, line, count=1):
+        """Write C{line}, the answers to C{count} frames (a run's, joined)."""
+        pending = self._pending = self._pending - count
+        if pending <= self.MAX_PENDING // 2 < pending + count:
             self._release("pending")
         self._write(line)
-        if self._closing and not self._pending:
+        if self._closing and not pending:
             self.transport.loseConnection()
 
     # -- files -------------------------------------------------------------------
@@ -317,13 +364,16 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
 
     def _refusal(self, frame_id, failure):
         if failure.check(errors.ChatError):
-            code, message = failure.value.code, failure.value.message
-            if code in TRANSIENT and self._not_now is None:
-                self._not_now = failure.value
-            return Ack(frame_id, code, message)
+            return self._refusal_of(frame_id, failure.value)
         log.failure("a frame from realm {peer} failed", failure, realm=self.realm,
                     peer=self.peer)
         return Ack(frame_id, "internal", INTERNAL)
+
+    def _refusal_of(self, frame_id, error):
+        """The answer to frame C{frame_id} refused with ChatError C{error}."""
+        if error.code in TRANSIENT and self._not_now is None:
+            self._not_now = error
+        return Ack(frame_id, error.code, error.message)
 
     def _write(self, line):
         if self.transport is not None and not self.transport.disconnecting:
@@ -433,6 +483,52 @@ class _AnswerFlow:
 
     def stopProducing(self):
         pass
+
+
+class _ReceiveRun:
+    """
+    The private message frames of one read of a link, stored in one
+    operation (L{multirealm.core.realm.Realm.receive_run}) and answered
+    in one write: a message's duplicate check, Deferred and answer were
+    most of what the far realm spent on it (issue 18).  Called once with
+    a L{multirealm.model.Sent} or a Failure; each frame still gets its own
+    answer, in the order read, and its own refusal.
+    """
+
+    __slots__ = ("_protocol", "ids", "messages", "_text")
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+        self.ids = []
+        self.messages = []
+        self._text = 0
+
+    def add(self, frame_id, message):
+        """Add frame C{frame_id}'s C{message} if the run takes it (the first always)."""
+        text = self._text + len(message.text)
+        if self.ids and (len(self.ids) >= RUN_MOST or text > RUN_TEXT):
+            return False
+        self.ids.append(frame_id)
+        self.messages.append(message)
+        self._text = text
+        return True
+
+    def __call__(self, sent):
+        protocol = self._protocol
+        ids, self.messages = self.ids, None  # the messages held no longer than needed
+        if type(sent) is Failure:
+            first = protocol._refusal(ids[0], sent)  # logged once, if a bug
+            answers = [first] + [Ack(frame_id, first.code, first.message) for frame_id in ids[1:]]
+        else:
+            answers = []
+            for frame_id, result in zip(ids, sent):
+                if type(result) is Failure:  # this message alone failed (a bug)
+                    answers.append(protocol._refusal(frame_id, result))
+                elif isinstance(result, errors.ChatError):
+                    answers.append(protocol._refusal_of(frame_id, result))
+                else:
+                    answers.append(Ack(frame_id))
+        protocol._answered("\r\n".join(answer.to_line() for answer in answers), len(ids))
 
 
 class _FileBody:

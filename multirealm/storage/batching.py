@@ -52,13 +52,21 @@ class _Operation:
 
 
 class _RunPart(_Operation):
-    """One message of a run (add_private_messages), run alone in an isolated batch."""
+    """One message of a run (L{_RUN_PARTS}), run alone in an isolated batch."""
 
     __slots__ = ("run",)
 
-    def __init__(self, run, args):
-        super().__init__(messages.add_private_message, args, True, then=_ignore)
+    def __init__(self, run, function, args):
+        super().__init__(function, args, True, then=_ignore)
         self.run = run  # the run's own operation, answered with every part's result
+
+
+# A run's operation -> the operation of one of its messages.  Both take
+# (db, cache, realm, origin), then the run's messages or one message.
+_RUN_PARTS = {
+    messages.add_private_messages: messages.add_private_message,
+    received.receive_private_messages: received.receive_private_message,
+}
 
 
 def _ignore(result):
@@ -73,9 +81,10 @@ def _split_runs(batch):
     """
     split = []
     for op in batch:
-        if op.function is messages.add_private_messages and op.args[-1]:
+        part = _RUN_PARTS.get(op.function)
+        if part is not None and op.args[-1]:
             cache, realm, origin, run = op.args
-            split.extend(_RunPart(op, (cache, realm, origin, message)) for message in run)
+            split.extend(_RunPart(op, part, (cache, realm, origin, message)) for message in run)
         else:
             split.append(op)
     return split
@@ -126,9 +135,10 @@ log = RealmLogger()
 # gathered rows are written (messages.write_gathered), so every reader
 # sees them; in a batch run again in isolation, at the end of each
 # operation, inside its savepoint.
-_GATHERS = frozenset(
-    (messages.add_private_message, messages.add_private_messages, received.receive_message)
-)
+_GATHERS = frozenset((
+    messages.add_private_message, messages.add_private_messages, received.receive_message,
+    received.receive_private_messages,
+))
 
 
 class _NeedsIsolation(Exception):
@@ -420,7 +430,8 @@ class BatchingStore:
                                 report(delivery)
                     elif type(result) is Sent:
                         for delivery in result:
-                            if type(delivery) is Delivery:  # not a refusal
+                            # Not a refusal, nor a message received before.
+                            if type(delivery) is Delivery and not delivery.duplicate:
                                 report(delivery)
             if op.then is not None:
                 try:

@@ -97,6 +97,12 @@ class StoreOperations:
             notice,
         )
 
+    def receive_private_messages(self, origin, messages_, then):
+        return self.submit_run(
+            then, len(messages_), received.receive_private_messages, self.thread_cache,
+            self.realm, origin, messages_,
+        )
+
     def history(self, mailbox, after_id, limit, max_bytes=2**62, before_id=None):
         return self.submit(
             messages.history, self.thread_cache, mailbox, after_id, limit, max_bytes, before_id,

@@ -238,7 +238,9 @@ class RealmPortBackpressure(unittest.TestCase):
         """R6: no bound on frames pending at the receiver (ChatProtocol stops at 1000)."""
         realm = make_realm(self, name="2", peers=("1",))
         pending = []
+        # Stored never: alone or in runs (one operation for the frames of a read).
         realm.receive = lambda origin, message: pending.append(1) or defer.Deferred()
+        realm.receive_run = lambda origin, messages, then: pending.extend(messages)
         factory = RealmServerFactory(realm, secret_for, 65536, realm.clock)
         protocol = factory.buildProtocol(None)
         transport = StringTransport()

@@ -158,10 +158,10 @@ class LinkTests(unittest.TestCase):
 
     def test_a_transient_refusal_keeps_the_message_and_sends_it_again(self):
         self.send(1)
-        real_receive = self.two.receive
-        self.two.receive = lambda origin, message: defer.fail(
-            errors.StorageFull("the realm's disk is full")
-        )
+        real_receive, real_run = self.two.receive, self.two.receive_run
+        full = errors.StorageFull("the realm's disk is full")
+        self.two.receive = lambda origin, message: defer.fail(full)
+        self.two.receive_run = lambda origin, messages, then: then(Failure(full))
         client, pump = self.connect()
         pump.flush()
         self.assertEqual(self.delivered(), [])
@@ -171,7 +171,7 @@ class LinkTests(unittest.TestCase):
         self.assertEqual(self.pending()["pending"], 1)
         history = self.successResultOf(self.one.inbox("alice")).messages
         self.assertEqual([m.kind for m in history], ["private"])  # no failure
-        self.two.receive = real_receive
+        self.two.receive, self.two.receive_run = real_receive, real_run
         client, pump = self.connect()
         pump.flush()
         self.assertEqual(self.delivered(), ["m0"])

@@ -7,9 +7,11 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from multirealm.federation import handshake
+from multirealm import errors
+from multirealm.federation import handshake, server
 from multirealm.federation.server import HANDSHAKE_SECONDS, RealmServerFactory
 from multirealm.names import Address
 from tests.helpers import make_realm
@@ -148,6 +150,102 @@ class FrameTests(unittest.TestCase):
         codes = [a.get("code", a["status"]) for a in self.acks()]
         self.assertEqual(codes, ["no_such_user", "bad_request", "OK"])
 
+    def read(self, *frames):
+        """C{frames} (id, sender, recipient, text), arriving in one read."""
+        ts = "2026-11-25T00:00:00.000+00:00"
+        self.peer.protocol.dataReceived("".join(
+            f"@id={frame_id};ts={ts} sendrealm {sender} {recipient} {text}\r\n"
+            for frame_id, sender, recipient, text in frames
+        ).encode())
+
+    def watch_runs(self):
+        """The ids of each run stored, in the order stored."""
+        runs, receive_run = [], self.realm.receive_run
+
+        def watched(peer, messages, then):
+            runs.append([m.id for m in messages])
+            receive_run(peer, messages, then)
+
+        self.realm.receive_run = watched
+        return runs
+
+    def answers(self):
+        return [(a["id"], a.get("code", a["status"])) for a in self.acks()]
+
+    def test_the_private_frames_of_one_read_are_stored_in_one_operation(self):
+        runs = self.watch_runs()
+        self.read(("a1", "bob", "heru", "one"), ("a2", "eve@3", "heru", "spoofed"),
+                  ("a3", "bob", "nobody", "lost"), ("a4", "bob", "heru", "two"),
+                  ("a1", "bob", "heru", "one"))
+        self.assertEqual(runs, [["a1", "a3", "a4", "a1"]])
+        # Refused before the store at once; the run's answers in the order read.
+        self.assertEqual(self.answers(), [("a2", "forbidden"), ("a1", "OK"),
+                                          ("a3", "no_such_user"), ("a4", "OK"), ("a1", "OK")])
+        texts = [m.text for m in self.successResultOf(self.realm.inbox("heru")).messages]
+        self.assertEqual(texts, ["one", "two"])
+        self.assertEqual(self.peer.protocol._pending, 0)
+
+    def test_a_frame_that_joins_no_run_is_stored_after_the_frames_before_it(self):
+        order, receive_users = self.watch_runs(), self.realm.receive_users
+
+        def users(peer, names):
+            order.append(["users"])
+            return receive_users(peer, names)
+
+        self.realm.receive_users = users
+        ts = "2026-11-25T00:00:00.000+00:00"
+        self.peer.protocol.dataReceived(
+            f"@id=a1;ts={ts} sendrealm bob heru one\r\n"
+            f"@id=users-1;ts={ts} announceusers bob\r\n"
+            f"@id=a2;ts={ts} sendrealm bob heru two\r\n".encode()
+        )
+        self.assertEqual(order, [["a1"], ["users"], ["a2"]])
+        self.assertEqual(self.answers(), [("a1", "OK"), ("users-1", "OK"), ("a2", "OK")])
+
+    def test_a_run_holds_so_many_frames_and_so_much_text(self):
+        runs = self.watch_runs()
+        self.patch(server, "RUN_MOST", 3)
+        self.read(*[(f"a{n}", "bob", "heru", "hi") for n in range(7)])
+        self.assertEqual([len(run) for run in runs], [3, 3, 1])
+        del runs[:]
+        self.patch(server, "RUN_MOST", 100)
+        self.patch(server, "RUN_TEXT", 10)
+        self.read(*[(f"b{i}", "bob", "heru", "x" * n) for i, n in enumerate((4, 5, 1, 11, 1))])
+        self.assertEqual(runs, [["b0", "b1", "b2"], ["b3"], ["b4"]])  # the first always fits
+        self.assertEqual(len(self.acks()), 12)
+
+    def test_a_run_refused_for_now_refuses_the_frames_after_it_unstored(self):
+        runs = []
+        full = errors.StorageFull("the realm's disk is full")
+        self.realm.receive_run = lambda peer, messages, then: (
+            runs.append(len(messages)), then(Failure(full))
+        )
+        self.read(("a1", "bob", "heru", "one"), ("a2", "bob", "heru", "two"))
+        self.read(("a3", "bob", "heru", "three"))
+        self.assertEqual(runs, [2])
+        self.assertEqual(self.answers(), [("a1", "storage_full"), ("a2", "storage_full"),
+                                          ("a3", "storage_full")])
+
+    def test_a_run_answered_at_once_past_half_the_pending_bound_resumes_reading(self):
+        self.patch(server.RealmProtocol, "MAX_PENDING", 4)
+        release = self.stall_receive()
+        self.read(*[(f"a{n}", "bob", "heru", "hi") for n in range(6)])
+        self.assertEqual(self.acks(), [])  # four stored late; two not read yet
+        release()  # four answers at once: 4 -> 0 pending, past the half
+        self.assertEqual(len(self.acks()), 6)
+        texts = [m.text for m in self.successResultOf(self.realm.inbox("heru")).messages]
+        self.assertEqual(len(texts), 6)
+
+    def test_a_bug_storing_a_run_answers_each_frame_internal_logged_once(self):
+        self.realm.receive_run = lambda peer, messages, then: 1 / 0
+        self.read(("a1", "bob", "heru", "one"), ("a2", "bob", "heru", "two"))
+        self.assertEqual(self.answers(), [("a1", "internal"), ("a2", "internal")])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.peer.protocol._pending, 0)
+        self.read(("a3", "bob", "heru", "three"))  # the link goes on
+        self.assertEqual(self.answers(), [("a3", "internal")])
+        self.flushLoggedErrors(ZeroDivisionError)
+
     def test_a_bad_frame_is_answered_by_its_id_and_the_link_goes_on(self):
         # Numbers are ASCII digits: a time in Arabic-Indic digits is no time.
         arabic_indic_year = "\u0662\u0660\u0662\u0666"
@@ -166,18 +264,26 @@ class FrameTests(unittest.TestCase):
         self.assertFalse(self.peer.transport.disconnecting)
 
     def stall_receive(self):
-        """Frames are stored only when C{release()} is called: answers come late."""
-        held, receive = [], self.realm.receive
+        """
+        Frames are stored only when C{release()} is called, in the order
+        handed over, alone or in runs: answers come late.
+        """
+        held, receive, receive_run = [], self.realm.receive, self.realm.receive_run
 
         def later(peer, message):
-            held.append((defer.Deferred(), peer, message))
-            return held[-1][0]
+            d = defer.Deferred()
+            held.append(lambda: receive(peer, message).chainDeferred(d))
+            return d
+
+        def later_run(peer, messages, then):
+            held.append(lambda: receive_run(peer, messages, then))
 
         def release():
-            for d, peer, message in held:
-                receive(peer, message).chainDeferred(d)
+            for store in held:
+                store()
 
         self.realm.receive = later
+        self.realm.receive_run = later_run
         return release
 
     def test_a_file_size_in_other_digits_closes_the_link_once_the_frames_before_are_answered(self):

@@ -7,8 +7,10 @@ import attrs
 from twisted.internet import defer
 
 from multirealm import errors
-from multirealm.model import GROUP, FileRef, group_mailbox, user_mailbox
+from multirealm.model import GROUP, PRIVATE, FileRef, Message, Sent, group_mailbox, user_mailbox
 from multirealm.names import Address
+from multirealm.storage import batching
+from multirealm.storage.queries import messages as message_queries
 from tests.storage.base import StoreTestCase, counts, message
 
 
@@ -120,3 +122,156 @@ class ReceiveBatchTests(StoreTestCase):
         self.assertEqual(store.commits, 1)
         history = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
         self.assertEqual(history.messages, (theirs,))
+
+
+class ReceiveRunTests(StoreTestCase):
+    """
+    The private messages of one read of a link (receive_private_messages):
+    one operation, each message its own answer, stored at most once.
+    """
+
+    timeout = 15
+
+    def setUp(self):
+        super().setUp()
+        # A batch run again in isolation gets every duplicate right too, by
+        # its slow path: the tests see that the run's own checks did.
+        self.isolated = []
+        split = batching._split_runs
+        self.patch(batching, "_split_runs", lambda batch: self.isolated.append(1) or split(batch))
+
+    def run_of(self, store, run):
+        answered = defer.Deferred()
+        store.receive_private_messages("2", run, answered.callback)
+        return answered
+
+    @defer.inlineCallbacks
+    def test_each_message_is_stored_refused_or_a_duplicate_in_one_operation(self):
+        store = self.open(start=False)
+        users = self.populate_inline_free(store)
+        reported = []
+        store.report_deliveries_to(reported.append)
+        before = store.receive_message("2", message(1, sender="bob", sender_realm="2"))
+        same_batch = store.receive_message("2", message(2, sender="bob", sender_realm="2"))
+        run = [
+            message(n, sender="bob", sender_realm="2", recipient=recipient)
+            for n, recipient in [(3, "heru"), (1, "heru"), (4, "nobody"), (2, "heru"),
+                                 (5, "alice"), (3, "heru")]
+        ]
+        answered = self.run_of(store, run)
+        store.start()
+        yield users
+        self.assertFalse((yield before).duplicate)
+        self.assertFalse((yield same_batch).duplicate)
+        sent = yield answered
+        self.assertEqual(store.commits, 1)
+        self.assertIs(type(sent), Sent)
+        self.assertEqual(
+            [(type(r).__name__, getattr(r, "duplicate", None)) for r in sent],
+            [("Delivery", False),  # 3: new
+             ("Delivery", True),   # 1 and 2: received by this batch's operations before
+             ("NoSuchUser", None),  # the run, gathered, not written yet
+             ("Delivery", True),
+             ("Delivery", False),  # 5
+             ("Delivery", True)],  # 3 again, in the same run
+        )
+        self.assertEqual([d.message.id for d in reported], ["ID0001", "ID0002", "ID0003", "ID0005"])
+        history = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
+        self.assertEqual([m.id for m in history.messages], ["ID0001", "ID0002", "ID0003"])
+        again = yield self.run_of(store, run[:2])  # resent after a reconnect: written rows
+        self.assertEqual([d.duplicate for d in again], [True, True])
+        self.assertEqual(len(reported), 4)
+        self.assertEqual(self.isolated, [])
+
+    @defer.inlineCallbacks
+    def test_a_run_stores_and_counts_as_its_messages_received_one_by_one(self):
+        # The same pattern goes to users a0-a2 as one run and to users
+        # b0-b2 a message at a time; the histories, unread counts and
+        # deliveries must match.  A0 is a0 spelled otherwise, 9 does not exist.
+        store = self.open()
+        for name in ("a0", "a1", "a2", "b0", "b1", "b2"):
+            yield store.create_user(name, "h", "t")
+        bob, cy = Address("bob", "2"), Address("Cy", "2")
+        pattern = [(bob, 0), (bob, 0), (cy, 0), (bob, 1), (bob, 9), (bob, "0"), (bob, "0"),
+                   (cy, 1), (cy, 1), (bob, 0), (bob, 2)]
+
+        def messages(prefix):
+            people = {}  # one Address a name, as a link's frames give them: runs are grouped
+
+            def person(who):
+                name = f"{prefix.upper()}0" if who == "0" else f"{prefix}{who}"
+                return people.setdefault(name, Address(name, "1"))
+
+            return [
+                Message(f"ID{prefix}{n:03d}", PRIVATE, sender, person(recipient),
+                        f"text {n}", "2026-01-01T00:00:00.000+00:00")
+                for n, (sender, recipient) in enumerate(pattern)
+            ]
+
+        ran = yield self.run_of(store, messages("a"))
+        alone = []
+        for one in messages("b"):
+            try:
+                alone.append((yield store.receive_message("2", one)))
+            except errors.NoSuchUser as refused:
+                alone.append(refused)
+
+        def unprefixed(name):
+            return ("X" if name[0].isupper() else "x") + name[1:] if name[0] in "abAB" else name
+
+        def seen(result):
+            if isinstance(result, errors.ChatError):
+                return type(result)
+            message = result.message
+            return (str(message.sender), unprefixed(str(message.recipient)), message.text,
+                    sorted(unprefixed(u) for u in result.local_users), result.duplicate)
+
+        self.assertEqual([seen(r) for r in ran], [seen(r) for r in alone])
+        for user in ("0", "1", "2"):
+            pages = []
+            for prefix in ("a", "b"):
+                history = yield store.history(user_mailbox(Address(prefix + user, "1")), None, 20)
+                page, _ = yield store.conversations(prefix + user, None, 10)
+                pages.append(([m.text for m in history.messages],
+                              [(str(peer), kind, last.text, unread)
+                               for peer, kind, last, unread in page]))
+            self.assertEqual(pages[0], pages[1], user)
+        page, _ = yield store.conversations("a0", None, 10)
+        self.assertEqual(sorted(unread for _, _, _, unread in page), [1, 5])
+        self.assertEqual(self.isolated, [])
+
+    @defer.inlineCallbacks
+    def test_a_message_that_fails_by_a_bug_fails_alone(self):
+        # The run fails as a whole; the batch runs again with the run split,
+        # a message an operation in a savepoint: only the bug's message fails,
+        # and a duplicate is still one.
+        real = message_queries._gather
+
+        def failing(db, cache, origin, message, *route):
+            if message.text == "text 2":
+                raise ZeroDivisionError("a bug in one message")
+            return real(db, cache, origin, message, *route)
+
+        store = self.open()
+        yield self.populate(store)
+        yield store.receive_message("2", message(3, sender="bob", sender_realm="2"))
+        self.patch(message_queries, "_gather", failing)
+        sent = yield self.run_of(store, [
+            message(n, sender="bob", sender_realm="2") for n in (1, 2, 3, 4)
+        ])
+        first, bug, duplicate, fourth = sent
+        self.assertEqual((first.duplicate, duplicate.duplicate, fourth.duplicate),
+                         (False, True, False))
+        self.assertTrue(bug.check(ZeroDivisionError))
+        history = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
+        self.assertEqual([m.id for m in history.messages], ["ID0003", "ID0001", "ID0004"])
+
+    @defer.inlineCallbacks
+    def test_ids_are_looked_up_in_statements_of_at_most_so_many(self):
+        store = self.open()
+        yield self.populate(store)
+        first = [message(n, sender="bob", sender_realm="2") for n in range(301)]
+        yield self.run_of(store, first[::2])
+        sent = yield self.run_of(store, first)
+        self.assertEqual([d.duplicate for d in sent], [n % 2 == 0 for n in range(301)])
+        self.assertEqual(self.isolated, [])
