@@ -244,7 +244,8 @@ class Connection:
         if len(parameters) > RAW_FROM:
             cursor = psycopg.RawCursor(self.connection)
             cursor.execute(translate_raw(sql), parameters)
-            return self._written(cursor)
+            # A read's rows are fetched (in a pipeline, that syncs it).
+            return self._written(cursor) if sql.startswith(_DML) else cursor
         if self._pipeline is not None:
             if sql != "ROLLBACK":
                 return self._send(sql, parameters)
