@@ -202,9 +202,12 @@ class Sent(tuple):
     What storing a run of private messages did (L{IStore.add_private_messages},
     L{IStore.receive_private_messages}): for each message, in order, its
     L{Delivery}, the L{errors.ChatError} that refused it, or the Failure of
-    a message that failed alone (a bug, a text the engine refused).  The
-    store reports each Delivery that is not C{duplicate}.
+    a message that failed alone (a bug, a text the engine refused, a full
+    disk).  The store reports each Delivery that is not C{duplicate}.
+    C{failed}: some message failed alone (only the store sets it).
     """
+
+    failed = False
 
 
 class Deliveries(tuple):

@@ -689,8 +689,9 @@ class _SendRun:
                     else:
                         stored += 1
                         continue
-                elif type(result) is Failure:  # this message alone failed (a bug)
-                    result = protocol._bug(result)
+                elif type(result) is Failure:  # this message alone failed
+                    # A refusal (a full disk, say) as it is; anything else a bug.
+                    result = result.value if result.check(errors.ChatError) else protocol._bug(result)
                 metrics.request(self._name, result.code, seconds)
                 replies.append(wire.to_bytes(result))
             if stored:

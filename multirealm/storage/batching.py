@@ -119,7 +119,10 @@ def _run_result(parts):
     first = parts[0]
     if type(first) is Failure and all(part is first for part in parts):
         return first
-    return Sent(parts)
+    sent = Sent(parts)
+    if any(type(part) is Failure for part in parts):
+        sent.failed = True  # cleaned on the reactor thread (BatchingStore._answer)
+    return sent
 
 
 _STOP = object()
@@ -419,7 +422,16 @@ class BatchingStore:
             if type(result) is Failure:
                 result = self._clean_error(result) or result
             else:
-                self._full = False
+                if type(result) is Sent and result.failed:
+                    # A run's messages that failed alone (its isolated pass):
+                    # a full disk or a lost database is a clean refusal for
+                    # each, as for a whole operation.
+                    result = Sent([
+                        self._clean_error(part) or part if type(part) is Failure else part
+                        for part in result
+                    ])
+                else:
+                    self._full = False
                 if report is not None:
                     if type(result) is Delivery:
                         if not result.duplicate:

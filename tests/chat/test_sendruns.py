@@ -4,6 +4,8 @@ _SendRun): one store operation and one reply slot for them all, each
 message still its own reply, in request order, and its own refusal.
 """
 
+import sqlite3
+
 from twisted.trial import unittest
 
 from multirealm.chat import protocol as chat_protocol
@@ -95,6 +97,25 @@ class SendRunTests(unittest.TestCase):
         self.assertEqual(codes(self.alice.replies()), ["OK", "internal", "OK"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertEqual(self.heru_has(), ["a", "c"])
+
+    def test_a_full_disk_met_by_one_message_alone_is_storage_full(self):
+        # A bug isolates the run; in the isolated pass the disk is full for
+        # the messages after it: each of those is storage_full ("try
+        # later"), not a bug of its own (the receive runs' review).
+        real = message_queries._gather
+
+        def failing(db, cache, origin, message, *route):
+            if message.text == "a":
+                raise ValueError("a bug in one message")
+            if message.text == "b":
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(db, cache, origin, message, *route)
+
+        self.patch(message_queries, "_gather", failing)
+        self.alice.send("send - heru a", "send - heru b", "send - heru c")
+        self.assertEqual(codes(self.alice.replies()), ["internal", "storage_full", "OK"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.heru_has(), ["c"])
 
     def test_a_run_the_store_cannot_take_answers_each_message(self):
         self.realm._store.stop()  # what a realm shutting down answers

@@ -4,6 +4,7 @@ handshake's failures, frames stored as coming from the proved realm.
 """
 
 import json
+import sqlite3
 
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
@@ -14,6 +15,7 @@ from multirealm import errors
 from multirealm.federation import handshake, server
 from multirealm.federation.server import HANDSHAKE_SECONDS, RealmServerFactory
 from multirealm.names import Address
+from multirealm.storage.queries import messages as message_queries
 from tests.helpers import make_realm
 
 SECRETS = {frozenset(("1", "2")): "pair-secret", frozenset(("1", "3")): "other"}
@@ -235,6 +237,22 @@ class FrameTests(unittest.TestCase):
         self.assertEqual(len(self.acks()), 6)
         texts = [m.text for m in self.successResultOf(self.realm.inbox("heru")).messages]
         self.assertEqual(len(texts), 6)
+
+    def test_a_full_disk_inside_a_run_is_storage_full_for_each_frame(self):
+        # The run's first pass fails, its isolated pass fails a message at
+        # a time: each frame is "not now", so the sender keeps it and sends
+        # it again, and the frames after it wait (review of the runs: they
+        # were answered internal, for good).
+        def full(*args):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        self.patch(message_queries, "_gather", full)
+        self.read(("a1", "bob", "heru", "one"), ("a2", "bob", "heru", "two"))
+        self.read(("a3", "bob", "heru", "three"))
+        self.assertEqual(self.answers(), [("a1", "storage_full"), ("a2", "storage_full"),
+                                          ("a3", "storage_full")])
+        self.assertIsNotNone(self.peer.protocol._not_now)
+        self.assertEqual(self.flushLoggedErrors(), [])  # a full disk is no bug
 
     def test_a_bug_storing_a_run_answers_each_frame_internal_logged_once(self):
         self.realm.receive_run = lambda peer, messages, then: 1 / 0

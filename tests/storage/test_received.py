@@ -10,7 +10,7 @@ from multirealm import errors
 from multirealm.model import GROUP, PRIVATE, FileRef, Message, Sent, group_mailbox, user_mailbox
 from multirealm.names import Address
 from multirealm.storage import batching
-from multirealm.storage.queries import messages as message_queries
+from multirealm.storage.queries import messages as message_queries, received
 from tests.storage.base import StoreTestCase, counts, message
 
 
@@ -184,40 +184,58 @@ class ReceiveRunTests(StoreTestCase):
         self.assertEqual(self.isolated, [])
 
     @defer.inlineCallbacks
+    def test_a_second_copy_in_a_run_gets_the_first_copys_answer(self):
+        store = self.open()
+        yield self.populate(store)
+        lost = message(1, sender="bob", sender_realm="2", recipient="nobody")
+        kept = message(2, sender="bob", sender_realm="2")
+        sent = yield self.run_of(store, [lost, kept, lost, kept])
+        self.assertEqual([type(r).__name__ for r in sent],
+                         ["NoSuchUser", "Delivery", "NoSuchUser", "Delivery"])
+        self.assertEqual([r.duplicate for r in sent[1::2]], [False, True])
+        history = yield store.history(user_mailbox(Address("heru", "1")), None, 10)
+        self.assertEqual([m.id for m in history.messages], ["ID0002"])
+        self.assertEqual(self.isolated, [])
+
+    @defer.inlineCallbacks
     def test_a_run_stores_and_counts_as_its_messages_received_one_by_one(self):
         # The same pattern goes to users a0-a2 as one run and to users
         # b0-b2 a message at a time; the histories, unread counts and
         # deliveries must match.  A0 is a0 spelled otherwise, 9 does not exist.
+        # Users c0-c2 get the run with an Address a message, as a link's
+        # frames give them (not grouped); a0-a2 with one Address a name
+        # (the store's conversation groups).
         store = self.open()
-        for name in ("a0", "a1", "a2", "b0", "b1", "b2"):
+        for name in ("a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1", "c2"):
             yield store.create_user(name, "h", "t")
-        bob, cy = Address("bob", "2"), Address("Cy", "2")
-        pattern = [(bob, 0), (bob, 0), (cy, 0), (bob, 1), (bob, 9), (bob, "0"), (bob, "0"),
-                   (cy, 1), (cy, 1), (bob, 0), (bob, 2)]
+        pattern = [("bob", 0), ("bob", 0), ("Cy", 0), ("bob", 1), ("bob", 9), ("bob", "0"),
+                   ("bob", "0"), ("Cy", 1), ("Cy", 1), ("bob", 0), ("bob", 2)]
 
-        def messages(prefix):
-            people = {}  # one Address a name, as a link's frames give them: runs are grouped
+        def messages(prefix, shared):
+            people = {}
 
-            def person(who):
-                name = f"{prefix.upper()}0" if who == "0" else f"{prefix}{who}"
-                return people.setdefault(name, Address(name, "1"))
+            def person(name, realm):
+                address = Address(name, realm)
+                return people.setdefault((name, realm), address) if shared else address
 
             return [
-                Message(f"ID{prefix}{n:03d}", PRIVATE, sender, person(recipient),
+                Message(f"ID{prefix}{n:03d}", PRIVATE, person(sender, "2"),
+                        person(f"{prefix.upper()}0" if who == "0" else f"{prefix}{who}", "1"),
                         f"text {n}", "2026-01-01T00:00:00.000+00:00")
-                for n, (sender, recipient) in enumerate(pattern)
+                for n, (sender, who) in enumerate(pattern)
             ]
 
-        ran = yield self.run_of(store, messages("a"))
+        grouped = yield self.run_of(store, messages("a", shared=True))
+        ungrouped = yield self.run_of(store, messages("c", shared=False))
         alone = []
-        for one in messages("b"):
+        for one in messages("b", shared=False):
             try:
                 alone.append((yield store.receive_message("2", one)))
             except errors.NoSuchUser as refused:
                 alone.append(refused)
 
         def unprefixed(name):
-            return ("X" if name[0].isupper() else "x") + name[1:] if name[0] in "abAB" else name
+            return ("X" if name[0].isupper() else "x") + name[1:] if name[0] in "abcABC" else name
 
         def seen(result):
             if isinstance(result, errors.ChatError):
@@ -226,16 +244,18 @@ class ReceiveRunTests(StoreTestCase):
             return (str(message.sender), unprefixed(str(message.recipient)), message.text,
                     sorted(unprefixed(u) for u in result.local_users), result.duplicate)
 
-        self.assertEqual([seen(r) for r in ran], [seen(r) for r in alone])
+        self.assertEqual([seen(r) for r in grouped], [seen(r) for r in alone])
+        self.assertEqual([seen(r) for r in ungrouped], [seen(r) for r in alone])
         for user in ("0", "1", "2"):
             pages = []
-            for prefix in ("a", "b"):
+            for prefix in ("a", "b", "c"):
                 history = yield store.history(user_mailbox(Address(prefix + user, "1")), None, 20)
                 page, _ = yield store.conversations(prefix + user, None, 10)
                 pages.append(([m.text for m in history.messages],
                               [(str(peer), kind, last.text, unread)
                                for peer, kind, last, unread in page]))
             self.assertEqual(pages[0], pages[1], user)
+            self.assertEqual(pages[2], pages[1], user)
         page, _ = yield store.conversations("a0", None, 10)
         self.assertEqual(sorted(unread for _, _, _, unread in page), [1, 5])
         self.assertEqual(self.isolated, [])
@@ -270,8 +290,16 @@ class ReceiveRunTests(StoreTestCase):
     def test_ids_are_looked_up_in_statements_of_at_most_so_many(self):
         store = self.open()
         yield self.populate(store)
+        statements = []
+        real = received._stored_statement
+        self.patch(received, "_stored_statement",
+                   lambda count: statements.append(count) or real(count))
         first = [message(n, sender="bob", sender_realm="2") for n in range(301)]
+        yield self.run_of(store, first[:3])
+        self.assertEqual(statements, [4])  # one statement, its list padded
         yield self.run_of(store, first[::2])
+        del statements[:]
         sent = yield self.run_of(store, first)
-        self.assertEqual([d.duplicate for d in sent], [n % 2 == 0 for n in range(301)])
+        self.assertEqual([d.duplicate for d in sent], [n % 2 == 0 or n < 3 for n in range(301)])
+        self.assertEqual(statements, [256, 64])  # 301 ids: 256, then 45 padded to 64
         self.assertEqual(self.isolated, [])

@@ -49,27 +49,38 @@ def receive_private_messages(db, cache, realm, origin, run):
     """
     L{receive_private_message} for each of C{run}, the private messages of
     one read of C{origin}'s link, in order: a L{Sent} of each one's
-    Delivery (C{duplicate} if stored before, or earlier in the run) or
-    refusal.  One statement finds the ones stored before; the others are
-    stored as a run of L{messages.add_private_messages} (its refusals, its
-    isolation when the run fails).
+    Delivery (C{duplicate} if stored before) or refusal.  One statement
+    finds the ones stored before; the others are stored as a run of
+    L{messages.add_private_messages} (its refusals, its isolation when the
+    run fails).  A second copy of an id in the run is not stored: it gets
+    the first copy's answer (a duplicate, or the same refusal).
     """
     known = _stored_ids(db, origin, run)
     gathered = cache.gathered_keys
-    fresh, duplicate = [], []
+    fresh, first_of, places = [], {}, []  # places: None (stored before), or (index in fresh, a copy)
     for message in run:
         message_id = message.id
         if message_id in known or (message_id, origin) in gathered:
-            duplicate.append(True)
-        else:
-            known.add(message_id)  # a second copy in the run is a duplicate
+            places.append(None)
+            continue
+        first = first_of.get(message_id)
+        if first is None:
+            first_of[message_id] = len(fresh)
+            places.append((len(fresh), False))
             fresh.append(message)
-            duplicate.append(False)
-    added = iter(messages.add_private_messages(db, cache, realm, origin, fresh) if fresh else ())
-    return Sent([
-        Delivery(message, origin, duplicate=True) if seen else next(added)
-        for message, seen in zip(run, duplicate)
-    ])
+        else:
+            places.append((first, True))
+    added = messages.add_private_messages(db, cache, realm, origin, fresh) if fresh else ()
+    results = []
+    for message, place in zip(run, places):
+        if place is None:
+            results.append(Delivery(message, origin, duplicate=True))
+            continue
+        result = added[place[0]]
+        if place[1] and type(result) is Delivery:
+            result = Delivery(message, origin, duplicate=True)
+        results.append(result)
+    return Sent(results)
 
 
 def _known(db, cache, origin, message_id):
@@ -84,21 +95,24 @@ def _known(db, cache, origin, message_id):
     ).fetchone() is not None
 
 
-# Ids looked up in one statement, at most (a power of two: a few statements to prepare).
+# Ids looked up in one statement, at most.
 _MOST_IDS = 256
 
 
 def _stored_ids(db, origin, run):
-    """The set of the ids of C{run}'s messages that C{origin} handed over before (written rows)."""
+    """
+    The set of the ids of C{run}'s messages that C{origin} handed over
+    before (written rows): one statement for up to L{_MOST_IDS} ids, its
+    list padded to a power of two with the last id (a few statements to
+    prepare; and on PostgreSQL one round trip, not one per power).
+    """
     ids = [message.id for message in run]
     stored = set()
-    start, left = 0, len(ids)
-    while left:
-        count = min(_MOST_IDS, 1 << (left.bit_length() - 1))
-        rows = db.execute(_stored_statement(count), [origin, *ids[start:start + count]])
-        stored.update(row[0] for row in rows)
-        start += count
-        left -= count
+    for start in range(0, len(ids), _MOST_IDS):
+        chunk = ids[start:start + _MOST_IDS]
+        count = 1 << (len(chunk) - 1).bit_length()
+        chunk += chunk[-1:] * (count - len(chunk))
+        stored.update(row[0] for row in db.execute(_stored_statement(count), [origin, *chunk]))
     return stored
 
 
