@@ -276,9 +276,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         if run is None:
             run = self._run = _ReceiveRun(self)
             run.add(frame.id, message)  # the first always fits
-        self._pending += 1
-        if self._pending == self.MAX_PENDING:
-            self._hold("pending")  # no more lines of this read: the run is stored at its end
+        self._taken()  # held: no more lines of this read, and the run is stored at its end
 
     def _store_run(self):
         run, self._run = self._run, None
@@ -287,11 +285,15 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         except Exception:
             run(Failure())
 
-    def _answer(self, frame_id, d):
-        """Answer frame C{frame_id} when C{d} fires: OK, or its refusal."""
+    def _taken(self):
+        """One more frame to answer: at L{MAX_PENDING}, the link is read no more."""
         self._pending += 1
         if self._pending == self.MAX_PENDING:
             self._hold("pending")
+
+    def _answer(self, frame_id, d):
+        """Answer frame C{frame_id} when C{d} fires: OK, or its refusal."""
+        self._taken()
         d.addCallbacks(
             lambda _: Ack(frame_id).to_line(),
             lambda failure: self._refusal(frame_id, failure).to_line(),
@@ -522,7 +524,7 @@ class _ReceiveRun:
         else:
             answers = []
             for frame_id, result in zip(ids, sent):
-                if type(result) is Failure:  # this message alone failed (a bug)
+                if type(result) is Failure:  # this message alone failed (a bug, a full disk)
                     answers.append(protocol._refusal(frame_id, result))
                 elif isinstance(result, errors.ChatError):
                     answers.append(protocol._refusal_of(frame_id, result))
