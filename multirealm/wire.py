@@ -61,10 +61,12 @@ def message_bytes(message):
     C{json.dumps} writes it (escapes and all: a control character takes six
     bytes).  Addresses are counted qualified, the longest they are shown.
     """
-    file = message.file
-    shown = message.text if file is None else file.name
     failed = message.failed
-    extra = 0 if failed is None else 40 + len(failed.id) + len(failed.code)
+    file = message.file if failed is None else None  # as to_wire: a failure shows its text
+    shown = message.text if file is None else file.name
+    extra = 0 if failed is None else (
+        40 + len(_json_string(failed.id)) + len(_json_string(failed.code))  # escapes too
+    )
     return (
         extra
         + (_MESSAGE_OVERHEAD if file is None else _MESSAGE_OVERHEAD + 40 + len(file.id))

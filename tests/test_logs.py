@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 
-import attrs
 from twisted.internet import defer, endpoints, protocol, reactor, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -369,8 +368,8 @@ class PeerTextTests(unittest.TestCase):
     def test_a_peers_refusal_of_a_forwarded_message(self):
         log = Captured(self)
         realm = make_realm(self, name="1", peers=("2",))
-        message = attrs.evolve(realm.new_message("group", "heru", Address("team", "2"), "hi"),
-                               sender=Address("heru", "3"))
+        message = realm.new_message("group", "heru", Address("team", "2"), "hi")._replace(
+            sender=Address("heru", "3"))
         self.successResultOf(realm.delivery_failed("2", 1, message, self.FORGED, self.FORGED))
         (refused,) = [formatEvent(e) for e in log.of_multirealm() if "refused" in formatEvent(e)]
         self.assertPlain(refused)

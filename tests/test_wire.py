@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from multirealm import wire
-from multirealm.model import PRIVATE, FileRef, Message
+from multirealm.model import PRIVATE, Failed, FileRef, Message
 from multirealm.names import Address
 
 names = st.text(alphabet="abcXYZ019_.-", min_size=1, max_size=32)
@@ -24,6 +24,7 @@ messages = st.builds(
     text=st.text(max_size=500),  # any code point: control characters, astral planes
     timestamp=st.just("2026-11-25T21:54:55.903+00:00"),
     file=files,
+    failed=st.none() | st.builds(Failed, st.text(max_size=70), st.text(max_size=70)),
 )
 
 

@@ -15,7 +15,6 @@ no caller has to remember to.
 
 import functools
 
-import attrs
 from twisted.internet import defer, task
 
 from multirealm import errors
@@ -47,6 +46,7 @@ from multirealm.names import Address, check_name, check_new_name
 from multirealm.logs import RealmLogger, plain
 
 log = RealmLogger()
+_new_tuple = tuple.__new__  # makes a named tuple without its Python __new__ (new_message)
 
 
 def returns_deferred(coroutine_function):
@@ -304,15 +304,17 @@ class Realm:
         if milliseconds != self._stamp[0]:
             # Messages of the same millisecond share one formatted timestamp.
             self._stamp = (milliseconds, format_timestamp(milliseconds / 1000))
-        # Positional: keywords cost an attrs class a third more (issue 18).
-        return Message(
+        # tuple.__new__: a named tuple's own __new__ is a Python function (issue 18).
+        return _new_tuple(Message, (
             self._ids.new(milliseconds),
             kind,
             self._addresses.get(sender) or self._sender_address(sender),
             recipient,
             text,
             self._stamp[1],
-        )
+            None,
+            None,
+        ))
 
     def send(self, sender, recipient, text, then=None):
         """
@@ -343,12 +345,12 @@ class Realm:
 
     def send_file(self, sender, recipient, file):
         """Accept a message carrying the stored file C{file} (a L{FileRef}); as L{send}."""
-        message = attrs.evolve(self.new_message(PRIVATE, sender, recipient, ""), file=file)
+        message = self.new_message(PRIVATE, sender, recipient, "")._replace(file=file)
         return self._store.add_private_message(message)
 
     def send_group_file(self, sender, group, file):
         """As L{send_file}, to a group (of this realm or, as L{send_group}, another)."""
-        message = attrs.evolve(self.new_message(GROUP, sender, group, ""), file=file)
+        message = self.new_message(GROUP, sender, group, "")._replace(file=file)
         return self._store.add_group_message(message)
 
     def file_for(self, user, file_id):
@@ -375,8 +377,7 @@ class Realm:
         notice = None
         if message.kind == LEFT:
             # The home tells every realm with members, the leaver's included.
-            notice = attrs.evolve(
-                self.new_message(MEMBER, "", message.recipient, f"{LEFT_GROUP} -"),
+            notice = self.new_message(MEMBER, "", message.recipient, f"{LEFT_GROUP} -")._replace(
                 sender=message.sender,
             )
         return self._store.receive_message(
@@ -644,8 +645,7 @@ class Realm:
             what = f"{message.recipient} did not take note that you left: {reason}"
         else:
             what = f"not delivered to {message.recipient}: {reason}"
-        failure = attrs.evolve(
-            self.new_message(FAILURE, message.sender.name, message.sender, what),
+        failure = self.new_message(FAILURE, message.sender.name, message.sender, what)._replace(
             sender=Address("", peer),
             failed=Failed(message.id, code),
         )

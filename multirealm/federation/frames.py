@@ -198,7 +198,7 @@ class FileFrame:
         text = MessageFrame(
             self.id, self.timestamp, self.kind, self.sender, self.recipient, ""
         ).message(sender_realm, receiver_realm)
-        return attrs.evolve(text, file=FileRef(self.name, file_id, self.size))
+        return text._replace(file=FileRef(self.name, file_id, self.size))
 
 
 @attrs.frozen

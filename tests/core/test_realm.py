@@ -2,7 +2,6 @@
 The core on its own, with the threaded store where ordering matters.
 """
 
-import attrs
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -135,8 +134,7 @@ class ReceiveTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_timestamp_no_reader_can_show_is_refused(self):
         for stamp in ("0001-01-01T00:00:00+14:00", "2026-11-25T21:32:15", "9999-12-31T23:59:59+00:00"):
-            odd = attrs.evolve(self.from_peer(Address("bob", "2"), Address("heru", "1")),
-                               timestamp=stamp)
+            odd = self.from_peer(Address("bob", "2"), Address("heru", "1"))._replace(timestamp=stamp)
             yield self.assertFailure(self.realm.receive("2", odd), errors.BadRequest)
 
     @defer.inlineCallbacks
@@ -179,16 +177,16 @@ class ReceiveTests(unittest.TestCase):
     def test_every_value_from_a_peer_is_checked(self):
         good = self.from_peer(Address("bob", "2"), Address("heru", "1"))
         bad = [
-            attrs.evolve(good, sender=Address("bob@1", "2")),
-            attrs.evolve(good, recipient=Address("he ru", "1")),
-            attrs.evolve(good, id="x" * 65),
-            attrs.evolve(good, id="no/slash"),
-            attrs.evolve(good, timestamp="yesterday"),
-            attrs.evolve(good, timestamp=None),
-            attrs.evolve(good, text=None),
-            attrs.evolve(good, text="x" * 70_000),
-            attrs.evolve(good, file=FileRef("a.txt", "f" * 32, 2**63)),
-            attrs.evolve(good, file=FileRef("", "f" * 32, 1)),
+            good._replace(sender=Address("bob@1", "2")),
+            good._replace(recipient=Address("he ru", "1")),
+            good._replace(id="x" * 65),
+            good._replace(id="no/slash"),
+            good._replace(timestamp="yesterday"),
+            good._replace(timestamp=None),
+            good._replace(text=None),
+            good._replace(text="x" * 70_000),
+            good._replace(file=FileRef("a.txt", "f" * 32, 2**63)),
+            good._replace(file=FileRef("", "f" * 32, 1)),
         ]
         for message in bad:  # a refusal with a code, never internal
             yield self.assertFailure(

@@ -7,7 +7,6 @@ realms, a remote group left, and delivery failures (the conversation with
 the realm that refused).
 """
 
-import attrs
 from twisted.trial import unittest
 
 from multirealm import errors
@@ -159,9 +158,9 @@ class RemoteConversationTests(unittest.TestCase):
         refused = self.successResultOf(
             self.two.send_group("heru", self.two.address("team@1"), "refused"))
         self.assertEqual(self.listed(self.two, "dee"), [("team@1", "group", 2, "refused", "heru")])
-        failure = attrs.evolve(refused.message, id="f1", kind=FAILURE, sender=Address("", "1"),
-                               recipient=Address("heru", "2"),
-                               failed=Failed(refused.message.id, "not_a_member"))
+        failure = refused.message._replace(id="f1", kind=FAILURE, sender=Address("", "1"),
+                                           recipient=Address("heru", "2"),
+                                           failed=Failed(refused.message.id, "not_a_member"))
         store = self.two._store
         if settled:
             self.successResultOf(store.submit(settle_every_row))

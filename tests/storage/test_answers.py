@@ -7,7 +7,6 @@ import gc
 import sqlite3
 import weakref
 
-import attrs
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -249,7 +248,7 @@ class RunTests(StoreTestCase):
         # (review).
         store = self.open()
         yield store.create_user("heru", "h", "t")
-        nul = attrs.evolve(message(2), text="a\x00b")
+        nul = message(2)._replace(text="a\x00b")
         got = []
         answered = defer.Deferred()
         store.add_private_messages([message(1), nul, message(3)],

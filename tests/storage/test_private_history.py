@@ -4,7 +4,6 @@ only the two parties' messages, only what the reader's own history holds,
 a bounded number of rows a step.
 """
 
-import attrs
 from twisted.internet import defer
 
 from multirealm import errors
@@ -53,7 +52,7 @@ class PrivateHistoryTests(StoreTestCase):
             if text is None:  # bob's, in alice's history between heru's
                 yield store.add_private_message(message(n, "bob", "alice"))
             else:
-                yield store.add_private_message(attrs.evolve(message(n, "heru", "alice"), text=text))
+                yield store.add_private_message(message(n, "heru", "alice")._replace(text=text))
         steps = []
         real = store.submit
 
@@ -81,13 +80,12 @@ class PagingTests(StoreTestCase):
         for n in range(60):
             text = "x" * (n * 37 % 400)
             if n % 5 == 0:
-                mine = attrs.evolve(message(n, "alice", "bob", realm="2"), text=text)
+                mine = message(n, "alice", "bob", realm="2")._replace(text=text)
                 yield store.add_private_message(mine)
                 sent.append(mine.id)
             elif n % 5 == 1:
-                yield store.receive_message("2", attrs.evolve(
-                    message(n, "BOB" if n % 2 else "bob", "alice", sender_realm="2"), text=text,
-                ))
+                theirs = message(n, "BOB" if n % 2 else "bob", "alice", sender_realm="2")
+                yield store.receive_message("2", theirs._replace(text=text))
                 sent.append(f"ID{n:04d}")
             elif n % 5 in (2, 4):
                 yield store.add_private_message(message(n, "heru", "alice"))

@@ -3,7 +3,6 @@ Messages handed over by peer realms: kept as they are, stored once per
 (origin, id).
 """
 
-import attrs
 from twisted.internet import defer
 
 from multirealm import errors
@@ -30,7 +29,7 @@ class ReceiveTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_keeps_the_peers_id_and_timestamp(self):
-        theirs = attrs.evolve(message(7, sender="bob", sender_realm="2"), timestamp="2020-01-01")
+        theirs = message(7, sender="bob", sender_realm="2")._replace(timestamp="2020-01-01")
         delivery = yield self.store.receive_message("2", theirs)
         self.assertEqual((delivery.origin, delivery.duplicate), ("2", False))
         self.assertEqual(delivery.local_users, {"heru"})
@@ -96,7 +95,7 @@ class ReceiveTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_a_file_message_round_trips(self):
-        with_file = attrs.evolve(message(3), text="", file=FileRef("a.txt", "f" * 32, 2**40))
+        with_file = message(3)._replace(text="", file=FileRef("a.txt", "f" * 32, 2**40))
         yield self.store.add_private_message(with_file)
         (stored,) = (yield self.inbox()).messages
         self.assertEqual(stored, with_file)

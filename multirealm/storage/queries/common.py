@@ -85,6 +85,8 @@ def address(text):
     return Address(name, realm)
 
 
+_new_tuple = tuple.__new__  # a named tuple without its Python __new__: one a row read
+
 # The columns L{message_of} reads, in its order.
 MESSAGE_COLUMNS = (
     "m.id, m.kind, m.sender, m.recipient, m.body, m.timestamp,"
@@ -99,9 +101,8 @@ def message_of(row, offset=0, parse=address):
     """
     (id, kind, sender, recipient, body, timestamp,
      file_name, file_id, file_size, failed_id, failed_code) = row[offset:offset + 11]
-    return Message(
-        id=id, kind=kind, sender=parse(sender), recipient=parse(recipient), text=body,
-        timestamp=timestamp,
-        file=None if file_id is None else FileRef(file_name, file_id, file_size),
-        failed=None if failed_id is None else Failed(failed_id, failed_code),
-    )
+    return _new_tuple(Message, (
+        id, kind, parse(sender), parse(recipient), body, timestamp,
+        None if file_id is None else FileRef(file_name, file_id, file_size),
+        None if failed_id is None else Failed(failed_id, failed_code),
+    ))

@@ -9,7 +9,6 @@ a history page): a member who left earlier in the same batch is no longer
 one, whatever was checked before.
 """
 
-import attrs
 
 from multirealm import errors
 from multirealm.core import policy
@@ -84,7 +83,7 @@ def add_group_message(db, cache, realm, origin, message):
     if group.realm == realm:
         name = require_member(db, realm, group.name, message.sender)
         if name != group.name:
-            message = attrs.evolve(message, recipient=Address(name, realm))
+            message = message._replace(recipient=Address(name, realm))
         outbox = policy.group_outbox(realm, origin, group, member_realms(db, name))
         if message.file is not None:
             file_access.snapshot_group_readers(db, message.file.id, name)
@@ -94,7 +93,7 @@ def add_group_message(db, cache, realm, origin, message):
             # checks again); one the home forwards it has checked.
             home_spelling = remote_group(db, group, message.sender.name)
             if home_spelling != group:
-                message = attrs.evolve(message, recipient=home_spelling)
+                message = message._replace(recipient=home_spelling)
         outbox = policy.group_outbox(realm, origin, message.recipient)
         if message.file is not None:
             file_access.snapshot_remote_group_readers(
@@ -189,8 +188,7 @@ def _queue_roster(db, cache, realm, template, suffix, peer, members):
     return [
         insert_message(
             db, cache, realm,
-            attrs.evolve(template, id=f"{template.id}{suffix}x{i}",
-                         text=" ".join((KNOWN, *chunk))),
+            template._replace(id=f"{template.id}{suffix}x{i}", text=" ".join((KNOWN, *chunk))),
             (), frozenset((peer,)), NOBODY,
         )
         for i, chunk in enumerate(chunks)
@@ -267,12 +265,12 @@ def add_members(db, cache, realm, name, owner, members, notices, roster, most):
         )
         if member.realm == realm:
             conversations.joined(db, cache, member.name, Address(name, realm))
-        notice = attrs.evolve(notice, recipient=Address(name, realm), text=f"{ADDED} {member}")
+        notice = notice._replace(recipient=Address(name, realm), text=f"{ADDED} {member}")
         deliveries.append(_notify(db, cache, realm, notice, member, member_realms(db, name)))
         if member.realm != realm and member.realm not in before:
             _queue_history(db, cache, member.realm, name, realm)
             deliveries += _queue_roster(
-                db, cache, realm, attrs.evolve(roster, recipient=Address(name, realm)),
+                db, cache, realm, roster._replace(recipient=Address(name, realm)),
                 f"k{n}", member.realm, _members_of(db, name),
             )
     return Deliveries(deliveries)
@@ -427,8 +425,8 @@ def leave_group(db, realm, name, member, cache=None, notice=None):
         _history_sent(db, realm, name, member.realm)
     if notice is not None:
         change = notice.text.split(" ", 1)[0]
-        notice = attrs.evolve(
-            notice, recipient=Address(name, realm), text=f"{change} {address(stored)}"
+        notice = notice._replace(
+            recipient=Address(name, realm), text=f"{change} {address(stored)}"
         )
         return _notify(db, cache, realm, notice, member, before)
     return None

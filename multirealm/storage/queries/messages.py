@@ -12,7 +12,6 @@ cache and a batch's are written together, a few multi-row statements
 
 import functools
 
-import attrs
 
 from multirealm import errors, wire
 from multirealm.core.policy import private_route
@@ -331,7 +330,7 @@ def to_local_user(db, cache, message):
     if name is None:
         raise errors.NoSuchUser(f"no user {recipient.name!r}")
     if name != recipient.name:
-        message = attrs.evolve(message, recipient=Address(name, recipient.realm))
+        message = message._replace(recipient=Address(name, recipient.realm))
     return message
 
 
@@ -399,7 +398,7 @@ def _add_conversation(db, cache, realm, origin, messages):
     deliveries = []
     for message in messages:
         if respelled is not None:
-            message = attrs.evolve(message, recipient=respelled)
+            message = message._replace(recipient=respelled)
         seq = _gather(db, cache, origin, message, sender_text, recipient_text, mailboxes, outbox)
         deliveries.append(_new_tuple(Delivery, (message, origin, local, outbox, False, seq)))
     _count(cache.private_counts, counted, seq, len(messages))

@@ -7,7 +7,6 @@ frames the home sends (joined, member changes) and forgotten with the
 last local member.  The home decides; this is its copy.
 """
 
-import attrs
 
 from multirealm import errors
 from multirealm.core import policy
@@ -66,7 +65,7 @@ def leave_remote_group(db, cache, realm, group, left):
     user = left.sender.name
     group = remote_group(db, group, user)
     _forget_member(db, cache, group, user, f"{user}@{realm}")
-    left = attrs.evolve(left, recipient=group)
+    left = left._replace(recipient=group)
     return insert_message(
         db, cache, realm, left, (), policy.group_outbox(realm, realm, group), NOBODY
     )
