@@ -388,6 +388,7 @@ def bench(args):
         "p99_ms": percentile(latencies, 99) * ms if latencies else None,
         "p999_ms": percentile(latencies, 99.9) * ms if latencies else None,
         "max_ms": latencies[-1] * ms if latencies else None,
+        "deciles_ms": [round(percentile(latencies, q) * ms, 2) for q in (1, 10, 20, 30, 40, 60, 70, 80, 95, 97, 98)] if latencies else None,
         "sent_total": sent_total,
         "replies_total": reply_count,
         "ok_total": ok_count,
