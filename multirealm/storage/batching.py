@@ -22,7 +22,7 @@ L{BatchingStore._clean_error}, L{BatchingStore._close}.
 
 import queue
 import threading
-from time import perf_counter
+from time import monotonic, perf_counter
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -160,6 +160,15 @@ class BatchingStore:
     # between hand-overs: one reactor turn's operations are never split.
     MAX_BATCH = 2000
 
+    # Waiting for the clients just answered (L{_run}): after a batch of at
+    # least RETURNS_FROM operations (runs counted as their messages), the
+    # next one waits while fewer operations than the last batch's came in
+    # since its answers went out: for RETURNS_GAP seconds at most between
+    # two hand-overs, and RETURNS_WAIT in all.
+    RETURNS_FROM = 64
+    RETURNS_GAP = 0.0015
+    RETURNS_WAIT = 0.003
+
     def __init__(self, realm, reactor, inline):
         """
         With C{inline}, every operation runs at once on the calling thread in
@@ -178,7 +187,9 @@ class BatchingStore:
         self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
         self._report = None  # called with each committed Delivery
         self._full = False  # the disk was full at the last failure, and said so
-        self._queue = queue.SimpleQueue()  # (operations, weight) of a turn each, then _STOP
+        # (operations, weight, batches answered by then) of a turn each, then _STOP
+        self._queue = queue.SimpleQueue()
+        self._answered = 0  # batches answered (written by the reactor thread only)
         self._pending = []  # operations of this reactor turn
         self._pending_weight = 0  # what they count against MAX_BATCH past one each (runs)
         self._thread = None
@@ -288,34 +299,64 @@ class BatchingStore:
     def _hand_over(self):
         if self._pending:
             pending, self._pending = self._pending, []
-            self._queue.put((pending, len(pending) + self._pending_weight))
+            self._queue.put((pending, len(pending) + self._pending_weight, self._answered))
             self._pending_weight = 0
 
     def _run(self):
         stopping = False
+        ran = 0  # batches run
+        last = 0  # the weight of the last one
         try:
             while not stopping:
                 # Everything handed over while the last batch ran becomes
                 # the next batch (group commit), up to about MAX_BATCH.
                 batch, weight = [], 0
+                returned = 0  # of that weight, handed over after the last batch's answers
+                deadline = None
                 handed = self._queue.get()
                 while True:
                     if handed is _STOP:
                         stopping = True
                         break
-                    batch.extend(handed[0])
-                    weight += handed[1]
+                    operations, handed_weight, answered = handed
+                    batch.extend(operations)
+                    weight += handed_weight
+                    if answered >= ran:
+                        returned += handed_weight
                     if weight >= self.MAX_BATCH:
                         break
                     try:
                         handed = self._queue.get_nowait()
+                        continue
+                    except queue.Empty:
+                        pass
+                    # The clients of a big batch, just answered, send their
+                    # next requests: waiting a little for them makes one
+                    # batch of what would be two (a commit, its fsync and
+                    # the pages it writes shared by twice the messages).
+                    # Without it a loaded realm's clients split into groups
+                    # whose commits take turns, each waiting for the
+                    # other's (benchmarks/README.md, "Issue 18, seventh
+                    # session").  Clients that do not come back at once
+                    # cost the batch RETURNS_GAP.
+                    if last < self.RETURNS_FROM or returned >= last:
+                        break
+                    now = monotonic()
+                    if deadline is None:
+                        deadline = now + self.RETURNS_WAIT
+                    if now >= deadline:
+                        break
+                    try:
+                        handed = self._queue.get(timeout=min(self.RETURNS_GAP, deadline - now))
                     except queue.Empty:
                         break
                 if batch:
+                    ran += 1
+                    last = weight
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
                 # Nothing of it stays while the thread waits for the next
                 # batch (its operations hold their messages and callers).
-                batch = handed = None
+                batch = handed = operations = None
         finally:
             self._close()
             self._reactor.callFromThread(self._stopped)
@@ -454,3 +495,4 @@ class BatchingStore:
                 op.deferred.errback(result)
             else:
                 op.deferred.callback(result)
+        self._answered += 1

@@ -5,8 +5,10 @@ failing operation inside a batch.
 
 import sqlite3
 import threading
+import time
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
@@ -192,6 +194,84 @@ class BatchTests(StoreTestCase):
         yield self.assertFailure(store.list_users(), errors.Unavailable)
         again = self.open()
         self.assertEqual(len((yield again.list_users())), 50)
+
+
+class ReturnsTests(StoreTestCase):
+    """
+    After a big batch the database thread waits a little for the clients
+    it answered to send again (BatchingStore.RETURNS_*): one batch of what
+    would be two.  The thresholds are set here so that the outcome does
+    not depend on this machine's speed.
+    """
+
+    def returns(self, store, most_from, gap, wait):
+        store.RETURNS_FROM, store.RETURNS_GAP, store.RETURNS_WAIT = most_from, gap, wait
+
+    @defer.inlineCallbacks
+    def until(self, condition):
+        for _ in range(500):
+            if condition():
+                return
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.fail("waited 5 s")
+
+    @defer.inlineCallbacks
+    def test_the_clients_of_a_big_batch_are_waited_for(self):
+        store = self.open(start=False)
+        self.returns(store, most_from=4, gap=5.0, wait=10.0)
+        running, release = threading.Event(), threading.Event()
+
+        def held(db):
+            running.set()
+            release.wait(5)
+
+        first = [store.submit(held)] + [store.create_user(f"a{i}", "h", "t") for i in range(3)]
+        store.start()
+        yield self.until(running.is_set)
+        # Handed over while the first batch runs, before its answers: not
+        # its clients coming back (another group of clients).
+        others = [store.create_user(f"b{i}", "h", "t") for i in range(2)]
+        yield self.until(lambda: not store._pending)
+        release.set()
+        yield defer.gatherResults(first)
+        self.assertEqual(store.commits, 1)
+        # Half of the first batch's weight comes back: still waiting.
+        back = [store.create_user(f"c{i}", "h", "t") for i in range(2)]
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(store.commits, 1)
+        self.assertFalse(any(d.called for d in others + back))
+        back += [store.create_user(f"d{i}", "h", "t") for i in range(2)]
+        yield defer.gatherResults(others + back)
+        self.assertEqual(store.commits, 2)  # the others and the four back, together
+        self.assertEqual(len((yield store.list_users())), 9)
+
+    @defer.inlineCallbacks
+    def test_after_a_small_batch_nothing_is_waited_for(self):
+        store = self.open()
+        self.returns(store, most_from=4, gap=5.0, wait=10.0)
+        yield defer.gatherResults([store.create_user(f"a{i}", "h", "t") for i in range(3)])
+        started = time.monotonic()
+        yield store.create_user("b", "h", "t")
+        self.assertLess(time.monotonic() - started, 2.5)
+
+    @defer.inlineCallbacks
+    def test_the_wait_ends_when_no_client_came_back_for_the_gap(self):
+        store = self.open()
+        self.returns(store, most_from=2, gap=0.05, wait=10.0)
+        yield defer.gatherResults([store.create_user(f"a{i}", "h", "t") for i in range(3)])
+        started = time.monotonic()
+        yield store.create_user("b", "h", "t")
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertEqual(store.commits, 2)
+
+    @defer.inlineCallbacks
+    def test_the_wait_ends_after_returns_wait_in_all(self):
+        store = self.open()
+        self.returns(store, most_from=2, gap=5.0, wait=0.2)
+        yield defer.gatherResults([store.create_user(f"a{i}", "h", "t") for i in range(3)])
+        started = time.monotonic()
+        yield store.create_user("b", "h", "t")
+        self.assertLess(time.monotonic() - started, 2.5)
 
 
 class FailureInsideABatchTests(StoreTestCase):
