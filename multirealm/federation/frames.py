@@ -31,10 +31,14 @@ C{{"status": "ERROR", "id": ..., "code": ..., "message": ...}}.
 import json
 import re
 
+from typing import NamedTuple
+
 import attrs
 
 from multirealm.model import GROUP, JOINED, LEFT, MEMBER, PRIVATE, FileRef, Message
 from multirealm.names import Address, is_valid_name, parse_number
+
+_new_tuple = tuple.__new__  # a named tuple without its Python __new__
 
 _TAGS = re.compile(r"@id=([0-9A-Za-z_-]{1,64});ts=([0-9T:.+\-Z]{1,40}) ")
 _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -86,9 +90,12 @@ def _tagged(line, words=0):
     return tags.group(1), tags.group(2), line[tags.end():].split(" ", words - 1)
 
 
-@attrs.frozen
-class MessageFrame:
-    """C{sendrealm} / C{sendgrouprealm}: one message for the receiving realm."""
+class MessageFrame(NamedTuple):
+    """
+    C{sendrealm} / C{sendgrouprealm}: one message for the receiving realm.
+    A named tuple made with C{tuple.__new__}, as L{Message} is: one is
+    made for every message crossing a link, at each end (issue 18).
+    """
 
     VERBS = {
         "sendrealm": PRIVATE,
@@ -119,7 +126,7 @@ class MessageFrame:
                 " or leavegrouprealm <user> <group>"
             )
         verb, sender, recipient, text = words
-        return cls(frame_id, timestamp, kind, sender, recipient, text)
+        return _new_tuple(cls, (frame_id, timestamp, kind, sender, recipient, text))
 
     def to_line(self):
         line = (
@@ -131,7 +138,7 @@ class MessageFrame:
     @classmethod
     def of(cls, message, sender_realm, receiver_realm):
         """The frame that carries L{Message} C{message} from one realm to another."""
-        return cls(*_addressed(message, sender_realm, receiver_realm), message.text)
+        return _new_tuple(cls, (*_addressed(message, sender_realm, receiver_realm), message.text))
 
     def message(self, sender_realm, receiver_realm):
         """
@@ -348,9 +355,8 @@ def json_object(line):
     return value if isinstance(value, dict) else None
 
 
-@attrs.frozen
-class Ack:
-    """The receiver's answer to one message frame."""
+class Ack(NamedTuple):
+    """The receiver's answer to one message frame (a named tuple: one a message)."""
 
     id: str
     code: str | None = None  # None: stored (or already there)
@@ -365,7 +371,7 @@ class Ack:
         if line.startswith(cls._OK_HEAD) and line.endswith('"}'):
             frame_id = line[len(cls._OK_HEAD):-2]
             if _ID.fullmatch(frame_id):
-                return cls(frame_id)
+                return _new_tuple(cls, (frame_id, None, ""))
         reply = json_object(line) or {}
         try:
             if reply.get("status") == "OK":
