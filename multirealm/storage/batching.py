@@ -458,6 +458,7 @@ class BatchingStore:
 
     def _answer(self, results):
         """On the reactor thread, after the commit: report, then answer."""
+        self._answered += 1  # what is handed over from now on came after these answers
         report = self._report
         for op, result in results:
             if type(result) is Failure:
@@ -495,4 +496,3 @@ class BatchingStore:
                 op.deferred.errback(result)
             else:
                 op.deferred.callback(result)
-        self._answered += 1
