@@ -101,6 +101,9 @@ class MessageIdTests(unittest.TestCase):
         realm = make_realm(self, clock=clock)
         message = realm.new_message("private", "alice", realm.address("heru"), "hi")
         self.assertEqual(message.timestamp, "2023-11-14T22:13:20.250+00:00")
+        # Made without the named tuple's __new__: every field, in order.
+        self.assertEqual(message, Message(message.id, "private", Address("alice", realm.name),
+                                          realm.address("heru"), "hi", message.timestamp))
         clock.advance(0.001)
         later = realm.new_message("private", "alice", realm.address("heru"), "hi")
         self.assertEqual(later.timestamp, "2023-11-14T22:13:20.251+00:00")

@@ -43,8 +43,13 @@ class MessageFrameTests(unittest.TestCase):
     def test_a_message_crosses_and_comes_back_the_same(self, sender, recipient, realm, text, kind):
         message = Message("a" * 32, kind, Address(sender, "1"), Address(recipient, "2"), text,
                           "2026-11-25T21:32:15.449+00:00")
-        line = MessageFrame.of(message, "1", "2").to_line()
+        frame = MessageFrame.of(message, "1", "2")
+        line = frame.to_line()
         self.assertEqual(MessageFrame.from_line(line).message("1", "2"), message)
+        # of() and from_line() make the tuple without its __new__: every field, in order.
+        self.assertEqual(MessageFrame.from_line(line), frame)
+        self.assertEqual(frame, MessageFrame(**frame._asdict()))
+        self.assertEqual(len(frame), len(MessageFrame._fields))
 
     def test_a_forwarded_group_post_names_its_member_and_home(self):
         message = Message("b" * 32, GROUP, Address("cy", "3"), Address("team", "1"), "hi",

@@ -263,14 +263,18 @@ class ReturnsTests(StoreTestCase):
     def test_the_wait_ends_when_no_client_came_back_for_the_gap(self):
         store = self.open()
         self.returns(store, most_from=2, gap=0.05, wait=10.0)
-        self.assertLess((yield self.seconds_for_one_after(store, 3)), 2.5)
+        seconds = yield self.seconds_for_one_after(store, 3)
+        self.assertGreater(seconds, 0.04)  # it did wait (the gap, 0.05 s)
+        self.assertLess(seconds, 2.5)
         self.assertEqual(store.commits, 2)
 
     @defer.inlineCallbacks
     def test_the_wait_ends_after_returns_wait_in_all(self):
         store = self.open()
         self.returns(store, most_from=2, gap=5.0, wait=0.2)
-        self.assertLess((yield self.seconds_for_one_after(store, 3)), 2.5)
+        seconds = yield self.seconds_for_one_after(store, 3)
+        self.assertGreater(seconds, 0.18)  # it did wait (0.2 s in all)
+        self.assertLess(seconds, 2.5)
 
 
 class FailureInsideABatchTests(StoreTestCase):
