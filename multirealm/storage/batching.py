@@ -161,7 +161,7 @@ class BatchingStore:
     MAX_BATCH = 2000
 
     # Waiting for the clients just answered (L{_run}): after a batch of at
-    # least RETURNS_FROM operations (runs counted as their messages), the
+    # least RETURNS_FROM operations (a run is one: one client's read), the
     # next one waits while fewer operations than the last batch's came in
     # since its answers went out: for RETURNS_GAP seconds at most between
     # two hand-overs, and RETURNS_WAIT in all.
@@ -305,13 +305,13 @@ class BatchingStore:
     def _run(self):
         stopping = False
         ran = 0  # batches run
-        last = 0  # the weight of the last one
+        last = 0  # the operations of the last one
         try:
             while not stopping:
                 # Everything handed over while the last batch ran becomes
                 # the next batch (group commit), up to about MAX_BATCH.
                 batch, weight = [], 0
-                returned = 0  # of that weight, handed over after the last batch's answers
+                returned = 0  # operations handed over after the last batch's answers
                 deadline = None
                 handed = self._queue.get()
                 while True:
@@ -322,7 +322,7 @@ class BatchingStore:
                     batch.extend(operations)
                     weight += handed_weight
                     if answered >= ran:
-                        returned += handed_weight
+                        returned += len(operations)
                     if weight >= self.MAX_BATCH:
                         break
                     try:
@@ -338,7 +338,9 @@ class BatchingStore:
                     # whose commits take turns, each waiting for the
                     # other's (benchmarks/README.md, "Issue 18, seventh
                     # session").  Clients that do not come back at once
-                    # cost the batch RETURNS_GAP.
+                    # cost the batch RETURNS_GAP.  Operations, not their
+                    # weight: one connection's run of many sends does
+                    # not make the others wait.
                     if last < self.RETURNS_FROM or returned >= last:
                         break
                     now = monotonic()
@@ -352,7 +354,7 @@ class BatchingStore:
                         break
                 if batch:
                     ran += 1
-                    last = weight
+                    last = len(batch)
                     self._reactor.callFromThread(self._answer, self._run_batch(batch))
                 # Nothing of it stays while the thread waits for the next
                 # batch (its operations hold their messages and callers).
