@@ -45,9 +45,12 @@ SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
 # A refused connection waits this long for its client to read the answer
 # and close (closing on bytes we never read would send a reset, and the
 # client could lose the answer), over TLS for its handshake first; this
-# many at most wait at once.
+# many at most wait at once.  With MOST_ACCEPTS, and the process's own
+# descriptors (databases, ports, logs: about 20), they fit the smallest
+# reserve of connection_budget (64): 24 + 8 + 20 < 64.  At 32 and 16 they
+# did not, and a flood past the budget met EMFILE on accept (seen in CI).
 LINGER_SECONDS = 2.0
-MOST_LINGERING = 32
+MOST_LINGERING = 24
 
 
 class Ticket:
@@ -249,7 +252,7 @@ def connection_budget(soft_limit, configured=0):
 # descriptor until its refusal is written (the reactor's next turn), so a
 # burst of them could outgrow the reserve (at least 64) and make accept
 # fail with EMFILE.
-MOST_ACCEPTS = 16
+MOST_ACCEPTS = 8
 
 
 def bound_accepts(port, most=MOST_ACCEPTS):
