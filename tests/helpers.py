@@ -164,8 +164,8 @@ class Recorder:
     def __init__(self):
         self.deliveries = []
 
-    def message_committed(self, delivery):
-        self.deliveries.append(delivery)
+    def messages_committed(self, deliveries):
+        self.deliveries += deliveries
 
     @property
     def texts(self):

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from multirealm import errors, wire
 from multirealm.core.interfaces import IMessageObserver
+from multirealm.core.notifier import each_delivery
 from multirealm.names import Address
 from multirealm.model import FAILURE, GROUP, JOINED, KNOWN, MEMBER, PRIVATE
 from multirealm.logs import RealmLogger
@@ -120,9 +121,12 @@ class LiveDelivery:
 
     # -- the notifier -------------------------------------------------------------
 
-    def message_committed(self, delivery):
+    def messages_committed(self, deliveries):
         if not self._by_user:
             return  # nobody listens: nothing to do
+        each_delivery(deliveries, self._committed, self.realm)
+
+    def _committed(self, delivery):
         message = delivery.message
         if message.kind in (PRIVATE, FAILURE):
             self._push(message, delivery.local_users)

@@ -123,18 +123,21 @@ class Cluster:
 
     # -- what this process did ------------------------------------------------
 
-    def _stored_here(self, delivery):
-        """The store's report of a commit of this process."""
-        if delivery.seq > self._highest_here:
-            self._highest_here = delivery.seq
+    def _stored_here(self, deliveries):
+        """The store's report of a commit of this process (its new Deliveries)."""
+        highest = max(delivery.seq for delivery in deliveries)
+        if highest > self._highest_here:
+            self._highest_here = highest
         if self._publishing is None:
             self._publishing = self._clock.callLater(0, self._publish_stored)
         if self._last is None:  # starting: nothing of the others' is announced yet
-            self._notifier.notify(delivery)
+            self._notifier.notify(deliveries)
             return
-        if len(self._pending) >= self.MAX_HELD:
-            self._pass_over()
-        self._pending.append(delivery)
+        pending = self._pending
+        for delivery in deliveries:
+            if len(pending) >= self.MAX_HELD:
+                self._pass_over()
+            pending.append(delivery)
         self._pump()
 
     def _publish_stored(self):
@@ -170,19 +173,24 @@ class Cluster:
         if self._reading or self._last is None or self._stopped:
             return
         pending, notifier = self._pending, self._notifier
+        counted, announced = [], []
         while pending:
             delivery = pending[0]
             if delivery.seq <= self._last:  # read and replayed before its report came
-                pending.popleft()
-                notifier.counted(delivery)
+                counted.append(pending.popleft())
             elif delivery.seq == self._last + 1:
-                pending.popleft()
+                announced.append(pending.popleft())
                 self._last = delivery.seq
-                notifier.notify(delivery)
             else:
                 # Another process committed in between (or a number was
                 # never used): those first.
-                return self._read(delivery.seq - 1)
+                break
+        if counted:
+            notifier.counted(counted)
+        if announced:
+            notifier.notify(announced)
+        if pending:
+            return self._read(pending[0].seq - 1)
         if self._wanted > self._last:
             self._read(self._wanted)
 
@@ -195,10 +203,10 @@ class Cluster:
 
     def _replay(self, deliveries, bound):
         self._failures = 0
-        for delivery in deliveries:
-            if delivery.seq > self._last:
-                self._last = delivery.seq
-                self._notifier.replayed(delivery)
+        new = [delivery for delivery in deliveries if delivery.seq > self._last]
+        if new:
+            self._last = new[-1].seq
+            self._notifier.replayed(new)
         if len(deliveries) < self.PAGE:  # all there was up to the bound
             if bound is None:
                 self._wanted = self._last

@@ -9,12 +9,16 @@ from zope.interface import Attribute, Interface
 class IMessageObserver(Interface):
     """Hears of every message a realm stores, after its commit."""
 
-    def message_committed(delivery):
+    def messages_committed(deliveries):
         """
-        A L{multirealm.model.Delivery} was committed.  Called on the reactor
-        thread, in commit order, once per stored message; never for a
-        duplicate or for a message whose transaction rolled back.  Must not
-        block; its return value is ignored.
+        The L{multirealm.model.Delivery} values of C{deliveries} (a list,
+        in commit order: one transaction's new messages, or fewer) were
+        committed.  Called on the reactor thread, in commit order, once
+        for each stored message; never for a duplicate or for a message
+        whose transaction rolled back.  One call for many messages: what
+        an observer does once (a check that nobody listens) is done once
+        a batch, not once a message (issue 18).  Must not block; its
+        return value is ignored.
         """
 
 
@@ -37,10 +41,11 @@ class IStore(Interface):
 
     def report_deliveries_to(listener):
         """
-        Call C{listener(delivery)} for every message an operation stored,
-        once its transaction has committed, in commit order, before that
-        operation's Deferred fires; never for a duplicate or for anything
-        rolled back.  A later call replaces the listener.
+        Call C{listener(deliveries)} with the Deliveries of the messages
+        a transaction stored (a list, in commit order), once it has
+        committed and before any of its operations' Deferreds fire; never
+        for a duplicate or for anything rolled back.  A later call
+        replaces the listener.
         """
 
     commit_operations = Attribute(

@@ -3,10 +3,11 @@ The post-commit notifier: the one place that announces stored messages.
 
 Every store operation that adds a message reports a L{Delivery} (what was
 stored, whose history received it, which peer realms it was queued for).
-Once the transaction has committed, the store hands it to the realm's
-L{Notifier.notify} (wired by the core: L{IStore.report_deliveries_to}), and
-every subscriber (an L{IMessageObserver}) hears of it: the federation
-queue of a peer wakes, live delivery pushes to subscribed connections.
+Once the transaction has committed, the store hands the Deliveries of its
+whole batch, in one list, to the realm's L{Notifier.notify} (wired by the
+core: L{IStore.report_deliveries_to}), and every subscriber (an
+L{IMessageObserver}) hears of them in one call: the federation queue of a
+peer wakes, live delivery pushes to subscribed connections.
 The shape is Synapse's C{Notifier} and Twisted words' C{IChatClient.receive}.
 
 A message whose transaction rolled back is never announced (the store only
@@ -23,7 +24,7 @@ log = RealmLogger()
 
 
 class Notifier:
-    """Subscribers, called in subscription order for every new delivery."""
+    """Subscribers, called in subscription order with every list of new deliveries."""
 
     def __init__(self, realm=None):
         self._realm = realm  # its name, for the log
@@ -39,33 +40,40 @@ class Notifier:
         if not replays:
             self._here_only.append(observer)
 
-    def replayed(self, delivery):
-        """Announce a L{Delivery} another process of the realm stored."""
-        self._tell([o for o in self._observers if o not in self._here_only], delivery)
+    def replayed(self, deliveries):
+        """Announce the L{Delivery} values another process of the realm stored."""
+        self._tell([o for o in self._observers if o not in self._here_only], deliveries)
 
-    def counted(self, delivery):
-        """A delivery of this process, replayed before its report came: counted only."""
-        self._tell(self._here_only, delivery)
+    def counted(self, deliveries):
+        """Deliveries of this process, replayed before their report came: counted only."""
+        self._tell(self._here_only, deliveries)
 
-    def notify(self, delivery):
+    def notify(self, deliveries):
         """
-        Announce one committed L{Delivery}.  One observer that fails is
-        logged and does not keep the others, or the sender's reply, from
-        going on.
+        Announce committed L{Delivery} values (a list, in commit order).
+        One observer that fails is logged and does not keep the others, or
+        the senders' replies, from going on.
         """
-        for observer in self._observers:  # _tell inlined: this runs for every message
-            try:
-                observer.message_committed(delivery)
-            except Exception:
-                self._failed(observer, delivery)
+        self._tell(self._observers, deliveries)
 
-    def _tell(self, observers, delivery):
+    def _tell(self, observers, deliveries):
         for observer in observers:
             try:
-                observer.message_committed(delivery)
+                observer.messages_committed(deliveries)
             except Exception:
-                self._failed(observer, delivery)
+                log.failure("observer {observer!r} failed on messages {first}..{last}",
+                            observer=observer, first=deliveries[0].message.id,
+                            last=deliveries[-1].message.id, realm=self._realm)
 
-    def _failed(self, observer, delivery):
-        log.failure("observer {observer!r} failed on message {id}",
-                    observer=observer, id=delivery.message.id, realm=self._realm)
+
+def each_delivery(deliveries, committed, realm):
+    """
+    C{committed(delivery)} for each of C{deliveries}, for an observer that
+    handles them one at a time: one that fails is logged, and the others
+    still go on (as when the notifier called for each message).
+    """
+    for delivery in deliveries:
+        try:
+            committed(delivery)
+        except Exception:
+            log.failure("handling message {id} failed", id=delivery.message.id, realm=realm)

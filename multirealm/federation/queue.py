@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
+from multirealm.core.notifier import each_delivery
 from multirealm.federation.frames import (
     TRANSIENT,
     FileFrame,
@@ -94,9 +95,11 @@ class PeerQueue:
 
     # -- the notifier -----------------------------------------------------------
 
-    def message_committed(self, delivery):
-        if self.peer not in delivery.queued_for:
-            return
+    def messages_committed(self, deliveries):
+        peer = self.peer
+        each_delivery([d for d in deliveries if peer in d.queued_for], self._committed, self.realm)
+
+    def _committed(self, delivery):
         if rereads_outbox(delivery.message):
             # Entries were queued behind what was sent: read it all again
             # (the frames in flight are not sent twice; answered ones the
@@ -256,7 +259,7 @@ class PeerQueue:
             return
         batch, complete = result
         # The read found the end of the outbox: what commits next is sent
-        # as it is announced (message_committed).
+        # as it is announced (messages_committed).
         self._caught_up = complete
         self._send(batch, link)
         self._check_drained()

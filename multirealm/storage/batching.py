@@ -185,7 +185,7 @@ class BatchingStore:
         # Of each committed batch (metrics; written by the database thread only):
         self.commit_operations = Histogram(COMMIT_OPERATIONS)  # operations in it
         self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
-        self._report = None  # called with each committed Delivery
+        self._report = None  # called with each batch's committed Deliveries
         self._full = False  # the disk was full at the last failure, and said so
         # (operations, weight, batches answered by then) of a turn each, then _STOP
         self._queue = queue.SimpleQueue()
@@ -459,9 +459,27 @@ class BatchingStore:
         self._report = listener
 
     def _answer(self, results):
-        """On the reactor thread, after the commit: report, then answer."""
+        """
+        On the reactor thread, after the commit: report the batch's new
+        messages, all at once (one call an observer, not one a message),
+        then answer its operations.
+        """
         self._answered += 1  # what is handed over from now on came after these answers
-        report = self._report
+        if self._report is not None:
+            committed = []
+            for op, result in results:
+                kind = type(result)
+                if kind is Delivery:
+                    if not result.duplicate:
+                        committed.append(result)
+                elif kind is Deliveries or kind is Sent:
+                    # Not a refusal (a Sent's parts), nor a message received before.
+                    committed += [d for d in result if type(d) is Delivery and not d.duplicate]
+            if committed:
+                try:
+                    self._report(committed)
+                except Exception:  # the answers go out whatever a listener does
+                    log.failure("reporting stored messages failed", realm=self.realm)
         for op, result in results:
             if type(result) is Failure:
                 result = self._clean_error(result) or result
@@ -476,19 +494,6 @@ class BatchingStore:
                     ])
                 else:
                     self._full = False
-                if report is not None:
-                    if type(result) is Delivery:
-                        if not result.duplicate:
-                            report(result)
-                    elif type(result) is Deliveries:
-                        for delivery in result:
-                            if not delivery.duplicate:
-                                report(delivery)
-                    elif type(result) is Sent:
-                        for delivery in result:
-                            # Not a refusal, nor a message received before.
-                            if type(delivery) is Delivery and not delivery.duplicate:
-                                report(delivery)
             if op.then is not None:
                 try:
                     op.then(result)

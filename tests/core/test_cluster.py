@@ -117,7 +117,7 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         bob.ask("send - alice from-b")
         self.turn()  # ... B's notification comes first: A reads its own back too
         self.assertEqual(heard.texts, ["from-a", "from-b"])
-        self.a.cluster._stored_here(own)  # the report: counted, not announced again
+        self.a.cluster._stored_here([own])  # the report: counted, not announced again
         self.assertEqual(heard.texts, ["from-a", "from-b"])
         self.assertEqual(self.a.metrics.stored, {("private", "local"): 1})
 
@@ -129,7 +129,7 @@ class TwoProcessesTests(Processes, unittest.TestCase):
         self.a.notifier.subscribe(heard)
         sent = self.successResultOf(self.a.send("alice", self.a.address("alice"), "note"))
         later = sent._replace(seq=sent.seq + 5)
-        self.a.cluster._stored_here(later)
+        self.a.cluster._stored_here([later])
         self.assertEqual([d.seq for d in heard.deliveries], [sent.seq, sent.seq + 5])
 
     def test_what_cannot_be_read_is_passed_over_and_held_deliveries_go_on(self):

@@ -6,7 +6,7 @@ deliveries count (messages by kind and origin, file bytes in).
 from twisted.trial import unittest
 
 from multirealm.core.metrics import Histogram
-from multirealm.model import FileRef, Message
+from multirealm.model import FileRef, Delivery, Message
 from multirealm.names import Address
 from tests.helpers import make_realm
 
@@ -49,3 +49,21 @@ class DeliveryCountTests(unittest.TestCase):
         metrics = one.metrics
         self.assertEqual(metrics.stored, {("private", "peer"): 1})
         self.assertEqual(metrics.file_bytes_in, {"local": 0, "peer": 1234})
+
+    def test_one_batch_of_kinds_origins_and_files_is_counted_as_each_alone(self):
+        metrics = make_realm(self, name="1", peers=("2",)).metrics
+
+        def delivery(kind, origin, size=None):
+            file = None if size is None else FileRef("a.txt", "ab" * 16, size)
+            sender = Address("heru", origin)
+            message = Message("01" * 16, kind, sender, Address("alice", "1"), "", "t", file=file)
+            return Delivery(message, origin)
+
+        batch = [delivery("private", "1"), delivery("private", "2", 10), delivery("group", "1", 5),
+                 delivery("private", "1", 7), delivery("group", "2"), delivery("private", "2")]
+        metrics.messages_committed(batch[:2])
+        metrics.messages_committed(batch[2:])
+        self.assertEqual(metrics.stored, {("private", "local"): 2, ("private", "peer"): 2,
+                                          ("group", "local"): 1, ("group", "peer"): 1})
+        self.assertEqual(metrics.file_bytes_in, {"local": 12, "peer": 10})
+

@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 
 from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
-from multirealm.core.notifier import Notifier
+from multirealm.core.notifier import Notifier, each_delivery
 from multirealm.model import PRIVATE, Delivery, Message
 from multirealm.names import Address
 from tests.helpers import Recorder, make_realm, make_store
@@ -24,12 +24,26 @@ class NotifierTests(unittest.TestCase):
         notifier = Notifier()
         first, last = Recorder(), Recorder()
         broken = Recorder()
-        broken.message_committed = lambda delivery: 1 / 0
+        broken.messages_committed = lambda deliveries: 1 / 0
         for observer in (first, broken, last):
             notifier.subscribe(observer)
         delivery = Delivery(message=A_MESSAGE, origin="1")
-        notifier.notify(delivery)
+        notifier.notify([delivery])
         self.assertEqual((first.deliveries, last.deliveries), ([delivery], [delivery]))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_an_observer_that_handles_each_message_goes_on_past_one_that_fails(self):
+        handled = []
+
+        def committed(delivery):
+            if delivery.message.text == "bad":
+                raise ZeroDivisionError()
+            handled.append(delivery.message.text)
+
+        batch = [Delivery(message=A_MESSAGE._replace(text=text), origin="1")
+                 for text in ("one", "bad", "three")]
+        each_delivery(batch, committed, "1")
+        self.assertEqual(handled, ["one", "three"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_recorder_provides_the_interface(self):
@@ -56,17 +70,18 @@ class RealmAnnouncesTests(unittest.TestCase):
         seen_when_announced = []
         observer = self.observer
 
-        def committed(delivery):
+        def committed(deliveries):
             # Announced only once durable: a second connection finds it.
             other = sqlite3.connect(self.store.path)
             self.addCleanup(other.close)
-            seen_when_announced.append(
-                other.execute("SELECT count(*) FROM messages WHERE id = ?",
-                              (delivery.message.id,)).fetchone()[0]
-            )
-            Recorder.message_committed(observer, delivery)
+            for delivery in deliveries:
+                seen_when_announced.append(
+                    other.execute("SELECT count(*) FROM messages WHERE id = ?",
+                                  (delivery.message.id,)).fetchone()[0]
+                )
+            Recorder.messages_committed(observer, deliveries)
 
-        observer.message_committed = committed
+        observer.messages_committed = committed
         sent = yield self.realm.send("alice", Address("heru", "1"), "hello")
         (delivery,) = observer.deliveries
         self.assertEqual(delivery, sent)

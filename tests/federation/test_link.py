@@ -27,8 +27,8 @@ class Recorder:
     def __init__(self, seen):
         self.seen = seen
 
-    def message_committed(self, delivery):
-        self.seen.append(delivery)
+    def messages_committed(self, deliveries):
+        self.seen += deliveries
 
 
 class FakeConnector:

@@ -115,6 +115,44 @@ class AnswerWithACallTests(StoreTestCase):
         self.assertEqual(threads, [threading.main_thread()])
 
 
+class ReportTests(StoreTestCase):
+    """The store reports a batch's new messages in one call, before answering any of it."""
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_a_batch_is_reported_in_one_call_in_commit_order_before_its_answers(self):
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+        answered, reports = [], []
+        store.report_deliveries_to(
+            lambda deliveries: reports.append(([d.message.id for d in deliveries], len(answered))))
+        # Submitted before the store starts: one batch.
+        store.add_private_message(message(1), answered.append)
+        store.add_private_messages([message(2), message(3)], answered.append)
+        store.add_private_message(message(4, recipient="nobody"), answered.append)
+        last = store.add_private_message(message(5))
+        store.start()
+        yield last
+        self.assertEqual(reports, [(["ID0001", "ID0002", "ID0003", "ID0005"], 0)])
+        self.assertEqual(len(answered), 3)
+
+    @defer.inlineCallbacks
+    def test_a_report_that_raises_is_logged_and_the_batch_is_still_answered(self):
+        store = self.open(start=False)
+        store.create_user("heru", "h", "t")
+
+        def broken(deliveries):
+            raise ZeroDivisionError("a bug in whoever was told")
+
+        store.report_deliveries_to(broken)
+        first = store.add_private_message(message(1))
+        store.start()
+        delivery = yield first
+        self.assertEqual(delivery.message.id, "ID0001")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
 class RunTests(StoreTestCase):
     """A run of private messages (add_private_messages): one operation, each its own result."""
 
@@ -130,7 +168,7 @@ class RunTests(StoreTestCase):
         store = self.open()
         yield store.create_user("heru", "h", "t")
         reported = []
-        store.report_deliveries_to(reported.append)
+        store.report_deliveries_to(reported.extend)
         answered = defer.Deferred()
         run = [message(1), message(2, recipient="nobody"), message(3)]
         self.assertIsNone(store.add_private_messages(run, answered.callback))

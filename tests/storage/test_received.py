@@ -149,7 +149,7 @@ class ReceiveRunTests(StoreTestCase):
         store = self.open(start=False)
         users = self.populate_inline_free(store)
         reported = []
-        store.report_deliveries_to(reported.append)
+        store.report_deliveries_to(reported.extend)
         before = store.receive_message("2", message(1, sender="bob", sender_realm="2"))
         same_batch = store.receive_message("2", message(2, sender="bob", sender_realm="2"))
         run = [

@@ -302,7 +302,7 @@ class FailureInsideABatchTests(StoreTestCase):
             raise sqlite3.OperationalError("database or disk is full")
 
         announced = []
-        store.report_deliveries_to(announced.append)
+        store.report_deliveries_to(announced.extend)
         # Submitted in one reactor turn: one batch.
         before = store.add_private_message(message(1))
         broken = store.submit(disk_error, writes=False)
