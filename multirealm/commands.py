@@ -8,6 +8,8 @@ arguments are wrong still carries its session word, because a bad session
 is reported before bad arguments.
 """
 
+from typing import NamedTuple
+
 import attrs
 
 from multirealm import errors
@@ -165,21 +167,24 @@ COMMANDS = {
 }
 
 
-@attrs.define
-class Request:
+class Request(NamedTuple):
     """
     A parsed line.  C{args} are its arguments in the order of
     L{Command.fields} (its handler's parameters: the handler is called
     with them positionally, no dict made).  C{error}, if set, is the
     L{errors.ChatError} to answer with, after the session (if any) has
-    been checked.  (Not frozen: one is made for every line, and a frozen
-    attrs class costs three times as much to make.)
+    been checked.  (A named tuple: one is made for every line, and
+    L{parse_request} makes a message's with C{tuple.__new__}, a fraction
+    of an attrs class's C{__init__}.)
     """
 
     command: Command | None
     session: str | None = None
     args: tuple | list = ()
     error: errors.ChatError | None = None
+
+
+_new_tuple = tuple.__new__
 
 
 def _next_word(text):
@@ -231,7 +236,7 @@ def parse_request(line):
             if text[:1] == " ":  # spaces before the text are no part of it
                 text = parts[2] = text.lstrip(" ")
             if text:
-                return Request(command, parts[0], parts[1:])
+                return _new_tuple(Request, (command, parts[0], parts[1:], None))
     return _parse_words(line)
 
 
