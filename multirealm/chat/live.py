@@ -127,6 +127,8 @@ class LiveDelivery:
         each_delivery(deliveries, self._committed, self.realm)
 
     def _committed(self, delivery):
+        if not self._by_user:
+            return  # the last subscriber went with an earlier message's event
         message = delivery.message
         if message.kind in (PRIVATE, FAILURE):
             self._push(message, delivery.local_users)

@@ -11,14 +11,14 @@ class IMessageObserver(Interface):
 
     def messages_committed(deliveries):
         """
-        The L{multirealm.model.Delivery} values of C{deliveries} (a list,
-        in commit order: one transaction's new messages, or fewer) were
-        committed.  Called on the reactor thread, in commit order, once
-        for each stored message; never for a duplicate or for a message
-        whose transaction rolled back.  One call for many messages: what
-        an observer does once (a check that nobody listens) is done once
-        a batch, not once a message (issue 18).  Must not block; its
-        return value is ignored.
+        The L{multirealm.model.Delivery} values of C{deliveries} (a
+        sequence, in commit order: the new messages of one store
+        operation, a run's all together) were committed.  Called on the
+        reactor thread, in commit order, once for each stored message;
+        never for a duplicate or for a message whose transaction rolled
+        back.  One call for many messages: what an observer does once (a
+        check that nobody listens) is done once a run, not once a message
+        (issue 18).  Must not block; its return value is ignored.
         """
 
 
@@ -42,10 +42,11 @@ class IStore(Interface):
     def report_deliveries_to(listener):
         """
         Call C{listener(deliveries)} with the Deliveries of the messages
-        a transaction stored (a list, in commit order), once it has
-        committed and before any of its operations' Deferreds fire; never
-        for a duplicate or for anything rolled back.  A later call
-        replaces the listener.
+        each operation stored (a sequence, in commit order), once its
+        transaction has committed, just before that operation's Deferred
+        fires (after those of the operations before it); never for a
+        duplicate or for anything rolled back.  A later call replaces the
+        listener.
         """
 
     commit_operations = Attribute(

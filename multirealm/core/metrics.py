@@ -14,9 +14,6 @@ name or an address.
 """
 
 from bisect import bisect_left
-from collections import Counter
-from itertools import compress
-from operator import attrgetter
 
 from zope.interface import implementer
 
@@ -84,9 +81,6 @@ class PeerCounts:
         self.frames_refused = 0  # answered with an error code (for now or for good)
         self.reconnects = 0  # connection attempts after a failed or lost one
 
-_KIND_AND_ORIGIN = attrgetter("message.kind", "origin")
-_FILE = attrgetter("message.file")
-
 
 @implementer(IMessageObserver)
 class RealmMetrics:
@@ -132,12 +126,11 @@ class RealmMetrics:
         histogram.observe(seconds, times)
 
     def messages_committed(self, deliveries):
-        # Counted in C (Counter, map, compress: no Python a message), then
-        # added up by kind and origin: a batch holds few of them.
-        stored = self.stored
-        for (kind, origin), count in Counter(map(_KIND_AND_ORIGIN, deliveries)).items():
-            key = (kind, "local" if origin == self.name else "peer")
-            stored[key] = stored.get(key, 0) + count
-        for delivery in compress(deliveries, map(_FILE, deliveries)):
-            origin = "local" if delivery.origin == self.name else "peer"
-            self.file_bytes_in[origin] += delivery.message.file.size
+        stored, name = self.stored, self.name
+        for delivery in deliveries:
+            message = delivery.message
+            origin = "local" if delivery.origin == name else "peer"
+            key = (message.kind, origin)
+            stored[key] = stored.get(key, 0) + 1
+            if message.file is not None:
+                self.file_bytes_in[origin] += message.file.size

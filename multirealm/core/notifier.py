@@ -3,11 +3,12 @@ The post-commit notifier: the one place that announces stored messages.
 
 Every store operation that adds a message reports a L{Delivery} (what was
 stored, whose history received it, which peer realms it was queued for).
-Once the transaction has committed, the store hands the Deliveries of its
-whole batch, in one list, to the realm's L{Notifier.notify} (wired by the
-core: L{IStore.report_deliveries_to}), and every subscriber (an
-L{IMessageObserver}) hears of them in one call: the federation queue of a
-peer wakes, live delivery pushes to subscribed connections.
+Once the transaction has committed, the store hands each operation's
+Deliveries (a run's all together) to the realm's L{Notifier.notify}
+(wired by the core: L{IStore.report_deliveries_to}), and every
+subscriber (an L{IMessageObserver}) hears of them in one call: the
+federation queue of a peer wakes, live delivery pushes to subscribed
+connections.
 The shape is Synapse's C{Notifier} and Twisted words' C{IChatClient.receive}.
 
 A message whose transaction rolled back is never announced (the store only
@@ -50,7 +51,7 @@ class Notifier:
 
     def notify(self, deliveries):
         """
-        Announce committed L{Delivery} values (a list, in commit order).
+        Announce committed L{Delivery} values (a sequence, in commit order).
         One observer that fails is logged and does not keep the others, or
         the senders' replies, from going on.
         """

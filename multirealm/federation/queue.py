@@ -79,6 +79,10 @@ class PeerQueue:
         self._sent_up_to = 0  # the last outbox seq sent on this link
         self._in_flight = {}  # message id -> (outbox seq, message)
         self._reading = False
+        # A message was announced while the outbox was read: the read may
+        # have been made before it was stored (one another process of the
+        # realm stored, announced as its stream is read: core/cluster.py).
+        self._announced_while_reading = False
         # The last outbox read reached its end: new messages are sent as
         # they are announced, without reading the outbox again.
         self._caught_up = False
@@ -117,6 +121,8 @@ class PeerQueue:
             self._send([(delivery.seq, delivery.message)], self.link)
             return
         self._caught_up = False  # the outbox has more than was sent: read it
+        if self._reading:
+            self._announced_while_reading = True  # and read again after this read
         self.wake()
 
     # -- the link -----------------------------------------------------------------
@@ -259,9 +265,13 @@ class PeerQueue:
             return
         batch, complete = result
         # The read found the end of the outbox: what commits next is sent
-        # as it is announced (messages_committed).
-        self._caught_up = complete
+        # as it is announced (messages_committed), unless one was announced
+        # while reading: then the outbox is read again past this batch.
+        self._caught_up = complete and not self._announced_while_reading
+        self._announced_while_reading = False
         self._send(batch, link)
+        if not self._caught_up:
+            self.wake()  # _send wakes after a batch; an empty one too
         self._check_drained()
 
     def _send(self, batch, link):

@@ -185,7 +185,7 @@ class BatchingStore:
         # Of each committed batch (metrics; written by the database thread only):
         self.commit_operations = Histogram(COMMIT_OPERATIONS)  # operations in it
         self.commit_seconds = Histogram(COMMIT_SECONDS)  # from BEGIN to COMMIT done
-        self._report = None  # called with each batch's committed Deliveries
+        self._report = None  # called with each operation's committed Deliveries
         self._full = False  # the disk was full at the last failure, and said so
         # (operations, weight, batches answered by then) of a turn each, then _STOP
         self._queue = queue.SimpleQueue()
@@ -460,31 +460,21 @@ class BatchingStore:
 
     def _answer(self, results):
         """
-        On the reactor thread, after the commit: report the batch's new
-        messages, all at once (one call an observer, not one a message),
-        then answer its operations.
+        On the reactor thread, after the commit: for each operation in
+        order, report its new messages (one call for all of them: a run's
+        are one), then answer it.  Reported just before its own answer,
+        after the answers of the operations before it: a read answered in
+        the batch never misses a message announced before it, and a
+        client's replies and events keep the order the batch ran in.
         """
         self._answered += 1  # what is handed over from now on came after these answers
-        if self._report is not None:
-            committed = []
-            for op, result in results:
-                kind = type(result)
-                if kind is Delivery:
-                    if not result.duplicate:
-                        committed.append(result)
-                elif kind is Deliveries or kind is Sent:
-                    # Not a refusal (a Sent's parts), nor a message received before.
-                    committed += [d for d in result if type(d) is Delivery and not d.duplicate]
-            if committed:
-                try:
-                    self._report(committed)
-                except Exception:  # the answers go out whatever a listener does
-                    log.failure("reporting stored messages failed", realm=self.realm)
+        report = self._report
         for op, result in results:
-            if type(result) is Failure:
+            kind = type(result)
+            if kind is Failure:
                 result = self._clean_error(result) or result
             else:
-                if type(result) is Sent and result.failed:
+                if kind is Sent and result.failed:
                     # A run's messages that failed alone (its isolated pass):
                     # a full disk or a lost database is a clean refusal for
                     # each, as for a whole operation.
@@ -494,6 +484,19 @@ class BatchingStore:
                     ])
                 else:
                     self._full = False
+                if report is not None:
+                    if kind is Delivery:
+                        new = () if result.duplicate else (result,)
+                    elif kind is Sent or kind is Deliveries:
+                        # Not a refusal (a run's), nor a message received before.
+                        new = [d for d in result if type(d) is Delivery and not d.duplicate]
+                    else:
+                        new = ()
+                    if new:
+                        try:
+                            report(new)
+                        except Exception:  # the answers go out whatever a listener does
+                            log.failure("reporting stored messages failed", realm=self.realm)
             if op.then is not None:
                 try:
                     op.then(result)

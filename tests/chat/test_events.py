@@ -237,6 +237,33 @@ class WhoseEventsTests(unittest.TestCase):
         self.alice.ask("send - heru after expiry")
         self.assertEqual(self.heru.replies(), [])
 
+    def test_once_the_last_subscription_ends_later_messages_look_up_nobody(self):
+        # One message's event ends the last subscription (as a session that
+        # has just expired does): the next message of the same report, a
+        # group post, asks the store about no one (review: "member IN ()"
+        # is an error on PostgreSQL).
+        from multirealm.model import GROUP, PRIVATE, Delivery, Message
+        from multirealm.names import Address
+
+        live = self.factory.live
+        pushed = live.push_to
+
+        def push_then_end(user, event, skip=None):
+            pushed(user, event, skip)
+            live.unsubscribe(self.heru.protocol)
+
+        live.push_to = push_then_end
+        looked_up = []
+        self.realm.group_readers = lambda *args, **kwargs: looked_up.append(args)
+        alice = Address("alice", "1")
+        to_heru = Message("01" * 16, PRIVATE, alice, Address("heru", "1"), "hi", "t")
+        to_team = Message("02" * 16, GROUP, alice, Address("team", "1"), "all", "t")
+        self.factory.live.messages_committed([
+            Delivery(to_heru, "1", frozenset({"alice", "heru"})), Delivery(to_team, "1"),
+        ])
+        self.assertEqual(looked_up, [])
+        self.assertEqual([e["message"]["msg"] for e in events(self.heru.replies())], ["hi"])
+
     def test_logging_in_as_someone_else_ends_the_events_of_the_first(self):
         self.heru.ask("register mallory pw")
         self.heru.ask("auth mallory pw")
