@@ -55,16 +55,23 @@ class Notifier:
         One observer that fails is logged and does not keep the others, or
         the senders' replies, from going on.
         """
-        self._tell(self._observers, deliveries)
+        for observer in self._observers:  # _tell inlined: this runs for every send
+            try:
+                observer.messages_committed(deliveries)
+            except Exception:
+                self._failed(observer, deliveries)
 
     def _tell(self, observers, deliveries):
         for observer in observers:
             try:
                 observer.messages_committed(deliveries)
             except Exception:
-                log.failure("observer {observer!r} failed on messages {first}..{last}",
-                            observer=observer, first=deliveries[0].message.id,
-                            last=deliveries[-1].message.id, realm=self._realm)
+                self._failed(observer, deliveries)
+
+    def _failed(self, observer, deliveries):
+        log.failure("observer {observer!r} failed on messages {first}..{last}",
+                    observer=observer, first=deliveries[0].message.id,
+                    last=deliveries[-1].message.id, realm=self._realm)
 
 
 def each_delivery(deliveries, committed, realm):
