@@ -21,6 +21,11 @@ spelling cannot say on both:
      (L{numbered}): see L{Connection.start_pipeline}.  (Messages are
      numbered by the store's thread: L{multirealm.storage.queries.messages.next_seq}.)
   4. C{%} becomes C{%%}, then C{?} becomes C{%s} (psycopg's placeholder).
+  5. C{INSERT OR FAIL INTO} becomes C{INSERT INTO}.  OR FAIL tells SQLite
+     that a statement which fails need not be undone alone (the batch
+     undoes it with its transaction or savepoint), so it keeps no journal
+     of the pages the statement changes; a PostgreSQL statement that fails
+     fails its transaction or savepoint anyway.
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
 not look for quotes.  Each distinct string is translated once (cached).
@@ -49,6 +54,7 @@ _IS_NOT = re.compile(r"\bIS NOT \?")
 _NUMBERED = re.compile(r"INSERT INTO (mailboxes) ")
 _NUMBER = {"mailboxes": "id"}
 _DML = ("INSERT", "UPDATE", "DELETE")
+_OR_FAIL = "INSERT OR FAIL INTO"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,7 +72,10 @@ def _words(sql):
 
 def _rules(sql):
     sql = _NOCASE.sub(r"lower(\1) = lower(?)", sql)
-    return _IS_NOT.sub("IS DISTINCT FROM ?", sql)
+    sql = _IS_NOT.sub("IS DISTINCT FROM ?", sql)
+    if sql.startswith(_OR_FAIL):
+        sql = "INSERT INTO" + sql[len(_OR_FAIL):]
+    return sql
 
 
 # psycopg caches how it parses a statement of at most this many parameters

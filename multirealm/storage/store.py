@@ -54,14 +54,6 @@ class SQLiteStore(StoreOperations, BatchingStore):
             self._db.execute(f"PRAGMA wal_autocheckpoint={checkpoints.SAFETY_PAGES}")
             self._checkpointer = checkpoints.Checkpointer(path, realm, lambda: self.commits)
         self.migrated = schema.migrate(self._db, path, realm=realm)  # (from, to) versions
-        # A statement's journal in memory, not a temporary file (issue 18):
-        # each multi-row statement of a batch keeps the pages it changes
-        # there until it ends (to undo it alone on a constraint error), and
-        # past 64 KiB SQLite moved it to a file opened, written page by
-        # page and closed a batch.  It holds one statement's pages at most
-        # (write_rows: up to 1,024 rows).  After the migrations, whose
-        # statements may change every row of a table.
-        self._db.execute("PRAGMA temp_store=MEMORY")
         # Whole pages go to the WAL: timeline rows wait in a small table
         # (queries.messages.stage_timeline, schema step 013).
         self.thread_cache.stage_timeline = True

@@ -49,6 +49,18 @@ class TranslateTests(unittest.TestCase):
             "INSERT INTO mailboxes_x (a) VALUES (%s)",
         )
 
+    def test_insert_or_fail_is_an_insert(self):
+        # A failed statement fails its transaction or savepoint whole on
+        # PostgreSQL: what OR FAIL tells SQLite it may do (messages.py).
+        self.assertEqual(
+            translate("INSERT OR FAIL INTO outbox (realm, seq) VALUES (?, ?)"),
+            "INSERT INTO outbox (realm, seq) VALUES (%s, %s)",
+        )
+        self.assertEqual(
+            translate_raw("INSERT OR FAIL INTO t (a) VALUES (?), (?) ON CONFLICT (a) DO UPDATE SET a = 1"),
+            "INSERT INTO t (a) VALUES ($1), ($2) ON CONFLICT (a) DO UPDATE SET a = 1",
+        )
+
     def test_the_rest_is_left_as_it_is(self):
         sql = (
             "INSERT INTO outbox (realm, seq) SELECT ?, t.seq FROM timeline t WHERE x IS NOT NULL"

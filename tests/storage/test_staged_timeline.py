@@ -184,6 +184,19 @@ class StepTests(StoreTestCase):
         db.close()
 
 
+def temporary_files():
+    """The temporary files SQLite has open in this process (Linux)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "etilqs_" in target:  # SQLite names its temporary files so
+            found.add(target)
+    return found
+
+
 class SweepTests(unittest.TestCase):
     """The sweep of timeline_recent, driven directly (review of issue 18)."""
 
@@ -223,6 +236,37 @@ class SweepTests(unittest.TestCase):
         self.assertEqual(
             db.execute("SELECT count(*) FROM timeline").fetchone(), (2 * seq,)
         )
+
+    def test_a_batch_s_rows_and_their_move_keep_no_statement_journal(self):
+        # A statement SQLite may have to undo alone keeps the pages it
+        # changes in a journal, past 64 KiB in a temporary file opened,
+        # written and closed each batch (issue 18).  The batch undoes a
+        # failed statement itself (OR FAIL): no journal, no file.  (Not
+        # the conversations' counts: an upsert's update always keeps one.)
+        if not os.path.isdir("/proc/self/fd"):
+            raise unittest.SkipTest("needs /proc/self/fd to see open files")
+        db = self.database()
+        db.execute("PRAGMA journal_mode=WAL")  # as the store's
+        cache = ThreadCache()
+        cache.stage_timeline = True
+        mailboxes = 2000
+        db.execute("BEGIN")
+        # Pages that exist before the batch: a move changes them.
+        db.executemany("INSERT INTO timeline_settled VALUES (?, ?)",
+                       [(1 + n % mailboxes, n) for n in range(1, 40001)])
+        db.executemany("INSERT INTO timeline_recent VALUES (?, ?)",
+                       [(1 + n % mailboxes, n) for n in range(40001, 40001 + messages.SETTLE_ROWS)])
+        db.execute("COMMIT")
+        before = temporary_files()
+        first = 40001 + messages.SETTLE_ROWS
+        values = [v for n in range(first, first + 2000) for v in (1 + n % mailboxes, n)]
+        db.execute("BEGIN")
+        messages.stage_timeline(db, cache, values)
+        self.assertGreaterEqual(db.execute("SELECT count(*) FROM timeline_settled").fetchone()[0],
+                                42000)  # it moved rows
+        during = temporary_files()
+        db.execute("COMMIT")
+        self.assertEqual(during, before)
 
     def test_the_last_seq_of_a_group_costs_the_same_in_a_long_history(self):
         # post_withdrawn and _history_sent read a group's last seq: with

@@ -33,18 +33,6 @@ class DurabilityTests(StoreTestCase):
         durability = yield self.open().durability()
         self.assertEqual(durability, {"journal_mode": "wal", "synchronous": 2})
 
-    @sqlite_only
-    @defer.inlineCallbacks
-    def test_statement_journals_stay_in_memory(self):
-        # temp_store=MEMORY (2): a multi-row statement's journal is not a
-        # temporary file opened, written page by page and closed each
-        # batch (issue 18: 0.2 pwrite64 calls a message under load).
-        store = self.open()
-        temp_store = yield store.submit(
-            lambda db: db.execute("PRAGMA temp_store").fetchone()[0], writes=False
-        )
-        self.assertEqual(temp_store, 2)
-
     @defer.inlineCallbacks
     def test_everything_survives_a_restart(self):
         store = self.open()

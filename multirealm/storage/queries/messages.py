@@ -41,16 +41,21 @@ def mailbox_number(db, cache, owner, create):
 # The rows a batch gathers (L{gather_message}), by table, in the order
 # L{write_gathered} writes them: each an INSERT's head and its row's width.
 _TEXT, _FILE, _FAILURE, _TIMELINE, _OUTBOX = range(5)
+# OR FAIL: a statement that fails is not undone alone.  The batch undoes
+# it with its transaction, or its operation's savepoint (storage.batching),
+# so SQLite need not keep a journal of the pages each statement changes
+# (past 64 KiB, a temporary file written page by page: issue 18).
+# PostgreSQL spells it INSERT INTO (storage.pg_sql).
 _GATHERED = (
     # Text messages apart: binding NULLs costs a measurable 1 us a message.
-    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp)", 8),
-    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+    ("INSERT OR FAIL INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp)", 8),
+    ("INSERT OR FAIL INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
      " file_name, file_id, file_size)", 11),
-    ("INSERT INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
+    ("INSERT OR FAIL INTO messages (seq, origin, id, kind, sender, recipient, body, timestamp,"
      " failed_id, failed_code)", 10),
     # On SQLite into timeline_recent instead (L{stage_timeline}).
-    ("INSERT INTO timeline_settled (mailbox, seq)", 2),
-    ("INSERT INTO outbox (realm, seq)", 2),
+    ("INSERT OR FAIL INTO timeline_settled (mailbox, seq)", 2),
+    ("INSERT OR FAIL INTO outbox (realm, seq)", 2),
 )
 # Rows of one statement, at most: a power of two, its values under SQLite's
 # limit of variables (32766 since 3.32; PostgreSQL's is 65535).  A batch's
@@ -130,7 +135,7 @@ def stage_timeline(db, cache, values):
     each batch does a part (no batch writes every page at once) and the
     table shrinks back.
     """
-    write_rows(db, "INSERT INTO timeline_recent (mailbox, seq)", 2, values)
+    write_rows(db, "INSERT OR FAIL INTO timeline_recent (mailbox, seq)", 2, values)
     recent = cache.recent_timeline_rows
     if recent is None:  # not known (started, or a rollback): count them, these included
         recent = db.execute("SELECT count(*) FROM timeline_recent").fetchone()[0]
@@ -155,8 +160,8 @@ def _settle_some(db, cache, rows):
             where, bounds = "mailbox > ?", (after,)
         else:
             where, bounds = "mailbox > ? AND mailbox <= ?", (after, last)
-        db.execute(
-            f"INSERT INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent"
+        db.execute(  # OR FAIL: no statement journal (see _GATHERED)
+            f"INSERT OR FAIL INTO timeline_settled (mailbox, seq) SELECT mailbox, seq FROM timeline_recent"
             f" WHERE {where}", bounds,
         )
         moved += db.execute(f"DELETE FROM timeline_recent WHERE {where}", bounds).rowcount
