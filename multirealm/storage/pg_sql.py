@@ -25,7 +25,8 @@ spelling cannot say on both:
      that a statement which fails need not be undone alone (the batch
      undoes it with its transaction or savepoint), so it keeps no journal
      of the pages the statement changes; a PostgreSQL statement that fails
-     fails its transaction or savepoint anyway.
+     fails its transaction or savepoint anyway.  At a statement's start
+     only, and never on C{mailboxes} (rule 3 looks for C{INSERT INTO}).
 
 The SQL here holds no C{?} nor C{%} inside a string literal; the rules do
 not look for quotes.  Each distinct string is translated once (cached).
