@@ -4,12 +4,17 @@ only the two parties' messages, only what the reader's own history holds,
 a bounded number of rows a step.
 """
 
+import os
+import sqlite3
+
 from twisted.internet import defer
+from twisted.trial import unittest
 
 from multirealm import errors
 from multirealm.model import FAILURE, Failed, Message
 from multirealm.names import Address
-from multirealm.storage.queries import private_history
+from multirealm.storage import schema
+from multirealm.storage.queries import messages, private_history
 from tests.storage.base import StoreTestCase, message
 
 
@@ -110,3 +115,33 @@ class PagingTests(StoreTestCase):
             self.assertEqual(got, sent, (limit, max_bytes))
             got = yield defer.inlineCallbacks(read_back)(Address("", "2"), limit, max_bytes)
             self.assertEqual(got, failed, (limit, max_bytes))
+
+
+class PagePlanTests(unittest.TestCase):
+    """
+    A page's messages are read in order, never sorted: a sort takes every
+    row of the page or step, bodies and all (64 KiB each at most), before
+    the page takes its first, and the page stops at the reply's bytes.
+    """
+
+    def plans(self, statements):
+        path = os.path.join(self.mktemp(), "realm.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        db = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(db.close)
+        schema.migrate(db, path, realm="1")
+        return [
+            [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))]
+            for sql in statements
+        ]
+
+    def test_history_pages_sort_nothing(self):
+        pages = [messages._page_of("", "DESC"), messages._page_of(" AND seq > ?", ""),
+                 messages._page_of(" AND seq < ?", "DESC")]
+        for plan in self.plans(pages):
+            self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
+
+    def test_a_conversation_s_steps_sort_nothing(self):
+        steps = [private_history._step_of(True), private_history._step_of(False)]
+        for plan in self.plans(steps):
+            self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)

@@ -483,11 +483,16 @@ def history(db, cache, owner, after_id, limit, max_bytes, before_id=None):
 
 
 def _page_of(bound, order):
-    """The SQL of a history page: a mailbox's first seqs in C{order} past C{bound}, and their messages."""
+    """
+    The SQL of a history page: a mailbox's first seqs in C{order} past
+    C{bound}, and their messages.  IN, not a join: SQLite reads the
+    messages in the order of the seqs' list, where a join's rows would be
+    sorted whole, bodies and all, before the first is read (a page of
+    long messages is 64 MB: take_page stops at the reply's bytes).
+    """
     return (
-        f"SELECT {MESSAGE_COLUMNS} FROM (SELECT seq FROM timeline WHERE mailbox = ?{bound}"
-        f" ORDER BY seq {order} LIMIT ?) AS t JOIN messages m ON m.seq = t.seq"
-        f" ORDER BY t.seq {order}"
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq IN (SELECT seq FROM timeline"
+        f" WHERE mailbox = ?{bound} ORDER BY seq {order} LIMIT ?) ORDER BY m.seq {order}"
     )
 
 

@@ -66,15 +66,8 @@ def _read_back(db, realm, mailbox, me, peer, below, limit, budget, page):
         (mailbox, below, SCAN_ROWS),
     ).fetchone()
     if scanned:
-        # Another realm's user is one person in any case (keyed in lower
-        # case); this realm's are as registered (a first-release database
-        # may hold 'Bob' and 'bob', two people).
-        party = _PARTY if peer.rpartition("@")[2] == realm else f"lower({_PARTY})"
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq"
-            f" WHERE t.mailbox = ? AND t.seq < ? AND t.seq >= ? AND {party} = ?"
-            " ORDER BY t.seq DESC",
-            (mailbox, below, low, me, peer),
+            _step_of(peer.rpartition("@")[2] == realm), (mailbox, below, low, me, peer)
         )
         for row in rows:
             message = message_of(row)
@@ -86,6 +79,22 @@ def _read_back(db, realm, mailbox, me, peer, below, limit, budget, page):
     if scanned < SCAN_ROWS:  # the start of the user's history
         return History(tuple(reversed(page)), False)
     return Later(_read_back, realm, mailbox, me, peer, low, limit, budget, page)
+
+
+def _step_of(local):
+    """
+    The SQL of a step's messages of one conversation, newest first: a
+    C{local} peer as registered, another realm's in any case (keyed in
+    lower case); a first-release database may hold 'Bob' and 'bob', two
+    people.  IN, not a join: read in the seqs' order, where a join's
+    rows would be sorted whole, bodies and all (a step reads up to
+    SCAN_ROWS of them), before the page takes the first.
+    """
+    party = _PARTY if local else f"lower({_PARTY})"
+    return (
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq IN (SELECT seq FROM timeline"
+        f" WHERE mailbox = ? AND seq < ? AND seq >= ?) AND {party} = ? ORDER BY m.seq DESC"
+    )
 
 
 def _seq_of(db, realm, mailbox, me, peer, message_id):
