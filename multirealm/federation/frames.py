@@ -46,6 +46,9 @@ _ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # not one is kept as "internal" (it is shown to the message's sender).
 _CODE = re.compile(r"[a-z][a-z_]{0,39}")
 _ID_TAG = re.compile(r"@id=([0-9A-Za-z_-]{1,64})[; ]")
+# The common answer as json.dumps writes it (Ack.to_line), with what a
+# line keeps of its end (the CR of a CRLF).
+_OK_LINE = re.compile(rb'\{"status": "OK", "id": "([0-9A-Za-z_-]{1,64})"\}[ \t\r]*')
 
 
 def frame_limit(max_line_bytes):
@@ -384,6 +387,16 @@ class Ack(NamedTuple):
         except KeyError:
             pass
         raise FrameError("an acknowledgement is a JSON object with status and id")
+
+    @staticmethod
+    def ok_id(line):
+        """
+        The id of C{line} (bytes, as read) if it is the common OK answer,
+        else None (read it with L{from_line}): one a message crossing a
+        link, read with one pattern, no decoding of the line, no json.
+        """
+        ok = _OK_LINE.fullmatch(line)
+        return None if ok is None else ok.group(1).decode("ascii")
 
     def to_line(self):
         if self.code is None:

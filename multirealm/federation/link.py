@@ -82,26 +82,35 @@ class RealmLink(RequestLineReceiver):
 
     def dataReceived(self, data):
         RequestLineReceiver.dataReceived(self, data)
-        self.factory.queue.flush_acks()  # the answers of this read, forgotten at once
+        self.factory.queue.answers_read()  # the answers of this read, handled at once
 
     def lineReceived(self, line):
+        linked = self._state == "linked"
+        if linked:
+            frame_id = Ack.ok_id(line)
+            if frame_id is not None:
+                return self.factory.queue.answered(frame_id)
         text = line.rstrip(b" \t\r").decode("utf-8", "replace")
         if not text:
-            return
-        if self._state == "linked":
-            try:
-                ack = Ack.from_line(text)
-            except FrameError:
-                if self._strays:  # a peer sending garbage: one line a link, not one a line
-                    return None
-                self._strays = True
-                return log.warn("realm {peer} sent {line!r} (more lines that are no answer on"
-                                " this link are not logged)", peer=self.factory.peer,
-                                line=text[:200], realm=self.factory.realm)
-            return self.factory.queue.acked(ack)
+            return None
+        if linked:
+            return self._answer(text)
         if self._state == "challenge":
             return self._challenge(text)
         self._welcome(text)
+
+    def _answer(self, text):
+        """A line other than the common OK, once linked: an answer, or a stray."""
+        try:
+            ack = Ack.from_line(text)
+        except FrameError:
+            if self._strays:  # a peer sending garbage: one line a link, not one a line
+                return None
+            self._strays = True
+            return log.warn("realm {peer} sent {line!r} (more lines that are no answer on"
+                            " this link are not logged)", peer=self.factory.peer,
+                            line=text[:200], realm=self.factory.realm)
+        return self.factory.queue.acked(ack)
 
     def _challenge(self, text):
         factory = self.factory

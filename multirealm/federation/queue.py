@@ -24,6 +24,7 @@ from multirealm.core.interfaces import IMessageObserver
 from multirealm.core.notifier import each_delivery
 from multirealm.federation.frames import (
     TRANSIENT,
+    Ack,
     FileFrame,
     MessageFrame,
     PresenceFrame,
@@ -101,7 +102,19 @@ class PeerQueue:
 
     def messages_committed(self, deliveries):
         peer = self.peer
-        each_delivery([d for d in deliveries if peer in d.queued_for], self._committed, self.realm)
+        mine = [d for d in deliveries if peer in d.queued_for]
+        if not mine:
+            return
+        link = self.link
+        if (self._caught_up and link is not None and not self._reading
+                and mine[0].seq > self._sent_up_to and len(mine) <= self._room()
+                and not any(rereads_outbox(d.message) for d in mine)):
+            # Everything before them was sent: sent from here, in one
+            # write, with no read of the outbox (the store reports commits
+            # in seq order).
+            self._send([(d.seq, d.message) for d in mine], link)
+            return
+        each_delivery(mine, self._committed, self.realm)
 
     def _committed(self, delivery):
         if rereads_outbox(delivery.message):
@@ -459,26 +472,34 @@ class PeerQueue:
             f"no answer for {self.ANSWER_SECONDS:.0f} s: the link is closed", abort=True
         )
 
+    def answered(self, frame_id):
+        """The peer answered OK to frame C{frame_id}: stored (or already there)."""
+        sent = self._in_flight.pop(frame_id, None)
+        if sent is None:
+            if frame_id.startswith(USERS_ID):
+                self.acked(Ack(frame_id))
+            return  # else an answer to a frame of an earlier link, or a stray
+        seq, message = sent
+        self._in_flight_bytes -= _held_bytes(message)
+        # Forgotten together with the others of the same read
+        # (answers_read): one store operation for many answers.
+        self._counts.frames_acknowledged += 1
+        self._answered.append(seq)
+
     def acked(self, ack):
+        """The peer answered C{ack} (an L{Ack}) to a frame."""
         if ack.id.startswith(USERS_ID):
             cursor = parse_number(ack.id[len(USERS_ID):])
             if cursor is not None and self._users_in_flight:
                 self._users_acked(ack, cursor)
             return
+        if ack.code is None:
+            return self.answered(ack.id)
         sent = self._in_flight.pop(ack.id, None)
         if sent is None:
             return  # an answer to a frame of an earlier link, or a stray
         self._in_flight_bytes -= _held_bytes(sent[1])
         seq, message = sent
-        if ack.code is None:
-            # Forgotten together with the others of the same read (flush_acks):
-            # one store operation for many answers.
-            self._counts.frames_acknowledged += 1
-            self._answered.append(seq)
-            self._watch(answered=True)
-            self.wake()
-            self._check_drained()
-            return
         self._counts.frames_refused += 1
         if ack.code in TRANSIENT:
             # The peer cannot store now: everything goes again, in order,
@@ -492,6 +513,18 @@ class PeerQueue:
         self._watch(answered=True)
         self.wake()
         self._check_drained()
+
+    def answers_read(self):
+        """
+        The link read a chunk of answers: forget the entries answered OK,
+        note the progress, send what their room lets (once a read, not once
+        an answer).
+        """
+        if self._answered:
+            self.flush_acks()
+            self._watch(answered=True)
+            self.wake()
+            self._check_drained()
 
     def flush_acks(self):
         """Forget, in one store operation, the entries answered OK since the last call."""

@@ -3,6 +3,7 @@ Realm-port frames and the link handshake, as pure parsing and checking.
 """
 
 import json
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -134,6 +135,25 @@ class AckTests(unittest.TestCase):
         self.assertEqual(Ack.from_line(line), Ack(frame_id))
         # Spacing json would accept still parses, through json.
         self.assertEqual(Ack.from_line(line.replace(": ", ":")), Ack(frame_id))
+
+    @given(st.one_of(
+        st.text(alphabet="abcXYZ019_-", min_size=1, max_size=64),
+        st.text(min_size=1, max_size=20),  # quotes, escapes, anything json writes
+    ))
+    def test_the_common_ok_read_from_its_bytes_is_what_json_reads(self, frame_id):
+        # An answer's id read from the bytes alone (one a message crossing
+        # a link, issue 18: no decoding, no json) is the id json reads, with
+        # or without the CR of its CRLF; any other line is left to json.
+        for ack in (Ack(frame_id), Ack(frame_id, "no_such_user", "no user")):
+            for line in (ack.to_line(), ack.to_line() + "\r"):
+                read = Ack.ok_id(line.encode("utf-8"))
+                if read is not None:
+                    self.assertEqual(Ack(read), Ack.from_line(line))
+        line = Ack(frame_id).to_line().encode("utf-8")
+        self.assertEqual(Ack.ok_id(line + b"\r"), frame_id if re.fullmatch("[0-9A-Za-z_-]{1,64}", frame_id) else None)
+        for line in (b'{"status": "OK", "id": "a\\u0062"}', b'{"status": "OK", "id": "a", "x": "y"}',
+                     b'{"status": "OK", "id": "a"} x', b"\xff"):
+            self.assertIsNone(Ack.ok_id(line))
 
     def test_round_trips(self):
         for ack in (Ack("a1"), Ack("a2", "no_such_user", "no user 'x'")):

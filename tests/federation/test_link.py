@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
+from multirealm.model import PRIVATE
 
 from multirealm.federation.link import LinkFactory
 from multirealm.federation.queue import PeerQueue
@@ -281,6 +282,21 @@ class LinkTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(self.delivered(), [f"m{i}" for i in range(10)])
         self.assertEqual(reads, [])
+
+    def test_a_run_of_messages_goes_in_one_write_once_caught_up(self):
+        client, pump = self.connect()
+        self.queue.window = 100
+        writes = []
+        transport = self.queue.link.transport
+        self.patch(transport, "write", lambda data, real=transport.write: (
+            writes.append(data), real(data)))
+        heru = self.one.address("heru@2")
+        self.one.send_run(
+            [self.one.new_message(PRIVATE, "alice", heru, f"m{i}") for i in range(5)], [].append
+        )
+        self.assertEqual([data.count(b" sendrealm ") for data in writes], [5])
+        pump.flush()
+        self.assertEqual(self.delivered(), [f"m{i}" for i in range(5)])
 
     def test_the_window_holds_a_bounded_number_of_bytes(self):
         self.queue.window, self.queue.window_bytes = 100, 3000
