@@ -3,6 +3,7 @@ User, group and realm names, and C{name@realm} addresses (docs/protocol.md,
 "Names and addresses"); file names; the numbers a line carries.
 """
 
+import functools
 import re
 import unicodedata
 
@@ -26,6 +27,14 @@ def is_valid_name(name):
     The naming rule.  Names are one identity whatever their case (the
     store compares them without case and keeps the case given first).
     """
+    return len(name) <= 32 and _is_valid_short_name(name)
+
+
+# The same few names come back with every request and every frame: the
+# answers for the last ones are kept (at most 4,096 of at most 32
+# characters each, about 0.5 MiB).
+@functools.lru_cache(maxsize=4096)
+def _is_valid_short_name(name):
     return _NAME.fullmatch(name) is not None
 
 
@@ -40,7 +49,7 @@ def check_name(name, what="name"):
     """
     Return C{name} if it follows the naming rule, else raise L{InvalidName}.
     """
-    if not is_valid_name(name):
+    if len(name) > 32 or not _is_valid_short_name(name):  # is_valid_name, one call less
         raise InvalidName(f"{what} {name!r} is not valid: use {NAME_RULE}")
     return name
 
@@ -78,6 +87,29 @@ class Address:
         else:
             realm = default_realm
         return cls(name, realm)
+
+
+class ParsedAddresses:
+    """
+    L{Address.parse} for a realm link's frames, whose few names come back
+    with every message: what it parsed last is kept (at most C{size}
+    addresses, forgotten all at once when full); a name that breaks the
+    rule is never kept, and raises every time.
+    """
+
+    def __init__(self, size=4096):
+        self._size = size
+        self._parsed = {}
+
+    def parse(self, text, default_realm, what="name"):
+        key = (text, default_realm)
+        address = self._parsed.get(key)
+        if address is None:
+            address = Address.parse(text, default_realm, what)
+            if len(self._parsed) >= self._size:
+                self._parsed.clear()
+            self._parsed[key] = address
+        return address
 
 
 def check_filename(name):

@@ -143,17 +143,20 @@ class MessageFrame(NamedTuple):
         """The frame that carries L{Message} C{message} from one realm to another."""
         return _new_tuple(cls, (*_addressed(message, sender_realm, receiver_realm), message.text))
 
-    def message(self, sender_realm, receiver_realm):
+    def message(self, sender_realm, receiver_realm, parse=Address.parse):
         """
         The L{Message}, its addresses qualified: a bare sender is of the
-        sending realm, a bare recipient of the receiving one.
+        sending realm, a bare recipient of the receiving one (read by
+        C{parse}: L{Address.parse}, or a link's L{ParsedAddresses}).
         L{multirealm.errors.InvalidName} for a malformed name.
         """
-        sender = Address.parse(self.sender, sender_realm)
-        recipient = Address.parse(
+        sender = parse(self.sender, sender_realm)
+        recipient = parse(
             self.recipient, receiver_realm, "username" if self.kind == PRIVATE else "group name"
         )
-        return Message(self.id, self.kind, sender, recipient, self.text, self.timestamp)
+        return _new_tuple(
+            Message, (self.id, self.kind, sender, recipient, self.text, self.timestamp, None, None)
+        )
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ from multirealm.core.incoming import IncomingFile
 from multirealm.connections import admitted, for_this_process
 from multirealm.federation import handshake
 from multirealm.federation.story import LinkStory
-from multirealm.names import check_filename
+from multirealm.names import ParsedAddresses, check_filename
 from multirealm.federation.frames import (
     Ack,
     FileFrame,
@@ -74,6 +74,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         self._hello = None
         self._nonce = handshake.new_nonce()
         self._file = None  # the file body being read, in raw mode
+        self._addresses = ParsedAddresses()  # the names of its frames, read once
         self._gate = ReadGate(self)
         self._pending = 0  # frames not yet answered
         self._closing = False  # closed once every frame read is answered
@@ -253,7 +254,9 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
             d = self.realm.receive_users(self.peer, frame.names)
         else:
             d = defer.maybeDeferred(
-                lambda: self.realm.receive(self.peer, frame.message(self.peer, self.realm.name))
+                lambda: self.realm.receive(
+                    self.peer, frame.message(self.peer, self.realm.name, self._addresses.parse)
+                )
             )
         self._answer(frame.id, d)
 
@@ -265,7 +268,7 @@ class RealmProtocol(RequestLineReceiver, TimeoutMixin):
         that is refused is answered at once, as it would be alone.
         """
         try:
-            message = frame.message(self.peer, self.realm.name)
+            message = frame.message(self.peer, self.realm.name, self._addresses.parse)
             self.realm.check_received(self.peer, message)
         except Exception:
             return self._answer(frame.id, defer.fail())

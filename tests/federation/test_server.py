@@ -281,6 +281,18 @@ class FrameTests(unittest.TestCase):
         ])
         self.assertFalse(self.peer.transport.disconnecting)
 
+    def test_a_time_is_judged_the_same_each_time_it_comes(self):
+        # The answers for the last timestamps are kept (core/received.py).
+        for frame_id, ts in (("a1", "2026-11-25T00:00:00"), ("a2", "2026-11-25T00:00:00"),
+                             ("a3", "9999-11-25T00:00:00+00:00"), ("a4", "2026-11-25T00:00:00Z"),
+                             ("a5", "2026-11-25T00:00:00Z"), ("a6", "2026-11-25T00:00:00")):
+            self.peer.send(f"@id={frame_id};ts={ts} sendrealm bob heru hi")
+        answers = [(a["id"], a.get("code", a["status"])) for a in self.acks()]
+        self.assertEqual(answers, [
+            ("a1", "bad_request"), ("a2", "bad_request"), ("a3", "bad_request"),
+            ("a4", "OK"), ("a5", "OK"), ("a6", "bad_request"),
+        ])
+
     def stall_receive(self):
         """
         Frames are stored only when C{release()} is called, in the order
