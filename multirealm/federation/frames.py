@@ -82,6 +82,12 @@ def _addressed(message, sender_realm, receiver_realm):
     )
 
 
+def _message_line(frame_id, timestamp, kind, sender, recipient, text):
+    """The line of a L{MessageFrame}, from its fields."""
+    line = f"@id={frame_id};ts={timestamp} {MessageFrame.NAMES[kind]} {sender} {recipient}"
+    return line if kind == LEFT else f"{line} {text}"  # leaving says who and what
+
+
 def _tagged(line, words=0):
     """
     (id, timestamp, words) of a tagged frame: its words split on spaces,
@@ -132,16 +138,17 @@ class MessageFrame(NamedTuple):
         return _new_tuple(cls, (frame_id, timestamp, kind, sender, recipient, text))
 
     def to_line(self):
-        line = (
-            f"@id={self.id};ts={self.timestamp} {self.NAMES[self.kind]}"
-            f" {self.sender} {self.recipient}"
-        )
-        return f"{line} {self.text}" if self.kind != LEFT else line
+        return _message_line(*self)
 
     @classmethod
     def of(cls, message, sender_realm, receiver_realm):
         """The frame that carries L{Message} C{message} from one realm to another."""
         return _new_tuple(cls, (*_addressed(message, sender_realm, receiver_realm), message.text))
+
+    @staticmethod
+    def line_of(message, sender_realm, receiver_realm):
+        """C{of(...).to_line()}, with no frame made: one a message crossing a link."""
+        return _message_line(*_addressed(message, sender_realm, receiver_realm), message.text)
 
     def message(self, sender_realm, receiver_realm, parse=Address.parse):
         """

@@ -289,16 +289,18 @@ class PeerQueue:
 
     def _send(self, batch, link):
         lines = []  # frames written together, in one write
-        was_idle = not self._in_flight
+        in_flight, here, peer = self._in_flight, self.realm.name, self.peer
+        was_idle = not in_flight
+        longest = frame_limit(link.factory.max_line_bytes)
         for seq, message in batch:
             self._sent_up_to = seq
-            if message.id in self._in_flight:
+            if message.id in in_flight:
                 continue  # read again after a rewind: already on its way
             if message.file is not None:
-                line = FileFrame.of(message, self.realm.name, self.peer).to_line()
+                line = FileFrame.of(message, here, peer).to_line()
             else:
-                line = MessageFrame.of(message, self.realm.name, self.peer).to_line()
-            if len(line) > frame_limit(link.factory.max_line_bytes):
+                line = MessageFrame.line_of(message, here, peer)
+            if len(line) > longest:
                 # The peer would refuse it, every time: back to its sender.
                 self.realm.delivery_failed(
                     self.peer, seq, message, "line_too_long",
@@ -312,7 +314,7 @@ class PeerQueue:
                 link.send_file(line, seq, message)
             else:
                 lines.append(line)
-        if was_idle and self._in_flight:
+        if was_idle and in_flight:
             self._last_progress = self.realm.clock.seconds()  # the wait starts now
         self._flush_lines(link, lines)
         if batch:

@@ -46,6 +46,7 @@ class MessageFrameTests(unittest.TestCase):
                           "2026-11-25T21:32:15.449+00:00")
         frame = MessageFrame.of(message, "1", "2")
         line = frame.to_line()
+        self.assertEqual(MessageFrame.line_of(message, "1", "2"), line)  # the queue's way
         self.assertEqual(MessageFrame.from_line(line).message("1", "2"), message)
         # of() and from_line() make the tuple without its __new__: every field, in order.
         self.assertEqual(MessageFrame.from_line(line), frame)
@@ -68,6 +69,7 @@ class MessageFrameTests(unittest.TestCase):
         left = Message("d" * 32, LEFT, Address("heru", "2"), Address("team", "1"), "", ts)
         line = MessageFrame.of(left, "2", "1").to_line()
         self.assertEqual(line, f"@id={'d' * 32};ts={ts} leavegrouprealm heru team")
+        self.assertEqual(MessageFrame.line_of(left, "2", "1"), line)
         self.assertEqual(MessageFrame.from_line(line).message("2", "1"), left)
 
     def test_a_file_frame_counts_its_bytes_and_ends_with_the_name(self):
