@@ -10,7 +10,8 @@ the load generator (--far-cpu 0 puts it on CPU 0 with realm 1 instead).
      on realm 2.  "Acknowledged" is the OKs per second the load got;
      "delivered" the messages per second stored at realm 2 meanwhile (its
      database sampled through the measured window): equal when the link
-     keeps up.
+     keeps up.  And the CPU each realm spent a message in that window
+     (realm 1 alone in the first load; both realms in the second).
   2. Latency from send to stored at the far end, p50/p99: one message
      every 10 ms for a few seconds, the far database polled every 1 ms.
   3. Backlog: realm 2 stopped, BACKLOG messages queued for it, realm 2
@@ -131,12 +132,26 @@ def pipelined(port, token, to, count):
     return started, elapsed, errors[0], per * CONNECTIONS
 
 
-def throughput(folder, ports, pid, far_db, opts):
+def cpu_us_per_message(result, server_cpu, far="far"):
+    """
+    {realm: CPU microseconds a message} in the measured window: realm 1
+    (C{server_cpu}, from run_loadgen) and, if sampled, realm 2.
+    """
+    seconds, window, _, _ = server_cpu
+    rate = result["ok_per_s"] * window
+    out = {"realm1": round(seconds * 1e6 / rate, 1)}
+    if far in result.get("also_cpu_s", {}):
+        out["realm2"] = round(result["also_cpu_s"][far] * 1e6 / rate, 1)
+    return out
+
+
+def throughput(folder, ports, pid, far_pid, far_db, opts):
     """
     The loadgen's pipelined load (CONNECTIONS x IN_FLIGHT, run.py's
     shape) for opts.seconds: first to users of realm 1 itself, then to the
     same names on realm 2.  Acknowledged msgs/s from the loadgen; delivered
-    msgs/s from realm 2's database, sampled through the measured window.
+    msgs/s from realm 2's database, sampled through the measured window;
+    each realm's CPU a message meanwhile.
     """
     tokens = os.path.join(folder, "tokens.json")
     users = str(LOAD_CONNECTIONS + 1)
@@ -147,7 +162,7 @@ def throughput(folder, ports, pid, far_db, opts):
     bench = ["bench", "--port", str(ports["1"]), "--tokens", tokens,
              "-n", str(LOAD_CONNECTIONS), "-k", str(LOAD_IN_FLIGHT),
              "--duration", str(opts.seconds), "--warmup", "1"]
-    local, _, _ = run.run_loadgen(bench, pid, 600)
+    local, local_cpu, _ = run.run_loadgen(bench, pid, 600)
     samples = []
     stop = threading.Event()
 
@@ -159,7 +174,9 @@ def throughput(folder, ports, pid, far_db, opts):
     sampler = threading.Thread(target=sample)
     started = time.monotonic()
     sampler.start()
-    remote, _, _ = run.run_loadgen(bench + ["--to-realm", "2"], pid, 600)
+    remote, remote_cpu, _ = run.run_loadgen(
+        bench + ["--to-realm", "2"], pid, 600, also=lambda: {"far": run.proc_cpu(far_pid)}
+    )
     stop.set()
     sampler.join()
     # The measured window: after the warm-up, for opts.seconds.
@@ -176,6 +193,8 @@ def throughput(folder, ports, pid, far_db, opts):
         "cross_realm_acked_msgs_per_s": round(remote["ok_per_s"]),
         "cross_realm_delivered_msgs_per_s": round(delivered),
         "delivered_ratio_to_single_realm": round(delivered / local_rate, 2),
+        "single_realm_cpu_us_per_msg": cpu_us_per_message(local, local_cpu),
+        "cross_realm_cpu_us_per_msg": cpu_us_per_message(remote, remote_cpu),
         "errors": local["errors"] + remote["errors"],
     }
 
@@ -284,7 +303,7 @@ def main(argv=None):
         wait_linked(alice)
         far_db = os.path.join(folder, "data2", "realm.sqlite3")
 
-        figures = throughput(folder, ports, one.pid, far_db, opts)
+        figures = throughput(folder, ports, one.pid, two.pid, far_db, opts)
         print(json.dumps({"throughput": figures}), flush=True)
 
         print(json.dumps({"latency": latency(ports["1"], token, far_db, opts.latency_seconds)}),
