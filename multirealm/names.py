@@ -32,7 +32,7 @@ def is_valid_name(name):
 
 # The same few names come back with every request and every frame: the
 # answers for the last ones are kept (at most 4,096 of at most 32
-# characters each, about 0.5 MiB).
+# characters each: about 1 MiB at worst).
 @functools.lru_cache(maxsize=4096)
 def _is_valid_short_name(name):
     return _NAME.fullmatch(name) is not None

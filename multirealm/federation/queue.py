@@ -108,11 +108,21 @@ class PeerQueue:
         link = self.link
         if (self._caught_up and link is not None and not self._reading
                 and mine[0].seq > self._sent_up_to and len(mine) <= self._room()
+                and self._in_flight_bytes + sum(_held_bytes(d.message) for d in mine)
+                <= self.window_bytes
                 and not any(rereads_outbox(d.message) for d in mine)):
-            # Everything before them was sent: sent from here, in one
-            # write, with no read of the outbox (the store reports commits
-            # in seq order).
-            self._send([(d.seq, d.message) for d in mine], link)
+            # Everything before them was sent, and the window has room for
+            # them all: sent from here, in one write, with no read of the
+            # outbox (the store reports commits in seq order).
+            try:
+                self._send([(d.seq, d.message) for d in mine], link)
+            except Exception:
+                # One that failed (logged by the notifier) is skipped until
+                # the next link, as when it went alone; the rest of the run
+                # is read from the outbox.
+                self._caught_up = False
+                self.wake()
+                raise
             return
         each_delivery(mine, self._committed, self.realm)
 
@@ -289,38 +299,41 @@ class PeerQueue:
 
     def _send(self, batch, link):
         lines = []  # frames written together, in one write
-        in_flight, here, peer = self._in_flight, self.realm.name, self.peer
-        was_idle = not in_flight
+        here, peer = self.realm.name, self.peer
+        was_idle = not self._in_flight
         longest = frame_limit(link.factory.max_line_bytes)
-        for seq, message in batch:
-            self._sent_up_to = seq
-            if message.id in in_flight:
-                continue  # read again after a rewind: already on its way
-            if message.file is not None:
-                line = FileFrame.of(message, here, peer).to_line()
-            else:
-                line = MessageFrame.line_of(message, here, peer)
-            if len(line) > longest:
-                # The peer would refuse it, every time: back to its sender.
-                self.realm.delivery_failed(
-                    self.peer, seq, message, "line_too_long",
-                    "the message is longer than a realm link carries",
-                ).addErrback(self._failed)
-                continue
-            self._track(seq, message)
-            self._counts.frames_sent += 1
-            if message.file is not None:
-                lines = self._flush_lines(link, lines)  # in order, before the file
-                link.send_file(line, seq, message)
-            else:
-                lines.append(line)
-        if was_idle and in_flight:
-            self._last_progress = self.realm.clock.seconds()  # the wait starts now
-        self._flush_lines(link, lines)
-        if batch:
-            self._watch()
-            if not self._caught_up:
-                self.wake()
+        try:
+            for seq, message in batch:
+                self._sent_up_to = seq
+                if message.id in self._in_flight:
+                    continue  # read again after a rewind: already on its way
+                if message.file is not None:
+                    line = FileFrame.of(message, here, peer).to_line()
+                else:
+                    line = MessageFrame.line_of(message, here, peer)
+                if len(line) > longest:
+                    # The peer would refuse it, every time: back to its sender.
+                    self.realm.delivery_failed(
+                        self.peer, seq, message, "line_too_long",
+                        "the message is longer than a realm link carries",
+                    ).addErrback(self._failed)
+                    continue
+                self._track(seq, message)
+                self._counts.frames_sent += 1
+                if message.file is not None:
+                    lines = self._flush_lines(link, lines)  # in order, before the file
+                    link.send_file(line, seq, message)
+                else:
+                    lines.append(line)
+        finally:
+            # What was tracked is written and timed, even if one after it failed.
+            if was_idle and self._in_flight:
+                self._last_progress = self.realm.clock.seconds()  # the wait starts now
+            self._flush_lines(link, lines)
+            if batch:
+                self._watch()
+        if batch and not self._caught_up:
+            self.wake()
 
     @staticmethod
     def _flush_lines(link, lines):
@@ -475,12 +488,16 @@ class PeerQueue:
         )
 
     def answered(self, frame_id):
-        """The peer answered OK to frame C{frame_id}: stored (or already there)."""
+        """
+        The peer answered OK to frame C{frame_id}: stored (or already
+        there).  The link calls L{answers_read} after each read of answers:
+        the entry is forgotten, and the window refilled, then.
+        """
+        if frame_id.startswith(USERS_ID):
+            return self.acked(Ack(frame_id))
         sent = self._in_flight.pop(frame_id, None)
         if sent is None:
-            if frame_id.startswith(USERS_ID):
-                self.acked(Ack(frame_id))
-            return  # else an answer to a frame of an earlier link, or a stray
+            return  # an answer to a frame of an earlier link, or a stray
         seq, message = sent
         self._in_flight_bytes -= _held_bytes(message)
         # Forgotten together with the others of the same read
@@ -489,7 +506,7 @@ class PeerQueue:
         self._answered.append(seq)
 
     def acked(self, ack):
-        """The peer answered C{ack} (an L{Ack}) to a frame."""
+        """The peer answered C{ack} (an L{Ack}) to a frame (an OK: as L{answered})."""
         if ack.id.startswith(USERS_ID):
             cursor = parse_number(ack.id[len(USERS_ID):])
             if cursor is not None and self._users_in_flight:

@@ -154,8 +154,9 @@ class AckTests(unittest.TestCase):
         line = Ack(frame_id).to_line().encode("utf-8")
         self.assertEqual(Ack.ok_id(line + b"\r"), frame_id if re.fullmatch("[0-9A-Za-z_-]{1,64}", frame_id) else None)
         for line in (b'{"status": "OK", "id": "a\\u0062"}', b'{"status": "OK", "id": "a", "x": "y"}',
-                     b'{"status": "OK", "id": "a"} x', b"\xff"):
-            self.assertIsNone(Ack.ok_id(line))
+                     b'{"status": "OK", "id": "a"} x', b"\xff", b' {"status": "OK", "id": "a"}',
+                     b'{"status":"OK", "id": "a"}', b'{"status": "OK", "id": "%s"}' % (b"a" * 65)):
+            self.assertIsNone(Ack.ok_id(line))  # json's to read
 
     def test_round_trips(self):
         for ack in (Ack("a1"), Ack("a2", "no_such_user", "no user 'x'")):

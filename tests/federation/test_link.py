@@ -17,6 +17,7 @@ from multirealm import errors
 from multirealm.core.interfaces import IMessageObserver
 from multirealm.model import PRIVATE
 
+from multirealm.federation.frames import MessageFrame
 from multirealm.federation.link import LinkFactory
 from multirealm.federation.queue import PeerQueue
 from multirealm.federation.server import RealmProtocol, RealmServerFactory
@@ -290,13 +291,51 @@ class LinkTests(unittest.TestCase):
         transport = self.queue.link.transport
         self.patch(transport, "write", lambda data, real=transport.write: (
             writes.append(data), real(data)))
-        heru = self.one.address("heru@2")
-        self.one.send_run(
-            [self.one.new_message(PRIVATE, "alice", heru, f"m{i}") for i in range(5)], [].append
-        )
+        self.send_run([f"m{i}" for i in range(5)])
         self.assertEqual([data.count(b" sendrealm ") for data in writes], [5])
         pump.flush()
         self.assertEqual(self.delivered(), [f"m{i}" for i in range(5)])
+
+    def send_run(self, texts):
+        heru = self.one.address("heru@2")
+        self.one.send_run(
+            [self.one.new_message(PRIVATE, "alice", heru, text) for text in texts], [].append
+        )
+
+    def test_a_run_the_window_s_bytes_cannot_take_goes_through_the_outbox(self):
+        client, pump = self.connect()
+        self.queue.window, self.queue.window_bytes = 100, 3000
+        most = []
+        track = self.queue._track
+
+        def tracked(seq, message):
+            track(seq, message)
+            most.append(len(self.queue._in_flight))
+
+        self.patch(self.queue, "_track", tracked)
+        self.send_run([f"{i}" * 1000 for i in range(10)])  # one run, 10 KB of text
+        self.assertLessEqual(max(most), 3)
+        pump.flush()
+        self.assertEqual(len(self.delivered()), 10)
+
+    def test_a_message_of_a_run_that_fails_to_go_out_holds_none_of_the_others(self):
+        # As when each went alone: the others go, in order, and none is
+        # left in flight unwritten (with no answer to wait for).
+        client, pump = self.connect()
+        self.queue.window = 100
+        line_of = MessageFrame.line_of
+
+        def failing(message, *args):
+            if message.text == "m2":
+                raise RuntimeError("a bug making m2's frame")
+            return line_of(message, *args)
+
+        self.patch(MessageFrame, "line_of", staticmethod(failing))
+        self.send_run([f"m{i}" for i in range(5)])
+        pump.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.delivered(), ["m0", "m1", "m3", "m4"])
+        self.assertEqual(self.queue._in_flight, {})
 
     def test_the_window_holds_a_bounded_number_of_bytes(self):
         self.queue.window, self.queue.window_bytes = 100, 3000
